@@ -1,0 +1,475 @@
+// Command _gen writes the AVX2 assembly of package
+// github.com/edgellm/edgellm/backend/cpu/kernels with avo. It is its own
+// module so that avo never enters the library's dependencies.
+//
+// Regenerate from this directory with:
+//
+//	go run . -out ../backend/cpu/kernels/kernels_amd64.s -stubs ../backend/cpu/kernels/kernels_amd64.go -pkg kernels
+//
+// The packed layouts the kernels read are described in the kernels package
+// (ternary.go, int8mat.go, f16mat.go); keep the two in step.
+package main
+
+import (
+	"fmt"
+
+	. "github.com/mmcloughlin/avo/build"
+	. "github.com/mmcloughlin/avo/operand"
+	"github.com/mmcloughlin/avo/reg"
+)
+
+func main() {
+	ConstraintExpr("amd64,!noasm")
+
+	// Unroll 4 with a 1 KiB prefetch beat unroll 1 and 2, with or without
+	// prefetch, streaming from DRAM (see the kernels package's BENCH notes).
+	ternaryDot("ternaryDot4", 4, 4, 1024)
+	ternaryDot("ternaryDot1", 1, 4, 1024)
+	ternaryBlockDots()
+	int8Dot(4, 32)
+	int8Dot(1, 32)
+	int8Dot(4, 16)
+	int8Dot(1, 16)
+	f16Dot(4)
+	f16Dot(1)
+
+	Generate()
+}
+
+// broadcastConst puts a 32-bit pattern in every dword of a new YMM register.
+func broadcastConst(v uint32) reg.VecVirtual {
+	g := GP32()
+	MOVL(U32(v), g)
+	y := YMM()
+	VMOVD(g, y.AsX())
+	VPBROADCASTD(y.AsX(), y)
+	return y
+}
+
+// reduce4 sums the eight int32 (or float32 with fl) lanes of each of four
+// accumulators and stores the four sums at dst.
+func reduce4(acc []reg.VecVirtual, dst Mem, fl bool) {
+	hadd := VPHADDD
+	add := VPADDD
+	if fl {
+		hadd = VHADDPS
+		add = VADDPS
+	}
+	hadd(acc[1], acc[0], acc[0])
+	hadd(acc[3], acc[2], acc[2])
+	hadd(acc[2], acc[0], acc[0])
+	t := XMM()
+	VEXTRACTI128(U8(1), acc[0], t)
+	add(t, acc[0].AsX(), t)
+	VMOVDQU(t, dst)
+}
+
+// reduce1 sums the eight lanes of acc and stores the sum at dst.
+func reduce1(acc reg.VecVirtual, dst Mem, fl bool) {
+	add := VPADDD
+	if fl {
+		add = VADDPS
+	}
+	t := XMM()
+	VEXTRACTI128(U8(1), acc, t)
+	add(t, acc.AsX(), t)
+	u := XMM()
+	VPSHUFD(U8(0x4e), t, u)
+	add(u, t, t)
+	VPSHUFD(U8(0xb1), t, u)
+	add(u, t, t)
+	if fl {
+		VMOVSS(t, dst)
+	} else {
+		VMOVD(t, dst)
+	}
+}
+
+// rowAddr returns the address of row r (0..3) of a group at base+off, rows
+// stride bytes apart (stride3 = 3*stride).
+func rowAddr(base, stride, stride3 reg.Register, r int, disp int) Mem {
+	switch r {
+	case 0:
+		return Mem{Base: base, Disp: disp}
+	case 1:
+		return Mem{Base: base, Index: stride, Scale: 1, Disp: disp}
+	case 2:
+		return Mem{Base: base, Index: stride, Scale: 2, Disp: disp}
+	default:
+		return Mem{Base: base, Index: stride3, Scale: 1, Disp: disp}
+	}
+}
+
+// ternaryDot writes, for each of groups*nr rows, the int32 sum of code*act
+// over the row, codes packed 2 bits each: per 128 weights 32 bytes, byte m
+// holding weights m, m+32, m+64, m+96 at bit shifts 0, 2, 4, 6; a final
+// 64-weight tail (tail != 0) in 16 bytes, byte m holding m, m+16, m+32, m+48.
+//
+// Per 32 codes: shift, mask, VPMADDUBSW (codes unsigned, activations signed)
+// into int16 lanes, which add up unroll 128-blocks (at most 2032 a block
+// per lane, so up to 16 blocks fit) before one VPMADDWD widens them to
+// int32. Activations are memory operands: loads are cheaper than the
+// registers they would take. prefetch > 0 issues PREFETCHT0 that many bytes
+// ahead in each row.
+func ternaryDot(name string, nr, unroll, prefetch int) {
+	TEXT(name, NOSPLIT, "func(w *byte, stride int, act *int8, n128 int, tail int, dst *int32, groups int)")
+	Pragma("noescape")
+	Doc(fmt.Sprintf("%s writes the code·act dot of %d rows per group; see ternaryDot in _gen.", name, nr))
+	w := Load(Param("w"), GP64())
+	stride := Load(Param("stride"), GP64())
+	dst := Load(Param("dst"), GP64())
+	groups := Load(Param("groups"), GP64())
+	stride3 := GP64()
+	LEAQ(Mem{Base: stride, Index: stride, Scale: 2}, stride3)
+
+	mask := broadcastConst(0x03030303)
+	ones := broadcastConst(0x00010001)
+
+	acc := make([]reg.VecVirtual, nr)
+	for i := range acc {
+		acc[i] = YMM()
+	}
+	wv, t, s := YMM(), YMM(), YMM()
+
+	Label(name + "_group")
+	CMPQ(groups, Imm(0))
+	JE(LabelRef(name + "_done"))
+	for i := range acc {
+		VPXOR(acc[i], acc[i], acc[i])
+	}
+	p, wc, n := GP64(), GP64(), GP64()
+	Load(Param("act"), p)
+	MOVQ(w, wc)
+	Load(Param("n128"), n)
+
+	// blocks of one row: u 128-blocks (or, with x, one 64-weight tail)
+	// summed in int16, then widened into acc[r]
+	rowBlocks := func(r, u int, x bool) {
+		pick := func(v reg.VecVirtual) reg.Register {
+			if x {
+				return v.AsX()
+			}
+			return v
+		}
+		first := true
+		for k := 0; k < u; k++ {
+			if x {
+				VMOVDQU(rowAddr(wc, stride, stride3, r, 0), wv.AsX())
+			} else {
+				VMOVDQU(rowAddr(wc, stride, stride3, r, 32*k), wv)
+			}
+			for l := 0; l < 4; l++ {
+				am := Mem{Base: p, Disp: 128*k + 32*l}
+				if x {
+					am = Mem{Base: p, Disp: 16 * l}
+				}
+				if l == 0 {
+					VPAND(pick(mask), pick(wv), pick(t))
+				} else {
+					VPSRLW(U8(2*l), pick(wv), pick(t))
+					VPAND(pick(mask), pick(t), pick(t))
+				}
+				if first {
+					VPMADDUBSW(am, pick(t), pick(s))
+					first = false
+					continue
+				}
+				VPMADDUBSW(am, pick(t), pick(t))
+				VPADDW(pick(t), pick(s), pick(s))
+			}
+		}
+		VPMADDWD(pick(ones), pick(s), pick(s))
+		// a VEX.128 op cleared the upper lane, so the full add is right
+		VPADDD(s, acc[r], acc[r])
+	}
+
+	if unroll > 1 {
+		Label(name + "_blockU")
+		CMPQ(n, Imm(uint64(unroll)))
+		JB(LabelRef(name + "_block"))
+		for r := 0; r < nr; r++ {
+			if prefetch > 0 {
+				PREFETCHT0(rowAddr(wc, stride, stride3, r, prefetch))
+			}
+			rowBlocks(r, unroll, false)
+		}
+		ADDQ(U32(uint32(128*unroll)), p)
+		ADDQ(Imm(uint64(32*unroll)), wc)
+		SUBQ(Imm(uint64(unroll)), n)
+		JMP(LabelRef(name + "_blockU"))
+	}
+
+	Label(name + "_block")
+	CMPQ(n, Imm(0))
+	JE(LabelRef(name + "_tail"))
+	for r := 0; r < nr; r++ {
+		rowBlocks(r, 1, false)
+	}
+	ADDQ(Imm(128), p)
+	ADDQ(Imm(32), wc)
+	DECQ(n)
+	JMP(LabelRef(name + "_block"))
+
+	Label(name + "_tail")
+	tl := GP64()
+	Load(Param("tail"), tl)
+	CMPQ(tl, Imm(0))
+	JE(LabelRef(name + "_reduce"))
+	for r := 0; r < nr; r++ {
+		rowBlocks(r, 1, true)
+	}
+
+	Label(name + "_reduce")
+	if nr == 4 {
+		reduce4(acc, Mem{Base: dst}, false)
+	} else {
+		reduce1(acc[0], Mem{Base: dst}, false)
+	}
+	ADDQ(Imm(uint64(4*nr)), dst)
+	if nr == 4 {
+		LEAQ(Mem{Base: w, Index: stride, Scale: 4}, w)
+	} else {
+		ADDQ(stride, w)
+	}
+	DECQ(groups)
+	JMP(LabelRef(name + "_group"))
+
+	Label(name + "_done")
+	VZEROUPPER()
+	RET()
+}
+
+// ternaryBlockDots writes the code·act dot of each 64-weight block of one
+// row (layout as ternaryDot), for rows with per-block scales.
+func ternaryBlockDots() {
+	TEXT("ternaryBlockDots", NOSPLIT, "func(w *byte, act *int8, n128 int, tail int, dst *int32)")
+	Pragma("noescape")
+	Doc("ternaryBlockDots writes the code·act dot of every 64-weight block of one row.")
+	w := Load(Param("w"), GP64())
+	act := Load(Param("act"), GP64())
+	n := Load(Param("n128"), GP64())
+	tail := Load(Param("tail"), GP64())
+	dst := Load(Param("dst"), GP64())
+	mask := broadcastConst(0x03030303)
+	ones := broadcastConst(0x00010001)
+	wv, t, s0, s1 := YMM(), YMM(), YMM(), YMM()
+
+	Label("tbd_block")
+	CMPQ(n, Imm(0))
+	JE(LabelRef("tbd_tail"))
+	VMOVDQU(Mem{Base: w}, wv)
+	// lanes l=0,1 are elements 0..63 of the 128 (block 2k), l=2,3 block 2k+1
+	VPAND(mask, wv, t)
+	VPMADDUBSW(Mem{Base: act}, t, s0)
+	VPSRLW(U8(2), wv, t)
+	VPAND(mask, t, t)
+	VPMADDUBSW(Mem{Base: act, Disp: 32}, t, t)
+	VPADDW(t, s0, s0)
+	VPSRLW(U8(4), wv, t)
+	VPAND(mask, t, t)
+	VPMADDUBSW(Mem{Base: act, Disp: 64}, t, s1)
+	VPSRLW(U8(6), wv, t)
+	VPAND(mask, t, t)
+	VPMADDUBSW(Mem{Base: act, Disp: 96}, t, t)
+	VPADDW(t, s1, s1)
+	VPMADDWD(ones, s0, s0)
+	VPMADDWD(ones, s1, s1)
+	VPHADDD(s1, s0, s0) // a01 a23 b01 b23 | a45 a67 b45 b67
+	x := XMM()
+	VEXTRACTI128(U8(1), s0, x)
+	VPADDD(x, s0.AsX(), x)
+	VPHADDD(x, x, x) // a b a b
+	VMOVQ(x, Mem{Base: dst})
+	ADDQ(Imm(32), w)
+	ADDQ(Imm(128), act)
+	ADDQ(Imm(8), dst)
+	DECQ(n)
+	JMP(LabelRef("tbd_block"))
+
+	Label("tbd_tail")
+	CMPQ(tail, Imm(0))
+	JE(LabelRef("tbd_done"))
+	VMOVDQU(Mem{Base: w}, wv.AsX())
+	for l := 0; l < 4; l++ {
+		if l == 0 {
+			VPAND(mask.AsX(), wv.AsX(), t.AsX())
+			VPMADDUBSW(Mem{Base: act}, t.AsX(), s0.AsX())
+			continue
+		}
+		VPSRLW(U8(2*l), wv.AsX(), t.AsX())
+		VPAND(mask.AsX(), t.AsX(), t.AsX())
+		VPMADDUBSW(Mem{Base: act, Disp: 16 * l}, t.AsX(), t.AsX())
+		VPADDW(t.AsX(), s0.AsX(), s0.AsX())
+	}
+	VPMADDWD(ones.AsX(), s0.AsX(), s0.AsX())
+	reduce1(s0, Mem{Base: dst}, false)
+
+	Label("tbd_done")
+	VZEROUPPER()
+	RET()
+}
+
+// int8Dot writes, for each of groups*nr rows of int8 weights with one
+// float32 scale per `group` weights (32 or 16), sum over blocks of
+// scale * (int8 w · int8 act). act must lie in [-127, 127].
+func int8Dot(nr, group int) {
+	name := fmt.Sprintf("int8Dot%dg%d", nr, group)
+	TEXT(name, NOSPLIT, "func(w *int8, stride int, sc *float32, sstride int, act *int8, nblk int, dst *float32, groups int)")
+	Pragma("noescape")
+	Doc(fmt.Sprintf("%s writes the scaled int8 dot of %d rows per group, one scale per %d weights; nblk counts 32-weight blocks.", name, nr, group))
+	w := Load(Param("w"), GP64())
+	stride := Load(Param("stride"), GP64())
+	sc := Load(Param("sc"), GP64())
+	sstride := Load(Param("sstride"), GP64())
+	dst := Load(Param("dst"), GP64())
+	groups := Load(Param("groups"), GP64())
+	stride3, sstride3 := GP64(), GP64()
+	LEAQ(Mem{Base: stride, Index: stride, Scale: 2}, stride3)
+	LEAQ(Mem{Base: sstride, Index: sstride, Scale: 2}, sstride3)
+	ones := broadcastConst(0x00010001)
+	var perm reg.VecVirtual
+	if group == 16 {
+		// spreads two scales over the lanes vpmaddwd fills from each half
+		perm = YMM()
+		g := GP64()
+		MOVQ(U64(0x0000000000000000), g)
+		VMOVQ(g, perm.AsX())
+		MOVQ(U64(0x0000000100000001), g)
+		x := XMM()
+		VMOVQ(g, x)
+		VPUNPCKLQDQ(perm.AsX(), perm.AsX(), perm.AsX())
+		VPUNPCKLQDQ(x, x, x)
+		VINSERTI128(U8(1), x, perm, perm)
+	}
+
+	acc := make([]reg.VecVirtual, nr)
+	for i := range acc {
+		acc[i] = YMM()
+	}
+	a, aw, sa, t, f := YMM(), YMM(), YMM(), YMM(), YMM()
+
+	Label(name + "_group")
+	CMPQ(groups, Imm(0))
+	JE(LabelRef(name + "_done"))
+	for i := range acc {
+		VXORPS(acc[i], acc[i], acc[i])
+	}
+	p, wc, scc, n := GP64(), GP64(), GP64(), GP64()
+	Load(Param("act"), p)
+	MOVQ(w, wc)
+	MOVQ(sc, scc)
+	Load(Param("nblk"), n)
+
+	Label(name + "_block")
+	CMPQ(n, Imm(0))
+	JE(LabelRef(name + "_reduce"))
+	VMOVDQU(Mem{Base: p}, a)
+	for r := 0; r < nr; r++ {
+		VMOVDQU(rowAddr(wc, stride, stride3, r, 0), t)
+		VPABSB(t, aw)
+		VPSIGNB(t, a, sa)
+		VPMADDUBSW(sa, aw, t)
+		VPMADDWD(ones, t, t)
+		VCVTDQ2PS(t, t)
+		if group == 32 {
+			VBROADCASTSS(rowAddr(scc, sstride, sstride3, r, 0), f)
+		} else {
+			VMOVQ(rowAddr(scc, sstride, sstride3, r, 0), f.AsX())
+			VPERMPS(f, perm, f)
+		}
+		VFMADD231PS(f, t, acc[r])
+	}
+	ADDQ(Imm(32), p)
+	ADDQ(Imm(32), wc)
+	ADDQ(Imm(uint64(4*32/group)), scc)
+	DECQ(n)
+	JMP(LabelRef(name + "_block"))
+
+	Label(name + "_reduce")
+	if nr == 4 {
+		reduce4(acc, Mem{Base: dst}, true)
+		LEAQ(Mem{Base: w, Index: stride, Scale: 4}, w)
+		LEAQ(Mem{Base: sc, Index: sstride, Scale: 4}, sc)
+	} else {
+		reduce1(acc[0], Mem{Base: dst}, true)
+		ADDQ(stride, w)
+		ADDQ(sstride, sc)
+	}
+	ADDQ(Imm(uint64(4*nr)), dst)
+	DECQ(groups)
+	JMP(LabelRef(name + "_group"))
+
+	Label(name + "_done")
+	VZEROUPPER()
+	RET()
+}
+
+// f16Dot writes, for each of groups*nr rows of float16 weights, the float32
+// dot with x over n chunks of 16 elements.
+func f16Dot(nr int) {
+	name := fmt.Sprintf("f16Dot%d", nr)
+	TEXT(name, NOSPLIT, "func(w *uint16, stride int, x *float32, n int, dst *float32, groups int)")
+	Pragma("noescape")
+	Doc(fmt.Sprintf("%s writes the float16·float32 dot of %d rows per group over n chunks of 16.", name, nr))
+	w := Load(Param("w"), GP64())
+	stride := Load(Param("stride"), GP64())
+	x := Load(Param("x"), GP64())
+	nchunk := Load(Param("n"), GP64())
+	dst := Load(Param("dst"), GP64())
+	groups := Load(Param("groups"), GP64())
+	stride3 := GP64()
+	LEAQ(Mem{Base: stride, Index: stride, Scale: 2}, stride3)
+
+	// two accumulators per row hide the FMA latency
+	acc := make([]reg.VecVirtual, 2*nr)
+	for i := range acc {
+		acc[i] = YMM()
+	}
+	x0, x1, t := YMM(), YMM(), YMM()
+
+	Label(name + "_group")
+	CMPQ(groups, Imm(0))
+	JE(LabelRef(name + "_done"))
+	for i := range acc {
+		VXORPS(acc[i], acc[i], acc[i])
+	}
+	p, wc, n := GP64(), GP64(), GP64()
+	MOVQ(x, p)
+	MOVQ(w, wc)
+	MOVQ(nchunk, n)
+
+	Label(name + "_chunk")
+	CMPQ(n, Imm(0))
+	JE(LabelRef(name + "_reduce"))
+	VMOVUPS(Mem{Base: p}, x0)
+	VMOVUPS(Mem{Base: p, Disp: 32}, x1)
+	for r := 0; r < nr; r++ {
+		VCVTPH2PS(rowAddr(wc, stride, stride3, r, 0), t)
+		VFMADD231PS(x0, t, acc[2*r])
+		VCVTPH2PS(rowAddr(wc, stride, stride3, r, 16), t)
+		VFMADD231PS(x1, t, acc[2*r+1])
+	}
+	ADDQ(Imm(64), p)
+	ADDQ(Imm(32), wc)
+	DECQ(n)
+	JMP(LabelRef(name + "_chunk"))
+
+	Label(name + "_reduce")
+	for r := 0; r < nr; r++ {
+		VADDPS(acc[2*r+1], acc[2*r], acc[2*r])
+	}
+	if nr == 4 {
+		reduce4([]reg.VecVirtual{acc[0], acc[2], acc[4], acc[6]}, Mem{Base: dst}, true)
+		LEAQ(Mem{Base: w, Index: stride, Scale: 4}, w)
+	} else {
+		reduce1(acc[0], Mem{Base: dst}, true)
+		ADDQ(stride, w)
+	}
+	ADDQ(Imm(uint64(4*nr)), dst)
+	DECQ(groups)
+	JMP(LabelRef(name + "_group"))
+
+	Label(name + "_done")
+	VZEROUPPER()
+	RET()
+}

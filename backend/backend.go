@@ -1,0 +1,80 @@
+// Package backend defines the small interface every compute path implements:
+// load a model's weights once, then run sessions that prefill a batch of
+// tokens and decode one token at a time. It knows nothing of the CLI or HTTP.
+package backend
+
+import "github.com/edgellm/edgellm/model"
+
+// Model is a network loaded onto a compute device (weights repacked once).
+type Model interface {
+	// Name says which backend this is ("cpu", "cuda").
+	Name() string
+	// Config is the network's description.
+	Config() *model.Config
+	// NewSession allocates a KV cache and activations for up to ctx positions.
+	NewSession(ctx int) (Session, error)
+	// Close frees the device memory; sessions must be closed first.
+	Close() error
+}
+
+// Session is one sequence's state: its KV cache and position.
+type Session interface {
+	// Prefill runs tokens at positions Pos()..Pos()+len(tokens)-1 as one
+	// batch and, when logits is non-nil (len Vocab), writes the logits of
+	// the last token. It fails when the context would overflow.
+	Prefill(tokens []int32, logits []float32) error
+	// Decode runs one token at Pos() and writes its logits (len Vocab).
+	Decode(token int32, logits []float32) error
+	// Pos is the number of positions filled.
+	Pos() int
+	// Rewind drops positions from pos on (0 <= pos <= Pos()), so a new
+	// request can reuse a common prefix.
+	Rewind(pos int) error
+	Close() error
+}
+
+// ArgmaxDecoder is implemented by sessions that can pick the greedy next
+// token on the device, so only the token id crosses back.
+type ArgmaxDecoder interface {
+	DecodeArgmax(token int32) (int32, error)
+}
+
+// OpTimes is a per-operation time breakdown of one or more decode steps,
+// in the order the bench prints them.
+type OpTimes struct {
+	Embedding, QKV, Attention, Output, FFNUpGate, FFNDown, LMHead, Other float64 // seconds
+}
+
+// Profiler is implemented by sessions that can time their operations.
+type Profiler interface {
+	// Profile enables or disables per-operation timing (it may slow decode).
+	Profile(on bool)
+	// OpTimes returns the accumulated times since the last reset and resets them.
+	OpTimes() OpTimes
+}
+
+// Counters are cumulative device-traffic counts, for backends that move data
+// between host and device.
+type Counters struct {
+	H2DBytes int64 // bytes copied host to device
+	D2HBytes int64 // bytes copied device to host
+	Launches int64 // kernel launches (a graph's kernels count one each)
+	Tokens   int64 // decode steps run
+}
+
+// DeviceInfo is implemented by backends that run on a separate device.
+type DeviceInfo interface {
+	// Device names the card.
+	Device() string
+	// Counters returns the traffic so far.
+	Counters() Counters
+	// CopyBandwidth measures the device's device-to-device copy bandwidth in
+	// bytes per second (bytes read plus bytes written).
+	CopyBandwidth() (float64, error)
+}
+
+// WeightBytes is implemented by models that know how many bytes of weights
+// one decode step reads (the resident layout, which may differ from the file).
+type WeightBytes interface {
+	WeightBytesPerToken() int64
+}

@@ -1,0 +1,163 @@
+// Package cpu is EdgeLLM's CPU backend: it runs the whole forward pass of
+// the architectures in package model (llama and the BitNet variants) on a
+// persistent pool of worker goroutines, with a float32 KV cache per session,
+// batched prefill (matrix-matrix products, causal attention inside the
+// batch) and a decode step that allocates nothing.
+//
+// Weights are used as they are in the file through a small internal matmul
+// interface chosen per weight type at load; the fast kernels of package
+// backend/cpu/kernels slot in behind the same interface. This package knows
+// nothing of CUDA, tokenizers, sampling or HTTP.
+package cpu
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+
+	"github.com/edgellm/edgellm/backend"
+	"github.com/edgellm/edgellm/model"
+)
+
+// Options tunes the backend.
+type Options struct {
+	// Threads is the number of workers (the calling goroutine included);
+	// 0 means runtime.NumCPU().
+	Threads int
+}
+
+// maxThreads bounds the pool so a typo cannot start a million goroutines.
+const maxThreads = 1024
+
+// Model is a network loaded for the CPU. Sessions share its worker pool;
+// their forward passes take turns (one runs at a time).
+type Model struct {
+	cfg     model.Config
+	threads int
+	pool    *pool
+	mu      sync.Mutex // serialises forward passes on the pool
+	closed  bool
+
+	embed  matmul
+	output matmul
+	out    []float32 // [Dim] final norm weight
+	layers []layer
+	freqs  []float32 // RoPE frequencies, HeadDim/2
+	maxCol int       // widest matrix input: the per-worker scratch size
+}
+
+type layer struct {
+	attnNorm, attnSubNorm, ffnNorm, ffnSubNorm []float32
+	wq, wk, wv, wo, wgate, wup, wdown          matmul
+}
+
+var _ backend.Model = (*Model)(nil)
+
+// Load checks every tensor's shape and type against the config, builds the
+// matmuls and starts the worker pool.
+func Load(w *model.Weights, opts Options) (backend.Model, error) {
+	return load(w, opts)
+}
+
+func load(w *model.Weights, opts Options) (*Model, error) {
+	if w == nil {
+		return nil, errors.New("cpu: nil weights")
+	}
+	cfg := w.Config
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("cpu: %w", err)
+	}
+	threads := opts.Threads
+	if threads <= 0 {
+		threads = runtime.NumCPU()
+	}
+	if threads > maxThreads {
+		return nil, fmt.Errorf("cpu: %d threads is more than the limit %d", threads, maxThreads)
+	}
+	m := &Model{cfg: cfg, threads: threads, freqs: model.RopeFreqs(&cfg)}
+	qDim := cfg.Heads * cfg.HeadDim
+	kvDim := cfg.KVDim()
+	m.maxCol = max(cfg.Dim, cfg.FFNDim, qDim)
+
+	var err error
+	if m.embed, err = newMatmul(&w.Embed, cfg.Vocab, cfg.Dim); err != nil {
+		return nil, err
+	}
+	if m.output, err = newMatmul(&w.Output, cfg.Vocab, cfg.Dim); err != nil {
+		return nil, err
+	}
+	if m.out, err = norm(w.OutNorm, cfg.Dim, "output_norm"); err != nil {
+		return nil, err
+	}
+	if len(w.Layers) != cfg.Layers {
+		return nil, fmt.Errorf("cpu: %d layers of weights, config says %d", len(w.Layers), cfg.Layers)
+	}
+	m.layers = make([]layer, cfg.Layers)
+	for i := range w.Layers {
+		src, dst := &w.Layers[i], &m.layers[i]
+		mats := []struct {
+			dst        *matmul
+			t          *model.Tensor
+			rows, cols int
+		}{
+			{&dst.wq, &src.Wq, qDim, cfg.Dim},
+			{&dst.wk, &src.Wk, kvDim, cfg.Dim},
+			{&dst.wv, &src.Wv, kvDim, cfg.Dim},
+			{&dst.wo, &src.Wo, cfg.Dim, qDim},
+			{&dst.wgate, &src.Wgate, cfg.FFNDim, cfg.Dim},
+			{&dst.wup, &src.Wup, cfg.FFNDim, cfg.Dim},
+			{&dst.wdown, &src.Wdown, cfg.Dim, cfg.FFNDim},
+		}
+		for _, mm := range mats {
+			if *mm.dst, err = newMatmul(mm.t, mm.rows, mm.cols); err != nil {
+				return nil, fmt.Errorf("cpu: layer %d: %w", i, err)
+			}
+		}
+		if dst.attnNorm, err = norm(src.AttnNorm, cfg.Dim, "attn_norm"); err != nil {
+			return nil, fmt.Errorf("cpu: layer %d: %w", i, err)
+		}
+		if dst.ffnNorm, err = norm(src.FFNNorm, cfg.Dim, "ffn_norm"); err != nil {
+			return nil, fmt.Errorf("cpu: layer %d: %w", i, err)
+		}
+		if cfg.SubNorms {
+			// attn_sub_norm sits on the attention output, Heads*HeadDim wide.
+			if dst.attnSubNorm, err = norm(src.AttnSubNorm, qDim, "attn_sub_norm"); err != nil {
+				return nil, fmt.Errorf("cpu: layer %d: %w", i, err)
+			}
+			if dst.ffnSubNorm, err = norm(src.FFNSubNorm, cfg.FFNDim, "ffn_sub_norm"); err != nil {
+				return nil, fmt.Errorf("cpu: layer %d: %w", i, err)
+			}
+		}
+	}
+	m.pool = newPool(threads)
+	return m, nil
+}
+
+func norm(w []float32, n int, name string) ([]float32, error) {
+	if len(w) != n {
+		return nil, fmt.Errorf("cpu: %s has %d weights, want %d", name, len(w), n)
+	}
+	return w, nil
+}
+
+// Name implements backend.Model.
+func (m *Model) Name() string { return "cpu" }
+
+// Config implements backend.Model.
+func (m *Model) Config() *model.Config { return &m.cfg }
+
+// Threads is the size of the worker pool.
+func (m *Model) Threads() int { return m.threads }
+
+// Close stops the worker pool. Sessions must be closed first.
+func (m *Model) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil
+	}
+	m.closed = true
+	m.pool.close()
+	return nil
+}

@@ -1,0 +1,132 @@
+package kernels
+
+import (
+	"fmt"
+	"math"
+)
+
+// QuantizeActs quantizes one token's activations to int8 by absmax, as
+// BitNet b1.58 does: s = 127/max(|x|, 1e-5), q = round(x*s) (half to even,
+// like PyTorch). q lies in [-127, 127]: the int8 kernels rely on never
+// seeing -128. It returns s (a product of int8 dots is divided by s) and
+// the sum of q (the code-offset term: sum(w*q) = sum(c*q) - sum(q) for
+// ternary codes c = w+1). q must be at least as long as x.
+func QuantizeActs(x []float32, q []int8) (scale float32, sum int32) {
+	q = q[:len(x)]
+	var m float32
+	for _, v := range x {
+		if v < 0 {
+			v = -v
+		}
+		if v > m {
+			m = v
+		}
+	}
+	// NaN or Inf inputs would poison the scale; treat them as zero rather
+	// than produce undefined int8s.
+	if !(m <= math.MaxFloat32) {
+		m = 0
+	}
+	if m < 1e-5 {
+		m = 1e-5
+	}
+	scale = 127 / m
+	for i, v := range x {
+		r := math.RoundToEven(float64(v * scale))
+		switch {
+		case r > 127:
+			r = 127
+		case r < -127:
+			r = -127
+		case r != r:
+			r = 0
+		}
+		q[i] = int8(r)
+		sum += int32(r)
+	}
+	return scale, sum
+}
+
+// Acts holds a batch of tokens' activations, quantized once and read by
+// every matrix whose input width is Cols. Build it with NewActs, fill it with
+// Set; then any number of MatVec/MatMat calls, from any number of goroutines,
+// may read it until the next Set.
+type Acts struct {
+	Cols   int // elements per token
+	Tokens int // tokens held now
+
+	X        []float32 // [Tokens*Cols] the float input (F16 matrices use it)
+	Q        []int8    // [Tokens*Cols] int8 activations
+	Scale    []float32 // [Tokens] s = 127/max|x|
+	InvScale []float32 // [Tokens] 1/s
+	Sum      []int32   // [Tokens] sum of Q per token
+	// BlockSum [Tokens*Cols/64] sums of Q per 64 elements, for ternary rows
+	// whose scale changes from block to block.
+	BlockSum []int32
+
+	lut []int16 // lookup tables for LayoutLUT, when enabled
+}
+
+// NewActs returns room for up to maxTokens tokens of cols elements. cols
+// must be a positive multiple of 64 (every packed layout here works in
+// 64-element units); F16 matrices of other widths use their own MatVecF32.
+func NewActs(cols, maxTokens int) (*Acts, error) {
+	if cols <= 0 || cols%64 != 0 {
+		return nil, fmt.Errorf("kernels: activation width %d is not a positive multiple of 64", cols)
+	}
+	if maxTokens <= 0 || maxTokens > 1<<16 || cols > 1<<24 {
+		return nil, fmt.Errorf("kernels: activation batch %d x %d out of range", maxTokens, cols)
+	}
+	n := cols * maxTokens
+	return &Acts{
+		Cols:     cols,
+		X:        make([]float32, n),
+		Q:        make([]int8, n),
+		Scale:    make([]float32, maxTokens),
+		InvScale: make([]float32, maxTokens),
+		Sum:      make([]int32, maxTokens),
+		BlockSum: make([]int32, n/64),
+	}, nil
+}
+
+// MaxTokens is the batch size the Acts was made for.
+func (a *Acts) MaxTokens() int { return len(a.Scale) }
+
+// EnableLUT makes Set also build the lookup tables LayoutLUT matrices read
+// (81 int16 per 4 elements per token). Call it before Set.
+func (a *Acts) EnableLUT() {
+	if a.lut == nil {
+		a.lut = make([]int16, len(a.Q)/4*lutEntries)
+	}
+}
+
+// Set quantizes len(x)/Cols tokens (x holds them one after another). It
+// panics when x is not a whole number of tokens or more than MaxTokens, like
+// a slice index out of range: that is a bug in the caller.
+func (a *Acts) Set(x []float32) {
+	t := len(x) / a.Cols
+	if t*a.Cols != len(x) || t > a.MaxTokens() {
+		panic(fmt.Sprintf("kernels: Acts.Set: %d values is not a whole batch of up to %d tokens of %d", len(x), a.MaxTokens(), a.Cols))
+	}
+	a.Tokens = t
+	copy(a.X, x)
+	nb := a.Cols / 64
+	for i := 0; i < t; i++ {
+		q := a.Q[i*a.Cols : (i+1)*a.Cols]
+		s, sum := QuantizeActs(x[i*a.Cols:(i+1)*a.Cols], q)
+		a.Scale[i], a.InvScale[i], a.Sum[i] = s, 1/s, sum
+		for b := 0; b < nb; b++ {
+			var bs int32
+			for _, v := range q[b*64 : b*64+64] {
+				bs += int32(v)
+			}
+			a.BlockSum[i*nb+b] = bs
+		}
+		if a.lut != nil {
+			buildLUT(a.lut[i*a.Cols/4*lutEntries:(i+1)*a.Cols/4*lutEntries], q)
+		}
+	}
+}
+
+// token returns token i's int8 activations.
+func (a *Acts) token(i int) []int8 { return a.Q[i*a.Cols : (i+1)*a.Cols] }

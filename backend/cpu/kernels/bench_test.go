@@ -1,0 +1,206 @@
+package kernels
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+)
+
+// cpuRate reports, next to the wall-clock MB/s, the rate per CPU second the
+// process used (cpu-MB/s): the figure to read on a machine shared with
+// other jobs. Call it right after the timed loop with the bytes per op.
+func cpuRate(b *testing.B, start int64, bytes int) {
+	if ns := processCPU() - start; ns > 0 && start > 0 {
+		b.ReportMetric(float64(bytes)*float64(b.N)/float64(ns)*1e3, "cpu-MB/s")
+	}
+}
+
+// The benchmark shapes (rows x cols): BitNet 2B4T's attention, FFN up/gate
+// and FFN down, SmolLM-135M's FFN up and down. b.SetBytes is the matrix's
+// resident bytes, so MB/s is the rate weights stream at. "dram" rotates over
+// copies totalling > 128 MiB so every byte comes from memory (as in decode,
+// which reads the whole model per token); "hot" reuses one copy (cache).
+var benchShapes = [][2]int{{2560, 2560}, {6912, 2560}, {2560, 6912}, {1536, 576}, {576, 1536}}
+
+const streamBytes = 128 << 20
+
+func benchCopies(bytes int, mode string) int {
+	if mode == "hot" {
+		return 1
+	}
+	return streamBytes/bytes + 1
+}
+
+func BenchmarkTernaryMatVec(b *testing.B) {
+	for _, layout := range []Layout{Layout2Bit, LayoutLUT} {
+		for _, asm := range []bool{true, false} {
+			if asm && (!cpuAVX2 || layout == LayoutLUT) {
+				continue // LUT has no assembly yet
+			}
+			for _, mode := range []string{"dram", "hot"} {
+				for _, sh := range benchShapes {
+					rows, cols := sh[0], sh[1]
+					name := fmt.Sprintf("%v/asm=%v/%s/%dx%d", layout, asm, mode, rows, cols)
+					b.Run(name, func(b *testing.B) {
+						prev := SetAVX2(asm)
+						defer SetAVX2(prev)
+						rng := rand.New(rand.NewPCG(1, 1))
+						tc := randTernary(rng, rows, cols, "row")
+						n := benchCopies(rows*cols/4, mode)
+						m0, err := NewTernary(rows, cols, tc.codes, tc.bscale, 64, TernaryOptions{Layout: layout})
+						if err != nil {
+							b.Fatal(err)
+						}
+						ms := make([]*Ternary, n)
+						for i := range ms {
+							m := *m0 // same values, its own bytes in memory
+							m.data = append([]byte(nil), m0.data...)
+							ms[i] = &m
+						}
+						a, _ := NewActs(cols, 1)
+						if layout == LayoutLUT {
+							a.EnableLUT()
+						}
+						a.Set(randActs(rng, cols, 1))
+						dst := make([]float32, rows)
+						b.SetBytes(int64(ms[0].Bytes()))
+						b.ResetTimer()
+						c0 := processCPU()
+						for i := 0; i < b.N; i++ {
+							ms[i%n].MatVec(dst, a, 0, rows)
+						}
+						cpuRate(b, c0, ms[0].Bytes())
+					})
+				}
+			}
+		}
+	}
+}
+
+// BenchmarkTernaryMatMat is prefill: 8 tokens per weight pass.
+func BenchmarkTernaryMatMat(b *testing.B) {
+	const tokens = 8
+	for _, sh := range benchShapes[:3] {
+		rows, cols := sh[0], sh[1]
+		b.Run(fmt.Sprintf("%dx%d/tokens=%d", rows, cols, tokens), func(b *testing.B) {
+			rng := rand.New(rand.NewPCG(1, 1))
+			tc := randTernary(rng, rows, cols, "row")
+			m, _ := NewTernary(rows, cols, tc.codes, tc.bscale, 64, TernaryOptions{})
+			a, _ := NewActs(cols, tokens)
+			a.Set(randActs(rng, cols, tokens))
+			dst := make([]float32, rows*tokens)
+			b.SetBytes(int64(m.Bytes()))
+			b.ResetTimer()
+			c0 := processCPU()
+			for i := 0; i < b.N; i++ {
+				m.MatMat(dst, a, 0, rows)
+			}
+			cpuRate(b, c0, m.Bytes())
+		})
+	}
+}
+
+// BenchmarkHead is the LM head / embedding matrices: Q8_0 (int8, group 32),
+// Q6_K (int8, group 16) and F16, at BitNet's width (a 32768-row slice of the
+// 128256-row head) and SmolLM's whole 49152x576 head, always from memory.
+func BenchmarkHead(b *testing.B) {
+	for _, sh := range [][2]int{{32768, 2560}, {49152, 576}} {
+		rows, cols := sh[0], sh[1]
+		for _, kind := range []string{"int8g32", "int8g16", "f16"} {
+			for _, asm := range []bool{true, false} {
+				if asm && !cpuAVX2 {
+					continue
+				}
+				b.Run(fmt.Sprintf("%s/asm=%v/%dx%d", kind, asm, rows, cols), func(b *testing.B) {
+					prev := SetAVX2(asm)
+					defer SetAVX2(prev)
+					rng := rand.New(rand.NewPCG(1, 1))
+					var ms []Matrix
+					for len(ms) == 0 || len(ms)*ms[0].Bytes() < streamBytes {
+						var m Matrix
+						var err error
+						// values do not change the speed: fill cheaply
+						switch kind {
+						case "f16":
+							w := make([]uint16, rows*cols)
+							for i := range w {
+								w[i] = uint16(i*7919) % 0x3c00
+							}
+							m, err = NewF16Mat(rows, cols, w)
+						default:
+							g := 32
+							if kind == "int8g16" {
+								g = 16
+							}
+							v := make([]int8, rows*cols)
+							for i := range v {
+								v[i] = int8(i * 7919)
+							}
+							m, err = NewInt8Mat(rows, cols, v, make([]float32, rows*cols/g), g)
+						}
+						if err != nil {
+							b.Fatal(err)
+						}
+						ms = append(ms, m)
+					}
+					a, _ := NewActs(cols, 1)
+					a.Set(randActs(rng, cols, 1))
+					dst := make([]float32, rows)
+					b.SetBytes(int64(ms[0].Bytes()))
+					b.ResetTimer()
+					c0 := processCPU()
+					for i := 0; i < b.N; i++ {
+						ms[i%len(ms)].MatVec(dst, a, 0, rows)
+					}
+					cpuRate(b, c0, ms[0].Bytes())
+				})
+			}
+		}
+	}
+}
+
+func BenchmarkActsSet(b *testing.B) {
+	for _, cols := range []int{576, 2560, 6912} {
+		b.Run(fmt.Sprint(cols), func(b *testing.B) {
+			a, _ := NewActs(cols, 1)
+			x := randActs(rand.New(rand.NewPCG(1, 1)), cols, 1)
+			b.SetBytes(int64(4 * cols))
+			for i := 0; i < b.N; i++ {
+				a.Set(x)
+			}
+		})
+	}
+}
+
+// BenchmarkStreamBaseline reads 128 MiB+ of memory with plain loads: the
+// machine's single-thread read rate, the ceiling for the "dram" figures.
+func BenchmarkStreamBaseline(b *testing.B) {
+	buf := make([]uint64, streamBytes/8+4096)
+	for i := range buf {
+		buf[i] = uint64(i)
+	}
+	const chunk = 1 << 20 // 8 MiB per op, walking the whole buffer in turn
+	b.SetBytes(8 * chunk)
+	c0 := processCPU()
+	off := 0
+	var sink uint64
+	for i := 0; i < b.N; i++ {
+		if off+chunk > len(buf) {
+			off = 0
+		}
+		var s0, s1, s2, s3 uint64
+		p := buf[off : off+chunk]
+		for j := 0; j+3 < len(p); j += 4 {
+			s0 += p[j]
+			s1 += p[j+1]
+			s2 += p[j+2]
+			s3 += p[j+3]
+		}
+		sink += s0 + s1 + s2 + s3
+		off += chunk
+	}
+	cpuRate(b, c0, 8*chunk)
+	if sink == 1 {
+		b.Log(sink)
+	}
+}

@@ -1,0 +1,44 @@
+//go:build !amd64 || noasm
+
+package kernels
+
+const cpuAVX2 = false
+
+// The assembly entry points do not exist in this build; useAVX2 is always
+// false here, so these are never called.
+
+func ternaryDot4(w *byte, stride int, act *int8, n128 int, tail int, dst *int32, groups int) {
+	panic("kernels: no assembly in this build")
+}
+
+func ternaryDot1(w *byte, stride int, act *int8, n128 int, tail int, dst *int32, groups int) {
+	panic("kernels: no assembly in this build")
+}
+
+func ternaryBlockDots(w *byte, act *int8, n128 int, tail int, dst *int32) {
+	panic("kernels: no assembly in this build")
+}
+
+func int8Dot4g32(w *int8, stride int, sc *float32, sstride int, act *int8, nblk int, dst *float32, groups int) {
+	panic("kernels: no assembly in this build")
+}
+
+func int8Dot1g32(w *int8, stride int, sc *float32, sstride int, act *int8, nblk int, dst *float32, groups int) {
+	panic("kernels: no assembly in this build")
+}
+
+func int8Dot4g16(w *int8, stride int, sc *float32, sstride int, act *int8, nblk int, dst *float32, groups int) {
+	panic("kernels: no assembly in this build")
+}
+
+func int8Dot1g16(w *int8, stride int, sc *float32, sstride int, act *int8, nblk int, dst *float32, groups int) {
+	panic("kernels: no assembly in this build")
+}
+
+func f16Dot4(w *uint16, stride int, x *float32, n int, dst *float32, groups int) {
+	panic("kernels: no assembly in this build")
+}
+
+func f16Dot1(w *uint16, stride int, x *float32, n int, dst *float32, groups int) {
+	panic("kernels: no assembly in this build")
+}

@@ -1,0 +1,231 @@
+package kernels
+
+import (
+	"fmt"
+	"math"
+)
+
+// Int8Mat is a matrix of int8 weights with one float32 scale per Group (32
+// or 16) weights of a row: Q8_0 and Q4_0 repack into it exactly (group 32),
+// and so does Q6_K (group 16: its 6-bit values times d*sub-scale). Its
+// product uses the same per-token int8 activations as the ternary
+// matrices: row·x = (sum over groups of scale * (w·q)) / s. This costs the
+// precision of one activation scale per token (what BitNet does for every
+// other matrix) instead of llama.cpp's one per 32, and lets one
+// quantization of x serve the whole layer.
+//
+// Layout: row r's int8 values are vals[r*cols:], its scales
+// scales[r*cols/group:]. Q6_K takes 8.5 bits per weight here against its
+// 6.56 in the file: the price of a simple, exact kernel.
+type Int8Mat struct {
+	rows, cols, group int
+	vals              []int8
+	scales            []float32
+}
+
+// NewInt8Mat takes rows*cols int8 values and rows*cols/group scales. group
+// must be 16 or 32 and cols a positive multiple of 64. Values of -128 are
+// fine.
+func NewInt8Mat(rows, cols int, vals []int8, scales []float32, group int) (*Int8Mat, error) {
+	if err := checkShape("int8", rows, cols); err != nil {
+		return nil, err
+	}
+	if group != 16 && group != 32 {
+		return nil, fmt.Errorf("kernels: int8 matrix: scale group %d is not 16 or 32", group)
+	}
+	if len(vals) != rows*cols || len(scales) != rows*cols/group {
+		return nil, fmt.Errorf("kernels: int8 matrix %dx%d: %d values and %d scales", rows, cols, len(vals), len(scales))
+	}
+	for i, s := range scales {
+		if math.IsNaN(float64(s)) || math.IsInf(float64(s), 0) {
+			return nil, fmt.Errorf("kernels: int8 matrix %dx%d: scale %d is %v", rows, cols, i, s)
+		}
+	}
+	return &Int8Mat{rows: rows, cols: cols, group: group, vals: vals, scales: scales}, nil
+}
+
+func checkShape(what string, rows, cols int) error {
+	if rows <= 0 || cols <= 0 || cols%64 != 0 {
+		return fmt.Errorf("kernels: %s matrix %dx%d: columns must be a positive multiple of 64", what, rows, cols)
+	}
+	if rows > 1<<24 || cols > 1<<24 || int64(rows)*int64(cols) > 1<<36 {
+		return fmt.Errorf("kernels: %s matrix %dx%d is too large", what, rows, cols)
+	}
+	return nil
+}
+
+// checkData checks that a quantized tensor has exactly the bytes its shape
+// needs.
+func checkData(what string, rows, cols, blockSize, blockBytes int, data []byte) error {
+	if err := checkShape(what, rows, cols); err != nil {
+		return err
+	}
+	if cols%blockSize != 0 {
+		return fmt.Errorf("kernels: %s matrix %dx%d: columns not a multiple of %d", what, rows, cols, blockSize)
+	}
+	if want := rows * cols / blockSize * blockBytes; len(data) != want {
+		return fmt.Errorf("kernels: %s matrix %dx%d: %d bytes, want %d", what, rows, cols, len(data), want)
+	}
+	return nil
+}
+
+// FromQ8_0 repacks GGML Q8_0 blocks (fp16 d, 32 int8) of a rows x cols
+// matrix.
+func FromQ8_0(rows, cols int, data []byte) (*Int8Mat, error) {
+	if err := checkData("Q8_0", rows, cols, 32, 34, data); err != nil {
+		return nil, err
+	}
+	nb := rows * cols / 32
+	vals, scales := make([]int8, rows*cols), make([]float32, nb)
+	for b := 0; b < nb; b++ {
+		blk := data[b*34 : b*34+34]
+		scales[b] = f16ToF32(uint16(blk[0]) | uint16(blk[1])<<8)
+		for i, v := range blk[2:] {
+			vals[b*32+i] = int8(v)
+		}
+	}
+	return NewInt8Mat(rows, cols, vals, scales, 32)
+}
+
+// FromQ4_0 repacks GGML Q4_0 blocks (fp16 d, 16 bytes: element i in the low
+// nibble of byte i, element i+16 in the high nibble; value nibble-8).
+func FromQ4_0(rows, cols int, data []byte) (*Int8Mat, error) {
+	if err := checkData("Q4_0", rows, cols, 32, 18, data); err != nil {
+		return nil, err
+	}
+	nb := rows * cols / 32
+	vals, scales := make([]int8, rows*cols), make([]float32, nb)
+	for b := 0; b < nb; b++ {
+		blk := data[b*18 : b*18+18]
+		scales[b] = f16ToF32(uint16(blk[0]) | uint16(blk[1])<<8)
+		for i, v := range blk[2:] {
+			vals[b*32+i] = int8(v&15) - 8
+			vals[b*32+i+16] = int8(v>>4) - 8
+		}
+	}
+	return NewInt8Mat(rows, cols, vals, scales, 32)
+}
+
+// FromQ6_K repacks GGML Q6_K super-blocks of 256 (ql[128] low 4 bits, qh[64]
+// high 2 bits, 16 int8 sub-scales, fp16 d; value (q-32)*d*scale[j/16]).
+func FromQ6_K(rows, cols int, data []byte) (*Int8Mat, error) {
+	if err := checkData("Q6_K", rows, cols, 256, 210, data); err != nil {
+		return nil, err
+	}
+	nb := rows * cols / 256
+	vals, scales := make([]int8, rows*cols), make([]float32, rows*cols/16)
+	for b := 0; b < nb; b++ {
+		blk := data[b*210 : b*210+210]
+		ql, qh, sc := blk[:128], blk[128:192], blk[192:208]
+		d := f16ToF32(uint16(blk[208]) | uint16(blk[209])<<8)
+		v := vals[b*256 : b*256+256]
+		for h := 0; h < 2; h++ { // two halves of 128
+			l4, h2, o := ql[h*64:], qh[h*32:], v[h*128:]
+			for l := 0; l < 32; l++ {
+				o[l] = int8(l4[l]&15|(h2[l]&3)<<4) - 32
+				o[l+32] = int8(l4[l+32]&15|(h2[l]>>2&3)<<4) - 32
+				o[l+64] = int8(l4[l]>>4|(h2[l]>>4&3)<<4) - 32
+				o[l+96] = int8(l4[l+32]>>4|(h2[l]>>6&3)<<4) - 32
+			}
+		}
+		for j := 0; j < 16; j++ {
+			scales[b*16+j] = d * float32(int8(sc[j]))
+		}
+	}
+	return NewInt8Mat(rows, cols, vals, scales, 16)
+}
+
+// Rows is the number of output features.
+func (m *Int8Mat) Rows() int { return m.rows }
+
+// Cols is the number of input features.
+func (m *Int8Mat) Cols() int { return m.cols }
+
+// Group is the number of weights per scale.
+func (m *Int8Mat) Group() int { return m.group }
+
+// Bytes is the resident size.
+func (m *Int8Mat) Bytes() int { return len(m.vals) + 4*len(m.scales) }
+
+// MatVec sets dst[r] = row r · x for r in [r0, r1), x the first token of a.
+func (m *Int8Mat) MatVec(dst []float32, a *Acts, r0, r1 int) {
+	checkArgs("Int8Mat.MatVec", m.rows, m.cols, len(dst), a, r0, r1, false)
+	m.rowsTok(dst, a, 0, r0, r1)
+}
+
+// MatMat sets dst[i*Rows()+r] = row r · x_i for every token i of a.
+func (m *Int8Mat) MatMat(dst []float32, a *Acts, r0, r1 int) {
+	checkArgs("Int8Mat.MatMat", m.rows, m.cols, len(dst), a, r0, r1, true)
+	step := (16 << 10) / m.cols / 4 * 4
+	if step < 4 {
+		step = 4
+	}
+	for r := r0; r < r1; r += step {
+		e := min(r+step, r1)
+		for i := 0; i < a.Tokens; i++ {
+			m.rowsTok(dst[i*m.rows:(i+1)*m.rows], a, i, r, e)
+		}
+	}
+}
+
+func (m *Int8Mat) rowsTok(dst []float32, a *Acts, i, r0, r1 int) {
+	q, inv := a.token(i), a.InvScale[i]
+	ns := m.cols / m.group
+	if useAVX2 && r1 > r0 {
+		k4, k1 := int8Dot4g32, int8Dot1g32
+		if m.group == 16 {
+			k4, k1 = int8Dot4g16, int8Dot1g16
+		}
+		g := (r1 - r0) / 4
+		if g > 0 {
+			k4(&m.vals[r0*m.cols], m.cols, &m.scales[r0*ns], 4*ns, &q[0], m.cols/32, &dst[r0], g)
+		}
+		r := r0 + 4*g
+		if r < r1 {
+			k1(&m.vals[r*m.cols], m.cols, &m.scales[r*ns], 4*ns, &q[0], m.cols/32, &dst[r], r1-r)
+		}
+		for r := r0; r < r1; r++ {
+			dst[r] *= inv
+		}
+		return
+	}
+	for r := r0; r < r1; r++ {
+		dst[r] = int8RowGo(m.vals[r*m.cols:(r+1)*m.cols], m.scales[r*ns:(r+1)*ns], m.group, q) * inv
+	}
+}
+
+// int8RowGo is the pure-Go Int8Mat row kernel.
+func int8RowGo(w []int8, sc []float32, group int, q []int8) float32 {
+	var f float32
+	for g, s := range sc {
+		var d int32
+		for j, v := range w[g*group : (g+1)*group] {
+			d += int32(v) * int32(q[g*group+j])
+		}
+		f += float32(d) * s
+	}
+	return f
+}
+
+// f16ToF32 converts an IEEE half to float32 (every value, subnormals and
+// NaN included).
+func f16ToF32(h uint16) float32 {
+	sign := uint32(h>>15) << 31
+	exp := uint32(h>>10) & 0x1f
+	man := uint32(h) & 0x3ff
+	switch {
+	case exp == 0x1f:
+		return math.Float32frombits(sign | 0xff<<23 | man<<13)
+	case exp == 0:
+		if man == 0 {
+			return math.Float32frombits(sign)
+		}
+		// subnormal: man * 2^-24
+		f := float32(man) * (1.0 / (1 << 24))
+		if sign != 0 {
+			f = -f
+		}
+		return f
+	}
+	return math.Float32frombits(sign | (exp+112)<<23 | man<<13)
+}

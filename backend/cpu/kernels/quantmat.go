@@ -1,0 +1,78 @@
+package kernels
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/edgellm/edgellm/quant"
+)
+
+// FromQuant repacks a rows x cols GGML tensor into the kernels' layout for
+// its type: the ternary types (TQ2_0, TQ1_0, Q2_0, I2_S) into a Ternary,
+// Q8_0/Q4_0/Q6_K into an Int8Mat, F16 into an F16Mat. data holds the rows'
+// packed bytes (for I2_S, without the trailing per-tensor scale); scale
+// multiplies every weight (I2_S's per-tensor scale, a BitNet ".scale"
+// tensor; 1 for none). opts applies to ternary types only.
+func FromQuant(typ quant.Type, rows, cols int, data []byte, scale float32, opts TernaryOptions) (Matrix, error) {
+	if math.IsNaN(float64(scale)) || math.IsInf(float64(scale), 0) {
+		return nil, fmt.Errorf("kernels: %s matrix: scale %v", typ, scale)
+	}
+	if err := checkShape(typ.String(), rows, cols); err != nil {
+		return nil, err
+	}
+	rb, err := typ.RowBytes(cols)
+	if err != nil {
+		return nil, fmt.Errorf("kernels: %w", err)
+	}
+	if len(data) != rb*rows {
+		return nil, fmt.Errorf("kernels: %s matrix %dx%d: %d bytes, want %d", typ, rows, cols, len(data), rb*rows)
+	}
+	switch {
+	case quant.IsTernary(typ):
+		codes := make([]int8, rows*cols)
+		group := typ.BlockSize()
+		var scales []float32
+		if typ == quant.I2_S {
+			group, scales = rows*cols, []float32{scale}
+		} else {
+			scales = make([]float32, 0, rows*cols/group)
+		}
+		for r := 0; r < rows; r++ {
+			s, err := quant.TernaryCodes(typ, data[r*rb:(r+1)*rb], codes[r*cols:(r+1)*cols])
+			if err != nil {
+				return nil, fmt.Errorf("kernels: row %d: %w", r, err)
+			}
+			for _, v := range s {
+				scales = append(scales, v*scale)
+			}
+		}
+		return NewTernary(rows, cols, codes, scales, group, opts)
+	case typ == quant.Q8_0 || typ == quant.Q4_0 || typ == quant.Q6_K:
+		var m *Int8Mat
+		switch typ {
+		case quant.Q8_0:
+			m, err = FromQ8_0(rows, cols, data)
+		case quant.Q4_0:
+			m, err = FromQ4_0(rows, cols, data)
+		default:
+			m, err = FromQ6_K(rows, cols, data)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if scale != 1 {
+			for i := range m.scales {
+				m.scales[i] *= scale
+			}
+		}
+		return m, nil
+	case typ == quant.F16:
+		m, err := FromF16(rows, cols, data)
+		if err != nil {
+			return nil, err
+		}
+		m.scale = scale
+		return m, nil
+	}
+	return nil, fmt.Errorf("kernels: no kernel for %s", typ)
+}

@@ -1,0 +1,386 @@
+package kernels
+
+import (
+	"fmt"
+	"math"
+)
+
+// Layout is how a Ternary matrix stores its codes.
+type Layout int
+
+const (
+	// Layout2Bit (the default) packs codes c = w+1 in 2 bits: per 128
+	// weights of a row 32 bytes, byte m holding weights m, m+32, m+64, m+96
+	// at bit shifts 0, 2, 4, 6, so a shift and a mask give 32 codes in
+	// activation order for VPMADDUBSW; a row's last 64 weights, when the
+	// row is an odd number of 64s, take 16 bytes, byte m holding m, m+16,
+	// m+32, m+48. The int dot is sum(c*q) - sum(q).
+	Layout2Bit Layout = iota
+	// LayoutLUT stores one byte per 4 weights, the base-3 index
+	// c0 + 3c1 + 9c2 + 27c3 into a table of the 81 signed sums of those 4
+	// activations, built once per token (T-MAC/TL style). Same 2 bits per
+	// weight; pure Go (no assembly yet).
+	LayoutLUT
+)
+
+func (l Layout) String() string {
+	switch l {
+	case Layout2Bit:
+		return "2bit"
+	case LayoutLUT:
+		return "lut"
+	}
+	return fmt.Sprintf("Layout(%d)", int(l))
+}
+
+// lutEntries is the table size per group of 4 activations (3^4).
+const lutEntries = 81
+
+// TernaryOptions tune NewTernary.
+type TernaryOptions struct {
+	Layout Layout
+	// BlockScales keeps one scale per 64 weights even when a row's scales
+	// are all equal (tests use it to walk the per-block path).
+	BlockScales bool
+}
+
+// Ternary is a matrix of weights in {-1, 0, +1} times scales, repacked for
+// the kernels. It is read-only after NewTernary and safe for concurrent use.
+type Ternary struct {
+	rows, cols int
+	layout     Layout
+	stride     int       // packed bytes per row
+	data       []byte    // rows*stride
+	rowScale   []float32 // [rows], when each row has one scale
+	blockScale []float32 // [rows*cols/64], otherwise
+}
+
+// NewTernary repacks a rows x cols ternary matrix. codes holds rows*cols
+// values in {-1, 0, 1}, row-major; scales holds one scale per group weights
+// in the same order (group a multiple of 64 that divides cols, as 64 for
+// Q2_0 and 256 for TQ2_0/TQ1_0, or a multiple of cols, as rows*cols for
+// I2_S's one per-tensor scale). cols must be a multiple of 64.
+//
+// When every block of a row that holds a non-zero code has the same scale
+// (true of BitNet models: all-zero blocks of TQ2_0 files carry d = 0), the
+// row keeps one scale; otherwise the matrix keeps one per 64 weights and
+// applies them in the reduction.
+func NewTernary(rows, cols int, codes []int8, scales []float32, group int, opts TernaryOptions) (*Ternary, error) {
+	if rows <= 0 || cols <= 0 || cols%64 != 0 {
+		return nil, fmt.Errorf("kernels: ternary matrix %dx%d: columns must be a positive multiple of 64", rows, cols)
+	}
+	if rows > 1<<24 || cols > 1<<24 || int64(rows)*int64(cols) > 1<<36 {
+		return nil, fmt.Errorf("kernels: ternary matrix %dx%d is too large", rows, cols)
+	}
+	n := rows * cols
+	if len(codes) != n {
+		return nil, fmt.Errorf("kernels: ternary matrix %dx%d: %d codes", rows, cols, len(codes))
+	}
+	if group <= 0 || group%64 != 0 || (cols%group != 0 && group%cols != 0) || n%group != 0 {
+		return nil, fmt.Errorf("kernels: ternary matrix %dx%d: scale group %d does not tile it", rows, cols, group)
+	}
+	if len(scales) != n/group {
+		return nil, fmt.Errorf("kernels: ternary matrix %dx%d: %d scales for groups of %d, want %d", rows, cols, len(scales), group, n/group)
+	}
+	for i, s := range scales {
+		if math.IsNaN(float64(s)) || math.IsInf(float64(s), 0) {
+			return nil, fmt.Errorf("kernels: ternary matrix %dx%d: scale %d is %v", rows, cols, i, s)
+		}
+	}
+	for i, c := range codes {
+		if c < -1 || c > 1 {
+			return nil, fmt.Errorf("kernels: ternary matrix %dx%d: code %d at row %d col %d is not -1, 0 or 1", rows, cols, c, i/cols, i%cols)
+		}
+	}
+	if opts.Layout != Layout2Bit && opts.Layout != LayoutLUT {
+		return nil, fmt.Errorf("kernels: unknown ternary layout %d", int(opts.Layout))
+	}
+
+	t := &Ternary{rows: rows, cols: cols, layout: opts.Layout, stride: cols / 4}
+	t.data = make([]byte, rows*t.stride)
+	for r := 0; r < rows; r++ {
+		row := codes[r*cols : (r+1)*cols]
+		dst := t.data[r*t.stride : (r+1)*t.stride]
+		if opts.Layout == LayoutLUT {
+			packLUT(dst, row)
+		} else {
+			pack2Bit(dst, row)
+		}
+	}
+
+	nb := cols / 64
+	blockScale := func(r, b int) float32 { return scales[(r*cols+b*64)/group] }
+	uniform := !opts.BlockScales
+	rowScale := make([]float32, rows)
+	for r := 0; r < rows && uniform; r++ {
+		set := false
+		for b := 0; b < nb; b++ {
+			if allZero(codes[r*cols+b*64 : r*cols+b*64+64]) {
+				continue // its scale never shows in the product
+			}
+			s := blockScale(r, b)
+			if !set {
+				rowScale[r], set = s, true
+			} else if s != rowScale[r] {
+				uniform = false
+				break
+			}
+		}
+	}
+	if uniform {
+		t.rowScale = rowScale
+		return t, nil
+	}
+	t.blockScale = make([]float32, rows*nb)
+	for r := 0; r < rows; r++ {
+		for b := 0; b < nb; b++ {
+			t.blockScale[r*nb+b] = blockScale(r, b)
+		}
+	}
+	return t, nil
+}
+
+func allZero(c []int8) bool {
+	for _, v := range c {
+		if v != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// pack2Bit packs one row in Layout2Bit.
+func pack2Bit(dst []byte, row []int8) {
+	n128 := len(row) / 128
+	for k := 0; k < n128; k++ {
+		src := row[k*128:]
+		for m := 0; m < 32; m++ {
+			dst[k*32+m] = byte(src[m]+1) | byte(src[m+32]+1)<<2 | byte(src[m+64]+1)<<4 | byte(src[m+96]+1)<<6
+		}
+	}
+	if len(row)%128 != 0 {
+		src, d := row[n128*128:], dst[n128*32:]
+		for m := 0; m < 16; m++ {
+			d[m] = byte(src[m]+1) | byte(src[m+16]+1)<<2 | byte(src[m+32]+1)<<4 | byte(src[m+48]+1)<<6
+		}
+	}
+}
+
+// packLUT packs one row in LayoutLUT.
+func packLUT(dst []byte, row []int8) {
+	for g := range dst {
+		c := row[g*4 : g*4+4]
+		dst[g] = byte(c[0]+1) + 3*byte(c[1]+1) + 9*byte(c[2]+1) + 27*byte(c[3]+1)
+	}
+}
+
+// buildLUT fills, for each group of 4 activations, the 81 sums
+// w0*q0 + w1*q1 + w2*q2 + w3*q3 indexed as packLUT indexes weights.
+func buildLUT(tbl []int16, q []int8) {
+	for g := 0; g < len(q)/4; g++ {
+		t := tbl[g*lutEntries : (g+1)*lutEntries]
+		q0, q1, q2, q3 := int16(q[4*g]), int16(q[4*g+1]), int16(q[4*g+2]), int16(q[4*g+3])
+		i := 0
+		for w3 := int16(-1); w3 <= 1; w3++ {
+			for w2 := int16(-1); w2 <= 1; w2++ {
+				for w1 := int16(-1); w1 <= 1; w1++ {
+					base := w3*q3 + w2*q2 + w1*q1
+					t[i], t[i+1], t[i+2] = base-q0, base, base+q0
+					i += 3
+				}
+			}
+		}
+	}
+}
+
+// Rows is the number of output features.
+func (t *Ternary) Rows() int { return t.rows }
+
+// Cols is the number of input features.
+func (t *Ternary) Cols() int { return t.cols }
+
+// Layout is the packing in use.
+func (t *Ternary) Layout() Layout { return t.layout }
+
+// BlockScales reports whether the matrix kept one scale per 64 weights.
+func (t *Ternary) BlockScales() bool { return t.blockScale != nil }
+
+// Bytes is the resident size of the packed matrix.
+func (t *Ternary) Bytes() int { return len(t.data) + 4*len(t.rowScale) + 4*len(t.blockScale) }
+
+// checkArgs panics on a misuse that would otherwise read or write out of
+// bounds (a caller bug, like a bad slice index).
+func checkArgs(name string, rows, cols int, dstLen int, a *Acts, r0, r1 int, batch bool) {
+	if a.Cols != cols {
+		panic(fmt.Sprintf("kernels: %s: activations of %d for %d columns", name, a.Cols, cols))
+	}
+	if r0 < 0 || r1 > rows || r0 > r1 {
+		panic(fmt.Sprintf("kernels: %s: rows [%d,%d) of %d", name, r0, r1, rows))
+	}
+	need := r1
+	if batch {
+		need = (a.Tokens-1)*rows + r1
+	}
+	if a.Tokens < 1 || dstLen < need {
+		panic(fmt.Sprintf("kernels: %s: dst of %d for rows [%d,%d) of %d and %d tokens", name, dstLen, r0, r1, rows, a.Tokens))
+	}
+}
+
+// MatVec sets dst[r] = row r · x for r in [r0, r1), x being the first
+// token of a. dst is indexed by absolute row, so workers may share it.
+func (t *Ternary) MatVec(dst []float32, a *Acts, r0, r1 int) {
+	checkArgs("Ternary.MatVec", t.rows, t.cols, len(dst), a, r0, r1, false)
+	t.rowsTok(dst, a, 0, r0, r1)
+}
+
+// MatMat sets dst[i*Rows()+r] = row r · x_i for every token i of a and r in
+// [r0, r1). Rows are taken a few at a time and applied to every token while
+// they sit in L1, so each weight comes from memory once per batch.
+func (t *Ternary) MatMat(dst []float32, a *Acts, r0, r1 int) {
+	checkArgs("Ternary.MatMat", t.rows, t.cols, len(dst), a, r0, r1, true)
+	step := (16 << 10) / t.stride / 4 * 4
+	if step < 4 {
+		step = 4
+	}
+	for r := r0; r < r1; r += step {
+		e := min(r+step, r1)
+		for i := 0; i < a.Tokens; i++ {
+			t.rowsTok(dst[i*t.rows:(i+1)*t.rows], a, i, r, e)
+		}
+	}
+}
+
+// rowsTok computes rows [r0, r1) for token i into dst[r].
+func (t *Ternary) rowsTok(dst []float32, a *Acts, i, r0, r1 int) {
+	q := a.token(i)
+	inv, sum := a.InvScale[i], a.Sum[i]
+	nb := t.cols / 64
+	bsum := a.BlockSum[i*nb : (i+1)*nb]
+	switch {
+	case t.layout == LayoutLUT:
+		tbl := a.lut
+		if tbl == nil {
+			panic("kernels: Ternary.MatVec: LUT layout needs Acts.EnableLUT before Set")
+		}
+		tbl = tbl[i*t.cols/4*lutEntries : (i+1)*t.cols/4*lutEntries]
+		for r := r0; r < r1; r++ {
+			w := t.data[r*t.stride : (r+1)*t.stride]
+			if t.blockScale == nil {
+				dst[r] = float32(dotLUT(w, tbl)) * t.rowScale[r] * inv
+				continue
+			}
+			var f float32
+			bs := t.blockScale[r*nb : (r+1)*nb]
+			for b := range bs {
+				f += float32(dotLUT(w[b*16:b*16+16], tbl[b*16*lutEntries:])) * bs[b]
+			}
+			dst[r] = f * inv
+		}
+	case t.blockScale != nil:
+		var buf [64]int32 // block dots of up to 4096 columns at a time
+		for r := r0; r < r1; r++ {
+			w := t.data[r*t.stride : (r+1)*t.stride]
+			bs := t.blockScale[r*nb : (r+1)*nb]
+			var f float32
+			for c := 0; c < t.cols; c += 4096 {
+				cn := min(4096, t.cols-c)
+				blockDots(buf[:cn/64], w[c/4:(c+cn)/4], q[c:c+cn])
+				for b, d := range buf[:cn/64] {
+					k := c/64 + b
+					f += float32(d-bsum[k]) * bs[k]
+				}
+			}
+			dst[r] = f * inv
+		}
+	default:
+		var buf [64]int32
+		for r := r0; r < r1; r += len(buf) {
+			e := min(r+len(buf), r1)
+			dots(buf[:e-r], t.data[r*t.stride:e*t.stride], t.stride, q)
+			for k, d := range buf[:e-r] {
+				dst[r+k] = float32(d-sum) * t.rowScale[r+k] * inv
+			}
+		}
+	}
+}
+
+// dots writes sum(c*q) of each row of w (len(out) rows, stride bytes apart).
+func dots(out []int32, w []byte, stride int, q []int8) {
+	n128, tail := len(q)/128, len(q)%128/64
+	if useAVX2 {
+		g := len(out) / 4
+		if g > 0 {
+			ternaryDot4(&w[0], stride, &q[0], n128, tail, &out[0], g)
+		}
+		if rest := len(out) - 4*g; rest > 0 {
+			ternaryDot1(&w[4*g*stride], stride, &q[0], n128, tail, &out[4*g], rest)
+		}
+		return
+	}
+	for r := range out {
+		out[r] = dot2BitGo(w[r*stride:(r+1)*stride], q)
+	}
+}
+
+// blockDots writes sum(c*q) of each 64-weight block of one row.
+func blockDots(out []int32, w []byte, q []int8) {
+	if useAVX2 {
+		ternaryBlockDots(&w[0], &q[0], len(q)/128, len(q)%128/64, &out[0])
+		return
+	}
+	blockDotsGo(out, w, q)
+}
+
+// dot2BitGo is the pure-Go Layout2Bit row kernel: sum(c*q).
+func dot2BitGo(w []byte, q []int8) int32 {
+	var s int32
+	n128 := len(q) / 128
+	for k := 0; k < n128; k++ {
+		wb, qb := w[k*32:k*32+32], q[k*128:k*128+128]
+		for m, b := range wb {
+			s += int32(b&3)*int32(qb[m]) + int32(b>>2&3)*int32(qb[m+32]) +
+				int32(b>>4&3)*int32(qb[m+64]) + int32(b>>6)*int32(qb[m+96])
+		}
+	}
+	if len(q)%128 != 0 {
+		wb, qb := w[n128*32:n128*32+16], q[n128*128:]
+		for m, b := range wb {
+			s += int32(b&3)*int32(qb[m]) + int32(b>>2&3)*int32(qb[m+16]) +
+				int32(b>>4&3)*int32(qb[m+32]) + int32(b>>6)*int32(qb[m+48])
+		}
+	}
+	return s
+}
+
+// blockDotsGo is the pure-Go per-64-block kernel.
+func blockDotsGo(out []int32, w []byte, q []int8) {
+	n128 := len(q) / 128
+	for k := 0; k < n128; k++ {
+		wb, qb := w[k*32:k*32+32], q[k*128:k*128+128]
+		var s0, s1 int32
+		for m, b := range wb {
+			s0 += int32(b&3)*int32(qb[m]) + int32(b>>2&3)*int32(qb[m+32])
+			s1 += int32(b>>4&3)*int32(qb[m+64]) + int32(b>>6)*int32(qb[m+96])
+		}
+		out[2*k], out[2*k+1] = s0, s1
+	}
+	if len(q)%128 != 0 {
+		out[2*n128] = dot2BitGo(w[n128*32:n128*32+16], q[n128*128:])
+	}
+}
+
+// dotLUT sums the table entries a LayoutLUT row (segment) selects: the
+// signed dot sum(w*q) directly, with no code offset.
+func dotLUT(w []byte, tbl []int16) int32 {
+	var s0, s1 int32
+	tbl = tbl[:len(w)*lutEntries]
+	i := 0
+	for ; i+1 < len(w); i += 2 {
+		s0 += int32(tbl[i*lutEntries+int(w[i])])
+		s1 += int32(tbl[(i+1)*lutEntries+int(w[i+1])])
+	}
+	if i < len(w) {
+		s0 += int32(tbl[i*lutEntries+int(w[i])])
+	}
+	return s0 + s1
+}

@@ -1,0 +1,183 @@
+package cpu
+
+import (
+	"fmt"
+	"unsafe"
+
+	"github.com/edgellm/edgellm/model"
+	"github.com/edgellm/edgellm/quant"
+)
+
+// matmul is a weight matrix in whatever layout its implementation chose at
+// load time. mulRows computes, for rows [r0, r1) and each of nb activation
+// vectors x[b*cols:(b+1)*cols], out[b*ldo + r] = scale * W[r]·x_b. Each row
+// of W is read once per call however large nb is, which is what makes
+// prefill a batch. scratch is the calling worker's own buffer of at least
+// cols floats. Implementations must not allocate.
+//
+// This is the seam where the fast kernels (package backend/cpu/kernels:
+// repacked ternary rows with int8 activations) slot in per weight type.
+type matmul interface {
+	rows() int
+	cols() int
+	mulRows(out []float32, ldo int, x []float32, nb, r0, r1 int, scratch []float32)
+}
+
+// newMatmul picks the implementation for a tensor's type, checking its
+// shape and byte size first so that a bad tensor is an error, not a panic.
+func newMatmul(t *model.Tensor, rows, cols int) (matmul, error) {
+	if t.Rows != rows || t.Cols != cols {
+		return nil, fmt.Errorf("cpu: tensor %q is %dx%d, want %dx%d", t.Name, t.Rows, t.Cols, rows, cols)
+	}
+	if !t.Type.Supported() {
+		return nil, fmt.Errorf("cpu: tensor %q: type %s not supported", t.Name, t.Type)
+	}
+	rb, err := t.Type.RowBytes(cols)
+	if err != nil {
+		return nil, fmt.Errorf("cpu: tensor %q: %w", t.Name, err)
+	}
+	if len(t.Data) < rb*rows {
+		return nil, fmt.Errorf("cpu: tensor %q: %d bytes of data, want %d", t.Name, len(t.Data), rb*rows)
+	}
+	scale := t.Scale // as the reference: the loader sets 1 when there is none
+	if t.Type == quant.F32 {
+		return &f32Mat{w: bytesAsF32(t.Data[:rb*rows]), r: rows, c: cols, scale: scale}, nil
+	}
+	return &dequantMat{typ: t.Type, decode: ternaryRowDecoder(t.Type), data: t.Data, rowBytes: rb, r: rows, c: cols, scale: scale}, nil
+}
+
+// bytesAsF32 views little-endian float32 data without copying (every
+// platform Go supports with CGO_ENABLED=0 that we target is little-endian).
+func bytesAsF32(b []byte) []float32 {
+	if len(b) == 0 {
+		return nil
+	}
+	if uintptr(unsafe.Pointer(&b[0]))%4 != 0 {
+		// Misaligned view (a GGUF with odd alignment): copy once at load.
+		f := make([]float32, len(b)/4)
+		copy(unsafe.Slice((*byte)(unsafe.Pointer(&f[0])), len(b)), b)
+		return f
+	}
+	return unsafe.Slice((*float32)(unsafe.Pointer(&b[0])), len(b)/4)
+}
+
+// f32Mat multiplies float32 weights in place, straight from the file.
+type f32Mat struct {
+	w     []float32
+	r, c  int
+	scale float32
+}
+
+func (m *f32Mat) rows() int { return m.r }
+func (m *f32Mat) cols() int { return m.c }
+
+func (m *f32Mat) mulRows(out []float32, ldo int, x []float32, nb, r0, r1 int, _ []float32) {
+	c := m.c
+	for r := r0; r < r1; r++ {
+		row := m.w[r*c : r*c+c]
+		for b := range nb {
+			out[b*ldo+r] = m.scale * dot(row, x[b*c:b*c+c])
+		}
+	}
+}
+
+// dequantMat holds a block-quantized matrix as it is in the file. Each row
+// is dequantized once into the worker's scratch and then dotted with every
+// activation vector of the batch.
+type dequantMat struct {
+	typ      quant.Type
+	decode   func(dst []float32, src []byte) // nil: quant.Dequantize
+	data     []byte
+	rowBytes int
+	r, c     int
+	scale    float32
+}
+
+func (m *dequantMat) rows() int { return m.r }
+func (m *dequantMat) cols() int { return m.c }
+
+func (m *dequantMat) mulRows(out []float32, ldo int, x []float32, nb, r0, r1 int, scratch []float32) {
+	c := m.c
+	row := scratch[:c]
+	for r := r0; r < r1; r++ {
+		m.row(r, row)
+		for b := range nb {
+			out[b*ldo+r] = m.scale * dot(row, x[b*c:b*c+c])
+		}
+	}
+}
+
+// row dequantizes row r (unscaled) into dst.
+func (m *dequantMat) row(r int, dst []float32) {
+	src := m.data[r*m.rowBytes : (r+1)*m.rowBytes]
+	if m.decode != nil {
+		m.decode(dst, src)
+		return
+	}
+	// The shape was checked at load, so Dequantize cannot fail here.
+	_ = quant.Dequantize(m.typ, dst, src)
+}
+
+// getRow writes row r of t (dequantized, scaled) into dst: the embedding
+// lookup.
+func getRow(m matmul, r int, dst []float32) {
+	switch m := m.(type) {
+	case *f32Mat:
+		for i, v := range m.w[r*m.c : (r+1)*m.c] {
+			dst[i] = v * m.scale
+		}
+	case *dequantMat:
+		m.row(r, dst[:m.c])
+		if m.scale != 1 {
+			for i := range dst[:m.c] {
+				dst[i] *= m.scale
+			}
+		}
+	}
+}
+
+// dot is the hot loop of every matrix product: four independent
+// accumulators let the CPU overlap the floating-point adds.
+func dot(a, b []float32) float32 {
+	n := len(a)
+	b = b[:n]
+	var s0, s1, s2, s3 float32
+	i := 0
+	for ; i+8 <= n; i += 8 {
+		s0 += a[i]*b[i] + a[i+4]*b[i+4]
+		s1 += a[i+1]*b[i+1] + a[i+5]*b[i+5]
+		s2 += a[i+2]*b[i+2] + a[i+6]*b[i+6]
+		s3 += a[i+3]*b[i+3] + a[i+7]*b[i+7]
+	}
+	for ; i < n; i++ {
+		s0 += a[i] * b[i]
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
+// matTask runs one matmul over the pool: each worker takes a contiguous
+// range of rows.
+type matTask struct {
+	m       matmul
+	out     []float32
+	ldo     int
+	x       []float32
+	nb      int
+	scratch [][]float32 // per worker
+}
+
+func (t *matTask) run(w, n int) {
+	r0, r1 := split(t.m.rows(), w, n)
+	if r0 < r1 {
+		t.m.mulRows(t.out, t.ldo, t.x, t.nb, r0, r1, t.scratch[w])
+	}
+}
+
+// split gives worker w of n its contiguous share of [0, total), in chunks
+// of 4 rows so neighbouring workers do not write the same cache line often.
+func split(total, w, n int) (int, int) {
+	chunks := (total + 3) / 4
+	c0 := chunks * w / n
+	c1 := chunks * (w + 1) / n
+	return min(c0*4, total), min(c1*4, total)
+}

@@ -1,0 +1,353 @@
+package cpu
+
+import (
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/edgellm/edgellm/backend"
+	"github.com/edgellm/edgellm/model"
+)
+
+// maxBatch is the most prompt tokens one prefill pass carries; longer
+// prompts run in chunks of this size (each weight row is read once per
+// chunk). It bounds the session's activation buffers.
+const maxBatch = 64
+
+// maxKVBytes caps one session's KV cache, so a bad ctx is an error rather
+// than an attempt to allocate the machine's memory.
+const maxKVBytes = 32 << 30
+
+// Session is one sequence: its float32 KV cache, position and every buffer
+// a forward pass needs, allocated once by NewSession.
+type Session struct {
+	m      *Model
+	ctx    int
+	pos    int
+	batch  int // rows of the activation buffers
+	closed bool
+
+	keys, vals [][]float32 // per layer [ctx][KVDim]
+
+	x, xb   []float32 // [batch][Dim] residual stream and normed input
+	q, att  []float32 // [batch][Heads*HeadDim]
+	hb, hb2 []float32 // [batch][FFNDim]
+	cos     []float32 // [batch][HeadDim/2] RoPE tables of the batch positions
+	sin     []float32
+
+	scratch [][]float32 // per worker: one dequantized row
+	scores  [][]float32 // per worker: attention scores [ctx]
+
+	mt matTask
+	at attnTask
+}
+
+var _ backend.Session = (*Session)(nil)
+
+// NewSession implements backend.Model.
+func (m *Model) NewSession(ctx int) (backend.Session, error) {
+	return m.newSession(ctx)
+}
+
+func (m *Model) newSession(ctx int) (*Session, error) {
+	c := &m.cfg
+	if ctx <= 0 {
+		return nil, fmt.Errorf("cpu: context length %d must be positive", ctx)
+	}
+	kvDim := c.KVDim()
+	if kv := 2 * 4 * int64(c.Layers) * int64(ctx) * int64(kvDim); kv > maxKVBytes {
+		return nil, fmt.Errorf("cpu: a %d-position KV cache needs %d bytes, more than the limit %d", ctx, kv, int64(maxKVBytes))
+	}
+	m.mu.Lock()
+	closed := m.closed
+	m.mu.Unlock()
+	if closed {
+		return nil, errors.New("cpu: model is closed")
+	}
+	qDim := c.Heads * c.HeadDim
+	b := min(ctx, maxBatch)
+	s := &Session{
+		m: m, ctx: ctx, batch: b,
+		keys: make([][]float32, c.Layers), vals: make([][]float32, c.Layers),
+		x: make([]float32, b*c.Dim), xb: make([]float32, b*c.Dim),
+		q: make([]float32, b*qDim), att: make([]float32, b*qDim),
+		hb: make([]float32, b*c.FFNDim), hb2: make([]float32, b*c.FFNDim),
+		cos: make([]float32, b*c.HeadDim/2), sin: make([]float32, b*c.HeadDim/2),
+		scratch: make([][]float32, m.threads), scores: make([][]float32, m.threads),
+	}
+	for l := range s.keys {
+		s.keys[l] = make([]float32, ctx*kvDim)
+		s.vals[l] = make([]float32, ctx*kvDim)
+	}
+	for w := range s.scratch {
+		s.scratch[w] = make([]float32, m.maxCol)
+		s.scores[w] = make([]float32, ctx)
+	}
+	s.mt.scratch = s.scratch
+	s.at = attnTask{s: s}
+	return s, nil
+}
+
+// Pos implements backend.Session.
+func (s *Session) Pos() int { return s.pos }
+
+// Rewind implements backend.Session. Cached K/V past pos are simply
+// overwritten later.
+func (s *Session) Rewind(pos int) error {
+	if pos < 0 || pos > s.pos {
+		return fmt.Errorf("cpu: rewind to %d outside [0, %d]", pos, s.pos)
+	}
+	s.pos = pos
+	return nil
+}
+
+// Close implements backend.Session; it drops the buffers.
+func (s *Session) Close() error {
+	s.closed = true
+	s.keys, s.vals = nil, nil
+	return nil
+}
+
+// Decode implements backend.Session. It allocates nothing.
+func (s *Session) Decode(token int32, logits []float32) error {
+	if logits == nil {
+		return errors.New("cpu: decode needs a logits buffer")
+	}
+	return s.forward(token, nil, logits)
+}
+
+// Prefill implements backend.Session: the prompt runs in batches of up to
+// maxBatch tokens.
+func (s *Session) Prefill(tokens []int32, logits []float32) error {
+	if len(tokens) == 0 {
+		if logits != nil {
+			return errors.New("cpu: prefill of no tokens has no logits")
+		}
+		return nil
+	}
+	if s.pos+len(tokens) > s.ctx {
+		return fmt.Errorf("cpu: %d tokens at position %d overflow the %d-position context", len(tokens), s.pos, s.ctx)
+	}
+	for i := 0; i < len(tokens); i += s.batch {
+		chunk := tokens[i:min(i+s.batch, len(tokens))]
+		var l []float32
+		if i+len(chunk) == len(tokens) {
+			l = logits
+		}
+		if err := s.forward(0, chunk, l); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// forward runs one batch (tokens, or the single token tok when tokens is
+// nil) at positions pos.., writing the last token's logits when asked.
+func (s *Session) forward(tok int32, tokens []int32, logits []float32) error {
+	m := s.m
+	c := &m.cfg
+	single := [1]int32{tok}
+	if tokens == nil {
+		tokens = single[:]
+	}
+	nb := len(tokens)
+	switch {
+	case s.closed:
+		return errors.New("cpu: session is closed")
+	case s.pos+nb > s.ctx:
+		return fmt.Errorf("cpu: position %d is past the %d-position context", s.pos+nb-1, s.ctx)
+	case logits != nil && len(logits) != c.Vocab:
+		return fmt.Errorf("cpu: logits buffer of %d, want %d", len(logits), c.Vocab)
+	}
+	for _, t := range tokens {
+		if t < 0 || int(t) >= c.Vocab {
+			return fmt.Errorf("cpu: token %d outside the vocabulary of %d", t, c.Vocab)
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return errors.New("cpu: model is closed")
+	}
+
+	dim, ffn, kvDim := c.Dim, c.FFNDim, c.KVDim()
+	qDim := c.Heads * c.HeadDim
+	pos0 := s.pos
+	x := s.x[:nb*dim]
+
+	for b, t := range tokens {
+		getRow(m.embed, int(t), x[b*dim:(b+1)*dim])
+	}
+	s.ropeTables(pos0, nb)
+
+	for l := range m.layers {
+		ly := &m.layers[l]
+		rmsNormBatch(s.xb, x, ly.attnNorm, nb, dim, c.NormEps)
+
+		// Q into s.q; K and V straight into the cache rows of their positions.
+		kc := s.keys[l][pos0*kvDim:]
+		vc := s.vals[l][pos0*kvDim:]
+		s.mul(ly.wq, s.q, qDim, s.xb, nb)
+		s.mul(ly.wk, kc, kvDim, s.xb, nb)
+		s.mul(ly.wv, vc, kvDim, s.xb, nb)
+		for b := range nb {
+			s.rope(s.q[b*qDim:(b+1)*qDim], b)
+			s.rope(kc[b*kvDim:(b+1)*kvDim], b)
+		}
+
+		s.at.layer, s.at.pos0, s.at.nb = l, pos0, nb
+		m.pool.run(&s.at)
+
+		if ly.attnSubNorm != nil {
+			rmsNormBatch(s.att, s.att, ly.attnSubNorm, nb, qDim, c.NormEps)
+		}
+		s.mul(ly.wo, s.xb, dim, s.att, nb)
+		addTo(x, s.xb[:nb*dim])
+
+		rmsNormBatch(s.xb, x, ly.ffnNorm, nb, dim, c.NormEps)
+		s.mul(ly.wgate, s.hb, ffn, s.xb, nb)
+		s.mul(ly.wup, s.hb2, ffn, s.xb, nb)
+		gate(s.hb[:nb*ffn], s.hb2[:nb*ffn], c.Act)
+		if ly.ffnSubNorm != nil {
+			rmsNormBatch(s.hb, s.hb, ly.ffnSubNorm, nb, ffn, c.NormEps)
+		}
+		s.mul(ly.wdown, s.xb, dim, s.hb, nb)
+		addTo(x, s.xb[:nb*dim])
+	}
+	s.pos += nb
+
+	if logits != nil {
+		last := x[(nb-1)*dim : nb*dim]
+		rmsNormBatch(s.xb, last, m.out, 1, dim, c.NormEps)
+		s.mul(m.output, logits, c.Vocab, s.xb, 1)
+	}
+	return nil
+}
+
+// mul runs out[b*ldo+r] = W[r]·x_b over the pool.
+func (s *Session) mul(w matmul, out []float32, ldo int, x []float32, nb int) {
+	t := &s.mt
+	t.m, t.out, t.ldo, t.x, t.nb = w, out, ldo, x, nb
+	s.m.pool.run(t)
+	t.m, t.out, t.x = nil, nil, nil
+}
+
+// ropeTables fills cos/sin for the batch positions pos0..pos0+nb-1.
+func (s *Session) ropeTables(pos0, nb int) {
+	half := len(s.m.freqs)
+	for b := range nb {
+		p := float64(pos0 + b)
+		for i, f := range s.m.freqs {
+			sn, cs := math.Sincos(p * float64(f))
+			s.cos[b*half+i] = float32(cs)
+			s.sin[b*half+i] = float32(sn)
+		}
+	}
+}
+
+// rope rotates every head of v (one token's Q or K) by batch row b's angles.
+func (s *Session) rope(v []float32, b int) {
+	hd := s.m.cfg.HeadDim
+	half := hd / 2
+	cs, sn := s.cos[b*half:(b+1)*half], s.sin[b*half:(b+1)*half]
+	neox := s.m.cfg.RopeStyle == model.RopeNeoX
+	for h := 0; h < len(v); h += hd {
+		head := v[h : h+hd]
+		for i := range half {
+			// Norm rotates adjacent pairs, NeoX the two halves.
+			j0, j1 := 2*i, 2*i+1
+			if neox {
+				j0, j1 = i, i+half
+			}
+			a, bb := head[j0], head[j1]
+			head[j0] = a*cs[i] - bb*sn[i]
+			head[j1] = a*sn[i] + bb*cs[i]
+		}
+	}
+}
+
+// attnTask is causal multi-head attention over the cache for a batch:
+// work item (b, h) is query head h of batch token b, at position pos0+b,
+// attending to positions 0..pos0+b.
+type attnTask struct {
+	s               *Session
+	layer, pos0, nb int
+}
+
+func (t *attnTask) run(w, n int) {
+	s := t.s
+	c := &s.m.cfg
+	hd, kvDim, qDim := c.HeadDim, c.KVDim(), c.Heads*c.HeadDim
+	group := c.Heads / c.KVHeads
+	keys, vals := s.keys[t.layer], s.vals[t.layer]
+	scale := float32(1 / math.Sqrt(float64(hd)))
+	items := t.nb * c.Heads
+	for it := items * w / n; it < items*(w+1)/n; it++ {
+		b, h := it/c.Heads, it%c.Heads
+		q := s.q[b*qDim+h*hd : b*qDim+(h+1)*hd]
+		out := s.att[b*qDim+h*hd : b*qDim+(h+1)*hd]
+		kvOff := (h / group) * hd
+		npos := t.pos0 + b + 1
+		sc := s.scores[w][:npos]
+		mx := float32(math.Inf(-1))
+		for p := range npos {
+			k := keys[p*kvDim+kvOff : p*kvDim+kvOff+hd]
+			v := dot(q, k) * scale
+			sc[p] = v
+			mx = max(mx, v)
+		}
+		var sum float32
+		for p, v := range sc {
+			e := float32(math.Exp(float64(v - mx)))
+			sc[p] = e
+			sum += e
+		}
+		inv := 1 / sum
+		clear(out)
+		for p, a := range sc {
+			a *= inv
+			v := vals[p*kvDim+kvOff : p*kvDim+kvOff+hd]
+			for i := range out {
+				out[i] += a * v[i]
+			}
+		}
+	}
+}
+
+// rmsNormBatch writes x_b * w / rms(x_b) for nb rows of width n into dst
+// (which may be x itself).
+func rmsNormBatch(dst, x, w []float32, nb, n int, eps float32) {
+	for b := range nb {
+		xr := x[b*n : (b+1)*n]
+		var ss float64
+		for _, v := range xr {
+			ss += float64(v) * float64(v)
+		}
+		r := float32(1 / math.Sqrt(ss/float64(n)+float64(eps)))
+		dr := dst[b*n : (b+1)*n]
+		for i, v := range xr {
+			dr[i] = v * r * w[i]
+		}
+	}
+}
+
+func addTo(dst, src []float32) {
+	for i, v := range src {
+		dst[i] += v
+	}
+}
+
+// gate computes the FFN's gated activation into g: act(g) * u.
+func gate(g, u []float32, act model.Activation) {
+	switch act {
+	case model.ReLU2:
+		for i, v := range g {
+			v = max(v, 0)
+			g[i] = v * v * u[i]
+		}
+	default:
+		for i, v := range g {
+			g[i] = v / (1 + float32(math.Exp(float64(-v)))) * u[i]
+		}
+	}
+}

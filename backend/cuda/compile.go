@@ -1,0 +1,134 @@
+package cuda
+
+import (
+	"crypto/sha256"
+	_ "embed"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+)
+
+//go:embed kernels.cu
+var kernelSource string
+
+// Weight kinds on the device (the WK/HK/EK constants of kernels.cu).
+type kind int
+
+const (
+	kindTernary kind = 0
+	kindF32     kind = 1
+	kindF16     kind = 2
+	kindQ8      kind = 3
+)
+
+func (k kind) String() string {
+	switch k {
+	case kindTernary:
+		return "ternary"
+	case kindF32:
+		return "f32"
+	case kindF16:
+		return "f16"
+	case kindQ8:
+		return "q8_0"
+	}
+	return "kind(" + strconv.Itoa(int(k)) + ")"
+}
+
+// kernelDims are the compile-time constants of one model's kernels.
+type kernelDims struct {
+	Dim, FFN, Heads, KVHeads, HeadDim, Vocab int
+	Eps                                      float32
+	NeoX, ReLU2, SubNorms                    bool
+	WK, HK, EK                               kind
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// options returns NVRTC's command line for an architecture such as "sm_90".
+func (d kernelDims) options(arch string) []string {
+	return []string{
+		"--gpu-architecture=" + arch,
+		"--std=c++17",
+		"-default-device",
+		"-DDIM=" + strconv.Itoa(d.Dim),
+		"-DFFN=" + strconv.Itoa(d.FFN),
+		"-DNH=" + strconv.Itoa(d.Heads),
+		"-DNKV=" + strconv.Itoa(d.KVHeads),
+		"-DHD=" + strconv.Itoa(d.HeadDim),
+		"-DVOCAB=" + strconv.Itoa(d.Vocab),
+		// %g of a float32 round-trips; the f suffix keeps it single precision.
+		"-DEPS=" + strconv.FormatFloat(float64(d.Eps), 'e', -1, 32) + "f",
+		"-DROPE_NEOX=" + strconv.Itoa(b2i(d.NeoX)),
+		"-DACT_RELU2=" + strconv.Itoa(b2i(d.ReLU2)),
+		"-DSUBNORM=" + strconv.Itoa(b2i(d.SubNorms)),
+		"-DWK=" + strconv.Itoa(int(d.WK)),
+		"-DHK=" + strconv.Itoa(int(d.HK)),
+		"-DEK=" + strconv.Itoa(int(d.EK)),
+	}
+}
+
+// kernelNames are the entry points every module must have.
+var kernelNames = []string{"k_embed", "k_qkv", "k_attn", "k_wo", "k_gateup", "k_down", "k_lmhead"}
+
+// cacheKey identifies a CUBIN: source, options (dimensions and arch), and
+// the NVRTC and driver versions that made and will load it.
+func cacheKey(src string, opts []string, nvrtcVer, driverVer int) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "edgellm-cuda-v1\x00%s\x00", src)
+	for _, o := range opts {
+		fmt.Fprintf(h, "%s\x00", o)
+	}
+	fmt.Fprintf(h, "nvrtc=%d driver=%d", nvrtcVer, driverVer)
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// cacheDir is where compiled kernels are kept ("" disables the cache).
+func cacheDir() string {
+	if d := os.Getenv("EDGELLM_CUDA_CACHE"); d != "" {
+		if d == "off" {
+			return ""
+		}
+		return d
+	}
+	base, err := os.UserCacheDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(base, "edgellm", "cuda")
+}
+
+// compileCached returns the CUBIN for dims on arch, from the disk cache when
+// present, else compiled by NVRTC and stored. A cache that cannot be
+// written is not an error: the kernels are simply compiled next time too.
+func compileCached(n *nvrtcAPI, dims kernelDims, arch string, driverVer int) (cubin []byte, cached bool, err error) {
+	opts := dims.options(arch)
+	dir := cacheDir()
+	var path string
+	if dir != "" {
+		path = filepath.Join(dir, cacheKey(kernelSource, opts, n.version(), driverVer)+".cubin")
+		if b, err := os.ReadFile(path); err == nil && len(b) > 0 {
+			return b, true, nil
+		}
+	}
+	cubin, err = n.compile(kernelSource, "kernels.cu", opts)
+	if err != nil {
+		return nil, false, err
+	}
+	if path != "" {
+		if os.MkdirAll(dir, 0o755) == nil {
+			tmp := path + ".tmp" + strconv.Itoa(os.Getpid())
+			if os.WriteFile(tmp, cubin, 0o644) == nil {
+				_ = os.Rename(tmp, path) // atomic: readers never see half a file
+			}
+		}
+	}
+	return cubin, false, nil
+}

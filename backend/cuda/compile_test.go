@@ -1,0 +1,61 @@
+package cuda
+
+import (
+	"strings"
+	"testing"
+)
+
+// testDims are shapes that exercise every code path of the kernels: odd
+// widths (padding), tiny heads, GQA, both RoPE styles and activations.
+func testDims() []kernelDims {
+	return []kernelDims{
+		// BitNet 2B shape: ternary layers, q8_0 head, ReLU², sub-norms, 128-wide heads.
+		{Dim: 2560, FFN: 6912, Heads: 20, KVHeads: 5, HeadDim: 128, Vocab: 128256, Eps: 1e-5, WK: kindTernary, HK: kindQ8, EK: kindQ8, ReLU2: true, SubNorms: true},
+		// stories260K: f32 everywhere, 8-wide heads, FFN 172 (padding).
+		{Dim: 64, FFN: 172, Heads: 8, KVHeads: 4, HeadDim: 8, Vocab: 512, Eps: 1e-5, WK: kindF32, HK: kindF32, EK: kindF32},
+		// f16 layers, NeoX RoPE, SmolLM shape.
+		{Dim: 576, FFN: 1536, Heads: 9, KVHeads: 3, HeadDim: 64, Vocab: 49152, Eps: 1e-5, WK: kindF16, HK: kindF16, EK: kindF16, NeoX: true},
+		// q8_0 layers (the fallback), untied f16 embedding.
+		{Dim: 256, FFN: 512, Heads: 4, KVHeads: 2, HeadDim: 64, Vocab: 1024, Eps: 1e-5, WK: kindQ8, HK: kindQ8, EK: kindF16, SubNorms: true},
+	}
+}
+
+// TestCompileKernels compiles the kernels with NVRTC for sm_80 and sm_90 in
+// every kind combination. It needs only libnvrtc (no GPU): CI installs
+// Debian's libnvrtc11.2.
+func TestCompileKernels(t *testing.T) {
+	n, err := loadNVRTC()
+	if err != nil {
+		t.Skipf("libnvrtc not available, kernels not compiled: %v", err)
+	}
+	t.Logf("NVRTC %d from %s", n.version(), n.path)
+	dims := testDims()
+	if testing.Short() {
+		dims = dims[:2]
+	}
+	for _, arch := range []string{"sm_80", "sm_90"} {
+		for _, d := range dims {
+			cubin, err := n.compile(kernelSource, "kernels.cu", d.options(arch))
+			if err != nil {
+				t.Fatalf("%s %+v: %v", arch, d, err)
+			}
+			if len(cubin) < 4 || string(cubin[1:4]) != "ELF" {
+				t.Fatalf("%s %+v: result is not an ELF CUBIN", arch, d)
+			}
+			for _, k := range kernelNames {
+				if !strings.Contains(string(cubin), k) {
+					t.Fatalf("%s %+v: CUBIN lacks kernel %s", arch, d, k)
+				}
+			}
+		}
+	}
+}
+
+func TestOptionsEps(t *testing.T) {
+	d := kernelDims{Eps: 1e-5}
+	for _, o := range d.options("sm_90") {
+		if strings.HasPrefix(o, "-DEPS=") && o != "-DEPS=1e-05f" {
+			t.Fatalf("eps option %q", o)
+		}
+	}
+}

@@ -1,0 +1,657 @@
+// EdgeLLM decode kernels. Self-contained on purpose: no CUDA toolkit headers,
+// so NVRTC alone (CI's 11.8 included) compiles it. Model dimensions arrive as
+// -D constants (DIM, FFN, NH, NKV, HD, VOCAB, EPS, ROPE_NEOX, ACT_RELU2,
+// SUBNORM) and so do the weight kinds of the layer matrices (WK), the LM head
+// (HK) and the embedding (EK): 0 ternary, 1 f32, 2 f16, 3 q8_0.
+//
+// Device layouts (host side: pack.go), every row padded to KP = PADK(K):
+//   ternary: KP/4 bytes per row; in each 16-byte chunk (64 weights) word j,
+//            shift s, byte b hold the 2-bit code (w+1) of weight 16j+4s+b, so
+//            (word >> 2s) & 0x03030303 is four codes for one dp4a.
+//   q8_0:    int8 [M][KP] then f16 scales [M][KP/32].
+//   f16/f32: [M][KP] values.
+// Every matrix also has a float scale per row.
+
+typedef unsigned char u8;
+typedef signed char i8;
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef unsigned long long u64;
+
+struct __attribute__((aligned(16))) U4 { u32 x, y, z, w; };
+struct __attribute__((aligned(16))) F4 { float x, y, z, w; };
+
+#define KT 0
+#define KF32 1
+#define KF16 2
+#define KQ8 3
+
+#define QD (NH * HD)
+#define KVD (NKV * HD)
+#define PADK(k) (((k) + 63) / 64 * 64)
+#define NT 256          // threads of a GEMV block
+#define ATT_NT 128      // threads of an attention block
+#define ATT_MAXLEN 1024 // most positions one attention block handles
+
+// ---------------------------------------------------------------- helpers
+
+__device__ __forceinline__ int dp4a(int a, int b, int c) {
+    int d;
+    asm("dp4a.s32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+}
+
+__device__ __forceinline__ float h2f(u16 h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+
+// 16-byte read-only load of streamed weights.
+__device__ __forceinline__ U4 ldw(const void *p) {
+    U4 v;
+    asm volatile("ld.global.nc.v4.u32 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+    return v;
+}
+
+// Programmatic dependent launch (sm_90): let the next kernel in the stream
+// start its blocks now, and wait here until the previous kernel's results
+// are visible. Both are no-ops when the launch did not ask for it.
+__device__ __forceinline__ void grid_dep_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+// Warm L2 with bytes [p, p+n): weights do not depend on earlier kernels, so
+// this runs before grid_dep_wait, overlapping the previous kernel.
+__device__ __forceinline__ void prefetch_l2(const u8 *p, size_t n) {
+    for (size_t off = (size_t)threadIdx.x * 128; off < n; off += (size_t)blockDim.x * 128)
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(p + off));
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+// block_sum / block_max return the block-wide result to every thread.
+__device__ float block_sum(float v, float *red) {
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) red[w] = v;
+    __syncthreads();
+    v = lane < (int)(blockDim.x >> 5) ? red[lane] : 0.f;
+    return warp_sum(v);
+}
+
+__device__ float block_max(float v, float *red) {
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) red[w] = v;
+    __syncthreads();
+    v = lane < (int)(blockDim.x >> 5) ? red[lane] : -3.0e38f;
+    return warp_max(v);
+}
+
+// --------------------------------------------------- matrix shape helpers
+
+// Elements per 16-byte weight chunk of each kind.
+template <int KIND> struct Kind;
+template <> struct Kind<KT> { static constexpr int E = 64; };
+template <> struct Kind<KF32> { static constexpr int E = 4; };
+template <> struct Kind<KF16> { static constexpr int E = 8; };
+template <> struct Kind<KQ8> { static constexpr int E = 16; };
+
+// Threads that share one row: enough for every chunk in one pass, at most a warp.
+__host__ __device__ constexpr int tpr_for(int nc) {
+    return nc >= 32 ? 32 : nc > 8 ? 16 : nc > 4 ? 8 : nc > 2 ? 4 : nc > 1 ? 2 : 1;
+}
+
+template <int KIND, int K> struct Mat {
+    static constexpr int KP = PADK(K);
+    static constexpr int NC = KP / Kind<KIND>::E; // chunks per row
+    static constexpr int TPR = tpr_for(NC);
+    // Shared bytes for the staged input: int8 for ternary and q8_0 (q8_0 also
+    // keeps a scale per 32 values), float for f32 and f16.
+    static constexpr int SMEM = KIND == KT ? KP : KIND == KQ8 ? KP + KP / 32 * 4 : KP * 4;
+};
+
+// The staged input of one product: the normed, possibly quantized vector.
+struct Staged {
+    float ascale; // ternary: 1/s of the per-token int8 quantization
+    float sumq;   // ternary: sum of the int8 values (for codes c = w+1)
+};
+
+// Word index in shared memory of int8 word w (4 values) when chunks hold
+// `wpc` words: transposed so the lanes of a row group, which read chunk c =
+// lane, lane+TPR, ..., hit consecutive banks.
+template <int WPC, int NC> __device__ __forceinline__ int xw_index(int w) {
+    return (w % WPC) * NC + w / WPC;
+}
+
+// stage reads in[0:K] once into registers, applies RMSNorm with weight nw
+// when nw != 0, and writes the product's input into sm in the kind's
+// format. All NT threads of the block call it.
+template <int KIND, int K>
+__device__ Staged stage(const float *__restrict__ in, const float *__restrict__ nw, char *sm, float *red) {
+    typedef Mat<KIND, K> M;
+    constexpr int PER = (K + NT - 1) / NT;
+    const int tid = threadIdx.x;
+    Staged st;
+    st.ascale = 1.f;
+    st.sumq = 0.f;
+    float v[PER], w[PER];
+    float ss = 0.f;
+#pragma unroll
+    for (int j = 0; j < PER; j++) {
+        int i = tid + j * NT;
+        v[j] = i < K ? in[i] : 0.f;
+        w[j] = (nw && i < K) ? nw[i] : 1.f;
+    }
+    if (nw) {
+#pragma unroll
+        for (int j = 0; j < PER; j++) ss += v[j] * v[j];
+        ss = block_sum(ss, red);
+        float r = 1.f / sqrtf(ss / (float)K + EPS);
+#pragma unroll
+        for (int j = 0; j < PER; j++) v[j] *= r * w[j];
+    }
+    if (KIND == KT) {
+        float am = 0.f;
+#pragma unroll
+        for (int j = 0; j < PER; j++) am = fmaxf(am, fabsf(v[j]));
+        am = block_max(am, red);
+        float s = 127.f / fmaxf(am, 1e-5f);
+        int sq = 0;
+#pragma unroll
+        for (int j = 0; j < PER; j++) {
+            int i = tid + j * NT;
+            if (i < K) {
+                int q = (int)rintf(fminf(fmaxf(v[j] * s, -128.f), 127.f));
+                sm[xw_index<16, M::NC>(i >> 2) * 4 + (i & 3)] = (char)q;
+                sq += q;
+            }
+        }
+        for (int i = K + tid; i < M::KP; i += NT) sm[xw_index<16, M::NC>(i >> 2) * 4 + (i & 3)] = 0;
+        st.sumq = block_sum((float)sq, red);
+        st.ascale = 1.f / s;
+    } else if (KIND == KQ8) {
+        // int8 per block of 32 with its own scale, as llama.cpp's q8 dot
+        // does. Element tid + j*NT: a warp's j-th slice is one whole block.
+        float *bs = (float *)(sm + M::KP);
+        const int lane = tid & 31;
+#pragma unroll
+        for (int j = 0; j < PER; j++) {
+            int i = tid + j * NT;
+            if (j * NT + (tid & ~31) < M::KP) { // warp-uniform
+                float am = warp_max(fabsf(v[j]));
+                float d = am / 127.f;
+                int q = d > 0.f ? (int)rintf(v[j] / d) : 0;
+                sm[xw_index<4, M::NC>(i >> 2) * 4 + (i & 3)] = (char)q;
+                if (lane == 0) bs[i >> 5] = d;
+            }
+        }
+        for (int i = PER * NT + tid; i < M::KP; i += NT) {
+            sm[xw_index<4, M::NC>(i >> 2) * 4 + (i & 3)] = 0;
+            if ((i & 31) == 0) bs[i >> 5] = 0.f;
+        }
+    } else {
+        float *ys = (float *)sm;
+#pragma unroll
+        for (int j = 0; j < PER; j++) {
+            int i = tid + j * NT;
+            if (i < K) ys[i] = v[j];
+        }
+        for (int i = K + tid; i < M::KP; i += NT) ys[i] = 0.f;
+    }
+    __syncthreads();
+    return st;
+}
+
+__device__ __forceinline__ int tern_word(u32 w, int x0, int x1, int x2, int x3, int acc) {
+    acc = dp4a((int)(w & 0x03030303u), x0, acc);
+    acc = dp4a((int)((w >> 2) & 0x03030303u), x1, acc);
+    acc = dp4a((int)((w >> 4) & 0x03030303u), x2, acc);
+    acc = dp4a((int)((w >> 6) & 0x03030303u), x3, acc);
+    return acc;
+}
+
+// rdot computes R rows' partial dot products for lane l (0..TPR-1) of a row
+// group; the caller reduces over the group. D is the q8_0 scale array. The
+// chunk loop runs in batches of up to 4 whose loads are all issued before
+// any arithmetic, so each lane keeps several 16-byte loads in flight.
+template <int KIND, int K, int R>
+__device__ __forceinline__ void rdot(const u8 *__restrict__ W, const u16 *__restrict__ D, const int *rows,
+                                     int l, const char *sm, float *out) {
+    typedef Mat<KIND, K> M;
+    constexpr int KP = M::KP, NC = M::NC, TPR = M::TPR;
+    constexpr int NIT = (NC + TPR - 1) / TPR;
+    constexpr int B = NIT < 4 ? NIT : 4;
+    constexpr int RB = KIND == KT ? KP / 4 : KIND == KQ8 ? KP : KIND == KF16 ? KP * 2 : KP * 4;
+    float facc[R];
+    int iacc[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) { facc[r] = 0.f; iacc[r] = 0; }
+    for (int it0 = 0; it0 < NIT; it0 += B) {
+        U4 w[B][R];
+        u16 dq[B][R];
+#pragma unroll
+        for (int b = 0; b < B; b++) {
+            const int c = l + (it0 + b) * TPR;
+            const bool ok = it0 + b < NIT && c < NC;
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                if (ok) {
+                    w[b][r] = ldw(W + (size_t)rows[r] * RB + (size_t)c * 16);
+                    if (KIND == KQ8) dq[b][r] = D[(size_t)rows[r] * (KP / 32) + (c >> 1)];
+                }
+            }
+        }
+#pragma unroll
+        for (int b = 0; b < B; b++) {
+            const int c = l + (it0 + b) * TPR;
+            if (!(it0 + b < NIT && c < NC)) continue;
+            if (KIND == KT) {
+                const int *xs = (const int *)sm;
+                int x[16];
+#pragma unroll
+                for (int m = 0; m < 16; m++) x[m] = xs[m * NC + c];
+#pragma unroll
+                for (int r = 0; r < R; r++) {
+                    int a = iacc[r];
+                    a = tern_word(w[b][r].x, x[0], x[1], x[2], x[3], a);
+                    a = tern_word(w[b][r].y, x[4], x[5], x[6], x[7], a);
+                    a = tern_word(w[b][r].z, x[8], x[9], x[10], x[11], a);
+                    a = tern_word(w[b][r].w, x[12], x[13], x[14], x[15], a);
+                    iacc[r] = a;
+                }
+            } else if (KIND == KQ8) {
+                const int *xs = (const int *)sm;
+                const float *bs = (const float *)(sm + KP);
+                int x0 = xs[0 * NC + c], x1 = xs[1 * NC + c], x2 = xs[2 * NC + c], x3 = xs[3 * NC + c];
+                float xb = bs[c >> 1];
+#pragma unroll
+                for (int r = 0; r < R; r++) {
+                    int t = dp4a((int)w[b][r].x, x0, 0);
+                    t = dp4a((int)w[b][r].y, x1, t);
+                    t = dp4a((int)w[b][r].z, x2, t);
+                    t = dp4a((int)w[b][r].w, x3, t);
+                    facc[r] += (float)t * h2f(dq[b][r]) * xb;
+                }
+            } else if (KIND == KF32) {
+                F4 x = ((const F4 *)sm)[c];
+#pragma unroll
+                for (int r = 0; r < R; r++) {
+                    U4 q = w[b][r];
+                    facc[r] += __uint_as_float(q.x) * x.x + __uint_as_float(q.y) * x.y +
+                               __uint_as_float(q.z) * x.z + __uint_as_float(q.w) * x.w;
+                }
+            } else { // KF16
+                F4 xa = ((const F4 *)sm)[2 * c], xb = ((const F4 *)sm)[2 * c + 1];
+#pragma unroll
+                for (int r = 0; r < R; r++) {
+                    U4 q = w[b][r];
+                    facc[r] += h2f((u16)(q.x & 0xffff)) * xa.x + h2f((u16)(q.x >> 16)) * xa.y +
+                               h2f((u16)(q.y & 0xffff)) * xa.z + h2f((u16)(q.y >> 16)) * xa.w +
+                               h2f((u16)(q.z & 0xffff)) * xb.x + h2f((u16)(q.z >> 16)) * xb.y +
+                               h2f((u16)(q.w & 0xffff)) * xb.z + h2f((u16)(q.w >> 16)) * xb.w;
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < R; r++) out[r] = KIND == KT ? (float)iacc[r] : facc[r];
+}
+
+// Device bytes of one row of a matrix of kind KIND and width K.
+template <int KIND, int K> __device__ constexpr size_t row_bytes() {
+    return KIND == KT ? PADK(K) / 4 : KIND == KQ8 ? PADK(K) : KIND == KF16 ? PADK(K) * 2 : PADK(K) * 4;
+}
+
+// prefetch_rows warms L2 with the rows [r0, r0+n) this block reads first.
+template <int KIND, int K> __device__ __forceinline__ void prefetch_rows(const u8 *W, int r0, int n, int nrows) {
+    if (r0 >= nrows) return;
+    n = r0 + n > nrows ? nrows - r0 : n;
+    prefetch_l2(W + (size_t)r0 * row_bytes<KIND, K>(), (size_t)n * row_bytes<KIND, K>());
+}
+
+// group_sum reduces v over the TPR lanes of a row group (aligned lanes).
+template <int TPR> __device__ __forceinline__ float group_sum(float v) {
+#pragma unroll
+    for (int o = TPR / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+// finish turns a reduced raw dot into the product's value for row.
+template <int KIND>
+__device__ __forceinline__ float finish(float raw, const Staged &st, const float *__restrict__ rs, int row) {
+    if (KIND == KT) return (raw - st.sumq) * st.ascale * rs[row];
+    return raw * rs[row];
+}
+
+// Loop over items (each R rows) in warp-uniform steps: every lane of a warp
+// runs the same iterations, so the group shuffles never see exited lanes.
+#define FOR_ITEMS(M, NITEMS)                                                                     \
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;                                  \
+    const int gpw = 32 / M::TPR; /* groups per warp */                                           \
+    const int l = lane % M::TPR;                                                                 \
+    for (int base = (blockIdx.x * (NT / 32) + warp) * gpw; base < (NITEMS);                      \
+         base += gridDim.x * (NT / 32) * gpw)                                                    \
+        for (int item = base + lane / M::TPR, valid = item < (NITEMS), once = 1; once; once = 0)
+
+// ---------------------------------------------------------------- kernels
+
+// tp: [0] token id, [1] position, written by the host (pinned copy in the
+// graph) or by k_lmhead's argmax.
+
+// x = embedding row of the token.
+extern "C" __global__ void __launch_bounds__(NT) k_embed(const int *__restrict__ tp, const u8 *__restrict__ E,
+                                                          const u16 *__restrict__ ED, float escale, float *__restrict__ x) {
+    grid_dep_wait();
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= DIM) return;
+    int tok = tp[0];
+    tok = tok < 0 ? 0 : tok >= VOCAB ? VOCAB - 1 : tok;
+    constexpr int KP = PADK(DIM);
+    float v;
+    if (EK == KF32) v = ((const float *)E)[(size_t)tok * KP + i];
+    else if (EK == KF16) v = h2f(((const u16 *)E)[(size_t)tok * KP + i]);
+    else v = (float)((const i8 *)E)[(size_t)tok * KP + i] * h2f(ED[(size_t)tok * (KP / 32) + i / 32]);
+    x[i] = v * escale;
+}
+
+// q, k, v = (Wq|Wk|Wv) RMSNorm(x); RoPE on q and k; k and v written into the
+// layer's cache at the position. One item is a rotation pair (two rows).
+extern "C" __global__ void __launch_bounds__(NT) k_qkv(const int *__restrict__ tp, const float *__restrict__ x,
+                                                        const float *__restrict__ nw, const u8 *__restrict__ W,
+                                                        const u16 *__restrict__ D, const float *__restrict__ rs,
+                                                        const float *__restrict__ freqs, float *__restrict__ q,
+                                                        float *__restrict__ kc, float *__restrict__ vc) {
+    typedef Mat<WK, DIM> M;
+    extern __shared__ __attribute__((aligned(16))) char sm[];
+    __shared__ float red[32];
+    prefetch_rows<WK, DIM>(W, 2 * blockIdx.x * (NT / M::TPR), 2 * (NT / M::TPR), QD + 2 * KVD);
+    grid_dep_wait();
+    Staged st = stage<WK, DIM>(x, nw, sm, red);
+    const int pos = tp[1];
+    constexpr int NP = (QD + 2 * KVD) / 2;
+    FOR_ITEMS(M, NP) {
+        int p = valid ? item : 0;
+        int region = p < QD / 2 ? 0 : p < (QD + KVD) / 2 ? 1 : 2;
+        int lp = region == 0 ? p : region == 1 ? p - QD / 2 : p - (QD + KVD) / 2;
+        int head = lp / (HD / 2), i = lp % (HD / 2);
+        int a = ROPE_NEOX ? i : 2 * i, b = ROPE_NEOX ? i + HD / 2 : 2 * i + 1;
+        int rbase = region == 0 ? 0 : region == 1 ? QD : QD + KVD;
+        int rows[2] = {rbase + head * HD + a, rbase + head * HD + b};
+        float v[2] = {0.f, 0.f};
+        if (valid) rdot<WK, DIM, 2>(W, D, rows, l, sm, v);
+        v[0] = group_sum<M::TPR>(v[0]);
+        v[1] = group_sum<M::TPR>(v[1]);
+        if (valid && l == 0) {
+            float v0 = finish<WK>(v[0], st, rs, rows[0]), v1 = finish<WK>(v[1], st, rs, rows[1]);
+            if (region < 2) {
+                float sn, cs;
+                sincosf((float)pos * freqs[i], &sn, &cs);
+                float r0 = v0 * cs - v1 * sn, r1 = v0 * sn + v1 * cs;
+                v0 = r0;
+                v1 = r1;
+            }
+            if (region == 0) {
+                q[head * HD + a] = v0;
+                q[head * HD + b] = v1;
+            } else {
+                float *c = (region == 1 ? kc : vc) + (size_t)pos * KVD + head * HD;
+                c[a] = v0;
+                c[b] = v1;
+            }
+        }
+    }
+}
+
+// Flash-decoding attention. Block (h, s) attends query head h over one
+// slice of positions 0..pos: slices of ATT_CHUNK positions while there are
+// at most nsplit of them, else nsplit equal slices. Each block writes its
+// unnormalised output with its max and sum; the last block of head h to
+// finish merges the slices by log-sum-exp into out.
+#define ATT_CHUNK 64
+extern "C" __global__ void __launch_bounds__(ATT_NT) k_attn(const int *__restrict__ tp, const float *__restrict__ q,
+                                                             const float *__restrict__ kc, const float *__restrict__ vc,
+                                                             float *__restrict__ out, float *part, u32 *counters, int nsplit) {
+    constexpr int HD4 = HD / 4;                      // float4 per head row
+    constexpr int G = ATT_NT / HD4 > 0 ? ATT_NT / HD4 : 1; // position groups in the PV product
+    __shared__ __attribute__((aligned(16))) float qs[HD];
+    __shared__ float sc[ATT_MAXLEN];
+    __shared__ __attribute__((aligned(16))) float ov[G * HD];
+    __shared__ float red[32];
+    __shared__ int last;
+    grid_dep_wait();
+    const int h = blockIdx.x, s = blockIdx.y, tid = threadIdx.x;
+    const int n = tp[1] + 1;
+    int nact = (n + ATT_CHUNK - 1) / ATT_CHUNK;
+    nact = nact < nsplit ? nact : nsplit;
+    if (s >= nact) return;
+    const int len = (n + nact - 1) / nact;
+    const int t0 = s * len, t1 = min(n, t0 + len);
+    const int kvo = (h / (NH / NKV)) * HD;
+    const float scale = 1.f / sqrtf((float)HD);
+    for (int d = tid; d < HD; d += ATT_NT) qs[d] = q[h * HD + d] * scale;
+    __syncthreads();
+    // scores: one position per thread, the key row read as float4s
+    const F4 *q4 = (const F4 *)qs;
+    float m = -3.0e38f;
+    for (int t = t0 + tid; t < t1; t += ATT_NT) {
+        const F4 *k4 = (const F4 *)(kc + (size_t)t * KVD + kvo);
+        float a = 0.f;
+#pragma unroll 8
+        for (int d = 0; d < HD4; d++) {
+            F4 k = k4[d], qq = q4[d];
+            a += qq.x * k.x + qq.y * k.y + qq.z * k.z + qq.w * k.w;
+        }
+        sc[t - t0] = a;
+        m = fmaxf(m, a);
+    }
+    m = block_max(m, red);
+    float lsum = 0.f;
+    for (int t = t0 + tid; t < t1; t += ATT_NT) {
+        float e = expf(sc[t - t0] - m);
+        sc[t - t0] = e;
+        lsum += e;
+    }
+    lsum = block_sum(lsum, red); // its barriers also publish sc
+    // PV: thread (g, d4) sums positions t0+g, t0+g+G, ... of float4 column d4
+    {
+        const int d4 = tid % HD4, g = tid / HD4;
+        if (g < G) {
+            F4 acc = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll 4
+            for (int t = t0 + g; t < t1; t += G) {
+                F4 v = ((const F4 *)(vc + (size_t)t * KVD + kvo))[d4];
+                float p = sc[t - t0];
+                acc.x += p * v.x; acc.y += p * v.y; acc.z += p * v.z; acc.w += p * v.w;
+            }
+            ((F4 *)ov)[g * HD4 + d4] = acc;
+        }
+    }
+    __syncthreads();
+    float *pp = part + ((size_t)h * nsplit + s) * (HD + 2);
+    for (int d = tid; d < HD; d += ATT_NT) {
+        float o = 0.f;
+#pragma unroll
+        for (int g = 0; g < G; g++) o += ov[g * HD + d];
+        if (nact == 1) out[h * HD + d] = o / lsum;
+        else pp[d] = o;
+    }
+    if (nact == 1) return;
+    if (tid == 0) {
+        pp[HD] = m;
+        pp[HD + 1] = lsum;
+    }
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) last = atomicAdd(&counters[h], 1u) == (u32)(nact - 1);
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    // merge: weights exp(m_j - M) in shared memory, then a weighted sum
+    const volatile float *vp = part + (size_t)h * nsplit * (HD + 2);
+    float M = -3.0e38f;
+    for (int j = tid; j < nact; j += ATT_NT) M = fmaxf(M, vp[j * (HD + 2) + HD]);
+    M = block_max(M, red);
+    float L = 0.f;
+    for (int j = tid; j < nact; j += ATT_NT) {
+        float wj = expf(vp[j * (HD + 2) + HD] - M);
+        sc[j] = wj;
+        L += wj * vp[j * (HD + 2) + HD + 1];
+    }
+    L = block_sum(L, red);
+    for (int d = tid; d < HD; d += ATT_NT) {
+        float o = 0.f;
+#pragma unroll 4
+        for (int j = 0; j < nact; j++) o += sc[j] * vp[j * (HD + 2) + d];
+        out[h * HD + d] = o / L;
+    }
+    if (tid == 0) counters[h] = 0;
+}
+
+// x += Wo (attn_sub_norm(att) or att).
+extern "C" __global__ void __launch_bounds__(NT) k_wo(const float *__restrict__ att, const float *__restrict__ nw,
+                                                       const u8 *__restrict__ W, const u16 *__restrict__ D,
+                                                       const float *__restrict__ rs, float *__restrict__ x) {
+    typedef Mat<WK, QD> M;
+    extern __shared__ __attribute__((aligned(16))) char sm[];
+    __shared__ float red[32];
+    prefetch_rows<WK, QD>(W, blockIdx.x * (NT / M::TPR), NT / M::TPR, DIM);
+    grid_dep_wait();
+    Staged st = stage<WK, QD>(att, SUBNORM ? nw : (const float *)0, sm, red);
+    FOR_ITEMS(M, DIM) {
+        int rows[1] = {valid ? item : 0};
+        float v[1] = {0.f};
+        if (valid) rdot<WK, QD, 1>(W, D, rows, l, sm, v);
+        v[0] = group_sum<M::TPR>(v[0]);
+        if (valid && l == 0) x[item] += finish<WK>(v[0], st, rs, item);
+    }
+}
+
+// hb = act(Wgate u) * (Wup u), u = RMSNorm(x). W holds the FFN gate rows
+// then the FFN up rows; one item is row i of each.
+extern "C" __global__ void __launch_bounds__(NT) k_gateup(const float *__restrict__ x, const float *__restrict__ nw,
+                                                           const u8 *__restrict__ W, const u16 *__restrict__ D,
+                                                           const float *__restrict__ rs, float *__restrict__ hb) {
+    typedef Mat<WK, DIM> M;
+    extern __shared__ __attribute__((aligned(16))) char sm[];
+    __shared__ float red[32];
+    prefetch_rows<WK, DIM>(W, blockIdx.x * (NT / M::TPR), NT / M::TPR, FFN);
+    prefetch_rows<WK, DIM>(W, FFN + blockIdx.x * (NT / M::TPR), NT / M::TPR, 2 * FFN);
+    grid_dep_wait();
+    Staged st = stage<WK, DIM>(x, nw, sm, red);
+    FOR_ITEMS(M, FFN) {
+        int i = valid ? item : 0;
+        int rows[2] = {i, FFN + i};
+        float v[2] = {0.f, 0.f};
+        if (valid) rdot<WK, DIM, 2>(W, D, rows, l, sm, v);
+        v[0] = group_sum<M::TPR>(v[0]);
+        v[1] = group_sum<M::TPR>(v[1]);
+        if (valid && l == 0) {
+            float g = finish<WK>(v[0], st, rs, rows[0]), u = finish<WK>(v[1], st, rs, rows[1]);
+            float a;
+            if (ACT_RELU2) { float r = fmaxf(g, 0.f); a = r * r; }
+            else a = g / (1.f + expf(-g));
+            hb[i] = a * u;
+        }
+    }
+}
+
+// x += Wdown (ffn_sub_norm(hb) or hb).
+extern "C" __global__ void __launch_bounds__(NT) k_down(const float *__restrict__ hb, const float *__restrict__ nw,
+                                                         const u8 *__restrict__ W, const u16 *__restrict__ D,
+                                                         const float *__restrict__ rs, float *__restrict__ x) {
+    typedef Mat<WK, FFN> M;
+    extern __shared__ __attribute__((aligned(16))) char sm[];
+    __shared__ float red[32];
+    prefetch_rows<WK, FFN>(W, blockIdx.x * (NT / M::TPR), NT / M::TPR, DIM);
+    grid_dep_wait();
+    Staged st = stage<WK, FFN>(hb, SUBNORM ? nw : (const float *)0, sm, red);
+    FOR_ITEMS(M, DIM) {
+        int rows[1] = {valid ? item : 0};
+        float v[1] = {0.f};
+        if (valid) rdot<WK, FFN, 1>(W, D, rows, l, sm, v);
+        v[0] = group_sum<M::TPR>(v[0]);
+        if (valid && l == 0) x[item] += finish<WK>(v[0], st, rs, item);
+    }
+}
+
+// logits = Output RMSNorm(x); each block's best (value, id) goes to best[],
+// and the last block to finish writes the argmax into tp[0] (the next
+// token) and tok_out[0].
+extern "C" __global__ void __launch_bounds__(NT) k_lmhead(const float *__restrict__ x, const float *__restrict__ nw,
+                                                           const u8 *__restrict__ W, const u16 *__restrict__ D,
+                                                           const float *__restrict__ rs, float *__restrict__ logits,
+                                                           float *bestv, int *besti, u32 *counter, int *tp, int *tok_out) {
+    typedef Mat<HK, DIM> M;
+    extern __shared__ __attribute__((aligned(16))) char sm[];
+    __shared__ float red[32];
+    __shared__ float wv[NT / 32];
+    __shared__ int wi[NT / 32];
+    __shared__ int last;
+    prefetch_rows<HK, DIM>(W, blockIdx.x * (NT / M::TPR), NT / M::TPR, VOCAB);
+    grid_dep_wait();
+    Staged st = stage<HK, DIM>(x, nw, sm, red);
+    float bv = -3.0e38f;
+    int bi = 0x7fffffff;
+    FOR_ITEMS(M, VOCAB) {
+        int rows[1] = {valid ? item : 0};
+        float v[1] = {0.f};
+        if (valid) rdot<HK, DIM, 1>(W, D, rows, l, sm, v);
+        v[0] = group_sum<M::TPR>(v[0]);
+        if (valid && l == 0) {
+            float y = finish<HK>(v[0], st, rs, item);
+            logits[item] = y;
+            if (y > bv || (y == bv && item < bi)) { bv = y; bi = item; }
+        }
+    }
+    // block argmax, lowest id on ties
+    const int tid = threadIdx.x;
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+        int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (ov > bv || (ov == bv && oi < bi)) { bv = ov; bi = oi; }
+    }
+    if ((tid & 31) == 0) { wv[tid >> 5] = bv; wi[tid >> 5] = bi; }
+    __syncthreads();
+    if (tid == 0) {
+        for (int w = 1; w < NT / 32; w++)
+            if (wv[w] > bv || (wv[w] == bv && wi[w] < bi)) { bv = wv[w]; bi = wi[w]; }
+        bestv[blockIdx.x] = bv;
+        besti[blockIdx.x] = bi;
+        __threadfence();
+        last = atomicAdd(counter, 1u) == gridDim.x - 1;
+    }
+    __syncthreads();
+    if (!last || tid != 0) return;
+    __threadfence();
+    const volatile float *vv = bestv;
+    const volatile int *vi = besti;
+    bv = vv[0];
+    bi = vi[0];
+    for (int b = 1; b < (int)gridDim.x; b++) {
+        float v = vv[b];
+        int i = vi[b];
+        if (v > bv || (v == bv && i < bi)) { bv = v; bi = i; }
+    }
+    if (bi < 0 || bi >= VOCAB) bi = 0; // all NaN: keep a valid id
+    tp[0] = bi;
+    tok_out[0] = bi;
+    *counter = 0;
+}

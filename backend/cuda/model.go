@@ -1,0 +1,384 @@
+package cuda
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+
+	"github.com/edgellm/edgellm/backend"
+	"github.com/edgellm/edgellm/model"
+)
+
+// Options tune Load.
+type Options struct {
+	// Device is the CUDA device ordinal.
+	Device int
+	// Dense disables the ternary path (layer matrices go to f32/f16/q8_0),
+	// for comparisons.
+	Dense bool
+	// NoPDL disables programmatic dependent launch (on by default where
+	// the card and driver have it: compute capability 9.0+, CUDA 12+).
+	NoPDL bool
+}
+
+// devMat is a matrix in device memory.
+type devMat struct {
+	kind       kind
+	rows, cols int
+	w, d, rs   uint64
+	bytes      int
+}
+
+type devLayer struct {
+	attnNorm, attnSub, ffnNorm, ffnSub uint64
+	qkv, wo, gateUp, down              devMat
+}
+
+// Model is a network resident on one GPU. It implements backend.Model.
+type Model struct {
+	mu     sync.Mutex
+	dev    *device
+	cfg    model.Config
+	dims   kernelDims
+	mod    uintptr
+	fn     map[string]uintptr
+	layers []devLayer
+	embed  devMat
+	head   devMat
+	escale float32
+	freqs  uint64
+	outNrm uint64
+	allocs []uint64
+
+	pdl         bool // launch with programmatic stream serialization
+	weightBytes int
+	cached      bool // kernels came from the disk cache
+	sessions    int
+	closed      bool
+}
+
+var _ backend.Model = (*Model)(nil)
+
+// Load repacks w for the GPU, uploads it once and compiles the kernels for
+// the card found (or takes them from the disk cache).
+func Load(w *model.Weights, opts Options) (backend.Model, error) {
+	return load(w, opts)
+}
+
+func load(w *model.Weights, opts Options) (*Model, error) {
+	if w == nil {
+		return nil, fmt.Errorf("cuda: Load: nil weights")
+	}
+	c := w.Config
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("cuda: %w", err)
+	}
+	if len(w.Layers) != c.Layers {
+		return nil, fmt.Errorf("cuda: %d layers of weights, config says %d", len(w.Layers), c.Layers)
+	}
+	if c.HeadDim > 256 || c.HeadDim%4 != 0 {
+		return nil, fmt.Errorf("cuda: head size %d: the kernels need a multiple of 4 up to 256", c.HeadDim)
+	}
+	qd, kvd := c.Heads*c.HeadDim, c.KVDim()
+
+	// Check every tensor before packing anything.
+	type shaped struct {
+		t          *model.Tensor
+		rows, cols int
+	}
+	var all []shaped
+	for l := range w.Layers {
+		L := &w.Layers[l]
+		all = append(all, shaped{&L.Wq, qd, c.Dim}, shaped{&L.Wk, kvd, c.Dim}, shaped{&L.Wv, kvd, c.Dim},
+			shaped{&L.Wo, c.Dim, qd}, shaped{&L.Wgate, c.FFNDim, c.Dim}, shaped{&L.Wup, c.FFNDim, c.Dim},
+			shaped{&L.Wdown, c.Dim, c.FFNDim})
+		norms := []struct {
+			v    []float32
+			n    int
+			name string
+		}{{L.AttnNorm, c.Dim, "attn_norm"}, {L.FFNNorm, c.Dim, "ffn_norm"}}
+		if c.SubNorms {
+			norms = append(norms, struct {
+				v    []float32
+				n    int
+				name string
+			}{L.AttnSubNorm, qd, "attn_sub_norm"}, struct {
+				v    []float32
+				n    int
+				name string
+			}{L.FFNSubNorm, c.FFNDim, "ffn_sub_norm"})
+		}
+		for _, nm := range norms {
+			if len(nm.v) != nm.n {
+				return nil, fmt.Errorf("cuda: layer %d %s has %d values, want %d", l, nm.name, len(nm.v), nm.n)
+			}
+		}
+	}
+	all = append(all, shaped{&w.Embed, c.Vocab, c.Dim}, shaped{&w.Output, c.Vocab, c.Dim})
+	for _, s := range all {
+		if err := checkTensor(s.t, s.rows, s.cols); err != nil {
+			return nil, err
+		}
+	}
+	if len(w.OutNorm) != c.Dim {
+		return nil, fmt.Errorf("cuda: output_norm has %d values, want %d", len(w.OutNorm), c.Dim)
+	}
+
+	// Pack the layer matrices: ternary when every one of them is uniformly
+	// ternary, else one dense kind for all (so the kernels are compiled once).
+	type layerMats struct{ q, k, v, o, g, u, d *hostMat }
+	packed := make([]layerMats, c.Layers)
+	wk := kindTernary
+	if opts.Dense {
+		wk = kindQ8
+	}
+	if wk == kindTernary {
+	tern:
+		for l := range w.Layers {
+			L := &w.Layers[l]
+			ts := []*model.Tensor{&L.Wq, &L.Wk, &L.Wv, &L.Wo, &L.Wgate, &L.Wup, &L.Wdown}
+			var out [7]*hostMat
+			for i, t := range ts {
+				m, ok, err := packTernary(t)
+				if err != nil {
+					return nil, err
+				}
+				if !ok {
+					wk = kindQ8
+					break tern
+				}
+				out[i] = m
+			}
+			packed[l] = layerMats{out[0], out[1], out[2], out[3], out[4], out[5], out[6]}
+		}
+	}
+	if wk != kindTernary {
+		wk = kindQ8
+		for l := range w.Layers {
+			L := &w.Layers[l]
+			for _, t := range []*model.Tensor{&L.Wq, &L.Wk, &L.Wv, &L.Wo, &L.Wgate, &L.Wup, &L.Wdown} {
+				if !isTernaryType(t.Type) {
+					wk = widest(wk, denseKindFor(t.Type))
+				}
+			}
+		}
+	}
+
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	dev, err := openDevice(opts.Device)
+	if err != nil {
+		return nil, err
+	}
+	m := &Model{dev: dev, cfg: c, fn: map[string]uintptr{}}
+	m.pdl = !opts.NoPDL && dev.info.ComputeMajor >= 9 && dev.d.cuLaunchKernelEx != nil
+	ok := false
+	defer func() {
+		if !ok {
+			m.free()
+		}
+	}()
+
+	up := func(b []byte, what string) (uint64, error) {
+		p, err := dev.upload(b, what)
+		if err == nil {
+			m.allocs = append(m.allocs, p)
+			m.weightBytes += len(b)
+		}
+		return p, err
+	}
+	upMat := func(h *hostMat, what string) (devMat, error) {
+		dm := devMat{kind: h.kind, rows: h.rows, cols: h.cols}
+		var err error
+		if dm.w, err = up(h.w, what); err != nil {
+			return dm, err
+		}
+		if h.kind == kindQ8 {
+			if dm.d, err = up(h.d, what+" scales"); err != nil {
+				return dm, err
+			}
+		}
+		if dm.rs, err = up(f32Bytes(h.rs), what+" row scales"); err != nil {
+			return dm, err
+		}
+		dm.bytes = len(h.w) + len(h.d)
+		return dm, nil
+	}
+	upVec := func(v []float32, what string) (uint64, error) { return up(f32Bytes(v), what) }
+
+	m.layers = make([]devLayer, c.Layers)
+	for l := range w.Layers {
+		L := &w.Layers[l]
+		lm := packed[l]
+		if wk != kindTernary {
+			ts := []*model.Tensor{&L.Wq, &L.Wk, &L.Wv, &L.Wo, &L.Wgate, &L.Wup, &L.Wdown}
+			var out [7]*hostMat
+			for i, t := range ts {
+				if out[i], err = packDense(t, wk); err != nil {
+					return nil, err
+				}
+			}
+			lm = layerMats{out[0], out[1], out[2], out[3], out[4], out[5], out[6]}
+		}
+		dl := &m.layers[l]
+		name := fmt.Sprintf("blk.%d", l)
+		if dl.qkv, err = upMat(stackRows(lm.q, lm.k, lm.v), name+".attn_qkv"); err != nil {
+			return nil, err
+		}
+		if dl.wo, err = upMat(lm.o, name+".attn_output"); err != nil {
+			return nil, err
+		}
+		if dl.gateUp, err = upMat(stackRows(lm.g, lm.u), name+".ffn_gate_up"); err != nil {
+			return nil, err
+		}
+		if dl.down, err = upMat(lm.d, name+".ffn_down"); err != nil {
+			return nil, err
+		}
+		if dl.attnNorm, err = upVec(L.AttnNorm, name+".attn_norm"); err != nil {
+			return nil, err
+		}
+		if dl.ffnNorm, err = upVec(L.FFNNorm, name+".ffn_norm"); err != nil {
+			return nil, err
+		}
+		if c.SubNorms {
+			if dl.attnSub, err = upVec(L.AttnSubNorm, name+".attn_sub_norm"); err != nil {
+				return nil, err
+			}
+			if dl.ffnSub, err = upVec(L.FFNSubNorm, name+".ffn_sub_norm"); err != nil {
+				return nil, err
+			}
+		}
+		packed[l] = layerMats{} // let the GC take the host copy
+	}
+
+	// LM head and embedding. Tied weights share one device copy.
+	hk := denseKindFor(w.Output.Type)
+	hm, err := packDense(&w.Output, hk)
+	if err != nil {
+		return nil, err
+	}
+	if m.head, err = upMat(hm, "output"); err != nil {
+		return nil, err
+	}
+	tied := w.Tied || (&w.Embed.Data[0] == &w.Output.Data[0] && w.Embed.Type == w.Output.Type)
+	ek := hk
+	if tied {
+		m.embed = m.head
+	} else {
+		ek = denseKindFor(w.Embed.Type)
+		em, err := packDense(&w.Embed, ek)
+		if err != nil {
+			return nil, err
+		}
+		if m.embed, err = upMat(em, "token_embd"); err != nil {
+			return nil, err
+		}
+	}
+	m.escale = tensorScale(&w.Embed)
+	if m.outNrm, err = upVec(w.OutNorm, "output_norm"); err != nil {
+		return nil, err
+	}
+	if m.freqs, err = upVec(model.RopeFreqs(&c), "rope freqs"); err != nil {
+		return nil, err
+	}
+
+	m.dims = kernelDims{Dim: c.Dim, FFN: c.FFNDim, Heads: c.Heads, KVHeads: c.KVHeads, HeadDim: c.HeadDim,
+		Vocab: c.Vocab, Eps: c.NormEps, NeoX: c.RopeStyle == model.RopeNeoX, ReLU2: c.Act == model.ReLU2,
+		SubNorms: c.SubNorms, WK: wk, HK: hk, EK: ek}
+	for _, sb := range []int{stageBytes(wk, c.Dim), stageBytes(wk, qd), stageBytes(wk, c.FFNDim), stageBytes(hk, c.Dim)} {
+		if sb+1024 > dev.maxSmem {
+			return nil, fmt.Errorf("cuda: a product needs %d bytes of shared memory, %s allows %d", sb, dev.info.Name, dev.maxSmem)
+		}
+	}
+	if err := m.loadKernels(); err != nil {
+		return nil, err
+	}
+	ok = true
+	return m, nil
+}
+
+// loadKernels compiles (or reads from the cache) and loads the module.
+func (m *Model) loadKernels() error {
+	dev := m.dev
+	cubin, cached, err := compileCached(dev.n, m.dims, dev.arch, dev.info.DriverVersion)
+	if err != nil {
+		return err
+	}
+	m.cached = cached
+	if err := dev.d.check(dev.d.cuModuleLoadData(&m.mod, unsafePtr(cubin)), "cuModuleLoadData(kernels for "+dev.arch+")"); err != nil {
+		return err
+	}
+	for _, name := range kernelNames {
+		var f uintptr
+		if err := dev.d.check(dev.d.cuModuleGetFunction(&f, m.mod, name), "cuModuleGetFunction("+name+")"); err != nil {
+			return err
+		}
+		m.fn[name] = f
+	}
+	c := &m.cfg
+	smem := map[string]int{
+		"k_qkv":    stageBytes(m.dims.WK, c.Dim),
+		"k_wo":     stageBytes(m.dims.WK, c.Heads*c.HeadDim),
+		"k_gateup": stageBytes(m.dims.WK, c.Dim),
+		"k_down":   stageBytes(m.dims.WK, c.FFNDim),
+		"k_lmhead": stageBytes(m.dims.HK, c.Dim),
+	}
+	for name, n := range smem {
+		if err := dev.d.check(dev.d.cuFuncSetAttribute(m.fn[name], funcAttrMaxDynamicShared, int32(n)),
+			fmt.Sprintf("cuFuncSetAttribute(%s, dynamic shared memory %d)", name, n)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *Model) free() {
+	for _, p := range m.allocs {
+		m.dev.d.cuMemFree(p)
+	}
+	m.allocs = nil
+	if m.mod != 0 {
+		m.dev.d.cuModuleUnload(m.mod)
+		m.mod = 0
+	}
+	m.dev.release()
+}
+
+// Name implements backend.Model.
+func (m *Model) Name() string { return "cuda" }
+
+// Config implements backend.Model.
+func (m *Model) Config() *model.Config { return &m.cfg }
+
+// Info describes the device the model lives on.
+func (m *Model) Info() DeviceInfo { return m.dev.info }
+
+// WeightBytes is the bytes of weights resident on the device.
+func (m *Model) WeightBytes() int { return m.weightBytes }
+
+// PDL reports whether kernels are launched with programmatic dependent launch.
+func (m *Model) PDL() bool { return m.pdl }
+
+// Kinds reports the device formats chosen for the layer matrices and the LM
+// head ("ternary", "f32", "f16", "q8_0").
+func (m *Model) Kinds() (layers, head string) { return m.dims.WK.String(), m.dims.HK.String() }
+
+// Close implements backend.Model: it frees the device memory.
+func (m *Model) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil
+	}
+	if m.sessions > 0 {
+		return fmt.Errorf("cuda: Close with %d sessions open", m.sessions)
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := m.dev.bind(); err != nil {
+		return err
+	}
+	m.free()
+	m.closed = true
+	return nil
+}

@@ -1,0 +1,339 @@
+package cuda
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+
+	"github.com/edgellm/edgellm/model"
+	"github.com/edgellm/edgellm/quant"
+)
+
+// padK is the padded row length every device matrix uses (kernels.cu PADK).
+func padK(k int) int { return (k + 63) / 64 * 64 }
+
+// chunkElems is how many weights one 16-byte chunk holds (kernels.cu Kind<>::E).
+func chunkElems(k kind) int {
+	switch k {
+	case kindTernary:
+		return 64
+	case kindF32:
+		return 4
+	case kindF16:
+		return 8
+	default:
+		return 16
+	}
+}
+
+// threadsPerRow mirrors kernels.cu's tpr_for(chunks per row).
+func threadsPerRow(k kind, cols int) int {
+	nc := padK(cols) / chunkElems(k)
+	switch {
+	case nc >= 32:
+		return 32
+	case nc > 8:
+		return 16
+	case nc > 4:
+		return 8
+	case nc > 2:
+		return 4
+	case nc > 1:
+		return 2
+	}
+	return 1
+}
+
+// stageBytes mirrors kernels.cu's Mat<>::SMEM: the dynamic shared memory of
+// a product whose input has cols values.
+func stageBytes(k kind, cols int) int {
+	kp := padK(cols)
+	switch k {
+	case kindTernary:
+		return kp
+	case kindQ8:
+		return kp + kp/32*4
+	}
+	return kp * 4
+}
+
+// hostMat is a matrix repacked for the device, still in host memory.
+type hostMat struct {
+	kind       kind
+	rows, cols int
+	w          []byte    // weights: ternary codes, f32, f16 or q8_0 int8
+	d          []byte    // q8_0 only: f16 scales [rows][padK/32]
+	rs         []float32 // per-row scale applied to every product
+}
+
+// rowBytes is the device bytes of one row of w.
+func (m *hostMat) rowBytes() int {
+	kp := padK(m.cols)
+	switch m.kind {
+	case kindTernary:
+		return kp / 4
+	case kindF32:
+		return kp * 4
+	case kindF16:
+		return kp * 2
+	}
+	return kp
+}
+
+func newHostMat(k kind, rows, cols int) *hostMat {
+	m := &hostMat{kind: k, rows: rows, cols: cols, rs: make([]float32, rows)}
+	m.w = make([]byte, rows*m.rowBytes())
+	if k == kindQ8 {
+		m.d = make([]byte, rows*padK(cols)/32*2)
+	}
+	return m
+}
+
+// checkTensor verifies a tensor's shape and size before anything reads it.
+func checkTensor(t *model.Tensor, rows, cols int) error {
+	if t.Rows != rows || t.Cols != cols {
+		return fmt.Errorf("cuda: tensor %q is %dx%d, want %dx%d", t.Name, t.Rows, t.Cols, rows, cols)
+	}
+	if !t.Type.Supported() {
+		return fmt.Errorf("cuda: tensor %q has unsupported type %s", t.Name, t.Type)
+	}
+	rb, err := t.Type.RowBytes(cols)
+	if err != nil {
+		return fmt.Errorf("cuda: tensor %q: %w", t.Name, err)
+	}
+	if len(t.Data) < rows*rb {
+		return fmt.Errorf("cuda: tensor %q holds %d bytes, want %d", t.Name, len(t.Data), rows*rb)
+	}
+	if math.IsNaN(float64(t.Scale)) || math.IsInf(float64(t.Scale), 0) {
+		return fmt.Errorf("cuda: tensor %q has scale %g", t.Name, t.Scale)
+	}
+	return nil
+}
+
+// tensorScale is the tensor's product scale, 1 when unset.
+func tensorScale(t *model.Tensor) float32 {
+	if t.Scale == 0 {
+		return 1
+	}
+	return t.Scale
+}
+
+// forRows dequantizes each row of t in turn into a reused buffer.
+func forRows(t *model.Tensor, fn func(r int, row []float32) error) error {
+	rb, err := t.Type.RowBytes(t.Cols)
+	if err != nil {
+		return fmt.Errorf("cuda: tensor %q: %w", t.Name, err)
+	}
+	buf := make([]float32, t.Cols)
+	for r := 0; r < t.Rows; r++ {
+		if err := quant.Dequantize(t.Type, buf, t.Data[r*rb:(r+1)*rb]); err != nil {
+			return fmt.Errorf("cuda: tensor %q row %d: %w", t.Name, r, err)
+		}
+		if err := fn(r, buf); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// isTernaryType reports whether t is a type that holds ternary weights.
+func isTernaryType(t quant.Type) bool {
+	return t == quant.TQ1_0 || t == quant.TQ2_0 || t == quant.I2_S || t == quant.Q2_0
+}
+
+// ternaryRow checks that row is exactly {-a, 0, +a} for one a and returns a
+// (0 for an all-zero row).
+func ternaryRow(row []float32) (float32, bool) {
+	var a float32
+	for _, v := range row {
+		if v == 0 {
+			continue
+		}
+		m := float32(math.Abs(float64(v)))
+		if a == 0 {
+			a = m
+		} else if m != a {
+			return 0, false
+		}
+	}
+	return a, !math.IsNaN(float64(a)) && !math.IsInf(float64(a), 0)
+}
+
+// putTernary writes row's codes (w+1) into dst (padK/4 bytes) in the
+// kernels' layout: in chunk c, word j, bits 8b+2s hold weight c*64+16j+4s+b.
+// Padding weights get code 1 (zero).
+func putTernary(dst []byte, row []float32) {
+	kp := padK(len(row))
+	for c := 0; c < kp/64; c++ {
+		for j := 0; j < 4; j++ {
+			var word uint32
+			for s := 0; s < 4; s++ {
+				for b := 0; b < 4; b++ {
+					i := c*64 + 16*j + 4*s + b
+					code := uint32(1)
+					if i < len(row) {
+						switch {
+						case row[i] > 0:
+							code = 2
+						case row[i] < 0:
+							code = 0
+						}
+					}
+					word |= code << (8*b + 2*s)
+				}
+			}
+			binary.LittleEndian.PutUint32(dst[c*16+j*4:], word)
+		}
+	}
+}
+
+// packTernary repacks t as 2-bit codes with a scale per row. ok is false
+// when some row is not of the form {-a, 0, +a} (e.g. TQ2_0 blocks of one
+// row with different scales, or Q2_0 code +2): the caller then uses a dense
+// kind, which is exact for those.
+func packTernary(t *model.Tensor) (m *hostMat, ok bool, err error) {
+	if !isTernaryType(t.Type) {
+		return nil, false, nil
+	}
+	m = newHostMat(kindTernary, t.Rows, t.Cols)
+	rb := m.rowBytes()
+	ts := tensorScale(t)
+	ok = true
+	err = forRows(t, func(r int, row []float32) error {
+		a, good := ternaryRow(row)
+		if !good {
+			ok = false
+			return errStop
+		}
+		if a != 0 {
+			for i, v := range row {
+				row[i] = v / a
+			}
+		}
+		putTernary(m.w[r*rb:(r+1)*rb], row)
+		m.rs[r] = a * ts
+		return nil
+	})
+	if err == errStop {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	return m, ok, nil
+}
+
+var errStop = fmt.Errorf("stop")
+
+// packDense repacks t as kind k (f32, f16 or q8_0). Sources already of that
+// kind are copied bit for bit; others are dequantized (and for q8_0
+// re-quantized in blocks of 32 as ggml does).
+func packDense(t *model.Tensor, k kind) (*hostMat, error) {
+	m := newHostMat(k, t.Rows, t.Cols)
+	ts := tensorScale(t)
+	for r := range m.rs {
+		m.rs[r] = ts
+	}
+	kp := padK(t.Cols)
+	rb := m.rowBytes()
+	srcRB, err := t.Type.RowBytes(t.Cols)
+	if err != nil {
+		return nil, fmt.Errorf("cuda: tensor %q: %w", t.Name, err)
+	}
+	switch {
+	case k == kindF16 && t.Type == quant.F16:
+		for r := 0; r < t.Rows; r++ {
+			copy(m.w[r*rb:], t.Data[r*srcRB:(r+1)*srcRB])
+		}
+		return m, nil
+	case k == kindQ8 && t.Type == quant.Q8_0:
+		for r := 0; r < t.Rows; r++ {
+			splitQ8(m, r, t.Data[r*srcRB:(r+1)*srcRB])
+		}
+		return m, nil
+	}
+	padded := make([]float32, kp)
+	var q8 []byte
+	if k == kindQ8 {
+		q8 = make([]byte, kp/32*34)
+	}
+	err = forRows(t, func(r int, row []float32) error {
+		copy(padded, row)
+		dst := m.w[r*rb : (r+1)*rb]
+		switch k {
+		case kindF32:
+			for i, v := range padded {
+				binary.LittleEndian.PutUint32(dst[4*i:], math.Float32bits(v))
+			}
+		case kindF16:
+			for i, v := range padded {
+				binary.LittleEndian.PutUint16(dst[2*i:], quant.F32ToF16(v))
+			}
+		case kindQ8:
+			if err := quant.Quantize(quant.Q8_0, q8, padded); err != nil {
+				return fmt.Errorf("cuda: tensor %q row %d: %w", t.Name, r, err)
+			}
+			splitQ8(m, r, q8)
+		default:
+			return fmt.Errorf("cuda: tensor %q: cannot pack as %s", t.Name, k)
+		}
+		return nil
+	})
+	return m, err
+}
+
+// splitQ8 moves one row of q8_0 blocks (f16 d, 32 int8) into the device
+// layout: the int8 values contiguous, the scales in their own array.
+// Padding blocks stay zero.
+func splitQ8(m *hostMat, r int, blocks []byte) {
+	kp := padK(m.cols)
+	qs := m.w[r*kp : (r+1)*kp]
+	ds := m.d[r*(kp/32)*2 : (r+1)*(kp/32)*2]
+	for b := 0; b < len(blocks)/34; b++ {
+		copy(ds[2*b:2*b+2], blocks[34*b:34*b+2])
+		copy(qs[32*b:32*b+32], blocks[34*b+2:34*b+34])
+	}
+}
+
+// stackRows concatenates matrices of one kind and width row-wise.
+func stackRows(ms ...*hostMat) *hostMat {
+	out := &hostMat{kind: ms[0].kind, cols: ms[0].cols}
+	for _, m := range ms {
+		out.rows += m.rows
+		out.w = append(out.w, m.w...)
+		out.d = append(out.d, m.d...)
+		out.rs = append(out.rs, m.rs...)
+	}
+	return out
+}
+
+// denseKindFor picks the device kind for a non-ternary tensor type: f32
+// stays f32 (exact, and cheap for the small models stored that way), f16
+// and bf16 become f16, everything else q8_0 (Q6_K, Q4_K, Q4_0 and ternary
+// tensors whose rows are not uniform are re-quantized: close, not exact).
+func denseKindFor(t quant.Type) kind {
+	switch t {
+	case quant.F32:
+		return kindF32
+	case quant.F16, quant.BF16:
+		return kindF16
+	}
+	return kindQ8
+}
+
+// widest returns the kind that loses least of a and b (f32 > f16 > q8_0).
+func widest(a, b kind) kind {
+	rank := func(k kind) int {
+		switch k {
+		case kindF32:
+			return 3
+		case kindF16:
+			return 2
+		}
+		return 1
+	}
+	if rank(b) > rank(a) {
+		return b
+	}
+	return a
+}

@@ -1,0 +1,179 @@
+package cuda
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/edgellm/edgellm/model"
+)
+
+// SelfTestCase is one model the GPU is checked on against the CPU reference
+// (model.NewReference).
+type SelfTestCase struct {
+	Name    string
+	Weights *model.Weights
+	// Prompt is fed one position at a time; the GPU's logits are compared
+	// with the reference's at every position.
+	Prompt []int32
+	// Tol is the largest relative L2 error ||gpu - ref|| / ||ref|| of the
+	// logits allowed at any position (0: DefaultTolerance of the kinds used).
+	Tol float64
+	// Greedy, when positive, continues greedily after the prompt for this
+	// many tokens with the device argmax, and requires the reference's
+	// greedy tokens to be identical.
+	Greedy int
+	Opts   Options
+}
+
+// SelfTestResult reports one case.
+type SelfTestResult struct {
+	Name             string
+	LayerKind        string // device format of the layer matrices
+	HeadKind         string // device format of the LM head
+	Device           string
+	Positions        int     // positions whose logits were compared
+	MaxRelErr        float64 // worst relative L2 error of the logits
+	Tol              float64
+	GreedyMatched    int // greedy tokens identical before the first difference
+	GreedyWanted     int
+	ArgmaxMismatches int // steps where the device argmax differed from the argmax of the device logits
+	Pass             bool
+	Err              error
+}
+
+func (r SelfTestResult) String() string {
+	status := "PASS"
+	if !r.Pass {
+		status = "FAIL"
+	}
+	s := fmt.Sprintf("%s %s [layers %s, head %s]: %d positions, max rel err %.3g (tol %.3g)",
+		status, r.Name, r.LayerKind, r.HeadKind, r.Positions, r.MaxRelErr, r.Tol)
+	if r.GreedyWanted > 0 {
+		s += fmt.Sprintf(", greedy %d/%d identical", r.GreedyMatched, r.GreedyWanted)
+	}
+	if r.ArgmaxMismatches > 0 {
+		s += fmt.Sprintf(", %d device argmax mismatches", r.ArgmaxMismatches)
+	}
+	if r.Err != nil {
+		s += ": " + r.Err.Error()
+	}
+	return s
+}
+
+// DefaultTolerance is the relative L2 logit error allowed for a model whose
+// layer matrices run as kind layers and LM head as kind head. Ternary layers
+// quantize activations per token to int8 (BitNet's rule) and q8_0 products
+// per block of 32, so they differ from the float reference by rounding;
+// f32/f16 weights run with float activations and differ only by the order
+// of float sums.
+func DefaultTolerance(layers, head string) float64 {
+	switch {
+	case layers == "ternary":
+		return 0.05
+	case layers == "q8_0" || head == "q8_0":
+		return 0.03
+	}
+	return 1e-4
+}
+
+// SelfTest runs one case on the GPU and the reference forward pass on the
+// CPU and compares them.
+func SelfTest(c SelfTestCase) SelfTestResult {
+	res := SelfTestResult{Name: c.Name, GreedyWanted: c.Greedy}
+	if len(c.Prompt) == 0 {
+		res.Err = fmt.Errorf("cuda: selftest %s: empty prompt", c.Name)
+		return res
+	}
+	m, err := load(c.Weights, c.Opts)
+	if err != nil {
+		res.Err = err
+		return res
+	}
+	defer m.Close()
+	res.LayerKind, res.HeadKind = m.Kinds()
+	res.Device = m.Info().Name
+	res.Tol = c.Tol
+	if res.Tol == 0 {
+		res.Tol = DefaultTolerance(res.LayerKind, res.HeadKind)
+	}
+	ctx := len(c.Prompt) + c.Greedy + 1
+	s, err := m.newSession(ctx)
+	if err != nil {
+		res.Err = err
+		return res
+	}
+	defer s.Close()
+	ref := model.NewReference(c.Weights, ctx)
+	vocab := c.Weights.Vocab
+	got := make([]float32, vocab)
+	var refTok int32
+	for pos, tok := range c.Prompt {
+		if err := s.Decode(tok, got); err != nil {
+			res.Err = fmt.Errorf("position %d: %w", pos, err)
+			return res
+		}
+		want := ref.Forward(tok, pos)
+		if want == nil {
+			res.Err = fmt.Errorf("position %d: reference rejected token %d", pos, tok)
+			return res
+		}
+		refTok = argmax(want)
+		e := relErr(got, want)
+		if math.IsNaN(e) || e > res.MaxRelErr || math.IsNaN(res.MaxRelErr) {
+			res.MaxRelErr = e
+		}
+		res.Positions++
+		if dev := s.lastArgmax(); dev != argmax(got) {
+			res.ArgmaxMismatches++
+		}
+	}
+	// Greedy continuation: the GPU picks on the device, the reference on
+	// the CPU; both must produce the same ids.
+	gpuTok := s.lastArgmax()
+	for i, pos := 0, len(c.Prompt); i < c.Greedy; i, pos = i+1, pos+1 {
+		if gpuTok != refTok {
+			break
+		}
+		res.GreedyMatched++
+		if i == c.Greedy-1 {
+			break
+		}
+		if gpuTok, err = s.DecodeArgmax(gpuTok); err != nil {
+			res.Err = fmt.Errorf("greedy step %d: %w", i, err)
+			return res
+		}
+		refTok = argmax(ref.Forward(refTok, pos))
+	}
+	res.Pass = res.Err == nil && !math.IsNaN(res.MaxRelErr) && res.MaxRelErr <= res.Tol &&
+		res.GreedyMatched == c.Greedy && res.ArgmaxMismatches == 0
+	return res
+}
+
+// lastArgmax is the device argmax of the last step.
+func (s *Session) lastArgmax() int32 {
+	return pinnedInt32(s.pinned, 2)
+}
+
+func relErr(got, want []float32) float64 {
+	var num, den float64
+	for i := range want {
+		d := float64(got[i]) - float64(want[i])
+		num += d * d
+		den += float64(want[i]) * float64(want[i])
+	}
+	if den == 0 {
+		return math.Sqrt(num)
+	}
+	return math.Sqrt(num / den)
+}
+
+// argmax returns the first index of the largest value.
+func argmax(v []float32) int32 {
+	best := 0
+	for i, x := range v {
+		if x > v[best] {
+			best = i
+		}
+	}
+	return int32(best)
+}

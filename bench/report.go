@@ -1,0 +1,49 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+)
+
+// Print writes the human-readable report.
+func (r *Result) Print(w io.Writer) {
+	fmt.Fprintf(w, "model            %s\n", r.Model)
+	fmt.Fprintf(w, "backend          %s", r.Backend)
+	if r.Device != "" {
+		fmt.Fprintf(w, " (%s)", r.Device)
+	}
+	if r.Threads > 0 {
+		fmt.Fprintf(w, ", %d threads", r.Threads)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "tokens           prompt %d, generated %d, repeats %d (medians)\n", r.PromptTokens, r.GenTokens, r.Repeat)
+	fmt.Fprintf(w, "load             %.1f ms\n", r.LoadMS)
+	fmt.Fprintf(w, "prefill          %.1f tok/s\n", r.PrefillTokPerS)
+	fmt.Fprintf(w, "decode           %.1f tok/s (%.3f ms/token)\n", r.DecodeTokPerS, r.MSPerToken)
+	fmt.Fprintf(w, "latency ms       p50 %.3f  p90 %.3f  p99 %.3f  max %.3f  std %.3f\n", r.P50MS, r.P90MS, r.P99MS, r.MaxMS, r.StdMS)
+	fmt.Fprintf(w, "jitter           p99/p50 %.3f\n", r.Jitter)
+	fmt.Fprintf(w, "peak RSS         %.1f MB", float64(r.PeakRSSBytes)/1e6)
+	if r.FileBytes > 0 {
+		fmt.Fprintf(w, " (file %.1f MB)", float64(r.FileBytes)/1e6)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "weights/token    %.1f MB, %.2f GB/s\n", float64(r.WeightBytesPerToken)/1e6, r.WeightGBPerS)
+	if r.H2DBytesPerToken != nil {
+		fmt.Fprintf(w, "bus/token        H2D %.1f B, D2H %.1f B, %.0f launches\n", *r.H2DBytesPerToken, *r.D2HBytesPerToken, *r.LaunchesPerToken)
+	}
+	if r.CopyGBPerS != nil {
+		fmt.Fprintf(w, "device copy      %.0f GB/s; weights stream at %.1f%% of it\n", *r.CopyGBPerS, 100**r.BandwidthFraction)
+	}
+	if len(r.Ops) > 0 {
+		fmt.Fprintf(w, "\n%-20s %12s %8s\n", "operation", "ms/token", "share")
+		for _, o := range r.Ops {
+			fmt.Fprintf(w, "%-20s %12.4f %7.1f%%\n", o.Op, o.MSPerTk, 100*o.Share)
+		}
+	}
+	if lb := r.LlamaBench; lb != nil {
+		fmt.Fprintf(w, "\n%-12s %14s %14s\n", "engine", "prefill tok/s", "decode tok/s")
+		fmt.Fprintf(w, "%-12s %14.1f %14.1f\n", "edgellm", r.PrefillTokPerS, r.DecodeTokPerS)
+		fmt.Fprintf(w, "%-12s %14.1f %14.1f\n", "llama.cpp", lb.PrefillTokPerS, lb.DecodeTokPerS)
+		fmt.Fprintf(w, "%-12s %13.2fx %13.2fx\n", "ratio", lb.PrefillRatio, lb.DecodeRatio)
+	}
+}

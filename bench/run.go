@@ -1,0 +1,263 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/edgellm/edgellm/backend"
+	"github.com/edgellm/edgellm/model"
+)
+
+// Options set the shape of a run.
+type Options struct {
+	Prompt int  // prompt tokens prefilled per repeat
+	Gen    int  // tokens decoded per repeat
+	Repeat int  // repeats; figures are medians over them
+	Ops    bool // also time each operation (an extra, profiled pass)
+	Seed   uint64
+}
+
+// OpRow is one line of the per-operation table.
+type OpRow struct {
+	Op      string  `json:"op"`
+	MSPerTk float64 `json:"ms_per_token"`
+	Share   float64 `json:"share"`
+}
+
+// Result is the report; its JSON names are the ones documented in README.md.
+type Result struct {
+	Model               string  `json:"model"`
+	Backend             string  `json:"backend"`
+	Threads             int     `json:"threads"`
+	PromptTokens        int     `json:"prompt_tokens"`
+	GenTokens           int     `json:"gen_tokens"`
+	Repeat              int     `json:"repeat"`
+	LoadMS              float64 `json:"load_ms"`
+	PrefillTokPerS      float64 `json:"prefill_tok_per_s"`
+	DecodeTokPerS       float64 `json:"decode_tok_per_s"`
+	MSPerToken          float64 `json:"ms_per_token"`
+	P50MS               float64 `json:"p50_ms"`
+	P90MS               float64 `json:"p90_ms"`
+	P99MS               float64 `json:"p99_ms"`
+	MaxMS               float64 `json:"max_ms"`
+	StdMS               float64 `json:"std_ms"`
+	Jitter              float64 `json:"jitter_p99_p50"`
+	PeakRSSBytes        int64   `json:"peak_rss_bytes"`
+	FileBytes           int64   `json:"file_bytes,omitempty"`
+	WeightBytesPerToken int64   `json:"weight_bytes_per_token"`
+	WeightGBPerS        float64 `json:"weight_gb_per_s"`
+	Ops                 []OpRow `json:"ops,omitempty"`
+
+	// Device backends only.
+	Device            string   `json:"device,omitempty"`
+	H2DBytesPerToken  *float64 `json:"h2d_bytes_per_token,omitempty"`
+	D2HBytesPerToken  *float64 `json:"d2h_bytes_per_token,omitempty"`
+	LaunchesPerToken  *float64 `json:"launches_per_token,omitempty"`
+	CopyGBPerS        *float64 `json:"copy_gb_per_s,omitempty"`
+	BandwidthFraction *float64 `json:"bandwidth_fraction,omitempty"`
+
+	LlamaBench *LlamaBench `json:"llama_bench,omitempty"`
+}
+
+// WeightBytesPerToken is what one decode step reads of w as stored in the
+// file: every layer matrix, the LM head, and one embedding row.
+func WeightBytesPerToken(w *model.Weights) int64 {
+	var n int64
+	for i := range w.Layers {
+		l := &w.Layers[i]
+		for _, t := range []*model.Tensor{&l.Wq, &l.Wk, &l.Wv, &l.Wo, &l.Wgate, &l.Wup, &l.Wdown} {
+			n += int64(len(t.Data))
+		}
+	}
+	n += int64(len(w.Output.Data))
+	if w.Embed.Rows > 0 {
+		n += int64(len(w.Embed.Data) / w.Embed.Rows)
+	}
+	return n
+}
+
+// decoder runs one decode step and returns the greedy next token, on the
+// device when the session can.
+type decoder struct {
+	s      backend.Session
+	argmax backend.ArgmaxDecoder
+	logits []float32
+}
+
+func newDecoder(s backend.Session, vocab int) *decoder {
+	d := &decoder{s: s}
+	if a, ok := s.(backend.ArgmaxDecoder); ok {
+		d.argmax = a
+	} else {
+		d.logits = make([]float32, vocab)
+	}
+	return d
+}
+
+func (d *decoder) step(tok int32) (int32, error) {
+	if d.argmax != nil {
+		return d.argmax.DecodeArgmax(tok)
+	}
+	if err := d.s.Decode(tok, d.logits); err != nil {
+		return 0, err
+	}
+	best := 0
+	for i, v := range d.logits {
+		if v > d.logits[best] {
+			best = i
+		}
+	}
+	return int32(best), nil
+}
+
+// Run measures m. weightBytes is what one decode step reads.
+func Run(ctx context.Context, m backend.Model, weightBytes int64, o Options) (Result, error) {
+	cfg := m.Config()
+	r := Result{Backend: m.Name(), PromptTokens: o.Prompt, GenTokens: o.Gen, Repeat: o.Repeat, WeightBytesPerToken: weightBytes}
+	if o.Prompt < 1 || o.Gen < 1 || o.Repeat < 1 {
+		return r, fmt.Errorf("bench: prompt, gen and repeat must be at least 1")
+	}
+	if wb, ok := m.(backend.WeightBytes); ok {
+		r.WeightBytesPerToken = wb.WeightBytesPerToken()
+	}
+	rng := rand.New(rand.NewPCG(o.Seed, 0x62656e6368))
+	prompt := make([]int32, o.Prompt)
+	for i := range prompt {
+		prompt[i] = int32(rng.IntN(cfg.Vocab))
+	}
+	sess, err := m.NewSession(o.Prompt + o.Gen)
+	if err != nil {
+		return r, err
+	}
+	defer sess.Close()
+	dec := newDecoder(sess, cfg.Vocab)
+	lastLogits := make([]float32, cfg.Vocab)
+
+	// Warm-up: a short prefill and a few decodes, so one-time work (kernel
+	// loading, page faults, graph capture) stays out of the figures.
+	warm := min(o.Prompt, 8)
+	if err := sess.Prefill(prompt[:warm], lastLogits); err != nil {
+		return r, fmt.Errorf("bench: warm-up prefill: %w", err)
+	}
+	tok := prompt[0]
+	for i := 0; i < min(o.Gen, 16); i++ {
+		if tok, err = dec.step(tok); err != nil {
+			return r, fmt.Errorf("bench: warm-up decode: %w", err)
+		}
+	}
+
+	dev, _ := m.(backend.DeviceInfo)
+	var c0, c1 backend.Counters
+	lat := make([]time.Duration, 0, o.Gen*o.Repeat)
+	var prefillRates, decodeRates []float64
+	for rep := 0; rep < o.Repeat; rep++ {
+		if err := ctx.Err(); err != nil {
+			return r, err
+		}
+		if err := sess.Rewind(0); err != nil {
+			return r, err
+		}
+		t0 := time.Now()
+		if err := sess.Prefill(prompt, lastLogits); err != nil {
+			return r, fmt.Errorf("bench: prefill: %w", err)
+		}
+		prefillRates = append(prefillRates, float64(o.Prompt)/time.Since(t0).Seconds())
+		if dev != nil {
+			c0 = dev.Counters()
+		}
+		tok := prompt[len(prompt)-1]
+		tStart := time.Now()
+		prev := tStart
+		for i := 0; i < o.Gen; i++ {
+			if tok, err = dec.step(tok); err != nil {
+				return r, fmt.Errorf("bench: decode: %w", err)
+			}
+			now := time.Now()
+			lat = append(lat, now.Sub(prev))
+			prev = now
+		}
+		decodeRates = append(decodeRates, float64(o.Gen)/prev.Sub(tStart).Seconds())
+		if dev != nil {
+			c1 = dev.Counters()
+		}
+	}
+	r.PrefillTokPerS = Median(prefillRates)
+	r.DecodeTokPerS = Median(decodeRates)
+	if r.DecodeTokPerS > 0 {
+		r.MSPerToken = 1000 / r.DecodeTokPerS
+		r.WeightGBPerS = float64(r.WeightBytesPerToken) * r.DecodeTokPerS / 1e9
+	}
+	l := Summarize(lat)
+	r.P50MS, r.P90MS, r.P99MS, r.MaxMS, r.StdMS, r.Jitter = l.P50, l.P90, l.P99, l.Max, l.Std, l.Jitter
+
+	if dev != nil {
+		n := float64(o.Gen)
+		h2d := float64(c1.H2DBytes-c0.H2DBytes) / n
+		d2h := float64(c1.D2HBytes-c0.D2HBytes) / n
+		launches := float64(c1.Launches-c0.Launches) / n
+		r.Device, r.H2DBytesPerToken, r.D2HBytesPerToken, r.LaunchesPerToken = dev.Device(), &h2d, &d2h, &launches
+		if bw, err := dev.CopyBandwidth(); err == nil && bw > 0 {
+			gb := bw / 1e9
+			frac := r.WeightGBPerS / gb
+			r.CopyGBPerS, r.BandwidthFraction = &gb, &frac
+		}
+	}
+
+	if o.Ops {
+		rows, err := profile(sess, dec, prompt, o.Gen)
+		if err != nil {
+			return r, err
+		}
+		r.Ops = rows
+	}
+	r.PeakRSSBytes = PeakRSS()
+	return r, nil
+}
+
+// profile decodes gen tokens with per-operation timing on.
+func profile(sess backend.Session, dec *decoder, prompt []int32, gen int) ([]OpRow, error) {
+	p, ok := sess.(backend.Profiler)
+	if !ok {
+		return nil, fmt.Errorf("bench: this backend cannot time its operations")
+	}
+	if err := sess.Rewind(0); err != nil {
+		return nil, err
+	}
+	if err := sess.Prefill(prompt, nil); err != nil {
+		return nil, err
+	}
+	p.Profile(true)
+	defer p.Profile(false)
+	p.OpTimes() // reset
+	tok := prompt[len(prompt)-1]
+	var err error
+	for i := 0; i < gen; i++ {
+		if tok, err = dec.step(tok); err != nil {
+			return nil, err
+		}
+	}
+	t := p.OpTimes()
+	ops := []struct {
+		name string
+		s    float64
+	}{
+		{"embedding", t.Embedding}, {"qkv_projection", t.QKV}, {"attention", t.Attention},
+		{"output_projection", t.Output}, {"ffn_up_gate", t.FFNUpGate}, {"ffn_down", t.FFNDown},
+		{"lm_head", t.LMHead}, {"other", t.Other},
+	}
+	var total float64
+	for _, o := range ops {
+		total += o.s
+	}
+	rows := make([]OpRow, 0, len(ops))
+	for _, o := range ops {
+		row := OpRow{Op: o.name, MSPerTk: o.s * 1000 / float64(gen)}
+		if total > 0 {
+			row.Share = o.s / total
+		}
+		rows = append(rows, row)
+	}
+	return rows, nil
+}

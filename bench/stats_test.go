@@ -1,0 +1,67 @@
+package bench
+
+import (
+	"math"
+	"testing"
+	"time"
+)
+
+func TestPercentileNearestRank(t *testing.T) {
+	v := []float64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
+	for _, c := range []struct{ p, want float64 }{{50, 5}, {90, 9}, {99, 10}, {100, 10}, {0, 1}, {10, 1}, {11, 2}} {
+		if got := Percentile(v, c.p); got != c.want {
+			t.Errorf("Percentile(%v) = %v, want %v", c.p, got, c.want)
+		}
+	}
+	if Percentile(nil, 50) != 0 {
+		t.Error("empty percentile not 0")
+	}
+}
+
+func TestSummarize(t *testing.T) {
+	d := []time.Duration{4 * time.Millisecond, 2 * time.Millisecond, 2 * time.Millisecond, 8 * time.Millisecond}
+	l := Summarize(d)
+	if l.P50 != 2 || l.Max != 8 || l.Mean != 4 || l.P99 != 8 {
+		t.Fatalf("got %+v", l)
+	}
+	if math.Abs(l.Std-math.Sqrt(6)) > 1e-12 || l.Jitter != 4 {
+		t.Fatalf("std/jitter %+v", l)
+	}
+}
+
+func TestMedian(t *testing.T) {
+	if m := Median([]float64{3, 1, 2}); m != 2 {
+		t.Fatal(m)
+	}
+	if m := Median([]float64{4, 1, 3, 2}); m != 2.5 {
+		t.Fatal(m)
+	}
+}
+
+func TestPeakRSS(t *testing.T) {
+	if PeakRSS() <= 0 {
+		t.Skip("no /proc/self/status VmHWM here")
+	}
+}
+
+func TestParseLlamaBench(t *testing.T) {
+	out := []byte(`[{"n_prompt":128,"n_gen":0,"avg_ts":22.8},{"n_prompt":0,"n_gen":256,"avg_ts":12.3}]`)
+	lb, err := parseLlamaBench(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lb.PrefillTokPerS != 22.8 || lb.DecodeTokPerS != 12.3 {
+		t.Fatalf("%+v", lb)
+	}
+	r := Result{PrefillTokPerS: 45.6, DecodeTokPerS: 24.6}
+	lb.Compare(&r)
+	if lb.PrefillRatio != 2 || lb.DecodeRatio != 2 {
+		t.Fatalf("%+v", lb)
+	}
+	if _, err := parseLlamaBench([]byte("not json")); err == nil {
+		t.Fatal("want error")
+	}
+	if _, err := parseLlamaBench([]byte("[]")); err == nil {
+		t.Fatal("want error for no rows")
+	}
+}

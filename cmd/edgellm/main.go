@@ -1,0 +1,53 @@
+// Command edgellm runs, benchmarks and serves LLMs (ternary BitNet models
+// above all) on CPUs and NVIDIA GPUs. Stdout carries only what the user asked
+// for; logs, warnings, progress and figures go to stderr.
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/alecthomas/kong"
+)
+
+var version = "0.1.0-dev"
+
+type cli struct {
+	Verbose bool `help:"Log more to stderr." short:"v"`
+
+	Run      runCmd      `cmd:"" help:"Generate text from a prompt."`
+	Tokenize tokenizeCmd `cmd:"" help:"Print the token ids of stdin."`
+	Show     showCmd     `cmd:"" help:"Describe a GGUF model file."`
+	Synth    synthCmd    `cmd:"" help:"Write a deterministic synthetic model at a preset shape."`
+	Bench    benchCmd    `cmd:"" help:"Benchmark a model (the built-in smollm-135m preset by default)."`
+	Selftest selftestCmd `cmd:"" help:"Check a backend against the CPU reference on real and synthetic models."`
+	Version  versionCmd  `cmd:"" help:"Print the version."`
+}
+
+type versionCmd struct{}
+
+func (versionCmd) Run() error { fmt.Println("edgellm", version); return nil }
+
+// logger writes to stderr; -v lowers its level to debug.
+func newLogger(verbose bool) *slog.Logger {
+	lvl := slog.LevelInfo
+	if verbose {
+		lvl = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+}
+
+func main() {
+	var c cli
+	ctx := kong.Parse(&c,
+		kong.Name("edgellm"),
+		kong.Description("EdgeLLM: fast, steady LLM inference for ternary models on CPUs and NVIDIA GPUs."),
+		kong.UsageOnError(),
+	)
+	log := newLogger(c.Verbose)
+	if err := ctx.Run(log); err != nil {
+		fmt.Fprintln(os.Stderr, "edgellm:", err)
+		os.Exit(1)
+	}
+}

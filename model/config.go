@@ -1,0 +1,121 @@
+package model
+
+import (
+	"fmt"
+	"math"
+)
+
+// Limits on hyper-parameters, so a hostile header cannot make a loader or a
+// backend allocate without bound before any tensor has been checked.
+const (
+	maxDim    = 1 << 16
+	maxLayers = 1 << 10
+	maxHeads  = 1 << 10
+	maxVocab  = 1 << 22
+)
+
+// Validate checks that the sizes are positive, consistent and within sane
+// limits. Loaders call it; backends may rely on a loaded Config passing it.
+func (c *Config) Validate() error {
+	switch {
+	case c.Dim <= 0 || c.Dim > maxDim:
+		return fmt.Errorf("model: embedding length %d out of range", c.Dim)
+	case c.FFNDim <= 0 || c.FFNDim > 16*maxDim:
+		return fmt.Errorf("model: feed-forward length %d out of range", c.FFNDim)
+	case c.Layers <= 0 || c.Layers > maxLayers:
+		return fmt.Errorf("model: block count %d out of range", c.Layers)
+	case c.Heads <= 0 || c.Heads > maxHeads:
+		return fmt.Errorf("model: head count %d out of range", c.Heads)
+	case c.KVHeads <= 0 || c.KVHeads > c.Heads || c.Heads%c.KVHeads != 0:
+		return fmt.Errorf("model: KV head count %d does not divide head count %d", c.KVHeads, c.Heads)
+	case c.HeadDim <= 0 || c.HeadDim%2 != 0 || c.HeadDim*c.Heads > 4*maxDim:
+		return fmt.Errorf("model: head size %d must be positive and even", c.HeadDim)
+	case c.Vocab <= 0 || c.Vocab > maxVocab:
+		return fmt.Errorf("model: vocabulary size %d out of range", c.Vocab)
+	case c.ContextLen < 0:
+		return fmt.Errorf("model: context length %d is negative", c.ContextLen)
+	case !(c.NormEps > 0) || c.NormEps > 1:
+		return fmt.Errorf("model: RMS norm epsilon %g out of range", c.NormEps)
+	case !(c.RopeBase > 1) || math.IsInf(float64(c.RopeBase), 0):
+		return fmt.Errorf("model: RoPE base %g out of range", c.RopeBase)
+	case !(c.RopeScale > 0) || math.IsInf(float64(c.RopeScale), 0):
+		return fmt.Errorf("model: RoPE scale %g out of range", c.RopeScale)
+	case c.RopeStyle != RopeNorm && c.RopeStyle != RopeNeoX:
+		return fmt.Errorf("model: unknown RoPE style %d", c.RopeStyle)
+	case c.Act != SiLU && c.Act != ReLU2:
+		return fmt.Errorf("model: unknown activation %d", c.Act)
+	}
+	if c.RopeFreqFactors != nil {
+		if len(c.RopeFreqFactors) != c.HeadDim/2 {
+			return fmt.Errorf("model: %d RoPE frequency factors, want %d", len(c.RopeFreqFactors), c.HeadDim/2)
+		}
+		for i, f := range c.RopeFreqFactors {
+			if !(f > 0) || math.IsInf(float64(f), 0) {
+				return fmt.Errorf("model: RoPE frequency factor %d is %g", i, f)
+			}
+		}
+	}
+	return nil
+}
+
+// RopeFreqs returns the HeadDim/2 rotation frequencies (radians per
+// position) of one head: base^(-2i/HeadDim), divided by the frequency
+// factor i when there are factors, and by RopeScale (linear scaling). The
+// angle of pair i at position pos is pos*freqs[i]; this is the one place the
+// formula lives, so every backend should take its tables from here.
+func RopeFreqs(c *Config) []float32 {
+	half := c.HeadDim / 2
+	freqs := make([]float32, half)
+	scale := float64(c.RopeScale)
+	if scale == 0 {
+		scale = 1
+	}
+	for i := range freqs {
+		f := math.Pow(float64(c.RopeBase), -2*float64(i)/float64(c.HeadDim))
+		if c.RopeFreqFactors != nil {
+			f /= float64(c.RopeFreqFactors[i])
+		}
+		freqs[i] = float32(f / scale)
+	}
+	return freqs
+}
+
+// RopePairs returns, for the given style, the indices (within one head) of
+// the two values pair i rotates: adjacent (2i, 2i+1) for RopeNorm, halves
+// (i, i+HeadDim/2) for RopeNeoX.
+func RopePairs(style RopeStyle, headDim, i int) (a, b int) {
+	if style == RopeNeoX {
+		return i, i + headDim/2
+	}
+	return 2 * i, 2*i + 1
+}
+
+// RoPE rotates every head of vec (heads of headDim values, back to back) in
+// place for position pos, with freqs from RopeFreqs. The angle is computed in
+// float64 so the tables do not drift at long positions; backends that use
+// float32 angles should expect differences of a few ulps.
+func RoPE(vec []float32, headDim, pos int, freqs []float32, style RopeStyle) {
+	for h := 0; h+headDim <= len(vec); h += headDim {
+		head := vec[h : h+headDim]
+		for i, f := range freqs {
+			a, b := RopePairs(style, headDim, i)
+			sin, cos := math.Sincos(float64(pos) * float64(f))
+			x0, x1 := head[a], head[b]
+			head[a] = x0*float32(cos) - x1*float32(sin)
+			head[b] = x0*float32(sin) + x1*float32(cos)
+		}
+	}
+}
+
+// RMSNorm writes x / sqrt(mean(x²) + eps) * w into out (all of one length).
+// Squares are taken in float32 and summed in float64, as llama.cpp does.
+func RMSNorm(out, x, w []float32, eps float32) {
+	var ss float64
+	for _, v := range x {
+		ss += float64(v * v)
+	}
+	scale := float32(1 / math.Sqrt(ss/float64(len(x))+float64(eps)))
+	for i, v := range x {
+		out[i] = v * scale * w[i]
+	}
+}

@@ -1,0 +1,395 @@
+package model
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/edgellm/edgellm/gguf"
+	"github.com/edgellm/edgellm/quant"
+)
+
+// FromGGUF reads a network's Config and Weights from a GGUF file. Matrices
+// stay views into the file's data; norm vectors are decoded to float32.
+// Supported architectures: llama, bitnet (llama.cpp's), bitnet-b1.58 and
+// bitnet-25 (bitnet.cpp's). Every tensor is looked up by name and checked
+// for shape and type; the first problem is returned, naming the tensor.
+func FromGGUF(f *gguf.File) (*Weights, error) {
+	arch, err := f.String("general.architecture")
+	if err != nil {
+		return nil, fmt.Errorf("model: %w", err)
+	}
+	l := &loader{f: f, arch: Arch(arch), prefix: arch + "."}
+	c, err := l.config()
+	if err != nil {
+		return nil, err
+	}
+	w, err := l.weights(c)
+	if err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// loader reads one file; err keeps the first failure so the reading code
+// stays linear.
+type loader struct {
+	f      *gguf.File
+	arch   Arch
+	prefix string // "<arch>."
+	err    error
+}
+
+func (l *loader) fail(format string, args ...any) {
+	if l.err == nil {
+		l.err = fmt.Errorf("model: "+format, args...)
+	}
+}
+
+// --- hyper-parameters ---
+
+// uintKey reads <arch>.key as a positive int; def < 0 means required.
+func (l *loader) uintKey(key string, def int) int {
+	full := l.prefix + key
+	if !l.f.Has(full) {
+		if def < 0 {
+			l.fail("missing metadata key %q", full)
+		}
+		return def
+	}
+	v, err := l.f.Uint(full)
+	if err != nil {
+		l.fail("%w", err)
+		return 0
+	}
+	if v > math.MaxInt32 {
+		l.fail("metadata %q = %d is too large", full, v)
+		return 0
+	}
+	return int(v)
+}
+
+// floatKey reads <arch>.key as float32; required when def is NaN.
+func (l *loader) floatKey(key string, def float32) float32 {
+	full := l.prefix + key
+	if !l.f.Has(full) {
+		if def != def {
+			l.fail("missing metadata key %q", full)
+		}
+		return def
+	}
+	v, err := l.f.Float(full)
+	if err != nil {
+		l.fail("%w", err)
+	}
+	return float32(v)
+}
+
+func (l *loader) config() (*Config, error) {
+	c := &Config{Arch: l.arch, RopeScale: 1}
+	// Per architecture as llama.cpp's llama_model_rope_type and graph
+	// builders have it: llama rotates adjacent pairs; both BitNet graphs use
+	// NeoX halves. bitnet.cpp's graph (bitnet-b1.58) gates with ReLU²,
+	// upstream's bitnet with SiLU.
+	switch l.arch {
+	case ArchLlama:
+		c.RopeStyle, c.Act = RopeNorm, SiLU
+	case ArchBitNet:
+		c.RopeStyle, c.Act, c.SubNorms = RopeNeoX, SiLU, true
+	case ArchBitNet158, ArchBitNet25:
+		c.RopeStyle, c.Act, c.SubNorms = RopeNeoX, ReLU2, true
+	default:
+		return nil, fmt.Errorf("model: unsupported architecture %q", l.arch)
+	}
+	c.Dim = l.uintKey("embedding_length", -1)
+	c.FFNDim = l.uintKey("feed_forward_length", -1)
+	c.Layers = l.uintKey("block_count", -1)
+	c.Heads = l.uintKey("attention.head_count", -1)
+	c.KVHeads = l.uintKey("attention.head_count_kv", c.Heads)
+	c.ContextLen = l.uintKey("context_length", 0)
+	c.NormEps = l.floatKey("attention.layer_norm_rms_epsilon", float32(math.NaN()))
+	c.RopeBase = l.floatKey("rope.freq_base", 10000)
+	if l.err != nil {
+		return nil, l.err
+	}
+	if c.Heads <= 0 || c.Dim%c.Heads != 0 {
+		return nil, fmt.Errorf("model: embedding length %d is not a multiple of the head count %d", c.Dim, c.Heads)
+	}
+	c.HeadDim = c.Dim / c.Heads
+	if kl := l.uintKey("attention.key_length", c.HeadDim); kl != c.HeadDim || l.uintKey("attention.value_length", kl) != kl {
+		// Our Layer shapes assume one head size for Q, K and V; llama.cpp's
+		// llama graph allows key_length != n_embd/n_head, which we do not.
+		l.fail("attention key/value length %d differs from embedding length / heads = %d", kl, c.HeadDim)
+	}
+	if rd := l.uintKey("rope.dimension_count", c.HeadDim); rd != c.HeadDim {
+		l.fail("partial RoPE (rope.dimension_count %d, head size %d) is not supported", rd, c.HeadDim)
+	}
+	c.RopeScale = l.ropeScale()
+	c.Vocab = l.vocab()
+	if l.err != nil {
+		return nil, l.err
+	}
+	// Llama 3's per-frequency divisors, when the file has them.
+	if _, ok := l.f.Tensor("rope_freqs.weight"); ok {
+		c.RopeFreqFactors = l.vector("rope_freqs.weight", c.HeadDim/2)
+		if l.err != nil {
+			return nil, l.err
+		}
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// ropeScale follows llama.cpp: the factor comes from rope.scaling.factor (or
+// the older rope.scale_linear); type "none" means no scaling whatever the
+// factor; a missing type means linear.
+func (l *loader) ropeScale() float32 {
+	typ := "linear"
+	if k := l.prefix + "rope.scaling.type"; l.f.Has(k) {
+		s, err := l.f.String(k)
+		if err != nil {
+			l.fail("%w", err)
+			return 1
+		}
+		typ = s
+	}
+	factor := l.floatKey("rope.scaling.factor", 0)
+	if factor == 0 {
+		factor = l.floatKey("rope.scale_linear", 0)
+	}
+	switch {
+	case typ == "none":
+		return 1
+	case typ != "linear":
+		l.fail("RoPE scaling type %q is not supported (only none and linear)", typ)
+		return 1
+	case factor == 0:
+		return 1
+	case !(factor > 0) || math.IsInf(float64(factor), 0):
+		l.fail("RoPE scaling factor %g out of range", factor)
+		return 1
+	}
+	return factor
+}
+
+// vocab reads <arch>.vocab_size, else the tokenizer's token count, else
+// token_embd's rows.
+func (l *loader) vocab() int {
+	if l.f.Has(l.prefix + "vocab_size") {
+		return l.uintKey("vocab_size", -1)
+	}
+	if l.f.Has("tokenizer.ggml.tokens") {
+		toks, err := l.f.Strings("tokenizer.ggml.tokens")
+		if err != nil {
+			l.fail("%w", err)
+		}
+		return len(toks)
+	}
+	ti, ok := l.f.Tensor("token_embd.weight")
+	if !ok || len(ti.Dims) != 2 || ti.Dims[1] > maxVocab {
+		l.fail("no vocabulary size: no %q, no tokenizer.ggml.tokens and no usable token_embd.weight", l.prefix+"vocab_size")
+		return 0
+	}
+	return int(ti.Dims[1])
+}
+
+// --- tensors ---
+
+func (l *loader) weights(c *Config) (*Weights, error) {
+	w := &Weights{Config: *c}
+	w.Embed = l.matrix("token_embd.weight", c.Vocab, c.Dim)
+	qDim := c.Heads * c.HeadDim
+	for i := range c.Layers {
+		blk := func(name string) string { return fmt.Sprintf("blk.%d.%s", i, name) }
+		for _, b := range []string{"attn_q.bias", "attn_k.bias", "attn_v.bias", "attn_output.bias", "ffn_gate.bias", "ffn_up.bias", "ffn_down.bias", "attn_qkv.weight"} {
+			if _, ok := l.f.Tensor(blk(b)); ok {
+				l.fail("tensor %q: biases and fused QKV are not supported", blk(b))
+			}
+		}
+		var L Layer
+		L.AttnNorm = l.vector(blk("attn_norm.weight"), c.Dim)
+		L.Wq = l.layerMatrix(blk("attn_q"), qDim, c.Dim)
+		L.Wk = l.layerMatrix(blk("attn_k"), c.KVDim(), c.Dim)
+		L.Wv = l.layerMatrix(blk("attn_v"), c.KVDim(), c.Dim)
+		L.Wo = l.layerMatrix(blk("attn_output"), c.Dim, qDim)
+		L.FFNNorm = l.vector(blk("ffn_norm.weight"), c.Dim)
+		L.Wgate = l.layerMatrix(blk("ffn_gate"), c.FFNDim, c.Dim)
+		L.Wup = l.layerMatrix(blk("ffn_up"), c.FFNDim, c.Dim)
+		L.Wdown = l.layerMatrix(blk("ffn_down"), c.Dim, c.FFNDim)
+		if c.SubNorms {
+			L.AttnSubNorm = l.vector(blk("attn_sub_norm.weight"), qDim)
+			L.FFNSubNorm = l.vector(blk("ffn_sub_norm.weight"), c.FFNDim)
+		}
+		if l.err != nil {
+			return nil, l.err
+		}
+		w.Layers = append(w.Layers, L)
+	}
+	w.OutNorm = l.vector("output_norm.weight", c.Dim)
+	// Both BitNet graphs (llama.cpp's and bitnet.cpp's) take the LM head
+	// from token_embd even when output.weight exists; llama ties only when
+	// output.weight is absent.
+	if _, ok := l.f.Tensor("output.weight"); ok && !c.SubNorms {
+		w.Output = l.matrix("output.weight", c.Vocab, c.Dim)
+	} else {
+		w.Output, w.Tied = w.Embed, true
+	}
+	if l.err != nil {
+		return nil, l.err
+	}
+	return w, nil
+}
+
+// layerMatrix reads "<base>.weight" and, for BitNet, multiplies in the
+// optional one-element "<base>.scale" tensor.
+func (l *loader) layerMatrix(base string, rows, cols int) Tensor {
+	t := l.matrix(base+".weight", rows, cols)
+	if _, ok := l.f.Tensor(base + ".scale"); ok && l.err == nil {
+		if l.arch == ArchLlama {
+			l.fail("tensor %q: per-tensor scales are only read for BitNet architectures", base+".scale")
+			return t
+		}
+		if s := l.vector(base+".scale", 1); s != nil {
+			t.Scale *= s[0]
+		}
+		if math.IsNaN(float64(t.Scale)) || math.IsInf(float64(t.Scale), 0) {
+			l.fail("tensor %q: scale is %g", t.Name, t.Scale)
+		}
+	}
+	return t
+}
+
+// info finds a tensor and checks its dims (GGUF order: ne0 first).
+func (l *loader) info(name string, dims ...uint64) *gguf.TensorInfo {
+	if l.err != nil {
+		return nil
+	}
+	ti, ok := l.f.Tensor(name)
+	if !ok {
+		l.fail("tensor %q is missing", name)
+		return nil
+	}
+	if !slices.Equal(ti.Dims, dims) {
+		l.fail("tensor %q: shape %v, want %v", name, ti.Dims, dims)
+		return nil
+	}
+	return ti
+}
+
+// matrix returns a checked [rows, cols] view of a 2-D tensor (GGUF dims
+// [cols, rows]).
+func (l *loader) matrix(name string, rows, cols int) Tensor {
+	ti := l.info(name, uint64(cols), uint64(rows))
+	if ti == nil {
+		return Tensor{}
+	}
+	typ, err := l.tensorType(ti)
+	if err != nil {
+		l.fail("tensor %q: %w", name, err)
+		return Tensor{}
+	}
+	rb, err := typ.RowBytes(cols)
+	if err != nil {
+		l.fail("tensor %q: %w", name, err)
+		return Tensor{}
+	}
+	n := rows * rb
+	if len(ti.Data) < n {
+		l.fail("tensor %q: %d bytes of data, want %d", name, len(ti.Data), n)
+		return Tensor{}
+	}
+	t := Tensor{Name: name, Type: typ, Rows: rows, Cols: cols, Data: ti.Data[:n:n], Scale: 1}
+	if typ == quant.I2_S {
+		s, err := quant.I2SScale(ti.Data, rows*cols)
+		if err != nil {
+			l.fail("tensor %q: %w", name, err)
+			return Tensor{}
+		}
+		t.Scale = s
+	}
+	return t
+}
+
+// vector decodes a 1-D tensor of n elements to float32.
+func (l *loader) vector(name string, n int) []float32 {
+	ti := l.info(name, uint64(n))
+	if ti == nil {
+		return nil
+	}
+	typ, err := l.tensorType(ti)
+	if err != nil {
+		l.fail("tensor %q: %w", name, err)
+		return nil
+	}
+	if typ == quant.I2_S {
+		l.fail("tensor %q: I2_S is not a type for a vector", name)
+		return nil
+	}
+	rb, err := typ.RowBytes(n)
+	if err != nil || len(ti.Data) < rb {
+		l.fail("tensor %q: %d %s elements do not fit its %d bytes", name, n, typ, len(ti.Data))
+		return nil
+	}
+	out := make([]float32, n)
+	if err := quant.Dequantize(typ, out, ti.Data[:rb]); err != nil {
+		l.fail("tensor %q: %w", name, err)
+		return nil
+	}
+	return out
+}
+
+// tensorType checks that we can read the tensor's type. Id 36 is ambiguous:
+// bitnet.cpp's I2_S, or a repacked Q4_0/IQ4_NL type upstream ggml once gave
+// that id. We take it as I2_S only when the bytes the file reserves for the
+// tensor (up to the next tensor) are exactly I2_S's size, or, for the file's
+// last tensor, when the architecture is one bitnet.cpp writes.
+func (l *loader) tensorType(ti *gguf.TensorInfo) (quant.Type, error) {
+	if ti.Type != quant.I2_S {
+		if !ti.Type.Supported() {
+			return 0, fmt.Errorf("unsupported tensor type %s", ti.Type)
+		}
+		return ti.Type, nil
+	}
+	var n uint64 = 1
+	for _, d := range ti.Dims {
+		n *= d
+	}
+	want, err := quant.TensorBytes(quant.I2_S, ti.Dims[0], n)
+	if err != nil {
+		return 0, fmt.Errorf("type id 36 taken as bitnet.cpp's I2_S: %w", err)
+	}
+	gap, ok := l.reserved(ti)
+	if !ok {
+		if l.arch == ArchLlama {
+			return 0, errors.New("type id 36 is ambiguous (bitnet.cpp's I2_S or an old upstream repacked type) and cannot be sized in a llama file's last tensor")
+		}
+		return quant.I2_S, nil
+	}
+	if gap < want || gap >= want+l.alignment() {
+		return 0, fmt.Errorf("type id 36 taken as bitnet.cpp's I2_S (architecture %q), but the file reserves %d bytes for it where I2_S needs %d: not an I2_S tensor", l.arch, gap, want)
+	}
+	return quant.I2_S, nil
+}
+
+// reserved returns the bytes between a tensor's offset and the next
+// tensor's, when it is not the last.
+func (l *loader) reserved(ti *gguf.TensorInfo) (uint64, bool) {
+	next, found := uint64(0), false
+	for i := range l.f.Tensors {
+		o := l.f.Tensors[i].Offset
+		if o > ti.Offset && (!found || o < next) {
+			next, found = o, true
+		}
+	}
+	return next - ti.Offset, found
+}
+
+func (l *loader) alignment() uint64 {
+	if a, err := l.f.Uint("general.alignment"); err == nil && a > 0 {
+		return a
+	}
+	return 32
+}

@@ -1,0 +1,115 @@
+package tokenizer
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/edgellm/edgellm/gguf"
+)
+
+// sharedDir is the project's shared data, beside the repository.
+func sharedDir(t testing.TB) string {
+	d := filepath.Join("..", "..", "shared")
+	if _, err := os.Stat(d); err != nil {
+		t.Skipf("shared data not found at %s", d)
+	}
+	return d
+}
+
+var (
+	vocabMu    sync.Mutex
+	vocabCache = map[string]*Tokenizer{}
+)
+
+// loadVocab loads ../shared/vocab/ggml-vocab-NAME.gguf once per test binary.
+func loadVocab(t testing.TB, name string) *Tokenizer {
+	t.Helper()
+	vocabMu.Lock()
+	defer vocabMu.Unlock()
+	if tok, ok := vocabCache[name]; ok {
+		return tok
+	}
+	path := filepath.Join(sharedDir(t), "vocab", "ggml-vocab-"+name+".gguf")
+	f, err := gguf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tok, err := FromGGUF(f)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	vocabCache[name] = tok
+	return tok
+}
+
+// readVectors reads NAME.gguf.inp/.out as described in ../shared/vocab/README.md.
+func readVectors(t *testing.T, name string) (texts []string, want [][]int32) {
+	t.Helper()
+	base := filepath.Join(sharedDir(t), "vocab", "ggml-vocab-"+name+".gguf")
+	inp, err := os.ReadFile(base + ".inp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := os.ReadFile(base + ".out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const sep = "\n__ggml_vocab_test__\n"
+	texts = strings.Split(string(inp), sep)
+	if texts[len(texts)-1] != "" {
+		t.Fatalf("%s.inp does not end with the separator", name)
+	}
+	texts = texts[:len(texts)-1]
+	lines := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")
+	if len(lines) != len(texts) {
+		t.Fatalf("%s: %d texts but %d expected lines", name, len(texts), len(lines))
+	}
+	for _, l := range lines {
+		var ids []int32
+		for _, f := range strings.Fields(l) {
+			v, err := strconv.Atoi(f)
+			if err != nil {
+				t.Fatalf("%s.out: %v", name, err)
+			}
+			ids = append(ids, int32(v))
+		}
+		want = append(want, ids)
+	}
+	return texts, want
+}
+
+func TestVectors(t *testing.T) {
+	for _, name := range []string{"gpt-2", "deepseek-llm", "llama-spm", "phi-3"} {
+		t.Run(name, func(t *testing.T) {
+			tok := loadVocab(t, name)
+			texts, want := readVectors(t, name)
+			for i, text := range texts {
+				got, err := tok.Encode(text, false, false)
+				if err != nil {
+					t.Errorf("text %d %q: %v", i, text, err)
+					continue
+				}
+				if !equalIDs(got, want[i]) {
+					t.Errorf("text %d %q:\n got %v\nwant %v", i, text, got, want[i])
+				}
+			}
+		})
+	}
+}
+
+func equalIDs(a, b []int32) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
