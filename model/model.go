@@ -4,7 +4,11 @@
 // nothing of backends' internals.
 package model
 
-import "github.com/edgellm/edgellm/quant"
+import (
+	"fmt"
+
+	"github.com/edgellm/edgellm/quant"
+)
 
 // Arch names an architecture as GGUF's general.architecture spells it.
 type Arch string
@@ -98,4 +102,24 @@ type Weights struct {
 	OutNorm []float32 // [Dim]
 	Output  Tensor    // [Vocab, Dim] LM head; equal to Embed when tied
 	Tied    bool
+}
+
+func (a Activation) String() string {
+	switch a {
+	case SiLU:
+		return "silu"
+	case ReLU2:
+		return "relu2"
+	}
+	return fmt.Sprintf("activation(%d)", int(a))
+}
+
+func (s RopeStyle) String() string {
+	switch s {
+	case RopeNorm:
+		return "norm"
+	case RopeNeoX:
+		return "neox"
+	}
+	return fmt.Sprintf("rope(%d)", int(s))
 }

@@ -25,6 +25,12 @@ type Options struct {
 	// Threads is the number of workers (the calling goroutine included);
 	// 0 means runtime.NumCPU().
 	Threads int
+	// NoKernels keeps every product on the plain-Go path, which multiplies
+	// the float activations by the weights exactly as the reference does.
+	// By default the types package kernels covers (the ternary types,
+	// Q8_0, Q4_0, Q6_K, F16; widths a multiple of 64) are repacked for its
+	// kernels, which quantize the activations to int8 per token.
+	NoKernels bool
 }
 
 // maxThreads bounds the pool so a typo cannot start a million goroutines.
@@ -81,10 +87,12 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 	m.maxCol = max(cfg.Dim, cfg.FFNDim, qDim)
 
 	var err error
-	if m.embed, err = newMatmul(&w.Embed, cfg.Vocab, cfg.Dim); err != nil {
+	kern := !opts.NoKernels
+	// The embedding stays as it is in the file: it is read a row at a time.
+	if m.embed, err = newMatmul(&w.Embed, cfg.Vocab, cfg.Dim, false); err != nil {
 		return nil, err
 	}
-	if m.output, err = newMatmul(&w.Output, cfg.Vocab, cfg.Dim); err != nil {
+	if m.output, err = newMatmul(&w.Output, cfg.Vocab, cfg.Dim, kern); err != nil {
 		return nil, err
 	}
 	if m.out, err = norm(w.OutNorm, cfg.Dim, "output_norm"); err != nil {
@@ -110,7 +118,7 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 			{&dst.wdown, &src.Wdown, cfg.Dim, cfg.FFNDim},
 		}
 		for _, mm := range mats {
-			if *mm.dst, err = newMatmul(mm.t, mm.rows, mm.cols); err != nil {
+			if *mm.dst, err = newMatmul(mm.t, mm.rows, mm.cols, kern); err != nil {
 				return nil, fmt.Errorf("cpu: layer %d: %w", i, err)
 			}
 		}
@@ -160,4 +168,14 @@ func (m *Model) Close() error {
 	m.closed = true
 	m.pool.close()
 	return nil
+}
+
+// matmuls lists every product of the model.
+func (m *Model) matmuls() []matmul {
+	out := []matmul{m.output}
+	for i := range m.layers {
+		l := &m.layers[i]
+		out = append(out, l.wq, l.wk, l.wv, l.wo, l.wgate, l.wup, l.wdown)
+	}
+	return out
 }

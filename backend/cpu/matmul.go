@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"unsafe"
 
+	"github.com/edgellm/edgellm/backend/cpu/kernels"
 	"github.com/edgellm/edgellm/model"
 	"github.com/edgellm/edgellm/quant"
 )
@@ -17,15 +18,21 @@ import (
 //
 // This is the seam where the fast kernels (package backend/cpu/kernels:
 // repacked ternary rows with int8 activations) slot in per weight type.
+//
+// acts reports whether the product reads int8-quantized activations: the
+// caller then fills a (kernels.Acts of width cols) from x before the
+// operation, once for all the products that share x.
 type matmul interface {
 	rows() int
 	cols() int
-	mulRows(out []float32, ldo int, x []float32, nb, r0, r1 int, scratch []float32)
+	acts() bool
+	mulRows(out []float32, ldo int, x []float32, nb, r0, r1 int, scratch []float32, a *kernels.Acts)
 }
 
 // newMatmul picks the implementation for a tensor's type, checking its
 // shape and byte size first so that a bad tensor is an error, not a panic.
-func newMatmul(t *model.Tensor, rows, cols int) (matmul, error) {
+// With useKernels, types the kernels package covers are repacked for it.
+func newMatmul(t *model.Tensor, rows, cols int, useKernels bool) (matmul, error) {
 	if t.Rows != rows || t.Cols != cols {
 		return nil, fmt.Errorf("cpu: tensor %q is %dx%d, want %dx%d", t.Name, t.Rows, t.Cols, rows, cols)
 	}
@@ -39,11 +46,16 @@ func newMatmul(t *model.Tensor, rows, cols int) (matmul, error) {
 	if len(t.Data) < rb*rows {
 		return nil, fmt.Errorf("cpu: tensor %q: %d bytes of data, want %d", t.Name, len(t.Data), rb*rows)
 	}
+	if useKernels {
+		if km := newKernelMat(t); km != nil {
+			return km, nil
+		}
+	}
 	scale := t.Scale // as the reference: the loader sets 1 when there is none
 	if t.Type == quant.F32 {
 		return &f32Mat{w: bytesAsF32(t.Data[:rb*rows]), r: rows, c: cols, scale: scale}, nil
 	}
-	return &dequantMat{typ: t.Type, decode: ternaryRowDecoder(t.Type), data: t.Data, rowBytes: rb, r: rows, c: cols, scale: scale}, nil
+	return &dequantMat{typ: t.Type, decode: rowDecoder(t.Type), rowDot: rowDotFor(t.Type), data: t.Data, rowBytes: rb, r: rows, c: cols, scale: scale}, nil
 }
 
 // bytesAsF32 views little-endian float32 data without copying (every
@@ -71,7 +83,9 @@ type f32Mat struct {
 func (m *f32Mat) rows() int { return m.r }
 func (m *f32Mat) cols() int { return m.c }
 
-func (m *f32Mat) mulRows(out []float32, ldo int, x []float32, nb, r0, r1 int, _ []float32) {
+func (m *f32Mat) acts() bool { return false }
+
+func (m *f32Mat) mulRows(out []float32, ldo int, x []float32, nb, r0, r1 int, _ []float32, _ *kernels.Acts) {
 	c := m.c
 	for r := r0; r < r1; r++ {
 		row := m.w[r*c : r*c+c]
@@ -86,7 +100,8 @@ func (m *f32Mat) mulRows(out []float32, ldo int, x []float32, nb, r0, r1 int, _ 
 // activation vector of the batch.
 type dequantMat struct {
 	typ      quant.Type
-	decode   func(dst []float32, src []byte) // nil: quant.Dequantize
+	decode   func(dst []float32, src []byte)       // nil: quant.Dequantize
+	rowDot   func(row []byte, x []float32) float32 // fused decode path; may be nil
 	data     []byte
 	rowBytes int
 	r, c     int
@@ -96,8 +111,16 @@ type dequantMat struct {
 func (m *dequantMat) rows() int { return m.r }
 func (m *dequantMat) cols() int { return m.c }
 
-func (m *dequantMat) mulRows(out []float32, ldo int, x []float32, nb, r0, r1 int, scratch []float32) {
+func (m *dequantMat) acts() bool { return false }
+
+func (m *dequantMat) mulRows(out []float32, ldo int, x []float32, nb, r0, r1 int, scratch []float32, _ *kernels.Acts) {
 	c := m.c
+	if nb == 1 && m.rowDot != nil {
+		for r := r0; r < r1; r++ {
+			out[r] = m.scale * m.rowDot(m.data[r*m.rowBytes:(r+1)*m.rowBytes], x[:c])
+		}
+		return
+	}
 	row := scratch[:c]
 	for r := r0; r < r1; r++ {
 		m.row(r, row)
@@ -155,21 +178,26 @@ func dot(a, b []float32) float32 {
 	return (s0 + s1) + (s2 + s3)
 }
 
-// matTask runs one matmul over the pool: each worker takes a contiguous
-// range of rows.
+// matTask runs up to three matmuls that share their input (Q, K and V;
+// gate and up) as one pool operation, so they cost one synchronisation:
+// each worker takes a contiguous range of rows of each.
 type matTask struct {
-	m       matmul
-	out     []float32
-	ldo     int
+	n       int
+	m       [3]matmul
+	out     [3][]float32 // row r of token b at out[i][b*m[i].rows()+r]
 	x       []float32
 	nb      int
-	scratch [][]float32 // per worker
+	scratch [][]float32   // per worker
+	a       *kernels.Acts // x quantized, when the products read it
 }
 
 func (t *matTask) run(w, n int) {
-	r0, r1 := split(t.m.rows(), w, n)
-	if r0 < r1 {
-		t.m.mulRows(t.out, t.ldo, t.x, t.nb, r0, r1, t.scratch[w])
+	for i := range t.n {
+		m := t.m[i]
+		r0, r1 := split(m.rows(), w, n)
+		if r0 < r1 {
+			m.mulRows(t.out[i], m.rows(), t.x, t.nb, r0, r1, t.scratch[w], t.a)
+		}
 	}
 }
 

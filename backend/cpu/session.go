@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"time"
 
 	"github.com/edgellm/edgellm/backend"
+	"github.com/edgellm/edgellm/backend/cpu/kernels"
 	"github.com/edgellm/edgellm/model"
 )
 
@@ -17,6 +19,11 @@ const maxBatch = 64
 // maxKVBytes caps one session's KV cache, so a bad ctx is an error rather
 // than an attempt to allocate the machine's memory.
 const maxKVBytes = 32 << 30
+
+type colActs struct {
+	cols int
+	a    *kernels.Acts
+}
 
 // Session is one sequence: its float32 KV cache, position and every buffer
 // a forward pass needs, allocated once by NewSession.
@@ -35,14 +42,42 @@ type Session struct {
 	cos     []float32 // [batch][HeadDim/2] RoPE tables of the batch positions
 	sin     []float32
 
+	acts    []colActs   // int8 activations per input width the kernels read
 	scratch [][]float32 // per worker: one dequantized row
 	scores  [][]float32 // per worker: attention scores [ctx]
 
 	mt matTask
 	at attnTask
+
+	profile bool
+	times   backend.OpTimes
 }
 
-var _ backend.Session = (*Session)(nil)
+var (
+	_ backend.Session  = (*Session)(nil)
+	_ backend.Profiler = (*Session)(nil)
+)
+
+// Profile implements backend.Profiler. Timing costs a clock read per
+// operation, nothing more; the operations still run in parallel.
+func (s *Session) Profile(on bool) { s.profile = on }
+
+// OpTimes implements backend.Profiler.
+func (s *Session) OpTimes() backend.OpTimes {
+	t := s.times
+	s.times = backend.OpTimes{}
+	return t
+}
+
+// lap adds the time since t to *acc when profiling and returns the new mark.
+func (s *Session) lap(acc *float64, t time.Time) time.Time {
+	if !s.profile {
+		return t
+	}
+	now := time.Now()
+	*acc += now.Sub(t).Seconds()
+	return now
+}
 
 // NewSession implements backend.Model.
 func (m *Model) NewSession(ctx int) (backend.Session, error) {
@@ -84,6 +119,16 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 		s.scores[w] = make([]float32, ctx)
 	}
 	s.mt.scratch = s.scratch
+	for _, mm := range m.matmuls() {
+		if !mm.acts() || s.actsFor(mm.cols()) != nil {
+			continue
+		}
+		a, err := kernels.NewActs(mm.cols(), b)
+		if err != nil {
+			return nil, fmt.Errorf("cpu: %w", err)
+		}
+		s.acts = append(s.acts, colActs{mm.cols(), a})
+	}
 	s.at = attnTask{s: s}
 	return s, nil
 }
@@ -175,61 +220,105 @@ func (s *Session) forward(tok int32, tokens []int32, logits []float32) error {
 	pos0 := s.pos
 	x := s.x[:nb*dim]
 
+	var mark time.Time
+	if s.profile {
+		mark = time.Now()
+	}
+	pt := &s.times
 	for b, t := range tokens {
 		getRow(m.embed, int(t), x[b*dim:(b+1)*dim])
 	}
 	s.ropeTables(pos0, nb)
+	mark = s.lap(&pt.Embedding, mark)
 
 	for l := range m.layers {
 		ly := &m.layers[l]
 		rmsNormBatch(s.xb, x, ly.attnNorm, nb, dim, c.NormEps)
+		mark = s.lap(&pt.Other, mark)
 
 		// Q into s.q; K and V straight into the cache rows of their positions.
 		kc := s.keys[l][pos0*kvDim:]
 		vc := s.vals[l][pos0*kvDim:]
-		s.mul(ly.wq, s.q, qDim, s.xb, nb)
-		s.mul(ly.wk, kc, kvDim, s.xb, nb)
-		s.mul(ly.wv, vc, kvDim, s.xb, nb)
+		s.mul3(s.xb, nb, ly.wq, s.q, ly.wk, kc, ly.wv, vc)
 		for b := range nb {
 			s.rope(s.q[b*qDim:(b+1)*qDim], b)
 			s.rope(kc[b*kvDim:(b+1)*kvDim], b)
 		}
+		mark = s.lap(&pt.QKV, mark)
 
 		s.at.layer, s.at.pos0, s.at.nb = l, pos0, nb
 		m.pool.run(&s.at)
+		mark = s.lap(&pt.Attention, mark)
 
 		if ly.attnSubNorm != nil {
 			rmsNormBatch(s.att, s.att, ly.attnSubNorm, nb, qDim, c.NormEps)
 		}
-		s.mul(ly.wo, s.xb, dim, s.att, nb)
+		s.mul(ly.wo, s.xb, s.att, nb)
 		addTo(x, s.xb[:nb*dim])
+		mark = s.lap(&pt.Output, mark)
 
 		rmsNormBatch(s.xb, x, ly.ffnNorm, nb, dim, c.NormEps)
-		s.mul(ly.wgate, s.hb, ffn, s.xb, nb)
-		s.mul(ly.wup, s.hb2, ffn, s.xb, nb)
+		mark = s.lap(&pt.Other, mark)
+		s.mul3(s.xb, nb, ly.wgate, s.hb, ly.wup, s.hb2, nil, nil)
 		gate(s.hb[:nb*ffn], s.hb2[:nb*ffn], c.Act)
+		mark = s.lap(&pt.FFNUpGate, mark)
 		if ly.ffnSubNorm != nil {
 			rmsNormBatch(s.hb, s.hb, ly.ffnSubNorm, nb, ffn, c.NormEps)
 		}
-		s.mul(ly.wdown, s.xb, dim, s.hb, nb)
+		s.mul(ly.wdown, s.xb, s.hb, nb)
 		addTo(x, s.xb[:nb*dim])
+		mark = s.lap(&pt.FFNDown, mark)
 	}
 	s.pos += nb
 
 	if logits != nil {
 		last := x[(nb-1)*dim : nb*dim]
 		rmsNormBatch(s.xb, last, m.out, 1, dim, c.NormEps)
-		s.mul(m.output, logits, c.Vocab, s.xb, 1)
+		s.mul(m.output, logits, s.xb, 1)
+		s.lap(&pt.LMHead, mark)
 	}
 	return nil
 }
 
-// mul runs out[b*ldo+r] = W[r]·x_b over the pool.
-func (s *Session) mul(w matmul, out []float32, ldo int, x []float32, nb int) {
+// mul runs out[b*rows+r] = W[r]·x_b over the pool.
+func (s *Session) mul(w matmul, out, x []float32, nb int) {
+	s.mul3(x, nb, w, out, nil, nil, nil, nil)
+}
+
+// mul3 runs up to three products of the same input as one pool operation.
+func (s *Session) mul3(x []float32, nb int, w0 matmul, o0 []float32, w1 matmul, o1 []float32, w2 matmul, o2 []float32) {
 	t := &s.mt
-	t.m, t.out, t.ldo, t.x, t.nb = w, out, ldo, x, nb
+	t.x, t.nb = x, nb
+	t.n = 0
+	for _, p := range [3]struct {
+		w matmul
+		o []float32
+	}{{w0, o0}, {w1, o1}, {w2, o2}} {
+		if p.w != nil {
+			t.m[t.n], t.out[t.n] = p.w, p.o
+			t.n++
+		}
+	}
+	for _, w := range t.m[:t.n] {
+		if w.acts() {
+			// The products share x: quantize it once for all of them.
+			t.a = s.actsFor(w.cols())
+			t.a.Set(x[:nb*w.cols()])
+			break
+		}
+	}
 	s.m.pool.run(t)
-	t.m, t.out, t.x = nil, nil, nil
+	t.m, t.out, t.x, t.a = [3]matmul{}, [3][]float32{}, nil, nil
+}
+
+// actsFor returns the session's activations of width cols, or nil.
+func (s *Session) actsFor(cols int) *kernels.Acts {
+	for _, c := range s.acts {
+		if c.cols == cols {
+			return c.a
+		}
+	}
+	return nil
 }
 
 // ropeTables fills cos/sin for the batch positions pos0..pos0+nb-1.

@@ -1,20 +1,19 @@
 package cpu
 
-import (
-	"encoding/binary"
+import "github.com/edgellm/edgellm/quant"
 
-	"github.com/edgellm/edgellm/quant"
-)
-
-// Row decoders for the ternary types, used by dequantMat instead of
+// Row decoders for F16 and the ternary types, used by dequantMat instead of
 // quant.Dequantize: these allocate nothing (quant's generic codec path
 // heap-allocates a block buffer per call, which would break the zero
 // allocation decode). They are checked against quant.Dot in the tests, and
 // go away when the kernels package's repacked ternary matmuls land.
 
-// ternaryRowDecoder returns the decoder of t, or nil when t is not ternary.
-func ternaryRowDecoder(t quant.Type) func(dst []float32, src []byte) {
+// rowDecoder returns our decoder of t, or nil to use quant.Dequantize.
+func rowDecoder(t quant.Type) func(dst []float32, src []byte) {
+	initTables()
 	switch t {
+	case quant.F16:
+		return decodeF16
 	case quant.TQ2_0:
 		return decodeTQ2_0
 	case quant.TQ1_0:
@@ -27,14 +26,12 @@ func ternaryRowDecoder(t quant.Type) func(dst []float32, src []byte) {
 	return nil
 }
 
-func f16(b []byte) float32 { return quant.F16ToF32(binary.LittleEndian.Uint16(b)) }
-
 // TQ2_0: 256 weights in 66 bytes: 64 bytes of 2-bit codes, then fp16 d.
 // Byte j+m (j = 0 or 32) holds element 128*(j/32) + 32*l + m at bits 2l.
 func decodeTQ2_0(dst []float32, src []byte) {
 	for blk := 0; blk < len(dst)/256; blk++ {
 		b := src[blk*66 : blk*66+66]
-		d := f16(b[64:])
+		d := f16At(b[64:])
 		y := dst[blk*256 : blk*256+256]
 		for j := 0; j < 64; j += 32 {
 			for l := range 4 {
@@ -53,7 +50,7 @@ func decodeTQ2_0(dst []float32, src []byte) {
 func decodeQ2_0(dst []float32, src []byte) {
 	for blk := 0; blk < len(dst)/64; blk++ {
 		b := src[blk*18 : blk*18+18]
-		d := f16(b)
+		d := f16At(b)
 		q := b[2:18]
 		y := dst[blk*64 : blk*64+64]
 		for i, v := range q {
@@ -89,7 +86,7 @@ func decodeTQ1_0(dst []float32, src []byte) {
 	trit := func(q byte, n int) float32 { return float32(int(uint16(q*pow3[n])*3>>8) - 1) }
 	for blk := 0; blk < len(dst)/256; blk++ {
 		b := src[blk*54 : blk*54+54]
-		d := f16(b[52:])
+		d := f16At(b[52:])
 		y := dst[blk*256 : blk*256+256]
 		// Bytes 0..31: 5 trits each, element 32n+m.
 		for n := range 5 {

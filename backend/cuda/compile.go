@@ -43,6 +43,7 @@ type kernelDims struct {
 	Eps                                      float32
 	NeoX, ReLU2, SubNorms                    bool
 	WK, HK, EK                               kind
+	SMs                                      int // multiprocessors (block sizes depend on it)
 }
 
 func b2i(b bool) int {
@@ -72,6 +73,7 @@ func (d kernelDims) options(arch string) []string {
 		"-DWK=" + strconv.Itoa(int(d.WK)),
 		"-DHK=" + strconv.Itoa(int(d.HK)),
 		"-DEK=" + strconv.Itoa(int(d.EK)),
+		"-DNSM=" + strconv.Itoa(max(d.SMs, 1)),
 	}
 }
 

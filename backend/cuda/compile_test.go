@@ -10,7 +10,7 @@ import (
 func testDims() []kernelDims {
 	return []kernelDims{
 		// BitNet 2B shape: ternary layers, q8_0 head, ReLU², sub-norms, 128-wide heads.
-		{Dim: 2560, FFN: 6912, Heads: 20, KVHeads: 5, HeadDim: 128, Vocab: 128256, Eps: 1e-5, WK: kindTernary, HK: kindQ8, EK: kindQ8, ReLU2: true, SubNorms: true},
+		{Dim: 2560, FFN: 6912, Heads: 20, KVHeads: 5, HeadDim: 128, Vocab: 128256, Eps: 1e-5, WK: kindTernary, HK: kindQ8, EK: kindQ8, ReLU2: true, SubNorms: true, SMs: 132},
 		// stories260K: f32 everywhere, 8-wide heads, FFN 172 (padding).
 		{Dim: 64, FFN: 172, Heads: 8, KVHeads: 4, HeadDim: 8, Vocab: 512, Eps: 1e-5, WK: kindF32, HK: kindF32, EK: kindF32},
 		// f16 layers, NeoX RoPE, SmolLM shape.

@@ -29,7 +29,9 @@ struct __attribute__((aligned(16))) F4 { float x, y, z, w; };
 #define QD (NH * HD)
 #define KVD (NKV * HD)
 #define PADK(k) (((k) + 63) / 64 * 64)
-#define NT 256          // threads of a GEMV block
+#ifndef NSM
+#define NSM 132 // multiprocessors of the card (the host passes the real count)
+#endif
 #define ATT_NT 128      // threads of an attention block
 #define ATT_MAXLEN 1024 // most positions one attention block handles
 
@@ -119,6 +121,13 @@ __host__ __device__ constexpr int tpr_for(int nc) {
     return nc >= 32 ? 32 : nc > 8 ? 16 : nc > 4 ? 8 : nc > 2 ? 4 : nc > 1 ? 2 : 1;
 }
 
+// gemv_bt is a product's block size: 512 threads when there are rows
+// enough for four 256-thread blocks per multiprocessor, so fewer blocks
+// repeat the staging of the input; else 256. pack.go mirrors it.
+__host__ __device__ constexpr int gemv_bt(int items, int tpr) {
+    return items / (256 / tpr) >= 4 * NSM ? 512 : 256;
+}
+
 template <int KIND, int K> struct Mat {
     static constexpr int KP = PADK(K);
     static constexpr int NC = KP / Kind<KIND>::E; // chunks per row
@@ -131,7 +140,6 @@ template <int KIND, int K> struct Mat {
 // The staged input of one product: the normed, possibly quantized vector.
 struct Staged {
     float ascale; // ternary: 1/s of the per-token int8 quantization
-    float sumq;   // ternary: sum of the int8 values (for codes c = w+1)
 };
 
 // Word index in shared memory of int8 word w (4 values) when chunks hold
@@ -141,69 +149,76 @@ template <int WPC, int NC> __device__ __forceinline__ int xw_index(int w) {
     return (w % WPC) * NC + w / WPC;
 }
 
+// block_sum_max reduces (sum a, max b) in one pass of barriers.
+__device__ void block_sum_max(float &a, float &b, float *red) {
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    a = warp_sum(a);
+    b = warp_max(b);
+    __syncthreads();
+    if (lane == 0) { red[w] = a; red[32 + w] = b; }
+    __syncthreads();
+    bool in = lane < (int)(blockDim.x >> 5);
+    a = warp_sum(in ? red[lane] : 0.f);
+    b = warp_max(in ? red[32 + lane] : 0.f);
+}
+
 // stage reads in[0:K] once into registers, applies RMSNorm with weight nw
 // when nw != 0, and writes the product's input into sm in the kind's
-// format. All NT threads of the block call it.
-template <int KIND, int K>
+// format. All BT threads of the block call it; red holds 64 floats.
+template <int KIND, int K, int BT>
 __device__ Staged stage(const float *__restrict__ in, const float *__restrict__ nw, char *sm, float *red) {
     typedef Mat<KIND, K> M;
-    constexpr int PER = (K + NT - 1) / NT;
+    constexpr int PER = (K + BT - 1) / BT;
     const int tid = threadIdx.x;
     Staged st;
     st.ascale = 1.f;
-    st.sumq = 0.f;
-    float v[PER], w[PER];
-    float ss = 0.f;
+    float v[PER];
+    float ss = 0.f, am = 0.f;
 #pragma unroll
     for (int j = 0; j < PER; j++) {
-        int i = tid + j * NT;
-        v[j] = i < K ? in[i] : 0.f;
-        w[j] = (nw && i < K) ? nw[i] : 1.f;
+        int i = tid + j * BT;
+        float x = i < K ? in[i] : 0.f;
+        float w = (nw && i < K) ? nw[i] : 1.f;
+        ss += x * x;
+        v[j] = x * w;
+        am = fmaxf(am, fabsf(v[j]));
     }
-    if (nw) {
+    // One reduction gives both the norm and the int8 scale: the normed
+    // values are v*r with r > 0, so their absmax is am*r.
+    if (nw || KIND == KT) block_sum_max(ss, am, red);
+    float r = nw ? 1.f / sqrtf(ss / (float)K + EPS) : 1.f;
 #pragma unroll
-        for (int j = 0; j < PER; j++) ss += v[j] * v[j];
-        ss = block_sum(ss, red);
-        float r = 1.f / sqrtf(ss / (float)K + EPS);
-#pragma unroll
-        for (int j = 0; j < PER; j++) v[j] *= r * w[j];
-    }
+    for (int j = 0; j < PER; j++) v[j] *= r;
     if (KIND == KT) {
-        float am = 0.f;
-#pragma unroll
-        for (int j = 0; j < PER; j++) am = fmaxf(am, fabsf(v[j]));
-        am = block_max(am, red);
+        am *= r;
         float s = 127.f / fmaxf(am, 1e-5f);
-        int sq = 0;
 #pragma unroll
         for (int j = 0; j < PER; j++) {
-            int i = tid + j * NT;
+            int i = tid + j * BT;
             if (i < K) {
                 int q = (int)rintf(fminf(fmaxf(v[j] * s, -128.f), 127.f));
                 sm[xw_index<16, M::NC>(i >> 2) * 4 + (i & 3)] = (char)q;
-                sq += q;
             }
         }
-        for (int i = K + tid; i < M::KP; i += NT) sm[xw_index<16, M::NC>(i >> 2) * 4 + (i & 3)] = 0;
-        st.sumq = block_sum((float)sq, red);
+        for (int i = K + tid; i < M::KP; i += BT) sm[xw_index<16, M::NC>(i >> 2) * 4 + (i & 3)] = 0;
         st.ascale = 1.f / s;
     } else if (KIND == KQ8) {
         // int8 per block of 32 with its own scale, as llama.cpp's q8 dot
-        // does. Element tid + j*NT: a warp's j-th slice is one whole block.
+        // does. Element tid + j*BT: a warp's j-th slice is one whole block.
         float *bs = (float *)(sm + M::KP);
         const int lane = tid & 31;
 #pragma unroll
         for (int j = 0; j < PER; j++) {
-            int i = tid + j * NT;
-            if (j * NT + (tid & ~31) < M::KP) { // warp-uniform
-                float am = warp_max(fabsf(v[j]));
-                float d = am / 127.f;
+            int i = tid + j * BT;
+            if (j * BT + (tid & ~31) < M::KP) { // warp-uniform
+                float bm = warp_max(fabsf(v[j]));
+                float d = bm / 127.f;
                 int q = d > 0.f ? (int)rintf(v[j] / d) : 0;
                 sm[xw_index<4, M::NC>(i >> 2) * 4 + (i & 3)] = (char)q;
                 if (lane == 0) bs[i >> 5] = d;
             }
         }
-        for (int i = PER * NT + tid; i < M::KP; i += NT) {
+        for (int i = PER * BT + tid; i < M::KP; i += BT) {
             sm[xw_index<4, M::NC>(i >> 2) * 4 + (i & 3)] = 0;
             if ((i & 31) == 0) bs[i >> 5] = 0.f;
         }
@@ -211,20 +226,25 @@ __device__ Staged stage(const float *__restrict__ in, const float *__restrict__ 
         float *ys = (float *)sm;
 #pragma unroll
         for (int j = 0; j < PER; j++) {
-            int i = tid + j * NT;
+            int i = tid + j * BT;
             if (i < K) ys[i] = v[j];
         }
-        for (int i = K + tid; i < M::KP; i += NT) ys[i] = 0.f;
+        for (int i = K + tid; i < M::KP; i += BT) ys[i] = 0.f;
     }
     __syncthreads();
     return st;
 }
 
+// sgn4 turns four codes c in {0,1,2} (one per byte) into c-1 as signed
+// bytes without borrows between bytes: c+127 stays below 256, and flipping
+// bit 7 subtracts 128. So no sum of activations is needed.
+__device__ __forceinline__ int sgn4(u32 c) { return (int)((c + 0x7F7F7F7Fu) ^ 0x80808080u); }
+
 __device__ __forceinline__ int tern_word(u32 w, int x0, int x1, int x2, int x3, int acc) {
-    acc = dp4a((int)(w & 0x03030303u), x0, acc);
-    acc = dp4a((int)((w >> 2) & 0x03030303u), x1, acc);
-    acc = dp4a((int)((w >> 4) & 0x03030303u), x2, acc);
-    acc = dp4a((int)((w >> 6) & 0x03030303u), x3, acc);
+    acc = dp4a(sgn4(w & 0x03030303u), x0, acc);
+    acc = dp4a(sgn4((w >> 2) & 0x03030303u), x1, acc);
+    acc = dp4a(sgn4((w >> 4) & 0x03030303u), x2, acc);
+    acc = dp4a(sgn4((w >> 6) & 0x03030303u), x3, acc);
     return acc;
 }
 
@@ -337,7 +357,7 @@ template <int TPR> __device__ __forceinline__ float group_sum(float v) {
 // finish turns a reduced raw dot into the product's value for row.
 template <int KIND>
 __device__ __forceinline__ float finish(float raw, const Staged &st, const float *__restrict__ rs, int row) {
-    if (KIND == KT) return (raw - st.sumq) * st.ascale * rs[row];
+    if (KIND == KT) return raw * st.ascale * rs[row];
     return raw * rs[row];
 }
 
@@ -347,17 +367,24 @@ __device__ __forceinline__ float finish(float raw, const Staged &st, const float
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;                                  \
     const int gpw = 32 / M::TPR; /* groups per warp */                                           \
     const int l = lane % M::TPR;                                                                 \
-    for (int base = (blockIdx.x * (NT / 32) + warp) * gpw; base < (NITEMS);                      \
-         base += gridDim.x * (NT / 32) * gpw)                                                    \
+    for (int base = (blockIdx.x * (BT / 32) + warp) * gpw; base < (NITEMS);                      \
+         base += gridDim.x * (BT / 32) * gpw)                                                    \
         for (int item = base + lane / M::TPR, valid = item < (NITEMS), once = 1; once; once = 0)
 
 // ---------------------------------------------------------------- kernels
+
+// Block sizes of the products (the host reads the same formula in pack.go).
+#define BT_QKV gemv_bt((QD + 2 * KVD) / 2, Mat<WK, DIM>::TPR)
+#define BT_WO gemv_bt(DIM, Mat<WK, QD>::TPR)
+#define BT_GATEUP gemv_bt(FFN, Mat<WK, DIM>::TPR)
+#define BT_DOWN gemv_bt(DIM, Mat<WK, FFN>::TPR)
+#define BT_LMHEAD gemv_bt(VOCAB, Mat<HK, DIM>::TPR)
 
 // tp: [0] token id, [1] position, written by the host (pinned copy in the
 // graph) or by k_lmhead's argmax.
 
 // x = embedding row of the token.
-extern "C" __global__ void __launch_bounds__(NT) k_embed(const int *__restrict__ tp, const u8 *__restrict__ E,
+extern "C" __global__ void __launch_bounds__(256) k_embed(const int *__restrict__ tp, const u8 *__restrict__ E,
                                                           const u16 *__restrict__ ED, float escale, float *__restrict__ x) {
     grid_dep_wait();
     int i = blockIdx.x * blockDim.x + threadIdx.x;
@@ -374,17 +401,18 @@ extern "C" __global__ void __launch_bounds__(NT) k_embed(const int *__restrict__
 
 // q, k, v = (Wq|Wk|Wv) RMSNorm(x); RoPE on q and k; k and v written into the
 // layer's cache at the position. One item is a rotation pair (two rows).
-extern "C" __global__ void __launch_bounds__(NT) k_qkv(const int *__restrict__ tp, const float *__restrict__ x,
+extern "C" __global__ void __launch_bounds__(BT_QKV) k_qkv(const int *__restrict__ tp, const float *__restrict__ x,
                                                         const float *__restrict__ nw, const u8 *__restrict__ W,
                                                         const u16 *__restrict__ D, const float *__restrict__ rs,
                                                         const float *__restrict__ freqs, float *__restrict__ q,
                                                         float *__restrict__ kc, float *__restrict__ vc) {
+    constexpr int BT = BT_QKV;
     typedef Mat<WK, DIM> M;
     extern __shared__ __attribute__((aligned(16))) char sm[];
-    __shared__ float red[32];
-    prefetch_rows<WK, DIM>(W, 2 * blockIdx.x * (NT / M::TPR), 2 * (NT / M::TPR), QD + 2 * KVD);
+    __shared__ float red[64];
+    prefetch_rows<WK, DIM>(W, 2 * blockIdx.x * (BT / M::TPR), 2 * (BT / M::TPR), QD + 2 * KVD);
     grid_dep_wait();
-    Staged st = stage<WK, DIM>(x, nw, sm, red);
+    Staged st = stage<WK, DIM, BT>(x, nw, sm, red);
     const int pos = tp[1];
     constexpr int NP = (QD + 2 * KVD) / 2;
     FOR_ITEMS(M, NP) {
@@ -526,15 +554,16 @@ extern "C" __global__ void __launch_bounds__(ATT_NT) k_attn(const int *__restric
 }
 
 // x += Wo (attn_sub_norm(att) or att).
-extern "C" __global__ void __launch_bounds__(NT) k_wo(const float *__restrict__ att, const float *__restrict__ nw,
+extern "C" __global__ void __launch_bounds__(BT_WO) k_wo(const float *__restrict__ att, const float *__restrict__ nw,
                                                        const u8 *__restrict__ W, const u16 *__restrict__ D,
                                                        const float *__restrict__ rs, float *__restrict__ x) {
+    constexpr int BT = BT_WO;
     typedef Mat<WK, QD> M;
     extern __shared__ __attribute__((aligned(16))) char sm[];
-    __shared__ float red[32];
-    prefetch_rows<WK, QD>(W, blockIdx.x * (NT / M::TPR), NT / M::TPR, DIM);
+    __shared__ float red[64];
+    prefetch_rows<WK, QD>(W, blockIdx.x * (BT / M::TPR), BT / M::TPR, DIM);
     grid_dep_wait();
-    Staged st = stage<WK, QD>(att, SUBNORM ? nw : (const float *)0, sm, red);
+    Staged st = stage<WK, QD, BT>(att, SUBNORM ? nw : (const float *)0, sm, red);
     FOR_ITEMS(M, DIM) {
         int rows[1] = {valid ? item : 0};
         float v[1] = {0.f};
@@ -546,16 +575,17 @@ extern "C" __global__ void __launch_bounds__(NT) k_wo(const float *__restrict__ 
 
 // hb = act(Wgate u) * (Wup u), u = RMSNorm(x). W holds the FFN gate rows
 // then the FFN up rows; one item is row i of each.
-extern "C" __global__ void __launch_bounds__(NT) k_gateup(const float *__restrict__ x, const float *__restrict__ nw,
+extern "C" __global__ void __launch_bounds__(BT_GATEUP) k_gateup(const float *__restrict__ x, const float *__restrict__ nw,
                                                            const u8 *__restrict__ W, const u16 *__restrict__ D,
                                                            const float *__restrict__ rs, float *__restrict__ hb) {
+    constexpr int BT = BT_GATEUP;
     typedef Mat<WK, DIM> M;
     extern __shared__ __attribute__((aligned(16))) char sm[];
-    __shared__ float red[32];
-    prefetch_rows<WK, DIM>(W, blockIdx.x * (NT / M::TPR), NT / M::TPR, FFN);
-    prefetch_rows<WK, DIM>(W, FFN + blockIdx.x * (NT / M::TPR), NT / M::TPR, 2 * FFN);
+    __shared__ float red[64];
+    prefetch_rows<WK, DIM>(W, blockIdx.x * (BT / M::TPR), BT / M::TPR, FFN);
+    prefetch_rows<WK, DIM>(W, FFN + blockIdx.x * (BT / M::TPR), BT / M::TPR, 2 * FFN);
     grid_dep_wait();
-    Staged st = stage<WK, DIM>(x, nw, sm, red);
+    Staged st = stage<WK, DIM, BT>(x, nw, sm, red);
     FOR_ITEMS(M, FFN) {
         int i = valid ? item : 0;
         int rows[2] = {i, FFN + i};
@@ -574,15 +604,16 @@ extern "C" __global__ void __launch_bounds__(NT) k_gateup(const float *__restric
 }
 
 // x += Wdown (ffn_sub_norm(hb) or hb).
-extern "C" __global__ void __launch_bounds__(NT) k_down(const float *__restrict__ hb, const float *__restrict__ nw,
+extern "C" __global__ void __launch_bounds__(BT_DOWN) k_down(const float *__restrict__ hb, const float *__restrict__ nw,
                                                          const u8 *__restrict__ W, const u16 *__restrict__ D,
                                                          const float *__restrict__ rs, float *__restrict__ x) {
+    constexpr int BT = BT_DOWN;
     typedef Mat<WK, FFN> M;
     extern __shared__ __attribute__((aligned(16))) char sm[];
-    __shared__ float red[32];
-    prefetch_rows<WK, FFN>(W, blockIdx.x * (NT / M::TPR), NT / M::TPR, DIM);
+    __shared__ float red[64];
+    prefetch_rows<WK, FFN>(W, blockIdx.x * (BT / M::TPR), BT / M::TPR, DIM);
     grid_dep_wait();
-    Staged st = stage<WK, FFN>(hb, SUBNORM ? nw : (const float *)0, sm, red);
+    Staged st = stage<WK, FFN, BT>(hb, SUBNORM ? nw : (const float *)0, sm, red);
     FOR_ITEMS(M, DIM) {
         int rows[1] = {valid ? item : 0};
         float v[1] = {0.f};
@@ -595,19 +626,20 @@ extern "C" __global__ void __launch_bounds__(NT) k_down(const float *__restrict_
 // logits = Output RMSNorm(x); each block's best (value, id) goes to best[],
 // and the last block to finish writes the argmax into tp[0] (the next
 // token) and tok_out[0].
-extern "C" __global__ void __launch_bounds__(NT) k_lmhead(const float *__restrict__ x, const float *__restrict__ nw,
+extern "C" __global__ void __launch_bounds__(BT_LMHEAD) k_lmhead(const float *__restrict__ x, const float *__restrict__ nw,
                                                            const u8 *__restrict__ W, const u16 *__restrict__ D,
                                                            const float *__restrict__ rs, float *__restrict__ logits,
                                                            float *bestv, int *besti, u32 *counter, int *tp, int *tok_out) {
+    constexpr int BT = BT_LMHEAD;
     typedef Mat<HK, DIM> M;
     extern __shared__ __attribute__((aligned(16))) char sm[];
-    __shared__ float red[32];
-    __shared__ float wv[NT / 32];
-    __shared__ int wi[NT / 32];
+    __shared__ float red[64];
+    __shared__ float wv[BT / 32];
+    __shared__ int wi[BT / 32];
     __shared__ int last;
-    prefetch_rows<HK, DIM>(W, blockIdx.x * (NT / M::TPR), NT / M::TPR, VOCAB);
+    prefetch_rows<HK, DIM>(W, blockIdx.x * (BT / M::TPR), BT / M::TPR, VOCAB);
     grid_dep_wait();
-    Staged st = stage<HK, DIM>(x, nw, sm, red);
+    Staged st = stage<HK, DIM, BT>(x, nw, sm, red);
     float bv = -3.0e38f;
     int bi = 0x7fffffff;
     FOR_ITEMS(M, VOCAB) {
@@ -631,7 +663,7 @@ extern "C" __global__ void __launch_bounds__(NT) k_lmhead(const float *__restric
     if ((tid & 31) == 0) { wv[tid >> 5] = bv; wi[tid >> 5] = bi; }
     __syncthreads();
     if (tid == 0) {
-        for (int w = 1; w < NT / 32; w++)
+        for (int w = 1; w < BT / 32; w++)
             if (wv[w] > bv || (wv[w] == bv && wi[w] < bi)) { bv = wv[w]; bi = wi[w]; }
         bestv[blockIdx.x] = bv;
         besti[blockIdx.x] = bi;

@@ -284,7 +284,7 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 
 	m.dims = kernelDims{Dim: c.Dim, FFN: c.FFNDim, Heads: c.Heads, KVHeads: c.KVHeads, HeadDim: c.HeadDim,
 		Vocab: c.Vocab, Eps: c.NormEps, NeoX: c.RopeStyle == model.RopeNeoX, ReLU2: c.Act == model.ReLU2,
-		SubNorms: c.SubNorms, WK: wk, HK: hk, EK: ek}
+		SubNorms: c.SubNorms, WK: wk, HK: hk, EK: ek, SMs: dev.sms}
 	for _, sb := range []int{stageBytes(wk, c.Dim), stageBytes(wk, qd), stageBytes(wk, c.FFNDim), stageBytes(hk, c.Dim)} {
 		if sb+1024 > dev.maxSmem {
 			return nil, fmt.Errorf("cuda: a product needs %d bytes of shared memory, %s allows %d", sb, dev.info.Name, dev.maxSmem)

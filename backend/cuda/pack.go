@@ -337,3 +337,12 @@ func widest(a, b kind) kind {
 	}
 	return a
 }
+
+// gemvBlock mirrors kernels.cu's gemv_bt: 512 threads when the product has
+// rows enough for four 256-thread blocks per multiprocessor, else 256.
+func gemvBlock(items, tpr, sms int) int {
+	if items/(256/tpr) >= 4*sms {
+		return 512
+	}
+	return 256
+}

@@ -153,7 +153,8 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 		s.plan = append(s.plan, launch{name: name, fn: m.fn[name], op: op, grid: grid, block: uint32(block), smem: uint32(smem), args: args})
 	}
 	gemv := func(name string, op int, k kind, cols, items int, args ...uint64) {
-		add(name, op, [3]uint32{uint32(m.gemvGrid(k, cols, items)), 1, 1}, 256, stageBytes(k, cols), args...)
+		bt := gemvBlock(items, threadsPerRow(k, cols), m.dev.sms)
+		add(name, op, [3]uint32{uint32(m.gemvGrid(k, cols, items)), 1, 1}, bt, stageBytes(k, cols), args...)
 	}
 	e, h := m.embed, m.head
 	add("k_embed", opEmbedding, [3]uint32{uint32((c.Dim + 255) / 256), 1, 1}, 256, 0, s.tp, e.w, e.d, f(m.escale), s.x)
@@ -200,11 +201,13 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 }
 
 // gemvGrid is the block count of a product: one pass over the rows, capped
-// at four blocks per multiprocessor (the kernels loop over the rest), since
+// at four 256-thread blocks (or two of 512) per multiprocessor (the kernels loop over the rest), since
 // every block repeats the input's normalisation.
 func (m *Model) gemvGrid(k kind, cols, items int) int {
-	perBlock := 256 / threadsPerRow(k, cols)
-	return max(1, min((items+perBlock-1)/perBlock, 4*m.dev.sms))
+	tpr := threadsPerRow(k, cols)
+	bt := gemvBlock(items, tpr, m.dev.sms)
+	perBlock := bt / tpr
+	return max(1, min((items+perBlock-1)/perBlock, 4*m.dev.sms*256/bt))
 }
 
 // enqueue issues the step's work on the stream: the token/position upload,

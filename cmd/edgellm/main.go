@@ -22,6 +22,8 @@ type cli struct {
 	Synth    synthCmd    `cmd:"" help:"Write a deterministic synthetic model at a preset shape."`
 	Bench    benchCmd    `cmd:"" help:"Benchmark a model (the built-in smollm-135m preset by default)."`
 	Selftest selftestCmd `cmd:"" help:"Check a backend against the CPU reference on real and synthetic models."`
+	Serve    serveCmd    `cmd:"" help:"Serve models over HTTP (Ollama- and OpenAI-compatible APIs)."`
+	Loadtest loadtestCmd `cmd:"" help:"Load-test a server on loopback: requests/s, tokens/s, time to first token."`
 	Version  versionCmd  `cmd:"" help:"Print the version."`
 }
 

@@ -31,18 +31,24 @@ func QuantizeActs(x []float32, q []int8) (scale float32, sum int32) {
 		m = 1e-5
 	}
 	scale = 127 / m
+	// Adding then subtracting 1.5*2^23 rounds a float32 of magnitude below
+	// 2^22 to an integer, half to even, with no call or conversion.
+	const magic = 12582912
 	for i, v := range x {
-		r := math.RoundToEven(float64(v * scale))
-		switch {
-		case r > 127:
-			r = 127
-		case r < -127:
-			r = -127
-		case r != r:
-			r = 0
+		f := v * scale
+		if !(f >= -127 && f <= 127) { // NaN, or Inf times a tiny scale
+			switch {
+			case f > 127:
+				f = 127
+			case f < -127:
+				f = -127
+			default:
+				f = 0
+			}
 		}
+		r := int32((f + magic) - magic)
 		q[i] = int8(r)
-		sum += int32(r)
+		sum += r
 	}
 	return scale, sum
 }
@@ -70,6 +76,8 @@ type Acts struct {
 // NewActs returns room for up to maxTokens tokens of cols elements. cols
 // must be a positive multiple of 64 (every packed layout here works in
 // 64-element units); F16 matrices of other widths use their own MatVecF32.
+// Without the assembly kernels it also enables the LUT tables, which
+// LayoutAuto then uses.
 func NewActs(cols, maxTokens int) (*Acts, error) {
 	if cols <= 0 || cols%64 != 0 {
 		return nil, fmt.Errorf("kernels: activation width %d is not a positive multiple of 64", cols)
@@ -78,7 +86,7 @@ func NewActs(cols, maxTokens int) (*Acts, error) {
 		return nil, fmt.Errorf("kernels: activation batch %d x %d out of range", maxTokens, cols)
 	}
 	n := cols * maxTokens
-	return &Acts{
+	a := &Acts{
 		Cols:     cols,
 		X:        make([]float32, n),
 		Q:        make([]int8, n),
@@ -86,7 +94,11 @@ func NewActs(cols, maxTokens int) (*Acts, error) {
 		InvScale: make([]float32, maxTokens),
 		Sum:      make([]int32, maxTokens),
 		BlockSum: make([]int32, n/64),
-	}, nil
+	}
+	if !useAVX2 {
+		a.EnableLUT() // LayoutAuto picks LayoutLUT then
+	}
+	return a, nil
 }
 
 // MaxTokens is the batch size the Acts was made for.

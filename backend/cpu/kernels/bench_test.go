@@ -3,6 +3,7 @@ package kernels
 import (
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"testing"
 )
 
@@ -202,5 +203,49 @@ func BenchmarkStreamBaseline(b *testing.B) {
 	cpuRate(b, c0, 8*chunk)
 	if sink == 1 {
 		b.Log(sink)
+	}
+}
+
+// BenchmarkTernaryMatVecThreads splits the rows of one product over
+// goroutines as the backend's workers do (spawned per op here, which costs a
+// few microseconds), from memory.
+func BenchmarkTernaryMatVecThreads(b *testing.B) {
+	for _, threads := range []int{1, 2} {
+		for _, sh := range benchShapes[:3] {
+			rows, cols := sh[0], sh[1]
+			b.Run(fmt.Sprintf("threads=%d/%dx%d", threads, rows, cols), func(b *testing.B) {
+				rng := rand.New(rand.NewPCG(1, 1))
+				tc := randTernary(rng, rows, cols, "row")
+				m0, err := NewTernary(rows, cols, tc.codes, tc.bscale, 64, TernaryOptions{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				n := benchCopies(m0.Bytes(), "dram")
+				ms := make([]*Ternary, n)
+				for i := range ms {
+					m := *m0
+					m.data = append([]byte(nil), m0.data...)
+					ms[i] = &m
+				}
+				a, _ := NewActs(cols, 1)
+				a.Set(randActs(rng, cols, 1))
+				dst := make([]float32, rows)
+				b.SetBytes(int64(m0.Bytes()))
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					m := ms[i%n]
+					var wg sync.WaitGroup
+					for t := 0; t < threads; t++ {
+						r0, r1 := rows*t/threads/4*4, rows*(t+1)/threads/4*4
+						if t == threads-1 {
+							r1 = rows
+						}
+						wg.Add(1)
+						go func() { m.MatVec(dst, a, r0, r1); wg.Done() }()
+					}
+					wg.Wait()
+				}
+			})
+		}
 	}
 }

@@ -12,7 +12,7 @@ type F16Mat struct {
 
 // NewF16Mat takes rows*cols halves. cols may be any positive width.
 func NewF16Mat(rows, cols int, w []uint16) (*F16Mat, error) {
-	if rows <= 0 || cols <= 0 || rows > 1<<24 || cols > 1<<24 || int64(rows)*int64(cols) > 1<<36 {
+	if rows <= 0 || cols <= 0 || rows > 1<<24 || cols > 1<<24 || tooLarge(rows, cols) {
 		return nil, fmt.Errorf("kernels: F16 matrix %dx%d: bad shape", rows, cols)
 	}
 	if len(w) != rows*cols {
@@ -23,7 +23,7 @@ func NewF16Mat(rows, cols int, w []uint16) (*F16Mat, error) {
 
 // FromF16 reads GGML F16 data (little-endian halves) into a new F16Mat.
 func FromF16(rows, cols int, data []byte) (*F16Mat, error) {
-	if rows <= 0 || cols <= 0 || int64(rows)*int64(cols) > 1<<36 || len(data) != 2*rows*cols {
+	if rows <= 0 || cols <= 0 || tooLarge(rows, cols) || len(data) != 2*rows*cols {
 		return nil, fmt.Errorf("kernels: F16 matrix %dx%d: %d bytes", rows, cols, len(data))
 	}
 	w := make([]uint16, rows*cols)

@@ -48,7 +48,7 @@ func checkShape(what string, rows, cols int) error {
 	if rows <= 0 || cols <= 0 || cols%64 != 0 {
 		return fmt.Errorf("kernels: %s matrix %dx%d: columns must be a positive multiple of 64", what, rows, cols)
 	}
-	if rows > 1<<24 || cols > 1<<24 || int64(rows)*int64(cols) > 1<<36 {
+	if rows > 1<<24 || cols > 1<<24 || tooLarge(rows, cols) {
 		return fmt.Errorf("kernels: %s matrix %dx%d is too large", what, rows, cols)
 	}
 	return nil

@@ -33,7 +33,8 @@ ternaryDot4_group:
 ternaryDot4_blockU:
 	CMPQ       R9, $0x04
 	JB         ternaryDot4_block
-	PREFETCHT0 1024(R8)
+	PREFETCHT0 2048(R8)
+	PREFETCHT0 2112(R8)
 	VMOVDQU    (R8), Y6
 	VPAND      Y0, Y6, Y7
 	VPMADDUBSW (DI), Y7, Y8
@@ -99,7 +100,8 @@ ternaryDot4_blockU:
 	VPADDW     Y7, Y8, Y8
 	VPMADDWD   Y1, Y8, Y8
 	VPADDD     Y8, Y2, Y2
-	PREFETCHT0 1024(R8)(CX*1)
+	PREFETCHT0 2048(R8)(CX*1)
+	PREFETCHT0 2112(R8)(CX*1)
 	VMOVDQU    (R8)(CX*1), Y6
 	VPAND      Y0, Y6, Y7
 	VPMADDUBSW (DI), Y7, Y8
@@ -165,7 +167,8 @@ ternaryDot4_blockU:
 	VPADDW     Y7, Y8, Y8
 	VPMADDWD   Y1, Y8, Y8
 	VPADDD     Y8, Y3, Y3
-	PREFETCHT0 1024(R8)(CX*2)
+	PREFETCHT0 2048(R8)(CX*2)
+	PREFETCHT0 2112(R8)(CX*2)
 	VMOVDQU    (R8)(CX*2), Y6
 	VPAND      Y0, Y6, Y7
 	VPMADDUBSW (DI), Y7, Y8
@@ -231,7 +234,8 @@ ternaryDot4_blockU:
 	VPADDW     Y7, Y8, Y8
 	VPMADDWD   Y1, Y8, Y8
 	VPADDD     Y8, Y4, Y4
-	PREFETCHT0 1024(R8)(SI*1)
+	PREFETCHT0 2048(R8)(SI*1)
+	PREFETCHT0 2112(R8)(SI*1)
 	VMOVDQU    (R8)(SI*1), Y6
 	VPAND      Y0, Y6, Y7
 	VPMADDUBSW (DI), Y7, Y8
@@ -493,7 +497,8 @@ ternaryDot1_group:
 ternaryDot1_blockU:
 	CMPQ       R8, $0x04
 	JB         ternaryDot1_block
-	PREFETCHT0 1024(DI)
+	PREFETCHT0 2048(DI)
+	PREFETCHT0 2112(DI)
 	VMOVDQU    (DI), Y3
 	VPAND      Y0, Y3, Y4
 	VPMADDUBSW (SI), Y4, Y5
@@ -705,7 +710,7 @@ tbd_done:
 	RET
 
 // func int8Dot4g32(w *int8, stride int, sc *float32, sstride int, act *int8, nblk int, dst *float32, groups int)
-// Requires: AVX, AVX2, FMA3
+// Requires: AVX, AVX2, FMA3, MMX+
 TEXT ·int8Dot4g32(SB), NOSPLIT, $0-64
 	MOVQ         w+0(FP), AX
 	MOVQ         stride+8(FP), CX
@@ -735,6 +740,7 @@ int8Dot4g32_block:
 	CMPQ         R13, $0x00
 	JE           int8Dot4g32_reduce
 	VMOVDQU      (R10), Y5
+	PREFETCHT0   2048(R11)
 	VMOVDQU      (R11), Y7
 	VPABSB       Y7, Y6
 	VPSIGNB      Y7, Y5, Y7
@@ -743,6 +749,7 @@ int8Dot4g32_block:
 	VCVTDQ2PS    Y7, Y7
 	VBROADCASTSS (R12), Y6
 	VFMADD231PS  Y6, Y7, Y1
+	PREFETCHT0   2048(R11)(CX*1)
 	VMOVDQU      (R11)(CX*1), Y7
 	VPABSB       Y7, Y6
 	VPSIGNB      Y7, Y5, Y7
@@ -751,6 +758,7 @@ int8Dot4g32_block:
 	VCVTDQ2PS    Y7, Y7
 	VBROADCASTSS (R12)(BX*1), Y6
 	VFMADD231PS  Y6, Y7, Y2
+	PREFETCHT0   2048(R11)(CX*2)
 	VMOVDQU      (R11)(CX*2), Y7
 	VPABSB       Y7, Y6
 	VPSIGNB      Y7, Y5, Y7
@@ -759,6 +767,7 @@ int8Dot4g32_block:
 	VCVTDQ2PS    Y7, Y7
 	VBROADCASTSS (R12)(BX*2), Y6
 	VFMADD231PS  Y6, Y7, Y3
+	PREFETCHT0   2048(R11)(R8*1)
 	VMOVDQU      (R11)(R8*1), Y7
 	VPABSB       Y7, Y6
 	VPSIGNB      Y7, Y5, Y7
@@ -791,7 +800,7 @@ int8Dot4g32_done:
 	RET
 
 // func int8Dot1g32(w *int8, stride int, sc *float32, sstride int, act *int8, nblk int, dst *float32, groups int)
-// Requires: AVX, AVX2, FMA3
+// Requires: AVX, AVX2, FMA3, MMX+
 TEXT ·int8Dot1g32(SB), NOSPLIT, $0-64
 	MOVQ         w+0(FP), AX
 	MOVQ         stride+8(FP), CX
@@ -818,6 +827,7 @@ int8Dot1g32_block:
 	CMPQ         R11, $0x00
 	JE           int8Dot1g32_reduce
 	VMOVDQU      (R8), Y2
+	PREFETCHT0   2048(R9)
 	VMOVDQU      (R9), Y4
 	VPABSB       Y4, Y3
 	VPSIGNB      Y4, Y2, Y2
@@ -851,7 +861,7 @@ int8Dot1g32_done:
 	RET
 
 // func int8Dot4g16(w *int8, stride int, sc *float32, sstride int, act *int8, nblk int, dst *float32, groups int)
-// Requires: AVX, AVX2, FMA3
+// Requires: AVX, AVX2, FMA3, MMX+
 TEXT ·int8Dot4g16(SB), NOSPLIT, $0-64
 	MOVQ         w+0(FP), AX
 	MOVQ         stride+8(FP), CX
@@ -888,6 +898,7 @@ int8Dot4g16_block:
 	CMPQ        R13, $0x00
 	JE          int8Dot4g16_reduce
 	VMOVDQU     (R10), Y6
+	PREFETCHT0  2048(R11)
 	VMOVDQU     (R11), Y8
 	VPABSB      Y8, Y7
 	VPSIGNB     Y8, Y6, Y8
@@ -897,6 +908,7 @@ int8Dot4g16_block:
 	VMOVQ       (R12), X9
 	VPERMPS     Y9, Y1, Y9
 	VFMADD231PS Y9, Y8, Y2
+	PREFETCHT0  2048(R11)(CX*1)
 	VMOVDQU     (R11)(CX*1), Y8
 	VPABSB      Y8, Y7
 	VPSIGNB     Y8, Y6, Y8
@@ -906,6 +918,7 @@ int8Dot4g16_block:
 	VMOVQ       (R12)(BX*1), X9
 	VPERMPS     Y9, Y1, Y9
 	VFMADD231PS Y9, Y8, Y3
+	PREFETCHT0  2048(R11)(CX*2)
 	VMOVDQU     (R11)(CX*2), Y8
 	VPABSB      Y8, Y7
 	VPSIGNB     Y8, Y6, Y8
@@ -915,6 +928,7 @@ int8Dot4g16_block:
 	VMOVQ       (R12)(BX*2), X9
 	VPERMPS     Y9, Y1, Y9
 	VFMADD231PS Y9, Y8, Y4
+	PREFETCHT0  2048(R11)(R8*1)
 	VMOVDQU     (R11)(R8*1), Y8
 	VPABSB      Y8, Y7
 	VPSIGNB     Y8, Y6, Y8
@@ -948,7 +962,7 @@ int8Dot4g16_done:
 	RET
 
 // func int8Dot1g16(w *int8, stride int, sc *float32, sstride int, act *int8, nblk int, dst *float32, groups int)
-// Requires: AVX, AVX2, FMA3
+// Requires: AVX, AVX2, FMA3, MMX+
 TEXT ·int8Dot1g16(SB), NOSPLIT, $0-64
 	MOVQ         w+0(FP), AX
 	MOVQ         stride+8(FP), CX
@@ -982,6 +996,7 @@ int8Dot1g16_block:
 	CMPQ        R11, $0x00
 	JE          int8Dot1g16_reduce
 	VMOVDQU     (R8), Y3
+	PREFETCHT0  2048(R9)
 	VMOVDQU     (R9), Y5
 	VPABSB      Y5, Y4
 	VPSIGNB     Y5, Y3, Y3
@@ -1016,7 +1031,7 @@ int8Dot1g16_done:
 	RET
 
 // func f16Dot4(w *uint16, stride int, x *float32, n int, dst *float32, groups int)
-// Requires: AVX, AVX2, F16C, FMA3
+// Requires: AVX, AVX2, F16C, FMA3, MMX+
 TEXT ·f16Dot4(SB), NOSPLIT, $0-48
 	MOVQ w+0(FP), AX
 	MOVQ stride+8(FP), CX
@@ -1046,18 +1061,22 @@ f16Dot4_chunk:
 	JE          f16Dot4_reduce
 	VMOVUPS     (R9), Y8
 	VMOVUPS     32(R9), Y9
+	PREFETCHT0  2048(R10)
 	VCVTPH2PS   (R10), Y10
 	VFMADD231PS Y8, Y10, Y0
 	VCVTPH2PS   16(R10), Y10
 	VFMADD231PS Y9, Y10, Y1
+	PREFETCHT0  2048(R10)(CX*1)
 	VCVTPH2PS   (R10)(CX*1), Y10
 	VFMADD231PS Y8, Y10, Y2
 	VCVTPH2PS   16(R10)(CX*1), Y10
 	VFMADD231PS Y9, Y10, Y3
+	PREFETCHT0  2048(R10)(CX*2)
 	VCVTPH2PS   (R10)(CX*2), Y10
 	VFMADD231PS Y8, Y10, Y4
 	VCVTPH2PS   16(R10)(CX*2), Y10
 	VFMADD231PS Y9, Y10, Y5
+	PREFETCHT0  2048(R10)(R8*1)
 	VCVTPH2PS   (R10)(R8*1), Y10
 	VFMADD231PS Y8, Y10, Y6
 	VCVTPH2PS   16(R10)(R8*1), Y10
@@ -1088,7 +1107,7 @@ f16Dot4_done:
 	RET
 
 // func f16Dot1(w *uint16, stride int, x *float32, n int, dst *float32, groups int)
-// Requires: AVX, AVX2, F16C, FMA3
+// Requires: AVX, AVX2, F16C, FMA3, MMX+
 TEXT ·f16Dot1(SB), NOSPLIT, $0-48
 	MOVQ w+0(FP), AX
 	MOVQ stride+8(FP), CX
@@ -1112,6 +1131,7 @@ f16Dot1_chunk:
 	JE          f16Dot1_reduce
 	VMOVUPS     (R8), Y2
 	VMOVUPS     32(R8), Y3
+	PREFETCHT0  2048(R9)
 	VCVTPH2PS   (R9), Y4
 	VFMADD231PS Y2, Y4, Y0
 	VCVTPH2PS   16(R9), Y4

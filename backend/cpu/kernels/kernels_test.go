@@ -41,6 +41,8 @@ func randActs(rng *rand.Rand, cols, tokens int) []float32 {
 	return x
 }
 
+// newActs quantizes x; lut says whether the LUT tables are built (NewActs
+// enables them by itself without assembly; false removes them).
 func newActs(t *testing.T, x []float32, cols int, lut bool) *Acts {
 	t.Helper()
 	a, err := NewActs(cols, len(x)/cols)
@@ -49,6 +51,8 @@ func newActs(t *testing.T, x []float32, cols int, lut bool) *Acts {
 	}
 	if lut {
 		a.EnableLUT()
+	} else {
+		a.lut = nil
 	}
 	a.Set(x)
 	return a
@@ -213,7 +217,7 @@ func TestTernaryIntKernels(t *testing.T) {
 	eachPath(t, func(t *testing.T) {
 		for cols := 64; cols <= 1088; cols += 64 {
 			tc := randTernary(rng, 9, cols, "row")
-			m, err := NewTernary(9, cols, tc.codes, tc.bscale, 64, TernaryOptions{})
+			m, err := NewTernary(9, cols, tc.codes, tc.bscale, 64, TernaryOptions{Layout: Layout2Bit})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -263,11 +267,13 @@ func TestTernaryMatVec(t *testing.T) {
 		layout Layout
 		kind   string // "row" or "block" scales
 		force  bool   // BlockScales option
+		tables bool   // Acts with LUT tables
 	}
 	var variants []variant
-	for _, l := range []Layout{Layout2Bit, LayoutLUT} {
-		variants = append(variants, variant{l, "row", false}, variant{l, "block", false}, variant{l, "row", true})
+	for _, l := range []Layout{LayoutAuto, Layout2Bit, LayoutLUT} {
+		variants = append(variants, variant{l, "row", false, true}, variant{l, "block", false, true}, variant{l, "row", true, true})
 	}
+	variants = append(variants, variant{LayoutLUT, "row", false, false}, variant{LayoutLUT, "block", false, false})
 	eachPath(t, func(t *testing.T) {
 		for _, v := range variants {
 			for cols := 64; cols <= 1024; cols += 64 {
@@ -284,8 +290,11 @@ func TestTernaryMatVec(t *testing.T) {
 					}
 					const tokens = 3
 					x := randActs(rng, cols, tokens)
-					a := newActs(t, x, cols, v.layout == LayoutLUT)
-					name := fmt.Sprintf("%v/%s/force=%v/%dx%d", v.layout, v.kind, v.force, rows, cols)
+					a := newActs(t, x, cols, v.tables)
+					if v.layout == LayoutAuto && m.Layout() != map[bool]Layout{true: Layout2Bit, false: LayoutLUT}[AVX2()] {
+						t.Fatalf("LayoutAuto chose %v with AVX2 %v", m.Layout(), AVX2())
+					}
+					name := fmt.Sprintf("%v/%s/force=%v/tables=%v/%dx%d", v.layout, v.kind, v.force, v.tables, rows, cols)
 					checkTernary(t, name, m, tc, a, rng)
 				}
 			}
@@ -354,7 +363,7 @@ func TestNewTernaryErrors(t *testing.T) {
 		"group 96":    ok(2, 128, codes, []float32{1, 1}, 96),
 		"NaN scale":   ok(2, 128, codes, []float32{1, float32(math.NaN())}, 128),
 		"zero rows":   ok(0, 128, nil, nil, 128),
-		"huge":        ok(1<<20, 1<<20, codes, []float32{1}, 1<<40),
+		"huge":        ok(1<<20, 1<<20, codes, []float32{1}, 64),
 		"bad layout": func() error {
 			_, e := NewTernary(2, 128, codes, []float32{1, 1}, 128, TernaryOptions{Layout: 9})
 			return e
@@ -608,4 +617,36 @@ func TestF16Conversion(t *testing.T) {
 			t.Fatalf("f16ToF32(%#x) = %v, want %v", h, got, want)
 		}
 	}
+}
+
+// TestNoAllocs: the decode loop must not allocate (GC pauses are jitter).
+func TestNoAllocs(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 18))
+	const rows, cols = 20, 576
+	tc := randTernary(rng, rows, cols, "row")
+	bl := randTernary(rng, rows, cols, "block")
+	var ms []Matrix
+	for _, l := range []Layout{Layout2Bit, LayoutLUT} {
+		m, _ := NewTernary(rows, cols, tc.codes, tc.bscale, 64, TernaryOptions{Layout: l})
+		mb, _ := NewTernary(rows, cols, bl.codes, bl.bscale, 64, TernaryOptions{Layout: l})
+		ms = append(ms, m, mb)
+	}
+	i8, _ := NewInt8Mat(rows, cols, make([]int8, rows*cols), make([]float32, rows*cols/16), 16)
+	f16, _ := NewF16Mat(rows, cols, make([]uint16, rows*cols))
+	ms = append(ms, i8, f16)
+	a, _ := NewActs(cols, 4)
+	a.EnableLUT()
+	x := randActs(rng, cols, 4)
+	dst := make([]float32, 4*rows)
+	eachPath(t, func(t *testing.T) {
+		for _, m := range ms {
+			if n := testing.AllocsPerRun(20, func() {
+				a.Set(x)
+				m.MatVec(dst, a, 3, rows)
+				m.MatMat(dst, a, 0, rows-1)
+			}); n != 0 {
+				t.Fatalf("%T: %v allocations per run", m, n)
+			}
+		}
+	})
 }

@@ -17,3 +17,12 @@ var (
 	_ Matrix = (*Int8Mat)(nil)
 	_ Matrix = (*F16Mat)(nil)
 )
+
+// tooLarge reports a shape whose element count (times the 4 bytes of the
+// widest per-element data) would not fit an int, or is beyond any model.
+func tooLarge(rows, cols int) bool {
+	n := int64(rows) * int64(cols)
+	return n > 1<<36 || n > int64(maxInt/4)
+}
+
+const maxInt = int(^uint(0) >> 1)

@@ -9,13 +9,17 @@ import (
 type Layout int
 
 const (
-	// Layout2Bit (the default) packs codes c = w+1 in 2 bits: per 128
+	// LayoutAuto (the zero value) picks Layout2Bit when the assembly kernels
+	// are in use and LayoutLUT otherwise (in pure Go the table lookups are
+	// about 4x faster than unpacking 2-bit codes).
+	LayoutAuto Layout = iota
+	// Layout2Bit packs codes c = w+1 in 2 bits: per 128
 	// weights of a row 32 bytes, byte m holding weights m, m+32, m+64, m+96
 	// at bit shifts 0, 2, 4, 6, so a shift and a mask give 32 codes in
 	// activation order for VPMADDUBSW; a row's last 64 weights, when the
 	// row is an odd number of 64s, take 16 bytes, byte m holding m, m+16,
 	// m+32, m+48. The int dot is sum(c*q) - sum(q).
-	Layout2Bit Layout = iota
+	Layout2Bit
 	// LayoutLUT stores one byte per 4 weights, the base-3 index
 	// c0 + 3c1 + 9c2 + 27c3 into a table of the 81 signed sums of those 4
 	// activations, built once per token (T-MAC/TL style). Same 2 bits per
@@ -25,6 +29,8 @@ const (
 
 func (l Layout) String() string {
 	switch l {
+	case LayoutAuto:
+		return "auto"
 	case Layout2Bit:
 		return "2bit"
 	case LayoutLUT:
@@ -69,7 +75,7 @@ func NewTernary(rows, cols int, codes []int8, scales []float32, group int, opts 
 	if rows <= 0 || cols <= 0 || cols%64 != 0 {
 		return nil, fmt.Errorf("kernels: ternary matrix %dx%d: columns must be a positive multiple of 64", rows, cols)
 	}
-	if rows > 1<<24 || cols > 1<<24 || int64(rows)*int64(cols) > 1<<36 {
+	if rows > 1<<24 || cols > 1<<24 || tooLarge(rows, cols) {
 		return nil, fmt.Errorf("kernels: ternary matrix %dx%d is too large", rows, cols)
 	}
 	n := rows * cols
@@ -92,7 +98,14 @@ func NewTernary(rows, cols int, codes []int8, scales []float32, group int, opts 
 			return nil, fmt.Errorf("kernels: ternary matrix %dx%d: code %d at row %d col %d is not -1, 0 or 1", rows, cols, c, i/cols, i%cols)
 		}
 	}
-	if opts.Layout != Layout2Bit && opts.Layout != LayoutLUT {
+	switch opts.Layout {
+	case Layout2Bit, LayoutLUT:
+	case LayoutAuto:
+		opts.Layout = Layout2Bit
+		if !useAVX2 {
+			opts.Layout = LayoutLUT
+		}
+	default:
 		return nil, fmt.Errorf("kernels: unknown ternary layout %d", int(opts.Layout))
 	}
 
@@ -258,11 +271,11 @@ func (t *Ternary) rowsTok(dst []float32, a *Acts, i, r0, r1 int) {
 	bsum := a.BlockSum[i*nb : (i+1)*nb]
 	switch {
 	case t.layout == LayoutLUT:
-		tbl := a.lut
-		if tbl == nil {
-			panic("kernels: Ternary.MatVec: LUT layout needs Acts.EnableLUT before Set")
+		if a.lut == nil {
+			t.rowsLUTNoTable(dst, q, inv, r0, r1)
+			return
 		}
-		tbl = tbl[i*t.cols/4*lutEntries : (i+1)*t.cols/4*lutEntries]
+		tbl := a.lut[i*t.cols/4*lutEntries : (i+1)*t.cols/4*lutEntries]
 		for r := r0; r < r1; r++ {
 			w := t.data[r*t.stride : (r+1)*t.stride]
 			if t.blockScale == nil {
@@ -383,4 +396,42 @@ func dotLUT(w []byte, tbl []int16) int32 {
 		s0 += int32(tbl[i*lutEntries+int(w[i])])
 	}
 	return s0 + s1
+}
+
+// lutCodes[i] are the 4 weights LayoutLUT index i stands for.
+var lutCodes = func() (c [lutEntries][4]int8) {
+	for i := range c {
+		v := i
+		for j := 0; j < 4; j++ {
+			c[i][j] = int8(v%3) - 1
+			v /= 3
+		}
+	}
+	return c
+}()
+
+// rowsLUTNoTable serves LayoutLUT rows for Acts made without tables (slower,
+// but a missing EnableLUT is not an error).
+func (t *Ternary) rowsLUTNoTable(dst []float32, q []int8, inv float32, r0, r1 int) {
+	nb := t.cols / 64
+	for r := r0; r < r1; r++ {
+		w := t.data[r*t.stride : (r+1)*t.stride]
+		var f float32
+		for b := 0; b < nb; b++ {
+			var s int32
+			for g, idx := range w[b*16 : b*16+16] {
+				c, x := &lutCodes[idx], q[b*64+4*g:b*64+4*g+4]
+				s += int32(c[0])*int32(x[0]) + int32(c[1])*int32(x[1]) + int32(c[2])*int32(x[2]) + int32(c[3])*int32(x[3])
+			}
+			if t.blockScale != nil {
+				f += float32(s) * t.blockScale[r*nb+b]
+			} else {
+				f += float32(s) // exact: |s| < 2^24 per block sum below
+			}
+		}
+		if t.blockScale == nil {
+			f *= t.rowScale[r]
+		}
+		dst[r] = f * inv
+	}
 }

@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/edgellm/edgellm/engine"
+	"github.com/edgellm/edgellm/server"
+)
+
+type serveCmd struct {
+	Addr      string        `help:"Address to listen on (default: $EDGELLM_HOST, else 127.0.0.1:11434)."`
+	Models    string        `help:"Models directory: NAME.gguf files or links to them (default: $EDGELLM_MODELS, else ~/.edgellm/models)."`
+	Backend   string        `help:"auto, cpu or cuda." enum:"auto,cpu,cuda" default:"auto"`
+	Threads   int           `help:"CPU threads per model (default: all cores)."`
+	KeepAlive time.Duration `help:"How long an idle model stays loaded (negative: forever)." name:"keep-alive" default:"5m"`
+	MaxQueue  int           `help:"Requests allowed to wait per model before 503." name:"max-queue" default:"512"`
+}
+
+const defaultAddr = "127.0.0.1:11434"
+
+// listenAddr resolves the address: the flag, else EDGELLM_HOST (which may
+// carry a scheme or omit the port, as OLLAMA_HOST may), else the default.
+func listenAddr(flag string) string {
+	a := flag
+	if a == "" {
+		a = os.Getenv("EDGELLM_HOST")
+	}
+	if a == "" {
+		return defaultAddr
+	}
+	a = strings.TrimPrefix(strings.TrimPrefix(a, "http://"), "https://")
+	a = strings.TrimSuffix(a, "/")
+	if _, _, err := net.SplitHostPort(a); err != nil {
+		a = net.JoinHostPort(a, "11434")
+	}
+	return a
+}
+
+// modelsDir resolves the models directory: the flag, else EDGELLM_MODELS,
+// else ~/.edgellm/models.
+func modelsDir(flag string) (string, error) {
+	if flag != "" {
+		return flag, nil
+	}
+	if d := os.Getenv("EDGELLM_MODELS"); d != "" {
+		return d, nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("no models directory: give --models or set EDGELLM_MODELS (%w)", err)
+	}
+	return filepath.Join(home, ".edgellm", "models"), nil
+}
+
+func (c *serveCmd) Run(log *slog.Logger) error {
+	dir, err := modelsDir(c.Models)
+	if err != nil {
+		return err
+	}
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return fmt.Errorf("models directory %s: not a directory (create it and put NAME.gguf files or links there)", dir)
+	}
+	srv, err := server.New(server.Config{
+		ModelsDir: dir,
+		Engine:    engine.Options{Backend: c.Backend, Threads: c.Threads},
+		KeepAlive: c.KeepAlive,
+		MaxQueue:  c.MaxQueue,
+		Logger:    log,
+	})
+	if err != nil {
+		return err
+	}
+	server.Version = version
+	addr := listenAddr(c.Addr)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	log.Info("serving", "addr", ln.Addr().String(), "models", dir, "backend", c.Backend)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return srv.Serve(ctx, ln)
+}

@@ -1,0 +1,279 @@
+// Package engine is EdgeLLM's library API and its one generation path: it
+// loads a model file (GGUF, or a llama2.c checkpoint with its tokenizer),
+// picks a compute backend, and generates text with streaming, stop
+// conditions, cancellation and statistics. The CLI and the HTTP server are
+// both clients of this package.
+//
+// It owns sessions and their KV caches (reusing a common prompt prefix
+// between requests), the prefill/decode loop and the stop conditions. It
+// knows nothing of HTTP or of any backend's internals; backends other than
+// the built-in "cpu" plug in through RegisterBackend.
+package engine
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/edgellm/edgellm/backend"
+	"github.com/edgellm/edgellm/backend/cpu"
+	"github.com/edgellm/edgellm/gguf"
+	"github.com/edgellm/edgellm/model"
+	"github.com/edgellm/edgellm/tokenizer"
+)
+
+// Options says how to load a model.
+type Options struct {
+	// Backend is "auto" (or ""), "cpu", or a registered name such as
+	// "cuda". Auto tries "cuda" when registered and falls back to "cpu".
+	Backend string
+	// Threads is the CPU worker count; 0 means runtime.NumCPU().
+	Threads int
+	// ContextLen is the session length in tokens; 0 means the file's
+	// trained context length. It may exceed the file's value.
+	ContextLen int
+	// TokenizerPath is the llama2.c tokenizer.bin for a llama2.c
+	// checkpoint; empty means tokenizer.bin beside the checkpoint. GGUF
+	// files carry their own tokenizer and ignore it.
+	TokenizerPath string
+	// Logger receives load-time information; nil discards it.
+	Logger *slog.Logger
+}
+
+// LoadFunc loads weights onto a backend.
+type LoadFunc func(w *model.Weights, opts Options) (backend.Model, error)
+
+var (
+	regMu    sync.Mutex
+	registry = map[string]LoadFunc{
+		"cpu": func(w *model.Weights, o Options) (backend.Model, error) {
+			return cpu.Load(w, cpu.Options{Threads: o.Threads})
+		},
+	}
+)
+
+// RegisterBackend makes a backend available under name (e.g. "cuda"), so
+// its package can plug in without this package importing it. Registering
+// a name twice replaces the first.
+func RegisterBackend(name string, load LoadFunc) {
+	regMu.Lock()
+	defer regMu.Unlock()
+	registry[name] = load
+}
+
+func lookupBackend(name string) (LoadFunc, bool) {
+	regMu.Lock()
+	defer regMu.Unlock()
+	f, ok := registry[name]
+	return f, ok
+}
+
+// defaultContext is the context length when neither the caller nor the
+// file gives one.
+const defaultContext = 2048
+
+// maxContext bounds a requested context so that a typo is an error before
+// the KV cache allocation.
+const maxContext = 1 << 20
+
+// Model is a loaded model ready to generate. Generate calls are serialised:
+// the model keeps one session and reuses its KV cache across requests that
+// share a prompt prefix.
+type Model struct {
+	path    string
+	file    *gguf.File // nil for llama2.c checkpoints
+	weights *model.Weights
+	tok     *tokenizer.Tokenizer
+	be      backend.Model
+	ctxLen  int
+	threads int
+	loadDur time.Duration
+	log     *slog.Logger
+
+	mu     sync.Mutex // one generation at a time; guards everything below
+	sess   backend.Session
+	hist   []int32 // the tokens in sess's KV cache, cap ctxLen
+	logits []float32
+	lat    []time.Duration // per-token latencies, cap ctxLen+1
+	closed bool
+}
+
+// Load opens a model file and loads it onto a backend.
+func Load(path string, opts Options) (*Model, error) {
+	start := time.Now()
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if opts.ContextLen < 0 || opts.ContextLen > maxContext {
+		return nil, fmt.Errorf("engine: context length %d out of range [0, %d]", opts.ContextLen, maxContext)
+	}
+	if opts.Threads <= 0 {
+		opts.Threads = runtime.NumCPU()
+	}
+	m := &Model{path: path, threads: opts.Threads, log: log}
+	ok := false
+	defer func() {
+		if !ok {
+			m.closeAll()
+		}
+	}()
+
+	isGGUF, err := hasGGUFMagic(path)
+	if err != nil {
+		return nil, fmt.Errorf("engine: %w", err)
+	}
+	if isGGUF {
+		if m.file, err = gguf.Open(path); err != nil {
+			return nil, fmt.Errorf("engine: %w", err)
+		}
+		if m.weights, err = model.FromGGUF(m.file); err != nil {
+			return nil, fmt.Errorf("engine: %s: %w", path, err)
+		}
+		if m.tok, err = tokenizer.FromGGUF(m.file); err != nil {
+			return nil, fmt.Errorf("engine: %s: %w", path, err)
+		}
+	} else {
+		if m.weights, err = model.LoadLlama2C(path); err != nil {
+			return nil, fmt.Errorf("engine: %w", err)
+		}
+		tp := opts.TokenizerPath
+		if tp == "" {
+			tp = filepath.Join(filepath.Dir(path), "tokenizer.bin")
+		}
+		if m.tok, err = tokenizer.FromLlama2C(tp, m.weights.Vocab); err != nil {
+			return nil, fmt.Errorf("engine: llama2.c tokenizer: %w", err)
+		}
+	}
+	if n := m.tok.VocabSize(); n != m.weights.Vocab {
+		return nil, fmt.Errorf("engine: %s: tokenizer has %d tokens, the model %d", path, n, m.weights.Vocab)
+	}
+
+	m.ctxLen = opts.ContextLen
+	if m.ctxLen == 0 {
+		m.ctxLen = m.weights.ContextLen
+	}
+	if m.ctxLen <= 0 {
+		m.ctxLen = defaultContext
+	}
+	if fileCtx := m.weights.ContextLen; fileCtx > 0 && m.ctxLen > fileCtx {
+		log.Warn("context length exceeds the model's trained length", "ctx", m.ctxLen, "trained", fileCtx)
+	}
+
+	if m.be, err = pickBackend(m.weights, opts, log); err != nil {
+		return nil, err
+	}
+	m.hist = make([]int32, 0, m.ctxLen)
+	m.logits = make([]float32, m.weights.Vocab)
+	m.lat = make([]time.Duration, 0, m.ctxLen+1)
+	m.loadDur = time.Since(start)
+	log.Info("model loaded", "path", path, "arch", m.weights.Arch, "backend", m.be.Name(),
+		"ctx", m.ctxLen, "threads", m.threads, "ms", m.loadDur.Milliseconds())
+	ok = true
+	return m, nil
+}
+
+// hasGGUFMagic reports whether the file starts with "GGUF".
+func hasGGUFMagic(path string) (bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	var magic [4]byte
+	if _, err := io.ReadFull(f, magic[:]); err != nil {
+		return false, fmt.Errorf("%s: %w", path, err)
+	}
+	return bytes.Equal(magic[:], []byte("GGUF")), nil
+}
+
+func pickBackend(w *model.Weights, opts Options, log *slog.Logger) (backend.Model, error) {
+	name := opts.Backend
+	if name == "" || name == "auto" {
+		if load, ok := lookupBackend("cuda"); ok {
+			be, err := load(w, opts)
+			if err == nil {
+				return be, nil
+			}
+			log.Info("cuda backend unavailable, using cpu", "err", err)
+		}
+		name = "cpu"
+	}
+	load, ok := lookupBackend(name)
+	if !ok {
+		return nil, fmt.Errorf("engine: unknown backend %q (is its package imported?)", name)
+	}
+	be, err := load(w, opts)
+	if err != nil {
+		return nil, fmt.Errorf("engine: %s backend: %w", name, err)
+	}
+	return be, nil
+}
+
+// Close frees the session, the backend and the file mapping.
+func (m *Model) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil
+	}
+	m.closed = true
+	return m.closeAll()
+}
+
+func (m *Model) closeAll() error {
+	var errs []error
+	if m.sess != nil {
+		errs = append(errs, m.sess.Close())
+		m.sess = nil
+	}
+	if m.be != nil {
+		errs = append(errs, m.be.Close())
+	}
+	if m.file != nil {
+		errs = append(errs, m.file.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Tokenizer is the model's tokenizer.
+func (m *Model) Tokenizer() *tokenizer.Tokenizer { return m.tok }
+
+// Config is the network's description.
+func (m *Model) Config() *model.Config { return &m.weights.Config }
+
+// Weights are the network's weights (views into the file).
+func (m *Model) Weights() *model.Weights { return m.weights }
+
+// Backend is the backend the model runs on.
+func (m *Model) Backend() backend.Model { return m.be }
+
+// Threads is the CPU worker count the model was loaded with.
+func (m *Model) Threads() int { return m.threads }
+
+// ContextLen is the session length in tokens.
+func (m *Model) ContextLen() int { return m.ctxLen }
+
+// LoadDuration is how long Load took.
+func (m *Model) LoadDuration() time.Duration { return m.loadDur }
+
+// Path is the file the model was loaded from.
+func (m *Model) Path() string { return m.path }
+
+// commonPrefix is the length of the longest common prefix of a and b.
+func commonPrefix(a, b []int32) int {
+	n := min(len(a), len(b))
+	for i := range n {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return n
+}

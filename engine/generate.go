@@ -1,0 +1,398 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/edgellm/edgellm/backend"
+	"github.com/edgellm/edgellm/sample"
+	"github.com/edgellm/edgellm/tokenizer"
+)
+
+// Request is one generation.
+type Request struct {
+	// Prompt is tokenized with the model's tokenizer; Tokens, when
+	// non-nil, is used instead.
+	Prompt string
+	Tokens []int32
+	// MaxTokens caps the generated tokens; 0 means until an
+	// end-of-generation token or the end of the context.
+	MaxTokens int
+	Sampling  sample.Params
+	// IgnoreEOS keeps generating past end-of-generation tokens.
+	IgnoreEOS bool
+	// Stop ends generation at the first occurrence of any of these
+	// strings in the output; the stop string itself is not streamed.
+	Stop []string
+	// NoSpecial skips adding the tokenizer's BOS/EOS to the prompt
+	// (llama.cpp's add_special=false); ParseSpecial lets the prompt's text
+	// spell special tokens such as "<|eot_id|>".
+	NoSpecial    bool
+	ParseSpecial bool
+}
+
+// Token is one generated token.
+type Token struct {
+	ID int32
+	// Text is the complete UTF-8 text this token makes available: bytes
+	// of a character split across tokens come with the token that
+	// completes it, and text that might begin a stop string is held back
+	// until it cannot.
+	Text string
+}
+
+// Done reasons.
+const (
+	DoneStop   = "stop"   // an end-of-generation token or a stop string
+	DoneLength = "length" // MaxTokens, or the context is full
+	DoneCancel = "cancel" // the context was cancelled
+	DoneError  = "error"  // the callback or the backend failed
+)
+
+// Stats describes one generation.
+type Stats struct {
+	PromptTokens    int // tokens in the prompt
+	CachedTokens    int // prompt tokens whose KV was reused from the previous request
+	GeneratedTokens int
+	PromptDuration  time.Duration // prefill of the uncached prompt tokens
+	GenDuration     time.Duration // wall time of the generation loop, callbacks included
+	LoadDuration    time.Duration
+	// Latencies holds, per generated token, the time to produce it
+	// (decode of the previous token + sampling), callbacks excluded.
+	Latencies  []time.Duration
+	DoneReason string
+}
+
+// PromptRate is the prefill speed in tokens per second.
+func (s *Stats) PromptRate() float64 {
+	return rate(s.PromptTokens-s.CachedTokens, s.PromptDuration)
+}
+
+// GenRate is the generation speed in tokens per second.
+func (s *Stats) GenRate() float64 { return rate(s.GeneratedTokens, s.GenDuration) }
+
+func rate(n int, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return float64(n) / d.Seconds()
+}
+
+// Percentile returns the p-th percentile (0..100) of the per-token
+// latencies, or 0 when there are none.
+func (s *Stats) Percentile(p float64) time.Duration {
+	if len(s.Latencies) == 0 {
+		return 0
+	}
+	l := slices.Clone(s.Latencies)
+	slices.Sort(l)
+	i := int(p / 100 * float64(len(l)-1))
+	return l[max(0, min(i, len(l)-1))]
+}
+
+// Summary is a one-line human-readable report.
+func (s *Stats) Summary() string {
+	return fmt.Sprintf("prompt %d tokens (%d cached) in %.1f ms (%.1f tok/s); generated %d tokens in %.1f ms (%.1f tok/s); latency p50 %.2f ms p99 %.2f ms; done: %s",
+		s.PromptTokens, s.CachedTokens, ms(s.PromptDuration), s.PromptRate(),
+		s.GeneratedTokens, ms(s.GenDuration), s.GenRate(),
+		ms(s.Percentile(50)), ms(s.Percentile(99)), s.DoneReason)
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// Generate runs req and calls fn with each generated token in order. It
+// returns when an end-of-generation token (unless IgnoreEOS), a stop
+// string, MaxTokens or the end of the context is reached, when ctx is
+// cancelled (the error is then ctx.Err()), or when fn returns an error
+// (which Generate returns). The Stats are filled in every case.
+func (m *Model) Generate(ctx context.Context, req Request, fn func(Token) error) (Stats, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st := Stats{LoadDuration: m.loadDur}
+	err := m.generate(ctx, &req, fn, &st)
+	if len(m.lat) > 0 {
+		st.Latencies = slices.Clone(m.lat)
+	}
+	if err != nil && st.DoneReason == "" {
+		st.DoneReason = DoneError
+	}
+	return st, err
+}
+
+// Stream is Generate as an iterator: it yields each token, then, if the
+// generation failed, one final zero Token with the error. Breaking out of
+// the loop stops the generation.
+func (m *Model) Stream(ctx context.Context, req Request) iter.Seq2[Token, error] {
+	return func(yield func(Token, error) bool) {
+		stopped := errors.New("stopped by the consumer")
+		_, err := m.Generate(ctx, req, func(t Token) error {
+			if !yield(t, nil) {
+				return stopped
+			}
+			return nil
+		})
+		if err != nil && err != stopped {
+			yield(Token{}, err)
+		}
+	}
+}
+
+func (m *Model) generate(ctx context.Context, req *Request, fn func(Token) error, st *Stats) error {
+	if m.closed {
+		return errors.New("engine: model is closed")
+	}
+	if fn == nil {
+		return errors.New("engine: nil token callback")
+	}
+	if req.MaxTokens < 0 {
+		return fmt.Errorf("engine: max tokens %d is negative", req.MaxTokens)
+	}
+	for _, s := range req.Stop {
+		if s == "" {
+			return errors.New("engine: empty stop string")
+		}
+	}
+	tokens := req.Tokens
+	if tokens == nil {
+		var err error
+		if tokens, err = m.tok.Encode(req.Prompt, !req.NoSpecial, req.ParseSpecial); err != nil {
+			return fmt.Errorf("engine: tokenizing the prompt: %w", err)
+		}
+	}
+	st.PromptTokens = len(tokens)
+	if len(tokens) == 0 {
+		return errors.New("engine: empty prompt (no tokens to start from)")
+	}
+	if len(tokens) > m.ctxLen {
+		return fmt.Errorf("engine: prompt of %d tokens does not fit the context of %d tokens", len(tokens), m.ctxLen)
+	}
+	vocab := m.weights.Vocab
+	for i, t := range tokens {
+		if t < 0 || int(t) >= vocab {
+			return fmt.Errorf("engine: prompt token %d is %d, outside the vocabulary of %d", i, t, vocab)
+		}
+	}
+	smp, err := sample.New(vocab, req.Sampling)
+	if err != nil {
+		return fmt.Errorf("engine: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		st.DoneReason = DoneCancel
+		return err
+	}
+
+	// Prefill what the KV cache does not already hold; at least the last
+	// prompt token runs, for its logits.
+	t0 := time.Now()
+	if err := m.prefill(tokens, st); err != nil {
+		return err
+	}
+	st.PromptDuration = time.Since(t0)
+	for _, t := range tokens {
+		smp.Accept(t)
+	}
+
+	g := stepper{m: m, smp: smp, dec: m.tok.NewDecoder(), ignoreEOS: req.IgnoreEOS}
+	if ad, ok := m.sess.(backend.ArgmaxDecoder); ok && greedyOnly(req.Sampling) {
+		// The backend picks greedy tokens itself: only ids cross back.
+		g.argmax = ad
+	}
+	var hold strings.Builder // output held back while it may begin a stop string
+	m.lat = m.lat[:0]
+	genStart := time.Now()
+	defer func() { st.GenDuration = time.Since(genStart) }()
+	t := genStart // start of the current token: decode of the previous + sampling
+	for {
+		if err := ctx.Err(); err != nil {
+			st.DoneReason = DoneCancel
+			return err
+		}
+		id, eog, err := g.sample()
+		if err != nil {
+			return err
+		}
+		if eog {
+			st.DoneReason = DoneStop
+			return flushRest(&g, &hold, req.Stop, fn, st)
+		}
+		text := g.dec.Add(id)
+		m.lat = append(m.lat, time.Since(t))
+		st.GeneratedTokens++
+
+		stop := false
+		if len(req.Stop) > 0 {
+			text, stop = holdStops(&hold, text, req.Stop)
+		}
+		if err := fn(Token{ID: id, Text: text}); err != nil {
+			return err
+		}
+		if stop {
+			st.DoneReason = DoneStop
+			return nil
+		}
+		if (req.MaxTokens > 0 && st.GeneratedTokens >= req.MaxTokens) || len(m.hist) == m.ctxLen {
+			st.DoneReason = DoneLength
+			return flushRest(&g, &hold, req.Stop, fn, st)
+		}
+		t = time.Now()
+		if err := g.decode(id); err != nil {
+			return err
+		}
+	}
+}
+
+// prefill brings the session's KV cache to tokens, reusing the common
+// prefix with the previous request and writing the last token's logits.
+func (m *Model) prefill(tokens []int32, st *Stats) error {
+	if m.sess == nil {
+		s, err := m.be.NewSession(m.ctxLen)
+		if err != nil {
+			return fmt.Errorf("engine: %w", err)
+		}
+		m.sess, m.hist = s, m.hist[:0]
+	}
+	keep := min(commonPrefix(m.hist, tokens), len(tokens)-1)
+	if err := m.sess.Rewind(keep); err != nil {
+		m.hist = m.hist[:0]
+		return fmt.Errorf("engine: %w", err)
+	}
+	m.hist = m.hist[:keep]
+	st.CachedTokens = keep
+	if err := m.sess.Prefill(tokens[keep:], m.logits); err != nil {
+		// The cache is in an unknown state past keep: forget it.
+		m.hist = m.hist[:0]
+		_ = m.sess.Rewind(0)
+		return fmt.Errorf("engine: prefill: %w", err)
+	}
+	m.hist = append(m.hist, tokens[keep:]...)
+	return nil
+}
+
+// stepper is the per-token inner loop: sample from the logits, then decode
+// the chosen token into the next logits. Neither step allocates.
+type stepper struct {
+	m         *Model
+	smp       *sample.Sampler
+	dec       *tokenizer.StreamDecoder
+	ignoreEOS bool
+
+	argmax  backend.ArgmaxDecoder // non-nil: decode returns the greedy next id
+	next    int32                 // that id, when hasNext
+	hasNext bool
+}
+
+// greedyOnly reports whether p is plain argmax, which a backend's
+// ArgmaxDecoder can compute without sending the logits back.
+func greedyOnly(p sample.Params) bool {
+	return p.Temperature <= 0 && (p.RepeatLastN == 0 || p.RepeatPenalty == 0 || p.RepeatPenalty == 1)
+}
+
+// sample picks the next token from the current logits and records it for
+// the repetition penalty; eog reports an end-of-generation token.
+func (g *stepper) sample() (id int32, eog bool, err error) {
+	if g.hasNext {
+		id, g.hasNext = g.next, false
+	} else if id, err = g.smp.Sample(g.m.logits); err != nil {
+		return 0, false, fmt.Errorf("engine: %w", err)
+	}
+	g.smp.Accept(id)
+	return id, !g.ignoreEOS && g.m.tok.IsEOG(id), nil
+}
+
+// decode runs id through the backend, leaving its logits for the next
+// sample, and records it in the KV history.
+func (g *stepper) decode(id int32) error {
+	m := g.m
+	var err error
+	if g.argmax != nil {
+		g.next, err = g.argmax.DecodeArgmax(id)
+		g.hasNext = err == nil
+	} else {
+		err = m.sess.Decode(id, m.logits)
+	}
+	if err != nil {
+		m.hist = m.hist[:0]
+		_ = m.sess.Rewind(0)
+		return fmt.Errorf("engine: decode: %w", err)
+	}
+	m.hist = append(m.hist, id)
+	return nil
+}
+
+// holdStops appends text to the held output and returns what can be
+// released: everything before a stop string (stop = true), or everything
+// before the earliest place where a stop string may still begin. A match is
+// final only when no earlier place could still grow into one, so the cut is
+// always at the first occurrence in the whole output.
+func holdStops(hold *strings.Builder, text string, stops []string) (string, bool) {
+	hold.WriteString(text)
+	s := hold.String()
+	match := firstStop(s, stops)
+	end := len(s)
+	if match >= 0 {
+		end = match
+	}
+	// The earliest j < end where s[j:] is a proper prefix of a stop string.
+	partial := end
+	for _, stop := range stops {
+		for j := max(0, len(s)-len(stop)+1); j < partial; j++ {
+			if strings.HasPrefix(stop, s[j:]) {
+				partial = j
+				break
+			}
+		}
+	}
+	if match >= 0 && partial == end {
+		hold.Reset()
+		return s[:match], true
+	}
+	hold.Reset()
+	hold.WriteString(s[partial:])
+	return s[:partial], false
+}
+
+// firstStop is the index of the first occurrence of any stop string in s,
+// or -1.
+func firstStop(s string, stops []string) int {
+	first := -1
+	for _, stop := range stops {
+		if i := strings.Index(s, stop); i >= 0 && (first < 0 || i < first) {
+			first = i
+		}
+	}
+	return first
+}
+
+// flushRest streams what the decoder and the stop-string hold still keep
+// when generation ends for length.
+func flushRest(g *stepper, hold *strings.Builder, stops []string, fn func(Token) error, st *Stats) error {
+	tail := g.dec.Flush()
+	if len(stops) > 0 {
+		hold.WriteString(tail)
+		return flushHold(hold, stops, fn, st)
+	}
+	if tail == "" {
+		return nil
+	}
+	return fn(Token{ID: -1, Text: tail})
+}
+
+// flushHold releases held text, up to a stop string it may hold, as a
+// final Token with ID -1.
+func flushHold(hold *strings.Builder, stops []string, fn func(Token) error, st *Stats) error {
+	s := hold.String()
+	hold.Reset()
+	if i := firstStop(s, stops); i >= 0 {
+		s = s[:i]
+		st.DoneReason = DoneStop
+	}
+	if s == "" {
+		return nil
+	}
+	return fn(Token{ID: -1, Text: s})
+}

@@ -1,0 +1,144 @@
+package chattmpl
+
+import (
+	"strings"
+	"testing"
+)
+
+var convo = []Message{
+	{Role: "system", Content: "You are helpful."},
+	{Role: "user", Content: "Hello"},
+	{Role: "assistant", Content: "Hi there"},
+	{Role: "user", Content: "Who are you?"},
+}
+
+// Expected renderings written out by hand from each family's published format.
+func TestBuiltinRenderings(t *testing.T) {
+	cases := []struct{ name, bos, eos, want string }{
+		{Llama3, "<|begin_of_text|>", "<|eot_id|>",
+			"<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nYou are helpful.<|eot_id|>" +
+				"<|start_header_id|>user<|end_header_id|>\n\nHello<|eot_id|>" +
+				"<|start_header_id|>assistant<|end_header_id|>\n\nHi there<|eot_id|>" +
+				"<|start_header_id|>user<|end_header_id|>\n\nWho are you?<|eot_id|>" +
+				"<|start_header_id|>assistant<|end_header_id|>\n\n"},
+		{ChatML, "", "<|im_end|>",
+			"<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n" +
+				"<|im_start|>assistant\nHi there<|im_end|>\n<|im_start|>user\nWho are you?<|im_end|>\n<|im_start|>assistant\n"},
+		{Llama2, "<s>", "</s>",
+			"<s>[INST] <<SYS>>\nYou are helpful.\n<</SYS>>\n\nHello [/INST] Hi there </s><s>[INST] Who are you? [/INST]"},
+		{Phi3, "<s>", "<|endoftext|>",
+			"<|system|>\nYou are helpful.<|end|>\n<|user|>\nHello<|end|>\n<|assistant|>\nHi there<|end|>\n" +
+				"<|user|>\nWho are you?<|end|>\n<|assistant|>\n"},
+		{Gemma, "<bos>", "<eos>",
+			"<bos><start_of_turn>user\nYou are helpful.<end_of_turn>\n<start_of_turn>user\nHello<end_of_turn>\n" +
+				"<start_of_turn>model\nHi there<end_of_turn>\n<start_of_turn>user\nWho are you?<end_of_turn>\n<start_of_turn>model\n"},
+		{Zephyr, "<s>", "</s>",
+			"<|system|>\nYou are helpful.</s>\n<|user|>\nHello</s>\n<|assistant|>\nHi there</s>\n<|user|>\nWho are you?</s>\n<|assistant|>\n"},
+		{Plain, "<s>", "</s>",
+			"system: You are helpful.\nuser: Hello\nassistant: Hi there\nuser: Who are you?\nassistant: "},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			tm, err := Builtin(c.name, c.bos, c.eos)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := tm.Render(convo, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != c.want {
+				t.Errorf("render:\n got %q\nwant %q", got, c.want)
+			}
+			if len(tm.Stops()) == 0 {
+				t.Errorf("no stop strings")
+			}
+		})
+	}
+	if _, err := Builtin("nope", "", ""); err == nil {
+		t.Error("unknown built-in accepted")
+	}
+}
+
+// Templates as published in model files render the same text as our
+// built-ins for the same family.
+func TestFileTemplatesMatchBuiltins(t *testing.T) {
+	files := map[string]string{
+		// Meta-Llama-3-8B-Instruct's tokenizer.chat_template.
+		Llama3: "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}",
+		// The common ChatML template (Qwen2, SmolLM2 without a default system prompt).
+		ChatML: "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}",
+	}
+	for fam, src := range files {
+		ft, err := ForModel(Model{ChatTemplate: src, BOS: "<|begin_of_text|>", EOS: "</s>"})
+		if err != nil {
+			t.Fatalf("%s: %v", fam, err)
+		}
+		if ft.Name() != GGUF {
+			t.Errorf("%s: picked %q, want the file's template", fam, ft.Name())
+		}
+		bt, _ := Builtin(fam, "<|begin_of_text|>", "</s>")
+		for _, gen := range []bool{false, true} {
+			a, err1 := ft.Render(convo, gen)
+			b, err2 := bt.Render(convo, gen)
+			if err1 != nil || err2 != nil {
+				t.Fatal(err1, err2)
+			}
+			if a != b {
+				t.Errorf("%s (gen=%v): file template\n %q\nbuilt-in\n %q", fam, gen, a, b)
+			}
+		}
+		if strings.Join(ft.Stops(), ",") != strings.Join(bt.Stops(), ",") {
+			t.Errorf("%s: stops %q, want %q", fam, ft.Stops(), bt.Stops())
+		}
+	}
+}
+
+func TestDetect(t *testing.T) {
+	cases := []struct {
+		m    Model
+		want string
+	}{
+		{Model{Tokens: []string{"<s>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"}}, Llama3},
+		{Model{Tokens: []string{"<|im_start|>", "<|im_end|>", "hello"}}, ChatML},
+		{Model{Tokens: []string{"<start_of_turn>", "<end_of_turn>"}}, Gemma},
+		{Model{Tokens: []string{"<|user|>", "<|assistant|>", "<|end|>"}}, Phi3},
+		{Model{Tokens: []string{"<|user|>", "<|assistant|>"}}, Zephyr},
+		{Model{Tokens: []string{"<s>", "</s>"}, Name: "Llama-2-7b-chat"}, Llama2},
+		{Model{Tokens: []string{"<s>", "</s>"}, Name: "llama"}, Plain},
+		{Model{}, Plain},
+	}
+	for _, c := range cases {
+		if got := Detect(c.m); got != c.want {
+			t.Errorf("Detect(%v) = %q, want %q", c.m.Tokens, got, c.want)
+		}
+	}
+}
+
+func TestForModelFallbacks(t *testing.T) {
+	// A template that does not compile: the fallback is returned with the error.
+	tm, err := ForModel(Model{ChatTemplate: "{% for m in messages %}", Tokens: []string{"<|im_start|>", "<|im_end|>"}})
+	if err == nil {
+		t.Error("broken template: no error")
+	}
+	if tm == nil || tm.Name() != ChatML {
+		t.Fatalf("broken template: fallback %v, want chatml", tm)
+	}
+	// No template at all: plain, and it renders any roles.
+	tm, err = ForModel(Model{})
+	if err != nil || tm.Name() != Plain {
+		t.Fatalf("no template: %v %v", tm, err)
+	}
+	got, err := tm.Render([]Message{{Role: "tool", Content: "42"}}, false)
+	if err != nil || got != "tool: 42\n" {
+		t.Errorf("plain without generation prompt: %q %v", got, err)
+	}
+	// A template that raises: an error, not a panic.
+	tm, err = Parse("{{ raise_exception('only user and assistant roles') }}", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tm.Render(convo, true); err == nil {
+		t.Error("raise_exception: no error")
+	}
+}

@@ -1,0 +1,387 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ollama/ollama/api"
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+)
+
+func greedy(extra map[string]any) map[string]any {
+	o := map[string]any{"temperature": 0}
+	for k, v := range extra {
+		o[k] = v
+	}
+	return o
+}
+
+// The official Ollama client, streaming and not: a model with no chat
+// template continues the prompt exactly as llama.cpp's greedy reference.
+func TestOllamaClientGenerate(t *testing.T) {
+	base := startServer(t, newTestServer(t, nil))
+	c := api.NewClient(base, http.DefaultClient)
+	ctx := context.Background()
+	refIDs, refText := referenceGreedy(t)
+
+	var chunks int
+	var text strings.Builder
+	var final api.GenerateResponse
+	err := c.Generate(ctx, &api.GenerateRequest{Model: "stories", Prompt: "Once upon a time",
+		Options: greedy(map[string]any{"num_predict": len(refIDs), "num_ctx": 512})},
+		func(r api.GenerateResponse) error {
+			chunks++
+			text.WriteString(r.Response)
+			if r.Done {
+				final = r
+			}
+			return nil
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if text.String() != refText {
+		t.Errorf("text:\n got %q\nwant %q", text.String(), refText)
+	}
+	if chunks < 10 {
+		t.Errorf("only %d chunks: not streamed", chunks)
+	}
+	if !final.Done || final.DoneReason != "length" || final.EvalCount != len(refIDs) || final.PromptEvalCount != 5 {
+		t.Errorf("final: done %v reason %q eval %d prompt %d", final.Done, final.DoneReason, final.EvalCount, final.PromptEvalCount)
+	}
+	if final.TotalDuration <= 0 || final.EvalDuration <= 0 || final.PromptEvalDuration <= 0 || final.LoadDuration <= 0 {
+		t.Errorf("durations missing: %+v", final.Metrics)
+	}
+	if len(final.Context) != 5+len(refIDs) {
+		t.Fatalf("context has %d ids, want %d", len(final.Context), 5+len(refIDs))
+	}
+	for i, id := range refIDs {
+		if int32(final.Context[5+i]) != id {
+			t.Fatalf("generated id %d = %d, want %d", i, final.Context[5+i], id)
+		}
+	}
+
+	// Not streamed: one object, the same text; the model is loaded now.
+	stream := false
+	calls := 0
+	err = c.Generate(ctx, &api.GenerateRequest{Model: "stories:latest", Prompt: "Once upon a time", Stream: &stream,
+		Options: greedy(map[string]any{"num_predict": 20, "num_ctx": 512})},
+		func(r api.GenerateResponse) error {
+			calls++
+			if !r.Done || !strings.HasPrefix(refText, r.Response) || len(r.Response) < 20 || r.LoadDuration != 0 {
+				t.Errorf("unstreamed: %+v", r)
+			}
+			return nil
+		})
+	if err != nil || calls != 1 {
+		t.Fatalf("unstreamed: %v, %d calls", err, calls)
+	}
+
+	// Continuing a context: the same tokens as one long prompt.
+	var first, cont api.GenerateResponse
+	c.Generate(ctx, &api.GenerateRequest{Model: "stories", Prompt: "Once upon a time", Stream: &stream,
+		Options: greedy(map[string]any{"num_predict": 5})}, func(r api.GenerateResponse) error { first = r; return nil })
+	err = c.Generate(ctx, &api.GenerateRequest{Model: "stories", Context: first.Context, Stream: &stream,
+		Options: greedy(map[string]any{"num_predict": 5})}, func(r api.GenerateResponse) error { cont = r; return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cont.Context) != 15 || !strings.HasPrefix(refText, first.Response+cont.Response) {
+		t.Errorf("continued context: %d ids, text %q", len(cont.Context), first.Response+cont.Response)
+	}
+
+	// Unknown model: the client sees a 404 StatusError.
+	err = c.Generate(ctx, &api.GenerateRequest{Model: "nope", Prompt: "x"}, func(api.GenerateResponse) error { return nil })
+	var se api.StatusError
+	if !errors.As(err, &se) || se.StatusCode != http.StatusNotFound || !strings.Contains(se.ErrorMessage, "not found") {
+		t.Errorf("unknown model: %v", err)
+	}
+
+	// List, show, ps, version.
+	list, err := c.List(ctx)
+	if err != nil || len(list.Models) != 1 || list.Models[0].Name != "stories" || list.Models[0].Details.Family != "llama" {
+		t.Errorf("list: %+v %v", list, err)
+	}
+	show, err := c.Show(ctx, &api.ShowRequest{Model: "stories"})
+	if err != nil || show.ModelInfo["llama.context_length"] != float64(128) || show.Details.QuantizationLevel != "F32" {
+		t.Errorf("show: %+v %v", show, err)
+	}
+	ps, err := c.ListRunning(ctx)
+	if err != nil || len(ps.Models) != 1 || ps.Models[0].ContextLength != 128 {
+		t.Errorf("ps: %+v %v", ps, err)
+	}
+	v, err := c.Version(ctx)
+	if err != nil || v != Version {
+		t.Errorf("version %q %v", v, err)
+	}
+}
+
+func TestOllamaClientChat(t *testing.T) {
+	base := startServer(t, newTestServer(t, nil))
+	c := api.NewClient(base, http.DefaultClient)
+	ctx := context.Background()
+	msgs := []api.Message{{Role: "system", Content: "Tell a story."}, {Role: "user", Content: "Once upon a time"}}
+	var streamed strings.Builder
+	var final api.ChatResponse
+	err := c.Chat(ctx, &api.ChatRequest{Model: "stories", Messages: msgs, Options: greedy(map[string]any{"num_predict": 24})},
+		func(r api.ChatResponse) error {
+			if r.Message.Role != "assistant" {
+				t.Errorf("role %q", r.Message.Role)
+			}
+			streamed.WriteString(r.Message.Content)
+			if r.Done {
+				final = r
+			}
+			return nil
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The plain template's prompt: "system: Tell a story.\nuser: Once upon a time\nassistant: ".
+	if final.DoneReason == "" || final.PromptEvalCount < 15 || streamed.Len() == 0 {
+		t.Errorf("chat: %q final %+v", streamed.String(), final)
+	}
+	f := false
+	var one api.ChatResponse
+	err = c.Chat(ctx, &api.ChatRequest{Model: "stories", Messages: msgs, Stream: &f, Options: greedy(map[string]any{"num_predict": 24})},
+		func(r api.ChatResponse) error { one = r; return nil })
+	if err != nil || one.Message.Content != streamed.String() || one.EvalCount != final.EvalCount {
+		t.Errorf("unstreamed chat %q (%v), streamed %q", one.Message.Content, err, streamed.String())
+	}
+}
+
+func oaiClient(base string) openai.Client {
+	return openai.NewClient(option.WithBaseURL(base+"/v1/"), option.WithAPIKey("unused"), option.WithMaxRetries(0))
+}
+
+// The official OpenAI SDK: chat and completions, streaming and not.
+func TestOpenAIClient(t *testing.T) {
+	base := startServer(t, newTestServer(t, nil))
+	c := oaiClient(base.String())
+	ctx := context.Background()
+	_, refText := referenceGreedy(t)
+
+	comp, err := c.Completions.New(ctx, openai.CompletionNewParams{
+		Model:  openai.CompletionNewParamsModel("stories"),
+		Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String("Once upon a time")},
+		MaxTokens: openai.Int(30), Temperature: openai.Float(0),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(comp.Choices) != 1 || !strings.HasPrefix(refText, comp.Choices[0].Text) || len(comp.Choices[0].Text) < 30 {
+		t.Errorf("completion: %+v", comp.Choices)
+	}
+	if comp.Choices[0].FinishReason != "length" || comp.Usage.CompletionTokens != 30 || comp.Usage.PromptTokens != 5 || comp.Usage.TotalTokens != 35 {
+		t.Errorf("completion: finish %q usage %+v", comp.Choices[0].FinishReason, comp.Usage)
+	}
+
+	cs := c.Completions.NewStreaming(ctx, openai.CompletionNewParams{
+		Model:  openai.CompletionNewParamsModel("stories"),
+		Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String("Once upon a time")},
+		MaxTokens: openai.Int(30), Temperature: openai.Float(0),
+	})
+	var ctext strings.Builder
+	var cfinish string
+	for cs.Next() {
+		for _, ch := range cs.Current().Choices {
+			ctext.WriteString(ch.Text)
+			if ch.FinishReason != "" {
+				cfinish = string(ch.FinishReason)
+			}
+		}
+	}
+	if err := cs.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if ctext.String() != comp.Choices[0].Text || cfinish != "length" {
+		t.Errorf("streamed completion %q (%q), want %q", ctext.String(), cfinish, comp.Choices[0].Text)
+	}
+
+	params := openai.ChatCompletionNewParams{
+		Model:       "stories",
+		Messages:    []openai.ChatCompletionMessageParamUnion{openai.SystemMessage("Tell a story."), openai.UserMessage("Once upon a time")},
+		MaxTokens:   openai.Int(16),
+		Temperature: openai.Float(0),
+	}
+	chat, err := c.Chat.Completions.New(ctx, params)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(chat.Choices) != 1 || chat.Choices[0].Message.Content == "" || chat.Choices[0].FinishReason == "" || chat.Usage.CompletionTokens == 0 {
+		t.Errorf("chat: %+v", chat)
+	}
+
+	params.StreamOptions = openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)}
+	st := c.Chat.Completions.NewStreaming(ctx, params)
+	acc := openai.ChatCompletionAccumulator{}
+	for st.Next() {
+		acc.AddChunk(st.Current())
+	}
+	if err := st.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if len(acc.Choices) != 1 || acc.Choices[0].Message.Content != chat.Choices[0].Message.Content ||
+		acc.Choices[0].FinishReason != chat.Choices[0].FinishReason || acc.Usage.TotalTokens != chat.Usage.TotalTokens {
+		t.Errorf("streamed chat %+v usage %+v, want %q %+v", acc.Choices, acc.Usage, chat.Choices[0].Message.Content, chat.Usage)
+	}
+
+	models, err := c.Models.List(ctx)
+	if err != nil || len(models.Data) != 1 || models.Data[0].ID != "stories" {
+		t.Errorf("models: %+v %v", models, err)
+	}
+
+	_, err = c.Chat.Completions.New(ctx, openai.ChatCompletionNewParams{Model: "nope",
+		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")}})
+	var ae *openai.Error
+	if !errors.As(err, &ae) || ae.StatusCode != http.StatusNotFound || !strings.Contains(ae.Message, "not found") {
+		t.Errorf("unknown model: %v", err)
+	}
+}
+
+// A client that goes away mid-stream cancels its generation, frees the
+// slot, and the next request is served.
+func TestCancelMidStream(t *testing.T) {
+	s := newTestServer(t, nil)
+	reached := make(chan struct{})
+	var once sync.Once
+	n := 0
+	s.afterToken = func(ctx context.Context) {
+		n++ // generations on one model are serialised
+		if n == 3 {
+			once.Do(func() { close(reached) })
+			select { // hold the generation until the client is gone
+			case <-ctx.Done():
+			case <-time.After(20 * time.Second):
+			}
+		}
+	}
+	base := startServer(t, s)
+	c := api.NewClient(base, http.DefaultClient)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-reached; cancel() }()
+	err := c.Generate(ctx, &api.GenerateRequest{Model: "stories", Prompt: "Once upon a time",
+		Options: greedy(map[string]any{"num_predict": 100})}, func(api.GenerateResponse) error { return nil })
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled generate: %v", err)
+	}
+	// The next request gets the slot and runs to its end.
+	s.afterToken = nil // (set before the request: the handler reads it after acquiring)
+	f := false
+	var r api.GenerateResponse
+	if err := c.Generate(context.Background(), &api.GenerateRequest{Model: "stories", Prompt: "Once", Stream: &f,
+		Options: greedy(map[string]any{"num_predict": 7})}, func(x api.GenerateResponse) error { r = x; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if r.EvalCount != 7 {
+		t.Errorf("after cancel: %d tokens", r.EvalCount)
+	}
+	// 3 tokens for the cancelled one (it stopped at once), 7 for the next.
+	if got := metricValue(t, base, `edgellm_generated_tokens_total{model="stories"}`); got != "10" {
+		t.Errorf("generated tokens total %s, want 10", got)
+	}
+	if got := metricValue(t, base, `edgellm_active_generations{model="stories"}`); got != "0" {
+		t.Errorf("active generations %s after both ended", got)
+	}
+}
+
+// 16 concurrent clients with greedy sampling each get exactly the tokens a
+// lone client gets.
+func TestConcurrentGreedy(t *testing.T) {
+	base := startServer(t, newTestServer(t, nil))
+	c := api.NewClient(base, http.DefaultClient)
+	prompts := []string{"Once upon a time", "The cat", "Lily and Ben went", "One day"}
+	gen := func(p string) (string, error) {
+		var sb strings.Builder
+		err := c.Generate(context.Background(), &api.GenerateRequest{Model: "stories", Prompt: p,
+			Options: greedy(map[string]any{"num_predict": 40})}, func(r api.GenerateResponse) error {
+			sb.WriteString(r.Response)
+			return nil
+		})
+		return sb.String(), err
+	}
+	lone := map[string]string{}
+	for _, p := range prompts {
+		out, err := gen(p)
+		if err != nil || out == "" {
+			t.Fatalf("lone %q: %q %v", p, out, err)
+		}
+		lone[p] = out
+	}
+	var wg sync.WaitGroup
+	outs := make([]string, 16)
+	errs := make([]error, 16)
+	for i := range 16 {
+		wg.Go(func() { outs[i], errs[i] = gen(prompts[i%len(prompts)]) })
+	}
+	wg.Wait()
+	for i := range 16 {
+		p := prompts[i%len(prompts)]
+		if errs[i] != nil || outs[i] != lone[p] {
+			t.Errorf("client %d (%q): %q %v\nlone: %q", i, p, outs[i], errs[i], lone[p])
+		}
+	}
+	if got := metricValue(t, base, `edgellm_queue_depth{model="stories"}`); got != "0" {
+		t.Errorf("queue depth %s after all ended", got)
+	}
+	if got := metricValue(t, base, `edgellm_time_to_first_token_seconds_count{model="stories"}`); got != "20" {
+		t.Errorf("TTFT observations %s, want 20", got)
+	}
+}
+
+// SIGINT/SIGTERM's path: cancelling Serve's context ends a running stream
+// after the grace period and unloads the model.
+func TestGracefulShutdown(t *testing.T) {
+	s := newTestServer(t, func(c *Config) { c.ShutdownGrace = 50 * time.Millisecond })
+	held := make(chan struct{})
+	var once sync.Once
+	s.afterToken = func(ctx context.Context) {
+		once.Do(func() { close(held) })
+		select {
+		case <-ctx.Done():
+		case <-time.After(20 * time.Second):
+		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, ln) }()
+	base := "http://" + ln.Addr().String()
+	reqDone := make(chan error, 1)
+	go func() {
+		resp, err := http.Post(base+"/api/generate", "application/json",
+			strings.NewReader(`{"model":"stories","prompt":"Once upon a time","options":{"temperature":0}}`))
+		if err == nil {
+			_, err = readAll(resp)
+		}
+		reqDone <- err
+	}()
+	<-held
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Serve did not return")
+	}
+	select {
+	case <-reqDone:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the held request did not end")
+	}
+	if lm := s.reg.loaded(); len(lm) != 0 {
+		t.Errorf("models still loaded after shutdown: %v", lm)
+	}
+}

@@ -1,0 +1,329 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/edgellm/edgellm/engine"
+	"github.com/edgellm/edgellm/gguf"
+	"github.com/edgellm/edgellm/server/chattmpl"
+)
+
+// registry maps model names to files in the models directory and keeps the
+// loaded ones. A model loads on first use and unloads keep_alive after its
+// last request ends.
+type registry struct {
+	cfg     Config
+	metrics *metrics
+	log     *slog.Logger
+
+	mu      sync.Mutex
+	entries map[string]*entry
+	closed  bool
+}
+
+// entry is one model name. Its queue holds one slot: engine.Model
+// serialises Generate (one session, KV prefix reuse), so more slots would
+// only queue inside the engine, unfairly.
+type entry struct {
+	name, path string
+	q          *fifo
+
+	mu        sync.Mutex // guards the fields below
+	m         *engine.Model
+	tmpl      *chattmpl.Template
+	fileTmpl  bool // the template is the file's own
+	numCtx    int  // num_ctx the model was loaded with (0: the file's)
+	loadedAt  time.Time
+	expires   time.Time // zero: never
+	timer     *time.Timer
+	users     int
+	unloadGen uint64 // invalidates timers armed before the latest use
+}
+
+func newRegistry(cfg Config, m *metrics, log *slog.Logger) *registry {
+	return &registry{cfg: cfg, metrics: m, log: log, entries: make(map[string]*entry)}
+}
+
+// canonical strips an optional ":latest" tag and checks the name is a plain
+// file name (no path tricks).
+func canonical(name string) (string, error) {
+	name = strings.TrimSuffix(name, ":latest")
+	if name == "" {
+		return "", badRequest("model name is required")
+	}
+	if strings.ContainsAny(name, `/\:`) || name == "." || name == ".." || strings.HasPrefix(name, ".") || len(name) > 255 {
+		return "", notFound("model %q not found", name)
+	}
+	return name, nil
+}
+
+// lookup finds the entry for a model name, creating it if the file exists.
+func (r *registry) lookup(name string) (*entry, error) {
+	name, err := canonical(name)
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(r.cfg.ModelsDir, name+".gguf")
+	fi, err := os.Stat(path) // follows symbolic links
+	if err != nil || !fi.Mode().IsRegular() {
+		return nil, notFound("model %q not found in %s", name, r.cfg.ModelsDir)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil, &apiError{503, "server is shutting down"}
+	}
+	e, ok := r.entries[name]
+	if !ok {
+		e = &entry{name: name, path: path, q: newFIFO(1, r.cfg.MaxQueue)}
+		r.entries[name] = e
+	}
+	return e, nil
+}
+
+// fileInfo is a model file in the models directory.
+type fileInfo struct {
+	name    string
+	path    string
+	size    int64
+	modTime time.Time
+}
+
+// list returns the models directory's *.gguf files, sorted by name.
+func (r *registry) list() ([]fileInfo, error) {
+	des, err := os.ReadDir(r.cfg.ModelsDir)
+	if err != nil {
+		return nil, fmt.Errorf("reading models directory: %w", err)
+	}
+	var out []fileInfo
+	for _, de := range des {
+		n := de.Name()
+		if !strings.HasSuffix(n, ".gguf") || strings.HasPrefix(n, ".") {
+			continue
+		}
+		p := filepath.Join(r.cfg.ModelsDir, n)
+		fi, err := os.Stat(p)
+		if err != nil || !fi.Mode().IsRegular() {
+			continue // a dangling link or a directory
+		}
+		out = append(out, fileInfo{name: strings.TrimSuffix(n, ".gguf"), path: p, size: fi.Size(), modTime: fi.ModTime()})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
+	return out, nil
+}
+
+// lease is a held generation slot on a loaded model.
+type lease struct {
+	e        *entry
+	m        *engine.Model
+	tmpl     *chattmpl.Template
+	fileTmpl bool
+	loadDur  time.Duration // this request's load time (0 when it was loaded)
+	r        *registry
+	done     bool
+}
+
+// acquire waits (FIFO) for the model's slot, then loads the model if it is
+// not loaded or was loaded with another num_ctx.
+func (r *registry) acquire(ctx context.Context, e *entry, numCtx int) (*lease, error) {
+	g := r.metrics.queueDepth.WithLabelValues(e.name)
+	g.Inc()
+	err := e.q.acquire(ctx)
+	g.Dec()
+	if err != nil {
+		if errors.Is(err, errQueueFull) {
+			return nil, &apiError{503, fmt.Sprintf("model %q: %v", e.name, err)}
+		}
+		return nil, err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.users++
+	e.unloadGen++
+	if e.timer != nil {
+		e.timer.Stop()
+		e.timer = nil
+	}
+	l := &lease{e: e, r: r}
+	if e.m != nil && e.numCtx != numCtx {
+		r.log.Info("reloading model for a new context length", "model", e.name, "from", e.numCtx, "to", numCtx)
+		r.unloadLocked(e)
+	}
+	if e.m == nil {
+		start := time.Now()
+		if err := r.loadLocked(e, numCtx); err != nil {
+			e.users--
+			e.q.release()
+			return nil, err
+		}
+		l.loadDur = time.Since(start)
+	}
+	l.m, l.tmpl, l.fileTmpl = e.m, e.tmpl, e.fileTmpl
+	return l, nil
+}
+
+func (r *registry) loadLocked(e *entry, numCtx int) error {
+	opts := r.cfg.Engine
+	opts.ContextLen = numCtx
+	opts.Logger = r.log
+	m, err := engine.Load(e.path, opts)
+	if err != nil {
+		return fmt.Errorf("loading model %q: %w", e.name, err)
+	}
+	tm, fileTmpl, err := templateFor(e.path, m)
+	if err != nil {
+		// A broken file template falls back to a built-in one; say so.
+		r.log.Warn("chat template", "model", e.name, "err", err, "using", tm.Name())
+	}
+	e.m, e.tmpl, e.fileTmpl, e.numCtx, e.loadedAt = m, tm, fileTmpl, numCtx, time.Now()
+	r.metrics.loads.WithLabelValues(e.name).Inc()
+	r.metrics.loaded.Inc()
+	return nil
+}
+
+// templateFor picks a loaded model's chat template from its file's metadata.
+func templateFor(path string, m *engine.Model) (*chattmpl.Template, bool, error) {
+	tok := m.Tokenizer()
+	cm := chattmpl.Model{BOS: tok.Token(tok.BOS()), EOS: tok.Token(tok.EOS())}
+	if f, err := gguf.Open(path); err == nil {
+		cm.ChatTemplate, _ = f.String("tokenizer.chat_template")
+		cm.Name, _ = f.String("general.name")
+		f.Close()
+	}
+	// The family is recognised by its special tokens' texts; which ids are
+	// flagged special varies between converters, so pass them all.
+	cm.Tokens = make([]string, tok.VocabSize())
+	for id := range cm.Tokens {
+		cm.Tokens[id] = tok.Token(int32(id))
+	}
+	tm, err := chattmpl.ForModel(cm)
+	if tm == nil {
+		// Unreachable with the built-in set; keep chat working regardless.
+		tm, _ = chattmpl.Builtin(chattmpl.Plain, cm.BOS, cm.EOS)
+	}
+	return tm, tm.Name() == chattmpl.GGUF, err
+}
+
+func (r *registry) unloadLocked(e *entry) {
+	if e.m == nil {
+		return
+	}
+	if err := e.m.Close(); err != nil {
+		r.log.Warn("closing model", "model", e.name, "err", err)
+	}
+	e.m, e.tmpl = nil, nil
+	e.expires = time.Time{}
+	r.metrics.loaded.Dec()
+	r.log.Info("model unloaded", "model", e.name)
+}
+
+// release gives the slot back and arms the unload timer: keepAlive 0
+// unloads now, negative never.
+func (l *lease) release(keepAlive time.Duration) {
+	if l.done {
+		return
+	}
+	l.done = true
+	e, r := l.e, l.r
+	e.mu.Lock()
+	e.users--
+	e.unloadGen++
+	gen := e.unloadGen
+	switch {
+	case e.users > 0 || e.m == nil:
+	case keepAlive == 0:
+		r.unloadLocked(e)
+	case keepAlive < 0:
+		e.expires = time.Time{}
+	default:
+		e.expires = time.Now().Add(keepAlive)
+		e.timer = time.AfterFunc(keepAlive, func() {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			if e.unloadGen == gen && e.users == 0 {
+				r.unloadLocked(e)
+			}
+		})
+	}
+	e.mu.Unlock()
+	e.q.release()
+}
+
+// loadedModel describes a loaded model for /api/ps.
+type loadedModel struct {
+	name, path string
+	ctx        int
+	expires    time.Time
+	size       int64
+}
+
+func (r *registry) loaded() []loadedModel {
+	r.mu.Lock()
+	es := make([]*entry, 0, len(r.entries))
+	for _, e := range r.entries {
+		es = append(es, e)
+	}
+	r.mu.Unlock()
+	var out []loadedModel
+	for _, e := range es {
+		e.mu.Lock()
+		if e.m != nil {
+			lm := loadedModel{name: e.name, path: e.path, ctx: e.m.ContextLen(), expires: e.expires}
+			if fi, err := os.Stat(e.path); err == nil {
+				lm.size = fi.Size()
+			}
+			out = append(out, lm)
+		}
+		e.mu.Unlock()
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
+	return out
+}
+
+// unload drops a model now if no request uses it (Ollama's keep_alive 0
+// with an empty prompt).
+func (r *registry) unload(e *entry) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.users == 0 {
+		e.unloadGen++
+		r.unloadLocked(e)
+	}
+}
+
+// close unloads everything; running generations must have been cancelled.
+func (r *registry) close() error {
+	r.mu.Lock()
+	r.closed = true
+	es := make([]*entry, 0, len(r.entries))
+	for _, e := range r.entries {
+		es = append(es, e)
+	}
+	r.mu.Unlock()
+	for _, e := range es {
+		// Wait for the slot so a generation is not closed under its feet.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := e.q.acquire(ctx)
+		cancel()
+		e.mu.Lock()
+		e.unloadGen++
+		if e.timer != nil {
+			e.timer.Stop()
+		}
+		r.unloadLocked(e)
+		e.mu.Unlock()
+		if err == nil {
+			e.q.release()
+		}
+	}
+	return nil
+}

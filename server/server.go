@@ -1,0 +1,273 @@
+// Package server is EdgeLLM's HTTP model server: an Ollama-compatible API
+// (/api/generate, /api/chat, /api/tags, /api/show, /api/ps, /api/version),
+// an OpenAI-compatible one (/v1/chat/completions, /v1/completions,
+// /v1/models) as a translation layer onto the same internal request,
+// Prometheus metrics (/metrics) and /health. It owns the model registry
+// (load on first use, unload after keep_alive), the fair per-model request
+// queue, chat templates (through server/chattmpl) and streaming.
+//
+// Every endpoint goes through one generation path, (*Server).generate,
+// which calls engine.Model.Generate. The package knows nothing of kernels
+// or backends' internals.
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"time"
+
+	"github.com/edgellm/edgellm/engine"
+)
+
+// Version is reported by /api/version.
+var Version = "0.1.0-dev"
+
+// Config says how to serve.
+type Config struct {
+	// ModelsDir holds the models: NAME.gguf (symbolic links followed).
+	ModelsDir string
+	// Engine is passed to engine.Load (Backend, Threads); ContextLen is set
+	// per request from num_ctx.
+	Engine engine.Options
+	// KeepAlive is how long an idle model stays loaded; 0 means the
+	// default of 5 minutes, negative means forever.
+	KeepAlive time.Duration
+	// MaxQueue bounds the requests waiting per model; past it a request
+	// gets 503. 0 means 512.
+	MaxQueue int
+	// ShutdownGrace is how long Serve waits, once its context is done,
+	// for running generations before cancelling them. 0 means 10 s.
+	ShutdownGrace time.Duration
+	Logger        *slog.Logger
+}
+
+// Server serves models over HTTP. Its methods are safe for concurrent use.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	reg     *registry
+	metrics *metrics
+	mux     *http.ServeMux
+	// base is the parent of every generation's context, cancelled when a
+	// shutdown's grace period is over.
+	base       context.Context
+	cancelBase context.CancelFunc
+	// afterToken, when set (tests), runs after each generated token.
+	afterToken func(ctx context.Context)
+}
+
+// New makes a server; models are not loaded until first used.
+func New(cfg Config) (*Server, error) {
+	if cfg.ModelsDir == "" {
+		return nil, errors.New("server: no models directory")
+	}
+	if cfg.KeepAlive == 0 {
+		cfg.KeepAlive = 5 * time.Minute
+	}
+	if cfg.MaxQueue <= 0 {
+		cfg.MaxQueue = 512
+	}
+	if cfg.ShutdownGrace <= 0 {
+		cfg.ShutdownGrace = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, metrics: newMetrics()}
+	s.base, s.cancelBase = context.WithCancel(context.Background())
+	s.reg = newRegistry(cfg, s.metrics, s.log)
+	s.routes()
+	return s, nil
+}
+
+func (s *Server) routes() {
+	m := http.NewServeMux()
+	handle := func(pattern, endpoint string, h func(http.ResponseWriter, *http.Request)) {
+		m.Handle(pattern, s.wrap(endpoint, h))
+	}
+	handle("POST /api/generate", "generate", s.handleGenerate)
+	handle("POST /api/chat", "chat", s.handleChat)
+	handle("GET /api/tags", "tags", s.handleTags)
+	handle("POST /api/show", "show", s.handleShow)
+	handle("GET /api/ps", "ps", s.handlePs)
+	handle("GET /api/version", "version", s.handleVersion)
+	handle("POST /v1/chat/completions", "v1_chat", s.handleOAIChat)
+	handle("POST /v1/completions", "v1_completions", s.handleOAICompletions)
+	handle("GET /v1/models", "v1_models", s.handleOAIModels)
+	handle("GET /health", "health", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	handle("GET /{$}", "root", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, "EdgeLLM is running")
+	})
+	m.Handle("GET /metrics", s.metrics.handler())
+	s.mux = m
+}
+
+// Handler is the server's HTTP handler.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+// statusWriter remembers the status and whether anything was written, so
+// the recovery path knows whether it can still send an error.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// wrap counts requests and, as a last resort behind validation, turns a
+// panic in a handler into a 500 instead of a dead server.
+func (s *Server) wrap(endpoint string, h func(http.ResponseWriter, *http.Request)) http.Handler {
+	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		w := &statusWriter{ResponseWriter: rw}
+		defer func() {
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					panic(p)
+				}
+				s.log.Error("handler panic", "endpoint", endpoint, "panic", p, "stack", string(debug.Stack()))
+				if w.status == 0 {
+					writeError(w, http.StatusInternalServerError, fmt.Sprintf("internal error: %v", p))
+				}
+			}
+			code := w.status
+			if code == 0 {
+				code = http.StatusOK
+			}
+			s.metrics.requests.WithLabelValues(endpoint, fmt.Sprint(code)).Inc()
+		}()
+		// Bodies are small JSON documents; bound them so a client cannot
+		// make the server buffer without end.
+		if r.Body != nil {
+			r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		}
+		h(w, r)
+	})
+}
+
+const maxBody = 16 << 20
+
+// Serve answers on ln until ctx is done, then shuts down gracefully: it
+// stops accepting, lets running requests finish for ShutdownGrace, cancels
+// the rest, and unloads every model.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	hs := &http.Server{
+		Handler:           s.mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return s.base },
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		s.Close()
+		return fmt.Errorf("server: %w", err)
+	case <-ctx.Done():
+	}
+	s.log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownGrace)
+	defer cancel()
+	err := hs.Shutdown(sctx)
+	if err != nil {
+		// Grace is over: cancel the generations still running, then wait
+		// briefly for their handlers to return.
+		s.cancelBase()
+		hctx, hcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer hcancel()
+		err = hs.Shutdown(hctx)
+	}
+	s.Close()
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("server: shutdown: %w", err)
+	}
+	return nil
+}
+
+// Close cancels running generations and unloads every model.
+func (s *Server) Close() error {
+	s.cancelBase()
+	return s.reg.close()
+}
+
+// apiError is an error with the HTTP status it deserves.
+type apiError struct {
+	status int
+	msg    string
+}
+
+func (e *apiError) Error() string { return e.msg }
+
+func badRequest(format string, args ...any) error {
+	return &apiError{http.StatusBadRequest, fmt.Sprintf(format, args...)}
+}
+
+func notFound(format string, args ...any) error {
+	return &apiError{http.StatusNotFound, fmt.Sprintf(format, args...)}
+}
+
+// statusOf maps an error to its HTTP status (500 unless it says otherwise).
+func statusOf(err error) int {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae.status
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return 499 // client closed the request (nginx's code); rarely seen by anyone
+	}
+	return http.StatusInternalServerError
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+// writeError sends Ollama's error shape: {"error": "..."}.
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]string{"error": msg})
+}
+
+// decodeBody reads one JSON object into v; a bad body is a 400 naming the problem.
+func decodeBody(r *http.Request, v any) error {
+	dec := json.NewDecoder(r.Body)
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return &apiError{http.StatusRequestEntityTooLarge, fmt.Sprintf("request body larger than %d bytes", mbe.Limit)}
+		}
+		return badRequest("invalid JSON body: %v", err)
+	}
+	if dec.More() {
+		return badRequest("invalid JSON body: more than one value")
+	}
+	return nil
+}
