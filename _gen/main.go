@@ -36,6 +36,9 @@ func main() {
 	int8Dot(1, 16)
 	f16Dot(4)
 	f16Dot(1)
+	absMax()
+	quantI8()
+	tlTiles()
 
 	Generate()
 }
@@ -127,13 +130,14 @@ func ternaryDot(name string, nr, unroll, prefetch int) {
 	LEAQ(Mem{Base: stride, Index: stride, Scale: 2}, stride3)
 
 	mask := broadcastConst(0x03030303)
+	maskC := broadcastConst(0x0c0c0c0c)
 	ones := broadcastConst(0x00010001)
 
 	acc := make([]reg.VecVirtual, nr)
 	for i := range acc {
 		acc[i] = YMM()
 	}
-	wv, t, s := YMM(), YMM(), YMM()
+	wv, hv, t, sA, sB := YMM(), YMM(), YMM(), YMM(), YMM()
 
 	Label(name + "_group")
 	CMPQ(groups, Imm(0))
@@ -148,6 +152,10 @@ func ternaryDot(name string, nr, unroll, prefetch int) {
 
 	// blocks of one row: u 128-blocks (or, with x, one 64-weight tail)
 	// summed in int16, then widened into acc[r]
+	// Codes 1 and 3 of a byte are taken in place (mask 0x0C: code*4), so
+	// one shift by 4 serves the four codes; their int16 sums (exact
+	// multiples of 4, at most 4064 a block per lane) are divided back with
+	// an arithmetic shift before joining the others.
 	rowBlocks := func(r, u int, x bool) {
 		pick := func(v reg.VecVirtual) reg.Register {
 			if x {
@@ -155,36 +163,45 @@ func ternaryDot(name string, nr, unroll, prefetch int) {
 			}
 			return v
 		}
-		first := true
+		firstA, firstB := true, true
 		for k := 0; k < u; k++ {
 			if x {
 				VMOVDQU(rowAddr(wc, stride, stride3, r, 0), wv.AsX())
 			} else {
 				VMOVDQU(rowAddr(wc, stride, stride3, r, 32*k), wv)
 			}
+			VPSRLW(U8(4), pick(wv), pick(hv))
 			for l := 0; l < 4; l++ {
 				am := Mem{Base: p, Disp: 128*k + 32*l}
 				if x {
 					am = Mem{Base: p, Disp: 16 * l}
 				}
-				if l == 0 {
-					VPAND(pick(mask), pick(wv), pick(t))
-				} else {
-					VPSRLW(U8(2*l), pick(wv), pick(t))
-					VPAND(pick(mask), pick(t), pick(t))
+				src, m := wv, mask
+				if l >= 2 {
+					src = hv
 				}
-				if first {
-					VPMADDUBSW(am, pick(t), pick(s))
-					first = false
+				if l%2 == 1 {
+					m = maskC
+				}
+				VPAND(pick(m), pick(src), pick(t))
+				dst, first := sA, &firstA
+				if l%2 == 1 {
+					dst, first = sB, &firstB
+				}
+				if *first {
+					VPMADDUBSW(am, pick(t), pick(dst))
+					*first = false
 					continue
 				}
 				VPMADDUBSW(am, pick(t), pick(t))
-				VPADDW(pick(t), pick(s), pick(s))
+				VPADDW(pick(t), pick(dst), pick(dst))
 			}
 		}
-		VPMADDWD(pick(ones), pick(s), pick(s))
+		VPSRAW(U8(2), pick(sB), pick(sB))
+		VPADDW(pick(sB), pick(sA), pick(sA))
+		VPMADDWD(pick(ones), pick(sA), pick(sA))
 		// a VEX.128 op cleared the upper lane, so the full add is right
-		VPADDD(s, acc[r], acc[r])
+		VPADDD(sA, acc[r], acc[r])
 	}
 
 	if unroll > 1 {
@@ -479,6 +496,201 @@ func f16Dot(nr int) {
 	JMP(LabelRef(name + "_group"))
 
 	Label(name + "_done")
+	VZEROUPPER()
+	RET()
+}
+
+// absMax returns max |x[i]| over n (a multiple of 32) floats, and nan != 0
+// when some x[i] is NaN (VMAXPS would skip it silently).
+func absMax() {
+	TEXT("absMax", NOSPLIT, "func(x *float32, n int) (m float32, nan int)")
+	Pragma("noescape")
+	Doc("absMax returns max |x[i]| of n (a multiple of 32) floats and whether one is NaN.")
+	x := Load(Param("x"), GP64())
+	n := Load(Param("n"), GP64())
+	abs := broadcastConst(0x7fffffff)
+	acc := []reg.VecVirtual{YMM(), YMM()}
+	bad, v, t := YMM(), YMM(), YMM()
+	VXORPS(acc[0], acc[0], acc[0])
+	VXORPS(acc[1], acc[1], acc[1])
+	VXORPS(bad, bad, bad)
+	Label("am_loop")
+	CMPQ(n, Imm(0))
+	JE(LabelRef("am_done"))
+	for k := 0; k < 4; k++ {
+		VANDPS(Mem{Base: x, Disp: 32 * k}, abs, v)
+		VCMPPS(U8(3), v, v, t) // unordered: NaN
+		VORPS(t, bad, bad)
+		VMAXPS(acc[k%2], v, acc[k%2])
+	}
+	ADDQ(Imm(128), x)
+	SUBQ(Imm(32), n)
+	JMP(LabelRef("am_loop"))
+	Label("am_done")
+	VMAXPS(acc[1], acc[0], acc[0])
+	h := XMM()
+	VEXTRACTF128(U8(1), acc[0], h)
+	VMAXPS(h, acc[0].AsX(), h)
+	u := XMM()
+	VPSHUFD(U8(0x4e), h, u)
+	VMAXPS(u, h, h)
+	VPSHUFD(U8(0xb1), h, u)
+	VMAXPS(u, h, h)
+	Store(h, ReturnIndex(0))
+	rq := GP64()
+	VMOVMSKPS(bad, rq.As32())
+	Store(rq, ReturnIndex(1))
+	VZEROUPPER()
+	RET()
+}
+
+// quantI8 writes q[i] = round-half-even(x[i]*scale) for n (a multiple of
+// 64) floats whose products lie in [-127, 127], and each 64's sum of q to
+// bsum.
+func quantI8() {
+	TEXT("quantI8", NOSPLIT, "func(x *float32, n int, scale float32, q *int8, bsum *int32)")
+	Pragma("noescape")
+	Doc("quantI8 rounds x*scale to int8 (half to even) and writes each 64's sum.")
+	x := Load(Param("x"), GP64())
+	n := Load(Param("n"), GP64())
+	q := Load(Param("q"), GP64())
+	bs := Load(Param("bsum"), GP64())
+	sc := YMM()
+	scx := Load(Param("scale"), XMM())
+	VBROADCASTSS(scx, sc)
+	// packs interleave the lanes; this puts the dwords back in order
+	idx := YMM()
+	g := GP64()
+	MOVQ(U64(0x0000000400000000), g)
+	VMOVQ(g, idx.AsX())
+	t := XMM()
+	MOVQ(U64(0x0000000500000001), g)
+	VMOVQ(g, t)
+	VPUNPCKLQDQ(t, idx.AsX(), idx.AsX())
+	t2 := XMM()
+	MOVQ(U64(0x0000000600000002), g)
+	VMOVQ(g, t2)
+	MOVQ(U64(0x0000000700000003), g)
+	VMOVQ(g, t)
+	VPUNPCKLQDQ(t, t2, t2)
+	VINSERTI128(U8(1), t2, idx, idx)
+
+	iv := make([]reg.VecVirtual, 8)
+	for i := range iv {
+		iv[i] = YMM()
+	}
+	Label("qi_loop")
+	CMPQ(n, Imm(0))
+	JE(LabelRef("qi_done"))
+	for i := range iv {
+		VMULPS(Mem{Base: x, Disp: 32 * i}, sc, iv[i])
+		VCVTPS2DQ(iv[i], iv[i]) // MXCSR's default: nearest, ties to even
+	}
+	s := YMM()
+	VPADDD(iv[1], iv[0], s)
+	for i := 2; i < 8; i++ {
+		VPADDD(iv[i], s, s)
+	}
+	for h := 0; h < 2; h++ {
+		a, b, c, d := iv[4*h], iv[4*h+1], iv[4*h+2], iv[4*h+3]
+		VPACKSSDW(b, a, a)
+		VPACKSSDW(d, c, c)
+		VPACKSSWB(c, a, a)
+		VPERMD(a, idx, a)
+		VMOVDQU(a, Mem{Base: q, Disp: 32 * h})
+	}
+	reduce1(s, Mem{Base: bs}, false)
+	ADDQ(U32(256), x)
+	ADDQ(Imm(64), q)
+	ADDQ(Imm(4), bs)
+	SUBQ(Imm(64), n)
+	JMP(LabelRef("qi_loop"))
+	Label("qi_done")
+	VZEROUPPER()
+	RET()
+}
+
+// tlTiles computes, for tiles of 32 rows in LayoutTL, the signed dots
+// sum(w*q) of each row by table lookup: per column couple j (4 columns), 32
+// bytes, byte r holding row r's pair indices (w0+1)+3(w1+1) for pairs 2j
+// (low nibble) and 2j+1 (high nibble); per pair 32 table bytes, the low
+// then the high bytes of the 16 int16 sums w0*q0+w1*q1. VPSHUFB looks up 32
+// rows at once; the two byte halves interleave back to int16, which take 64
+// couples (|sum| <= 508 per couple) before widening to int32.
+func tlTiles() {
+	TEXT("tlTiles", NOSPLIT, "func(w *byte, tbl *byte, ncouple int, dst *int32, tiles int)")
+	Pragma("noescape")
+	Doc("tlTiles writes the table-lookup dots of tiles of 32 rows (LayoutTL).")
+	w := Load(Param("w"), GP64())
+	dst := Load(Param("dst"), GP64())
+	tiles := Load(Param("tiles"), GP64())
+	mask := broadcastConst(0x0f0f0f0f)
+	a32 := []reg.VecVirtual{YMM(), YMM(), YMM(), YMM()}
+	accA, accB := YMM(), YMM()
+	v, i0, i1, tb, l, h := YMM(), YMM(), YMM(), YMM(), YMM(), YMM()
+
+	Label("tl_tile")
+	CMPQ(tiles, Imm(0))
+	JE(LabelRef("tl_done"))
+	for _, a := range a32 {
+		VPXOR(a, a, a)
+	}
+	tp, rem, c := GP64(), GP64(), GP64()
+	Load(Param("tbl"), tp)
+	Load(Param("ncouple"), rem)
+
+	Label("tl_chunk")
+	CMPQ(rem, Imm(0))
+	JE(LabelRef("tl_store"))
+	VPXOR(accA, accA, accA)
+	VPXOR(accB, accB, accB)
+	MOVQ(rem, c)
+	CMPQ(c, Imm(64))
+	JBE(LabelRef("tl_min"))
+	MOVQ(U32(64), c)
+	Label("tl_min")
+	SUBQ(c, rem)
+
+	Label("tl_couple")
+	VMOVDQU(Mem{Base: w}, v)
+	VPAND(mask, v, i0)
+	VPSRLW(U8(4), v, i1)
+	VPAND(mask, i1, i1)
+	for k, idx := range []reg.VecVirtual{i0, i1} {
+		VBROADCASTI128(Mem{Base: tp, Disp: 32 * k}, tb)
+		VPSHUFB(idx, tb, l)
+		VBROADCASTI128(Mem{Base: tp, Disp: 32*k + 16}, tb)
+		VPSHUFB(idx, tb, h)
+		VPUNPCKLBW(h, l, v) // rows 0-7 | 16-23
+		VPADDW(v, accA, accA)
+		VPUNPCKHBW(h, l, v) // rows 8-15 | 24-31
+		VPADDW(v, accB, accB)
+	}
+	ADDQ(Imm(32), w)
+	ADDQ(Imm(64), tp)
+	DECQ(c)
+	JNE(LabelRef("tl_couple"))
+
+	// widen: rows 0-7, 8-15, 16-23, 24-31 into a32[0..3]
+	for k, src := range []reg.VecVirtual{accA, accB} {
+		VPMOVSXWD(src.AsX(), v)
+		VPADDD(v, a32[k], a32[k])
+		x := XMM()
+		VEXTRACTI128(U8(1), src, x)
+		VPMOVSXWD(x, v)
+		VPADDD(v, a32[k+2], a32[k+2])
+	}
+	JMP(LabelRef("tl_chunk"))
+
+	Label("tl_store")
+	for k, a := range a32 {
+		VMOVDQU(a, Mem{Base: dst, Disp: 32 * k})
+	}
+	ADDQ(Imm(128), dst)
+	DECQ(tiles)
+	JMP(LabelRef("tl_tile"))
+
+	Label("tl_done")
 	VZEROUPPER()
 	RET()
 }

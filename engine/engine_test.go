@@ -379,3 +379,34 @@ func TestNoVocabulary(t *testing.T) {
 		t.Fatalf("ids %v, stats %+v", ids, st)
 	}
 }
+
+// A prompt longer than one prefill chunk gives the reference's greedy
+// continuation.
+func TestLongPrompt(t *testing.T) {
+	m := loadStories(t, Options{})
+	long := []int32{1}
+	for range 3 {
+		long = append(long, onceIDs...)
+	}
+	ids, _, st := collect(t, m, Request{Tokens: long, MaxTokens: 5, IgnoreEOS: true})
+	if st.PromptTokens != 301 || len(ids) != 5 {
+		t.Fatalf("stats %+v, ids %v", st, ids)
+	}
+	ref := model.NewReference(m.Weights(), 512)
+	var logits []float32
+	for p, tok := range long {
+		logits = ref.Forward(tok, p)
+	}
+	for p, want := range ids {
+		best := int32(0)
+		for i, v := range logits {
+			if v > logits[best] {
+				best = int32(i)
+			}
+		}
+		if best != want {
+			t.Fatalf("token %d: engine %d, reference %d", p, want, best)
+		}
+		logits = ref.Forward(best, len(long)+p)
+	}
+}

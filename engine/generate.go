@@ -189,7 +189,7 @@ func (m *Model) generate(ctx context.Context, req *Request, fn func(Token) error
 	// Prefill what the KV cache does not already hold; at least the last
 	// prompt token runs, for its logits.
 	t0 := time.Now()
-	if err := m.prefill(tokens, st); err != nil {
+	if err := m.prefill(ctx, tokens, st); err != nil {
 		return err
 	}
 	st.PromptDuration = time.Since(t0)
@@ -248,7 +248,7 @@ func (m *Model) generate(ctx context.Context, req *Request, fn func(Token) error
 
 // prefill brings the session's KV cache to tokens, reusing the common
 // prefix with the previous request and writing the last token's logits.
-func (m *Model) prefill(tokens []int32, st *Stats) error {
+func (m *Model) prefill(ctx context.Context, tokens []int32, st *Stats) error {
 	if m.sess == nil {
 		s, err := m.be.NewSession(m.ctxLen)
 		if err != nil {
@@ -263,15 +263,32 @@ func (m *Model) prefill(tokens []int32, st *Stats) error {
 	}
 	m.hist = m.hist[:keep]
 	st.CachedTokens = keep
-	if err := m.sess.Prefill(tokens[keep:], m.logits); err != nil {
-		// The cache is in an unknown state past keep: forget it.
-		m.hist = m.hist[:0]
-		_ = m.sess.Rewind(0)
-		return fmt.Errorf("engine: prefill: %w", err)
+	// Chunks bound how long a cancellation waits; each is still one batch.
+	for rest := tokens[keep:]; len(rest) > 0; {
+		if err := ctx.Err(); err != nil {
+			st.DoneReason = DoneCancel
+			return err
+		}
+		n := min(len(rest), prefillChunk)
+		var logits []float32
+		if n == len(rest) {
+			logits = m.logits
+		}
+		if err := m.sess.Prefill(rest[:n], logits); err != nil {
+			// The cache is in an unknown state past hist: forget it.
+			m.hist = m.hist[:0]
+			_ = m.sess.Rewind(0)
+			return fmt.Errorf("engine: prefill: %w", err)
+		}
+		m.hist = append(m.hist, rest[:n]...)
+		rest = rest[n:]
 	}
-	m.hist = append(m.hist, tokens[keep:]...)
 	return nil
 }
+
+// prefillChunk is the most prompt tokens prefilled between two checks for
+// cancellation.
+const prefillChunk = 256
 
 // stepper is the per-token inner loop: sample from the logits, then decode
 // the chosen token into the next logits. Neither step allocates.

@@ -95,17 +95,27 @@ func Dot(t Type, row []byte, x []float32) float32 {
 	if k.dot != nil {
 		return k.dot(row, x)
 	}
-	return dotByBlocks(t, k, row, x)
+	return dotByBlocks(t, row, x)
 }
 
-// dotByBlocks dequantizes one block at a time into a stack buffer.
-func dotByBlocks(t Type, k kernel, row []byte, x []float32) float32 {
+// dotByBlocks dequantizes one block at a time into a stack buffer. The
+// k-quants are called directly (not through the registry's function
+// values) so the buffer stays on the stack: Dot allocates nothing.
+func dotByBlocks(t Type, row []byte, x []float32) float32 {
 	bs, bb := t.BlockSize(), t.BlockBytes()
 	var buf [256]float32
 	var sum float64
 	for i := 0; i < len(x)/bs; i++ {
 		b := buf[:bs]
-		k.dequant(b, row[i*bb:(i+1)*bb])
+		blk := row[i*bb : (i+1)*bb]
+		switch t {
+		case Q6_K:
+			dequantQ6_K(b, blk)
+		case Q4_K:
+			dequantQ4_K(b, blk)
+		default:
+			return float32(math.NaN()) // a type with neither a dot nor a case here
+		}
 		var s float32
 		for j, v := range b {
 			s += v * x[i*bs+j]

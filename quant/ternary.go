@@ -41,20 +41,46 @@ import (
 // layout of the same size that this row-level code does not read.
 
 type ternaryCodec struct {
+	t     Type
 	block int // weights per block
 	bytes int // bytes per block
-	// decode writes the block's codes (-1..2) and returns its scale (1 for
-	// I2_S, whose scale is per tensor).
-	decode func(codes []int8, b []byte) float32
-	// encode packs codes (-1..1) and, where the block has one, the scale.
-	encode func(b []byte, codes []int8, scale float32)
 }
 
 var ternaryCodecs = map[Type]ternaryCodec{
-	TQ2_0: {256, 66, decodeTQ2_0, encodeTQ2_0},
-	TQ1_0: {256, 54, decodeTQ1_0, encodeTQ1_0},
-	Q2_0:  {64, 18, decodeQ2_0, encodeQ2_0},
-	I2_S:  {128, 32, decodeI2_S, encodeI2_S},
+	TQ2_0: {TQ2_0, 256, 66},
+	TQ1_0: {TQ1_0, 256, 54},
+	Q2_0:  {Q2_0, 64, 18},
+	I2_S:  {I2_S, 128, 32},
+}
+
+// decode writes the block's codes (-1..2) and returns its scale (1 for
+// I2_S, whose scale is per tensor). A switch rather than a function field,
+// so the caller's code buffer stays on its stack (no allocation per call).
+func (tc ternaryCodec) decode(c []int8, b []byte) float32 {
+	switch tc.t {
+	case TQ2_0:
+		return decodeTQ2_0(c, b)
+	case TQ1_0:
+		return decodeTQ1_0(c, b)
+	case Q2_0:
+		return decodeQ2_0(c, b)
+	default:
+		return decodeI2_S(c, b)
+	}
+}
+
+// encode packs codes (-1..1) and, where the block has one, the scale.
+func (tc ternaryCodec) encode(b []byte, c []int8, d float32) {
+	switch tc.t {
+	case TQ2_0:
+		encodeTQ2_0(b, c, d)
+	case TQ1_0:
+		encodeTQ1_0(b, c, d)
+	case Q2_0:
+		encodeQ2_0(b, c, d)
+	default:
+		encodeI2_S(b, c, d)
+	}
 }
 
 func decodeTQ2_0(c []int8, b []byte) float32 {

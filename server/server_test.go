@@ -147,3 +147,5 @@ func readAll(resp *http.Response) (string, error) {
 		}
 	}
 }
+
+func waitABit() { time.Sleep(time.Millisecond) }

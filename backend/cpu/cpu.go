@@ -4,10 +4,13 @@
 // batched prefill (matrix-matrix products, causal attention inside the
 // batch) and a decode step that allocates nothing.
 //
-// Weights are used as they are in the file through a small internal matmul
-// interface chosen per weight type at load; the fast kernels of package
-// backend/cpu/kernels slot in behind the same interface. This package knows
-// nothing of CUDA, tokenizers, sampling or HTTP.
+// Products go through a small internal matmul interface chosen per weight
+// at load: the types package backend/cpu/kernels covers (ternary, Q8_0,
+// Q4_0, Q6_K, F16) are repacked for its kernels, which read int8
+// activations quantized once per operation; everything else (F32, odd
+// widths, Options.NoKernels) runs plain-Go products on the float
+// activations, exactly as the reference does. This package knows nothing
+// of CUDA, tokenizers, sampling or HTTP.
 package cpu
 
 import (

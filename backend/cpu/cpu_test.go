@@ -234,25 +234,30 @@ func TestMatchesReference(t *testing.T) {
 	}
 }
 
-// The split of rows among workers must not change a single bit.
+// The split of rows among workers must not change a single bit, on the
+// plain path and on the kernels.
 func TestThreadsAgree(t *testing.T) {
-	tm := testModels[0]
-	w := tm.build(t, 5)
-	prompt := promptFor(rand.New(rand.NewPCG(5, 5)), 30, tm.vocab)
-	var first []float32
-	for _, threads := range []int{1, 2, 3, 4, 7} {
-		s := newSess(t, loadT(t, w, threads), 64)
-		logits := make([]float32, tm.vocab)
-		if err := s.Prefill(prompt, logits); err != nil {
-			t.Fatal(err)
-		}
-		if err := s.Decode(3, logits); err != nil {
-			t.Fatal(err)
-		}
-		if first == nil {
-			first = logits
-		} else if !slices.Equal(first, logits) {
-			t.Fatalf("%d threads: logits differ from 1 thread", threads)
+	for _, tc := range []struct {
+		tm      testModel
+		kernels bool
+	}{{testModels[0], false}, {testModels[4], false}, {testModels[4], true}, {testModels[7], true}} {
+		w := tc.tm.build(t, 5)
+		prompt := promptFor(rand.New(rand.NewPCG(5, 5)), 30, tc.tm.vocab)
+		var first []float32
+		for _, threads := range []int{1, 2, 3, 4, 7} {
+			s := newSess(t, loadOpts(t, w, Options{Threads: threads, NoKernels: !tc.kernels}), 64)
+			logits := make([]float32, tc.tm.vocab)
+			if err := s.Prefill(prompt, logits); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Decode(3, logits); err != nil {
+				t.Fatal(err)
+			}
+			if first == nil {
+				first = logits
+			} else if !slices.Equal(first, logits) {
+				t.Fatalf("%s kernels=%v, %d threads: logits differ from 1 thread", tc.tm.name, tc.kernels, threads)
+			}
 		}
 	}
 }

@@ -21,7 +21,8 @@ import (
 //
 // acts reports whether the product reads int8-quantized activations: the
 // caller then fills a (kernels.Acts of width cols) from x before the
-// operation, once for all the products that share x.
+// operation, once for all the products that share x, and the product reads
+// a instead of x and scratch. Every caller passes ldo = rows.
 type matmul interface {
 	rows() int
 	cols() int
@@ -55,7 +56,7 @@ func newMatmul(t *model.Tensor, rows, cols int, useKernels bool) (matmul, error)
 	if t.Type == quant.F32 {
 		return &f32Mat{w: bytesAsF32(t.Data[:rb*rows]), r: rows, c: cols, scale: scale}, nil
 	}
-	return &dequantMat{typ: t.Type, decode: rowDecoder(t.Type), rowDot: rowDotFor(t.Type), data: t.Data, rowBytes: rb, r: rows, c: cols, scale: scale}, nil
+	return &dequantMat{typ: t.Type, data: t.Data, rowBytes: rb, r: rows, c: cols, scale: scale}, nil
 }
 
 // bytesAsF32 views little-endian float32 data without copying (every
@@ -95,13 +96,12 @@ func (m *f32Mat) mulRows(out []float32, ldo int, x []float32, nb, r0, r1 int, _ 
 	}
 }
 
-// dequantMat holds a block-quantized matrix as it is in the file. Each row
-// is dequantized once into the worker's scratch and then dotted with every
-// activation vector of the batch.
+// dequantMat holds a block-quantized matrix as it is in the file: the plain
+// path for types and shapes the kernels package does not cover. A single
+// vector uses quant's reference dot per row; a batch dequantizes each row
+// once into the worker's scratch and dots it with every vector.
 type dequantMat struct {
 	typ      quant.Type
-	decode   func(dst []float32, src []byte)       // nil: quant.Dequantize
-	rowDot   func(row []byte, x []float32) float32 // fused decode path; may be nil
 	data     []byte
 	rowBytes int
 	r, c     int
@@ -115,9 +115,9 @@ func (m *dequantMat) acts() bool { return false }
 
 func (m *dequantMat) mulRows(out []float32, ldo int, x []float32, nb, r0, r1 int, scratch []float32, _ *kernels.Acts) {
 	c := m.c
-	if nb == 1 && m.rowDot != nil {
+	if nb == 1 {
 		for r := r0; r < r1; r++ {
-			out[r] = m.scale * m.rowDot(m.data[r*m.rowBytes:(r+1)*m.rowBytes], x[:c])
+			out[r] = m.scale * quant.Dot(m.typ, m.data[r*m.rowBytes:(r+1)*m.rowBytes], x[:c])
 		}
 		return
 	}
@@ -133,10 +133,6 @@ func (m *dequantMat) mulRows(out []float32, ldo int, x []float32, nb, r0, r1 int
 // row dequantizes row r (unscaled) into dst.
 func (m *dequantMat) row(r int, dst []float32) {
 	src := m.data[r*m.rowBytes : (r+1)*m.rowBytes]
-	if m.decode != nil {
-		m.decode(dst, src)
-		return
-	}
 	// The shape was checked at load, so Dequantize cannot fail here.
 	_ = quant.Dequantize(m.typ, dst, src)
 }

@@ -48,6 +48,7 @@ type Session struct {
 
 	mt matTask
 	at attnTask
+	gt gateTask
 
 	profile bool
 	times   backend.OpTimes
@@ -260,7 +261,8 @@ func (s *Session) forward(tok int32, tokens []int32, logits []float32) error {
 		rmsNormBatch(s.xb, x, ly.ffnNorm, nb, dim, c.NormEps)
 		mark = s.lap(&pt.Other, mark)
 		s.mul3(s.xb, nb, ly.wgate, s.hb, ly.wup, s.hb2, nil, nil)
-		gate(s.hb[:nb*ffn], s.hb2[:nb*ffn], c.Act)
+		s.gt.g, s.gt.u, s.gt.act = s.hb[:nb*ffn], s.hb2[:nb*ffn], c.Act
+		m.pool.run(&s.gt)
 		mark = s.lap(&pt.FFNUpGate, mark)
 		if ly.ffnSubNorm != nil {
 			rmsNormBatch(s.hb, s.hb, ly.ffnSubNorm, nb, ffn, c.NormEps)
@@ -395,10 +397,7 @@ func (t *attnTask) run(w, n int) {
 		clear(out)
 		for p, a := range sc {
 			a *= inv
-			v := vals[p*kvDim+kvOff : p*kvDim+kvOff+hd]
-			for i := range out {
-				out[i] += a * v[i]
-			}
+			axpy(out, a, vals[p*kvDim+kvOff:p*kvDim+kvOff+hd])
 		}
 	}
 }
@@ -420,10 +419,38 @@ func rmsNormBatch(dst, x, w []float32, nb, n int, eps float32) {
 	}
 }
 
+// axpy adds a*x to y (len(y) values), unrolled like dot.
+func axpy(y []float32, a float32, x []float32) {
+	x = x[:len(y)]
+	i := 0
+	for ; i+4 <= len(y); i += 4 {
+		y4, x4 := y[i:i+4:i+4], x[i:i+4:i+4]
+		y4[0] += a * x4[0]
+		y4[1] += a * x4[1]
+		y4[2] += a * x4[2]
+		y4[3] += a * x4[3]
+	}
+	for ; i < len(y); i++ {
+		y[i] += a * x[i]
+	}
+}
+
 func addTo(dst, src []float32) {
 	for i, v := range src {
 		dst[i] += v
 	}
+}
+
+// gateTask runs gate over the pool: its exp is a visible share of a token
+// when done on one core.
+type gateTask struct {
+	g, u []float32
+	act  model.Activation
+}
+
+func (t *gateTask) run(w, n int) {
+	i0, i1 := split(len(t.g), w, n)
+	gate(t.g[i0:i1], t.u[i0:i1], t.act)
 }
 
 // gate computes the FFN's gated activation into g: act(g) * u.

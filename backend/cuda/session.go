@@ -168,7 +168,7 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 		gemv("k_gateup", opFFNUpGate, m.dims.WK, c.Dim, c.FFNDim, s.x, L.ffnNorm, L.gateUp.w, L.gateUp.d, L.gateUp.rs, hb)
 		gemv("k_down", opFFNDown, m.dims.WK, c.FFNDim, c.Dim, hb, L.ffnSub, L.down.w, L.down.d, L.down.rs, s.x)
 	}
-	add("k_lmhead", opLMHead, [3]uint32{uint32(lmGrid), 1, 1}, 256, stageBytes(m.dims.HK, c.Dim),
+	gemv("k_lmhead", opLMHead, m.dims.HK, c.Dim, c.Vocab,
 		s.x, m.outNrm, h.w, h.d, h.rs, s.logits, bestv, besti, lmCounter, s.tp, s.tokOut)
 	for i := range s.plan {
 		l := &s.plan[i]

@@ -71,6 +71,7 @@ type Acts struct {
 	BlockSum []int32
 
 	lut []int16 // lookup tables for LayoutLUT, when enabled
+	tl  []byte  // lookup tables for LayoutTL, when enabled
 }
 
 // NewActs returns room for up to maxTokens tokens of cols elements. cols
@@ -104,11 +105,13 @@ func NewActs(cols, maxTokens int) (*Acts, error) {
 // MaxTokens is the batch size the Acts was made for.
 func (a *Acts) MaxTokens() int { return len(a.Scale) }
 
-// EnableLUT makes Set also build the lookup tables LayoutLUT matrices read
-// (81 int16 per 4 elements per token). Call it before Set.
+// EnableLUT makes Set also build the lookup tables LayoutLUT and LayoutTL
+// matrices read (81 int16 per 4 elements, and 16 bytes per element, per
+// token). Call it before Set. Without them those layouts still work, slower.
 func (a *Acts) EnableLUT() {
 	if a.lut == nil {
 		a.lut = make([]int16, len(a.Q)/4*lutEntries)
+		a.tl = make([]byte, len(a.Q)*16)
 	}
 }
 
@@ -125,19 +128,39 @@ func (a *Acts) Set(x []float32) {
 	nb := a.Cols / 64
 	for i := 0; i < t; i++ {
 		q := a.Q[i*a.Cols : (i+1)*a.Cols]
-		s, sum := QuantizeActs(x[i*a.Cols:(i+1)*a.Cols], q)
+		s, sum := quantizeToken(a.X[i*a.Cols:(i+1)*a.Cols], q, a.BlockSum[i*nb:(i+1)*nb])
 		a.Scale[i], a.InvScale[i], a.Sum[i] = s, 1/s, sum
-		for b := 0; b < nb; b++ {
-			var bs int32
-			for _, v := range q[b*64 : b*64+64] {
-				bs += int32(v)
-			}
-			a.BlockSum[i*nb+b] = bs
-		}
 		if a.lut != nil {
 			buildLUT(a.lut[i*a.Cols/4*lutEntries:(i+1)*a.Cols/4*lutEntries], q)
+			buildTL(a.tl[i*a.Cols*16:(i+1)*a.Cols*16], q)
 		}
 	}
+}
+
+// quantizeToken is QuantizeActs for a multiple of 64 values that also
+// writes each 64's sum; the assembly gives the same bytes as the Go code.
+func quantizeToken(x []float32, q []int8, bsum []int32) (scale float32, sum int32) {
+	if useAVX2 {
+		m, nan := absMax(&x[0], len(x))
+		if nan == 0 && m <= math.MaxFloat32 { // else let the Go code sort it out
+			m = max(m, 1e-5)
+			scale = 127 / m
+			quantI8(&x[0], len(x), scale, &q[0], &bsum[0])
+			for _, b := range bsum {
+				sum += b
+			}
+			return scale, sum
+		}
+	}
+	scale, sum = QuantizeActs(x, q)
+	for b := range bsum {
+		var s int32
+		for _, v := range q[b*64 : b*64+64] {
+			s += int32(v)
+		}
+		bsum[b] = s
+	}
+	return scale, sum
 }
 
 // token returns token i's int8 activations.

@@ -33,10 +33,10 @@ func benchCopies(bytes int, mode string) int {
 }
 
 func BenchmarkTernaryMatVec(b *testing.B) {
-	for _, layout := range []Layout{Layout2Bit, LayoutLUT} {
+	for _, layout := range []Layout{Layout2Bit, LayoutTL, LayoutLUT} {
 		for _, asm := range []bool{true, false} {
 			if asm && (!cpuAVX2 || layout == LayoutLUT) {
-				continue // LUT has no assembly yet
+				continue // LayoutLUT is pure Go
 			}
 			for _, mode := range []string{"dram", "hot"} {
 				for _, sh := range benchShapes {
@@ -59,7 +59,7 @@ func BenchmarkTernaryMatVec(b *testing.B) {
 							ms[i] = &m
 						}
 						a, _ := NewActs(cols, 1)
-						if layout == LayoutLUT {
+						if layout != Layout2Bit {
 							a.EnableLUT()
 						}
 						a.Set(randActs(rng, cols, 1))

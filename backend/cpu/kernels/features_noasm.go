@@ -42,3 +42,15 @@ func f16Dot4(w *uint16, stride int, x *float32, n int, dst *float32, groups int)
 func f16Dot1(w *uint16, stride int, x *float32, n int, dst *float32, groups int) {
 	panic("kernels: no assembly in this build")
 }
+
+func absMax(x *float32, n int) (m float32, nan int) {
+	panic("kernels: no assembly in this build")
+}
+
+func quantI8(x *float32, n int, scale float32, q *int8, bsum *int32) {
+	panic("kernels: no assembly in this build")
+}
+
+func tlTiles(w *byte, tbl *byte, ncouple int, dst *int32, tiles int) {
+	panic("kernels: no assembly in this build")
+}

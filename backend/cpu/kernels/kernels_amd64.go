@@ -48,3 +48,18 @@ func f16Dot4(w *uint16, stride int, x *float32, n int, dst *float32, groups int)
 //
 //go:noescape
 func f16Dot1(w *uint16, stride int, x *float32, n int, dst *float32, groups int)
+
+// absMax returns max |x[i]| of n (a multiple of 32) floats and whether one is NaN.
+//
+//go:noescape
+func absMax(x *float32, n int) (m float32, nan int)
+
+// quantI8 rounds x*scale to int8 (half to even) and writes each 64's sum.
+//
+//go:noescape
+func quantI8(x *float32, n int, scale float32, q *int8, bsum *int32)
+
+// tlTiles writes the table-lookup dots of tiles of 32 rows (LayoutTL).
+//
+//go:noescape
+func tlTiles(w *byte, tbl *byte, ncouple int, dst *int32, tiles int)

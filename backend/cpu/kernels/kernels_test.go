@@ -52,7 +52,7 @@ func newActs(t *testing.T, x []float32, cols int, lut bool) *Acts {
 	if lut {
 		a.EnableLUT()
 	} else {
-		a.lut = nil
+		a.lut, a.tl = nil, nil
 	}
 	a.Set(x)
 	return a
@@ -127,33 +127,64 @@ func TestQuantizeActs(t *testing.T) {
 
 func TestActsSet(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
-	x := randActs(rng, 192, 3)
-	a := newActs(t, x, 192, false)
-	for i := 0; i < 3; i++ {
-		q := make([]int8, 192)
-		s, sum := QuantizeActs(x[i*192:(i+1)*192], q)
-		if a.Scale[i] != s || a.Sum[i] != sum || a.InvScale[i] != 1/s {
-			t.Fatalf("token %d: scale/sum differ", i)
-		}
-		for b := 0; b < 3; b++ {
-			var bs int32
-			for _, v := range q[b*64 : b*64+64] {
-				bs += int32(v)
+	eachPath(t, func(t *testing.T) {
+		for _, cols := range []int{64, 192, 576, 2560} {
+			x := randActs(rng, cols, 3)
+			// specials: zeros, a NaN, an Inf, tiny values
+			copy(x[cols:], make([]float32, cols))
+			x[2*cols+5] = float32(math.NaN())
+			if cols > 64 {
+				x[2*cols+70] = float32(math.Inf(-1))
 			}
-			if a.BlockSum[i*3+b] != bs {
-				t.Fatalf("token %d block %d: sum %d want %d", i, b, a.BlockSum[i*3+b], bs)
+			a := newActs(t, x, cols, false)
+			nb := cols / 64
+			for i := 0; i < 3; i++ {
+				q := make([]int8, cols)
+				s, sum := QuantizeActs(x[i*cols:(i+1)*cols], q)
+				if a.Scale[i] != s || a.Sum[i] != sum || a.InvScale[i] != 1/s {
+					t.Fatalf("cols %d token %d: scale %v sum %d, want %v %d", cols, i, a.Scale[i], a.Sum[i], s, sum)
+				}
+				for j, v := range q {
+					if a.Q[i*cols+j] != v {
+						t.Fatalf("cols %d token %d: q[%d] = %d, want %d", cols, i, j, a.Q[i*cols+j], v)
+					}
+				}
+				for b := 0; b < nb; b++ {
+					var bs int32
+					for _, v := range q[b*64 : b*64+64] {
+						bs += int32(v)
+					}
+					if a.BlockSum[i*nb+b] != bs {
+						t.Fatalf("cols %d token %d block %d: sum %d want %d", cols, i, b, a.BlockSum[i*nb+b], bs)
+					}
+				}
 			}
 		}
-	}
+	})
+	// ties round half to even on every path (max 127 makes s exactly 1)
+	eachPath(t, func(t *testing.T) {
+		x := make([]float32, 64)
+		x[0] = 127
+		for i := 1; i < 64; i++ {
+			x[i] = float32(i%20) - 9.5
+		}
+		a := newActs(t, x, 64, false)
+		for i := 1; i < 64; i++ {
+			if want := int8(math.RoundToEven(float64(x[i]))); a.Q[i] != want {
+				t.Fatalf("%v quantized to %d, want %d", x[i], a.Q[i], want)
+			}
+		}
+	})
 	if _, err := NewActs(100, 1); err == nil {
 		t.Fatal("cols 100 accepted")
 	}
+	a, _ := NewActs(192, 1)
 	defer func() {
 		if recover() == nil {
 			t.Fatal("Set of a partial token did not panic")
 		}
 	}()
-	a.Set(x[:100])
+	a.Set(make([]float32, 100))
 }
 
 // ternaryCase is a random ternary matrix with its scales per 64 weights.
@@ -270,14 +301,18 @@ func TestTernaryMatVec(t *testing.T) {
 		tables bool   // Acts with LUT tables
 	}
 	var variants []variant
-	for _, l := range []Layout{LayoutAuto, Layout2Bit, LayoutLUT} {
+	for _, l := range []Layout{LayoutAuto, Layout2Bit, LayoutLUT, LayoutTL} {
 		variants = append(variants, variant{l, "row", false, true}, variant{l, "block", false, true}, variant{l, "row", true, true})
 	}
-	variants = append(variants, variant{LayoutLUT, "row", false, false}, variant{LayoutLUT, "block", false, false})
+	variants = append(variants, variant{LayoutLUT, "row", false, false}, variant{LayoutLUT, "block", false, false}, variant{LayoutTL, "row", false, false})
 	eachPath(t, func(t *testing.T) {
 		for _, v := range variants {
 			for cols := 64; cols <= 1024; cols += 64 {
-				for _, rows := range []int{1, 3, 4, 6, 9, 13} {
+				rowsList := []int{1, 3, 4, 6, 9, 13}
+				if v.layout == LayoutTL && cols%256 == 0 {
+					rowsList = append(rowsList, 32, 45, 70) // several tiles, partial ones
+				}
+				for _, rows := range rowsList {
 					tc := randTernary(rng, rows, cols, v.kind)
 					m, err := NewTernary(rows, cols, tc.codes, tc.bscale, 64, TernaryOptions{Layout: v.layout, BlockScales: v.force})
 					if err != nil {
@@ -293,6 +328,9 @@ func TestTernaryMatVec(t *testing.T) {
 					a := newActs(t, x, cols, v.tables)
 					if v.layout == LayoutAuto && m.Layout() != map[bool]Layout{true: Layout2Bit, false: LayoutLUT}[AVX2()] {
 						t.Fatalf("LayoutAuto chose %v with AVX2 %v", m.Layout(), AVX2())
+					}
+					if v.layout == LayoutTL && m.Layout() != map[bool]Layout{true: Layout2Bit, false: LayoutTL}[m.BlockScales()] {
+						t.Fatalf("LayoutTL with block scales %v gave %v", m.BlockScales(), m.Layout())
 					}
 					name := fmt.Sprintf("%v/%s/force=%v/tables=%v/%dx%d", v.layout, v.kind, v.force, v.tables, rows, cols)
 					checkTernary(t, name, m, tc, a, rng)
@@ -415,7 +453,7 @@ func TestFromQuantTernary(t *testing.T) {
 			if err := quant.Dequantize(typ, deq, data); err != nil {
 				t.Fatal(err)
 			}
-			for _, layout := range []Layout{Layout2Bit, LayoutLUT} {
+			for _, layout := range []Layout{Layout2Bit, LayoutLUT, LayoutTL} {
 				mm, err := FromQuant(typ, rows, cols, data, scale, TernaryOptions{Layout: layout})
 				if err != nil {
 					t.Fatalf("%v: %v", typ, err)
@@ -424,7 +462,7 @@ func TestFromQuantTernary(t *testing.T) {
 					t.Errorf("%v: BitNet-like weights kept per-block scales", typ)
 				}
 				x := randActs(rng, cols, 1)
-				a := newActs(t, x, cols, layout == LayoutLUT)
+				a := newActs(t, x, cols, layout != Layout2Bit)
 				dst := guarded(rows)
 				eachPath(t, func(t *testing.T) {
 					mm.MatVec(dst, a, 0, rows)
@@ -626,7 +664,7 @@ func TestNoAllocs(t *testing.T) {
 	tc := randTernary(rng, rows, cols, "row")
 	bl := randTernary(rng, rows, cols, "block")
 	var ms []Matrix
-	for _, l := range []Layout{Layout2Bit, LayoutLUT} {
+	for _, l := range []Layout{Layout2Bit, LayoutLUT, LayoutTL} {
 		m, _ := NewTernary(rows, cols, tc.codes, tc.bscale, 64, TernaryOptions{Layout: l})
 		mb, _ := NewTernary(rows, cols, bl.codes, bl.bscale, 64, TernaryOptions{Layout: l})
 		ms = append(ms, m, mb)

@@ -23,8 +23,16 @@ const (
 	// LayoutLUT stores one byte per 4 weights, the base-3 index
 	// c0 + 3c1 + 9c2 + 27c3 into a table of the 81 signed sums of those 4
 	// activations, built once per token (T-MAC/TL style). Same 2 bits per
-	// weight; pure Go (no assembly yet).
+	// weight; pure Go (it is the faster layout without assembly).
 	LayoutLUT
+	// LayoutTL is the AVX2 lookup-table layout (T-MAC/TL1 style): rows in
+	// tiles of 32, per 4 columns 32 bytes, byte r holding row r's two pair
+	// indices (w0+1)+3(w1+1) as nibbles; per token, each column pair gets a
+	// 16-entry int16 table of w0*q0+w1*q1 (low and high bytes apart) and
+	// VPSHUFB looks 32 rows up at once. Same 2 bits per weight. It needs
+	// one scale per row: with per-block scales NewTernary falls back to
+	// Layout2Bit. Kept as an option: it measured no faster than Layout2Bit.
+	LayoutTL
 )
 
 func (l Layout) String() string {
@@ -35,6 +43,8 @@ func (l Layout) String() string {
 		return "2bit"
 	case LayoutLUT:
 		return "lut"
+	case LayoutTL:
+		return "tl"
 	}
 	return fmt.Sprintf("Layout(%d)", int(l))
 }
@@ -99,7 +109,7 @@ func NewTernary(rows, cols int, codes []int8, scales []float32, group int, opts 
 		}
 	}
 	switch opts.Layout {
-	case Layout2Bit, LayoutLUT:
+	case Layout2Bit, LayoutLUT, LayoutTL:
 	case LayoutAuto:
 		opts.Layout = Layout2Bit
 		if !useAVX2 {
@@ -107,18 +117,6 @@ func NewTernary(rows, cols int, codes []int8, scales []float32, group int, opts 
 		}
 	default:
 		return nil, fmt.Errorf("kernels: unknown ternary layout %d", int(opts.Layout))
-	}
-
-	t := &Ternary{rows: rows, cols: cols, layout: opts.Layout, stride: cols / 4}
-	t.data = make([]byte, rows*t.stride)
-	for r := 0; r < rows; r++ {
-		row := codes[r*cols : (r+1)*cols]
-		dst := t.data[r*t.stride : (r+1)*t.stride]
-		if opts.Layout == LayoutLUT {
-			packLUT(dst, row)
-		} else {
-			pack2Bit(dst, row)
-		}
 	}
 
 	nb := cols / 64
@@ -137,6 +135,25 @@ func NewTernary(rows, cols int, codes []int8, scales []float32, group int, opts 
 			} else if s != rowScale[r] {
 				uniform = false
 				break
+			}
+		}
+	}
+	if !uniform && opts.Layout == LayoutTL {
+		opts.Layout = Layout2Bit
+	}
+	t := &Ternary{rows: rows, cols: cols, layout: opts.Layout, stride: cols / 4}
+	if opts.Layout == LayoutTL {
+		t.data = make([]byte, (rows+31)/32*32*t.stride)
+		packTL(t.data, codes, rows, cols)
+	} else {
+		t.data = make([]byte, rows*t.stride)
+		for r := 0; r < rows; r++ {
+			row := codes[r*cols : (r+1)*cols]
+			dst := t.data[r*t.stride : (r+1)*t.stride]
+			if opts.Layout == LayoutLUT {
+				packLUT(dst, row)
+			} else {
+				pack2Bit(dst, row)
 			}
 		}
 	}
@@ -178,6 +195,65 @@ func pack2Bit(dst []byte, row []int8) {
 		}
 	}
 }
+
+// packTL packs all rows in LayoutTL tiles (rows past the end: code 0).
+func packTL(dst []byte, codes []int8, rows, cols int) {
+	nc := cols / 4
+	for r := 0; r < rows; r++ {
+		tile, tr := r/32, r%32
+		row := codes[r*cols : (r+1)*cols]
+		for j := 0; j < nc; j++ {
+			c := row[4*j : 4*j+4]
+			lo := byte(c[0]+1) + 3*byte(c[1]+1)
+			hi := byte(c[2]+1) + 3*byte(c[3]+1)
+			dst[tile*32*nc+j*32+tr] = lo | hi<<4
+		}
+	}
+	for r := rows; r < (rows+31)/32*32; r++ {
+		tile, tr := r/32, r%32
+		for j := 0; j < nc; j++ {
+			dst[tile*32*nc+j*32+tr] = 4 | 4<<4 // (0+1) + 3(0+1): weights 0, 0
+		}
+	}
+}
+
+// buildTL fills, per column pair, the 16 int16 sums w0*q0+w1*q1 at index
+// (w0+1)+3(w1+1) as 16 low bytes then 16 high bytes (unused entries 0).
+func buildTL(tbl []byte, q []int8) {
+	for p := 0; p < len(q)/2; p++ {
+		t := tbl[p*32 : p*32+32]
+		clear(t)
+		q0, q1 := int16(q[2*p]), int16(q[2*p+1])
+		for c1 := int16(0); c1 < 3; c1++ {
+			for c0 := int16(0); c0 < 3; c0++ {
+				v := (c0-1)*q0 + (c1-1)*q1
+				i := c0 + 3*c1
+				t[i], t[16+i] = byte(v), byte(uint16(v)>>8)
+			}
+		}
+	}
+}
+
+// tlTileGo is the pure-Go LayoutTL kernel: the 32 rows' sum(w*q) of a tile.
+func tlTileGo(out []int32, tile []byte, q []int8) {
+	out = out[:32]
+	clear(out)
+	for j := 0; j < len(tile)/32; j++ {
+		x := q[4*j : 4*j+4]
+		for r, b := range tile[j*32 : j*32+32] {
+			lo, hi := &tlCodes[b&15], &tlCodes[b>>4]
+			out[r] += int32(lo[0])*int32(x[0]) + int32(lo[1])*int32(x[1]) + int32(hi[0])*int32(x[2]) + int32(hi[1])*int32(x[3])
+		}
+	}
+}
+
+// tlCodes[i] are the two weights of LayoutTL pair index i (0 beyond 8).
+var tlCodes = func() (c [16][2]int8) {
+	for i := 0; i < 9; i++ {
+		c[i] = [2]int8{int8(i%3) - 1, int8(i/3) - 1}
+	}
+	return c
+}()
 
 // packLUT packs one row in LayoutLUT.
 func packLUT(dst []byte, row []int8) {
@@ -270,6 +346,20 @@ func (t *Ternary) rowsTok(dst []float32, a *Acts, i, r0, r1 int) {
 	nb := t.cols / 64
 	bsum := a.BlockSum[i*nb : (i+1)*nb]
 	switch {
+	case t.layout == LayoutTL:
+		var buf [32]int32
+		nc := t.cols / 4
+		for tile := r0 / 32; tile*32 < r1; tile++ {
+			w := t.data[tile*32*nc : (tile+1)*32*nc]
+			if useAVX2 && a.tl != nil {
+				tlTiles(&w[0], &a.tl[i*t.cols*16], nc, &buf[0], 1)
+			} else {
+				tlTileGo(buf[:], w, q)
+			}
+			for r := max(r0, tile*32); r < min(r1, tile*32+32); r++ {
+				dst[r] = float32(buf[r-tile*32]) * t.rowScale[r] * inv
+			}
+		}
 	case t.layout == LayoutLUT:
 		if a.lut == nil {
 			t.rowsLUTNoTable(dst, q, inv, r0, r1)
