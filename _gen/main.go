@@ -29,6 +29,11 @@ func main() {
 	// (0, 512, 1024 and 4096 bytes measured), near a plain load loop.
 	ternaryDot("ternaryDot4", 4, 4, prefetchAhead)
 	ternaryDot("ternaryDot1", 1, 4, prefetchAhead)
+	ternaryDot("xDot4p0", 4, 4, 0)
+	ternaryDot("xDot4p1k", 4, 4, 1024)
+	ternaryDot("xDot4p4k", 4, 4, 4096)
+	ternaryDot("xDot4p8k", 4, 4, 8192)
+	ternaryDot("xDot4u8p2k", 4, 8, 2048)
 	ternaryBlockDots()
 	int8Dot(4, 32)
 	int8Dot(1, 32)
