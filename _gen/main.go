@@ -18,27 +18,27 @@ import (
 	"github.com/mmcloughlin/avo/reg"
 )
 
-// prefetchAhead is how far ahead in each row the streaming kernels prefetch.
-const prefetchAhead = 2048
+// prefetchAhead is how far ahead in each row the streaming kernels prefetch
+// (for the int8 and F16 kernels 2 and 4 KiB measured alike).
+const prefetchAhead = 4096
 
 func main() {
 	ConstraintExpr("amd64,!noasm")
 
-	// Unroll 4 beat 1 and 2; a software prefetch 2 KiB ahead in every row
-	// took the DRAM rate on Zen 3 from ~6 to ~10.5 GB/s per CPU second
-	// (0, 512, 1024 and 4096 bytes measured), near a plain load loop.
-	ternaryDot("ternaryDot4", 4, 4, prefetchAhead)
-	ternaryDot("ternaryDot1", 1, 4, prefetchAhead)
-	ternaryDot("xDot4p0", 4, 4, 0)
-	ternaryDot("xDot4p1k", 4, 4, 1024)
-	ternaryDot("xDot4p4k", 4, 4, 4096)
-	ternaryDot("xDot4p8k", 4, 4, 8192)
-	ternaryDot("xDot4u8p2k", 4, 8, 2048)
+	// Measured on Zen 3 from DRAM: unroll 8 beat 1, 2 and 4, and a software
+	// prefetch 4 KiB ahead in every row beat none, 0.5, 1, 2 and 8 KiB
+	// (about 6 -> 9.5-10.5 GB/s per CPU second on a shared machine, then
+	// 10.5-12 with two rows and activations in registers).
+	ternaryDot("ternaryDot2", 2, 8, prefetchAhead)
+	ternaryDot("ternaryDot1", 1, 8, prefetchAhead)
 	ternaryBlockDots()
-	int8Dot(4, 32)
-	int8Dot(1, 32)
-	int8Dot(4, 16)
-	int8Dot(1, 16)
+	// Two rows a group streamed ~12% faster than four from DRAM (Zen 3).
+	int8Dot(2, 32, false)
+	int8Dot(1, 32, false)
+	int8Dot(2, 16, false)
+	int8Dot(1, 16, false)
+	int8Dot(2, 32, true)
+	int8Dot(1, 32, true)
 	f16Dot(4)
 	f16Dot(1)
 	absMax()
@@ -112,18 +112,29 @@ func rowAddr(base, stride, stride3 reg.Register, r int, disp int) Mem {
 	}
 }
 
-// ternaryDot writes, for each of groups*nr rows, the int32 sum of code*act
-// over the row, codes packed 2 bits each: per 128 weights 32 bytes, byte m
-// holding weights m, m+32, m+64, m+96 at bit shifts 0, 2, 4, 6; a final
-// 64-weight tail (tail != 0) in 16 bytes, byte m holding m, m+16, m+32, m+48.
+// ternaryDot writes, for each of groups*nr rows (nr 1 or 2), the int32 sum
+// of code*act over the row, codes packed 2 bits each: per 128 weights 32
+// bytes, byte m holding weights m, m+32, m+64, m+96 at bit shifts 0, 2, 4,
+// 6; a final 64-weight tail (tail != 0) in 16 bytes, byte m holding m,
+// m+16, m+32, m+48.
 //
-// Per 32 codes: shift, mask, VPMADDUBSW (codes unsigned, activations signed)
-// into int16 lanes, which add up unroll 128-blocks (at most 2032 a block
-// per lane, so up to 16 blocks fit) before one VPMADDWD widens them to
-// int32. Activations are memory operands: loads are cheaper than the
-// registers they would take. prefetch > 0 issues PREFETCHT0 that many bytes
-// ahead in each row.
+// Per 32 codes: a mask (and one shift by 4 per byte of 4 codes), then
+// VPMADDUBSW (codes unsigned, activations signed) into int16 lanes. Codes 1
+// and 3 of a byte are taken in place (mask 0x0C: code*4) to save shifts;
+// their sums, exact multiples of 4, are divided back with an arithmetic
+// shift. The int16 lanes add up unroll 128-blocks before one VPMADDWD
+// widens them: at most 8, since the x4 sums reach 4064 a block per lane
+// with activations in [-127, 127].
+//
+// The four activation vectors of a block sit in registers, shared by the
+// rows of a group; with two rows the 16 YMM registers are exactly enough.
+// Two rows with register activations streamed from DRAM ~25% faster than
+// four rows with activations as memory operands (Zen 3). prefetch > 0
+// issues PREFETCHT0 that many bytes ahead in each row, once per line.
 func ternaryDot(name string, nr, unroll, prefetch int) {
+	if unroll > 8 || nr < 1 || nr > 2 {
+		panic("ternaryDot: unroll at most 8 (int16 sums), 1 or 2 rows")
+	}
 	TEXT(name, NOSPLIT, "func(w *byte, stride int, act *int8, n128 int, tail int, dst *int32, groups int)")
 	Pragma("noescape")
 	Doc(fmt.Sprintf("%s writes the code·act dot of %d rows per group; see ternaryDot in _gen.", name, nr))
@@ -131,18 +142,18 @@ func ternaryDot(name string, nr, unroll, prefetch int) {
 	stride := Load(Param("stride"), GP64())
 	dst := Load(Param("dst"), GP64())
 	groups := Load(Param("groups"), GP64())
-	stride3 := GP64()
-	LEAQ(Mem{Base: stride, Index: stride, Scale: 2}, stride3)
 
 	mask := broadcastConst(0x03030303)
 	maskC := broadcastConst(0x0c0c0c0c)
 	ones := broadcastConst(0x00010001)
-
 	acc := make([]reg.VecVirtual, nr)
-	for i := range acc {
-		acc[i] = YMM()
+	sA := make([]reg.VecVirtual, nr)
+	sB := make([]reg.VecVirtual, nr)
+	for i := 0; i < nr; i++ {
+		acc[i], sA[i], sB[i] = YMM(), YMM(), YMM()
 	}
-	wv, hv, t, sA, sB := YMM(), YMM(), YMM(), YMM(), YMM()
+	a := []reg.VecVirtual{YMM(), YMM(), YMM(), YMM()}
+	wv, hv, t := YMM(), YMM(), YMM()
 
 	Label(name + "_group")
 	CMPQ(groups, Imm(0))
@@ -155,84 +166,78 @@ func ternaryDot(name string, nr, unroll, prefetch int) {
 	MOVQ(w, wc)
 	Load(Param("n128"), n)
 
-	// blocks of one row: u 128-blocks (or, with x, one 64-weight tail)
-	// summed in int16, then widened into acc[r]
-	// Codes 1 and 3 of a byte are taken in place (mask 0x0C: code*4), so
-	// one shift by 4 serves the four codes; their int16 sums (exact
-	// multiples of 4, at most 4064 a block per lane) are divided back with
-	// an arithmetic shift before joining the others.
-	rowBlocks := func(r, u int, x bool) {
+	rowMem := func(r, disp int) Mem {
+		if r == 0 {
+			return Mem{Base: wc, Disp: disp}
+		}
+		return Mem{Base: wc, Index: stride, Scale: 1, Disp: disp}
+	}
+	// u 128-blocks (or, with x, the 64-weight tail) of every row of the
+	// group, summed in int16 and then widened into acc.
+	blocks := func(u int, x bool) {
 		pick := func(v reg.VecVirtual) reg.Register {
 			if x {
 				return v.AsX()
 			}
 			return v
 		}
-		firstA, firstB := true, true
 		for k := 0; k < u; k++ {
-			if x {
-				VMOVDQU(rowAddr(wc, stride, stride3, r, 0), wv.AsX())
-			} else {
-				VMOVDQU(rowAddr(wc, stride, stride3, r, 32*k), wv)
-			}
-			VPSRLW(U8(4), pick(wv), pick(hv))
 			for l := 0; l < 4; l++ {
-				am := Mem{Base: p, Disp: 128*k + 32*l}
 				if x {
-					am = Mem{Base: p, Disp: 16 * l}
+					VMOVDQU(Mem{Base: p, Disp: 16 * l}, a[l].AsX())
+				} else {
+					VMOVDQU(Mem{Base: p, Disp: 128*k + 32*l}, a[l])
 				}
-				src, m := wv, mask
-				if l >= 2 {
-					src = hv
+			}
+			for r := 0; r < nr; r++ {
+				VMOVDQU(rowMem(r, 32*k), pick(wv))
+				VPSRLW(U8(4), pick(wv), pick(hv))
+				for l := 0; l < 4; l++ {
+					src, m, d := wv, mask, sA[r]
+					if l >= 2 {
+						src = hv
+					}
+					if l%2 == 1 {
+						m, d = maskC, sB[r]
+					}
+					VPAND(pick(m), pick(src), pick(t))
+					if k == 0 && l < 2 {
+						VPMADDUBSW(pick(a[l]), pick(t), pick(d))
+						continue
+					}
+					VPMADDUBSW(pick(a[l]), pick(t), pick(t))
+					VPADDW(pick(t), pick(d), pick(d))
 				}
-				if l%2 == 1 {
-					m = maskC
-				}
-				VPAND(pick(m), pick(src), pick(t))
-				dst, first := sA, &firstA
-				if l%2 == 1 {
-					dst, first = sB, &firstB
-				}
-				if *first {
-					VPMADDUBSW(am, pick(t), pick(dst))
-					*first = false
-					continue
-				}
-				VPMADDUBSW(am, pick(t), pick(t))
-				VPADDW(pick(t), pick(dst), pick(dst))
 			}
 		}
-		VPSRAW(U8(2), pick(sB), pick(sB))
-		VPADDW(pick(sB), pick(sA), pick(sA))
-		VPMADDWD(pick(ones), pick(sA), pick(sA))
-		// a VEX.128 op cleared the upper lane, so the full add is right
-		VPADDD(sA, acc[r], acc[r])
+		for r := 0; r < nr; r++ {
+			VPSRAW(U8(2), pick(sB[r]), pick(sB[r]))
+			VPADDW(pick(sB[r]), pick(sA[r]), pick(sA[r]))
+			VPMADDWD(pick(ones), pick(sA[r]), pick(sA[r]))
+			// a VEX.128 op cleared the upper lane, so the full add is right
+			VPADDD(sA[r], acc[r], acc[r])
+		}
 	}
 
-	if unroll > 1 {
-		Label(name + "_blockU")
-		CMPQ(n, Imm(uint64(unroll)))
-		JB(LabelRef(name + "_block"))
-		for r := 0; r < nr; r++ {
-			// one prefetch per 64-byte line the iteration consumes
-			for k := 0; prefetch > 0 && k < (32*unroll+63)/64; k++ {
-				PREFETCHT0(rowAddr(wc, stride, stride3, r, prefetch+64*k))
-			}
-			rowBlocks(r, unroll, false)
+	Label(name + "_blockU")
+	CMPQ(n, Imm(uint64(unroll)))
+	JB(LabelRef(name + "_block"))
+	for r := 0; r < nr; r++ {
+		for k := 0; prefetch > 0 && k < (32*unroll+63)/64; k++ {
+			PREFETCHT0(rowMem(r, prefetch+64*k))
 		}
-		ADDQ(U32(uint32(128*unroll)), p)
-		ADDQ(Imm(uint64(32*unroll)), wc)
-		SUBQ(Imm(uint64(unroll)), n)
-		JMP(LabelRef(name + "_blockU"))
 	}
+	blocks(unroll, false)
+	ADDQ(U32(uint32(128*unroll)), p)
+	ADDQ(U32(uint32(32*unroll)), wc)
+	SUBQ(Imm(uint64(unroll)), n)
+	JMP(LabelRef(name + "_blockU"))
 
 	Label(name + "_block")
 	CMPQ(n, Imm(0))
 	JE(LabelRef(name + "_tail"))
-	for r := 0; r < nr; r++ {
-		rowBlocks(r, 1, false)
-	}
-	ADDQ(Imm(128), p)
+	blocks(1, false)
+	ADDQ(U32(128), p)
 	ADDQ(Imm(32), wc)
 	DECQ(n)
 	JMP(LabelRef(name + "_block"))
@@ -242,22 +247,22 @@ func ternaryDot(name string, nr, unroll, prefetch int) {
 	Load(Param("tail"), tl)
 	CMPQ(tl, Imm(0))
 	JE(LabelRef(name + "_reduce"))
-	for r := 0; r < nr; r++ {
-		rowBlocks(r, 1, true)
-	}
+	blocks(1, true)
 
 	Label(name + "_reduce")
-	if nr == 4 {
-		reduce4(acc, Mem{Base: dst}, false)
+	if nr == 2 {
+		VPHADDD(acc[1], acc[0], acc[0]) // a01 a23 b01 b23 | a45 a67 b45 b67
+		x := XMM()
+		VEXTRACTI128(U8(1), acc[0], x)
+		VPADDD(x, acc[0].AsX(), x)
+		VPHADDD(x, x, x) // a b a b
+		VMOVQ(x, Mem{Base: dst})
+		LEAQ(Mem{Base: w, Index: stride, Scale: 2}, w)
 	} else {
 		reduce1(acc[0], Mem{Base: dst}, false)
-	}
-	ADDQ(Imm(uint64(4*nr)), dst)
-	if nr == 4 {
-		LEAQ(Mem{Base: w, Index: stride, Scale: 4}, w)
-	} else {
 		ADDQ(stride, w)
 	}
+	ADDQ(Imm(uint64(4*nr)), dst)
 	DECQ(groups)
 	JMP(LabelRef(name + "_group"))
 
@@ -339,9 +344,17 @@ func ternaryBlockDots() {
 // int8Dot writes, for each of groups*nr rows of int8 weights with one
 // float32 scale per `group` weights (32 or 16), sum over blocks of
 // scale * (int8 w · int8 act). act must lie in [-127, 127].
-func int8Dot(nr, group int) {
+//
+// With half, the scales are float16 (Q8_0's and Q4_0's own, kept as they
+// are: 0.5 bit per weight less to stream than float32).
+func int8Dot(nr, group int, half bool) {
 	name := fmt.Sprintf("int8Dot%dg%d", nr, group)
-	TEXT(name, NOSPLIT, "func(w *int8, stride int, sc *float32, sstride int, act *int8, nblk int, dst *float32, groups int)")
+	scType := "float32"
+	if half {
+		name = fmt.Sprintf("int8Dot%dh%d", nr, group)
+		scType = "uint16"
+	}
+	TEXT(name, NOSPLIT, "func(w *int8, stride int, sc *"+scType+", sstride int, act *int8, nblk int, dst *float32, groups int)")
 	Pragma("noescape")
 	Doc(fmt.Sprintf("%s writes the scaled int8 dot of %d rows per group, one scale per %d weights; nblk counts 32-weight blocks.", name, nr, group))
 	w := Load(Param("w"), GP64())
@@ -401,7 +414,10 @@ func int8Dot(nr, group int) {
 		VPMADDUBSW(sa, aw, t)
 		VPMADDWD(ones, t, t)
 		VCVTDQ2PS(t, t)
-		if group == 32 {
+		if half {
+			VPBROADCASTW(rowAddr(scc, sstride, sstride3, r, 0), f.AsX())
+			VCVTPH2PS(f.AsX(), f)
+		} else if group == 32 {
 			VBROADCASTSS(rowAddr(scc, sstride, sstride3, r, 0), f)
 		} else {
 			VMOVQ(rowAddr(scc, sstride, sstride3, r, 0), f.AsX())
@@ -411,7 +427,11 @@ func int8Dot(nr, group int) {
 	}
 	ADDQ(Imm(32), p)
 	ADDQ(Imm(32), wc)
-	ADDQ(Imm(uint64(4*32/group)), scc)
+	if half {
+		ADDQ(Imm(2), scc)
+	} else {
+		ADDQ(Imm(uint64(4*32/group)), scc)
+	}
 	DECQ(n)
 	JMP(LabelRef(name + "_block"))
 
@@ -420,6 +440,15 @@ func int8Dot(nr, group int) {
 		reduce4(acc, Mem{Base: dst}, true)
 		LEAQ(Mem{Base: w, Index: stride, Scale: 4}, w)
 		LEAQ(Mem{Base: sc, Index: sstride, Scale: 4}, sc)
+	} else if nr == 2 {
+		VHADDPS(acc[1], acc[0], acc[0])
+		x := XMM()
+		VEXTRACTF128(U8(1), acc[0], x)
+		VADDPS(x, acc[0].AsX(), x)
+		VHADDPS(x, x, x)
+		VMOVQ(x, Mem{Base: dst})
+		LEAQ(Mem{Base: w, Index: stride, Scale: 2}, w)
+		LEAQ(Mem{Base: sc, Index: sstride, Scale: 2}, sc)
 	} else {
 		reduce1(acc[0], Mem{Base: dst}, true)
 		ADDQ(stride, w)
@@ -699,3 +728,4 @@ func tlTiles() {
 	VZEROUPPER()
 	RET()
 }
+

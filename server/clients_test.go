@@ -169,8 +169,8 @@ func TestOpenAIClient(t *testing.T) {
 	_, refText := referenceGreedy(t)
 
 	comp, err := c.Completions.New(ctx, openai.CompletionNewParams{
-		Model:  openai.CompletionNewParamsModel("stories"),
-		Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String("Once upon a time")},
+		Model:     openai.CompletionNewParamsModel("stories"),
+		Prompt:    openai.CompletionNewParamsPromptUnion{OfString: openai.String("Once upon a time")},
 		MaxTokens: openai.Int(30), Temperature: openai.Float(0),
 	})
 	if err != nil {
@@ -184,8 +184,8 @@ func TestOpenAIClient(t *testing.T) {
 	}
 
 	cs := c.Completions.NewStreaming(ctx, openai.CompletionNewParams{
-		Model:  openai.CompletionNewParamsModel("stories"),
-		Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String("Once upon a time")},
+		Model:     openai.CompletionNewParamsModel("stories"),
+		Prompt:    openai.CompletionNewParamsPromptUnion{OfString: openai.String("Once upon a time")},
 		MaxTokens: openai.Int(30), Temperature: openai.Float(0),
 	})
 	var ctext strings.Builder
@@ -323,11 +323,32 @@ func TestConcurrentGreedy(t *testing.T) {
 		}
 		lone[p] = out
 	}
+	// Odd clients speak OpenAI (streamed completions, no template), even
+	// ones Ollama: one generation path, the same tokens.
+	oc := oaiClient(base.String())
+	genOAI := func(p string) (string, error) {
+		st := oc.Completions.NewStreaming(context.Background(), openai.CompletionNewParams{
+			Model:     openai.CompletionNewParamsModel("stories"),
+			Prompt:    openai.CompletionNewParamsPromptUnion{OfString: openai.String(p)},
+			MaxTokens: openai.Int(40), Temperature: openai.Float(0),
+		})
+		var sb strings.Builder
+		for st.Next() {
+			for _, ch := range st.Current().Choices {
+				sb.WriteString(ch.Text)
+			}
+		}
+		return sb.String(), st.Err()
+	}
 	var wg sync.WaitGroup
 	outs := make([]string, 16)
 	errs := make([]error, 16)
 	for i := range 16 {
-		wg.Go(func() { outs[i], errs[i] = gen(prompts[i%len(prompts)]) })
+		if i%2 == 1 {
+			wg.Go(func() { outs[i], errs[i] = genOAI(prompts[i%len(prompts)]) })
+		} else {
+			wg.Go(func() { outs[i], errs[i] = gen(prompts[i%len(prompts)]) })
+		}
 	}
 	wg.Wait()
 	for i := range 16 {

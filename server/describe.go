@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/edgellm/edgellm/gguf"
 	"github.com/edgellm/edgellm/quant"
@@ -29,7 +31,44 @@ func statFile(path string) (fileInfo, error) {
 	return fileInfo{name: strings.TrimSuffix(filepath.Base(path), ".gguf"), path: path, size: fi.Size(), modTime: fi.ModTime()}, nil
 }
 
+// descCache keeps descriptions by path, valid while the file's size and
+// modification time stay the same: listing models should not re-read
+// every file's metadata (a 128k-token vocabulary) on each call.
+var descCache = struct {
+	sync.Mutex
+	m map[string]cachedDesc
+}{m: map[string]cachedDesc{}}
+
+type cachedDesc struct {
+	size  int64
+	mtime time.Time
+	d     description
+}
+
 func describe(path string) (description, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return description{}, err
+	}
+	descCache.Lock()
+	c, ok := descCache.m[path]
+	descCache.Unlock()
+	if ok && c.size == fi.Size() && c.mtime.Equal(fi.ModTime()) {
+		return c.d, nil
+	}
+	d, err := readDescription(path)
+	if err == nil {
+		descCache.Lock()
+		if len(descCache.m) > 1024 { // bound it; models dirs are small
+			clear(descCache.m)
+		}
+		descCache.m[path] = cachedDesc{fi.Size(), fi.ModTime(), d}
+		descCache.Unlock()
+	}
+	return d, err
+}
+
+func readDescription(path string) (description, error) {
 	d := description{details: modelDetails{Format: "gguf", Families: []string{}}, info: map[string]any{}}
 	f, err := gguf.Open(path)
 	if err != nil {

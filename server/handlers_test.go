@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -165,6 +167,18 @@ func TestLoadUnload(t *testing.T) {
 	if m := ps(); len(m) != 1 || m[0].ContextLength != 64 {
 		t.Fatalf("num_ctx 64: %+v", m)
 	}
+	// Asking for the file's length explicitly, or not at all, after a
+	// default load does not reload.
+	do(t, h, "POST", "/api/generate", `{"model":"stories","prompt":"x","stream":false,"options":{"num_predict":1}}`)
+	loads := func() string {
+		return metricLine(do(t, h, "GET", "/metrics", "").Body.String(), `edgellm_model_loads_total{model="stories"}`)
+	}
+	before := loads()
+	do(t, h, "POST", "/api/generate", `{"model":"stories","prompt":"x","stream":false,"options":{"num_predict":1,"num_ctx":128}}`)
+	do(t, h, "POST", "/api/generate", `{"model":"stories","prompt":"x","stream":false,"options":{"num_predict":1}}`)
+	if m := ps(); len(m) != 1 || m[0].ContextLength != 128 || before == "" || loads() != before {
+		t.Fatalf("num_ctx 128 then default: %+v, loads %s -> %s", m, before, loads())
+	}
 	w = do(t, h, "POST", "/api/chat", `{"model":"stories","messages":[],"keep_alive":0}`)
 	if !strings.Contains(w.Body.String(), `"done_reason":"unload"`) || len(ps()) != 0 {
 		t.Fatalf("unload: %s, ps %v", w.Body, ps())
@@ -223,6 +237,25 @@ func TestParseKeepAlive(t *testing.T) {
 		d, err := parseKeepAlive(c.in, 5*60e9)
 		if (err == nil) != c.ok || (c.ok && float64(d) != c.want) {
 			t.Errorf("parseKeepAlive(%v) = %v, %v", c.in, d, err)
+		}
+	}
+}
+
+// With MaxLoaded 1, using a second model unloads the idle first one.
+func TestMaxLoaded(t *testing.T) {
+	s := newTestServer(t, func(c *Config) { c.MaxLoaded = 1 })
+	if err := os.Symlink(storiesPath(t), filepath.Join(s.cfg.ModelsDir, "other.gguf")); err != nil {
+		t.Fatal(err)
+	}
+	h := s.Handler()
+	for _, m := range []string{"stories", "other", "stories"} {
+		w := do(t, h, "POST", "/api/generate", `{"model":"`+m+`","prompt":"x","stream":false,"options":{"num_predict":1}}`)
+		if w.Code != 200 {
+			t.Fatalf("%s: %d %s", m, w.Code, w.Body)
+		}
+		lm := s.reg.loaded()
+		if len(lm) != 1 || lm[0].name != m {
+			t.Fatalf("after %s: loaded %+v", m, lm)
 		}
 	}
 }

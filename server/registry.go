@@ -42,7 +42,9 @@ type entry struct {
 	tmpl      *chattmpl.Template
 	fileTmpl  bool // the template is the file's own
 	numCtx    int  // num_ctx the model was loaded with (0: the file's)
+	fileCtx   int  // the context length a load with num_ctx 0 gives (0: not known yet)
 	loadedAt  time.Time
+	lastUsed  time.Time
 	expires   time.Time // zero: never
 	timer     *time.Timer
 	users     int
@@ -154,12 +156,13 @@ func (r *registry) acquire(ctx context.Context, e *entry, numCtx int) (*lease, e
 		e.timer = nil
 	}
 	l := &lease{e: e, r: r}
-	if e.m != nil && e.numCtx != numCtx {
+	if e.m != nil && !e.fits(numCtx) {
 		r.log.Info("reloading model for a new context length", "model", e.name, "from", e.numCtx, "to", numCtx)
 		r.unloadLocked(e)
 	}
 	if e.m == nil {
 		start := time.Now()
+		r.makeRoom(e)
 		if err := r.loadLocked(e, numCtx); err != nil {
 			e.users--
 			e.q.release()
@@ -169,6 +172,16 @@ func (r *registry) acquire(ctx context.Context, e *entry, numCtx int) (*lease, e
 	}
 	l.m, l.tmpl, l.fileTmpl = e.m, e.tmpl, e.fileTmpl
 	return l, nil
+}
+
+// fits reports whether the loaded model serves a request's num_ctx (0: the
+// file's) without a reload.
+func (e *entry) fits(numCtx int) bool {
+	have := e.m.ContextLen()
+	if numCtx == 0 {
+		return e.numCtx == 0 || (e.fileCtx != 0 && have == e.fileCtx)
+	}
+	return numCtx == have
 }
 
 func (r *registry) loadLocked(e *entry, numCtx int) error {
@@ -185,6 +198,9 @@ func (r *registry) loadLocked(e *entry, numCtx int) error {
 		r.log.Warn("chat template", "model", e.name, "err", err, "using", tm.Name())
 	}
 	e.m, e.tmpl, e.fileTmpl, e.numCtx, e.loadedAt = m, tm, fileTmpl, numCtx, time.Now()
+	if numCtx == 0 {
+		e.fileCtx = m.ContextLen()
+	}
 	r.metrics.loads.WithLabelValues(e.name).Inc()
 	r.metrics.loaded.Inc()
 	return nil
@@ -213,6 +229,60 @@ func templateFor(path string, m *engine.Model) (*chattmpl.Template, bool, error)
 	return tm, tm.Name() == chattmpl.GGUF, err
 }
 
+// makeRoom unloads the least recently used idle models until loading one
+// more stays within MaxLoaded. Busy models are never unloaded: when all are
+// busy the new one loads anyway, past the bound, rather than wait. The
+// caller holds e.mu; other entries are only try-locked, so two loads
+// cannot deadlock on each other.
+func (r *registry) makeRoom(e *entry) {
+	if r.cfg.MaxLoaded <= 0 {
+		return
+	}
+	r.mu.Lock()
+	others := make([]*entry, 0, len(r.entries))
+	for _, o := range r.entries {
+		if o != e {
+			others = append(others, o)
+		}
+	}
+	r.mu.Unlock()
+	for {
+		var idle []*entry
+		loaded := 0
+		for _, o := range others {
+			if !o.mu.TryLock() {
+				loaded++ // busy loading or in use: count it, keep it
+				continue
+			}
+			if o.m != nil {
+				loaded++
+				if o.users == 0 {
+					idle = append(idle, o)
+				}
+			}
+			o.mu.Unlock()
+		}
+		if loaded < r.cfg.MaxLoaded || len(idle) == 0 {
+			return
+		}
+		lru := idle[0]
+		for _, o := range idle[1:] {
+			if o.lastUsed.Before(lru.lastUsed) {
+				lru = o
+			}
+		}
+		if !lru.mu.TryLock() {
+			return
+		}
+		if lru.m != nil && lru.users == 0 {
+			lru.unloadGen++
+			r.log.Info("unloading to make room", "model", lru.name, "for", e.name)
+			r.unloadLocked(lru)
+		}
+		lru.mu.Unlock()
+	}
+}
+
 func (r *registry) unloadLocked(e *entry) {
 	if e.m == nil {
 		return
@@ -237,6 +307,7 @@ func (l *lease) release(keepAlive time.Duration) {
 	e.mu.Lock()
 	e.users--
 	e.unloadGen++
+	e.lastUsed = time.Now()
 	gen := e.unloadGen
 	switch {
 	case e.users > 0 || e.m == nil:

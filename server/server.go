@@ -9,6 +9,21 @@
 // Every endpoint goes through one generation path, (*Server).generate,
 // which calls engine.Model.Generate. The package knows nothing of kernels
 // or backends' internals.
+//
+// Facts a client may rely on:
+//   - A model is ModelsDir/NAME.gguf (links followed); "NAME:latest" is NAME.
+//   - num_ctx defaults to the file's context length; another value reloads
+//     the model with that context. A prompt longer than it is a 400.
+//   - Ollama endpoints default to edgellm run's sampling (temperature 0.8,
+//     top_k 40, top_p 0.95, min_p 0.05, no repetition penalty); OpenAI
+//     endpoints to OpenAI's (temperature 1, no filters). temperature 0 is
+//     greedy.
+//   - /api/generate wraps the prompt in the model's chat template unless
+//     raw is set or the model has none (the plain fallback): then the
+//     prompt is taken as it is, BOS added per the metadata, as edgellm run
+//     does. /v1/completions never applies a template.
+//   - Requests for one model run one at a time, in arrival order
+//     (engine.Model keeps one session); there is no batching yet.
 package server
 
 import (
@@ -38,6 +53,9 @@ type Config struct {
 	// KeepAlive is how long an idle model stays loaded; 0 means the
 	// default of 5 minutes, negative means forever.
 	KeepAlive time.Duration
+	// MaxLoaded bounds the models loaded at once: loading another first
+	// unloads the least recently used idle one. 0 means no bound.
+	MaxLoaded int
 	// MaxQueue bounds the requests waiting per model; past it a request
 	// gets 503. 0 means 512.
 	MaxQueue int

@@ -124,7 +124,11 @@ func metricValue(t testing.TB, base *url.URL, name string) string {
 			break
 		}
 	}
-	for _, line := range strings.Split(sb.String(), "\n") {
+	return metricLine(sb.String(), name)
+}
+
+func metricLine(text, name string) string {
+	for _, line := range strings.Split(text, "\n") {
 		if strings.HasPrefix(line, name+" ") {
 			return strings.TrimPrefix(line, name+" ")
 		}

@@ -59,3 +59,25 @@ func TestOptionsEps(t *testing.T) {
 		}
 	}
 }
+
+// TestCompileCache checks that a second compile of the same kernels comes
+// from the disk cache, byte for byte.
+func TestCompileCache(t *testing.T) {
+	n, err := loadNVRTC()
+	if err != nil {
+		t.Skipf("libnvrtc not available: %v", err)
+	}
+	if testing.Short() {
+		t.Skip("compiles the kernels")
+	}
+	t.Setenv("EDGELLM_CUDA_CACHE", t.TempDir())
+	d := testDims()[1]
+	a, cached, err := compileCached(n, d, "sm_80", 13000)
+	if err != nil || cached {
+		t.Fatalf("first compile: cached=%v err=%v", cached, err)
+	}
+	b, cached, err := compileCached(n, d, "sm_80", 13000)
+	if err != nil || !cached || string(a) != string(b) {
+		t.Fatalf("second compile: cached=%v err=%v same=%v", cached, err, string(a) == string(b))
+	}
+}

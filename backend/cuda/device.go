@@ -112,6 +112,12 @@ func openDevice(ordinal int) (*device, error) {
 	if dev.info.ComputeMajor < 7 || (dev.info.ComputeMajor == 7 && dev.info.ComputeMinor < 5) {
 		return nil, fmt.Errorf("cuda: %s is compute capability %d.%d; EdgeLLM's kernels need 7.5 or newer", dev.info.Name, dev.info.ComputeMajor, dev.info.ComputeMinor)
 	}
+	// Spin while waiting for the GPU: a token takes well under a
+	// millisecond, and a sleeping wait adds wake-up jitter to each. It only
+	// applies if the primary context is not active yet; failing is harmless.
+	if d.cuDevicePrimaryCtxSetFlags != nil {
+		d.cuDevicePrimaryCtxSetFlags(dev.ordinal, ctxSchedSpin)
+	}
 	if err := d.check(d.cuDevicePrimaryCtxRetain(&dev.ctx, dev.ordinal), "cuDevicePrimaryCtxRetain"); err != nil {
 		return nil, err
 	}

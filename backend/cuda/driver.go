@@ -33,6 +33,8 @@ type driverAPI struct {
 	cuDeviceTotalMem func(bytes *uint64, dev int32) cuResult
 	// CUresult cuDevicePrimaryCtxRetain(CUcontext *pctx, CUdevice dev);
 	cuDevicePrimaryCtxRetain func(ctx *uintptr, dev int32) cuResult
+	// CUresult cuDevicePrimaryCtxSetFlags_v2(CUdevice dev, unsigned int flags);  (optional)
+	cuDevicePrimaryCtxSetFlags func(dev int32, flags uint32) cuResult
 	// CUresult cuDevicePrimaryCtxRelease_v2(CUdevice dev);
 	cuDevicePrimaryCtxRelease func(dev int32) cuResult
 	// CUresult cuCtxSetCurrent(CUcontext ctx);
@@ -142,6 +144,7 @@ const (
 	streamNonBlocking        = 1 // CU_STREAM_NON_BLOCKING
 	eventDefault             = 0
 	hostAllocPortable        = 1 // CU_MEMHOSTALLOC_PORTABLE
+	ctxSchedSpin             = 1 // CU_CTX_SCHED_SPIN
 )
 
 // driverLibName is found by the dynamic loader's own search: the driver
@@ -215,6 +218,9 @@ func loadDriver() (*driverAPI, error) {
 				drvErr = err
 				return
 			}
+		}
+		if addr, err := purego.Dlsym(h, "cuDevicePrimaryCtxSetFlags_v2"); err == nil && addr != 0 {
+			purego.RegisterFunc(&d.cuDevicePrimaryCtxSetFlags, addr)
 		}
 		// Optional: without it (drivers before CUDA 12) launches are plain.
 		if addr, err := purego.Dlsym(h, "cuLaunchKernelEx"); err == nil && addr != 0 {

@@ -450,10 +450,11 @@ extern "C" __global__ void __launch_bounds__(BT_QKV) k_qkv(const int *__restrict
 
 // Flash-decoding attention. Block (h, s) attends query head h over one
 // slice of positions 0..pos: slices of ATT_CHUNK positions while there are
-// at most nsplit of them, else nsplit equal slices. Each block writes its
+// at most nsplit of them, else nsplit equal slices. Short slices keep the
+// chain of dependent loads per thread short (decode is latency-bound). Each block writes its
 // unnormalised output with its max and sum; the last block of head h to
 // finish merges the slices by log-sum-exp into out.
-#define ATT_CHUNK 64
+#define ATT_CHUNK 16
 extern "C" __global__ void __launch_bounds__(ATT_NT) k_attn(const int *__restrict__ tp, const float *__restrict__ q,
                                                              const float *__restrict__ kc, const float *__restrict__ vc,
                                                              float *__restrict__ out, float *part, u32 *counters, int nsplit) {
@@ -546,7 +547,7 @@ extern "C" __global__ void __launch_bounds__(ATT_NT) k_attn(const int *__restric
     L = block_sum(L, red);
     for (int d = tid; d < HD; d += ATT_NT) {
         float o = 0.f;
-#pragma unroll 4
+#pragma unroll 8
         for (int j = 0; j < nact; j++) o += sc[j] * vp[j * (HD + 2) + d];
         out[h * HD + d] = o / L;
     }

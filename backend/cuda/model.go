@@ -16,9 +16,11 @@ type Options struct {
 	// Dense disables the ternary path (layer matrices go to f32/f16/q8_0),
 	// for comparisons.
 	Dense bool
-	// NoPDL disables programmatic dependent launch (on by default where
-	// the card and driver have it: compute capability 9.0+, CUDA 12+).
-	NoPDL bool
+	// PDL launches every kernel after the first with programmatic
+	// dependent launch (compute capability 9.0+, CUDA 12+; ignored
+	// elsewhere). Off by default: on the H100 it gained 5% on the
+	// smollm-135m preset and lost 20% on bitnet-2b (docs/gpu-notes.md).
+	PDL bool
 }
 
 // devMat is a matrix in device memory.
@@ -52,9 +54,11 @@ type Model struct {
 
 	pdl         bool // launch with programmatic stream serialization
 	weightBytes int
+	embedBytes  int  // of a separate (untied) embedding table
 	cached      bool // kernels came from the disk cache
 	sessions    int
 	closed      bool
+	traffic     counters
 }
 
 var _ backend.Model = (*Model)(nil)
@@ -171,7 +175,7 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 		return nil, err
 	}
 	m := &Model{dev: dev, cfg: c, fn: map[string]uintptr{}}
-	m.pdl = !opts.NoPDL && dev.info.ComputeMajor >= 9 && dev.d.cuLaunchKernelEx != nil
+	m.pdl = opts.PDL && dev.info.ComputeMajor >= 9 && dev.d.cuLaunchKernelEx != nil
 	ok := false
 	defer func() {
 		if !ok {
@@ -270,9 +274,12 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 		if err != nil {
 			return nil, err
 		}
+		before := m.weightBytes
 		if m.embed, err = upMat(em, "token_embd"); err != nil {
 			return nil, err
 		}
+		// A step reads one row of a separate embedding table, not all of it.
+		m.embedBytes = m.weightBytes - before
 	}
 	m.escale = tensorScale(&w.Embed)
 	if m.outNrm, err = upVec(w.OutNorm, "output_norm"); err != nil {

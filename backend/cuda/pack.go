@@ -2,6 +2,7 @@ package cuda
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 
@@ -223,7 +224,8 @@ func packTernary(t *model.Tensor) (m *hostMat, ok bool, err error) {
 	return m, ok, nil
 }
 
-var errStop = fmt.Errorf("stop")
+// errStop ends forRows early without being an error.
+var errStop = errors.New("stop")
 
 // packDense repacks t as kind k (f32, f16 or q8_0). Sources already of that
 // kind are copied bit for bit; others are dequantized (and for q8_0

@@ -114,7 +114,7 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 	}
 	// Flash-decoding splits: enough blocks to spread long contexts, each
 	// split at most ATT_MAXLEN (1024) positions.
-	s.nsplit = min(max((ctx+255)/256, 1), 32)
+	s.nsplit = min(max((ctx+15)/16, 1), 64) // kernels.cu ATT_CHUNK = 16
 	s.nsplit = max(s.nsplit, (ctx+1023)/1024)
 
 	qd := c.Heads * c.HeadDim
@@ -292,6 +292,7 @@ func (s *Session) step(token int32) error {
 	s.stats.Tokens++
 	s.stats.H2DBytes += 8
 	s.stats.D2HBytes += 4
+	s.m.traffic.add(8, 4, len(s.plan))
 	return nil
 }
 

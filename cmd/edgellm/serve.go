@@ -23,6 +23,7 @@ type serveCmd struct {
 	Threads   int           `help:"CPU threads per model (default: all cores)."`
 	KeepAlive time.Duration `help:"How long an idle model stays loaded (negative: forever)." name:"keep-alive" default:"5m"`
 	MaxQueue  int           `help:"Requests allowed to wait per model before 503." name:"max-queue" default:"512"`
+	MaxLoaded int           `help:"Models loaded at once; loading another unloads the least recently used idle one (0: no bound)." name:"max-loaded" default:"3"`
 }
 
 const defaultAddr = "127.0.0.1:11434"
@@ -74,6 +75,7 @@ func (c *serveCmd) Run(log *slog.Logger) error {
 		Engine:    engine.Options{Backend: c.Backend, Threads: c.Threads},
 		KeepAlive: c.KeepAlive,
 		MaxQueue:  c.MaxQueue,
+		MaxLoaded: c.MaxLoaded,
 		Logger:    log,
 	})
 	if err != nil {

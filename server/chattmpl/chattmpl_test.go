@@ -142,3 +142,32 @@ func TestForModelFallbacks(t *testing.T) {
 		t.Error("raise_exception: no error")
 	}
 }
+
+// A template in the style of Qwen2.5's: undefined variables (tools,
+// message.tool_calls) are falsy, whitespace control and a default system
+// prompt work.
+func TestQwenStyleTemplate(t *testing.T) {
+	src := "{%- if tools %}{{- 'TOOLS' }}{%- else %}{%- if messages[0]['role'] == 'system' %}" +
+		"{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}{%- else %}" +
+		"{{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{%- endif %}{%- endif %}\n" +
+		"{%- for message in messages %}\n" +
+		"    {%- if (message.role == \"user\") or (message.role == \"system\" and not loop.first) or (message.role == \"assistant\" and not message.tool_calls) %}\n" +
+		"        {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}\n" +
+		"    {%- endif %}\n{%- endfor %}\n" +
+		"{%- if add_generation_prompt %}\n    {{- '<|im_start|>assistant\\n' }}\n{%- endif %}\n"
+	tm, err := Parse(src, "", "<|im_end|>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bt, _ := Builtin(ChatML, "", "<|im_end|>")
+	want, _ := bt.Render(convo, true)
+	got, err := tm.Render(convo, true)
+	if err != nil || got != want {
+		t.Errorf("with system:\n got %q (%v)\nwant %q", got, err, want)
+	}
+	got, err = tm.Render(convo[1:2], true)
+	want = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n"
+	if err != nil || got != want {
+		t.Errorf("default system:\n got %q (%v)\nwant %q", got, err, want)
+	}
+}

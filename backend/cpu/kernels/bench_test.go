@@ -101,13 +101,13 @@ func BenchmarkTernaryMatMat(b *testing.B) {
 	}
 }
 
-// BenchmarkHead is the LM head / embedding matrices: Q8_0 (int8, group 32),
-// Q6_K (int8, group 16) and F16, at BitNet's width (a 32768-row slice of the
+// BenchmarkHead is the LM head / embedding matrices: Q8_0 (int8 with float16
+// scales), int8 with float32 scales per 32 and per 16 (Q6_K), and F16, at BitNet's width (a 32768-row slice of the
 // 128256-row head) and SmolLM's whole 49152x576 head, always from memory.
 func BenchmarkHead(b *testing.B) {
 	for _, sh := range [][2]int{{32768, 2560}, {49152, 576}} {
 		rows, cols := sh[0], sh[1]
-		for _, kind := range []string{"int8g32", "int8g16", "f16"} {
+		for _, kind := range []string{"q8_0", "int8g32", "int8g16", "f16"} {
 			for _, asm := range []bool{true, false} {
 				if asm && !cpuAVX2 {
 					continue
@@ -128,6 +128,12 @@ func BenchmarkHead(b *testing.B) {
 								w[i] = uint16(i*7919) % 0x3c00
 							}
 							m, err = NewF16Mat(rows, cols, w)
+						case "q8_0": // int8 with the file's float16 scales
+							v := make([]int8, rows*cols)
+							for i := range v {
+								v[i] = int8(i * 7919)
+							}
+							m, err = newInt8MatHalf("Q8_0", rows, cols, v, make([]uint16, rows*cols/32))
 						default:
 							g := 32
 							if kind == "int8g16" {

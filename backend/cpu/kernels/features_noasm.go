@@ -7,7 +7,7 @@ const cpuAVX2 = false
 // The assembly entry points do not exist in this build; useAVX2 is always
 // false here, so these are never called.
 
-func ternaryDot4(w *byte, stride int, act *int8, n128 int, tail int, dst *int32, groups int) {
+func ternaryDot2(w *byte, stride int, act *int8, n128 int, tail int, dst *int32, groups int) {
 	panic("kernels: no assembly in this build")
 }
 
@@ -19,7 +19,7 @@ func ternaryBlockDots(w *byte, act *int8, n128 int, tail int, dst *int32) {
 	panic("kernels: no assembly in this build")
 }
 
-func int8Dot4g32(w *int8, stride int, sc *float32, sstride int, act *int8, nblk int, dst *float32, groups int) {
+func int8Dot2g32(w *int8, stride int, sc *float32, sstride int, act *int8, nblk int, dst *float32, groups int) {
 	panic("kernels: no assembly in this build")
 }
 
@@ -27,7 +27,7 @@ func int8Dot1g32(w *int8, stride int, sc *float32, sstride int, act *int8, nblk 
 	panic("kernels: no assembly in this build")
 }
 
-func int8Dot4g16(w *int8, stride int, sc *float32, sstride int, act *int8, nblk int, dst *float32, groups int) {
+func int8Dot2g16(w *int8, stride int, sc *float32, sstride int, act *int8, nblk int, dst *float32, groups int) {
 	panic("kernels: no assembly in this build")
 }
 
@@ -52,5 +52,13 @@ func quantI8(x *float32, n int, scale float32, q *int8, bsum *int32) {
 }
 
 func tlTiles(w *byte, tbl *byte, ncouple int, dst *int32, tiles int) {
+	panic("kernels: no assembly in this build")
+}
+
+func int8Dot2h32(w *int8, stride int, sc *uint16, sstride int, act *int8, nblk int, dst *float32, groups int) {
+	panic("kernels: no assembly in this build")
+}
+
+func int8Dot1h32(w *int8, stride int, sc *uint16, sstride int, act *int8, nblk int, dst *float32, groups int) {
 	panic("kernels: no assembly in this build")
 }

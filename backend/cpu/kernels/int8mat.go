@@ -15,12 +15,15 @@ import (
 // quantization of x serve the whole layer.
 //
 // Layout: row r's int8 values are vals[r*cols:], its scales
-// scales[r*cols/group:]. Q6_K takes 8.5 bits per weight here against its
-// 6.56 in the file: the price of a simple, exact kernel.
+// scales[r*cols/group:] (float32), or for Q8_0 and Q4_0 the file's own
+// float16 scales in hscales: 8.5 bits per weight, as Q8_0 in the file. Q6_K
+// takes 10 bits per weight here against its 6.56 in the file: the price of
+// a simple, exact kernel (see the package report for a denser plan).
 type Int8Mat struct {
 	rows, cols, group int
 	vals              []int8
-	scales            []float32
+	scales            []float32 // one per group, or nil when hscales is set
+	hscales           []uint16  // float16 scales (group 32), or nil
 }
 
 // NewInt8Mat takes rows*cols int8 values and rows*cols/group scales. group
@@ -69,6 +72,38 @@ func checkData(what string, rows, cols, blockSize, blockBytes int, data []byte) 
 	return nil
 }
 
+// newInt8MatHalf keeps float16 scales (one per 32), rejecting NaN and Inf.
+func newInt8MatHalf(what string, rows, cols int, vals []int8, hs []uint16) (*Int8Mat, error) {
+	for i, h := range hs {
+		if h&0x7c00 == 0x7c00 {
+			return nil, fmt.Errorf("kernels: %s matrix %dx%d: block %d scale is %v", what, rows, cols, i, f16ToF32(h))
+		}
+	}
+	return &Int8Mat{rows: rows, cols: cols, group: 32, vals: vals, hscales: hs}, nil
+}
+
+// toFloatScales switches the matrix to float32 scales times k.
+func (m *Int8Mat) toFloatScales(k float32) {
+	if m.hscales != nil {
+		m.scales = make([]float32, len(m.hscales))
+		for i, h := range m.hscales {
+			m.scales[i] = f16ToF32(h)
+		}
+		m.hscales = nil
+	}
+	for i := range m.scales {
+		m.scales[i] *= k
+	}
+}
+
+// scaleAt returns the scale of group g (row-major).
+func (m *Int8Mat) scaleAt(g int) float32 {
+	if m.hscales != nil {
+		return f16ToF32(m.hscales[g])
+	}
+	return m.scales[g]
+}
+
 // FromQ8_0 repacks GGML Q8_0 blocks (fp16 d, 32 int8) of a rows x cols
 // matrix.
 func FromQ8_0(rows, cols int, data []byte) (*Int8Mat, error) {
@@ -76,15 +111,15 @@ func FromQ8_0(rows, cols int, data []byte) (*Int8Mat, error) {
 		return nil, err
 	}
 	nb := rows * cols / 32
-	vals, scales := make([]int8, rows*cols), make([]float32, nb)
+	vals, hs := make([]int8, rows*cols), make([]uint16, nb)
 	for b := 0; b < nb; b++ {
 		blk := data[b*34 : b*34+34]
-		scales[b] = f16ToF32(uint16(blk[0]) | uint16(blk[1])<<8)
+		hs[b] = uint16(blk[0]) | uint16(blk[1])<<8
 		for i, v := range blk[2:] {
 			vals[b*32+i] = int8(v)
 		}
 	}
-	return NewInt8Mat(rows, cols, vals, scales, 32)
+	return newInt8MatHalf("Q8_0", rows, cols, vals, hs)
 }
 
 // FromQ4_0 repacks GGML Q4_0 blocks (fp16 d, 16 bytes: element i in the low
@@ -94,16 +129,16 @@ func FromQ4_0(rows, cols int, data []byte) (*Int8Mat, error) {
 		return nil, err
 	}
 	nb := rows * cols / 32
-	vals, scales := make([]int8, rows*cols), make([]float32, nb)
+	vals, hs := make([]int8, rows*cols), make([]uint16, nb)
 	for b := 0; b < nb; b++ {
 		blk := data[b*18 : b*18+18]
-		scales[b] = f16ToF32(uint16(blk[0]) | uint16(blk[1])<<8)
+		hs[b] = uint16(blk[0]) | uint16(blk[1])<<8
 		for i, v := range blk[2:] {
 			vals[b*32+i] = int8(v&15) - 8
 			vals[b*32+i+16] = int8(v>>4) - 8
 		}
 	}
-	return NewInt8Mat(rows, cols, vals, scales, 32)
+	return newInt8MatHalf("Q4_0", rows, cols, vals, hs)
 }
 
 // FromQ6_K repacks GGML Q6_K super-blocks of 256 (ql[128] low 4 bits, qh[64]
@@ -145,7 +180,7 @@ func (m *Int8Mat) Cols() int { return m.cols }
 func (m *Int8Mat) Group() int { return m.group }
 
 // Bytes is the resident size.
-func (m *Int8Mat) Bytes() int { return len(m.vals) + 4*len(m.scales) }
+func (m *Int8Mat) Bytes() int { return len(m.vals) + 4*len(m.scales) + 2*len(m.hscales) }
 
 // MatVec sets dst[r] = row r · x for r in [r0, r1), x the first token of a.
 func (m *Int8Mat) MatVec(dst []float32, a *Acts, r0, r1 int) {
@@ -171,16 +206,30 @@ func (m *Int8Mat) MatMat(dst []float32, a *Acts, r0, r1 int) {
 func (m *Int8Mat) rowsTok(dst []float32, a *Acts, i, r0, r1 int) {
 	q, inv := a.token(i), a.InvScale[i]
 	ns := m.cols / m.group
-	if useAVX2 && r1 > r0 {
-		k4, k1 := int8Dot4g32, int8Dot1g32
-		if m.group == 16 {
-			k4, k1 = int8Dot4g16, int8Dot1g16
-		}
-		g := (r1 - r0) / 4
+	if useAVX2 && r1 > r0 && m.hscales != nil {
+		g := (r1 - r0) / 2
 		if g > 0 {
-			k4(&m.vals[r0*m.cols], m.cols, &m.scales[r0*ns], 4*ns, &q[0], m.cols/32, &dst[r0], g)
+			int8Dot2h32(&m.vals[r0*m.cols], m.cols, &m.hscales[r0*ns], 2*ns, &q[0], m.cols/32, &dst[r0], g)
 		}
-		r := r0 + 4*g
+		r := r0 + 2*g
+		if r < r1 {
+			int8Dot1h32(&m.vals[r*m.cols], m.cols, &m.hscales[r*ns], 2*ns, &q[0], m.cols/32, &dst[r], r1-r)
+		}
+		for r := r0; r < r1; r++ {
+			dst[r] *= inv
+		}
+		return
+	}
+	if useAVX2 && r1 > r0 {
+		k2, k1 := int8Dot2g32, int8Dot1g32
+		if m.group == 16 {
+			k2, k1 = int8Dot2g16, int8Dot1g16
+		}
+		g := (r1 - r0) / 2
+		if g > 0 {
+			k2(&m.vals[r0*m.cols], m.cols, &m.scales[r0*ns], 4*ns, &q[0], m.cols/32, &dst[r0], g)
+		}
+		r := r0 + 2*g
 		if r < r1 {
 			k1(&m.vals[r*m.cols], m.cols, &m.scales[r*ns], 4*ns, &q[0], m.cols/32, &dst[r], r1-r)
 		}
@@ -190,8 +239,26 @@ func (m *Int8Mat) rowsTok(dst []float32, a *Acts, i, r0, r1 int) {
 		return
 	}
 	for r := r0; r < r1; r++ {
-		dst[r] = int8RowGo(m.vals[r*m.cols:(r+1)*m.cols], m.scales[r*ns:(r+1)*ns], m.group, q) * inv
+		w := m.vals[r*m.cols : (r+1)*m.cols]
+		if m.hscales != nil {
+			dst[r] = int8RowGoH(w, m.hscales[r*ns:(r+1)*ns], q) * inv
+		} else {
+			dst[r] = int8RowGo(w, m.scales[r*ns:(r+1)*ns], m.group, q) * inv
+		}
 	}
+}
+
+// int8RowGoH is int8RowGo for float16 scales of 32.
+func int8RowGoH(w []int8, sc []uint16, q []int8) float32 {
+	var f float32
+	for g, h := range sc {
+		var d int32
+		for j, v := range w[g*32 : g*32+32] {
+			d += int32(v) * int32(q[g*32+j])
+		}
+		f += float32(d) * f16ToF32(h)
+	}
+	return f
 }
 
 // int8RowGo is the pure-Go Int8Mat row kernel.

@@ -246,7 +246,9 @@ func closeTo(got float32, want, mag float64) bool {
 func TestTernaryIntKernels(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	eachPath(t, func(t *testing.T) {
-		for cols := 64; cols <= 1088; cols += 64 {
+		// up to 20 128-blocks: the assembly takes 8 at a time, then 1s, then
+		// a 64 tail
+		for cols := 64; cols <= 2560; cols += 64 {
 			tc := randTernary(rng, 9, cols, "row")
 			m, err := NewTernary(9, cols, tc.codes, tc.bscale, 64, TernaryOptions{Layout: Layout2Bit})
 			if err != nil {
@@ -255,6 +257,20 @@ func TestTernaryIntKernels(t *testing.T) {
 			q := make([]int8, cols)
 			for i := range q {
 				q[i] = int8(rng.IntN(255) - 127)
+			}
+			switch cols {
+			case 1024, 2048:
+				// the int16 sums' worst case: every code +1, every q ±127
+				for i := range tc.codes {
+					tc.codes[i] = 1
+				}
+				m, _ = NewTernary(9, cols, tc.codes, tc.bscale, 64, TernaryOptions{Layout: Layout2Bit})
+				for i := range q {
+					q[i] = 127
+					if cols == 2048 {
+						q[i] = -127
+					}
+				}
 			}
 			for _, n := range []int{1, 3, 4, 5, 8, 9} {
 				out := make([]int32, n+1)
@@ -306,8 +322,13 @@ func TestTernaryMatVec(t *testing.T) {
 	}
 	variants = append(variants, variant{LayoutLUT, "row", false, false}, variant{LayoutLUT, "block", false, false}, variant{LayoutTL, "row", false, false})
 	eachPath(t, func(t *testing.T) {
+		var colsList []int
+		for cols := 64; cols <= 1024; cols += 64 {
+			colsList = append(colsList, cols)
+		}
+		colsList = append(colsList, 1600, 2560) // past the 8-block unroll
 		for _, v := range variants {
-			for cols := 64; cols <= 1024; cols += 64 {
+			for _, cols := range colsList {
 				rowsList := []int{1, 3, 4, 6, 9, 13}
 				if v.layout == LayoutTL && cols%256 == 0 {
 					rowsList = append(rowsList, 32, 45, 70) // several tiles, partial ones
@@ -584,14 +605,73 @@ func TestFromQuantInt8(t *testing.T) {
 			t.Fatal(err)
 		}
 		m := mm.(*Int8Mat)
+		if half := m.hscales != nil; half != (typ != quant.Q6_K) {
+			t.Fatalf("%v: float16 scales %v", typ, half)
+		}
 		for i, want := range deq {
-			got := float32(m.vals[i]) * m.scales[i/m.group]
+			got := float32(m.vals[i]) * m.scaleAt(i/m.group)
 			if math.Abs(float64(got-want)) > 1e-6*math.Abs(float64(want))+1e-12 {
 				t.Fatalf("%v: element %d = %v, want %v", typ, i, got, want)
 			}
 		}
 		if _, err := FromQuant(typ, rows, cols, data[:len(data)-1], 1, TernaryOptions{}); err == nil {
 			t.Fatalf("%v: short data accepted", typ)
+		}
+		// a scale of Inf is an error, not a matrix
+		bad := append([]byte(nil), data...)
+		bad[dOff], bad[dOff+1] = 0x00, 0x7c
+		if _, err := FromQuant(typ, rows, cols, bad, 1, TernaryOptions{}); err == nil {
+			t.Fatalf("%v: Inf scale accepted", typ)
+		}
+	}
+}
+
+// TestQuantInt8MatVec runs Q8_0, Q4_0 and Q6_K products (float16 and
+// float32 scales, with and without FromQuant's scale) against quant's
+// dequantized rows.
+func TestQuantInt8MatVec(t *testing.T) {
+	rng := rand.New(rand.NewPCG(19, 20))
+	for _, typ := range []quant.Type{quant.Q8_0, quant.Q4_0, quant.Q6_K} {
+		for _, cols := range []int{64, 256, 576, 1024, 2560} {
+			if cols%typ.BlockSize() != 0 {
+				continue
+			}
+			for _, rows := range []int{1, 5, 9} {
+				for _, scale := range []float32{1, 0.75} {
+					w := make([]float32, rows*cols)
+					for i := range w {
+						w[i] = float32(rng.NormFloat64())
+					}
+					rb, _ := typ.RowBytes(cols)
+					data := make([]byte, rb*rows)
+					if err := quant.Quantize(typ, data, w); err != nil {
+						t.Fatal(err)
+					}
+					deq := make([]float32, rows*cols)
+					if err := quant.Dequantize(typ, deq, data); err != nil {
+						t.Fatal(err)
+					}
+					m, err := FromQuant(typ, rows, cols, data, scale, TernaryOptions{})
+					if err != nil {
+						t.Fatal(err)
+					}
+					x := randActs(rng, cols, 2)
+					a := newActs(t, x, cols, false)
+					eachPath(t, func(t *testing.T) {
+						checkFloatMat(t, fmt.Sprintf("%v scale %v %dx%d", typ, scale, rows, cols), m, a, func(tok, r int) (float64, float64) {
+							var want, mag float64
+							q := a.token(tok)
+							for j := 0; j < cols; j++ {
+								p := float64(deq[r*cols+j]) * float64(scale) * float64(q[j])
+								want += p
+								mag += math.Abs(p)
+							}
+							inv := float64(a.InvScale[tok])
+							return want * inv, mag * inv
+						}, rng)
+					})
+				}
+			}
 		}
 	}
 }

@@ -61,9 +61,7 @@ func FromQuant(typ quant.Type, rows, cols int, data []byte, scale float32, opts 
 			return nil, err
 		}
 		if scale != 1 {
-			for i := range m.scales {
-				m.scales[i] *= scale
-			}
+			m.toFloatScales(scale)
 		}
 		return m, nil
 	case typ == quant.F16:

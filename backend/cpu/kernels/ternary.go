@@ -327,9 +327,9 @@ func (t *Ternary) MatVec(dst []float32, a *Acts, r0, r1 int) {
 // they sit in L1, so each weight comes from memory once per batch.
 func (t *Ternary) MatMat(dst []float32, a *Acts, r0, r1 int) {
 	checkArgs("Ternary.MatMat", t.rows, t.cols, len(dst), a, r0, r1, true)
-	step := (16 << 10) / t.stride / 4 * 4
-	if step < 4 {
-		step = 4
+	step := (16 << 10) / t.stride / 2 * 2
+	if step < 2 {
+		step = 2
 	}
 	for r := r0; r < r1; r += step {
 		e := min(r+step, r1)
@@ -411,12 +411,12 @@ func (t *Ternary) rowsTok(dst []float32, a *Acts, i, r0, r1 int) {
 func dots(out []int32, w []byte, stride int, q []int8) {
 	n128, tail := len(q)/128, len(q)%128/64
 	if useAVX2 {
-		g := len(out) / 4
+		g := len(out) / 2
 		if g > 0 {
-			ternaryDot4(&w[0], stride, &q[0], n128, tail, &out[0], g)
+			ternaryDot2(&w[0], stride, &q[0], n128, tail, &out[0], g)
 		}
-		if rest := len(out) - 4*g; rest > 0 {
-			ternaryDot1(&w[4*g*stride], stride, &q[0], n128, tail, &out[4*g], rest)
+		if len(out)%2 != 0 {
+			ternaryDot1(&w[2*g*stride], stride, &q[0], n128, tail, &out[2*g], 1)
 		}
 		return
 	}

@@ -113,11 +113,11 @@ func main() {
 			fail = fail || !r.Pass
 		}
 		if !*checkOnly {
-			for _, nopdl := range []bool{false, true} {
-				if nopdl && !*both {
+			for _, pdl := range []bool{false, true} {
+				if pdl && !*both {
 					continue
 				}
-				line, err := bench(name, w, *benchN, *warm, *prof, cuda.Options{NoPDL: nopdl})
+				line, err := bench(name, w, *benchN, *warm, *prof, cuda.Options{PDL: pdl})
 				if err != nil {
 					fmt.Println("bench", name, err)
 					fail = true
@@ -242,7 +242,7 @@ func preset(name string) (*model.Weights, error) {
 			for j := 0; j < 2; j++ {
 				x := rng.Uint64()
 				m := x & (x >> 1) & 0x5555555555555555 // fields equal to 3 ...
-				x ^= m << 1                              // ... become 1 (zero weight)
+				x ^= m << 1                            // ... become 1 (zero weight)
 				binary.LittleEndian.PutUint64(blk[2+8*j:], x)
 			}
 		}
