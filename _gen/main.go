@@ -12,6 +12,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 
 	. "github.com/mmcloughlin/avo/build"
 	. "github.com/mmcloughlin/avo/operand"
@@ -32,6 +33,15 @@ func main() {
 	ternaryDot("ternaryDot2", 2, 8, prefetchAhead)
 	ternaryDot("ternaryDot1", 1, 8, prefetchAhead)
 	ternaryBlockDots()
+	// Prefill: one row's codes unpacked once per 128 weights, applied to
+	// up to 4 tokens (the 16 YMM registers hold 4 codes and 2 sums a token).
+	for nt := 1; nt <= 4; nt++ {
+		ternaryDotBatch(nt, prefetchAhead)
+	}
+	for nt := 1; nt <= 4; nt++ {
+		int8DotBatch(nt, false)
+		int8DotBatch(nt, true)
+	}
 	// Two rows a group streamed ~12% faster than four from DRAM (Zen 3).
 	int8Dot(2, 32, false)
 	int8Dot(1, 32, false)
@@ -39,8 +49,16 @@ func main() {
 	int8Dot(1, 16, false)
 	int8Dot(2, 32, true)
 	int8Dot(1, 32, true)
-	f16Dot(4)
+	f16Dot(4) // two rows a group measured no faster here
 	f16Dot(1)
+	attnScores(false)
+	attnScores(true)
+	attnMix(false)
+	attnMix(true)
+	f32ToF16()
+	expConstants()
+	softmaxExp()
+	siluMul()
 	absMax()
 	quantI8()
 	tlTiles()
@@ -74,6 +92,17 @@ func reduce4(acc []reg.VecVirtual, dst Mem, fl bool) {
 	VEXTRACTI128(U8(1), acc[0], t)
 	add(t, acc[0].AsX(), t)
 	VMOVDQU(t, dst)
+}
+
+// reduce2f sums the eight float32 lanes of a and of b and stores the two
+// sums at dst.
+func reduce2f(a, b reg.VecVirtual, dst Mem) {
+	VHADDPS(b, a, a) // a01 a23 b01 b23 | a45 a67 b45 b67
+	x := XMM()
+	VEXTRACTF128(U8(1), a, x)
+	VADDPS(x, a.AsX(), x)
+	VHADDPS(x, x, x) // a b a b
+	VMOVQ(x, dst)
 }
 
 // reduce1 sums the eight lanes of acc and stores the sum at dst.
@@ -219,28 +248,34 @@ func ternaryDot(name string, nr, unroll, prefetch int) {
 		}
 	}
 
-	Label(name + "_blockU")
-	CMPQ(n, Imm(uint64(unroll)))
-	JB(LabelRef(name + "_block"))
-	for r := 0; r < nr; r++ {
-		for k := 0; prefetch > 0 && k < (32*unroll+63)/64; k++ {
-			PREFETCHT0(rowMem(r, prefetch+64*k))
+	// Runs of 8, then 4, then single blocks: rows of a few blocks
+	// (SmolLM's 576 is 4.5) still get the long int16 runs.
+	stages := []int{unroll}
+	for u := unroll / 2; u >= 1; u /= 2 {
+		if u == 4 || u == 1 {
+			stages = append(stages, u)
 		}
 	}
-	blocks(unroll, false)
-	ADDQ(U32(uint32(128*unroll)), p)
-	ADDQ(U32(uint32(32*unroll)), wc)
-	SUBQ(Imm(uint64(unroll)), n)
-	JMP(LabelRef(name + "_blockU"))
-
-	Label(name + "_block")
-	CMPQ(n, Imm(0))
-	JE(LabelRef(name + "_tail"))
-	blocks(1, false)
-	ADDQ(U32(128), p)
-	ADDQ(Imm(32), wc)
-	DECQ(n)
-	JMP(LabelRef(name + "_block"))
+	for i, u := range stages {
+		here := fmt.Sprintf("%s_b%d", name, u)
+		next := name + "_tail"
+		if i+1 < len(stages) {
+			next = fmt.Sprintf("%s_b%d", name, stages[i+1])
+		}
+		Label(here)
+		CMPQ(n, Imm(uint64(u)))
+		JB(LabelRef(next))
+		for r := 0; r < nr; r++ {
+			for k := 0; prefetch > 0 && k < (32*u+63)/64; k++ {
+				PREFETCHT0(rowMem(r, prefetch+64*k))
+			}
+		}
+		blocks(u, false)
+		ADDQ(U32(uint32(128*u)), p)
+		ADDQ(U32(uint32(32*u)), wc)
+		SUBQ(Imm(uint64(u)), n)
+		JMP(LabelRef(here))
+	}
 
 	Label(name + "_tail")
 	tl := GP64()
@@ -441,12 +476,7 @@ func int8Dot(nr, group int, half bool) {
 		LEAQ(Mem{Base: w, Index: stride, Scale: 4}, w)
 		LEAQ(Mem{Base: sc, Index: sstride, Scale: 4}, sc)
 	} else if nr == 2 {
-		VHADDPS(acc[1], acc[0], acc[0])
-		x := XMM()
-		VEXTRACTF128(U8(1), acc[0], x)
-		VADDPS(x, acc[0].AsX(), x)
-		VHADDPS(x, x, x)
-		VMOVQ(x, Mem{Base: dst})
+		reduce2f(acc[0], acc[1], Mem{Base: dst})
 		LEAQ(Mem{Base: w, Index: stride, Scale: 2}, w)
 		LEAQ(Mem{Base: sc, Index: sstride, Scale: 2}, sc)
 	} else {
@@ -521,6 +551,9 @@ func f16Dot(nr int) {
 	if nr == 4 {
 		reduce4([]reg.VecVirtual{acc[0], acc[2], acc[4], acc[6]}, Mem{Base: dst}, true)
 		LEAQ(Mem{Base: w, Index: stride, Scale: 4}, w)
+	} else if nr == 2 {
+		reduce2f(acc[0], acc[2], Mem{Base: dst})
+		LEAQ(Mem{Base: w, Index: stride, Scale: 2}, w)
 	} else {
 		reduce1(acc[0], Mem{Base: dst}, true)
 		ADDQ(stride, w)
@@ -729,3 +762,566 @@ func tlTiles() {
 	RET()
 }
 
+// tokAddr returns the address of token i's activations (i < 4) at base,
+// tokens as bytes apart (as3 = 3*as).
+func tokAddr(base, as, as3 reg.Register, i, disp int) Mem {
+	return rowAddr(base, as, as3, i, disp)
+}
+
+// ternaryDotBatch writes, for each of rows rows (stride bytes apart, layout
+// as ternaryDot) and nt tokens (as bytes apart), the int32 sum of code*act
+// to dst[4*r+t]. A block's 32 bytes are unpacked once into four code
+// vectors (codes taken with their shift undone, so one int16 sum a token
+// serves: at most 2032 a lane per block, 8 blocks before widening), then
+// multiplied with every token's activations, read from memory (L1: 4
+// tokens of 6912 are 27 KB).
+func ternaryDotBatch(nt, prefetch int) {
+	name := fmt.Sprintf("ternaryDotT%d", nt)
+	TEXT(name, NOSPLIT, "func(w *byte, stride int, act *int8, as int, n128 int, tail int, dst *int32, rows int)")
+	Pragma("noescape")
+	Doc(fmt.Sprintf("%s writes the code·act dots of each row with %d tokens to dst[4*row+token]; see ternaryDotBatch in _gen.", name, nt))
+	w := Load(Param("w"), GP64())
+	stride := Load(Param("stride"), GP64())
+	as := Load(Param("as"), GP64())
+	as3 := GP64()
+	LEAQ(Mem{Base: as, Index: as, Scale: 2}, as3)
+	dst := Load(Param("dst"), GP64())
+	rows := Load(Param("rows"), GP64())
+
+	mask := broadcastConst(0x03030303)
+	ones := broadcastConst(0x00010001)
+	c := []reg.VecVirtual{YMM(), YMM(), YMM(), YMM()}
+	t := YMM()
+	s16 := make([]reg.VecVirtual, nt)
+	s32 := make([]reg.VecVirtual, nt)
+	for i := range s16 {
+		s16[i], s32[i] = YMM(), YMM()
+	}
+
+	Label(name + "_row")
+	CMPQ(rows, Imm(0))
+	JE(LabelRef(name + "_done"))
+	for i := range s32 {
+		VPXOR(s32[i], s32[i], s32[i])
+	}
+	p, wc, n := GP64(), GP64(), GP64()
+	Load(Param("act"), p)
+	MOVQ(w, wc)
+	Load(Param("n128"), n)
+
+	blocks := func(u int, x bool) {
+		pick := func(v reg.VecVirtual) reg.Register {
+			if x {
+				return v.AsX()
+			}
+			return v
+		}
+		for k := 0; k < u; k++ {
+			VMOVDQU(Mem{Base: wc, Disp: 32 * k}, pick(c[3]))
+			VPAND(pick(mask), pick(c[3]), pick(c[0]))
+			for l := 1; l < 4; l++ {
+				VPSRLW(U8(2*l), pick(c[3]), pick(c[l]))
+				VPAND(pick(mask), pick(c[l]), pick(c[l]))
+			}
+			// c[3] was shifted in place last: the order above matters
+			for i := 0; i < nt; i++ {
+				for l := 0; l < 4; l++ {
+					disp := 128*k + 32*l
+					if x {
+						disp = 16 * l
+					}
+					am := tokAddr(p, as, as3, i, disp)
+					if k == 0 && l == 0 {
+						VPMADDUBSW(am, pick(c[l]), pick(s16[i]))
+						continue
+					}
+					VPMADDUBSW(am, pick(c[l]), pick(t))
+					VPADDW(pick(t), pick(s16[i]), pick(s16[i]))
+				}
+			}
+		}
+		for i := 0; i < nt; i++ {
+			VPMADDWD(pick(ones), pick(s16[i]), pick(s16[i]))
+			// a VEX.128 op cleared the upper lane, so the full add is right
+			VPADDD(s16[i], s32[i], s32[i])
+		}
+	}
+
+	stages := []int{8, 4, 1}
+	for i, u := range stages {
+		here := fmt.Sprintf("%s_b%d", name, u)
+		next := name + "_tail"
+		if i+1 < len(stages) {
+			next = fmt.Sprintf("%s_b%d", name, stages[i+1])
+		}
+		Label(here)
+		CMPQ(n, Imm(uint64(u)))
+		JB(LabelRef(next))
+		for k := 0; prefetch > 0 && k < (32*u+63)/64; k++ {
+			PREFETCHT0(Mem{Base: wc, Disp: prefetch + 64*k})
+		}
+		blocks(u, false)
+		ADDQ(U32(uint32(128*u)), p)
+		ADDQ(U32(uint32(32*u)), wc)
+		SUBQ(Imm(uint64(u)), n)
+		JMP(LabelRef(here))
+	}
+
+	Label(name + "_tail")
+	tl := GP64()
+	Load(Param("tail"), tl)
+	CMPQ(tl, Imm(0))
+	JE(LabelRef(name + "_reduce"))
+	blocks(1, true)
+
+	Label(name + "_reduce")
+	if nt == 4 {
+		reduce4(s32, Mem{Base: dst}, false)
+	} else {
+		for i := 0; i < nt; i++ {
+			reduce1(s32[i], Mem{Base: dst, Disp: 4 * i}, false)
+		}
+	}
+	ADDQ(stride, w)
+	ADDQ(Imm(16), dst)
+	DECQ(rows)
+	JMP(LabelRef(name + "_row"))
+
+	Label(name + "_done")
+	VZEROUPPER()
+	RET()
+}
+
+// int8DotBatch writes, for each of rows rows of int8 weights (stride bytes
+// apart) with one scale per 32 (float32, or float16 with half; sstride
+// bytes apart), and nt tokens (as bytes apart), sum over blocks of scale *
+// (w·act) to dst[4*r+t]. Each block's weights, their absolute values and
+// its scale are loaded once for all the tokens; per token the order of
+// operations is int8Dot1's, so each result equals the one-row kernel's.
+func int8DotBatch(nt int, half bool) {
+	name := fmt.Sprintf("int8DotT%dg32", nt)
+	scType := "float32"
+	if half {
+		name = fmt.Sprintf("int8DotT%dh32", nt)
+		scType = "uint16"
+	}
+	TEXT(name, NOSPLIT, "func(w *int8, stride int, sc *"+scType+", sstride int, act *int8, as int, nblk int, dst *float32, rows int)")
+	Pragma("noescape")
+	Doc(fmt.Sprintf("%s writes the scaled int8 dots of each row with %d tokens to dst[4*row+token]; see int8DotBatch in _gen.", name, nt))
+	w := Load(Param("w"), GP64())
+	stride := Load(Param("stride"), GP64())
+	sc := Load(Param("sc"), GP64())
+	sstride := Load(Param("sstride"), GP64())
+	as := Load(Param("as"), GP64())
+	as3 := GP64()
+	LEAQ(Mem{Base: as, Index: as, Scale: 2}, as3)
+	dst := Load(Param("dst"), GP64())
+	rows := Load(Param("rows"), GP64())
+	ones := broadcastConst(0x00010001)
+	acc := make([]reg.VecVirtual, nt)
+	for i := range acc {
+		acc[i] = YMM()
+	}
+	wv, aw, f, t := YMM(), YMM(), YMM(), YMM()
+
+	Label(name + "_row")
+	CMPQ(rows, Imm(0))
+	JE(LabelRef(name + "_done"))
+	for i := range acc {
+		VXORPS(acc[i], acc[i], acc[i])
+	}
+	p, wc, scc, n := GP64(), GP64(), GP64(), GP64()
+	Load(Param("act"), p)
+	MOVQ(w, wc)
+	MOVQ(sc, scc)
+	Load(Param("nblk"), n)
+
+	Label(name + "_block")
+	CMPQ(n, Imm(0))
+	JE(LabelRef(name + "_reduce"))
+	PREFETCHT0(Mem{Base: wc, Disp: prefetchAhead})
+	VMOVDQU(Mem{Base: wc}, wv)
+	VPABSB(wv, aw)
+	if half {
+		VPBROADCASTW(Mem{Base: scc}, f.AsX())
+		VCVTPH2PS(f.AsX(), f)
+	} else {
+		VBROADCASTSS(Mem{Base: scc}, f)
+	}
+	for i := 0; i < nt; i++ {
+		VMOVDQU(tokAddr(p, as, as3, i, 0), t)
+		VPSIGNB(wv, t, t)
+		VPMADDUBSW(t, aw, t)
+		VPMADDWD(ones, t, t)
+		VCVTDQ2PS(t, t)
+		VFMADD231PS(f, t, acc[i])
+	}
+	ADDQ(Imm(32), p)
+	ADDQ(Imm(32), wc)
+	if half {
+		ADDQ(Imm(2), scc)
+	} else {
+		ADDQ(Imm(4), scc)
+	}
+	DECQ(n)
+	JMP(LabelRef(name + "_block"))
+
+	Label(name + "_reduce")
+	for i := 0; i < nt; i++ {
+		reduce1(acc[i], Mem{Base: dst, Disp: 4 * i}, true)
+	}
+	ADDQ(stride, w)
+	ADDQ(sstride, sc)
+	ADDQ(Imm(16), dst)
+	DECQ(rows)
+	JMP(LabelRef(name + "_row"))
+
+	Label(name + "_done")
+	VZEROUPPER()
+	RET()
+}
+
+// attnScores writes out[p] = q·k_p for npos positions, k_p at k+p*kstride
+// bytes, over n (a multiple of 8) floats, and returns the largest. Eight
+// positions at a time, each its own accumulator (eight FMA chains hide the
+// FMA latency), q read from L1 once per 8 floats for the eight; then four,
+// then one at a time.
+func attnScores(half bool) {
+	name, kt, esz := "attnScores", "float32", 4
+	if half {
+		name, kt, esz = "attnScoresH", "uint16", 2
+	}
+	lp := func(l string) string { return name + "_" + l }
+	TEXT(name, NOSPLIT, "func(q *float32, k *"+kt+", kstride int, n int, npos int, out *float32) float32")
+	Pragma("noescape")
+	Doc(name + " writes out[p] = q·k_p for npos positions (" + kt + ") kstride bytes apart, over n (a multiple of 8) floats, and returns the largest.")
+	fma := func(m Mem, qv, acc, t reg.VecVirtual) {
+		if half {
+			VCVTPH2PS(m, t)
+			VFMADD231PS(t, qv, acc)
+			return
+		}
+		VFMADD231PS(m, qv, acc)
+	}
+	q := Load(Param("q"), GP64())
+	k := Load(Param("k"), GP64())
+	ks := Load(Param("kstride"), GP64())
+	n := Load(Param("n"), GP64())
+	npos := Load(Param("npos"), GP64())
+	out := Load(Param("out"), GP64())
+	ks3 := GP64()
+	LEAQ(Mem{Base: ks, Index: ks, Scale: 2}, ks3)
+	acc := make([]reg.VecVirtual, 8)
+	for i := range acc {
+		acc[i] = YMM()
+	}
+	qv, mx, t := YMM(), YMM(), YMM()
+	ninf := GP32()
+	MOVL(U32(0xff800000), ninf) // -Inf
+	VMOVD(ninf, mx.AsX())
+	VPBROADCASTD(mx.AsX(), mx)
+	j, qp, kp, k4 := GP64(), GP64(), GP64(), GP64()
+
+	for _, u := range []int{8, 4} {
+		lbl := lp(fmt.Sprintf("as%d", u))
+		Label(lbl)
+		CMPQ(npos, Imm(uint64(u)))
+		JB(LabelRef(map[int]string{8: lp("as4"), 4: lp("as_one")}[u]))
+		for _, a := range acc[:u] {
+			VXORPS(a, a, a)
+		}
+		MOVQ(q, qp)
+		MOVQ(k, kp)
+		LEAQ(Mem{Base: k, Index: ks, Scale: 4}, k4)
+		MOVQ(n, j)
+		Label(lbl + "_loop")
+		VMOVUPS(Mem{Base: qp}, qv)
+		for r := 0; r < u; r++ {
+			base := kp
+			if r >= 4 {
+				base = k4
+			}
+			fma(rowAddr(base, ks, ks3, r%4, 0), qv, acc[r], t)
+		}
+		ADDQ(Imm(32), qp)
+		ADDQ(Imm(uint64(8*esz)), kp)
+		if u == 8 {
+			ADDQ(Imm(uint64(8*esz)), k4)
+		}
+		SUBQ(Imm(8), j)
+		JNE(LabelRef(lbl + "_loop"))
+		for h := 0; h < u/4; h++ {
+			t := reduce4x(acc[4*h : 4*h+4])
+			VMOVUPS(t, Mem{Base: out, Disp: 16 * h})
+			VMAXPS(t.AsY(), mx, mx) // upper lane: zero from the VEX.128 ops
+		}
+		LEAQ(Mem{Base: k, Index: ks, Scale: 4}, k)
+		if u == 8 {
+			LEAQ(Mem{Base: k, Index: ks, Scale: 4}, k)
+		}
+		ADDQ(Imm(uint64(4*u)), out)
+		SUBQ(Imm(uint64(u)), npos)
+		JMP(LabelRef(lbl))
+	}
+
+	Label(lp("as_one"))
+	CMPQ(npos, Imm(0))
+	JE(LabelRef(lp("as_done")))
+	VXORPS(acc[0], acc[0], acc[0])
+	MOVQ(q, qp)
+	MOVQ(k, kp)
+	MOVQ(n, j)
+	Label(lp("as_one_loop"))
+	VMOVUPS(Mem{Base: qp}, qv)
+	fma(Mem{Base: kp}, qv, acc[0], t)
+	ADDQ(Imm(32), qp)
+	ADDQ(Imm(uint64(8*esz)), kp)
+	SUBQ(Imm(8), j)
+	JNE(LabelRef(lp("as_one_loop")))
+	reduce1(acc[0], Mem{Base: out}, true)
+	VBROADCASTSS(Mem{Base: out}, qv)
+	VMAXPS(qv, mx, mx)
+	ADDQ(ks, k)
+	ADDQ(Imm(4), out)
+	DECQ(npos)
+	JMP(LabelRef(lp("as_one")))
+
+	Label(lp("as_done"))
+	// the max of the lanes; lanes 4-7 hold -Inf or 0 from the
+	// four-at-a-time stores, so only the low lane's four count
+	h := XMM()
+	VPSHUFD(U8(0x4e), mx.AsX(), h)
+	VMAXPS(h, mx.AsX(), h)
+	u := XMM()
+	VPSHUFD(U8(0xb1), h, u)
+	VMAXPS(u, h, h)
+	Store(h, ReturnIndex(0))
+	VZEROUPPER()
+	RET()
+}
+
+// reduce4x is reduce4 for float lanes, returning the register with the
+// four sums (in an XMM) instead of storing them.
+func reduce4x(acc []reg.VecVirtual) reg.VecVirtual {
+	VHADDPS(acc[1], acc[0], acc[0])
+	VHADDPS(acc[3], acc[2], acc[2])
+	VHADDPS(acc[2], acc[0], acc[0])
+	t := XMM()
+	VEXTRACTF128(U8(1), acc[0], t)
+	VADDPS(t, acc[0].AsX(), t)
+	return t
+}
+
+// attnMix adds sum over npos positions of w[p]*v_p to y (n floats, a
+// multiple of 8; v_p at v+p*vstride bytes): 64 columns at a time in eight
+// accumulators (eight FMA chains hide the latency), then 8 at a time.
+func attnMix(half bool) {
+	name, vt, esz := "attnMix", "float32", 4
+	if half {
+		name, vt, esz = "attnMixH", "uint16", 2
+	}
+	TEXT(name, NOSPLIT, "func(y *float32, w *float32, v *"+vt+", vstride int, n int, npos int)")
+	Pragma("noescape")
+	Doc(name + " adds sum of w[p]*v_p over npos positions (" + vt + ") vstride bytes apart to y (n floats, a multiple of 8).")
+	y := Load(Param("y"), GP64())
+	w := Load(Param("w"), GP64())
+	v := Load(Param("v"), GP64())
+	vs := Load(Param("vstride"), GP64())
+	n := Load(Param("n"), GP64())
+	acc := make([]reg.VecVirtual, 8)
+	for i := range acc {
+		acc[i] = YMM()
+	}
+	wv, t := YMM(), YMM()
+	p, wp, vp := GP64(), GP64(), GP64()
+	for _, u := range []int{8, 1} {
+		lbl := fmt.Sprintf("%s_am%d", name, u)
+		Label(lbl + "_chunk")
+		CMPQ(n, Imm(uint64(8*u)))
+		JB(LabelRef(map[int]string{8: name + "_am1_chunk", 1: name + "_done"}[u]))
+		for i := 0; i < u; i++ {
+			VMOVUPS(Mem{Base: y, Disp: 32 * i}, acc[i])
+		}
+		Load(Param("npos"), p)
+		MOVQ(w, wp)
+		MOVQ(v, vp)
+		Label(lbl + "_pos")
+		CMPQ(p, Imm(0))
+		JE(LabelRef(lbl + "_store"))
+		VBROADCASTSS(Mem{Base: wp}, wv)
+		if u == 8 {
+			// the value row 8 positions ahead (see attnScores)
+			pf := GP64()
+			LEAQ(Mem{Base: vp, Index: vs, Scale: 8}, pf)
+			for l := 0; l < esz; l++ { // a head of 64
+				PREFETCHT0(Mem{Base: pf, Disp: 64 * l})
+			}
+		}
+		for i := 0; i < u; i++ {
+			if half {
+				VCVTPH2PS(Mem{Base: vp, Disp: 16 * i}, t)
+				VFMADD231PS(t, wv, acc[i])
+			} else {
+				VFMADD231PS(Mem{Base: vp, Disp: 32 * i}, wv, acc[i])
+			}
+		}
+		ADDQ(Imm(4), wp)
+		ADDQ(vs, vp)
+		DECQ(p)
+		JMP(LabelRef(lbl + "_pos"))
+		Label(lbl + "_store")
+		for i := 0; i < u; i++ {
+			VMOVUPS(acc[i], Mem{Base: y, Disp: 32 * i})
+		}
+		ADDQ(U32(uint32(32*u)), y)
+		ADDQ(U32(uint32(8*esz*u)), v)
+		SUBQ(Imm(uint64(8*u)), n)
+		JMP(LabelRef(lbl + "_chunk"))
+	}
+	Label(name + "_done")
+	VZEROUPPER()
+	RET()
+}
+
+
+// ec holds the 32-byte read-only constants of expPS.
+var ec struct {
+	hi, lo, log2e, c1, c2, one, bias Mem
+	p                                [6]Mem
+}
+
+// vconst declares a read-only 32-byte vector of v in every dword.
+func vconst(name string, v uint32) Mem {
+	m := GLOBL(name, RODATA|NOPTR)
+	for i := 0; i < 8; i++ {
+		DATA(4*i, U32(v))
+	}
+	return m
+}
+
+func expConstants() {
+	f := func(name string, v float32) Mem { return vconst(name, math.Float32bits(v)) }
+	// the normal range of float32 results: 2^n stays a normal number
+	ec.hi, ec.lo = f("exp_hi", 88.3762626647949), f("exp_lo", -87.3365447504)
+	ec.log2e = f("exp_log2e", 1.44269504088896341)
+	ec.c1, ec.c2 = f("exp_c1", 0.693359375), f("exp_c2", -2.12194440e-4) // ln 2 = c1 + c2
+	ec.one, ec.bias = f("exp_one", 1), vconst("exp_bias", 127)
+	for i, c := range []float32{1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1} {
+		ec.p[i] = f(fmt.Sprintf("exp_p%d", i), c)
+	}
+}
+
+// expPS sets x = e^x for 8 floats the Cephes expf way: x clamped to the
+// normal range, n = round(x*log2 e), r = x - n*ln 2 (ln 2 in two parts so
+// r is exact), e^r = 1 + r + r^2*P(r), times 2^n built in the exponent
+// bits. Relative error about 2 ulp. t, u, w are scratch.
+func expPS(x, t, u, w reg.VecVirtual) {
+	VMINPS(ec.hi, x, x)
+	VMAXPS(ec.lo, x, x)
+	VMULPS(ec.log2e, x, t)
+	VROUNDPS(U8(0), t, t) // to nearest
+	VFNMADD231PS(ec.c1, t, x) // x -= n*c1
+	VFNMADD231PS(ec.c2, t, x)
+	VMOVUPS(ec.p[0], u)
+	for _, c := range ec.p[1:] {
+		VFMADD213PS(c, x, u) // u = u*x + c
+	}
+	VMULPS(x, x, w)
+	VFMADD213PS(x, w, u) // u = u*x^2 + x
+	VADDPS(ec.one, u, u)
+	VCVTPS2DQ(t, t)
+	VPADDD(ec.bias, t, t)
+	VPSLLD(U8(23), t, t)
+	VMULPS(t, u, x)
+}
+
+// softmaxExp sets x[i] = e^(x[i]*scale - m) for n (a multiple of 8) floats
+// and returns their sum.
+func softmaxExp() {
+	TEXT("softmaxExp", NOSPLIT, "func(x *float32, n int, scale float32, m float32) float32")
+	Pragma("noescape")
+	Doc("softmaxExp sets x[i] = exp(x[i]*scale - m) for n (a multiple of 8) floats and returns their sum.")
+	x := Load(Param("x"), GP64())
+	n := Load(Param("n"), GP64())
+	sc, m := YMM(), YMM()
+	VBROADCASTSS(Load(Param("scale"), XMM()), sc)
+	VBROADCASTSS(Load(Param("m"), XMM()), m)
+	sum, v, t, u, w := YMM(), YMM(), YMM(), YMM(), YMM()
+	VXORPS(sum, sum, sum)
+	Label("se_loop")
+	CMPQ(n, Imm(0))
+	JE(LabelRef("se_done"))
+	VMOVUPS(Mem{Base: x}, v)
+	// rounded product, then difference, as the Go tail computes it
+	VMULPS(sc, v, v)
+	VSUBPS(m, v, v)
+	expPS(v, t, u, w)
+	VMOVUPS(v, Mem{Base: x})
+	VADDPS(v, sum, sum)
+	ADDQ(Imm(32), x)
+	SUBQ(Imm(8), n)
+	JMP(LabelRef("se_loop"))
+	Label("se_done")
+	h := XMM()
+	VEXTRACTF128(U8(1), sum, h)
+	VADDPS(h, sum.AsX(), h)
+	VHADDPS(h, h, h)
+	VHADDPS(h, h, h)
+	Store(h, ReturnIndex(0))
+	VZEROUPPER()
+	RET()
+}
+
+// siluMul sets g[i] = g[i]/(1+e^-g[i]) * u[i] (SwiGLU) for n (a multiple
+// of 8) floats.
+func siluMul() {
+	TEXT("siluMul", NOSPLIT, "func(x *float32, u *float32, n int)")
+	Pragma("noescape")
+	Doc("siluMul sets x[i] = silu(x[i]) * u[i] for n (a multiple of 8) floats.")
+	g := Load(Param("x"), GP64())
+	up := Load(Param("u"), GP64())
+	n := Load(Param("n"), GP64())
+	zero, x, v, t, u, w := YMM(), YMM(), YMM(), YMM(), YMM(), YMM()
+	VXORPS(zero, zero, zero)
+	Label("sm_loop")
+	CMPQ(n, Imm(0))
+	JE(LabelRef("sm_done"))
+	VMOVUPS(Mem{Base: g}, x)
+	VSUBPS(x, zero, v) // -g
+	expPS(v, t, u, w)
+	VADDPS(ec.one, v, v)
+	VMULPS(Mem{Base: up}, x, x)
+	VDIVPS(v, x, x)
+	VMOVUPS(x, Mem{Base: g})
+	ADDQ(Imm(32), g)
+	ADDQ(Imm(32), up)
+	SUBQ(Imm(8), n)
+	JMP(LabelRef("sm_loop"))
+	Label("sm_done")
+	VZEROUPPER()
+	RET()
+}
+
+// f32ToF16 converts n (a multiple of 8) floats to float16, rounding to
+// nearest even (VCVTPS2PH mode 0), as quant.F32ToF16 does.
+func f32ToF16() {
+	TEXT("f32ToF16", NOSPLIT, "func(dst *uint16, src *float32, n int)")
+	Pragma("noescape")
+	Doc("f32ToF16 converts n (a multiple of 8) floats to float16, rounding to nearest even.")
+	d := Load(Param("dst"), GP64())
+	x := Load(Param("src"), GP64())
+	n := Load(Param("n"), GP64())
+	v := YMM()
+	Label("fh_loop")
+	CMPQ(n, Imm(0))
+	JE(LabelRef("fh_done"))
+	VMOVUPS(Mem{Base: x}, v)
+	VCVTPS2PH(U8(0), v, Mem{Base: d})
+	ADDQ(Imm(32), x)
+	ADDQ(Imm(16), d)
+	SUBQ(Imm(8), n)
+	JMP(LabelRef("fh_loop"))
+	Label("fh_done")
+	VZEROUPPER()
+	RET()
+}

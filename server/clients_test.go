@@ -414,3 +414,105 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Errorf("models still loaded after shutdown: %v", lm)
 	}
 }
+
+// A client that gives up while queued leaves the queue; the requests
+// behind it are served in order.
+func TestCancelWhileQueued(t *testing.T) {
+	s := newTestServer(t, nil)
+	release := make(chan struct{})
+	holding := make(chan struct{})
+	var once sync.Once
+	s.afterToken = func(ctx context.Context) {
+		once.Do(func() {
+			close(holding)
+			select {
+			case <-release:
+			case <-time.After(20 * time.Second):
+			}
+		})
+	}
+	base := startServer(t, s)
+	c := api.NewClient(base, http.DefaultClient)
+	f := false
+	req := func(ctx context.Context) error {
+		return c.Generate(ctx, &api.GenerateRequest{Model: "stories", Prompt: "Once", Stream: &f,
+			Options: greedy(map[string]any{"num_predict": 3})}, func(api.GenerateResponse) error { return nil })
+	}
+	first := make(chan error, 1)
+	go func() { first <- req(context.Background()) }()
+	<-holding
+	waitQueue := func(n string) {
+		for i := 0; metricValue(t, base, `edgellm_queue_depth{model="stories"}`) != n; i++ {
+			if i > 5000 {
+				t.Fatalf("queue depth never reached %s", n)
+			}
+			waitABit()
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	quitter := make(chan error, 1)
+	go func() { quitter <- req(ctx) }()
+	waitQueue("1")
+	third := make(chan error, 1)
+	go func() { third <- req(context.Background()) }()
+	waitQueue("2")
+	cancel()
+	if err := <-quitter; !errors.Is(err, context.Canceled) {
+		t.Errorf("queued and cancelled: %v", err)
+	}
+	waitQueue("1")
+	close(release)
+	if err := <-first; err != nil {
+		t.Error(err)
+	}
+	if err := <-third; err != nil {
+		t.Error(err)
+	}
+	waitQueue("0")
+}
+
+// Past MaxQueue waiting requests, a request gets 503 at once.
+func TestQueueFull(t *testing.T) {
+	s := newTestServer(t, func(c *Config) { c.MaxQueue = 1 })
+	release := make(chan struct{})
+	holding := make(chan struct{})
+	var once sync.Once
+	s.afterToken = func(ctx context.Context) {
+		once.Do(func() {
+			close(holding)
+			select {
+			case <-release:
+			case <-time.After(20 * time.Second):
+			}
+		})
+	}
+	base := startServer(t, s)
+	body := `{"model":"stories","prompt":"Once","stream":false,"options":{"num_predict":2}}`
+	post := func() (int, error) {
+		resp, err := http.Post(base.String()+"/api/generate", "application/json", strings.NewReader(body))
+		if err != nil {
+			return 0, err
+		}
+		readAll(resp)
+		return resp.StatusCode, nil
+	}
+	codes := make(chan int, 2)
+	go func() { c, _ := post(); codes <- c }()
+	<-holding
+	go func() { c, _ := post(); codes <- c }()
+	for i := 0; metricValue(t, base, `edgellm_queue_depth{model="stories"}`) != "1"; i++ {
+		if i > 5000 {
+			t.Fatal("second request never queued")
+		}
+		waitABit()
+	}
+	if c, err := post(); err != nil || c != http.StatusServiceUnavailable {
+		t.Errorf("third request: %d %v, want 503", c, err)
+	}
+	close(release)
+	for range 2 {
+		if c := <-codes; c != 200 {
+			t.Errorf("held or queued request: %d", c)
+		}
+	}
+}

@@ -259,3 +259,11 @@ func TestMaxLoaded(t *testing.T) {
 		}
 	}
 }
+
+func TestHumanCount(t *testing.T) {
+	for n, want := range map[uint64]string{999: "999", 292800: "292.8K", 134_515_008: "134.5M", 2_412_000_000: "2.4B"} {
+		if got := humanCount(n); got != want {
+			t.Errorf("humanCount(%d) = %q, want %q", n, got, want)
+		}
+	}
+}

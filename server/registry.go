@@ -40,10 +40,8 @@ type entry struct {
 	mu        sync.Mutex // guards the fields below
 	m         *engine.Model
 	tmpl      *chattmpl.Template
-	fileTmpl  bool // the template is the file's own
-	numCtx    int  // num_ctx the model was loaded with (0: the file's)
-	fileCtx   int  // the context length a load with num_ctx 0 gives (0: not known yet)
-	loadedAt  time.Time
+	numCtx    int // num_ctx the model was loaded with (0: the file's)
+	fileCtx   int // the context length a load with num_ctx 0 gives (0: not known yet)
 	lastUsed  time.Time
 	expires   time.Time // zero: never
 	timer     *time.Timer
@@ -125,13 +123,12 @@ func (r *registry) list() ([]fileInfo, error) {
 
 // lease is a held generation slot on a loaded model.
 type lease struct {
-	e        *entry
-	m        *engine.Model
-	tmpl     *chattmpl.Template
-	fileTmpl bool
-	loadDur  time.Duration // this request's load time (0 when it was loaded)
-	r        *registry
-	done     bool
+	e       *entry
+	m       *engine.Model
+	tmpl    *chattmpl.Template
+	loadDur time.Duration // this request's load time (0 when it was loaded)
+	r       *registry
+	done    bool
 }
 
 // acquire waits (FIFO) for the model's slot, then loads the model if it is
@@ -170,7 +167,7 @@ func (r *registry) acquire(ctx context.Context, e *entry, numCtx int) (*lease, e
 		}
 		l.loadDur = time.Since(start)
 	}
-	l.m, l.tmpl, l.fileTmpl = e.m, e.tmpl, e.fileTmpl
+	l.m, l.tmpl = e.m, e.tmpl
 	return l, nil
 }
 
@@ -192,12 +189,12 @@ func (r *registry) loadLocked(e *entry, numCtx int) error {
 	if err != nil {
 		return fmt.Errorf("loading model %q: %w", e.name, err)
 	}
-	tm, fileTmpl, err := templateFor(e.path, m)
+	tm, err := templateFor(e.path, m)
 	if err != nil {
 		// A broken file template falls back to a built-in one; say so.
 		r.log.Warn("chat template", "model", e.name, "err", err, "using", tm.Name())
 	}
-	e.m, e.tmpl, e.fileTmpl, e.numCtx, e.loadedAt = m, tm, fileTmpl, numCtx, time.Now()
+	e.m, e.tmpl, e.numCtx = m, tm, numCtx
 	if numCtx == 0 {
 		e.fileCtx = m.ContextLen()
 	}
@@ -207,7 +204,7 @@ func (r *registry) loadLocked(e *entry, numCtx int) error {
 }
 
 // templateFor picks a loaded model's chat template from its file's metadata.
-func templateFor(path string, m *engine.Model) (*chattmpl.Template, bool, error) {
+func templateFor(path string, m *engine.Model) (*chattmpl.Template, error) {
 	tok := m.Tokenizer()
 	cm := chattmpl.Model{BOS: tok.Token(tok.BOS()), EOS: tok.Token(tok.EOS())}
 	if f, err := gguf.Open(path); err == nil {
@@ -226,7 +223,7 @@ func templateFor(path string, m *engine.Model) (*chattmpl.Template, bool, error)
 		// Unreachable with the built-in set; keep chat working regardless.
 		tm, _ = chattmpl.Builtin(chattmpl.Plain, cm.BOS, cm.EOS)
 	}
-	return tm, tm.Name() == chattmpl.GGUF, err
+	return tm, err
 }
 
 // makeRoom unloads the least recently used idle models until loading one

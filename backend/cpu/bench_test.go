@@ -3,8 +3,12 @@ package cpu
 import (
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/edgellm/edgellm/backend/cpu/kernels"
 	"github.com/edgellm/edgellm/gguf"
@@ -87,5 +91,159 @@ func BenchmarkMatVec(b *testing.B) {
 				})
 			}
 		}
+	}
+}
+
+// BenchmarkSynth times a 128-token prefill and decode steps of the bench
+// presets written by `edgellm bench` to the user cache (skipped when they
+// are not there), with per-operation times (ms per token).
+func BenchmarkSynth(b *testing.B) {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		b.Skip(err)
+	}
+	for _, name := range []string{"smollm-135m-q2_0-q8_0", "bitnet-2b-tq2_0-q8_0"} {
+		b.Run(name, func(b *testing.B) {
+			w := loadGGUFB(b, filepath.Join(dir, "edgellm", "synth", name+".gguf"))
+			m, err := Load(w, Options{Threads: 1})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer m.Close()
+			prompt := make([]int32, 128)
+			for i := range prompt {
+				prompt[i] = int32(i * 7 % w.Vocab)
+			}
+			logits := make([]float32, w.Vocab)
+			for _, phase := range []string{"prefill", "decode"} {
+				b.Run(phase, func(b *testing.B) {
+					ss, _ := m.NewSession(384)
+					s := ss.(*Session)
+					s.Profile(true)
+					if phase == "decode" {
+						s.Prefill(prompt, logits)
+					}
+					s.OpTimes()
+					b.ResetTimer()
+					n := 0
+					for i := 0; i < b.N; i++ {
+						if phase == "prefill" {
+							s.Rewind(0)
+							s.Prefill(prompt, logits)
+							n += len(prompt)
+							continue
+						}
+						if s.Pos() == 384 {
+							s.Rewind(128)
+						}
+						s.Decode(1, logits)
+						n++
+					}
+					b.StopTimer()
+					t := s.OpTimes()
+					b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "tok/s")
+					for _, op := range []struct {
+						name string
+						v    float64
+					}{{"qkv", t.QKV}, {"attn", t.Attention}, {"out", t.Output}, {"ffnup", t.FFNUpGate}, {"ffndown", t.FFNDown}, {"head", t.LMHead}, {"other", t.Other}} {
+						b.ReportMetric(op.v*1e3/float64(n), op.name+"-ms/tok")
+					}
+				})
+			}
+		})
+	}
+}
+
+// BenchmarkJitter decodes 256 tokens after a 128-token prompt of the
+// smollm-135m preset (as `edgellm bench` does) at 1 thread and reports the
+// per-token latency p50, p99 and their ratio; JITTER_TRACE=1 prints every
+// token's time.
+func BenchmarkJitter(b *testing.B) {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		b.Skip(err)
+	}
+	w := loadGGUFB(b, filepath.Join(dir, "edgellm", "synth", "smollm-135m-q2_0-q8_0.gguf"))
+	m, err := Load(w, Options{Threads: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	prompt := make([]int32, 128)
+	for i := range prompt {
+		prompt[i] = int32(i * 7 % w.Vocab)
+	}
+	logits := make([]float32, w.Vocab)
+	// Thread CPU time per token (Linux) tells our own variation from time
+	// the machine took the core away.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	lat, cpu := make([]float64, 256), make([]float64, 256)
+	var p50s, p99s, c50s, c99s []float64
+	pct := func(v []float64) (float64, float64) {
+		v = slices.Clone(v)
+		slices.Sort(v)
+		return v[len(v)/2], v[len(v)*99/100]
+	}
+	for i := 0; i < b.N; i++ {
+		s, _ := m.NewSession(384)
+		s.Prefill(prompt, logits)
+		for k := range lat {
+			t0, c0 := time.Now(), threadCPU()
+			s.Decode(int32(k), logits)
+			lat[k] = time.Since(t0).Seconds() * 1e3
+			cpu[k] = (threadCPU() - c0) * 1e3
+		}
+		s.Close()
+		if os.Getenv("JITTER_TRACE") != "" {
+			for k := range lat {
+				fmt.Printf("%d %.3f %.3f\n", k, lat[k], cpu[k])
+			}
+		}
+		p50, p99 := pct(lat)
+		c50, c99 := pct(cpu)
+		p50s, p99s, c50s, c99s = append(p50s, p50), append(p99s, p99), append(c50s, c50), append(c99s, c99)
+	}
+	med := func(v []float64) float64 { slices.Sort(v); return v[len(v)/2] }
+	p50, p99 := med(p50s), med(p99s)
+	b.ReportMetric(p50, "p50-ms")
+	b.ReportMetric(p99, "p99-ms")
+	b.ReportMetric(p99/p50, "p99/p50")
+	b.ReportMetric(med(c99s)/med(c50s), "cpu-p99/p50")
+}
+
+// BenchmarkAttention times a decode step's attention at position 380 of
+// the smollm-135m preset (1 thread): one layer again and again (its cache
+// in L2/L3) and all 30 in turn (from memory, as in decode).
+func BenchmarkAttention(b *testing.B) {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		b.Skip(err)
+	}
+	w := loadGGUFB(b, filepath.Join(dir, "edgellm", "synth", "smollm-135m-q2_0-q8_0.gguf"))
+	m, err := load(w, Options{Threads: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	s, err := m.newSession(384)
+	if err != nil {
+		b.Fatal(err)
+	}
+	prompt := make([]int32, 381)
+	if err := s.Prefill(prompt, nil); err != nil {
+		b.Fatal(err)
+	}
+	for _, nl := range []int{1, w.Config.Layers} {
+		b.Run(fmt.Sprintf("layers=%d", nl), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				for l := 0; l < nl; l++ {
+					s.at.layer, s.at.pos0, s.at.nb, s.at.chunks = l, 380, 1, maxKVChunks
+					m.pool.run(&s.at)
+					s.at.merge()
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*nl)/1e3, "us/layer")
+		})
 	}
 }

@@ -1,6 +1,7 @@
 // Package cpu is EdgeLLM's CPU backend: it runs the whole forward pass of
 // the architectures in package model (llama and the BitNet variants) on a
-// persistent pool of worker goroutines, with a float32 KV cache per session,
+// persistent pool of worker goroutines, with a KV cache per session
+// (float16 when the products run on the int8 kernels, float32 otherwise),
 // batched prefill (matrix-matrix products, causal attention inside the
 // batch) and a decode step that allocates nothing.
 //
@@ -54,6 +55,12 @@ type Model struct {
 	layers []layer
 	freqs  []float32 // RoPE frequencies, HeadDim/2
 	maxCol int       // widest matrix input: the per-worker scratch size
+	// kvHalf keeps sessions' KV caches in float16 (as llama.cpp does by
+	// default): set when the layers' products run on the int8 kernels, whose
+	// activation rounding is far coarser; half the bytes attention reads
+	// per token, so decode slows less as the context grows. Models on the
+	// plain path keep float32, exact as the reference.
+	kvHalf bool
 }
 
 type layer struct {
@@ -139,6 +146,11 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 			if dst.ffnSubNorm, err = norm(src.FFNSubNorm, cfg.FFNDim, "ffn_sub_norm"); err != nil {
 				return nil, fmt.Errorf("cpu: layer %d: %w", i, err)
 			}
+		}
+	}
+	for _, l := range m.layers {
+		if _, ok := l.wk.(*kernelMat); ok {
+			m.kvHalf = true
 		}
 	}
 	m.pool = newPool(threads)

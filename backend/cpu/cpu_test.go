@@ -603,3 +603,47 @@ func TestProfiler(t *testing.T) {
 		t.Errorf("timed while off: %+v", ot)
 	}
 }
+
+// A long decode splits each head's positions into ranges (attnTask) and
+// merges them; it must still follow the reference at every position, with
+// any number of workers, on the plain path (float32 cache) and on the
+// kernels (float16 cache).
+func TestLongDecode(t *testing.T) {
+	n := 150
+	if testing.Short() {
+		n = 70
+	}
+	for _, i := range []int{0, 5} {
+		tm := testModels[i]
+		w := tm.build(t, 7)
+		prompt := promptFor(rand.New(rand.NewPCG(7, 7)), n, tm.vocab)
+		ref := model.NewReference(w, n)
+		want := make([][]float32, n)
+		for p, tok := range prompt {
+			want[p] = slices.Clone(ref.Forward(tok, p))
+		}
+		for _, threads := range []int{1, 3} {
+			for _, kern := range []bool{false, true} {
+				m := loadOpts(t, w, Options{Threads: threads, NoKernels: !kern})
+				limit := tol
+				if kern && i == 5 {
+					// int8 activations and a float16 cache
+					limit = kernelTol
+					if !m.kvHalf {
+						t.Fatalf("%s on the kernels: float32 KV cache", tm.name)
+					}
+				}
+				s := newSess(t, m, n)
+				logits := make([]float32, tm.vocab)
+				for p, tok := range prompt {
+					if err := s.Decode(tok, logits); err != nil {
+						t.Fatal(err)
+					}
+					if e := maxErr(logits, want[p]); e > limit {
+						t.Fatalf("%s, %d threads, kernels %v: decode pos %d: error %.3g", tm.name, threads, kern, p, e)
+					}
+				}
+			}
+		}
+	}
+}

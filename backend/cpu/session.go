@@ -20,6 +20,10 @@ const maxBatch = 64
 // than an attempt to allocate the machine's memory.
 const maxKVBytes = 32 << 30
 
+// maxKVChunks is the most position ranges a decode step splits each
+// attention head into (see attnTask).
+const maxKVChunks = 4
+
 type colActs struct {
 	cols int
 	a    *kernels.Acts
@@ -34,7 +38,11 @@ type Session struct {
 	batch  int // rows of the activation buffers
 	closed bool
 
-	keys, vals [][]float32 // per layer [ctx][KVDim]
+	// The KV cache, per layer [ctx][KVDim]: float32, or float16 (keysH,
+	// valsH) when the model runs the int8 kernels (Model.kvHalf).
+	keys, vals   [][]float32
+	keysH, valsH [][]uint16
+	kb, vb       []float32 // [batch][KVDim] new K and V before float16
 
 	x, xb   []float32 // [batch][Dim] residual stream and normed input
 	q, att  []float32 // [batch][Heads*HeadDim]
@@ -45,6 +53,10 @@ type Session struct {
 	acts    []colActs   // int8 activations per input width the kernels read
 	scratch [][]float32 // per worker: one dequantized row
 	scores  [][]float32 // per worker: attention scores [ctx]
+
+	// part holds the partial results of a decode step's attention split
+	// into position ranges: per (head, range) max, sum, HeadDim values.
+	part []float32
 
 	mt matTask
 	at attnTask
@@ -91,7 +103,11 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 		return nil, fmt.Errorf("cpu: context length %d must be positive", ctx)
 	}
 	kvDim := c.KVDim()
-	if kv := 2 * 4 * int64(c.Layers) * int64(ctx) * int64(kvDim); kv > maxKVBytes {
+	esz := int64(4)
+	if m.kvHalf {
+		esz = 2
+	}
+	if kv := 2 * esz * int64(c.Layers) * int64(ctx) * int64(kvDim); kv > maxKVBytes {
 		return nil, fmt.Errorf("cpu: a %d-position KV cache needs %d bytes, more than the limit %d", ctx, kv, int64(maxKVBytes))
 	}
 	m.mu.Lock()
@@ -104,16 +120,25 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 	b := min(ctx, maxBatch)
 	s := &Session{
 		m: m, ctx: ctx, batch: b,
-		keys: make([][]float32, c.Layers), vals: make([][]float32, c.Layers),
 		x: make([]float32, b*c.Dim), xb: make([]float32, b*c.Dim),
 		q: make([]float32, b*qDim), att: make([]float32, b*qDim),
 		hb: make([]float32, b*c.FFNDim), hb2: make([]float32, b*c.FFNDim),
 		cos: make([]float32, b*c.HeadDim/2), sin: make([]float32, b*c.HeadDim/2),
 		scratch: make([][]float32, m.threads), scores: make([][]float32, m.threads),
 	}
-	for l := range s.keys {
-		s.keys[l] = make([]float32, ctx*kvDim)
-		s.vals[l] = make([]float32, ctx*kvDim)
+	if m.kvHalf {
+		s.keysH, s.valsH = make([][]uint16, c.Layers), make([][]uint16, c.Layers)
+		for l := range s.keysH {
+			s.keysH[l] = make([]uint16, ctx*kvDim)
+			s.valsH[l] = make([]uint16, ctx*kvDim)
+		}
+		s.kb, s.vb = make([]float32, b*kvDim), make([]float32, b*kvDim)
+	} else {
+		s.keys, s.vals = make([][]float32, c.Layers), make([][]float32, c.Layers)
+		for l := range s.keys {
+			s.keys[l] = make([]float32, ctx*kvDim)
+			s.vals[l] = make([]float32, ctx*kvDim)
+		}
 	}
 	for w := range s.scratch {
 		s.scratch[w] = make([]float32, m.maxCol)
@@ -131,6 +156,7 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 		s.acts = append(s.acts, colActs{mm.cols(), a})
 	}
 	s.at = attnTask{s: s}
+	s.part = make([]float32, c.Heads*maxKVChunks*(c.HeadDim+2))
 	return s, nil
 }
 
@@ -150,7 +176,7 @@ func (s *Session) Rewind(pos int) error {
 // Close implements backend.Session; it drops the buffers.
 func (s *Session) Close() error {
 	s.closed = true
-	s.keys, s.vals = nil, nil
+	s.keys, s.vals, s.keysH, s.valsH = nil, nil, nil, nil
 	return nil
 }
 
@@ -237,18 +263,36 @@ func (s *Session) forward(tok int32, tokens []int32, logits []float32) error {
 		rmsNormBatch(s.xb, x, ly.attnNorm, nb, dim, c.NormEps)
 		mark = s.lap(&pt.Other, mark)
 
-		// Q into s.q; K and V straight into the cache rows of their positions.
-		kc := s.keys[l][pos0*kvDim:]
-		vc := s.vals[l][pos0*kvDim:]
+		// Q into s.q; K and V straight into the cache rows of their
+		// positions, or through kb, vb into a float16 cache.
+		var kc, vc []float32
+		if m.kvHalf {
+			kc, vc = s.kb, s.vb
+		} else {
+			kc, vc = s.keys[l][pos0*kvDim:], s.vals[l][pos0*kvDim:]
+		}
 		s.mul3(s.xb, nb, ly.wq, s.q, ly.wk, kc, ly.wv, vc)
 		for b := range nb {
 			s.rope(s.q[b*qDim:(b+1)*qDim], b)
 			s.rope(kc[b*kvDim:(b+1)*kvDim], b)
 		}
+		if m.kvHalf {
+			kernels.ToF16(s.keysH[l][pos0*kvDim:(pos0+nb)*kvDim], kc[:nb*kvDim])
+			kernels.ToF16(s.valsH[l][pos0*kvDim:(pos0+nb)*kvDim], vc[:nb*kvDim])
+		}
 		mark = s.lap(&pt.QKV, mark)
 
 		s.at.layer, s.at.pos0, s.at.nb = l, pos0, nb
+		s.at.chunks = 1
+		if nb == 1 {
+			// by the position alone, never the thread count, so that the
+			// result does not depend on the number of workers
+			s.at.chunks = min(max((pos0+1)/32, 1), maxKVChunks)
+		}
 		m.pool.run(&s.at)
+		if s.at.chunks > 1 {
+			s.at.merge()
+		}
 		mark = s.lap(&pt.Attention, mark)
 
 		if ly.attnSubNorm != nil {
@@ -358,11 +402,17 @@ func (s *Session) rope(v []float32, b int) {
 }
 
 // attnTask is causal multi-head attention over the cache for a batch:
-// work item (b, h) is query head h of batch token b, at position pos0+b,
-// attending to positions 0..pos0+b.
+// work item (b, h, c) is KV range c of query head h of batch token b, at
+// position pos0+b, attending to positions 0..pos0+b. Workers take items
+// round-robin, so causal prefill (later tokens see more positions) still
+// splits evenly. A decode step also splits each head's positions into
+// chunks ranges (one per 32 positions, up to maxKVChunks), so that heads
+// that do not divide among the workers (SmolLM: 9 heads on 2) still do;
+// the partial softmax sums are merged afterwards (merge).
 type attnTask struct {
 	s               *Session
 	layer, pos0, nb int
+	chunks          int
 }
 
 func (t *attnTask) run(w, n int) {
@@ -370,36 +420,105 @@ func (t *attnTask) run(w, n int) {
 	c := &s.m.cfg
 	hd, kvDim, qDim := c.HeadDim, c.KVDim(), c.Heads*c.HeadDim
 	group := c.Heads / c.KVHeads
-	keys, vals := s.keys[t.layer], s.vals[t.layer]
+	var kv kvLayer
+	if s.keysH != nil {
+		kv.kh, kv.vh = s.keysH[t.layer], s.valsH[t.layer]
+	} else {
+		kv.k, kv.v = s.keys[t.layer], s.vals[t.layer]
+	}
 	scale := float32(1 / math.Sqrt(float64(hd)))
-	items := t.nb * c.Heads
-	for it := items * w / n; it < items*(w+1)/n; it++ {
-		b, h := it/c.Heads, it%c.Heads
+	items := t.nb * c.Heads * t.chunks
+	for it := w; it < items; it += n {
+		// Item order: token, KV head, range, query head of the group, so
+		// the heads sharing a KV head take each range in turn while its
+		// keys and values are still in L1/L2.
+		b, r := it/(c.Heads*t.chunks), it%(c.Heads*t.chunks)
+		kvh, r := r/(group*t.chunks), r%(group*t.chunks)
+		ch, h := r/group, kvh*group+r%group
+		bh := b*c.Heads + h
 		q := s.q[b*qDim+h*hd : b*qDim+(h+1)*hd]
-		out := s.att[b*qDim+h*hd : b*qDim+(h+1)*hd]
 		kvOff := (h / group) * hd
 		npos := t.pos0 + b + 1
-		sc := s.scores[w][:npos]
-		mx := float32(math.Inf(-1))
-		for p := range npos {
-			k := keys[p*kvDim+kvOff : p*kvDim+kvOff+hd]
-			v := dot(q, k) * scale
-			sc[p] = v
-			mx = max(mx, v)
+		p0, p1 := npos*ch/t.chunks, npos*(ch+1)/t.chunks
+		if t.chunks == 1 {
+			out := s.att[b*qDim+h*hd : b*qDim+(h+1)*hd]
+			_, sum := attend(out, q, &kv, kvOff, kvDim, p0, p1, scale, s.scores[w])
+			inv := 1 / sum
+			for i := range out {
+				out[i] *= inv
+			}
+			continue
 		}
-		var sum float32
-		for p, v := range sc {
-			e := float32(math.Exp(float64(v - mx)))
-			sc[p] = e
-			sum += e
-		}
-		inv := 1 / sum
-		clear(out)
-		for p, a := range sc {
-			a *= inv
-			axpy(out, a, vals[p*kvDim+kvOff:p*kvDim+kvOff+hd])
+		part := s.part[(bh*t.chunks+ch)*(hd+2) : (bh*t.chunks+ch+1)*(hd+2)]
+		part[0], part[1] = float32(math.Inf(-1)), 0
+		if p0 < p1 {
+			part[0], part[1] = attend(part[2:], q, &kv, kvOff, kvDim, p0, p1, scale, s.scores[w])
+		} else {
+			clear(part[2:])
 		}
 	}
+}
+
+// merge combines the chunks' partial results of a split decode step into
+// s.att: out = sum_c e^(m_c-M) o_c / sum_c e^(m_c-M) l_c.
+func (t *attnTask) merge() {
+	s := t.s
+	c := &s.m.cfg
+	hd := c.HeadDim
+	for h := 0; h < c.Heads; h++ {
+		parts := s.part[h*t.chunks*(hd+2) : (h+1)*t.chunks*(hd+2)]
+		mx := float32(math.Inf(-1))
+		for ch := 0; ch < t.chunks; ch++ {
+			mx = max(mx, parts[ch*(hd+2)])
+		}
+		out := s.att[h*hd : (h+1)*hd]
+		clear(out)
+		var sum float32
+		for ch := 0; ch < t.chunks; ch++ {
+			p := parts[ch*(hd+2) : (ch+1)*(hd+2)]
+			if p[1] == 0 {
+				continue // an empty range
+			}
+			f := float32(math.Exp(float64(p[0] - mx)))
+			sum += f * p[1]
+			for i, v := range p[2:] {
+				out[i] += f * v
+			}
+		}
+		inv := 1 / sum
+		for i := range out {
+			out[i] *= inv
+		}
+	}
+}
+
+// attend writes to out the softmax-weighted sum of the values of positions
+// [p0, p1), not yet divided by the softmax sum, and returns the largest
+// scaled score and the sum of e^(score-max). sc is scratch of at least
+// p1-p0 floats.
+func attend(out, q []float32, kv *kvLayer, kvOff, kvDim, p0, p1 int, scale float32, sc []float32) (mx, sum float32) {
+	sc = sc[:p1-p0]
+	off := p0*kvDim + kvOff
+	if kv.kh != nil {
+		mx = kernels.AttnScoresF16(sc, q, kv.kh[off:], kvDim)
+	} else {
+		mx = kernels.AttnScores(sc, q, kv.k[off:], kvDim)
+	}
+	mx *= scale // scale > 0: the largest scaled score
+	sum = kernels.SoftmaxExp(sc, scale, mx)
+	clear(out)
+	if kv.vh != nil {
+		kernels.AttnMixF16(out, sc, kv.vh[off:], kvDim)
+	} else {
+		kernels.AttnMix(out, sc, kv.v[off:], kvDim)
+	}
+	return mx, sum
+}
+
+// kvLayer is one layer's cache: k, v in float32 or kh, vh in float16.
+type kvLayer struct {
+	k, v   []float32
+	kh, vh []uint16
 }
 
 // rmsNormBatch writes x_b * w / rms(x_b) for nb rows of width n into dst
@@ -449,7 +568,11 @@ type gateTask struct {
 }
 
 func (t *gateTask) run(w, n int) {
-	i0, i1 := split(len(t.g), w, n)
+	// Shares in whole 8s: the assembly takes 8 at a time and a Go tail the
+	// rest, which round differently; aligned shares keep every element on
+	// the same path whatever the number of workers.
+	chunks := (len(t.g) + 7) / 8
+	i0, i1 := min(chunks*w/n*8, len(t.g)), min(chunks*(w+1)/n*8, len(t.g))
 	gate(t.g[i0:i1], t.u[i0:i1], t.act)
 }
 
@@ -462,8 +585,6 @@ func gate(g, u []float32, act model.Activation) {
 			g[i] = v * v * u[i]
 		}
 	default:
-		for i, v := range g {
-			g[i] = v / (1 + float32(math.Exp(float64(-v)))) * u[i]
-		}
+		kernels.SiLUMul(g, u)
 	}
 }

@@ -49,8 +49,9 @@ func (c *loadtestCmd) Run(log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if c.Requests <= 0 || c.NumPredict <= 0 || c.MaxTime <= 0 {
-		return errors.New("loadtest: --requests, --num-predict and --max-time must be positive")
+	// Bounded by construction: a load test must stop by itself.
+	if c.Requests <= 0 || c.Requests > 100000 || c.NumPredict <= 0 || c.NumPredict > 1<<16 || c.MaxTime <= 0 || c.MaxTime > time.Hour {
+		return errors.New("loadtest: --requests (1..100000), --num-predict (1..65536) and --max-time (up to 1h) must be in range")
 	}
 	base, model := c.URL, c.Model
 	if base == "" {
@@ -67,7 +68,10 @@ func (c *loadtestCmd) Run(log *slog.Logger) error {
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 
 	// One warm-up request loads the model, so level 1 does not time the load.
-	if _, _, err := c.one(context.Background(), hc, base, model); err != nil {
+	wctx, wcancel := context.WithTimeout(context.Background(), c.MaxTime)
+	_, _, err = c.one(wctx, hc, base, model)
+	wcancel()
+	if err != nil {
 		return fmt.Errorf("loadtest: warm-up request: %w", err)
 	}
 	fmt.Printf("model %s, prompt %q, %d tokens per request, greedy, %s\n", model, c.Prompt, c.NumPredict, base)

@@ -62,3 +62,79 @@ func int8Dot2h32(w *int8, stride int, sc *uint16, sstride int, act *int8, nblk i
 func int8Dot1h32(w *int8, stride int, sc *uint16, sstride int, act *int8, nblk int, dst *float32, groups int) {
 	panic("kernels: no assembly in this build")
 }
+
+func ternaryDotT1(w *byte, stride int, act *int8, as int, n128 int, tail int, dst *int32, rows int) {
+	panic("kernels: no assembly in this build")
+}
+
+func ternaryDotT2(w *byte, stride int, act *int8, as int, n128 int, tail int, dst *int32, rows int) {
+	panic("kernels: no assembly in this build")
+}
+
+func ternaryDotT3(w *byte, stride int, act *int8, as int, n128 int, tail int, dst *int32, rows int) {
+	panic("kernels: no assembly in this build")
+}
+
+func ternaryDotT4(w *byte, stride int, act *int8, as int, n128 int, tail int, dst *int32, rows int) {
+	panic("kernels: no assembly in this build")
+}
+
+func int8DotT1g32(w *int8, stride int, sc *float32, sstride int, act *int8, as int, nblk int, dst *float32, rows int) {
+	panic("kernels: no assembly in this build")
+}
+
+func int8DotT2g32(w *int8, stride int, sc *float32, sstride int, act *int8, as int, nblk int, dst *float32, rows int) {
+	panic("kernels: no assembly in this build")
+}
+
+func int8DotT3g32(w *int8, stride int, sc *float32, sstride int, act *int8, as int, nblk int, dst *float32, rows int) {
+	panic("kernels: no assembly in this build")
+}
+
+func int8DotT4g32(w *int8, stride int, sc *float32, sstride int, act *int8, as int, nblk int, dst *float32, rows int) {
+	panic("kernels: no assembly in this build")
+}
+
+func int8DotT1h32(w *int8, stride int, sc *uint16, sstride int, act *int8, as int, nblk int, dst *float32, rows int) {
+	panic("kernels: no assembly in this build")
+}
+
+func int8DotT2h32(w *int8, stride int, sc *uint16, sstride int, act *int8, as int, nblk int, dst *float32, rows int) {
+	panic("kernels: no assembly in this build")
+}
+
+func int8DotT3h32(w *int8, stride int, sc *uint16, sstride int, act *int8, as int, nblk int, dst *float32, rows int) {
+	panic("kernels: no assembly in this build")
+}
+
+func int8DotT4h32(w *int8, stride int, sc *uint16, sstride int, act *int8, as int, nblk int, dst *float32, rows int) {
+	panic("kernels: no assembly in this build")
+}
+
+func attnScores(q *float32, k *float32, kstride int, n int, npos int, out *float32) float32 {
+	panic("kernels: no assembly in this build")
+}
+
+func attnMix(y *float32, w *float32, v *float32, vstride int, n int, npos int) {
+	panic("kernels: no assembly in this build")
+}
+
+func softmaxExp(x *float32, n int, scale float32, m float32) float32 {
+	panic("kernels: no assembly in this build")
+}
+
+func siluMul(x *float32, u *float32, n int) {
+	panic("kernels: no assembly in this build")
+}
+
+func attnScoresH(q *float32, k *uint16, kstride int, n int, npos int, out *float32) float32 {
+	panic("kernels: no assembly in this build")
+}
+
+func attnMixH(y *float32, w *float32, v *uint16, vstride int, n int, npos int) {
+	panic("kernels: no assembly in this build")
+}
+
+func f32ToF16(dst *uint16, src *float32, n int) {
+	panic("kernels: no assembly in this build")
+}

@@ -191,6 +191,10 @@ func (m *Int8Mat) MatVec(dst []float32, a *Acts, r0, r1 int) {
 // MatMat sets dst[i*Rows()+r] = row r · x_i for every token i of a.
 func (m *Int8Mat) MatMat(dst []float32, a *Acts, r0, r1 int) {
 	checkArgs("Int8Mat.MatMat", m.rows, m.cols, len(dst), a, r0, r1, true)
+	if m.group == 32 {
+		m.matMat32(dst, a, r0, r1)
+		return
+	}
 	step := (16 << 10) / m.cols / 4 * 4
 	if step < 4 {
 		step = 4
@@ -200,6 +204,112 @@ func (m *Int8Mat) MatMat(dst []float32, a *Acts, r0, r1 int) {
 		for i := 0; i < a.Tokens; i++ {
 			m.rowsTok(dst[i*m.rows:(i+1)*m.rows], a, i, r, e)
 		}
+	}
+}
+
+// matMat32 is MatMat for one scale per 32 weights (Q8_0, Q4_0): each block
+// of weights, its absolute values and its scale are loaded once for 4
+// tokens. Each result equals rowsTok1's for that token (same operations in
+// the same order).
+func (m *Int8Mat) matMat32(dst []float32, a *Acts, r0, r1 int) {
+	step := max(batchChunk/m.cols, 1)
+	var buf [4 * batchRows]float32
+	ns := m.cols / 32
+	for r := r0; r < r1; r += step {
+		e := min(r+step, r1)
+		for i := 0; i < a.Tokens; i += 4 {
+			nt := min(4, a.Tokens-i)
+			q := a.Q[i*m.cols : (i+nt)*m.cols]
+			for s := r; s < e; s += batchRows {
+				n := min(s+batchRows, e) - s
+				out := buf[:4*n]
+				w := m.vals[s*m.cols : (s+n)*m.cols]
+				if useAVX2 {
+					m.int8Batch32(&w[0], s, ns, &q[0], nt, &out[0], n)
+				} else {
+					for j := 0; j < n; j++ {
+						m.rowBatchGo(out[4*j:4*j+nt], s+j, q)
+					}
+				}
+				for k := 0; k < nt; k++ {
+					inv := a.InvScale[i+k]
+					d := dst[(i+k)*m.rows : (i+k+1)*m.rows]
+					for j := 0; j < n; j++ {
+						d[s+j] = out[4*j+k] * inv
+					}
+				}
+			}
+		}
+	}
+}
+
+// int8Batch32 runs the batched assembly kernel for nt tokens (direct calls:
+// through a func value, dst would escape to the heap).
+func (m *Int8Mat) int8Batch32(w *int8, s, ns int, q *int8, nt int, dst *float32, n int) {
+	if m.hscales != nil {
+		sc, ss := &m.hscales[s*ns], 2*ns
+		switch nt {
+		case 1:
+			int8DotT1h32(w, m.cols, sc, ss, q, m.cols, ns, dst, n)
+		case 2:
+			int8DotT2h32(w, m.cols, sc, ss, q, m.cols, ns, dst, n)
+		case 3:
+			int8DotT3h32(w, m.cols, sc, ss, q, m.cols, ns, dst, n)
+		default:
+			int8DotT4h32(w, m.cols, sc, ss, q, m.cols, ns, dst, n)
+		}
+		return
+	}
+	sc, ss := &m.scales[s*ns], 4*ns
+	switch nt {
+	case 1:
+		int8DotT1g32(w, m.cols, sc, ss, q, m.cols, ns, dst, n)
+	case 2:
+		int8DotT2g32(w, m.cols, sc, ss, q, m.cols, ns, dst, n)
+	case 3:
+		int8DotT3g32(w, m.cols, sc, ss, q, m.cols, ns, dst, n)
+	default:
+		int8DotT4g32(w, m.cols, sc, ss, q, m.cols, ns, dst, n)
+	}
+}
+
+// rowBatchGo is the pure-Go batched row (group 32): row r with each of the
+// len(out) tokens of q, in int8RowGo's order of operations.
+func (m *Int8Mat) rowBatchGo(out []float32, r int, q []int8) {
+	var f [4]float32
+	ns := m.cols / 32
+	w := m.vals[r*m.cols : (r+1)*m.cols]
+	for g := 0; g < ns; g++ {
+		s := m.scaleAt(r*ns + g)
+		wb := w[g*32 : g*32+32]
+		for k := range out {
+			qb := q[k*m.cols+g*32 : k*m.cols+g*32+32]
+			var d int32
+			for j, v := range wb {
+				d += int32(v) * int32(qb[j])
+			}
+			f[k] += float32(d) * s
+		}
+	}
+	copy(out, f[:len(out)])
+}
+
+// rowsTok1 is rowsTok with the one-row kernels only: the single-token
+// computation the batched kernels reproduce exactly (tests compare them).
+func (m *Int8Mat) rowsTok1(dst []float32, a *Acts, i, r0, r1 int) {
+	q, inv := a.token(i), a.InvScale[i]
+	ns := m.cols / m.group
+	for r := r0; r < r1; r++ {
+		switch {
+		case useAVX2 && m.hscales != nil:
+			int8Dot1h32(&m.vals[r*m.cols], m.cols, &m.hscales[r*ns], 2*ns, &q[0], m.cols/32, &dst[r], 1)
+		case useAVX2 && m.group == 32:
+			int8Dot1g32(&m.vals[r*m.cols], m.cols, &m.scales[r*ns], 4*ns, &q[0], m.cols/32, &dst[r], 1)
+		default:
+			m.rowsTok(dst, a, i, r, r+1)
+			continue
+		}
+		dst[r] *= inv
 	}
 }
 

@@ -19,6 +19,66 @@ func ternaryDot1(w *byte, stride int, act *int8, n128 int, tail int, dst *int32,
 //go:noescape
 func ternaryBlockDots(w *byte, act *int8, n128 int, tail int, dst *int32)
 
+// ternaryDotT1 writes the code·act dots of each row with 1 tokens to dst[4*row+token]; see ternaryDotBatch in _gen.
+//
+//go:noescape
+func ternaryDotT1(w *byte, stride int, act *int8, as int, n128 int, tail int, dst *int32, rows int)
+
+// ternaryDotT2 writes the code·act dots of each row with 2 tokens to dst[4*row+token]; see ternaryDotBatch in _gen.
+//
+//go:noescape
+func ternaryDotT2(w *byte, stride int, act *int8, as int, n128 int, tail int, dst *int32, rows int)
+
+// ternaryDotT3 writes the code·act dots of each row with 3 tokens to dst[4*row+token]; see ternaryDotBatch in _gen.
+//
+//go:noescape
+func ternaryDotT3(w *byte, stride int, act *int8, as int, n128 int, tail int, dst *int32, rows int)
+
+// ternaryDotT4 writes the code·act dots of each row with 4 tokens to dst[4*row+token]; see ternaryDotBatch in _gen.
+//
+//go:noescape
+func ternaryDotT4(w *byte, stride int, act *int8, as int, n128 int, tail int, dst *int32, rows int)
+
+// int8DotT1g32 writes the scaled int8 dots of each row with 1 tokens to dst[4*row+token]; see int8DotBatch in _gen.
+//
+//go:noescape
+func int8DotT1g32(w *int8, stride int, sc *float32, sstride int, act *int8, as int, nblk int, dst *float32, rows int)
+
+// int8DotT1h32 writes the scaled int8 dots of each row with 1 tokens to dst[4*row+token]; see int8DotBatch in _gen.
+//
+//go:noescape
+func int8DotT1h32(w *int8, stride int, sc *uint16, sstride int, act *int8, as int, nblk int, dst *float32, rows int)
+
+// int8DotT2g32 writes the scaled int8 dots of each row with 2 tokens to dst[4*row+token]; see int8DotBatch in _gen.
+//
+//go:noescape
+func int8DotT2g32(w *int8, stride int, sc *float32, sstride int, act *int8, as int, nblk int, dst *float32, rows int)
+
+// int8DotT2h32 writes the scaled int8 dots of each row with 2 tokens to dst[4*row+token]; see int8DotBatch in _gen.
+//
+//go:noescape
+func int8DotT2h32(w *int8, stride int, sc *uint16, sstride int, act *int8, as int, nblk int, dst *float32, rows int)
+
+// int8DotT3g32 writes the scaled int8 dots of each row with 3 tokens to dst[4*row+token]; see int8DotBatch in _gen.
+//
+//go:noescape
+func int8DotT3g32(w *int8, stride int, sc *float32, sstride int, act *int8, as int, nblk int, dst *float32, rows int)
+
+// int8DotT3h32 writes the scaled int8 dots of each row with 3 tokens to dst[4*row+token]; see int8DotBatch in _gen.
+//
+//go:noescape
+func int8DotT3h32(w *int8, stride int, sc *uint16, sstride int, act *int8, as int, nblk int, dst *float32, rows int)
+
+// int8DotT4g32 writes the scaled int8 dots of each row with 4 tokens to dst[4*row+token]; see int8DotBatch in _gen.
+//
+//go:noescape
+func int8DotT4g32(w *int8, stride int, sc *float32, sstride int, act *int8, as int, nblk int, dst *float32, rows int)
+
+// int8DotT4h32 writes the scaled int8 dots of each row with 4 tokens to dst[4*row+token]; see int8DotBatch in _gen.
+//
+//go:noescape
+func int8DotT4h32(w *int8, stride int, sc *uint16, sstride int, act *int8, as int, nblk int, dst *float32, rows int)
+
 // int8Dot2g32 writes the scaled int8 dot of 2 rows per group, one scale per 32 weights; nblk counts 32-weight blocks.
 //
 //go:noescape
@@ -58,6 +118,41 @@ func f16Dot4(w *uint16, stride int, x *float32, n int, dst *float32, groups int)
 //
 //go:noescape
 func f16Dot1(w *uint16, stride int, x *float32, n int, dst *float32, groups int)
+
+// attnScores writes out[p] = q·k_p for npos positions (float32) kstride bytes apart, over n (a multiple of 8) floats, and returns the largest.
+//
+//go:noescape
+func attnScores(q *float32, k *float32, kstride int, n int, npos int, out *float32) float32
+
+// attnScoresH writes out[p] = q·k_p for npos positions (uint16) kstride bytes apart, over n (a multiple of 8) floats, and returns the largest.
+//
+//go:noescape
+func attnScoresH(q *float32, k *uint16, kstride int, n int, npos int, out *float32) float32
+
+// attnMix adds sum of w[p]*v_p over npos positions (float32) vstride bytes apart to y (n floats, a multiple of 8).
+//
+//go:noescape
+func attnMix(y *float32, w *float32, v *float32, vstride int, n int, npos int)
+
+// attnMixH adds sum of w[p]*v_p over npos positions (uint16) vstride bytes apart to y (n floats, a multiple of 8).
+//
+//go:noescape
+func attnMixH(y *float32, w *float32, v *uint16, vstride int, n int, npos int)
+
+// f32ToF16 converts n (a multiple of 8) floats to float16, rounding to nearest even.
+//
+//go:noescape
+func f32ToF16(dst *uint16, src *float32, n int)
+
+// softmaxExp sets x[i] = exp(x[i]*scale - m) for n (a multiple of 8) floats and returns their sum.
+//
+//go:noescape
+func softmaxExp(x *float32, n int, scale float32, m float32) float32
+
+// siluMul sets x[i] = silu(x[i]) * u[i] for n (a multiple of 8) floats.
+//
+//go:noescape
+func siluMul(x *float32, u *float32, n int)
 
 // absMax returns max |x[i]| of n (a multiple of 32) floats and whether one is NaN.
 //

@@ -327,6 +327,10 @@ func (t *Ternary) MatVec(dst []float32, a *Acts, r0, r1 int) {
 // they sit in L1, so each weight comes from memory once per batch.
 func (t *Ternary) MatMat(dst []float32, a *Acts, r0, r1 int) {
 	checkArgs("Ternary.MatMat", t.rows, t.cols, len(dst), a, r0, r1, true)
+	if t.layout == Layout2Bit && t.blockScale == nil {
+		t.matMat2Bit(dst, a, r0, r1)
+		return
+	}
 	step := (16 << 10) / t.stride / 2 * 2
 	if step < 2 {
 		step = 2
@@ -337,6 +341,99 @@ func (t *Ternary) MatMat(dst []float32, a *Acts, r0, r1 int) {
 			t.rowsTok(dst[i*t.rows:(i+1)*t.rows], a, i, r, e)
 		}
 	}
+}
+
+// batchRows is the most rows one batched kernel call covers: its int32
+// results sit in a stack buffer of 4 tokens per row.
+const batchRows = 64
+
+// batchChunk is the bytes of codes per row chunk in matMat2Bit: small
+// enough to stay in L2 while every token group of the batch passes over it
+// (with that group's activations), so each weight comes from memory once.
+const batchChunk = 64 << 10
+
+// matMat2Bit is MatMat for Layout2Bit rows of one scale each: every block
+// of codes is unpacked once per 4 tokens (dotsBatch), not once per token.
+// Each result equals MatVec's for that token: the int dot is exact and the
+// scaling is the same expression.
+func (t *Ternary) matMat2Bit(dst []float32, a *Acts, r0, r1 int) {
+	step := max(batchChunk/t.stride, 1)
+	var buf [4 * batchRows]int32
+	for r := r0; r < r1; r += step {
+		e := min(r+step, r1)
+		for i := 0; i < a.Tokens; i += 4 {
+			nt := min(4, a.Tokens-i)
+			q := a.Q[i*t.cols : (i+nt)*t.cols]
+			for s := r; s < e; s += batchRows {
+				se := min(s+batchRows, e)
+				dotsBatch(buf[:4*(se-s)], t.data[s*t.stride:se*t.stride], t.stride, q, t.cols, nt)
+				for k := 0; k < nt; k++ {
+					sum, inv := a.Sum[i+k], a.InvScale[i+k]
+					d := dst[(i+k)*t.rows : (i+k+1)*t.rows]
+					for j, rs := range t.rowScale[s:se] {
+						d[s+j] = float32(buf[4*j+k]-sum) * rs * inv
+					}
+				}
+			}
+		}
+	}
+}
+
+// dotsBatch writes sum(c*q_t) of each row of w (len(out)/4 rows, stride
+// bytes apart) with each of the nt (1..4) tokens of q (cols apart) to
+// out[4*row+t].
+func dotsBatch(out []int32, w []byte, stride int, q []int8, cols, nt int) {
+	n := len(out) / 4
+	if n == 0 {
+		return
+	}
+	_ = w[n*stride-1]
+	_ = q[nt*cols-1]
+	if useAVX2 {
+		// direct calls: through a func value, out would escape to the heap
+		n128, tail := cols/128, cols%128/64
+		switch nt {
+		case 1:
+			ternaryDotT1(&w[0], stride, &q[0], cols, n128, tail, &out[0], n)
+		case 2:
+			ternaryDotT2(&w[0], stride, &q[0], cols, n128, tail, &out[0], n)
+		case 3:
+			ternaryDotT3(&w[0], stride, &q[0], cols, n128, tail, &out[0], n)
+		default:
+			ternaryDotT4(&w[0], stride, &q[0], cols, n128, tail, &out[0], n)
+		}
+		return
+	}
+	for r := 0; r < n; r++ {
+		dot2BitBatchGo(out[4*r:4*r+nt], w[r*stride:(r+1)*stride], q, cols)
+	}
+}
+
+// dot2BitBatchGo is the pure-Go twin of the batched kernel: each byte of
+// codes is unpacked once for the len(out) tokens of q (cols apart).
+func dot2BitBatchGo(out []int32, w []byte, q []int8, cols int) {
+	var s [4]int32
+	nt := len(out)
+	n128 := cols / 128
+	for k := 0; k < n128; k++ {
+		for m, b := range w[k*32 : k*32+32] {
+			c0, c1, c2, c3 := int32(b&3), int32(b>>2&3), int32(b>>4&3), int32(b>>6)
+			for i := 0; i < nt; i++ {
+				qb := q[i*cols+k*128 : i*cols+k*128+128]
+				s[i] += c0*int32(qb[m]) + c1*int32(qb[m+32]) + c2*int32(qb[m+64]) + c3*int32(qb[m+96])
+			}
+		}
+	}
+	if cols%128 != 0 {
+		for m, b := range w[n128*32 : n128*32+16] {
+			c0, c1, c2, c3 := int32(b&3), int32(b>>2&3), int32(b>>4&3), int32(b>>6)
+			for i := 0; i < nt; i++ {
+				qb := q[i*cols+n128*128 : i*cols+n128*128+64]
+				s[i] += c0*int32(qb[m]) + c1*int32(qb[m+16]) + c2*int32(qb[m+32]) + c3*int32(qb[m+48])
+			}
+		}
+	}
+	copy(out, s[:nt])
 }
 
 // rowsTok computes rows [r0, r1) for token i into dst[r].
