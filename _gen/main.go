@@ -1183,11 +1183,10 @@ func attnMix(half bool) {
 	RET()
 }
 
-
 // ec holds the 32-byte read-only constants of expPS.
 var ec struct {
-	hi, lo, log2e, c1, c2, one, bias Mem
-	p                                [6]Mem
+	hi, lo, log2e, c1, c2, one, bias, flush Mem
+	p                                       [6]Mem
 }
 
 // vconst declares a read-only 32-byte vector of v in every dword.
@@ -1206,6 +1205,7 @@ func expConstants() {
 	ec.log2e = f("exp_log2e", 1.44269504088896341)
 	ec.c1, ec.c2 = f("exp_c1", 0.693359375), f("exp_c2", -2.12194440e-4) // ln 2 = c1 + c2
 	ec.one, ec.bias = f("exp_one", 1), vconst("exp_bias", 127)
+	ec.flush = f("exp_flush", -64)
 	for i, c := range []float32{1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1} {
 		ec.p[i] = f(fmt.Sprintf("exp_p%d", i), c)
 	}
@@ -1219,7 +1219,7 @@ func expPS(x, t, u, w reg.VecVirtual) {
 	VMINPS(ec.hi, x, x)
 	VMAXPS(ec.lo, x, x)
 	VMULPS(ec.log2e, x, t)
-	VROUNDPS(U8(0), t, t) // to nearest
+	VROUNDPS(U8(0), t, t)     // to nearest
 	VFNMADD231PS(ec.c1, t, x) // x -= n*c1
 	VFNMADD231PS(ec.c2, t, x)
 	VMOVUPS(ec.p[0], u)
@@ -1240,13 +1240,13 @@ func expPS(x, t, u, w reg.VecVirtual) {
 func softmaxExp() {
 	TEXT("softmaxExp", NOSPLIT, "func(x *float32, n int, scale float32, m float32) float32")
 	Pragma("noescape")
-	Doc("softmaxExp sets x[i] = exp(x[i]*scale - m) for n (a multiple of 8) floats and returns their sum.")
+	Doc("softmaxExp sets x[i] = exp(x[i]*scale - m) (0 below e^-64) for n (a multiple of 8) floats and returns their sum.")
 	x := Load(Param("x"), GP64())
 	n := Load(Param("n"), GP64())
 	sc, m := YMM(), YMM()
 	VBROADCASTSS(Load(Param("scale"), XMM()), sc)
 	VBROADCASTSS(Load(Param("m"), XMM()), m)
-	sum, v, t, u, w := YMM(), YMM(), YMM(), YMM(), YMM()
+	sum, v, t, u, w, keep := YMM(), YMM(), YMM(), YMM(), YMM(), YMM()
 	VXORPS(sum, sum, sum)
 	Label("se_loop")
 	CMPQ(n, Imm(0))
@@ -1255,7 +1255,12 @@ func softmaxExp() {
 	// rounded product, then difference, as the Go tail computes it
 	VMULPS(sc, v, v)
 	VSUBPS(m, v, v)
+	// weights below e^-64 of the largest are flushed to exactly 0: they
+	// change no sum, and their products with the values would be
+	// denormals, which cost the FMAs of attnMix dearly
+	VCMPPS(U8(13), ec.flush, v, keep) // v >= -64 (ordered)
 	expPS(v, t, u, w)
+	VANDPS(keep, v, v)
 	VMOVUPS(v, Mem{Base: x})
 	VADDPS(v, sum, sum)
 	ADDQ(Imm(32), x)

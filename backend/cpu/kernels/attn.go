@@ -77,8 +77,10 @@ func dotF32(a, b []float32) float32 {
 
 // SoftmaxExp sets x[i] = e^(x[i]*scale - m) and returns their sum: the
 // softmax numerators of scores x, m being the largest x[i]*scale. The
-// assembly's exp is within a few ulp of math.Exp (and, like it, tends to 0
-// far below m; it clamps results to float32's normal range).
+// assembly's exp is within a few ulp of math.Exp. Terms below e^-64 become
+// exactly 0 on every path: they change no sum, and as weights of the
+// values they would make denormal products, which slow the FMAs of
+// AttnMix several times over.
 func SoftmaxExp(x []float32, scale, m float32) (sum float32) {
 	i := 0
 	if useAVX2 && len(x) >= 8 {
@@ -86,12 +88,19 @@ func SoftmaxExp(x []float32, scale, m float32) (sum float32) {
 		sum = softmaxExp(&x[0], i, scale, m)
 	}
 	for ; i < len(x); i++ {
-		e := float32(math.Exp(float64(x[i]*scale - m)))
+		var e float32
+		if a := x[i]*scale - m; a >= softmaxFlush {
+			e = float32(math.Exp(float64(a)))
+		}
 		x[i] = e
 		sum += e
 	}
 	return sum
 }
+
+// softmaxFlush is the exponent below which SoftmaxExp gives 0 (as the
+// assembly's exp_flush).
+const softmaxFlush = -64
 
 // SiLUMul sets g[i] = silu(g[i]) * u[i] = g[i]/(1+e^-g[i]) * u[i]: the
 // SwiGLU gate of a feed-forward layer.

@@ -3,8 +3,12 @@
 // (Ternary: 2-bit codes for VPMADDUBSW by default, or lookup-table layouts),
 // int8-repacked Q8_0/Q4_0/Q6_K matrices (Int8Mat) and F16 matrices
 // (F16Mat), each with a matrix-vector product over a row range (so the
-// caller's workers split rows) and a batched product for prefill. FromQuant
-// picks the matrix for a GGML tensor type.
+// caller's workers split rows) and a batched product for prefill (ternary
+// and 32-group int8 rows: each block of weights unpacked once for 4 tokens,
+// results equal to the single-token kernels'). FromQuant picks the matrix
+// for a GGML tensor type. It also has the float kernels of attention over a
+// float32 or float16 KV cache (AttnScores, AttnMix, SoftmaxExp, ToF16) and
+// the SwiGLU gate (SiLUMul).
 //
 // It knows the layouts of its own packed data and the GGML block formats it
 // repacks from; it must not know about models, files, threads or the forward

@@ -144,7 +144,7 @@ func attnMixH(y *float32, w *float32, v *uint16, vstride int, n int, npos int)
 //go:noescape
 func f32ToF16(dst *uint16, src *float32, n int)
 
-// softmaxExp sets x[i] = exp(x[i]*scale - m) for n (a multiple of 8) floats and returns their sum.
+// softmaxExp sets x[i] = exp(x[i]*scale - m) (0 below e^-64) for n (a multiple of 8) floats and returns their sum.
 //
 //go:noescape
 func softmaxExp(x *float32, n int, scale float32, m float32) float32

@@ -4670,6 +4670,16 @@ DATA exp_bias<>+24(SB)/4, $0x0000007f
 DATA exp_bias<>+28(SB)/4, $0x0000007f
 GLOBL exp_bias<>(SB), RODATA|NOPTR, $32
 
+DATA exp_flush<>+0(SB)/4, $0xc2800000
+DATA exp_flush<>+4(SB)/4, $0xc2800000
+DATA exp_flush<>+8(SB)/4, $0xc2800000
+DATA exp_flush<>+12(SB)/4, $0xc2800000
+DATA exp_flush<>+16(SB)/4, $0xc2800000
+DATA exp_flush<>+20(SB)/4, $0xc2800000
+DATA exp_flush<>+24(SB)/4, $0xc2800000
+DATA exp_flush<>+28(SB)/4, $0xc2800000
+GLOBL exp_flush<>(SB), RODATA|NOPTR, $32
+
 DATA exp_p0<>+0(SB)/4, $0x39506967
 DATA exp_p0<>+4(SB)/4, $0x39506967
 DATA exp_p0<>+8(SB)/4, $0x39506967
@@ -4747,6 +4757,7 @@ se_loop:
 	VMOVUPS      (AX), Y3
 	VMULPS       Y0, Y3, Y3
 	VSUBPS       Y1, Y3, Y3
+	VCMPPS       $0x0d, exp_flush<>+0(SB), Y3, Y7
 	VMINPS       exp_hi<>+0(SB), Y3, Y3
 	VMAXPS       exp_lo<>+0(SB), Y3, Y3
 	VMULPS       exp_log2e<>+0(SB), Y3, Y4
@@ -4766,6 +4777,7 @@ se_loop:
 	VPADDD       exp_bias<>+0(SB), Y4, Y4
 	VPSLLD       $0x17, Y4, Y4
 	VMULPS       Y4, Y5, Y3
+	VANDPS       Y7, Y3, Y3
 	VMOVUPS      Y3, (AX)
 	VADDPS       Y3, Y2, Y2
 	ADDQ         $0x20, AX

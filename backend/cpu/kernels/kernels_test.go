@@ -750,8 +750,10 @@ func TestNoAllocs(t *testing.T) {
 		ms = append(ms, m, mb)
 	}
 	i8, _ := NewInt8Mat(rows, cols, make([]int8, rows*cols), make([]float32, rows*cols/16), 16)
+	i832, _ := NewInt8Mat(rows, cols, make([]int8, rows*cols), make([]float32, rows*cols/32), 32)
+	i8h, _ := newInt8MatHalf("Q8_0", rows, cols, make([]int8, rows*cols), make([]uint16, rows*cols/32))
 	f16, _ := NewF16Mat(rows, cols, make([]uint16, rows*cols))
-	ms = append(ms, i8, f16)
+	ms = append(ms, i8, i832, i8h, f16)
 	a, _ := NewActs(cols, 4)
 	a.EnableLUT()
 	x := randActs(rng, cols, 4)
@@ -765,6 +767,19 @@ func TestNoAllocs(t *testing.T) {
 			}); n != 0 {
 				t.Fatalf("%T: %v allocations per run", m, n)
 			}
+		}
+		// the attention kernels, on both cache types
+		sc, h := make([]float32, 35), make([]uint16, len(x))
+		if n := testing.AllocsPerRun(20, func() {
+			ToF16(h, x)
+			mx := AttnScores(sc, x[:64], x, 64)
+			mx = max(mx, AttnScoresF16(sc, x[:64], h, 64))
+			SoftmaxExp(sc, 0.125, mx)
+			AttnMix(dst[:64], sc, x, 64)
+			AttnMixF16(dst[:64], sc, h, 64)
+			SiLUMul(dst[:40], x[:40])
+		}); n != 0 {
+			t.Fatalf("attention kernels: %v allocations per run", n)
 		}
 	})
 }
