@@ -5,6 +5,7 @@ package gguf
 import (
 	"os"
 	"syscall"
+	"unsafe"
 )
 
 // mmapFile maps size bytes of f read-only. The mapping outlives f's
@@ -15,4 +16,18 @@ func mmapFile(f *os.File, size int) ([]byte, func() error, error) {
 		return nil, nil, err
 	}
 	return b, func() error { return syscall.Munmap(b) }, nil
+}
+
+// dropPages tells the kernel the whole pages inside b (part of a read-only
+// file mapping) are not needed now: they leave the process's resident set
+// and are read from the file again if touched.
+func dropPages(b []byte) {
+	page := uintptr(syscall.Getpagesize())
+	start := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+	lo := int((start+page-1)&^(page-1) - start) // first whole page, as an offset into b
+	hi := int((start+uintptr(len(b)))&^(page-1) - start)
+	if hi <= lo {
+		return
+	}
+	_ = syscall.Madvise(b[lo:hi], syscall.MADV_DONTNEED)
 }

@@ -16,6 +16,7 @@ import (
 	"math"
 	"math/bits"
 	"os"
+	"unsafe"
 
 	"github.com/edgellm/edgellm/quant"
 )
@@ -121,6 +122,23 @@ func Open(path string) (*File, error) {
 	}
 	gf.unmap = unmap
 	return gf, nil
+}
+
+// Release says a backend has copied what it needs of b, a tensor's Data: on
+// a mapped file its pages leave the resident set (they are read from the
+// file again if b is touched later), so a repacked model does not keep two
+// copies in memory. It does nothing for files read into memory, for Parse'd
+// buffers, or for b outside the mapping.
+func (f *File) Release(b []byte) {
+	if f.unmap == nil || len(b) == 0 || len(f.data) == 0 {
+		return
+	}
+	base := uintptr(unsafe.Pointer(unsafe.SliceData(f.data)))
+	p := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+	if p < base || p+uintptr(len(b)) > base+uintptr(len(f.data)) {
+		return
+	}
+	dropPages(b)
 }
 
 // Parse parses a GGUF file held in data. Tensor Data are views of data.

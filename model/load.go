@@ -29,6 +29,7 @@ func FromGGUF(f *gguf.File) (*Weights, error) {
 	if err != nil {
 		return nil, err
 	}
+	w.release = f.Release
 	return w, nil
 }
 

@@ -102,6 +102,18 @@ type Weights struct {
 	OutNorm []float32 // [Dim]
 	Output  Tensor    // [Vocab, Dim] LM head; equal to Embed when tied
 	Tied    bool
+
+	// release drops a tensor's file pages from memory (set by FromGGUF).
+	release func([]byte)
+}
+
+// ReleaseTensor tells the file behind w that a backend has repacked t and
+// no longer reads t.Data, so the model is not resident twice. t.Data stays
+// valid: touched again, it is read back from the file.
+func (w *Weights) ReleaseTensor(t *Tensor) {
+	if w.release != nil {
+		w.release(t.Data)
+	}
 }
 
 func (a Activation) String() string {

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"runtime/debug"
 	"sync"
 
 	"github.com/edgellm/edgellm/backend"
@@ -96,13 +97,27 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 	kvDim := cfg.KVDim()
 	m.maxCol = max(cfg.Dim, cfg.FFNDim, qDim)
 
+	// Repacking makes a matrix's worth of garbage per tensor (its decoded
+	// codes); a tight GC target while loading keeps the peak resident set
+	// near the repacked model's size instead of twice it.
+	defer debug.SetGCPercent(debug.SetGCPercent(2))
+
 	var err error
 	kern := !opts.NoKernels
+	// A repacked tensor's file pages are released, so the model is not
+	// resident twice (the plain path reads the file's bytes in place).
+	build := func(t *model.Tensor, rows, cols int) (matmul, error) {
+		mm, err := newMatmul(t, rows, cols, kern)
+		if _, repacked := mm.(*kernelMat); repacked {
+			w.ReleaseTensor(t)
+		}
+		return mm, err
+	}
 	// The embedding stays as it is in the file: it is read a row at a time.
 	if m.embed, err = newMatmul(&w.Embed, cfg.Vocab, cfg.Dim, false); err != nil {
 		return nil, err
 	}
-	if m.output, err = newMatmul(&w.Output, cfg.Vocab, cfg.Dim, kern); err != nil {
+	if m.output, err = build(&w.Output, cfg.Vocab, cfg.Dim); err != nil {
 		return nil, err
 	}
 	if m.out, err = norm(w.OutNorm, cfg.Dim, "output_norm"); err != nil {
@@ -128,7 +143,7 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 			{&dst.wdown, &src.Wdown, cfg.Dim, cfg.FFNDim},
 		}
 		for _, mm := range mats {
-			if *mm.dst, err = newMatmul(mm.t, mm.rows, mm.cols, kern); err != nil {
+			if *mm.dst, err = build(mm.t, mm.rows, mm.cols); err != nil {
 				return nil, fmt.Errorf("cpu: layer %d: %w", i, err)
 			}
 		}
