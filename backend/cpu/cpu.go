@@ -113,12 +113,23 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 		}
 		return mm, err
 	}
-	// The embedding stays as it is in the file: it is read a row at a time.
-	if m.embed, err = newMatmul(&w.Embed, cfg.Vocab, cfg.Dim, false); err != nil {
-		return nil, err
-	}
 	if m.output, err = build(&w.Output, cfg.Vocab, cfg.Dim); err != nil {
 		return nil, err
+	}
+	// A tied embedding whose LM head was repacked into rows we can read
+	// back shares that one copy; otherwise it stays as it is in the file,
+	// read a row at a time.
+	tied := w.Tied || (len(w.Embed.Data) > 0 && len(w.Output.Data) > 0 &&
+		&w.Embed.Data[0] == &w.Output.Data[0] && w.Embed.Type == w.Output.Type && w.Embed.Scale == w.Output.Scale)
+	if km, ok := m.output.(*kernelMat); ok && tied {
+		if _, ok := km.k.(rowReader); ok {
+			m.embed = km
+		}
+	}
+	if m.embed == nil {
+		if m.embed, err = newMatmul(&w.Embed, cfg.Vocab, cfg.Dim, false); err != nil {
+			return nil, err
+		}
 	}
 	if m.out, err = norm(w.OutNorm, cfg.Dim, "output_norm"); err != nil {
 		return nil, err

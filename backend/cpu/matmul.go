@@ -152,7 +152,17 @@ func getRow(m matmul, r int, dst []float32) {
 				dst[i] *= m.scale
 			}
 		}
+	case *kernelMat:
+		// A tied table repacked as the LM head (see Load); its scale is
+		// folded into the matrix.
+		m.k.(rowReader).Row(r, dst[:m.k.Cols()])
 	}
+}
+
+// rowReader is a repacked matrix that can give back a row: the embedding
+// lookup of a tied table reads it instead of the file.
+type rowReader interface {
+	Row(r int, dst []float32)
 }
 
 // dot is the hot loop of every matrix product: four independent

@@ -406,3 +406,14 @@ func f16ToF32(h uint16) float32 {
 	}
 	return math.Float32frombits(sign | (exp+112)<<23 | man<<13)
 }
+
+// Row writes row r dequantized (with any scale folded into the matrix) into
+// dst[:Cols()]. A tied embedding reads its rows here, from the one resident
+// copy, instead of from the file.
+func (m *Int8Mat) Row(r int, dst []float32) {
+	row := m.vals[r*m.cols : (r+1)*m.cols]
+	g0 := r * m.cols / m.group
+	for i, v := range row {
+		dst[i] = float32(v) * m.scaleAt(g0+i/m.group)
+	}
+}
