@@ -6,6 +6,8 @@ import (
 	"os"
 	"syscall"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // mmapFile maps size bytes of f read-only. The mapping outlives f's
@@ -29,5 +31,5 @@ func dropPages(b []byte) {
 	if hi <= lo {
 		return
 	}
-	_ = syscall.Madvise(b[lo:hi], syscall.MADV_DONTNEED)
+	_ = unix.Madvise(b[lo:hi], unix.MADV_DONTNEED)
 }

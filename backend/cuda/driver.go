@@ -162,7 +162,7 @@ var (
 // library or symbol is an error naming what was looked for.
 func loadDriver() (*driverAPI, error) {
 	drvOnce.Do(func() {
-		h, err := purego.Dlopen(driverLibName, purego.RTLD_NOW|purego.RTLD_GLOBAL)
+		h, err := dlopen(driverLibName)
 		if err != nil {
 			drvErr = fmt.Errorf("cuda: NVIDIA driver library %s not found by the dynamic loader (is the NVIDIA driver installed?): %w", driverLibName, err)
 			return
@@ -219,11 +219,11 @@ func loadDriver() (*driverAPI, error) {
 				return
 			}
 		}
-		if addr, err := purego.Dlsym(h, "cuDevicePrimaryCtxSetFlags_v2"); err == nil && addr != 0 {
+		if addr, err := dlsym(h, "cuDevicePrimaryCtxSetFlags_v2"); err == nil && addr != 0 {
 			purego.RegisterFunc(&d.cuDevicePrimaryCtxSetFlags, addr)
 		}
 		// Optional: without it (drivers before CUDA 12) launches are plain.
-		if addr, err := purego.Dlsym(h, "cuLaunchKernelEx"); err == nil && addr != 0 {
+		if addr, err := dlsym(h, "cuLaunchKernelEx"); err == nil && addr != 0 {
 			purego.RegisterFunc(&d.cuLaunchKernelEx, addr)
 		}
 		drv = d
@@ -234,7 +234,7 @@ func loadDriver() (*driverAPI, error) {
 // bindSymbol resolves name in the library first, so a missing symbol is an
 // error (purego.RegisterLibFunc would panic).
 func bindSymbol(h uintptr, lib, name string, fptr any) error {
-	addr, err := purego.Dlsym(h, name)
+	addr, err := dlsym(h, name)
 	if err != nil || addr == 0 {
 		return fmt.Errorf("cuda: symbol %s not found in %s (driver or library too old?): %v", name, lib, err)
 	}

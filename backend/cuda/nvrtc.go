@@ -7,8 +7,6 @@ import (
 	"strings"
 	"sync"
 	"unsafe"
-
-	"github.com/ebitengine/purego"
 )
 
 type nvrtcResult int32
@@ -86,7 +84,7 @@ func loadNVRTC() (*nvrtcAPI, error) {
 		var path string
 		var errs []string
 		for _, p := range nvrtcCandidates() {
-			hh, err := purego.Dlopen(p, purego.RTLD_NOW|purego.RTLD_GLOBAL)
+			hh, err := dlopen(p)
 			if err == nil {
 				h, path = hh, p
 				break
