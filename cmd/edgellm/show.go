@@ -125,6 +125,8 @@ func printShow(r *showReport) {
 			c.Dim, c.FFNDim, c.Layers, c.Heads, c.KVHeads, c.HeadDim, c.Vocab, c.ContextLen)
 		fmt.Printf("rope:          base %g, scale %g, style %v; rms eps %g; subnorms %v; act %v\n",
 			c.RopeBase, c.RopeScale, c.RopeStyle, c.NormEps, c.SubNorms, c.Act)
+	} else if len(r.Tensors) == 0 {
+		fmt.Println("model:         vocabulary only (no tensors): tokenize works, run does not")
 	} else if r.ConfigError != "" {
 		fmt.Printf("model:         not runnable: %s\n", r.ConfigError)
 	}
