@@ -1,7 +1,7 @@
-// Command devtest is the GPU backend's throwaway driver for the lent GPU
-// machine, until `edgellm selftest/bench --backend cuda` exist: it checks
-// the GPU against the CPU reference on real small models and on synthetic
-// presets, then times decode. Build with CGO_ENABLED=0 and run it there.
+// Command devtest is the GPU backend's kernel harness for the lent GPU
+// machine (the user-facing checks are `edgellm selftest/bench --backend
+// cuda`): it checks the GPU against the CPU reference on real small models
+// and on synthetic presets, then times decode variants (PDL on and off). Build with CGO_ENABLED=0 and run it there.
 package main
 
 import (
