@@ -8,6 +8,7 @@ import (
 
 	"github.com/edgellm/edgellm/backend"
 	"github.com/edgellm/edgellm/model"
+	"github.com/edgellm/edgellm/sample"
 )
 
 // Options set the shape of a run.
@@ -103,13 +104,7 @@ func (d *decoder) step(tok int32) (int32, error) {
 	if err := d.s.Decode(tok, d.logits); err != nil {
 		return 0, err
 	}
-	best := 0
-	for i, v := range d.logits {
-		if v > d.logits[best] {
-			best = i
-		}
-	}
-	return int32(best), nil
+	return sample.Argmax(d.logits), nil
 }
 
 // Run measures m. weightBytes is what one decode step reads.

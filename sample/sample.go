@@ -125,7 +125,7 @@ func (s *Sampler) Sample(logits []float32) (int32, error) {
 	s.applyPenalty(l)
 
 	if s.p.Temperature <= 0 {
-		return argmax(l), nil
+		return Argmax(l), nil
 	}
 
 	// Candidates start as the whole vocabulary.
@@ -221,8 +221,9 @@ func (s *Sampler) applyPenalty(l []float32) {
 	}
 }
 
-// argmax returns the index of the largest value; the lowest index wins ties.
-func argmax(l []float32) int32 {
+// Argmax returns the index of the largest value; the lowest index wins
+// ties. It is greedy sampling, shared by everything that picks greedily.
+func Argmax(l []float32) int32 {
 	best := 0
 	bv := float32(math.Inf(-1))
 	for i, v := range l {

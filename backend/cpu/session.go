@@ -521,20 +521,11 @@ type kvLayer struct {
 	kh, vh []uint16
 }
 
-// rmsNormBatch writes x_b * w / rms(x_b) for nb rows of width n into dst
-// (which may be x itself).
+// rmsNormBatch normalises nb rows of width n of x into dst (which may be
+// x itself) with the reference's RMSNorm, row by row.
 func rmsNormBatch(dst, x, w []float32, nb, n int, eps float32) {
 	for b := range nb {
-		xr := x[b*n : (b+1)*n]
-		var ss float64
-		for _, v := range xr {
-			ss += float64(v) * float64(v)
-		}
-		r := float32(1 / math.Sqrt(ss/float64(n)+float64(eps)))
-		dr := dst[b*n : (b+1)*n]
-		for i, v := range xr {
-			dr[i] = v * r * w[i]
-		}
+		model.RMSNorm(dst[b*n:(b+1)*n], x[b*n:(b+1)*n], w, eps)
 	}
 }
 

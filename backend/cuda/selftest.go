@@ -2,6 +2,7 @@ package cuda
 
 import (
 	"fmt"
+	"github.com/edgellm/edgellm/sample"
 	"math"
 
 	"github.com/edgellm/edgellm/model"
@@ -122,13 +123,13 @@ func SelfTest(c SelfTestCase) SelfTestResult {
 			res.Err = fmt.Errorf("position %d: reference rejected token %d", pos, tok)
 			return res
 		}
-		refTok = argmax(want)
+		refTok = sample.Argmax(want)
 		e := relErr(got, want)
 		if math.IsNaN(e) || e > res.MaxRelErr || math.IsNaN(res.MaxRelErr) {
 			res.MaxRelErr = e
 		}
 		res.Positions++
-		if dev := s.lastArgmax(); dev != argmax(got) {
+		if dev := s.lastArgmax(); dev != sample.Argmax(got) {
 			res.ArgmaxMismatches++
 		}
 	}
@@ -147,7 +148,7 @@ func SelfTest(c SelfTestCase) SelfTestResult {
 			res.Err = fmt.Errorf("greedy step %d: %w", i, err)
 			return res
 		}
-		refTok = argmax(ref.Forward(refTok, pos))
+		refTok = sample.Argmax(ref.Forward(refTok, pos))
 	}
 	res.Pass = res.Err == nil && !math.IsNaN(res.MaxRelErr) && res.MaxRelErr <= res.Tol &&
 		res.GreedyMatched == c.Greedy && res.ArgmaxMismatches == 0
@@ -170,15 +171,4 @@ func relErr(got, want []float32) float64 {
 		return math.Sqrt(num)
 	}
 	return math.Sqrt(num / den)
-}
-
-// argmax returns the first index of the largest value.
-func argmax(v []float32) int32 {
-	best := 0
-	for i, x := range v {
-		if x > v[best] {
-			best = i
-		}
-	}
-	return int32(best)
 }

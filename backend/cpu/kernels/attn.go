@@ -135,11 +135,11 @@ func AttnScoresF16(out, q []float32, k []uint16, stride int) (mx float32) {
 		kp := k[p*stride : p*stride+n]
 		var s0, s1 float32
 		for i := 0; i+1 < n; i += 2 {
-			s0 += q[i] * f16ToF32(kp[i])
-			s1 += q[i+1] * f16ToF32(kp[i+1])
+			s0 += q[i] * quant.F16ToF32(kp[i])
+			s1 += q[i+1] * quant.F16ToF32(kp[i+1])
 		}
 		if n%2 != 0 {
-			s0 += q[n-1] * f16ToF32(kp[n-1])
+			s0 += q[n-1] * quant.F16ToF32(kp[n-1])
 		}
 		v := s0 + s1
 		out[p] = v
@@ -166,7 +166,7 @@ func AttnMixF16(y, w []float32, v []uint16, stride int) {
 	for p, a := range w {
 		x := v[p*stride : p*stride+n]
 		for i := range y {
-			y[i] += a * f16ToF32(x[i])
+			y[i] += a * quant.F16ToF32(x[i])
 		}
 	}
 }

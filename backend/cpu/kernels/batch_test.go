@@ -279,7 +279,7 @@ func TestAttnF16(t *testing.T) {
 				for p := 0; p < npos; p++ {
 					var want, mag float64
 					for j := 0; j < n; j++ {
-						x := float64(q[j]) * float64(f16ToF32(kv[p*stride+j]))
+						x := float64(q[j]) * float64(quant.F16ToF32(kv[p*stride+j]))
 						want += x
 						mag += math.Abs(x)
 					}
@@ -300,7 +300,7 @@ func TestAttnF16(t *testing.T) {
 				for j := 0; j < n; j++ {
 					want, mag := float64(y0[j]), math.Abs(float64(y0[j]))
 					for p := 0; p < npos; p++ {
-						x := float64(w[p]) * float64(f16ToF32(kv[p*stride+j]))
+						x := float64(w[p]) * float64(quant.F16ToF32(kv[p*stride+j]))
 						want += x
 						mag += math.Abs(x)
 					}

@@ -1,6 +1,10 @@
 package kernels
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/edgellm/edgellm/quant"
+)
 
 // F16Mat is a matrix of IEEE half weights (GGML F16, row-major), multiplied
 // with float32 activations (no activation quantization).
@@ -93,7 +97,7 @@ func (m *F16Mat) MatVecF32(dst []float32, x []float32, r0, r1 int) {
 		row := m.w[r*m.cols : (r+1)*m.cols]
 		var s float32
 		for j := done; j < m.cols; j++ {
-			s += f16ToF32(row[j]) * x[j]
+			s += quant.F16ToF32(row[j]) * x[j]
 		}
 		dst[r] = (dst[r] + s) * m.scale
 	}

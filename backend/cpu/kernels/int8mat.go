@@ -2,6 +2,7 @@ package kernels
 
 import (
 	"fmt"
+	"github.com/edgellm/edgellm/quant"
 	"math"
 )
 
@@ -76,7 +77,7 @@ func checkData(what string, rows, cols, blockSize, blockBytes int, data []byte) 
 func newInt8MatHalf(what string, rows, cols int, vals []int8, hs []uint16) (*Int8Mat, error) {
 	for i, h := range hs {
 		if h&0x7c00 == 0x7c00 {
-			return nil, fmt.Errorf("kernels: %s matrix %dx%d: block %d scale is %v", what, rows, cols, i, f16ToF32(h))
+			return nil, fmt.Errorf("kernels: %s matrix %dx%d: block %d scale is %v", what, rows, cols, i, quant.F16ToF32(h))
 		}
 	}
 	return &Int8Mat{rows: rows, cols: cols, group: 32, vals: vals, hscales: hs}, nil
@@ -87,7 +88,7 @@ func (m *Int8Mat) toFloatScales(k float32) {
 	if m.hscales != nil {
 		m.scales = make([]float32, len(m.hscales))
 		for i, h := range m.hscales {
-			m.scales[i] = f16ToF32(h)
+			m.scales[i] = quant.F16ToF32(h)
 		}
 		m.hscales = nil
 	}
@@ -99,7 +100,7 @@ func (m *Int8Mat) toFloatScales(k float32) {
 // scaleAt returns the scale of group g (row-major).
 func (m *Int8Mat) scaleAt(g int) float32 {
 	if m.hscales != nil {
-		return f16ToF32(m.hscales[g])
+		return quant.F16ToF32(m.hscales[g])
 	}
 	return m.scales[g]
 }
@@ -152,7 +153,7 @@ func FromQ6_K(rows, cols int, data []byte) (*Int8Mat, error) {
 	for b := 0; b < nb; b++ {
 		blk := data[b*210 : b*210+210]
 		ql, qh, sc := blk[:128], blk[128:192], blk[192:208]
-		d := f16ToF32(uint16(blk[208]) | uint16(blk[209])<<8)
+		d := quant.F16ToF32(uint16(blk[208]) | uint16(blk[209])<<8)
 		v := vals[b*256 : b*256+256]
 		for h := 0; h < 2; h++ { // two halves of 128
 			l4, h2, o := ql[h*64:], qh[h*32:], v[h*128:]
@@ -366,7 +367,7 @@ func int8RowGoH(w []int8, sc []uint16, q []int8) float32 {
 		for j, v := range w[g*32 : g*32+32] {
 			d += int32(v) * int32(q[g*32+j])
 		}
-		f += float32(d) * f16ToF32(h)
+		f += float32(d) * quant.F16ToF32(h)
 	}
 	return f
 }
@@ -382,29 +383,6 @@ func int8RowGo(w []int8, sc []float32, group int, q []int8) float32 {
 		f += float32(d) * s
 	}
 	return f
-}
-
-// f16ToF32 converts an IEEE half to float32 (every value, subnormals and
-// NaN included).
-func f16ToF32(h uint16) float32 {
-	sign := uint32(h>>15) << 31
-	exp := uint32(h>>10) & 0x1f
-	man := uint32(h) & 0x3ff
-	switch {
-	case exp == 0x1f:
-		return math.Float32frombits(sign | 0xff<<23 | man<<13)
-	case exp == 0:
-		if man == 0 {
-			return math.Float32frombits(sign)
-		}
-		// subnormal: man * 2^-24
-		f := float32(man) * (1.0 / (1 << 24))
-		if sign != 0 {
-			f = -f
-		}
-		return f
-	}
-	return math.Float32frombits(sign | (exp+112)<<23 | man<<13)
 }
 
 // Row writes row r dequantized (with any scale folded into the matrix) into

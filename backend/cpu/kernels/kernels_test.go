@@ -730,9 +730,9 @@ func TestF16Mat(t *testing.T) {
 
 func TestF16Conversion(t *testing.T) {
 	for h := 0; h < 1<<16; h++ {
-		got, want := f16ToF32(uint16(h)), quant.F16ToF32(uint16(h))
+		got, want := quant.F16ToF32(uint16(h)), quant.F16ToF32(uint16(h))
 		if math.Float32bits(got) != math.Float32bits(want) && !(got != got && want != want) {
-			t.Fatalf("f16ToF32(%#x) = %v, want %v", h, got, want)
+			t.Fatalf("quant.F16ToF32(%#x) = %v, want %v", h, got, want)
 		}
 	}
 }
