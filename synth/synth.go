@@ -12,6 +12,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"sort"
+	"strings"
 
 	"github.com/edgellm/edgellm/gguf"
 	"github.com/edgellm/edgellm/quant"
@@ -55,7 +56,7 @@ func PresetNames() []string {
 // ParseType reads a type name such as "tq2_0" or "Q8_0".
 func ParseType(s string) (quant.Type, error) {
 	for _, t := range writable {
-		if equalFold(t.String(), s) {
+		if strings.EqualFold(t.String(), s) {
 			return t, nil
 		}
 	}
@@ -65,30 +66,6 @@ func ParseType(s string) (quant.Type, error) {
 // writable are the types synth can write.
 var writable = []quant.Type{quant.F32, quant.F16, quant.BF16, quant.Q8_0, quant.Q4_0, quant.Q6_K,
 	quant.Q2_0, quant.TQ1_0, quant.TQ2_0, quant.I2_S}
-
-func equalFold(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		x, y := a[i], b[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
-}
-
-// IsTernary reports whether t holds weights as codes -1/0/+1 times a scale.
-func IsTernary(t quant.Type) bool {
-	return t == quant.TQ1_0 || t == quant.TQ2_0 || t == quant.I2_S || t == quant.Q2_0
-}
 
 // Options choose the types and the seed.
 type Options struct {
@@ -119,7 +96,7 @@ func fallbackType(t quant.Type, n int) quant.Type {
 	}
 	switch t {
 	case quant.TQ1_0, quant.TQ2_0, quant.I2_S, quant.Q6_K, quant.Q4_K:
-		if _, err := quant.Q2_0.RowBytes(n); err == nil && IsTernary(t) {
+		if _, err := quant.Q2_0.RowBytes(n); err == nil && quant.IsTernary(t) {
 			// Keep ternary weights ternary where a 64-wide ternary block fits.
 			return quant.Q2_0
 		}
@@ -192,7 +169,7 @@ func Write(w io.Writer, p Preset, o Options) (Report, error) {
 	// chosen so a unit-RMS input gives a unit-RMS output.
 	matrix := func(cols int) func([]float32, *rand.Rand) {
 		scale := float32(math.Sqrt(1.5 / float64(cols)))
-		if !IsTernary(o.Type) {
+		if !quant.IsTernary(o.Type) {
 			return gauss(float64(scale) * math.Sqrt(2.0/3))
 		}
 		// An fp16-exact scale, so every ternary type stores it exactly.
