@@ -7,6 +7,7 @@ import (
 
 	"github.com/edgellm/edgellm/backend"
 	"github.com/edgellm/edgellm/model"
+	"github.com/edgellm/edgellm/quant"
 )
 
 // Options tune Load.
@@ -161,7 +162,7 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 		for l := range w.Layers {
 			L := &w.Layers[l]
 			for _, t := range []*model.Tensor{&L.Wq, &L.Wk, &L.Wv, &L.Wo, &L.Wgate, &L.Wup, &L.Wdown} {
-				if !isTernaryType(t.Type) {
+				if !quant.IsTernary(t.Type) {
 					wk = widest(wk, denseKindFor(t.Type))
 				}
 			}

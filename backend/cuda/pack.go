@@ -137,11 +137,6 @@ func forRows(t *model.Tensor, fn func(r int, row []float32) error) error {
 	return nil
 }
 
-// isTernaryType reports whether t is a type that holds ternary weights.
-func isTernaryType(t quant.Type) bool {
-	return t == quant.TQ1_0 || t == quant.TQ2_0 || t == quant.I2_S || t == quant.Q2_0
-}
-
 // ternaryRow checks that row is exactly {-a, 0, +a} for one a and returns a
 // (0 for an all-zero row).
 func ternaryRow(row []float32) (float32, bool) {
@@ -193,7 +188,7 @@ func putTernary(dst []byte, row []float32) {
 // row with different scales, or Q2_0 code +2): the caller then uses a dense
 // kind, which is exact for those.
 func packTernary(t *model.Tensor) (m *hostMat, ok bool, err error) {
-	if !isTernaryType(t.Type) {
+	if !quant.IsTernary(t.Type) {
 		return nil, false, nil
 	}
 	m = newHostMat(kindTernary, t.Rows, t.Cols)
