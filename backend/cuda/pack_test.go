@@ -74,11 +74,11 @@ func ternaryDotLikeKernel(packed []byte, x []int8) int32 {
 func TestTernaryLayout(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	for _, n := range []int{1, 5, 63, 64, 65, 200, 576, 1536, 2560} {
-		row := make([]float32, n)
+		row := make([]int8, n)
 		x := make([]int8, n)
 		var want int32
 		for i := range row {
-			row[i] = float32(rng.IntN(3) - 1)
+			row[i] = int8(rng.IntN(3) - 1)
 			x[i] = int8(rng.IntN(256) - 128)
 			want += int32(row[i]) * int32(x[i])
 		}

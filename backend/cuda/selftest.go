@@ -2,10 +2,10 @@ package cuda
 
 import (
 	"fmt"
-	"github.com/edgellm/edgellm/sample"
 	"math"
 
 	"github.com/edgellm/edgellm/model"
+	"github.com/edgellm/edgellm/sample"
 )
 
 // SelfTestCase is one model the GPU is checked on against the CPU reference
@@ -19,9 +19,9 @@ type SelfTestCase struct {
 	// Tol is the largest relative L2 error ||gpu - ref|| / ||ref|| of the
 	// logits allowed at any position (0: DefaultTolerance of the kinds used).
 	Tol float64
-	// Greedy, when positive, continues greedily after the prompt for this
-	// many tokens with the device argmax, and requires the reference's
-	// greedy tokens to be identical.
+	// Greedy, when positive, takes this many greedy tokens from the prompt's
+	// last position on with the device argmax; each must equal the
+	// reference's, or for lossy kinds be a near-tie within the measured error.
 	Greedy int
 	Opts   Options
 }
@@ -35,8 +35,9 @@ type SelfTestResult struct {
 	Positions        int     // positions whose logits were compared
 	MaxRelErr        float64 // worst relative L2 error of the logits
 	Tol              float64
-	GreedyMatched    int // greedy tokens identical before the first difference
+	GreedyMatched    int // greedy tokens that agreed before the first disagreement
 	GreedyWanted     int
+	NearTies         int // of those, picks that differed only within a near-tie (lossy kinds)
 	ArgmaxMismatches int // steps where the device argmax differed from the argmax of the device logits
 	Pass             bool
 	Err              error
@@ -50,7 +51,10 @@ func (r SelfTestResult) String() string {
 	s := fmt.Sprintf("%s %s [layers %s, head %s]: %d positions, max rel err %.3g (tol %.3g)",
 		status, r.Name, r.LayerKind, r.HeadKind, r.Positions, r.MaxRelErr, r.Tol)
 	if r.GreedyWanted > 0 {
-		s += fmt.Sprintf(", greedy %d/%d identical", r.GreedyMatched, r.GreedyWanted)
+		s += fmt.Sprintf(", greedy %d/%d agree", r.GreedyMatched, r.GreedyWanted)
+		if r.NearTies > 0 {
+			s += fmt.Sprintf(" (%d near-ties)", r.NearTies)
+		}
 	}
 	if r.ArgmaxMismatches > 0 {
 		s += fmt.Sprintf(", %d device argmax mismatches", r.ArgmaxMismatches)
@@ -102,7 +106,7 @@ func SelfTest(c SelfTestCase) SelfTestResult {
 	if res.Tol == 0 {
 		res.Tol = DefaultTolerance(res.LayerKind, res.HeadKind)
 	}
-	ctx := len(c.Prompt) + c.Greedy + 1
+	ctx := len(c.Prompt) + max(c.Greedy-1, 0) // the last greedy token needs no step
 	s, err := m.newSession(ctx)
 	if err != nil {
 		res.Err = err
@@ -110,10 +114,20 @@ func SelfTest(c SelfTestCase) SelfTestResult {
 	}
 	defer s.Close()
 	ref := model.NewReference(c.Weights, ctx)
-	vocab := c.Weights.Vocab
-	got := make([]float32, vocab)
-	var refTok int32
-	for pos, tok := range c.Prompt {
+	got := make([]float32, c.Weights.Vocab)
+	// The prompt, then greedy continuation: at every position the logits
+	// are compared, and from the prompt's last position on, the device's
+	// argmax is the next token. Where it differs from the reference's, a
+	// lossy kind passes only on a near-tie its measured error explains (two
+	// logits swap only when the error reaches half their gap), and both go
+	// on with the device's token; exact kinds must pick the same token.
+	lossy := res.Tol > DefaultTolerance("f32", "f32")
+	next := c.Prompt[0]
+	for pos := 0; pos < ctx; pos++ {
+		tok := next
+		if pos < len(c.Prompt) {
+			tok = c.Prompt[pos]
+		}
 		if err := s.Decode(tok, got); err != nil {
 			res.Err = fmt.Errorf("position %d: %w", pos, err)
 			return res
@@ -123,36 +137,38 @@ func SelfTest(c SelfTestCase) SelfTestResult {
 			res.Err = fmt.Errorf("position %d: reference rejected token %d", pos, tok)
 			return res
 		}
-		refTok = sample.Argmax(want)
 		e := relErr(got, want)
 		if math.IsNaN(e) || e > res.MaxRelErr || math.IsNaN(res.MaxRelErr) {
 			res.MaxRelErr = e
 		}
 		res.Positions++
-		if dev := s.lastArgmax(); dev != sample.Argmax(got) {
+		dev := s.lastArgmax()
+		if dev != sample.Argmax(got) {
 			res.ArgmaxMismatches++
 		}
-	}
-	// Greedy continuation: the GPU picks on the device, the reference on
-	// the CPU; both must produce the same ids.
-	gpuTok := s.lastArgmax()
-	for i, pos := 0, len(c.Prompt); i < c.Greedy; i, pos = i+1, pos+1 {
-		if gpuTok != refTok {
-			break
+		if pos < len(c.Prompt)-1 || c.Greedy == 0 {
+			continue
+		}
+		if r := sample.Argmax(want); dev != r {
+			if !lossy || float64(want[r]-want[dev]) > 2*maxAbsDiff(got, want) {
+				break
+			}
+			res.NearTies++
 		}
 		res.GreedyMatched++
-		if i == c.Greedy-1 {
-			break
-		}
-		if gpuTok, err = s.DecodeArgmax(gpuTok); err != nil {
-			res.Err = fmt.Errorf("greedy step %d: %w", i, err)
-			return res
-		}
-		refTok = sample.Argmax(ref.Forward(refTok, pos))
+		next = dev
 	}
 	res.Pass = res.Err == nil && !math.IsNaN(res.MaxRelErr) && res.MaxRelErr <= res.Tol &&
 		res.GreedyMatched == c.Greedy && res.ArgmaxMismatches == 0
 	return res
+}
+
+func maxAbsDiff(a, b []float32) float64 {
+	var m float64
+	for i := range b {
+		m = max(m, math.Abs(float64(a[i])-float64(b[i])))
+	}
+	return m
 }
 
 // lastArgmax is the device argmax of the last step.
