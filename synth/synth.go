@@ -6,13 +6,17 @@
 package synth
 
 import (
+	"cmp"
 	"fmt"
 	"hash/fnv"
 	"io"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/edgellm/edgellm/gguf"
 	"github.com/edgellm/edgellm/quant"
@@ -135,22 +139,15 @@ func Write(w io.Writer, p Preset, o Options) (Report, error) {
 	g.AddUint32(arch+".vocab_size", uint32(p.Vocab))
 	g.AddString("tokenizer.ggml.model", "none")
 
+	// Tensors are generated in parallel (each has its own seeded generator,
+	// so the bytes do not depend on the order) and added in file order.
+	var jobs []tensorJob
 	add := func(name string, t quant.Type, rows, cols int, gen func(row []float32, r *rand.Rand)) error {
 		wt := fallbackType(t, cols)
 		if wt != t {
 			rep.Fallbacks = append(rep.Fallbacks, Fallback{Tensor: name, Asked: t, Written: wt, RowWidth: cols})
 		}
-		data, err := tensorData(name, wt, rows, cols, o.Seed, gen)
-		if err != nil {
-			return err
-		}
-		dims := []uint64{uint64(cols)}
-		if rows > 1 {
-			dims = append(dims, uint64(rows))
-		}
-		if err := g.AddTensor(name, wt, dims, data); err != nil {
-			return fmt.Errorf("synth: %w", err)
-		}
+		jobs = append(jobs, tensorJob{name: name, t: wt, rows: rows, cols: cols, gen: gen})
 		return nil
 	}
 	ones := func(row []float32, _ *rand.Rand) {
@@ -212,6 +209,18 @@ func Write(w io.Writer, p Preset, o Options) (Report, error) {
 			}
 		}
 	}
+	if err := generate(jobs, o.Seed); err != nil {
+		return rep, err
+	}
+	for _, j := range jobs {
+		dims := []uint64{uint64(j.cols)}
+		if j.rows > 1 {
+			dims = append(dims, uint64(j.rows))
+		}
+		if err := g.AddTensor(j.name, j.t, dims, j.data); err != nil {
+			return rep, fmt.Errorf("synth: %w", err)
+		}
+	}
 	if len(rep.Fallbacks) > 0 {
 		notes := make([]string, 0, len(rep.Fallbacks))
 		for _, f := range rep.Fallbacks {
@@ -233,6 +242,46 @@ type step struct {
 	t          quant.Type
 	rows, cols int
 	gen        func([]float32, *rand.Rand)
+}
+
+// tensorJob is one tensor to generate and, once generated, its bytes.
+type tensorJob struct {
+	name       string
+	t          quant.Type
+	rows, cols int
+	gen        func([]float32, *rand.Rand)
+	data       []byte
+}
+
+// generate fills every job's data, one goroutine per CPU.
+func generate(jobs []tensorJob, seed uint64) error {
+	var (
+		wg    sync.WaitGroup
+		next  atomic.Int64
+		mu    sync.Mutex
+		first error
+	)
+	for range min(runtime.GOMAXPROCS(0), len(jobs)) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(jobs) {
+					return
+				}
+				j := &jobs[i]
+				data, err := tensorData(j.name, j.t, j.rows, j.cols, seed, j.gen)
+				if err != nil {
+					mu.Lock()
+					first = cmp.Or(first, err)
+					mu.Unlock()
+					return
+				}
+				j.data = data
+			}
+		})
+	}
+	wg.Wait()
+	return first
 }
 
 // tensorData generates rows×cols values row by row from a generator seeded

@@ -44,6 +44,7 @@ type kernelDims struct {
 	NeoX, ReLU2, SubNorms                    bool
 	WK, HK, EK                               kind
 	SMs                                      int // multiprocessors (block sizes depend on it)
+	RowChunks                                int // most 16-byte weight chunks a lane loads per row
 }
 
 func b2i(b bool) int {
@@ -74,11 +75,15 @@ func (d kernelDims) options(arch string) []string {
 		"-DHK=" + strconv.Itoa(int(d.HK)),
 		"-DEK=" + strconv.Itoa(int(d.EK)),
 		"-DNSM=" + strconv.Itoa(max(d.SMs, 1)),
+		"-DROWCHUNKS=" + strconv.Itoa(max(d.RowChunks, 1)),
 	}
 }
 
 // kernelNames are the entry points every module must have.
-var kernelNames = []string{"k_embed", "k_qkv", "k_attn", "k_wo", "k_gateup", "k_down", "k_lmhead"}
+var kernelNames = []string{"k_embed", "k_qkv", "k_attn", "k_wo", "k_gateup", "k_down", "k_lmhead", "k_step"}
+
+// stepThreads is k_step's block size (kernels.cu MK_BT).
+const stepThreads = 512
 
 // cacheKey identifies a CUBIN: source, options (dimensions and arch), and
 // the NVRTC and driver versions that made and will load it.

@@ -12,9 +12,9 @@ func testDims() []kernelDims {
 		// BitNet 2B shape: ternary layers, q8_0 head, ReLU², sub-norms, 128-wide heads.
 		{Dim: 2560, FFN: 6912, Heads: 20, KVHeads: 5, HeadDim: 128, Vocab: 128256, Eps: 1e-5, WK: kindTernary, HK: kindQ8, EK: kindQ8, ReLU2: true, SubNorms: true, SMs: 132},
 		// stories260K: f32 everywhere, 8-wide heads, FFN 172 (padding).
-		{Dim: 64, FFN: 172, Heads: 8, KVHeads: 4, HeadDim: 8, Vocab: 512, Eps: 1e-5, WK: kindF32, HK: kindF32, EK: kindF32},
+		{Dim: 64, FFN: 172, Heads: 8, KVHeads: 4, HeadDim: 8, Vocab: 512, Eps: 1e-5, WK: kindF32, HK: kindF32, EK: kindF32, RowChunks: 4},
 		// f16 layers, NeoX RoPE, SmolLM shape.
-		{Dim: 576, FFN: 1536, Heads: 9, KVHeads: 3, HeadDim: 64, Vocab: 49152, Eps: 1e-5, WK: kindF16, HK: kindF16, EK: kindF16, NeoX: true},
+		{Dim: 576, FFN: 1536, Heads: 9, KVHeads: 3, HeadDim: 64, Vocab: 49152, Eps: 1e-5, WK: kindF16, HK: kindF16, EK: kindF16, NeoX: true, RowChunks: 2},
 		// q8_0 layers (the fallback), untied f16 embedding.
 		{Dim: 256, FFN: 512, Heads: 4, KVHeads: 2, HeadDim: 64, Vocab: 1024, Eps: 1e-5, WK: kindQ8, HK: kindQ8, EK: kindF16, SubNorms: true},
 	}

@@ -80,6 +80,13 @@ type driverAPI struct {
 	// CUresult cuLaunchKernelEx(const CUlaunchConfig *config, CUfunction f,
 	//     void **kernelParams, void **extra);   (CUDA 12+; nil when absent)
 	cuLaunchKernelEx func(cfg unsafe.Pointer, f uintptr, params unsafe.Pointer, extra uintptr) cuResult
+	// CUresult cuLaunchCooperativeKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz,
+	//     unsigned bx, unsigned by, unsigned bz, unsigned sharedMemBytes,
+	//     CUstream hStream, void **kernelParams);
+	cuLaunchCooperativeKernel func(f uintptr, gx, gy, gz, bx, by, bz, smem uint32, s uintptr, params unsafe.Pointer) cuResult
+	// CUresult cuOccupancyMaxActiveBlocksPerMultiprocessor(int *numBlocks, CUfunction func,
+	//     int blockSize, size_t dynamicSMemSize);
+	cuOccupancyMaxActiveBlocksPerMultiprocessor func(n *int32, f uintptr, block int32, smem uint64) cuResult
 	// CUresult cuEventCreate(CUevent *phEvent, unsigned int Flags);
 	cuEventCreate func(e *uintptr, flags uint32) cuResult
 	// CUresult cuEventRecord(CUevent hEvent, CUstream hStream);
@@ -200,6 +207,8 @@ func loadDriver() (*driverAPI, error) {
 			{"cuStreamDestroy_v2", &d.cuStreamDestroy},
 			{"cuStreamSynchronize", &d.cuStreamSynchronize},
 			{"cuLaunchKernel", &d.cuLaunchKernel},
+			{"cuLaunchCooperativeKernel", &d.cuLaunchCooperativeKernel},
+			{"cuOccupancyMaxActiveBlocksPerMultiprocessor", &d.cuOccupancyMaxActiveBlocksPerMultiprocessor},
 			{"cuEventCreate", &d.cuEventCreate},
 			{"cuEventRecord", &d.cuEventRecord},
 			{"cuEventSynchronize", &d.cuEventSynchronize},

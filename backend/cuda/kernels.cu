@@ -32,8 +32,7 @@ struct __attribute__((aligned(16))) F4 { float x, y, z, w; };
 #ifndef NSM
 #define NSM 132 // multiprocessors of the card (the host passes the real count)
 #endif
-#define ATT_NT 128      // threads of an attention block
-#define ATT_MAXLEN 1024 // most positions one attention block handles
+#define ATT_NT 128 // threads of an attention block (4 items)
 
 // ---------------------------------------------------------------- helpers
 
@@ -57,13 +56,35 @@ __device__ __forceinline__ U4 ldw(const void *p) {
     return v;
 }
 
-// Programmatic dependent launch (sm_90): let the next kernel in the stream
-// start its blocks now, and wait here until the previous kernel's results
-// are visible. Both are no-ops when the launch did not ask for it.
+// Loads of activations and the KV cache go through L2 only (.cg): in the
+// persistent kernel they were written by other blocks of the same launch,
+// and neither L1 nor the read-only path is coherent across multiprocessors.
+__device__ __forceinline__ float ldcg(const float *p) {
+    float v;
+    asm volatile("ld.global.cg.f32 %0, [%1];" : "=f"(v) : "l"(p));
+    return v;
+}
+
+__device__ __forceinline__ F4 ldcg4(const float *p) {
+    F4 v;
+    asm volatile("ld.global.cg.v4.f32 {%0,%1,%2,%3}, [%4];" : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "l"(p));
+    return v;
+}
+
+// Programmatic dependent launch (sm_90): wait here until the previous
+// kernel's results are visible. A no-op when the launch did not ask for it.
 __device__ __forceinline__ void grid_dep_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
     asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+// grid_dep_launch lets the next kernel start once every block of this one
+// has called it or exited: called after a block's work, so waiting blocks
+// of the next kernel never take the place of this kernel's later blocks.
+__device__ __forceinline__ void grid_dep_launch() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }
 
@@ -116,9 +137,19 @@ template <> struct Kind<KF32> { static constexpr int E = 4; };
 template <> struct Kind<KF16> { static constexpr int E = 8; };
 template <> struct Kind<KQ8> { static constexpr int E = 16; };
 
-// Threads that share one row: enough for every chunk in one pass, at most a warp.
+// Threads that share one row: the fewest (a power of two, at most a warp)
+// that leave each lane at most ROWCHUNKS 16-byte chunks, all loaded in one
+// batch. Fewer lanes per row put more rows in each block's single pass.
+#ifndef ROWCHUNKS
+#define ROWCHUNKS 1
+#endif
 __host__ __device__ constexpr int tpr_for(int nc) {
-    return nc >= 32 ? 32 : nc > 8 ? 16 : nc > 4 ? 8 : nc > 2 ? 4 : nc > 1 ? 2 : 1;
+    return (nc + ROWCHUNKS - 1) / ROWCHUNKS > 16   ? 32
+           : (nc + ROWCHUNKS - 1) / ROWCHUNKS > 8 ? 16
+           : (nc + ROWCHUNKS - 1) / ROWCHUNKS > 4 ? 8
+           : (nc + ROWCHUNKS - 1) / ROWCHUNKS > 2 ? 4
+           : (nc + ROWCHUNKS - 1) / ROWCHUNKS > 1 ? 2
+                                                  : 1;
 }
 
 // gemv_bt is a product's block size: 512 threads when there are rows
@@ -162,11 +193,17 @@ __device__ void block_sum_max(float &a, float &b, float *red) {
     b = warp_max(in ? red[32 + lane] : 0.f);
 }
 
-// stage reads in[0:K] once into registers, applies RMSNorm with weight nw
+// VecLoad reads a vector that an earlier step (or block) wrote.
+struct VecLoad {
+    const float *p;
+    __device__ float operator()(int i) const { return ldcg(p + i); }
+};
+
+// stage reads in(0..K-1) once into registers, applies RMSNorm with weight nw
 // when nw != 0, and writes the product's input into sm in the kind's
 // format. All BT threads of the block call it; red holds 64 floats.
-template <int KIND, int K, int BT>
-__device__ Staged stage(const float *__restrict__ in, const float *__restrict__ nw, char *sm, float *red) {
+template <int KIND, int K, int BT, class Load>
+__device__ Staged stage(Load in, const float *__restrict__ nw, char *sm, float *red) {
     typedef Mat<KIND, K> M;
     constexpr int PER = (K + BT - 1) / BT;
     const int tid = threadIdx.x;
@@ -177,7 +214,7 @@ __device__ Staged stage(const float *__restrict__ in, const float *__restrict__ 
 #pragma unroll
     for (int j = 0; j < PER; j++) {
         int i = tid + j * BT;
-        float x = i < K ? in[i] : 0.f;
+        float x = i < K ? in(i) : 0.f;
         float w = (nw && i < K) ? nw[i] : 1.f;
         ss += x * x;
         v[j] = x * w;
@@ -371,50 +408,58 @@ __device__ __forceinline__ float finish(float raw, const Staged &st, const float
          base += gridDim.x * (BT / 32) * gpw)                                                    \
         for (int item = base + lane / M::TPR, valid = item < (NITEMS), once = 1; once; once = 0)
 
-// ---------------------------------------------------------------- kernels
+// ---------------------------------------------------------------- bodies
+//
+// Each step of the decode is a device function over the whole grid
+// (blockIdx/gridDim), called either by its own kernel (the graph of 152
+// launches) or by k_step, the persistent kernel that runs the whole token
+// in one launch with grid barriers between the steps. A block with no rows
+// in a step returns before staging its input.
 
-// Block sizes of the products (the host reads the same formula in pack.go).
+// Block sizes of the separate kernels' products (pack.go mirrors them).
 #define BT_QKV gemv_bt((QD + 2 * KVD) / 2, Mat<WK, DIM>::TPR)
 #define BT_WO gemv_bt(DIM, Mat<WK, QD>::TPR)
 #define BT_GATEUP gemv_bt(FFN, Mat<WK, DIM>::TPR)
 #define BT_DOWN gemv_bt(DIM, Mat<WK, FFN>::TPR)
-#define BT_LMHEAD gemv_bt(VOCAB, Mat<HK, DIM>::TPR)
+#define BT_LMHEAD gemv_bt((VOCAB + 3) / 4, Mat<HK, DIM>::TPR)
+#ifndef MK_BT
+#define MK_BT 512 // threads of a k_step block
+#endif
+
+// has_items tells whether this block owns any of n items of BT/TPR per block.
+template <int BT, int TPR> __device__ __forceinline__ bool has_items(int n) {
+    return blockIdx.x * (BT / TPR) < n;
+}
 
 // tp: [0] token id, [1] position, written by the host (pinned copy in the
-// graph) or by k_lmhead's argmax.
+// graph) or by the LM head's argmax.
 
 // x = embedding row of the token.
-extern "C" __global__ void __launch_bounds__(256) k_embed(const int *__restrict__ tp, const u8 *__restrict__ E,
-                                                          const u16 *__restrict__ ED, float escale, float *__restrict__ x) {
-    grid_dep_wait();
-    int i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= DIM) return;
+__device__ __forceinline__ void embed_body(const int *tp, const u8 *__restrict__ E, const u16 *__restrict__ ED,
+                                           float escale, float *x) {
     int tok = tp[0];
     tok = tok < 0 ? 0 : tok >= VOCAB ? VOCAB - 1 : tok;
     constexpr int KP = PADK(DIM);
-    float v;
-    if (EK == KF32) v = ((const float *)E)[(size_t)tok * KP + i];
-    else if (EK == KF16) v = h2f(((const u16 *)E)[(size_t)tok * KP + i]);
-    else v = (float)((const i8 *)E)[(size_t)tok * KP + i] * h2f(ED[(size_t)tok * (KP / 32) + i / 32]);
-    x[i] = v * escale;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < DIM; i += gridDim.x * blockDim.x) {
+        float v;
+        if (EK == KF32) v = ((const float *)E)[(size_t)tok * KP + i];
+        else if (EK == KF16) v = h2f(((const u16 *)E)[(size_t)tok * KP + i]);
+        else v = (float)((const i8 *)E)[(size_t)tok * KP + i] * h2f(ED[(size_t)tok * (KP / 32) + i / 32]);
+        x[i] = v * escale;
+    }
 }
 
 // q, k, v = (Wq|Wk|Wv) RMSNorm(x); RoPE on q and k; k and v written into the
 // layer's cache at the position. One item is a rotation pair (two rows).
-extern "C" __global__ void __launch_bounds__(BT_QKV) k_qkv(const int *__restrict__ tp, const float *__restrict__ x,
-                                                        const float *__restrict__ nw, const u8 *__restrict__ W,
-                                                        const u16 *__restrict__ D, const float *__restrict__ rs,
-                                                        const float *__restrict__ freqs, float *__restrict__ q,
-                                                        float *__restrict__ kc, float *__restrict__ vc) {
-    constexpr int BT = BT_QKV;
+template <int BT>
+__device__ void qkv_body(const int *tp, const float *x, const float *__restrict__ nw, const u8 *__restrict__ W,
+                         const u16 *__restrict__ D, const float *__restrict__ rs, const float *__restrict__ freqs,
+                         float *q, float *kc, float *vc, char *sm, float *red) {
     typedef Mat<WK, DIM> M;
-    extern __shared__ __attribute__((aligned(16))) char sm[];
-    __shared__ float red[64];
-    prefetch_rows<WK, DIM>(W, 2 * blockIdx.x * (BT / M::TPR), 2 * (BT / M::TPR), QD + 2 * KVD);
-    grid_dep_wait();
-    Staged st = stage<WK, DIM, BT>(x, nw, sm, red);
-    const int pos = tp[1];
     constexpr int NP = (QD + 2 * KVD) / 2;
+    if (!has_items<BT, M::TPR>(NP)) return;
+    Staged st = stage<WK, DIM, BT>(VecLoad{x}, nw, sm, red);
+    const int pos = tp[1];
     FOR_ITEMS(M, NP) {
         int p = valid ? item : 0;
         int region = p < QD / 2 ? 0 : p < (QD + KVD) / 2 ? 1 : 2;
@@ -448,145 +493,156 @@ extern "C" __global__ void __launch_bounds__(BT_QKV) k_qkv(const int *__restrict
     }
 }
 
-// Flash-decoding attention. Block (h, s) attends query head h over one
-// slice of positions 0..pos: slices of ATT_CHUNK positions while there are
-// at most nsplit of them, else nsplit equal slices. Short slices keep the
-// chain of dependent loads per thread short (decode is latency-bound). Each block writes its
-// unnormalised output with its max and sum; the last block of head h to
-// finish merges the slices by log-sum-exp into out.
+// Flash-decoding attention: one warp per (head h, slice s) item, so no
+// block barrier is on the path. Query head h attends over one slice of
+// positions 0..pos: slices of ATT_CHUNK positions while there are at most
+// nsplit of them, else nsplit equal slices. Lane owns dims lane, lane+32,
+// ...; the key and value rows of ATT_CH positions are loaded at once, then
+// an online softmax folds them in. Each item writes its unnormalised output
+// with its max and sum; the last warp of head h to finish merges the slices
+// by log-sum-exp into out.
 #define ATT_CHUNK 16
-extern "C" __global__ void __launch_bounds__(ATT_NT) k_attn(const int *__restrict__ tp, const float *__restrict__ q,
-                                                             const float *__restrict__ kc, const float *__restrict__ vc,
-                                                             float *__restrict__ out, float *part, u32 *counters, int nsplit) {
-    constexpr int HD4 = HD / 4;                      // float4 per head row
-    constexpr int G = ATT_NT / HD4 > 0 ? ATT_NT / HD4 : 1; // position groups in the PV product
-    __shared__ __attribute__((aligned(16))) float qs[HD];
-    __shared__ float sc[ATT_MAXLEN];
-    __shared__ __attribute__((aligned(16))) float ov[G * HD];
-    __shared__ float red[32];
-    __shared__ int last;
-    grid_dep_wait();
-    const int h = blockIdx.x, s = blockIdx.y, tid = threadIdx.x;
+#define ATT_DPL ((HD + 31) / 32)          // dims per lane
+#define ATT_CH (HD <= 64 ? 16 : 8)        // positions loaded at once
+__device__ __forceinline__ int att_slices(const int *tp, int nsplit) {
+    int nact = (tp[1] + 1 + ATT_CHUNK - 1) / ATT_CHUNK;
+    return nact < nsplit ? nact : nsplit;
+}
+
+__device__ void attn_warp(int h, int s, const int *tp, const float *q, const float *kc, const float *vc, float *out,
+                          float *part, u32 *counters, int nsplit) {
+    const int lane = threadIdx.x & 31;
     const int n = tp[1] + 1;
-    int nact = (n + ATT_CHUNK - 1) / ATT_CHUNK;
-    nact = nact < nsplit ? nact : nsplit;
+    const int nact = att_slices(tp, nsplit);
     if (s >= nact) return;
     const int len = (n + nact - 1) / nact;
     const int t0 = s * len, t1 = min(n, t0 + len);
     const int kvo = (h / (NH / NKV)) * HD;
     const float scale = 1.f / sqrtf((float)HD);
-    for (int d = tid; d < HD; d += ATT_NT) qs[d] = q[h * HD + d] * scale;
-    __syncthreads();
-    // scores: one position per thread, the key row read as float4s
-    const F4 *q4 = (const F4 *)qs;
-    float m = -3.0e38f;
-    for (int t = t0 + tid; t < t1; t += ATT_NT) {
-        const F4 *k4 = (const F4 *)(kc + (size_t)t * KVD + kvo);
-        float a = 0.f;
-#pragma unroll 8
-        for (int d = 0; d < HD4; d++) {
-            F4 k = k4[d], qq = q4[d];
-            a += qq.x * k.x + qq.y * k.y + qq.z * k.z + qq.w * k.w;
-        }
-        sc[t - t0] = a;
-        m = fmaxf(m, a);
-    }
-    m = block_max(m, red);
-    float lsum = 0.f;
-    for (int t = t0 + tid; t < t1; t += ATT_NT) {
-        float e = expf(sc[t - t0] - m);
-        sc[t - t0] = e;
-        lsum += e;
-    }
-    lsum = block_sum(lsum, red); // its barriers also publish sc
-    // PV: thread (g, d4) sums positions t0+g, t0+g+G, ... of float4 column d4
-    {
-        const int d4 = tid % HD4, g = tid / HD4;
-        if (g < G) {
-            F4 acc = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll 4
-            for (int t = t0 + g; t < t1; t += G) {
-                F4 v = ((const F4 *)(vc + (size_t)t * KVD + kvo))[d4];
-                float p = sc[t - t0];
-                acc.x += p * v.x; acc.y += p * v.y; acc.z += p * v.z; acc.w += p * v.w;
-            }
-            ((F4 *)ov)[g * HD4 + d4] = acc;
-        }
-    }
-    __syncthreads();
-    float *pp = part + ((size_t)h * nsplit + s) * (HD + 2);
-    for (int d = tid; d < HD; d += ATT_NT) {
-        float o = 0.f;
+    float qv[ATT_DPL], o[ATT_DPL];
 #pragma unroll
-        for (int g = 0; g < G; g++) o += ov[g * HD + d];
-        if (nact == 1) out[h * HD + d] = o / lsum;
-        else pp[d] = o;
+    for (int k = 0; k < ATT_DPL; k++) {
+        const int d = lane + 32 * k;
+        qv[k] = d < HD ? ldcg(q + h * HD + d) * scale : 0.f;
+        o[k] = 0.f;
     }
-    if (nact == 1) return;
-    if (tid == 0) {
+    float m = -3.0e38f, l = 0.f;
+    for (int c0 = t0; c0 < t1; c0 += ATT_CH) {
+        float kr[ATT_CH][ATT_DPL], vr[ATT_CH][ATT_DPL];
+#pragma unroll
+        for (int i = 0; i < ATT_CH; i++) {
+            const int t = c0 + i;
+#pragma unroll
+            for (int k = 0; k < ATT_DPL; k++) {
+                const int d = lane + 32 * k;
+                const bool ok = t < t1 && d < HD;
+                kr[i][k] = ok ? ldcg(kc + (size_t)t * KVD + kvo + d) : 0.f;
+                vr[i][k] = ok ? ldcg(vc + (size_t)t * KVD + kvo + d) : 0.f;
+            }
+        }
+        float sc[ATT_CH];
+        float cm = m;
+#pragma unroll
+        for (int i = 0; i < ATT_CH; i++) {
+            float a = 0.f;
+#pragma unroll
+            for (int k = 0; k < ATT_DPL; k++) a += qv[k] * kr[i][k];
+            a = warp_sum(a);
+            sc[i] = c0 + i < t1 ? a : -3.0e38f;
+            cm = fmaxf(cm, sc[i]);
+        }
+        const float corr = expf(m - cm);
+        l *= corr;
+#pragma unroll
+        for (int k = 0; k < ATT_DPL; k++) o[k] *= corr;
+#pragma unroll
+        for (int i = 0; i < ATT_CH; i++) {
+            const float p = c0 + i < t1 ? expf(sc[i] - cm) : 0.f;
+            l += p;
+#pragma unroll
+            for (int k = 0; k < ATT_DPL; k++) o[k] += p * vr[i][k];
+        }
+        m = cm;
+    }
+    if (nact == 1) {
+#pragma unroll
+        for (int k = 0; k < ATT_DPL; k++)
+            if (lane + 32 * k < HD) out[h * HD + lane + 32 * k] = o[k] / l;
+        return;
+    }
+    float *pp = part + ((size_t)h * nsplit + s) * (HD + 2);
+#pragma unroll
+    for (int k = 0; k < ATT_DPL; k++)
+        if (lane + 32 * k < HD) pp[lane + 32 * k] = o[k];
+    if (lane == 0) {
         pp[HD] = m;
-        pp[HD + 1] = lsum;
+        pp[HD + 1] = l;
     }
     __threadfence();
-    __syncthreads();
-    if (tid == 0) last = atomicAdd(&counters[h], 1u) == (u32)(nact - 1);
-    __syncthreads();
+    __syncwarp();
+    int last = 0;
+    if (lane == 0) last = atomicAdd(&counters[h], 1u) == (u32)(nact - 1);
+    last = __shfl_sync(0xffffffffu, last, 0);
     if (!last) return;
     __threadfence();
-    // merge: weights exp(m_j - M) in shared memory, then a weighted sum
-    const volatile float *vp = part + (size_t)h * nsplit * (HD + 2);
-    float M = -3.0e38f;
-    for (int j = tid; j < nact; j += ATT_NT) M = fmaxf(M, vp[j * (HD + 2) + HD]);
-    M = block_max(M, red);
-    float L = 0.f;
-    for (int j = tid; j < nact; j += ATT_NT) {
-        float wj = expf(vp[j * (HD + 2) + HD] - M);
-        sc[j] = wj;
-        L += wj * vp[j * (HD + 2) + HD + 1];
+    // merge: lane j (and j+32) holds slice j's weight exp(m_j - M)
+    const float *ph = part + (size_t)h * nsplit * (HD + 2);
+    float m0 = lane < nact ? ldcg(ph + (size_t)lane * (HD + 2) + HD) : -3.0e38f;
+    float m1 = lane + 32 < nact ? ldcg(ph + (size_t)(lane + 32) * (HD + 2) + HD) : -3.0e38f;
+    float l0 = lane < nact ? ldcg(ph + (size_t)lane * (HD + 2) + HD + 1) : 0.f;
+    float l1 = lane + 32 < nact ? ldcg(ph + (size_t)(lane + 32) * (HD + 2) + HD + 1) : 0.f;
+    const float M = warp_max(fmaxf(m0, m1));
+    const float w0 = lane < nact ? expf(m0 - M) : 0.f, w1 = lane + 32 < nact ? expf(m1 - M) : 0.f;
+    const float inv = 1.f / warp_sum(w0 * l0 + w1 * l1);
+#pragma unroll
+    for (int k = 0; k < ATT_DPL; k++) o[k] = 0.f;
+    for (int j0 = 0; j0 < nact; j0 += 8) {
+        float pv[8][ATT_DPL];
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int k = 0; k < ATT_DPL; k++) {
+                const int d = lane + 32 * k;
+                pv[j][k] = j0 + j < nact && d < HD ? ldcg(ph + (size_t)(j0 + j) * (HD + 2) + d) : 0.f;
+            }
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            const int jj = j0 + j;
+            const float wj = __shfl_sync(0xffffffffu, jj < 32 ? w0 : w1, jj & 31);
+#pragma unroll
+            for (int k = 0; k < ATT_DPL; k++) o[k] += wj * pv[j][k];
+        }
     }
-    L = block_sum(L, red);
-    for (int d = tid; d < HD; d += ATT_NT) {
-        float o = 0.f;
-#pragma unroll 8
-        for (int j = 0; j < nact; j++) o += sc[j] * vp[j * (HD + 2) + d];
-        out[h * HD + d] = o / L;
-    }
-    if (tid == 0) counters[h] = 0;
+#pragma unroll
+    for (int k = 0; k < ATT_DPL; k++)
+        if (lane + 32 * k < HD) out[h * HD + lane + 32 * k] = o[k] * inv;
+    if (lane == 0) counters[h] = 0;
 }
 
 // x += Wo (attn_sub_norm(att) or att).
-extern "C" __global__ void __launch_bounds__(BT_WO) k_wo(const float *__restrict__ att, const float *__restrict__ nw,
-                                                       const u8 *__restrict__ W, const u16 *__restrict__ D,
-                                                       const float *__restrict__ rs, float *__restrict__ x) {
-    constexpr int BT = BT_WO;
+template <int BT>
+__device__ void wo_body(const float *att, const float *__restrict__ nw, const u8 *__restrict__ W,
+                        const u16 *__restrict__ D, const float *__restrict__ rs, float *x, char *sm, float *red) {
     typedef Mat<WK, QD> M;
-    extern __shared__ __attribute__((aligned(16))) char sm[];
-    __shared__ float red[64];
-    prefetch_rows<WK, QD>(W, blockIdx.x * (BT / M::TPR), BT / M::TPR, DIM);
-    grid_dep_wait();
-    Staged st = stage<WK, QD, BT>(att, SUBNORM ? nw : (const float *)0, sm, red);
+    if (!has_items<BT, M::TPR>(DIM)) return;
+    Staged st = stage<WK, QD, BT>(VecLoad{att}, SUBNORM ? nw : (const float *)0, sm, red);
     FOR_ITEMS(M, DIM) {
         int rows[1] = {valid ? item : 0};
         float v[1] = {0.f};
         if (valid) rdot<WK, QD, 1>(W, D, rows, l, sm, v);
         v[0] = group_sum<M::TPR>(v[0]);
-        if (valid && l == 0) x[item] += finish<WK>(v[0], st, rs, item);
+        if (valid && l == 0) x[item] = ldcg(x + item) + finish<WK>(v[0], st, rs, item);
     }
 }
 
 // hb = act(Wgate u) * (Wup u), u = RMSNorm(x). W holds the FFN gate rows
 // then the FFN up rows; one item is row i of each.
-extern "C" __global__ void __launch_bounds__(BT_GATEUP) k_gateup(const float *__restrict__ x, const float *__restrict__ nw,
-                                                           const u8 *__restrict__ W, const u16 *__restrict__ D,
-                                                           const float *__restrict__ rs, float *__restrict__ hb) {
-    constexpr int BT = BT_GATEUP;
+template <int BT>
+__device__ void gateup_body(const float *x, const float *__restrict__ nw, const u8 *__restrict__ W,
+                            const u16 *__restrict__ D, const float *__restrict__ rs, float *hb, char *sm, float *red) {
     typedef Mat<WK, DIM> M;
-    extern __shared__ __attribute__((aligned(16))) char sm[];
-    __shared__ float red[64];
-    prefetch_rows<WK, DIM>(W, blockIdx.x * (BT / M::TPR), BT / M::TPR, FFN);
-    prefetch_rows<WK, DIM>(W, FFN + blockIdx.x * (BT / M::TPR), BT / M::TPR, 2 * FFN);
-    grid_dep_wait();
-    Staged st = stage<WK, DIM, BT>(x, nw, sm, red);
+    if (!has_items<BT, M::TPR>(FFN)) return;
+    Staged st = stage<WK, DIM, BT>(VecLoad{x}, nw, sm, red);
     FOR_ITEMS(M, FFN) {
         int i = valid ? item : 0;
         int rows[2] = {i, FFN + i};
@@ -605,53 +661,55 @@ extern "C" __global__ void __launch_bounds__(BT_GATEUP) k_gateup(const float *__
 }
 
 // x += Wdown (ffn_sub_norm(hb) or hb).
-extern "C" __global__ void __launch_bounds__(BT_DOWN) k_down(const float *__restrict__ hb, const float *__restrict__ nw,
-                                                         const u8 *__restrict__ W, const u16 *__restrict__ D,
-                                                         const float *__restrict__ rs, float *__restrict__ x) {
-    constexpr int BT = BT_DOWN;
+template <int BT>
+__device__ void down_body(const float *hb, const float *__restrict__ nw, const u8 *__restrict__ W,
+                          const u16 *__restrict__ D, const float *__restrict__ rs, float *x, char *sm, float *red) {
     typedef Mat<WK, FFN> M;
-    extern __shared__ __attribute__((aligned(16))) char sm[];
-    __shared__ float red[64];
-    prefetch_rows<WK, FFN>(W, blockIdx.x * (BT / M::TPR), BT / M::TPR, DIM);
-    grid_dep_wait();
-    Staged st = stage<WK, FFN, BT>(hb, SUBNORM ? nw : (const float *)0, sm, red);
+    if (!has_items<BT, M::TPR>(DIM)) return;
+    Staged st = stage<WK, FFN, BT>(VecLoad{hb}, SUBNORM ? nw : (const float *)0, sm, red);
     FOR_ITEMS(M, DIM) {
         int rows[1] = {valid ? item : 0};
         float v[1] = {0.f};
         if (valid) rdot<WK, FFN, 1>(W, D, rows, l, sm, v);
         v[0] = group_sum<M::TPR>(v[0]);
-        if (valid && l == 0) x[item] += finish<WK>(v[0], st, rs, item);
+        if (valid && l == 0) x[item] = ldcg(x + item) + finish<WK>(v[0], st, rs, item);
     }
 }
 
 // logits = Output RMSNorm(x); each block's best (value, id) goes to best[],
 // and the last block to finish writes the argmax into tp[0] (the next
-// token) and tok_out[0].
-extern "C" __global__ void __launch_bounds__(BT_LMHEAD) k_lmhead(const float *__restrict__ x, const float *__restrict__ nw,
-                                                           const u8 *__restrict__ W, const u16 *__restrict__ D,
-                                                           const float *__restrict__ rs, float *__restrict__ logits,
-                                                           float *bestv, int *besti, u32 *counter, int *tp, int *tok_out) {
-    constexpr int BT = BT_LMHEAD;
+// token) and tok_out[0]. Blocks without rows take part with no candidate.
+template <int BT>
+__device__ void lmhead_body(const float *x, const float *__restrict__ nw, const u8 *__restrict__ W,
+                            const u16 *__restrict__ D, const float *__restrict__ rs, float *logits, float *bestv,
+                            int *besti, u32 *counter, int *tp, int *tok_out, char *sm, float *red) {
     typedef Mat<HK, DIM> M;
-    extern __shared__ __attribute__((aligned(16))) char sm[];
-    __shared__ float red[64];
     __shared__ float wv[BT / 32];
     __shared__ int wi[BT / 32];
     __shared__ int last;
-    prefetch_rows<HK, DIM>(W, blockIdx.x * (BT / M::TPR), BT / M::TPR, VOCAB);
-    grid_dep_wait();
-    Staged st = stage<HK, DIM, BT>(x, nw, sm, red);
     float bv = -3.0e38f;
     int bi = 0x7fffffff;
-    FOR_ITEMS(M, VOCAB) {
-        int rows[1] = {valid ? item : 0};
-        float v[1] = {0.f};
-        if (valid) rdot<HK, DIM, 1>(W, D, rows, l, sm, v);
-        v[0] = group_sum<M::TPR>(v[0]);
-        if (valid && l == 0) {
-            float y = finish<HK>(v[0], st, rs, item);
-            logits[item] = y;
-            if (y > bv || (y == bv && item < bi)) { bv = y; bi = item; }
+    constexpr int NI = (VOCAB + 3) / 4; // items of 4 rows: more loads in flight per lane
+    if (has_items<BT, M::TPR>(NI)) {
+        Staged st = stage<HK, DIM, BT>(VecLoad{x}, nw, sm, red);
+        FOR_ITEMS(M, NI) {
+            int rows[4];
+#pragma unroll
+            for (int r = 0; r < 4; r++) rows[r] = min(4 * (valid ? item : 0) + r, VOCAB - 1);
+            float v[4] = {0.f, 0.f, 0.f, 0.f};
+            if (valid) rdot<HK, DIM, 4>(W, D, rows, l, sm, v);
+#pragma unroll
+            for (int r = 0; r < 4; r++) v[r] = group_sum<M::TPR>(v[r]);
+            if (valid && l == 0) {
+#pragma unroll
+                for (int r = 0; r < 4; r++) {
+                    int row = 4 * item + r;
+                    if (row >= VOCAB) break;
+                    float y = finish<HK>(v[r], st, rs, row);
+                    logits[row] = y;
+                    if (y > bv || (y == bv && row < bi)) { bv = y; bi = row; }
+                }
+            }
         }
     }
     // block argmax, lowest id on ties
@@ -687,4 +745,208 @@ extern "C" __global__ void __launch_bounds__(BT_LMHEAD) k_lmhead(const float *__
     tp[0] = bi;
     tok_out[0] = bi;
     *counter = 0;
+}
+
+// ---------------------------------------------------------------- kernels
+// One launch per step (the CUDA graph of 5 per layer + 2).
+
+extern "C" __global__ void __launch_bounds__(256) k_embed(const int *__restrict__ tp, const u8 *__restrict__ E,
+                                                          const u16 *__restrict__ ED, float escale, float *__restrict__ x) {
+    grid_dep_wait();
+    embed_body(tp, E, ED, escale, x);
+    grid_dep_launch();
+}
+
+extern "C" __global__ void __launch_bounds__(BT_QKV) k_qkv(const int *__restrict__ tp, const float *x,
+                                                        const float *__restrict__ nw, const u8 *__restrict__ W,
+                                                        const u16 *__restrict__ D, const float *__restrict__ rs,
+                                                        const float *__restrict__ freqs, float *q, float *kc, float *vc) {
+    constexpr int BT = BT_QKV;
+    typedef Mat<WK, DIM> M;
+    extern __shared__ __attribute__((aligned(16))) char sm[];
+    __shared__ float red[64];
+    prefetch_rows<WK, DIM>(W, 2 * blockIdx.x * (BT / M::TPR), 2 * (BT / M::TPR), QD + 2 * KVD);
+    grid_dep_wait();
+    qkv_body<BT>(tp, x, nw, W, D, rs, freqs, q, kc, vc, sm, red);
+    grid_dep_launch();
+}
+
+// One warp per attention item; ATT_NT / 32 items per block.
+extern "C" __global__ void __launch_bounds__(ATT_NT) k_attn(const int *__restrict__ tp, const float *q, const float *kc,
+                                                             const float *vc, float *out, float *part, u32 *counters,
+                                                             int nsplit) {
+    grid_dep_wait();
+    const int item = blockIdx.x * (ATT_NT / 32) + (threadIdx.x >> 5);
+    if (item < NH * nsplit) attn_warp(item / nsplit, item % nsplit, tp, q, kc, vc, out, part, counters, nsplit);
+    grid_dep_launch();
+}
+
+extern "C" __global__ void __launch_bounds__(BT_WO) k_wo(const float *att, const float *__restrict__ nw,
+                                                       const u8 *__restrict__ W, const u16 *__restrict__ D,
+                                                       const float *__restrict__ rs, float *x) {
+    constexpr int BT = BT_WO;
+    typedef Mat<WK, QD> M;
+    extern __shared__ __attribute__((aligned(16))) char sm[];
+    __shared__ float red[64];
+    prefetch_rows<WK, QD>(W, blockIdx.x * (BT / M::TPR), BT / M::TPR, DIM);
+    grid_dep_wait();
+    wo_body<BT>(att, nw, W, D, rs, x, sm, red);
+    grid_dep_launch();
+}
+
+extern "C" __global__ void __launch_bounds__(BT_GATEUP) k_gateup(const float *x, const float *__restrict__ nw,
+                                                                 const u8 *__restrict__ W, const u16 *__restrict__ D,
+                                                                 const float *__restrict__ rs, float *hb) {
+    constexpr int BT = BT_GATEUP;
+    typedef Mat<WK, DIM> M;
+    extern __shared__ __attribute__((aligned(16))) char sm[];
+    __shared__ float red[64];
+    prefetch_rows<WK, DIM>(W, blockIdx.x * (BT / M::TPR), BT / M::TPR, FFN);
+    prefetch_rows<WK, DIM>(W, FFN + blockIdx.x * (BT / M::TPR), BT / M::TPR, 2 * FFN);
+    grid_dep_wait();
+    gateup_body<BT>(x, nw, W, D, rs, hb, sm, red);
+    grid_dep_launch();
+}
+
+extern "C" __global__ void __launch_bounds__(BT_DOWN) k_down(const float *hb, const float *__restrict__ nw,
+                                                             const u8 *__restrict__ W, const u16 *__restrict__ D,
+                                                             const float *__restrict__ rs, float *x) {
+    constexpr int BT = BT_DOWN;
+    typedef Mat<WK, FFN> M;
+    extern __shared__ __attribute__((aligned(16))) char sm[];
+    __shared__ float red[64];
+    prefetch_rows<WK, FFN>(W, blockIdx.x * (BT / M::TPR), BT / M::TPR, DIM);
+    grid_dep_wait();
+    down_body<BT>(hb, nw, W, D, rs, x, sm, red);
+    grid_dep_launch();
+}
+
+extern "C" __global__ void __launch_bounds__(BT_LMHEAD) k_lmhead(const float *x, const float *__restrict__ nw,
+                                                                 const u8 *__restrict__ W, const u16 *__restrict__ D,
+                                                                 const float *__restrict__ rs, float *logits, float *bestv,
+                                                                 int *besti, u32 *counter, int *tp, int *tok_out) {
+    constexpr int BT = BT_LMHEAD;
+    typedef Mat<HK, DIM> M;
+    extern __shared__ __attribute__((aligned(16))) char sm[];
+    __shared__ float red[64];
+    prefetch_rows<HK, DIM>(W, 4 * blockIdx.x * (BT / M::TPR), 4 * (BT / M::TPR), VOCAB);
+    grid_dep_wait();
+    lmhead_body<BT>(x, nw, W, D, rs, logits, bestv, besti, counter, tp, tok_out, sm, red);
+    grid_dep_launch();
+}
+
+// ---------------------------------------------------------------- k_step
+// The whole decode step in one launch: every block stays resident (the
+// host sizes the grid by occupancy and launches it cooperatively) and the
+// steps are separated by grid barriers, so a layer costs five barriers
+// instead of five kernel boundaries, and each block warms L2 with its rows
+// of the next step before it waits.
+
+// A matrix and a layer as k_step reads them from device memory. Go's
+// stepParams (session.go) writes the same layout: 8-byte slots.
+struct MatP {
+    const u8 *w;
+    const u16 *d;
+    const float *rs;
+};
+struct LayerP {
+    MatP qkv, wo, gu, down;
+    const float *an, *as, *fn, *fs; // attn_norm, attn_sub_norm, ffn_norm, ffn_sub_norm
+    float *kc, *vc;
+};
+struct StepP {
+    int *tp;
+    float *x, *q, *att, *hb, *logits, *part, *bestv;
+    u32 *counters, *lmcounter, *bar;
+    int *besti, *tokout;
+    const u8 *ew;
+    const u16 *ed;
+    const float *freqs, *outnrm;
+    MatP head;
+    float escale;
+    int nsplit;
+    long long nlayers;
+    unsigned long long *times; // block 0's clock at each barrier, for the harness
+    LayerP L[1]; // nlayers of them
+};
+
+// grid_sync waits until every block has arrived. bar counts arrivals over
+// the whole step (the graph zeroes it before the launch); target is this
+// block's running total of expected arrivals.
+__device__ __forceinline__ void grid_sync(u32 *bar, u32 &target) {
+    target += gridDim.x;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        u32 v;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 700
+        // release: the block's writes (ordered before by the barrier above)
+        // are visible to whoever acquires the count that includes this add
+        asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(bar) : "memory");
+        do {
+            asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(bar) : "memory");
+        } while ((int)(v - target) < 0);
+#else
+        __threadfence();
+        atomicAdd(bar, 1u);
+        do {
+            v = *(volatile u32 *)bar;
+        } while ((int)(v - target) < 0);
+        __threadfence();
+#endif
+    }
+    __syncthreads();
+}
+
+extern "C" __global__ void __launch_bounds__(MK_BT) k_step(const StepP *__restrict__ P) {
+    constexpr int BT = MK_BT;
+    extern __shared__ __attribute__((aligned(16))) char sm[];
+    __shared__ float red[64];
+    u32 target = 0;
+    const int b = blockIdx.x;
+    unsigned long long *tm = P->times;
+    int mark = 0;
+#define MARK()                                                                       \
+    do {                                                                             \
+        if (b == 0 && threadIdx.x == 0) {                                            \
+            unsigned long long t;                                                    \
+            asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));                   \
+            tm[mark] = t;                                                            \
+        }                                                                            \
+        mark++;                                                                      \
+    } while (0)
+#define SYNC()                                                                       \
+    do {                                                                             \
+        grid_sync(P->bar, target);                                                   \
+        MARK();                                                                      \
+    } while (0)
+    MARK();
+    embed_body(P->tp, P->ew, P->ed, P->escale, P->x);
+    const int nl = (int)P->nlayers;
+    for (int l = 0; l < nl; l++) {
+        const LayerP &L = P->L[l];
+        prefetch_rows<WK, DIM>(L.qkv.w, 2 * b * (BT / Mat<WK, DIM>::TPR), 2 * (BT / Mat<WK, DIM>::TPR), QD + 2 * KVD);
+        SYNC();
+        qkv_body<BT>(P->tp, P->x, L.an, L.qkv.w, L.qkv.d, L.qkv.rs, P->freqs, P->q, L.kc, L.vc, sm, red);
+        prefetch_rows<WK, QD>(L.wo.w, b * (BT / Mat<WK, QD>::TPR), BT / Mat<WK, QD>::TPR, DIM);
+        SYNC();
+        for (int it = b * (BT / 32) + (threadIdx.x >> 5); it < NH * P->nsplit; it += gridDim.x * (BT / 32))
+            attn_warp(it / P->nsplit, it % P->nsplit, P->tp, P->q, L.kc, L.vc, P->att, P->part, P->counters, P->nsplit);
+        prefetch_rows<WK, DIM>(L.gu.w, b * (BT / Mat<WK, DIM>::TPR), BT / Mat<WK, DIM>::TPR, FFN);
+        SYNC();
+        wo_body<BT>(P->att, L.as, L.wo.w, L.wo.d, L.wo.rs, P->x, sm, red);
+        prefetch_rows<WK, DIM>(L.gu.w, FFN + b * (BT / Mat<WK, DIM>::TPR), BT / Mat<WK, DIM>::TPR, 2 * FFN);
+        SYNC();
+        gateup_body<BT>(P->x, L.fn, L.gu.w, L.gu.d, L.gu.rs, P->hb, sm, red);
+        prefetch_rows<WK, FFN>(L.down.w, b * (BT / Mat<WK, FFN>::TPR), BT / Mat<WK, FFN>::TPR, DIM);
+        SYNC();
+        down_body<BT>(P->hb, L.fs, L.down.w, L.down.d, L.down.rs, P->x, sm, red);
+    }
+    prefetch_rows<HK, DIM>(P->head.w, 4 * b * (BT / Mat<HK, DIM>::TPR), 4 * (BT / Mat<HK, DIM>::TPR), VOCAB);
+    SYNC();
+    lmhead_body<BT>(P->x, P->outnrm, P->head.w, P->head.d, P->head.rs, P->logits, P->bestv, P->besti, P->lmcounter,
+                    P->tp, P->tokout, sm, red);
+    __syncthreads();
+    MARK();
+#undef MARK
+#undef SYNC
 }

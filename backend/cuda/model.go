@@ -1,6 +1,7 @@
 package cuda
 
 import (
+	"cmp"
 	"fmt"
 	"runtime"
 	"sync"
@@ -17,12 +18,23 @@ type Options struct {
 	// Dense disables the ternary path (layer matrices go to f32/f16/q8_0),
 	// for comparisons.
 	Dense bool
-	// PDL launches every kernel after the first with programmatic
-	// dependent launch (compute capability 9.0+, CUDA 12+; ignored
-	// elsewhere). Off by default: on the H100 it gained 5% on the
-	// smollm-135m preset and lost 20% on bitnet-2b (docs/gpu-notes.md).
-	PDL bool
+	// NoPDL turns off programmatic dependent launch (compute capability
+	// 9.0+, CUDA 12+; never used elsewhere), which lets each kernel start
+	// and warm L2 with its weights while its predecessor drains.
+	NoPDL bool
+	// Persistent runs a decode step as one persistent kernel (grid
+	// barriers between operations) instead of the CUDA graph of separate
+	// kernels. Measured slower on the H100 (docs/gpu-notes.md), so off by
+	// default. Profiling (per-operation times) always uses the graph's
+	// kernels.
+	Persistent bool
+	// RowChunks is the most 16-byte weight chunks one lane loads per row
+	// of a product (0: defaultRowChunks).
+	RowChunks int
 }
+
+// defaultRowChunks is Options.RowChunks when unset.
+const defaultRowChunks = 1
 
 // devMat is a matrix in device memory.
 type devMat struct {
@@ -54,6 +66,9 @@ type Model struct {
 	allocs []uint64
 
 	pdl         bool // launch with programmatic stream serialization
+	stepGrid    int  // blocks of k_step (all resident); 0: the persistent kernel is off
+	stepSmem    int  // its dynamic shared memory
+	persistent  bool // Options.Persistent
 	weightBytes int
 	embedBytes  int  // of a separate (untied) embedding table
 	cached      bool // kernels came from the disk cache
@@ -176,7 +191,8 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 		return nil, err
 	}
 	m := &Model{dev: dev, cfg: c, fn: map[string]uintptr{}}
-	m.pdl = opts.PDL && dev.info.ComputeMajor >= 9 && dev.d.cuLaunchKernelEx != nil
+	m.pdl = !opts.NoPDL && dev.info.ComputeMajor >= 9 && dev.d.cuLaunchKernelEx != nil
+	m.persistent = opts.Persistent
 	ok := false
 	defer func() {
 		if !ok {
@@ -292,7 +308,7 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 
 	m.dims = kernelDims{Dim: c.Dim, FFN: c.FFNDim, Heads: c.Heads, KVHeads: c.KVHeads, HeadDim: c.HeadDim,
 		Vocab: c.Vocab, Eps: c.NormEps, NeoX: c.RopeStyle == model.RopeNeoX, ReLU2: c.Act == model.ReLU2,
-		SubNorms: c.SubNorms, WK: wk, HK: hk, EK: ek, SMs: dev.sms}
+		SubNorms: c.SubNorms, WK: wk, HK: hk, EK: ek, SMs: dev.sms, RowChunks: cmp.Or(opts.RowChunks, defaultRowChunks)}
 	for _, sb := range []int{stageBytes(wk, c.Dim), stageBytes(wk, qd), stageBytes(wk, c.FFNDim), stageBytes(hk, c.Dim)} {
 		if sb+1024 > dev.maxSmem {
 			return nil, fmt.Errorf("cuda: a product needs %d bytes of shared memory, %s allows %d", sb, dev.info.Name, dev.maxSmem)
@@ -331,11 +347,23 @@ func (m *Model) loadKernels() error {
 		"k_down":   stageBytes(m.dims.WK, c.FFNDim),
 		"k_lmhead": stageBytes(m.dims.HK, c.Dim),
 	}
+	m.stepSmem = max(smem["k_qkv"], smem["k_wo"], smem["k_down"], smem["k_lmhead"])
+	smem["k_step"] = m.stepSmem
 	for name, n := range smem {
 		if err := dev.d.check(dev.d.cuFuncSetAttribute(m.fn[name], funcAttrMaxDynamicShared, int32(n)),
 			fmt.Sprintf("cuFuncSetAttribute(%s, dynamic shared memory %d)", name, n)); err != nil {
 			return err
 		}
+	}
+	if m.persistent {
+		// k_step needs every block resident at once (grid barriers): as
+		// many as fit on each multiprocessor, launched cooperatively.
+		var per int32
+		if err := dev.d.check(dev.d.cuOccupancyMaxActiveBlocksPerMultiprocessor(&per, m.fn["k_step"], stepThreads, uint64(m.stepSmem)),
+			"cuOccupancyMaxActiveBlocksPerMultiprocessor(k_step)"); err != nil {
+			return err
+		}
+		m.stepGrid = int(per) * dev.sms
 	}
 	return nil
 }
@@ -363,6 +391,9 @@ func (m *Model) Info() DeviceInfo { return m.dev.info }
 
 // WeightBytes is the bytes of weights resident on the device.
 func (m *Model) WeightBytes() int { return m.weightBytes }
+
+// StepGrid is the persistent kernel's block count (0: off).
+func (m *Model) StepGrid() int { return m.stepGrid }
 
 // PDL reports whether kernels are launched with programmatic dependent launch.
 func (m *Model) PDL() bool { return m.pdl }

@@ -29,19 +29,20 @@ func chunkElems(k kind) int {
 	}
 }
 
-// threadsPerRow mirrors kernels.cu's tpr_for(chunks per row).
-func threadsPerRow(k kind, cols int) int {
-	nc := padK(cols) / chunkElems(k)
+// threadsPerRow mirrors kernels.cu's tpr_for(chunks per row) for at most
+// rowChunks chunks a lane.
+func threadsPerRow(k kind, cols, rowChunks int) int {
+	need := (padK(cols)/chunkElems(k) + rowChunks - 1) / rowChunks
 	switch {
-	case nc >= 32:
+	case need > 16:
 		return 32
-	case nc > 8:
+	case need > 8:
 		return 16
-	case nc > 4:
+	case need > 4:
 		return 8
-	case nc > 2:
+	case need > 2:
 		return 4
-	case nc > 1:
+	case need > 1:
 		return 2
 	}
 	return 1

@@ -274,14 +274,16 @@ func TestCheckTensor(t *testing.T) {
 
 func TestShapeMirrors(t *testing.T) {
 	for _, tc := range []struct {
-		k          kind
-		cols, want int
+		k                  kind
+		cols, chunks, want int
 	}{
-		{kindTernary, 576, 16}, {kindTernary, 2560, 32}, {kindTernary, 6912, 32}, {kindTernary, 1536, 16},
-		{kindTernary, 64, 1}, {kindQ8, 576, 32}, {kindF32, 64, 16}, {kindF32, 8, 16}, {kindF16, 256, 32},
+		{kindTernary, 576, 1, 16}, {kindTernary, 2560, 1, 32}, {kindTernary, 6912, 1, 32}, {kindTernary, 1536, 1, 32},
+		{kindTernary, 64, 1, 1}, {kindQ8, 576, 1, 32}, {kindF32, 64, 1, 16}, {kindF32, 8, 1, 16}, {kindF16, 256, 1, 32},
+		{kindTernary, 576, 4, 4}, {kindTernary, 2560, 4, 16}, {kindTernary, 6912, 4, 32}, {kindTernary, 1536, 4, 8},
+		{kindQ8, 576, 4, 16}, {kindQ8, 2560, 4, 32}, {kindTernary, 64, 4, 1}, {kindTernary, 2560, 2, 32},
 	} {
-		if got := threadsPerRow(tc.k, tc.cols); got != tc.want {
-			t.Errorf("threadsPerRow(%s, %d) = %d, want %d", tc.k, tc.cols, got, tc.want)
+		if got := threadsPerRow(tc.k, tc.cols, tc.chunks); got != tc.want {
+			t.Errorf("threadsPerRow(%s, %d, %d) = %d, want %d", tc.k, tc.cols, tc.chunks, got, tc.want)
 		}
 	}
 	if stageBytes(kindTernary, 6912) != 6912 || stageBytes(kindQ8, 576) != 576+18*4 || stageBytes(kindF32, 172) != 192*4 {

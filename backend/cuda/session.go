@@ -49,15 +49,24 @@ type Session struct {
 
 	plan   []launch
 	pinner runtime.Pinner
-	graph  uintptr
-	exec   uintptr
+
+	// The persistent kernel: k_step's parameter block on the device, the
+	// kernel argument pointing at it, and its grid barrier's counter.
+	persistent bool
+	timeline   uint64 // k_step's barrier clock readings (Timeline)
+	stepArgs   [1]uint64
+	stepPtrs   [1]unsafe.Pointer
+	bar        uint64
+	graph      uintptr
+	exec       uintptr
 
 	profile bool
 	events  []uintptr
 	times   backend.OpTimes
 
-	stats  Stats
-	closed bool
+	stats    Stats
+	closed   bool
+	fallback string // why the persistent kernel is not used, when it was meant to be
 }
 
 var (
@@ -112,13 +121,14 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 	if err := d.check(d.cuMemHostAlloc(&s.pinned, 64, hostAllocPortable), "cuMemHostAlloc(64 bytes)"); err != nil {
 		return nil, err
 	}
-	// Flash-decoding splits: enough blocks to spread long contexts, each
-	// split at most ATT_MAXLEN (1024) positions.
-	s.nsplit = min(max((ctx+15)/16, 1), 64) // kernels.cu ATT_CHUNK = 16
-	s.nsplit = max(s.nsplit, (ctx+1023)/1024)
+	// Flash-decoding splits: enough (head, slice) items to spread long
+	// contexts over the GPU (kernels.cu ATT_CHUNK = 16 positions a slice
+	// while they last; its merge handles up to 64 slices).
+	s.nsplit = min(max((ctx+15)/16, 1), 64)
 
 	qd := c.Heads * c.HeadDim
-	lmGrid := m.gemvGrid(m.dims.HK, c.Dim, c.Vocab)
+	lmItems := (c.Vocab + 3) / 4 // kernels.cu: the LM head takes 4 rows per item
+	lmGrid := max(m.gemvGrid(m.dims.HK, c.Dim, lmItems), m.stepGrid)
 	alloc := func(n int, what string) (uint64, error) {
 		p, err := m.dev.alloc(n, what)
 		if err == nil {
@@ -138,7 +148,7 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 		{&att, 4 * qd, "attention output"}, {&hb, 4 * c.FFNDim, "FFN hidden"}, {&s.logits, 4 * c.Vocab, "logits"},
 		{&part, 4 * c.Heads * s.nsplit * (c.HeadDim + 2), "attention partials"}, {&counters, 4 * c.Heads, "attention counters"},
 		{&bestv, 4 * lmGrid, "argmax values"}, {&besti, 4 * lmGrid, "argmax ids"}, {&lmCounter, 4, "argmax counter"},
-		{&s.tokOut, 4, "argmax token"},
+		{&s.tokOut, 4, "argmax token"}, {&s.bar, 4, "grid barrier"}, {&s.timeline, 8 * stepMarks(c.Layers), "step timeline"},
 		{&kc, int(kvBytes / 2), "key cache"}, {&vc, int(kvBytes / 2), "value cache"},
 	}
 	for _, b := range bufs {
@@ -153,7 +163,7 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 		s.plan = append(s.plan, launch{name: name, fn: m.fn[name], op: op, grid: grid, block: uint32(block), smem: uint32(smem), args: args})
 	}
 	gemv := func(name string, op int, k kind, cols, items int, args ...uint64) {
-		bt := gemvBlock(items, threadsPerRow(k, cols), m.dev.sms)
+		bt := gemvBlock(items, threadsPerRow(k, cols, m.dims.RowChunks), m.dev.sms)
 		add(name, op, [3]uint32{uint32(m.gemvGrid(k, cols, items)), 1, 1}, bt, stageBytes(k, cols), args...)
 	}
 	e, h := m.embed, m.head
@@ -163,12 +173,13 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 		L := &m.layers[l]
 		kcl, vcl := kc+uint64(l)*layerKV, vc+uint64(l)*layerKV
 		gemv("k_qkv", opQKV, m.dims.WK, c.Dim, (qd+2*kvd)/2, s.tp, s.x, L.attnNorm, L.qkv.w, L.qkv.d, L.qkv.rs, m.freqs, q, kcl, vcl)
-		add("k_attn", opAttention, [3]uint32{uint32(c.Heads), uint32(s.nsplit), 1}, 128, 0, s.tp, q, kcl, vcl, att, part, counters, uint64(s.nsplit))
+		// kernels.cu k_attn: one warp per (head, slice), 4 warps a block
+		add("k_attn", opAttention, [3]uint32{uint32((c.Heads*s.nsplit + 3) / 4), 1, 1}, 128, 0, s.tp, q, kcl, vcl, att, part, counters, uint64(s.nsplit))
 		gemv("k_wo", opOutput, m.dims.WK, qd, c.Dim, att, L.attnSub, L.wo.w, L.wo.d, L.wo.rs, s.x)
 		gemv("k_gateup", opFFNUpGate, m.dims.WK, c.Dim, c.FFNDim, s.x, L.ffnNorm, L.gateUp.w, L.gateUp.d, L.gateUp.rs, hb)
 		gemv("k_down", opFFNDown, m.dims.WK, c.FFNDim, c.Dim, hb, L.ffnSub, L.down.w, L.down.d, L.down.rs, s.x)
 	}
-	gemv("k_lmhead", opLMHead, m.dims.HK, c.Dim, c.Vocab,
+	gemv("k_lmhead", opLMHead, m.dims.HK, c.Dim, lmItems,
 		s.x, m.outNrm, h.w, h.d, h.rs, s.logits, bestv, besti, lmCounter, s.tp, s.tokOut)
 	for i := range s.plan {
 		l := &s.plan[i]
@@ -189,11 +200,45 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 			s.pinner.Pin(l.cfg)
 		}
 	}
+	if m.stepGrid > 0 {
+		// k_step's parameter block (kernels.cu StepP), 8-byte slots.
+		// Attention items are (head, slice) pairs, one per warp: no more
+		// slices than make one round of the resident warps.
+		nsplit := max(min(s.nsplit, m.stepGrid*(stepThreads/32)/c.Heads), 1)
+		e, h := m.embed, m.head
+		slots := []uint64{s.tp, s.x, q, att, hb, s.logits, part, bestv, counters, lmCounter, s.bar, besti, s.tokOut,
+			e.w, e.d, m.freqs, m.outNrm, h.w, h.d, h.rs, f(m.escale) | uint64(nsplit)<<32, uint64(len(m.layers)), s.timeline}
+		for l := range m.layers {
+			L := &m.layers[l]
+			slots = append(slots, L.qkv.w, L.qkv.d, L.qkv.rs, L.wo.w, L.wo.d, L.wo.rs, L.gateUp.w, L.gateUp.d, L.gateUp.rs,
+				L.down.w, L.down.d, L.down.rs, L.attnNorm, L.attnSub, L.ffnNorm, L.ffnSub,
+				kc+uint64(l)*layerKV, vc+uint64(l)*layerKV)
+		}
+		p, err := m.dev.upload(u64Bytes(slots), "step parameters")
+		if err != nil {
+			return nil, err
+		}
+		s.allocs = append(s.allocs, p)
+		s.stepArgs[0] = p
+		s.stepPtrs[0] = unsafe.Pointer(&s.stepArgs[0])
+		s.pinner.Pin(&s.stepArgs[0])
+		s.pinner.Pin(&s.stepPtrs[0])
+		s.persistent = true
+	}
 	if err := d.check(d.cuStreamSynchronize(s.stream), "cuStreamSynchronize(session setup)"); err != nil {
 		return nil, err
 	}
 	if err := s.capture(); err != nil {
-		return nil, err
+		if !s.persistent {
+			return nil, err
+		}
+		// The persistent kernel could not be captured or launched here:
+		// the separate kernels do the same work.
+		s.persistent = false
+		s.fallback = err.Error()
+		if err := s.capture(); err != nil {
+			return nil, err
+		}
 	}
 	m.sessions++
 	ok = true
@@ -204,7 +249,7 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 // at four 256-thread blocks (or two of 512) per multiprocessor (the kernels loop over the rest), since
 // every block repeats the input's normalisation.
 func (m *Model) gemvGrid(k kind, cols, items int) int {
-	tpr := threadsPerRow(k, cols)
+	tpr := threadsPerRow(k, cols, m.dims.RowChunks)
 	bt := gemvBlock(items, tpr, m.dev.sms)
 	perBlock := bt / tpr
 	return max(1, min((items+perBlock-1)/perBlock, 4*m.dev.sms*256/bt))
@@ -217,6 +262,18 @@ func (s *Session) enqueue(events []uintptr) error {
 	d := s.m.dev.d
 	if err := d.check(d.cuMemcpyHtoDAsync(s.tp, s.pinned, 8, s.stream), "cuMemcpyHtoDAsync(token and position)"); err != nil {
 		return err
+	}
+	if s.persistent && events == nil {
+		if err := d.check(d.cuMemsetD8Async(s.bar, 0, 4, s.stream), "cuMemsetD8Async(grid barrier)"); err != nil {
+			return err
+		}
+		m := s.m
+		r := d.cuLaunchCooperativeKernel(m.fn["k_step"], uint32(m.stepGrid), 1, 1, stepThreads, 1, 1, uint32(m.stepSmem), s.stream,
+			unsafe.Pointer(&s.stepPtrs[0]))
+		if err := d.check(r, fmt.Sprintf("cuLaunchCooperativeKernel(k_step, %d blocks)", m.stepGrid)); err != nil {
+			return err
+		}
+		return d.check(d.cuMemcpyDtoHAsync(unsafe.Add(s.pinned, 8), s.tokOut, 4, s.stream), "cuMemcpyDtoHAsync(argmax token)")
 	}
 	if events != nil {
 		d.cuEventRecord(events[0], s.stream)
@@ -244,6 +301,14 @@ func (s *Session) capture() error {
 	d := s.m.dev.d
 	if err := d.check(d.cuStreamBeginCapture(s.stream, captureModeThreadLocal), "cuStreamBeginCapture"); err != nil {
 		return err
+	}
+	if s.exec != 0 {
+		d.cuGraphExecDestroy(s.exec)
+		s.exec = 0
+	}
+	if s.graph != 0 {
+		d.cuGraphDestroy(s.graph)
+		s.graph = 0
 	}
 	err := s.enqueue(nil)
 	var g uintptr
@@ -292,7 +357,7 @@ func (s *Session) step(token int32) error {
 	s.stats.Tokens++
 	s.stats.H2DBytes += 8
 	s.stats.D2HBytes += 4
-	s.m.traffic.add(8, 4, len(s.plan))
+	s.m.traffic.add(8, 4, s.launches())
 	return nil
 }
 
@@ -396,7 +461,48 @@ func (s *Session) Rewind(pos int) error {
 }
 
 // LaunchesPerToken is the number of kernels one decode step runs.
-func (s *Session) LaunchesPerToken() int { return len(s.plan) }
+func (s *Session) LaunchesPerToken() int { return s.launches() }
+
+func (s *Session) launches() int {
+	if s.persistent && !s.profile {
+		return 1
+	}
+	return len(s.plan)
+}
+
+// stepMarks is how many clock readings k_step takes: at its start, after
+// each of its 5 barriers per layer and the LM head's, and at its end.
+func stepMarks(layers int) int { return 5*layers + 3 }
+
+// Timeline returns, for the last persistent step, the microseconds between
+// block 0's consecutive clock readings: [0] the embedding, then per layer
+// QKV, attention, output, FFN gate/up, FFN down (each including the grid
+// barrier before the next), then the LM head. For the kernel harness.
+func (s *Session) Timeline() ([]float64, error) {
+	if !s.persistent {
+		return nil, fmt.Errorf("cuda: no timeline: the persistent kernel is off")
+	}
+	done, err := s.enter()
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	n := stepMarks(s.m.cfg.Layers)
+	raw := make([]uint64, n)
+	d := s.m.dev.d
+	if err := d.check(d.cuMemcpyDtoH(unsafe.Pointer(&raw[0]), s.timeline, uint64(8*n)), "cuMemcpyDtoH(step timeline)"); err != nil {
+		return nil, err
+	}
+	out := make([]float64, n-1)
+	for i := range out {
+		out[i] = float64(int64(raw[i+1]-raw[i])) / 1e3
+	}
+	return out, nil
+}
+
+// Persistent reports whether steps run as the one persistent kernel, and
+// when not although the model has it, why.
+func (s *Session) Persistent() (bool, string) { return s.persistent, s.fallback }
 
 // Stats returns the session's counters.
 func (s *Session) Stats() Stats { return s.stats }

@@ -1,7 +1,7 @@
 // Command devtest is the GPU backend's kernel harness for the lent GPU
 // machine (the user-facing checks are `edgellm selftest/bench --backend
 // cuda`): it checks the GPU against the CPU reference on real small models
-// and on synthetic presets, then times decode variants (PDL on and off). Build with CGO_ENABLED=0 and run it there.
+// and on synthetic presets, then times decode variants. Build with CGO_ENABLED=0 and run it there.
 package main
 
 import (
@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,7 +31,9 @@ func main() {
 	self := flag.Bool("self", true, "run the selftests of the presets")
 	warm := flag.Int("warm", 16, "warm-up tokens per bench")
 	prof := flag.Int("prof", 64, "profiled tokens per bench (0: none)")
-	both := flag.Bool("both", true, "bench with and without programmatic dependent launch")
+	both := flag.Bool("both", true, "also bench without programmatic dependent launch and the persistent kernel")
+	rowChunks := flag.Int("rowchunks", 0, "Options.RowChunks of the checks and the main benches (0: default)")
+	moreChunks := flag.String("benchchunks", "", "comma-separated RowChunks values to bench in addition")
 	flag.Parse()
 	fail := false
 	var table []string
@@ -107,17 +110,26 @@ func main() {
 			if dense {
 				nm += "/dense"
 			}
-			r := cuda.SelfTest(cuda.SelfTestCase{Name: nm, Weights: w, Prompt: prompt, Opts: cuda.Options{Dense: dense}})
-			fmt.Println(r)
-			table = append(table, r.String())
-			fail = fail || !r.Pass
+			for _, multi := range []bool{false, true} {
+				r := cuda.SelfTest(cuda.SelfTestCase{Name: fmt.Sprintf("%s persistent=%v", nm, multi), Weights: w, Prompt: prompt,
+					Opts: cuda.Options{Dense: dense, Persistent: multi, RowChunks: *rowChunks}})
+				fmt.Println(r)
+				table = append(table, r.String())
+				fail = fail || !r.Pass
+			}
 		}
 		if !*checkOnly {
-			for _, pdl := range []bool{false, true} {
-				if pdl && !*both {
-					continue
+			variants := []cuda.Options{{RowChunks: *rowChunks}}
+			if *both {
+				variants = append(variants, cuda.Options{NoPDL: true, RowChunks: *rowChunks}, cuda.Options{Persistent: true, RowChunks: *rowChunks})
+			}
+			for _, rc := range strings.Split(*moreChunks, ",") {
+				if n, err := strconv.Atoi(rc); err == nil {
+					variants = append(variants, cuda.Options{RowChunks: n})
 				}
-				line, err := bench(name, w, *benchN, *warm, *prof, cuda.Options{PDL: pdl})
+			}
+			for _, opts := range variants {
+				line, err := bench(name, w, *benchN, *warm, *prof, opts)
 				if err != nil {
 					fmt.Println("bench", name, err)
 					fail = true
@@ -187,6 +199,28 @@ func bench(name string, w *model.Weights, n, warm, prof int, opts cuda.Options) 
 	d2h := float64(st1.D2HBytes-st0.D2HBytes) / float64(n)
 	wgb := float64(m.WeightBytes()) * toks / 1e9
 
+	// the persistent kernel's timeline: mean us per step kind over 16 tokens
+	timeline := ""
+	if pers, _ := s.Persistent(); pers {
+		var sum [7]float64
+		for i := 0; i < 16; i++ {
+			if tok, err = s.DecodeArgmax(tok); err != nil {
+				return "", err
+			}
+			tl, err := s.Timeline()
+			if err != nil {
+				return "", err
+			}
+			sum[0] += tl[0]
+			for j, v := range tl[1 : len(tl)-1] {
+				sum[1+j%5] += v / float64((len(tl)-2)/5)
+			}
+			sum[6] += tl[len(tl)-1]
+		}
+		timeline = fmt.Sprintf("\n  persistent us/step (block 0, incl. barrier): embed %.2f qkv %.2f attn %.2f wo %.2f gateup %.2f down %.2f lmhead %.2f",
+			sum[0]/16, sum[1]/16, sum[2]/16, sum[3]/16, sum[4]/16, sum[5]/16, sum[6]/16)
+	}
+
 	// per-op profile (launch by launch, so it includes launch gaps)
 	_ = s.Rewind(0)
 	s.Profile(true)
@@ -202,9 +236,10 @@ func bench(name string, w *model.Weights, n, warm, prof int, opts cuda.Options) 
 		us(ot.Embedding), us(ot.QKV), us(ot.Attention), us(ot.Output), us(ot.FFNUpGate), us(ot.FFNDown), us(ot.LMHead),
 		us(ot.Embedding+ot.QKV+ot.Attention+ot.Output+ot.FFNUpGate+ot.FFNDown+ot.LMHead))
 	lk, hk := m.Kinds()
-	line := fmt.Sprintf("bench %s [%s/%s pdl=%v] on %s: %.0f tok/s over %d tokens, p50 %.1f us, p99 %.1f us, p99/p50 %.3f, launches/token %d, h2d %.0f B/token, d2h %.0f B/token, weights %.1f MB -> %.0f GB/s\n%s",
-		name, lk, hk, m.PDL(), m.Info().Name, toks, n, p50*1e6, p99*1e6, p99/p50, s.LaunchesPerToken(), h2d, d2h,
-		float64(m.WeightBytes())/1e6, wgb, profLine)
+	pers, why := s.Persistent()
+	line := fmt.Sprintf("bench %s [%s/%s persistent=%v%s grid=%d pdl=%v rowchunks=%d] on %s: %.0f tok/s over %d tokens, p50 %.1f us, p99 %.1f us, p99/p50 %.3f, launches/token %d, h2d %.0f B/token, d2h %.0f B/token, weights %.1f MB -> %.0f GB/s\n%s",
+		name, lk, hk, pers, why, m.StepGrid(), m.PDL(), opts.RowChunks, m.Info().Name, toks, n, p50*1e6, p99*1e6, p99/p50, s.LaunchesPerToken(), h2d, d2h,
+		float64(m.WeightBytes())/1e6, wgb, profLine+timeline)
 	fmt.Println(line)
 	return line, nil
 }
