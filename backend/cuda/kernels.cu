@@ -435,9 +435,8 @@ template <int BT, int TPR> __device__ __forceinline__ bool has_items(int n) {
 // graph) or by the LM head's argmax.
 
 // x = embedding row of the token.
-__device__ __forceinline__ void embed_body(const int *tp, const u8 *__restrict__ E, const u16 *__restrict__ ED,
+__device__ __forceinline__ void embed_body(int tok, const u8 *__restrict__ E, const u16 *__restrict__ ED,
                                            float escale, float *x) {
-    int tok = tp[0];
     tok = tok < 0 ? 0 : tok >= VOCAB ? VOCAB - 1 : tok;
     constexpr int KP = PADK(DIM);
     for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < DIM; i += gridDim.x * blockDim.x) {
@@ -452,14 +451,13 @@ __device__ __forceinline__ void embed_body(const int *tp, const u8 *__restrict__
 // q, k, v = (Wq|Wk|Wv) RMSNorm(x); RoPE on q and k; k and v written into the
 // layer's cache at the position. One item is a rotation pair (two rows).
 template <int BT>
-__device__ void qkv_body(const int *tp, const float *x, const float *__restrict__ nw, const u8 *__restrict__ W,
+__device__ void qkv_body(int pos, const float *x, const float *__restrict__ nw, const u8 *__restrict__ W,
                          const u16 *__restrict__ D, const float *__restrict__ rs, const float *__restrict__ freqs,
                          float *q, float *kc, float *vc, char *sm, float *red) {
     typedef Mat<WK, DIM> M;
     constexpr int NP = (QD + 2 * KVD) / 2;
     if (!has_items<BT, M::TPR>(NP)) return;
     Staged st = stage<WK, DIM, BT>(VecLoad{x}, nw, sm, red);
-    const int pos = tp[1];
     FOR_ITEMS(M, NP) {
         int p = valid ? item : 0;
         int region = p < QD / 2 ? 0 : p < (QD + KVD) / 2 ? 1 : 2;
@@ -504,16 +502,16 @@ __device__ void qkv_body(const int *tp, const float *x, const float *__restrict_
 #define ATT_CHUNK 16
 #define ATT_DPL ((HD + 31) / 32)          // dims per lane
 #define ATT_CH (HD <= 64 ? 16 : 8)        // positions loaded at once
-__device__ __forceinline__ int att_slices(const int *tp, int nsplit) {
-    int nact = (tp[1] + 1 + ATT_CHUNK - 1) / ATT_CHUNK;
+__device__ __forceinline__ int att_slices(int pos, int nsplit) {
+    int nact = (pos + 1 + ATT_CHUNK - 1) / ATT_CHUNK;
     return nact < nsplit ? nact : nsplit;
 }
 
-__device__ void attn_warp(int h, int s, const int *tp, const float *q, const float *kc, const float *vc, float *out,
+__device__ void attn_warp(int h, int s, int pos, const float *q, const float *kc, const float *vc, float *out,
                           float *part, u32 *counters, int nsplit) {
     const int lane = threadIdx.x & 31;
-    const int n = tp[1] + 1;
-    const int nact = att_slices(tp, nsplit);
+    const int n = pos + 1;
+    const int nact = att_slices(pos, nsplit);
     if (s >= nact) return;
     const int len = (n + nact - 1) / nact;
     const int t0 = s * len, t1 = min(n, t0 + len);
@@ -750,10 +748,14 @@ __device__ void lmhead_body(const float *x, const float *__restrict__ nw, const 
 // ---------------------------------------------------------------- kernels
 // One launch per step (the CUDA graph of 5 per layer + 2).
 
-extern "C" __global__ void __launch_bounds__(256) k_embed(const int *__restrict__ tp, const u8 *__restrict__ E,
+// The separate kernels also run a prefill: blockIdx.y is the token of the
+// batch (at position tp[1] + y), its activations at row y of each buffer;
+// a decode step is the batch of one.
+
+extern "C" __global__ void __launch_bounds__(256) k_embed(const int *__restrict__ toks, const u8 *__restrict__ E,
                                                           const u16 *__restrict__ ED, float escale, float *__restrict__ x) {
     grid_dep_wait();
-    embed_body(tp, E, ED, escale, x);
+    embed_body(toks[blockIdx.y], E, ED, escale, x + (size_t)blockIdx.y * DIM);
     grid_dep_launch();
 }
 
@@ -767,7 +769,8 @@ extern "C" __global__ void __launch_bounds__(BT_QKV) k_qkv(const int *__restrict
     __shared__ float red[64];
     prefetch_rows<WK, DIM>(W, 2 * blockIdx.x * (BT / M::TPR), 2 * (BT / M::TPR), QD + 2 * KVD);
     grid_dep_wait();
-    qkv_body<BT>(tp, x, nw, W, D, rs, freqs, q, kc, vc, sm, red);
+    const int y = blockIdx.y;
+    qkv_body<BT>(tp[1] + y, x + (size_t)y * DIM, nw, W, D, rs, freqs, q + (size_t)y * QD, kc, vc, sm, red);
     grid_dep_launch();
 }
 
@@ -776,8 +779,10 @@ extern "C" __global__ void __launch_bounds__(ATT_NT) k_attn(const int *__restric
                                                              const float *vc, float *out, float *part, u32 *counters,
                                                              int nsplit) {
     grid_dep_wait();
-    const int item = blockIdx.x * (ATT_NT / 32) + (threadIdx.x >> 5);
-    if (item < NH * nsplit) attn_warp(item / nsplit, item % nsplit, tp, q, kc, vc, out, part, counters, nsplit);
+    const int item = blockIdx.x * (ATT_NT / 32) + (threadIdx.x >> 5), y = blockIdx.y;
+    if (item < NH * nsplit)
+        attn_warp(item / nsplit, item % nsplit, tp[1] + y, q + (size_t)y * QD, kc, vc, out + (size_t)y * QD,
+                  part + (size_t)y * NH * nsplit * (HD + 2), counters + y * NH, nsplit);
     grid_dep_launch();
 }
 
@@ -790,7 +795,7 @@ extern "C" __global__ void __launch_bounds__(BT_WO) k_wo(const float *att, const
     __shared__ float red[64];
     prefetch_rows<WK, QD>(W, blockIdx.x * (BT / M::TPR), BT / M::TPR, DIM);
     grid_dep_wait();
-    wo_body<BT>(att, nw, W, D, rs, x, sm, red);
+    wo_body<BT>(att + (size_t)blockIdx.y * QD, nw, W, D, rs, x + (size_t)blockIdx.y * DIM, sm, red);
     grid_dep_launch();
 }
 
@@ -804,7 +809,7 @@ extern "C" __global__ void __launch_bounds__(BT_GATEUP) k_gateup(const float *x,
     prefetch_rows<WK, DIM>(W, blockIdx.x * (BT / M::TPR), BT / M::TPR, FFN);
     prefetch_rows<WK, DIM>(W, FFN + blockIdx.x * (BT / M::TPR), BT / M::TPR, 2 * FFN);
     grid_dep_wait();
-    gateup_body<BT>(x, nw, W, D, rs, hb, sm, red);
+    gateup_body<BT>(x + (size_t)blockIdx.y * DIM, nw, W, D, rs, hb + (size_t)blockIdx.y * FFN, sm, red);
     grid_dep_launch();
 }
 
@@ -817,7 +822,7 @@ extern "C" __global__ void __launch_bounds__(BT_DOWN) k_down(const float *hb, co
     __shared__ float red[64];
     prefetch_rows<WK, FFN>(W, blockIdx.x * (BT / M::TPR), BT / M::TPR, DIM);
     grid_dep_wait();
-    down_body<BT>(hb, nw, W, D, rs, x, sm, red);
+    down_body<BT>(hb + (size_t)blockIdx.y * FFN, nw, W, D, rs, x + (size_t)blockIdx.y * DIM, sm, red);
     grid_dep_launch();
 }
 
@@ -920,17 +925,18 @@ extern "C" __global__ void __launch_bounds__(MK_BT) k_step(const StepP *__restri
         MARK();                                                                      \
     } while (0)
     MARK();
-    embed_body(P->tp, P->ew, P->ed, P->escale, P->x);
+    embed_body(P->tp[0], P->ew, P->ed, P->escale, P->x);
+    const int pos = P->tp[1];
     const int nl = (int)P->nlayers;
     for (int l = 0; l < nl; l++) {
         const LayerP &L = P->L[l];
         prefetch_rows<WK, DIM>(L.qkv.w, 2 * b * (BT / Mat<WK, DIM>::TPR), 2 * (BT / Mat<WK, DIM>::TPR), QD + 2 * KVD);
         SYNC();
-        qkv_body<BT>(P->tp, P->x, L.an, L.qkv.w, L.qkv.d, L.qkv.rs, P->freqs, P->q, L.kc, L.vc, sm, red);
+        qkv_body<BT>(pos, P->x, L.an, L.qkv.w, L.qkv.d, L.qkv.rs, P->freqs, P->q, L.kc, L.vc, sm, red);
         prefetch_rows<WK, QD>(L.wo.w, b * (BT / Mat<WK, QD>::TPR), BT / Mat<WK, QD>::TPR, DIM);
         SYNC();
         for (int it = b * (BT / 32) + (threadIdx.x >> 5); it < NH * P->nsplit; it += gridDim.x * (BT / 32))
-            attn_warp(it / P->nsplit, it % P->nsplit, P->tp, P->q, L.kc, L.vc, P->att, P->part, P->counters, P->nsplit);
+            attn_warp(it / P->nsplit, it % P->nsplit, pos, P->q, L.kc, L.vc, P->att, P->part, P->counters, P->nsplit);
         prefetch_rows<WK, DIM>(L.gu.w, b * (BT / Mat<WK, DIM>::TPR), BT / Mat<WK, DIM>::TPR, FFN);
         SYNC();
         wo_body<BT>(P->att, L.as, L.wo.w, L.wo.d, L.wo.rs, P->x, sm, red);

@@ -37,8 +37,10 @@ type SelfTestResult struct {
 	Tol              float64
 	GreedyMatched    int // greedy tokens that agreed before the first disagreement
 	GreedyWanted     int
-	NearTies         int // of those, picks that differed only within a near-tie (lossy kinds)
-	ArgmaxMismatches int // steps where the device argmax differed from the argmax of the device logits
+	NearTies         int     // of those, picks that differed only within a near-tie (lossy kinds)
+	PrefillTokens    int     // tokens of the prefill check (the whole sequence run)
+	PrefillRelErr    float64 // its last logits' relative L2 error against the reference
+	ArgmaxMismatches int     // steps where the device argmax differed from the argmax of the device logits
 	Pass             bool
 	Err              error
 }
@@ -55,6 +57,9 @@ func (r SelfTestResult) String() string {
 		if r.NearTies > 0 {
 			s += fmt.Sprintf(" (%d near-ties)", r.NearTies)
 		}
+	}
+	if r.PrefillTokens > 0 {
+		s += fmt.Sprintf(", prefill of %d: rel err %.3g", r.PrefillTokens, r.PrefillRelErr)
 	}
 	if r.ArgmaxMismatches > 0 {
 		s += fmt.Sprintf(", %d device argmax mismatches", r.ArgmaxMismatches)
@@ -123,6 +128,8 @@ func SelfTest(c SelfTestCase) SelfTestResult {
 	// on with the device's token; exact kinds must pick the same token.
 	lossy := res.Tol > DefaultTolerance("f32", "f32")
 	next := c.Prompt[0]
+	seq := make([]int32, 0, ctx) // every token run, for the prefill check
+	var wantEnd []float32        // the reference's logits at the last position
 	for pos := 0; pos < ctx; pos++ {
 		tok := next
 		if pos < len(c.Prompt) {
@@ -137,6 +144,8 @@ func SelfTest(c SelfTestCase) SelfTestResult {
 			res.Err = fmt.Errorf("position %d: reference rejected token %d", pos, tok)
 			return res
 		}
+		seq = append(seq, tok)
+		wantEnd = append(wantEnd[:0], want...)
 		e := relErr(got, want)
 		if math.IsNaN(e) || e > res.MaxRelErr || math.IsNaN(res.MaxRelErr) {
 			res.MaxRelErr = e
@@ -158,8 +167,23 @@ func SelfTest(c SelfTestCase) SelfTestResult {
 		res.GreedyMatched++
 		next = dev
 	}
+	// The same sequence again as one prefill (batches of prefillBatch
+	// tokens): the last position's logits against the reference's.
+	ps, err := m.newSession(ctx)
+	if err != nil {
+		res.Err = err
+		return res
+	}
+	defer ps.Close()
+	if err := ps.Prefill(seq, got); err != nil {
+		res.Err = fmt.Errorf("prefill of %d tokens: %w", len(seq), err)
+		return res
+	}
+	res.PrefillTokens = len(seq)
+	res.PrefillRelErr = relErr(got, wantEnd)
 	res.Pass = res.Err == nil && !math.IsNaN(res.MaxRelErr) && res.MaxRelErr <= res.Tol &&
-		res.GreedyMatched == c.Greedy && res.ArgmaxMismatches == 0
+		res.GreedyMatched == c.Greedy && res.ArgmaxMismatches == 0 &&
+		!math.IsNaN(res.PrefillRelErr) && res.PrefillRelErr <= res.Tol
 	return res
 }
 

@@ -46,9 +46,12 @@ type Session struct {
 	pinned unsafe.Pointer // pinned host memory: [0] token, [1] position, [2] argmax out (int32)
 
 	tp, x, logits, tokOut uint64
+	toks                  uint64 // a prefill batch's token ids
 
 	plan   []launch
 	pinner runtime.Pinner
+	// Prefill's versions of the embedding and LM head launches.
+	prefillEmbed, prefillHead launch
 
 	// The persistent kernel: k_step's parameter block on the device, the
 	// kernel argument pointing at it, and its grid barrier's counter.
@@ -144,9 +147,13 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 		n    int
 		what string
 	}{
-		{&s.tp, 8, "token and position"}, {&s.x, 4 * c.Dim, "residual"}, {&q, 4 * qd, "queries"},
-		{&att, 4 * qd, "attention output"}, {&hb, 4 * c.FFNDim, "FFN hidden"}, {&s.logits, 4 * c.Vocab, "logits"},
-		{&part, 4 * c.Heads * s.nsplit * (c.HeadDim + 2), "attention partials"}, {&counters, 4 * c.Heads, "attention counters"},
+		// Activations have a row per token of a prefill batch; decode uses row 0.
+		{&s.tp, 8, "token and position"}, {&s.toks, 4 * prefillBatch, "prefill tokens"},
+		{&s.x, 4 * c.Dim * prefillBatch, "residual"}, {&q, 4 * qd * prefillBatch, "queries"},
+		{&att, 4 * qd * prefillBatch, "attention output"}, {&hb, 4 * c.FFNDim * prefillBatch, "FFN hidden"},
+		{&s.logits, 4 * c.Vocab, "logits"},
+		{&part, 4 * c.Heads * s.nsplit * (c.HeadDim + 2) * prefillBatch, "attention partials"},
+		{&counters, 4 * c.Heads * prefillBatch, "attention counters"},
 		{&bestv, 4 * lmGrid, "argmax values"}, {&besti, 4 * lmGrid, "argmax ids"}, {&lmCounter, 4, "argmax counter"},
 		{&s.tokOut, 4, "argmax token"}, {&s.bar, 4, "grid barrier"}, {&s.timeline, 8 * stepMarks(c.Layers), "step timeline"},
 		{&kc, int(kvBytes / 2), "key cache"}, {&vc, int(kvBytes / 2), "value cache"},
@@ -200,6 +207,28 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 			s.pinner.Pin(l.cfg)
 		}
 	}
+	// Prefill's own copies of the two launches whose arguments differ:
+	// the embedding reads the batch's token ids, the LM head one row of x.
+	for _, pl := range []struct {
+		dst *launch
+		op  int
+	}{{&s.prefillEmbed, opEmbedding}, {&s.prefillHead, opLMHead}} {
+		for i := range s.plan {
+			if s.plan[i].op == pl.op {
+				*pl.dst = s.plan[i]
+				break
+			}
+		}
+		l := pl.dst
+		l.args = append([]uint64(nil), l.args...)
+		l.ptrs = make([]unsafe.Pointer, len(l.args))
+		for j := range l.args {
+			l.ptrs[j] = unsafe.Pointer(&l.args[j])
+		}
+		s.pinner.Pin(&l.args[0])
+		s.pinner.Pin(&l.ptrs[0])
+	}
+	s.prefillEmbed.args[0] = s.toks
 	if m.stepGrid > 0 {
 		// k_step's parameter block (kernels.cu StepP), 8-byte slots.
 		// Attention items are (head, slice) pairs, one per warp: no more
@@ -417,29 +446,77 @@ func (s *Session) DecodeArgmax(token int32) (int32, error) {
 	return pinnedInt32(s.pinned, 2), nil
 }
 
-// Prefill implements backend.Session. It replays the decode graph once per
-// token (a batched prefill is future work; see docs/gpu-notes.md).
+// prefillBatch is the most tokens one prefill launch carries (the
+// activation buffers have a row for each).
+const prefillBatch = 64
+
+// Prefill implements backend.Session. Tokens go in batches of up to
+// prefillBatch: each kernel of the step runs once for the whole batch
+// (gridDim.y = tokens, each at its own position; attention is causal
+// because the batch's keys and values are written before it runs), and
+// the LM head runs once, for the last token, when logits are wanted.
 func (s *Session) Prefill(tokens []int32, logits []float32) error {
 	done, err := s.enter()
 	if err != nil {
 		return err
 	}
 	defer done()
+	if s.closed {
+		return errClosed
+	}
+	c := &s.m.cfg
 	if s.pos+len(tokens) > s.ctx {
 		return fmt.Errorf("cuda: prefill of %d tokens at position %d overflows the context of %d", len(tokens), s.pos, s.ctx)
 	}
-	if logits != nil && len(logits) < s.m.cfg.Vocab {
-		return fmt.Errorf("cuda: logits buffer of %d, want %d", len(logits), s.m.cfg.Vocab)
+	if logits != nil && len(logits) < c.Vocab {
+		return fmt.Errorf("cuda: logits buffer of %d, want %d", len(logits), c.Vocab)
 	}
 	for _, t := range tokens {
-		if t < 0 || int(t) >= s.m.cfg.Vocab {
-			return fmt.Errorf("cuda: token %d out of range [0, %d)", t, s.m.cfg.Vocab)
+		if t < 0 || int(t) >= c.Vocab {
+			return fmt.Errorf("cuda: token %d out of range [0, %d)", t, c.Vocab)
 		}
 	}
-	for _, t := range tokens {
-		if err := s.step(t); err != nil {
+	d := s.m.dev.d
+	last := 0
+	for off := 0; off < len(tokens); off += prefillBatch {
+		batch := tokens[off:min(off+prefillBatch, len(tokens))]
+		if err := d.check(d.cuMemcpyHtoD(s.toks, unsafe.Pointer(&batch[0]), uint64(4*len(batch))), "cuMemcpyHtoD(prefill tokens)"); err != nil {
 			return err
 		}
+		in := unsafe.Slice((*int32)(s.pinned), 2)
+		in[0], in[1] = batch[0], int32(s.pos)
+		if err := d.check(d.cuMemcpyHtoD(s.tp, s.pinned, 8), "cuMemcpyHtoD(prefill position)"); err != nil {
+			return err
+		}
+		for i := range s.plan {
+			l := &s.plan[i]
+			if l.op == opLMHead {
+				continue
+			}
+			ptrs := l.ptrs
+			if l.op == opEmbedding {
+				ptrs = s.prefillEmbed.ptrs // token ids from the batch
+			}
+			r := d.cuLaunchKernel(l.fn, l.grid[0], uint32(len(batch)), l.grid[2], l.block, 1, 1, l.smem, s.stream, unsafe.Pointer(&ptrs[0]), 0)
+			if err := d.check(r, "cuLaunchKernel(prefill "+l.name+")"); err != nil {
+				return err
+			}
+		}
+		s.pos += len(batch)
+		last = len(batch) - 1
+		s.stats.H2DBytes += 4*len(batch) + 8
+		s.m.traffic.add(4*len(batch)+8, 0, len(s.plan)-1)
+	}
+	if logits != nil && len(tokens) > 0 {
+		h := &s.prefillHead
+		h.args[0] = s.x + uint64(4*c.Dim*last) // the last token's residual row
+		r := d.cuLaunchKernel(h.fn, h.grid[0], 1, 1, h.block, 1, 1, h.smem, s.stream, unsafe.Pointer(&h.ptrs[0]), 0)
+		if err := d.check(r, "cuLaunchKernel(prefill k_lmhead)"); err != nil {
+			return err
+		}
+	}
+	if err := d.check(d.cuStreamSynchronize(s.stream), "prefill"); err != nil {
+		return err
 	}
 	if logits != nil && len(tokens) > 0 {
 		return s.copyLogits(logits)
