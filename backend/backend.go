@@ -3,7 +3,10 @@
 // tokens and decode one token at a time. It knows nothing of the CLI or HTTP.
 package backend
 
-import "github.com/edgellm/edgellm/model"
+import (
+	"github.com/edgellm/edgellm/model"
+	"github.com/edgellm/edgellm/sample"
+)
 
 // Model is a network loaded onto a compute device (weights repacked once).
 type Model interface {
@@ -37,6 +40,18 @@ type Session interface {
 // token on the device, so only the token id crosses back.
 type ArgmaxDecoder interface {
 	DecodeArgmax(token int32) (int32, error)
+}
+
+// SamplingDecoder is implemented by sessions that can also draw the next
+// token on the device (temperature, top-k, top-p, min-p, repetition
+// penalty, as package sample does), so only its id crosses back.
+type SamplingDecoder interface {
+	// SetSampling prepares DecodeSample to draw under p, the repetition
+	// window starting from history (the tokens accepted so far). ok is false
+	// when p needs the host's sampler.
+	SetSampling(p sample.Params, history []int32) (ok bool, err error)
+	// DecodeSample runs token and returns the drawn next token.
+	DecodeSample(token int32) (int32, error)
 }
 
 // OpTimes is a per-operation time breakdown of one or more decode steps,
@@ -77,4 +92,19 @@ type DeviceInfo interface {
 // one decode step reads (the resident layout, which may differ from the file).
 type WeightBytes interface {
 	WeightBytesPerToken() int64
+}
+
+// BatchDecoder is implemented by models that can run one decode step for
+// several sessions at once, each at its own position with its own KV
+// cache, reading every weight matrix once for the whole batch (a
+// matrix-matrix product instead of one matrix-vector product per session).
+// It is batch-invariant: each session's logits are bit for bit those its
+// own Decode would write, whatever else is in the batch.
+type BatchDecoder interface {
+	// DecodeBatch runs tokens[i] at sessions[i].Pos() and writes its logits
+	// (len Vocab) to logits[i]. The sessions must be distinct and belong to
+	// this model; a session closed, full, given a token outside the
+	// vocabulary or a short logits buffer is an error, and then no
+	// session has advanced.
+	DecodeBatch(sessions []Session, tokens []int32, logits [][]float32) error
 }

@@ -5,7 +5,9 @@
 // both clients of this package.
 //
 // It owns sessions and their KV caches (reusing a common prompt prefix
-// between requests), the prefill/decode loop and the stop conditions. It
+// between requests), the prefill/decode loop, the stop conditions, and,
+// with Options.Parallel > 1 on a backend that batches, the scheduler that
+// runs several generations as one batch per decode step (batch.go). It
 // knows nothing of HTTP or of any backend's internals; backends other than
 // the built-in "cpu" plug in through RegisterBackend.
 package engine
@@ -45,7 +47,21 @@ type Options struct {
 	TokenizerPath string
 	// Logger receives load-time information; nil discards it.
 	Logger *slog.Logger
+	// Parallel is the number of generations that run at once, each in a
+	// sequence slot of its own (its own KV cache), their decode steps
+	// batched (continuous batching: a request joins the running batch once
+	// its prompt is prefilled and leaves when it is done). 0 or 1 runs one
+	// generation at a time. It takes effect only on backends that
+	// implement backend.BatchDecoder; others run one at a time.
+	Parallel int
+	// OnStep, when set, is called after each batched decode step (Parallel
+	// > 1) with the number of sequences it decoded, from the scheduler's
+	// goroutine: it must be quick (a metric) and must not call the Model.
+	OnStep func(batch int)
 }
+
+// maxParallel bounds Options.Parallel: every slot holds a KV cache.
+const maxParallel = 256
 
 // LoadFunc loads weights onto a backend.
 type LoadFunc func(w *model.Weights, opts Options) (backend.Model, error)
@@ -83,9 +99,11 @@ const defaultContext = 2048
 // the KV cache allocation.
 const maxContext = 1 << 20
 
-// Model is a loaded model ready to generate. Generate calls are serialised:
-// the model keeps one session and reuses its KV cache across requests that
-// share a prompt prefix.
+// Model is a loaded model ready to generate. With Parallel 1 Generate calls
+// are serialised: the model keeps one session and reuses its KV cache
+// across requests that share a prompt prefix. With Parallel N > 1 (on a
+// backend that batches) up to N run at once, each in its own slot (a
+// session, reused the same way), and more wait their turn.
 type Model struct {
 	path    string
 	file    *gguf.File // nil for llama2.c checkpoints
@@ -97,12 +115,23 @@ type Model struct {
 	loadDur time.Duration
 	log     *slog.Logger
 
-	mu     sync.Mutex // one generation at a time; guards everything below
-	sess   backend.Session
-	hist   []int32 // the tokens in sess's KV cache, cap ctxLen
-	logits []float32
+	// sched runs the generations when Parallel > 1 on a batching
+	// backend; nil otherwise. Set by Load, never changed.
+	sched   *scheduler
+	running sync.WaitGroup // generations in flight on sched
+
+	mu     sync.Mutex      // serial path: one generation at a time; guards everything below
+	seq    seq             // the serial path's one sequence
 	lat    []time.Duration // per-token latencies, cap ctxLen+1
 	closed bool
+}
+
+// seq is one sequence: a session, the tokens in its KV cache and the
+// logits of its last position.
+type seq struct {
+	sess   backend.Session // nil until first used
+	hist   []int32         // the tokens in sess's KV cache, cap ctxLen
+	logits []float32       // len Vocab
 }
 
 // Load opens a model file and loads it onto a backend.
@@ -114,6 +143,9 @@ func Load(path string, opts Options) (*Model, error) {
 	}
 	if opts.ContextLen < 0 || opts.ContextLen > maxContext {
 		return nil, fmt.Errorf("engine: context length %d out of range [0, %d]", opts.ContextLen, maxContext)
+	}
+	if opts.Parallel < 0 || opts.Parallel > maxParallel {
+		return nil, fmt.Errorf("engine: parallel %d out of range [0, %d]", opts.Parallel, maxParallel)
 	}
 	if opts.Threads <= 0 {
 		opts.Threads = runtime.NumCPU()
@@ -170,12 +202,19 @@ func Load(path string, opts Options) (*Model, error) {
 	if m.be, err = pickBackend(m.weights, opts, log); err != nil {
 		return nil, err
 	}
-	m.hist = make([]int32, 0, m.ctxLen)
-	m.logits = make([]float32, m.weights.Vocab)
+	m.seq = newSeq(m.ctxLen, m.weights.Vocab)
 	m.lat = make([]time.Duration, 0, m.ctxLen+1)
+	if opts.Parallel > 1 {
+		if bd, ok := m.be.(backend.BatchDecoder); ok {
+			m.sched = newScheduler(m, bd, opts.Parallel, opts.OnStep)
+			go m.sched.loop()
+		} else {
+			log.Info("backend decodes one sequence at a time: parallel ignored", "backend", m.be.Name(), "parallel", opts.Parallel)
+		}
+	}
 	m.loadDur = time.Since(start)
 	log.Info("model loaded", "path", path, "arch", m.weights.Arch, "backend", m.be.Name(),
-		"ctx", m.ctxLen, "threads", m.threads, "ms", m.loadDur.Milliseconds())
+		"ctx", m.ctxLen, "threads", m.threads, "parallel", m.Parallel(), "ms", m.loadDur.Milliseconds())
 	ok = true
 	return m, nil
 }
@@ -217,11 +256,28 @@ func pickBackend(w *model.Weights, opts Options, log *slog.Logger) (backend.Mode
 	return be, nil
 }
 
-// Close frees the session, the backend and the file mapping.
+func newSeq(ctxLen, vocab int) seq {
+	return seq{hist: make([]int32, 0, ctxLen), logits: make([]float32, vocab)}
+}
+
+// Close frees the sessions, the backend and the file mapping. Running
+// generations end first: the serial one is waited for, parallel ones end
+// with an error at their next step.
 func (m *Model) Close() error {
+	if m.sched != nil {
+		m.mu.Lock()
+		if m.closed {
+			m.mu.Unlock()
+			return nil
+		}
+		m.closed = true
+		m.mu.Unlock()
+		m.sched.stop()
+		m.running.Wait()
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.closed {
+	if m.closed && m.sched == nil {
 		return nil
 	}
 	m.closed = true
@@ -230,9 +286,12 @@ func (m *Model) Close() error {
 
 func (m *Model) closeAll() error {
 	var errs []error
-	if m.sess != nil {
-		errs = append(errs, m.sess.Close())
-		m.sess = nil
+	if m.seq.sess != nil {
+		errs = append(errs, m.seq.sess.Close())
+		m.seq.sess = nil
+	}
+	if m.sched != nil {
+		errs = append(errs, m.sched.closeSessions())
 	}
 	if m.be != nil {
 		errs = append(errs, m.be.Close())
@@ -257,6 +316,15 @@ func (m *Model) Backend() backend.Model { return m.be }
 
 // Threads is the CPU worker count the model was loaded with.
 func (m *Model) Threads() int { return m.threads }
+
+// Parallel is the number of generations that can run at once (1 unless
+// Options.Parallel asked for more on a backend that batches).
+func (m *Model) Parallel() int {
+	if m.sched == nil {
+		return 1
+	}
+	return len(m.sched.slots)
+}
 
 // ContextLen is the session length in tokens.
 func (m *Model) ContextLen() int { return m.ctxLen }

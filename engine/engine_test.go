@@ -241,12 +241,12 @@ func TestStepAllocs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := stepper{m: m, smp: smp, dec: m.tok.NewDecoder(), ignoreEOS: true}
+	g := stepper{m: m, q: &m.seq, smp: smp, dec: m.tok.NewDecoder(), ignoreEOS: true}
 	sink := 0
 	allocs := testing.AllocsPerRun(100, func() {
-		if len(m.hist) > m.ctxLen-2 {
-			m.hist = m.hist[:10]
-			if err := m.sess.Rewind(10); err != nil {
+		if len(m.seq.hist) > m.ctxLen-2 {
+			m.seq.hist = m.seq.hist[:10]
+			if err := m.seq.sess.Rewind(10); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -363,6 +363,78 @@ func TestArgmaxDecoder(t *testing.T) {
 	collect(t, m, Request{Tokens: onceprompt, MaxTokens: 10, Sampling: sample.Params{RepeatPenalty: 1.3, RepeatLastN: 8}})
 	if calls != 0 {
 		t.Fatalf("%d argmax calls while sampling", calls)
+	}
+}
+
+// samplingModel wraps the cpu backend with a host-side SamplingDecoder,
+// standing in for a device that draws tokens itself: it draws with package
+// sample from its own logits and refuses top-k 0.
+type samplingModel struct {
+	backend.Model
+	calls   *int
+	history *[]int32
+}
+
+type samplingSession struct {
+	backend.Session
+	logits  []float32
+	smp     *sample.Sampler
+	calls   *int
+	history *[]int32
+}
+
+func (a samplingModel) NewSession(ctx int) (backend.Session, error) {
+	s, err := a.Model.NewSession(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &samplingSession{Session: s, logits: make([]float32, a.Config().Vocab), calls: a.calls, history: a.history}, nil
+}
+
+func (s *samplingSession) SetSampling(p sample.Params, history []int32) (bool, error) {
+	if p.TopK <= 0 {
+		return false, nil
+	}
+	smp, err := sample.New(len(s.logits), p)
+	if err != nil {
+		return false, err
+	}
+	for _, t := range history {
+		smp.Accept(t)
+	}
+	s.smp = smp
+	*s.history = slices.Clone(history)
+	return true, nil
+}
+
+func (s *samplingSession) DecodeSample(tok int32) (int32, error) {
+	*s.calls++
+	s.smp.Accept(tok)
+	if err := s.Decode(tok, s.logits); err != nil {
+		return 0, err
+	}
+	return s.smp.Sample(s.logits)
+}
+
+func TestSamplingDecoder(t *testing.T) {
+	calls := 0
+	var history []int32
+	RegisterBackend("test-sampling", func(w *model.Weights, o Options) (backend.Model, error) {
+		m, err := cpu.Load(w, cpu.Options{Threads: o.Threads})
+		return samplingModel{Model: m, calls: &calls, history: &history}, err
+	})
+	m := loadStories(t, Options{Backend: "test-sampling"})
+	p := sample.Params{Temperature: 0.9, TopK: 20, TopP: 0.9, Seed: 7, RepeatPenalty: 1.2, RepeatLastN: 8}
+	ids, _, _ := collect(t, m, Request{Tokens: onceprompt, MaxTokens: 12, IgnoreEOS: true, Sampling: p})
+	if len(ids) != 12 || calls != 11 || !slices.Equal(history, onceprompt) {
+		t.Fatalf("device sampling: %d ids, %d calls, history %v (prompt %v)", len(ids), calls, history, onceprompt)
+	}
+	// Greedy uses neither; parameters the device refuses stay on the host.
+	calls = 0
+	collect(t, m, Request{Tokens: onceprompt, MaxTokens: 5})
+	collect(t, m, Request{Tokens: onceprompt, MaxTokens: 5, Sampling: sample.Params{Temperature: 1, Seed: 1}})
+	if calls != 0 {
+		t.Fatalf("%d device draws for greedy or refused parameters", calls)
 	}
 }
 

@@ -111,6 +111,9 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 // cancelled (the error is then ctx.Err()), or when fn returns an error
 // (which Generate returns). The Stats are filled in every case.
 func (m *Model) Generate(ctx context.Context, req Request, fn func(Token) error) (Stats, error) {
+	if m.sched != nil {
+		return m.sched.generate(ctx, &req, fn)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	st := Stats{LoadDuration: m.loadDur}
@@ -146,40 +149,9 @@ func (m *Model) generate(ctx context.Context, req *Request, fn func(Token) error
 	if m.closed {
 		return errors.New("engine: model is closed")
 	}
-	if fn == nil {
-		return errors.New("engine: nil token callback")
-	}
-	if req.MaxTokens < 0 {
-		return fmt.Errorf("engine: max tokens %d is negative", req.MaxTokens)
-	}
-	for _, s := range req.Stop {
-		if s == "" {
-			return errors.New("engine: empty stop string")
-		}
-	}
-	tokens := req.Tokens
-	if tokens == nil {
-		var err error
-		if tokens, err = m.tok.Encode(req.Prompt, !req.NoSpecial, req.ParseSpecial); err != nil {
-			return fmt.Errorf("engine: tokenizing the prompt: %w", err)
-		}
-	}
-	st.PromptTokens = len(tokens)
-	if len(tokens) == 0 {
-		return errors.New("engine: empty prompt (no tokens to start from)")
-	}
-	if len(tokens) > m.ctxLen {
-		return fmt.Errorf("engine: prompt of %d tokens does not fit the context of %d tokens", len(tokens), m.ctxLen)
-	}
-	vocab := m.weights.Vocab
-	for i, t := range tokens {
-		if t < 0 || int(t) >= vocab {
-			return fmt.Errorf("engine: prompt token %d is %d, outside the vocabulary of %d", i, t, vocab)
-		}
-	}
-	smp, err := sample.New(vocab, req.Sampling)
+	tokens, smp, err := m.prepare(req, fn, st)
 	if err != nil {
-		return fmt.Errorf("engine: %w", err)
+		return err
 	}
 	if err := ctx.Err(); err != nil {
 		st.DoneReason = DoneCancel
@@ -189,7 +161,7 @@ func (m *Model) generate(ctx context.Context, req *Request, fn func(Token) error
 	// Prefill what the KV cache does not already hold; at least the last
 	// prompt token runs, for its logits.
 	t0 := time.Now()
-	if err := m.prefill(ctx, tokens, st); err != nil {
+	if err := m.prefill(ctx, &m.seq, tokens, st); err != nil {
 		return err
 	}
 	st.PromptDuration = time.Since(t0)
@@ -197,10 +169,19 @@ func (m *Model) generate(ctx context.Context, req *Request, fn func(Token) error
 		smp.Accept(t)
 	}
 
-	g := stepper{m: m, smp: smp, dec: m.tok.NewDecoder(), ignoreEOS: req.IgnoreEOS}
-	if ad, ok := m.sess.(backend.ArgmaxDecoder); ok && greedyOnly(req.Sampling) {
+	g := stepper{m: m, q: &m.seq, smp: smp, dec: m.tok.NewDecoder(), ignoreEOS: req.IgnoreEOS}
+	if ad, ok := m.seq.sess.(backend.ArgmaxDecoder); ok && greedyOnly(req.Sampling) {
 		// The backend picks greedy tokens itself: only ids cross back.
 		g.argmax = ad
+	} else if sd, ok := m.seq.sess.(backend.SamplingDecoder); ok && !greedyOnly(req.Sampling) {
+		// The backend draws under these parameters itself, if it can.
+		on, err := sd.SetSampling(req.Sampling, tokens)
+		if err != nil {
+			return fmt.Errorf("engine: %w", err)
+		}
+		if on {
+			g.devSample = sd
+		}
 	}
 	var hold strings.Builder // output held back while it may begin a stop string
 	m.lat = m.lat[:0]
@@ -218,7 +199,7 @@ func (m *Model) generate(ctx context.Context, req *Request, fn func(Token) error
 		}
 		if eog {
 			st.DoneReason = DoneStop
-			return flushRest(&g, &hold, req.Stop, fn, st)
+			return flushRest(g.dec, &hold, req.Stop, fn, st)
 		}
 		text := g.dec.Add(id)
 		m.lat = append(m.lat, time.Since(t))
@@ -235,9 +216,9 @@ func (m *Model) generate(ctx context.Context, req *Request, fn func(Token) error
 			st.DoneReason = DoneStop
 			return nil
 		}
-		if (req.MaxTokens > 0 && st.GeneratedTokens >= req.MaxTokens) || len(m.hist) == m.ctxLen {
+		if (req.MaxTokens > 0 && st.GeneratedTokens >= req.MaxTokens) || len(m.seq.hist) == m.ctxLen {
 			st.DoneReason = DoneLength
-			return flushRest(&g, &hold, req.Stop, fn, st)
+			return flushRest(g.dec, &hold, req.Stop, fn, st)
 		}
 		t = time.Now()
 		if err := g.decode(id); err != nil {
@@ -246,22 +227,62 @@ func (m *Model) generate(ctx context.Context, req *Request, fn func(Token) error
 	}
 }
 
-// prefill brings the session's KV cache to tokens, reusing the common
-// prefix with the previous request and writing the last token's logits.
-func (m *Model) prefill(ctx context.Context, tokens []int32, st *Stats) error {
-	if m.sess == nil {
+// prepare checks a request, tokenizes its prompt and makes its sampler.
+func (m *Model) prepare(req *Request, fn func(Token) error, st *Stats) ([]int32, *sample.Sampler, error) {
+	if fn == nil {
+		return nil, nil, errors.New("engine: nil token callback")
+	}
+	if req.MaxTokens < 0 {
+		return nil, nil, fmt.Errorf("engine: max tokens %d is negative", req.MaxTokens)
+	}
+	for _, s := range req.Stop {
+		if s == "" {
+			return nil, nil, errors.New("engine: empty stop string")
+		}
+	}
+	tokens := req.Tokens
+	if tokens == nil {
+		var err error
+		if tokens, err = m.tok.Encode(req.Prompt, !req.NoSpecial, req.ParseSpecial); err != nil {
+			return nil, nil, fmt.Errorf("engine: tokenizing the prompt: %w", err)
+		}
+	}
+	st.PromptTokens = len(tokens)
+	if len(tokens) == 0 {
+		return nil, nil, errors.New("engine: empty prompt (no tokens to start from)")
+	}
+	if len(tokens) > m.ctxLen {
+		return nil, nil, fmt.Errorf("engine: prompt of %d tokens does not fit the context of %d tokens", len(tokens), m.ctxLen)
+	}
+	vocab := m.weights.Vocab
+	for i, t := range tokens {
+		if t < 0 || int(t) >= vocab {
+			return nil, nil, fmt.Errorf("engine: prompt token %d is %d, outside the vocabulary of %d", i, t, vocab)
+		}
+	}
+	smp, err := sample.New(vocab, req.Sampling)
+	if err != nil {
+		return nil, nil, fmt.Errorf("engine: %w", err)
+	}
+	return tokens, smp, nil
+}
+
+// prefill brings q's KV cache to tokens, reusing the common prefix with
+// its previous request and writing the last token's logits.
+func (m *Model) prefill(ctx context.Context, q *seq, tokens []int32, st *Stats) error {
+	if q.sess == nil {
 		s, err := m.be.NewSession(m.ctxLen)
 		if err != nil {
 			return fmt.Errorf("engine: %w", err)
 		}
-		m.sess, m.hist = s, m.hist[:0]
+		q.sess, q.hist = s, q.hist[:0]
 	}
-	keep := min(commonPrefix(m.hist, tokens), len(tokens)-1)
-	if err := m.sess.Rewind(keep); err != nil {
-		m.hist = m.hist[:0]
+	keep := min(commonPrefix(q.hist, tokens), len(tokens)-1)
+	if err := q.sess.Rewind(keep); err != nil {
+		q.hist = q.hist[:0]
 		return fmt.Errorf("engine: %w", err)
 	}
-	m.hist = m.hist[:keep]
+	q.hist = q.hist[:keep]
 	st.CachedTokens = keep
 	// Chunks bound how long a cancellation waits; each is still one batch.
 	for rest := tokens[keep:]; len(rest) > 0; {
@@ -272,15 +293,15 @@ func (m *Model) prefill(ctx context.Context, tokens []int32, st *Stats) error {
 		n := min(len(rest), prefillChunk)
 		var logits []float32
 		if n == len(rest) {
-			logits = m.logits
+			logits = q.logits
 		}
-		if err := m.sess.Prefill(rest[:n], logits); err != nil {
+		if err := q.sess.Prefill(rest[:n], logits); err != nil {
 			// The cache is in an unknown state past hist: forget it.
-			m.hist = m.hist[:0]
-			_ = m.sess.Rewind(0)
+			q.hist = q.hist[:0]
+			_ = q.sess.Rewind(0)
 			return fmt.Errorf("engine: prefill: %w", err)
 		}
-		m.hist = append(m.hist, rest[:n]...)
+		q.hist = append(q.hist, rest[:n]...)
 		rest = rest[n:]
 	}
 	return nil
@@ -294,13 +315,15 @@ const prefillChunk = 256
 // the chosen token into the next logits. Neither step allocates.
 type stepper struct {
 	m         *Model
+	q         *seq
 	smp       *sample.Sampler
 	dec       *tokenizer.StreamDecoder
 	ignoreEOS bool
 
-	argmax  backend.ArgmaxDecoder // non-nil: decode returns the greedy next id
-	next    int32                 // that id, when hasNext
-	hasNext bool
+	argmax    backend.ArgmaxDecoder   // non-nil: decode returns the greedy next id
+	devSample backend.SamplingDecoder // non-nil: decode returns the drawn next id
+	next      int32                   // that id, when hasNext
+	hasNext   bool
 }
 
 // greedyOnly reports whether p is plain argmax, which a backend's
@@ -314,7 +337,7 @@ func greedyOnly(p sample.Params) bool {
 func (g *stepper) sample() (id int32, eog bool, err error) {
 	if g.hasNext {
 		id, g.hasNext = g.next, false
-	} else if id, err = g.smp.Sample(g.m.logits); err != nil {
+	} else if id, err = g.smp.Sample(g.q.logits); err != nil {
 		return 0, false, fmt.Errorf("engine: %w", err)
 	}
 	g.smp.Accept(id)
@@ -324,21 +347,30 @@ func (g *stepper) sample() (id int32, eog bool, err error) {
 // decode runs id through the backend, leaving its logits for the next
 // sample, and records it in the KV history.
 func (g *stepper) decode(id int32) error {
-	m := g.m
+	q := g.q
 	var err error
-	if g.argmax != nil {
+	switch {
+	case g.argmax != nil:
 		g.next, err = g.argmax.DecodeArgmax(id)
 		g.hasNext = err == nil
-	} else {
-		err = m.sess.Decode(id, m.logits)
+	case g.devSample != nil:
+		g.next, err = g.devSample.DecodeSample(id)
+		g.hasNext = err == nil
+	default:
+		err = q.sess.Decode(id, q.logits)
 	}
 	if err != nil {
-		m.hist = m.hist[:0]
-		_ = m.sess.Rewind(0)
+		q.forget()
 		return fmt.Errorf("engine: decode: %w", err)
 	}
-	m.hist = append(m.hist, id)
+	q.hist = append(q.hist, id)
 	return nil
+}
+
+// forget empties q after a failed step: its cache is in an unknown state.
+func (q *seq) forget() {
+	q.hist = q.hist[:0]
+	_ = q.sess.Rewind(0)
 }
 
 // holdStops appends text to the held output and returns what can be
@@ -387,8 +419,8 @@ func firstStop(s string, stops []string) int {
 
 // flushRest streams what the decoder and the stop-string hold still keep
 // when generation ends for length.
-func flushRest(g *stepper, hold *strings.Builder, stops []string, fn func(Token) error, st *Stats) error {
-	tail := g.dec.Flush()
+func flushRest(dec *tokenizer.StreamDecoder, hold *strings.Builder, stops []string, fn func(Token) error, st *Stats) error {
+	tail := dec.Flush()
 	if len(stops) > 0 {
 		hold.WriteString(tail)
 		return flushHold(hold, stops, fn, st)

@@ -117,20 +117,55 @@ func (s *Sampler) Accept(tok int32) {
 // Sample picks a token from logits (len vocab; not modified). It does not
 // Accept the token: the caller does, once it keeps it.
 func (s *Sampler) Sample(logits []float32) (int32, error) {
+	idx, probs, err := s.candidates(logits)
+	if err != nil || probs == nil {
+		return idx[0], err
+	}
+	u := float32(s.rng.Float64())
+	var cum float32
+	for i, p := range probs {
+		cum += p
+		if u < cum {
+			return idx[i], nil
+		}
+	}
+	// Rounding left the sum a hair below u: the last candidate takes it.
+	return idx[len(idx)-1], nil
+}
+
+// Distribution returns the tokens the next Sample could draw from logits
+// and their probabilities (fresh slices), for checking another sampler
+// (a device's) against this one. Greedy gives the argmax with probability 1.
+func (s *Sampler) Distribution(logits []float32) ([]int32, []float32, error) {
+	idx, probs, err := s.candidates(logits)
+	if err != nil {
+		return nil, nil, err
+	}
+	if probs == nil {
+		return []int32{idx[0]}, []float32{1}, nil
+	}
+	return slices.Clone(idx), slices.Clone(probs), nil
+}
+
+// candidates applies the penalty and the filters and returns the ids left
+// with their probabilities at the temperature (views of the sampler's
+// buffers); for greedy, probs is nil and idx[0] is the argmax.
+func (s *Sampler) candidates(logits []float32) (idx []int32, probs []float32, err error) {
 	if len(logits) != s.vocab {
-		return 0, fmt.Errorf("sample: %d logits for a vocabulary of %d", len(logits), s.vocab)
+		return []int32{0}, nil, fmt.Errorf("sample: %d logits for a vocabulary of %d", len(logits), s.vocab)
 	}
 	l := s.logits
 	copy(l, logits)
 	s.applyPenalty(l)
 
 	if s.p.Temperature <= 0 {
-		return Argmax(l), nil
+		s.idx[0] = Argmax(l)
+		return s.idx[:1], nil, nil
 	}
 
 	// Candidates start as the whole vocabulary.
 	n := s.vocab
-	idx := s.idx[:n]
+	idx = s.idx[:n]
 	for i := range idx {
 		idx[i] = int32(i)
 	}
@@ -150,7 +185,7 @@ func (s *Sampler) Sample(logits []float32) (int32, error) {
 
 	// Softmax over the candidates at temperature 1: top-p and min-p are
 	// measured there, as llama.cpp does (temperature comes last).
-	probs := s.probs[:n]
+	probs = s.probs[:n]
 	softmax(probs, idx, l, 1)
 
 	if topP {
@@ -184,16 +219,7 @@ func (s *Sampler) Sample(logits []float32) (int32, error) {
 	}
 
 	softmax(probs, idx, l, s.p.Temperature)
-	u := float32(s.rng.Float64())
-	var cum float32
-	for i, p := range probs {
-		cum += p
-		if u < cum {
-			return idx[i], nil
-		}
-	}
-	// Rounding left the sum a hair below u: the last candidate takes it.
-	return idx[n-1], nil
+	return idx, probs, nil
 }
 
 // applyPenalty applies the repetition penalty once per distinct token in

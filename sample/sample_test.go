@@ -264,3 +264,56 @@ func TestBadParams(t *testing.T) {
 		}
 	}
 }
+
+// TestDistributionMatchesSample draws many tokens and compares their
+// frequencies with Distribution's probabilities.
+func TestDistributionMatchesSample(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	logits := make([]float32, 500)
+	for i := range logits {
+		logits[i] = float32(rng.NormFloat64() * 3)
+	}
+	for _, p := range []Params{
+		{Temperature: 0.8, TopK: 40, TopP: 0.9, MinP: 0.02, Seed: 1},
+		{Temperature: 1.3, TopK: 10, Seed: 2},
+		{Temperature: 0.5, TopP: 0.5, Seed: 3},
+		{Temperature: 0},
+	} {
+		s, err := New(len(logits), p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids, probs, err := s.Distribution(logits)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[int32]float64{}
+		var sum float64
+		for i, id := range ids {
+			want[id] = float64(probs[i])
+			sum += float64(probs[i])
+		}
+		if math.Abs(sum-1) > 1e-4 {
+			t.Fatalf("%+v: probabilities sum to %g", p, sum)
+		}
+		const n = 40000
+		got := map[int32]float64{}
+		for range n {
+			id, err := s.Sample(logits)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := want[id]; !ok {
+				t.Fatalf("%+v: drew %d, outside the distribution", p, id)
+			}
+			got[id] += 1.0 / n
+		}
+		var tv float64
+		for id, w := range want {
+			tv += math.Abs(got[id]-w) / 2
+		}
+		if tv > 0.03 {
+			t.Errorf("%+v: total variation %.4f between draws and Distribution", p, tv)
+		}
+	}
+}

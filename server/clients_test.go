@@ -5,11 +5,14 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/edgellm/edgellm/engine"
 	"github.com/ollama/ollama/api"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
@@ -247,9 +250,11 @@ func TestOpenAIClient(t *testing.T) {
 }
 
 // A client that goes away mid-stream cancels its generation, frees the
-// slot, and the next request is served.
+// slot, and the next request is served. One request at a time, so that
+// holding its callback holds the generation (batched generation runs
+// ahead of its consumer: see TestBatchedCancel).
 func TestCancelMidStream(t *testing.T) {
-	s := newTestServer(t, nil)
+	s := newTestServer(t, func(c *Config) { c.Parallel = 1 })
 	reached := make(chan struct{})
 	var once sync.Once
 	n := 0
@@ -301,9 +306,20 @@ func TestCancelMidStream(t *testing.T) {
 }
 
 // 16 concurrent clients with greedy sampling each get exactly the tokens a
-// lone client gets.
+// lone client gets, batched (4 at a time, the default).
 func TestConcurrentGreedy(t *testing.T) {
-	base := startServer(t, newTestServer(t, nil))
+	s := newTestServer(t, nil)
+	// Once armed, the first batched step waits until 4 requests are in the
+	// batch, so that batching surely happens however the clients are
+	// scheduled.
+	var armed atomic.Pointer[engine.Model]
+	var gathered sync.Once
+	s.reg.stepHook = func(int) {
+		if m := armed.Load(); m != nil {
+			gathered.Do(func() { waitInBatch(t, m, 4) })
+		}
+	}
+	base := startServer(t, s)
 	c := api.NewClient(base, http.DefaultClient)
 	prompts := []string{"Once upon a time", "The cat", "Lily and Ben went", "One day"}
 	gen := func(p string) (string, error) {
@@ -343,6 +359,7 @@ func TestConcurrentGreedy(t *testing.T) {
 	var wg sync.WaitGroup
 	outs := make([]string, 16)
 	errs := make([]error, 16)
+	armed.Store(modelOf(t, s, "stories"))
 	for i := range 16 {
 		if i%2 == 1 {
 			wg.Go(func() { outs[i], errs[i] = genOAI(prompts[i%len(prompts)]) })
@@ -363,6 +380,41 @@ func TestConcurrentGreedy(t *testing.T) {
 	if got := metricValue(t, base, `edgellm_time_to_first_token_seconds_count{model="stories"}`); got != "20" {
 		t.Errorf("TTFT observations %s, want 20", got)
 	}
+	// Steps of more than one sequence: all steps less those of size 1.
+	all, _ := strconv.Atoi(metricValue(t, base, `edgellm_batch_size_count{model="stories"}`))
+	ones, _ := strconv.Atoi(metricValue(t, base, `edgellm_batch_size_bucket{model="stories",le="1"}`))
+	upTo3, _ := strconv.Atoi(metricValue(t, base, `edgellm_batch_size_bucket{model="stories",le="3"}`))
+	if all-ones == 0 || all-upTo3 == 0 {
+		t.Errorf("batch sizes: %d steps, %d of one sequence, %d of up to 3: never batched 4", all, ones, upTo3)
+	}
+}
+
+// modelOf is the loaded model of a name.
+func modelOf(t *testing.T, s *Server, name string) *engine.Model {
+	t.Helper()
+	s.reg.mu.Lock()
+	e := s.reg.entries[name]
+	s.reg.mu.Unlock()
+	if e == nil {
+		t.Fatalf("model %s never looked up", name)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.m == nil {
+		t.Fatalf("model %s not loaded", name)
+	}
+	return e.m
+}
+
+// waitInBatch waits until n generations of m are in its batch.
+func waitInBatch(t *testing.T, m *engine.Model, n int) {
+	for i := 0; i < 20000; i++ {
+		if m.InBatch() >= n {
+			return
+		}
+		waitABit()
+	}
+	t.Errorf("never %d generations in the batch", n)
 }
 
 // SIGINT/SIGTERM's path: cancelling Serve's context ends a running stream
@@ -418,7 +470,7 @@ func TestGracefulShutdown(t *testing.T) {
 // A client that gives up while queued leaves the queue; the requests
 // behind it are served in order.
 func TestCancelWhileQueued(t *testing.T) {
-	s := newTestServer(t, nil)
+	s := newTestServer(t, func(c *Config) { c.Parallel = 1 })
 	release := make(chan struct{})
 	holding := make(chan struct{})
 	var once sync.Once
@@ -473,7 +525,7 @@ func TestCancelWhileQueued(t *testing.T) {
 
 // Past MaxQueue waiting requests, a request gets 503 at once.
 func TestQueueFull(t *testing.T) {
-	s := newTestServer(t, func(c *Config) { c.MaxQueue = 1 })
+	s := newTestServer(t, func(c *Config) { c.MaxQueue = 1; c.Parallel = 1 })
 	release := make(chan struct{})
 	holding := make(chan struct{})
 	var once sync.Once

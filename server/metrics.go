@@ -19,6 +19,7 @@ type metrics struct {
 	tokenLat   *prometheus.HistogramVec // model
 	queueDepth *prometheus.GaugeVec     // model
 	active     *prometheus.GaugeVec     // model
+	batchSize  *prometheus.HistogramVec // model
 	loads      *prometheus.CounterVec   // model
 	loaded     prometheus.Gauge
 }
@@ -49,6 +50,10 @@ func newMetrics() *metrics {
 		active: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "edgellm_active_generations", Help: "Generations running.",
 		}, []string{"model"}),
+		batchSize: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "edgellm_batch_size", Help: "Sequences decoded per batched decode step (continuous batching).",
+			Buckets: []float64{1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64},
+		}, []string{"model"}),
 		loads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edgellm_model_loads_total", Help: "Model loads.",
 		}, []string{"model"}),
@@ -56,7 +61,7 @@ func newMetrics() *metrics {
 			Name: "edgellm_models_loaded", Help: "Models loaded now.",
 		}),
 	}
-	m.reg.MustRegister(m.requests, m.tokensIn, m.tokensOut, m.ttft, m.tokenLat, m.queueDepth, m.active, m.loads, m.loaded,
+	m.reg.MustRegister(m.requests, m.tokensIn, m.tokensOut, m.ttft, m.tokenLat, m.queueDepth, m.active, m.batchSize, m.loads, m.loaded,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -14,13 +14,26 @@ var errQueueFull = errors.New("too many requests waiting for this model")
 // stream of new requests cannot starve one that has waited longer.
 type fifo struct {
 	mu      sync.Mutex
-	free    int
+	slots   int
+	free    int        // may be negative for a while after resize shrinks it
 	max     int        // bound on waiters
 	waiters *list.List // of chan struct{}, closed when granted
 }
 
 func newFIFO(slots, maxWaiters int) *fifo {
-	return &fifo{free: slots, max: maxWaiters, waiters: list.New()}
+	return &fifo{slots: slots, free: slots, max: maxWaiters, waiters: list.New()}
+}
+
+// resize sets the number of slots (at least 1), handing new ones to the
+// longest waiters; slots taken beyond a smaller size come back as they
+// are released.
+func (q *fifo) resize(slots int) {
+	slots = max(slots, 1)
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.free += slots - q.slots
+	q.slots = slots
+	q.grant()
 }
 
 // acquire waits for a slot or for ctx; onWait is called once if it must wait.
@@ -61,12 +74,21 @@ func (q *fifo) acquire(ctx context.Context) error {
 func (q *fifo) release() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if front := q.waiters.Front(); front != nil {
+	q.free++
+	q.grant()
+}
+
+// grant gives free slots to waiters in arrival order; q.mu is held.
+func (q *fifo) grant() {
+	for q.free > 0 {
+		front := q.waiters.Front()
+		if front == nil {
+			return
+		}
 		q.waiters.Remove(front)
 		close(front.Value.(chan struct{}))
-		return
+		q.free--
 	}
-	q.free++
 }
 
 // waiting is the number of requests queued.

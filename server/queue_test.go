@@ -79,3 +79,52 @@ func TestFIFOBound(t *testing.T) {
 	}
 	q.release() // to the waiter
 }
+
+// Growing the queue hands the new slots to the longest waiters; shrinking
+// it takes effect as held slots come back.
+func TestFIFOResize(t *testing.T) {
+	q := newFIFO(1, 100)
+	ctx := context.Background()
+	if err := q.acquire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan int, 3)
+	for i := range 3 {
+		go func() {
+			if err := q.acquire(ctx); err != nil {
+				t.Error(err)
+			}
+			got <- i
+		}()
+		for q.waiting() != i+1 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	q.resize(3) // two more slots: waiters 0 and 1 (they report in any order)
+	if a, b := <-got, <-got; min(a, b) != 0 || max(a, b) != 1 {
+		t.Fatalf("granted %d, %d; want 0 and 1", a, b)
+	}
+	if q.waiting() != 1 {
+		t.Fatalf("%d waiting, want 1", q.waiting())
+	}
+	// Back to one slot with three held: two releases only pay the debt.
+	q.resize(1)
+	q.release()
+	q.release()
+	select {
+	case i := <-got:
+		t.Fatalf("waiter %d granted while the queue is over its size", i)
+	case <-time.After(10 * time.Millisecond):
+	}
+	q.release()
+	if i := <-got; i != 2 {
+		t.Fatalf("granted %d, want 2", i)
+	}
+	q.release()
+	if err := q.acquire(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if q.waiting() != 0 {
+		t.Fatal("waiters left")
+	}
+}

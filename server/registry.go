@@ -24,15 +24,19 @@ type registry struct {
 	cfg     Config
 	metrics *metrics
 	log     *slog.Logger
+	// stepHook, when set (tests, before the first load), runs after each
+	// batched decode step with its size.
+	stepHook func(n int)
 
 	mu      sync.Mutex
 	entries map[string]*entry
 	closed  bool
 }
 
-// entry is one model name. Its queue holds one slot: engine.Model
-// serialises Generate (one session, KV prefix reuse), so more slots would
-// only queue inside the engine, unfairly.
+// entry is one model name. Its queue holds as many slots as the loaded
+// model runs generations at once (engine.Model.Parallel: Config.Parallel on
+// a backend that batches, else one; one until first loaded), so requests
+// past that wait here, fairly, rather than inside the engine.
 type entry struct {
 	name, path string
 	q          *fifo
@@ -47,6 +51,35 @@ type entry struct {
 	timer     *time.Timer
 	users     int
 	unloadGen uint64 // invalidates timers armed before the latest use
+	// draining counts requests waiting to reload the model with another
+	// num_ctx once its running generations end; others wait behind them.
+	draining int
+	changed  chan struct{} // closed (and dropped) when users or draining change
+}
+
+// wait releases e.mu until users or draining change or ctx ends; e.mu is
+// held again when it returns.
+func (e *entry) wait(ctx context.Context) error {
+	if e.changed == nil {
+		e.changed = make(chan struct{})
+	}
+	ch := e.changed
+	e.mu.Unlock()
+	defer e.mu.Lock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// signal wakes the waiters of wait; e.mu is held.
+func (e *entry) signal() {
+	if e.changed != nil {
+		close(e.changed)
+		e.changed = nil
+	}
 }
 
 func newRegistry(cfg Config, m *metrics, log *slog.Logger) *registry {
@@ -146,6 +179,32 @@ func (r *registry) acquire(ctx context.Context, e *entry, numCtx int) (*lease, e
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	// A request for another num_ctx reloads the model, which must wait for
+	// the generations running on it; requests arriving meanwhile wait
+	// behind it rather than keep the model busy for ever.
+	reloading := false
+	for {
+		if e.m != nil && e.users > 0 && !e.fits(numCtx) {
+			if !reloading {
+				reloading = true
+				e.draining++
+			}
+		} else if reloading || e.draining == 0 {
+			break
+		}
+		if err := e.wait(ctx); err != nil {
+			if reloading {
+				e.draining--
+				e.signal()
+			}
+			e.q.release()
+			return nil, err
+		}
+	}
+	if reloading {
+		e.draining--
+		e.signal()
+	}
 	e.users++
 	e.unloadGen++
 	if e.timer != nil {
@@ -185,6 +244,15 @@ func (r *registry) loadLocked(e *entry, numCtx int) error {
 	opts := r.cfg.Engine
 	opts.ContextLen = numCtx
 	opts.Logger = r.log
+	opts.Parallel = r.cfg.Parallel
+	batch := r.metrics.batchSize.WithLabelValues(e.name)
+	hook := r.stepHook
+	opts.OnStep = func(n int) {
+		batch.Observe(float64(n))
+		if hook != nil {
+			hook(n)
+		}
+	}
 	m, err := engine.Load(e.path, opts)
 	if err != nil {
 		return fmt.Errorf("loading model %q: %w", e.name, err)
@@ -198,6 +266,7 @@ func (r *registry) loadLocked(e *entry, numCtx int) error {
 	if numCtx == 0 {
 		e.fileCtx = m.ContextLen()
 	}
+	e.q.resize(m.Parallel())
 	r.metrics.loads.WithLabelValues(e.name).Inc()
 	r.metrics.loaded.Inc()
 	return nil
@@ -303,6 +372,9 @@ func (l *lease) release(keepAlive time.Duration) {
 	e, r := l.e, l.r
 	e.mu.Lock()
 	e.users--
+	if e.users == 0 {
+		e.signal()
+	}
 	e.unloadGen++
 	e.lastUsed = time.Now()
 	gen := e.unloadGen
@@ -378,7 +450,9 @@ func (r *registry) close() error {
 	}
 	r.mu.Unlock()
 	for _, e := range es {
-		// Wait for the slot so a generation is not closed under its feet.
+		// Wait for a slot so a serial generation is not closed under its
+		// feet; batched ones (cancelled by now) end at the engine's Close,
+		// which waits for them.
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		err := e.q.acquire(ctx)
 		cancel()

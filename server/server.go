@@ -22,8 +22,12 @@
 //     raw is set or the model has none (the plain fallback): then the
 //     prompt is taken as it is, BOS added per the metadata, as edgellm run
 //     does. /v1/completions never applies a template.
-//   - Requests for one model run one at a time, in arrival order
-//     (engine.Model keeps one session); there is no batching yet.
+//   - Up to Config.Parallel requests per model (default 4) generate at
+//     once, their decode steps batched (continuous batching: a request
+//     joins the running batch once its prompt is prefilled, leaves when
+//     done); more wait in arrival order. Batching does not change a
+//     request's tokens: greedy output is the same alone or batched.
+//     Backends that cannot batch (cuda today) run one request at a time.
 package server
 
 import (
@@ -39,6 +43,12 @@ import (
 
 	"github.com/edgellm/edgellm/engine"
 )
+
+// DefaultParallel is Config.Parallel's default.
+const DefaultParallel = 4
+
+// maxParallel bounds Config.Parallel (each slot holds a KV cache).
+const maxParallel = 64
 
 // Version is reported by /api/version.
 var Version = "0.1.0-dev"
@@ -59,6 +69,11 @@ type Config struct {
 	// MaxQueue bounds the requests waiting per model; past it a request
 	// gets 503. 0 means 512.
 	MaxQueue int
+	// Parallel is how many requests per model generate at once, their
+	// decode steps batched, on backends that can (engine.Options.Parallel;
+	// each holds a KV cache of num_ctx). 0 means DefaultParallel; 1 serves
+	// one request at a time.
+	Parallel int
 	// ShutdownGrace is how long Serve waits, once its context is done,
 	// for running generations before cancelling them. 0 means 10 s.
 	ShutdownGrace time.Duration
@@ -90,6 +105,12 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.MaxQueue <= 0 {
 		cfg.MaxQueue = 512
+	}
+	if cfg.Parallel == 0 {
+		cfg.Parallel = DefaultParallel
+	}
+	if cfg.Parallel < 0 || cfg.Parallel > maxParallel {
+		return nil, fmt.Errorf("server: parallel %d out of range [1, %d]", cfg.Parallel, maxParallel)
 	}
 	if cfg.ShutdownGrace <= 0 {
 		cfg.ShutdownGrace = 10 * time.Second

@@ -2,6 +2,7 @@ package cpu
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -156,8 +157,12 @@ func BenchmarkSynth(b *testing.B) {
 
 // BenchmarkJitter decodes 256 tokens after a 128-token prompt of the
 // smollm-135m preset (as `edgellm bench` does) at 1 thread and reports the
-// per-token latency p50, p99 and their ratio; JITTER_TRACE=1 prints every
-// token's time.
+// per-token latency p50, p99 and their ratio, the same for the thread's CPU
+// time, page faults and involuntary context switches per token, and, as a
+// control, the p99/p50 of a fixed arithmetic loop about as long as a token
+// run after each token (no memory traffic, nothing of ours: the machine's
+// own floor). JITTER_TRACE=1 prints every token's time, thread CPU time,
+// minor page faults, involuntary context switches and the control's time.
 func BenchmarkJitter(b *testing.B) {
 	dir, err := os.UserCacheDir()
 	if err != nil {
@@ -178,8 +183,11 @@ func BenchmarkJitter(b *testing.B) {
 	// the machine took the core away.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	lat, cpu := make([]float64, 256), make([]float64, 256)
-	var p50s, p99s, c50s, c99s []float64
+	lat, cpu, ctl := make([]float64, 256), make([]float64, 256), make([]float64, 256)
+	flt, inv := make([]int64, 256), make([]int64, 256)
+	var p50s, p99s, c50s, c99s, x50s, x99s []float64
+	var faults, switches int64
+	spins := calibrateSpin(6 * time.Millisecond)
 	pct := func(v []float64) (float64, float64) {
 		v = slices.Clone(v)
 		slices.Sort(v)
@@ -189,20 +197,29 @@ func BenchmarkJitter(b *testing.B) {
 		s, _ := m.NewSession(384)
 		s.Prefill(prompt, logits)
 		for k := range lat {
+			f0, _, i0 := threadFaults()
 			t0, c0 := time.Now(), threadCPU()
 			s.Decode(int32(k), logits)
 			lat[k] = time.Since(t0).Seconds() * 1e3
 			cpu[k] = (threadCPU() - c0) * 1e3
+			f1, _, i1 := threadFaults()
+			flt[k], inv[k] = f1-f0, i1-i0
+			faults, switches = faults+flt[k], switches+inv[k]
+			t0 = time.Now()
+			spin(spins)
+			ctl[k] = time.Since(t0).Seconds() * 1e3
 		}
 		s.Close()
 		if os.Getenv("JITTER_TRACE") != "" {
 			for k := range lat {
-				fmt.Printf("%d %.3f %.3f\n", k, lat[k], cpu[k])
+				fmt.Printf("%d %.3f %.3f %d %d %.3f\n", k, lat[k], cpu[k], flt[k], inv[k], ctl[k])
 			}
 		}
 		p50, p99 := pct(lat)
 		c50, c99 := pct(cpu)
+		x50, x99 := pct(ctl)
 		p50s, p99s, c50s, c99s = append(p50s, p50), append(p99s, p99), append(c50s, c50), append(c99s, c99)
+		x50s, x99s = append(x50s, x50), append(x99s, x99)
 	}
 	med := func(v []float64) float64 { slices.Sort(v); return v[len(v)/2] }
 	p50, p99 := med(p50s), med(p99s)
@@ -210,6 +227,35 @@ func BenchmarkJitter(b *testing.B) {
 	b.ReportMetric(p99, "p99-ms")
 	b.ReportMetric(p99/p50, "p99/p50")
 	b.ReportMetric(med(c99s)/med(c50s), "cpu-p99/p50")
+	b.ReportMetric(med(x99s)/med(x50s), "control-p99/p50")
+	b.ReportMetric(float64(faults)/float64(b.N*len(lat)), "faults/token")
+	b.ReportMetric(float64(switches)/float64(b.N*len(lat)), "invol-switches/token")
+}
+
+// spinSink keeps spin's result alive.
+var spinSink uint64
+
+// spin runs n steps of a dependent integer recurrence: a fixed amount of
+// work that touches no memory.
+func spin(n int) {
+	x := spinSink | 1
+	for range n {
+		x = x*6364136223846793005 + 1442695040888963407
+	}
+	spinSink = x
+}
+
+// calibrateSpin returns about how many spin steps take d here (the fastest
+// of a few tries).
+func calibrateSpin(d time.Duration) int {
+	const n = 1 << 20
+	best := time.Duration(math.MaxInt64)
+	for range 5 {
+		t0 := time.Now()
+		spin(n)
+		best = min(best, time.Since(t0))
+	}
+	return int(float64(n) * float64(d) / float64(max(best, 1)))
 }
 
 // BenchmarkAttention times a decode step's attention at position 380 of

@@ -3,7 +3,9 @@
 // persistent pool of worker goroutines, with a KV cache per session
 // (float16 when the products run on the int8 kernels, float32 otherwise),
 // batched prefill (matrix-matrix products, causal attention inside the
-// batch) and a decode step that allocates nothing.
+// batch), a decode step that allocates nothing, and a batched decode step
+// for several sessions at once (Model.DecodeBatch, batch.go), bit for bit
+// what each would get alone.
 //
 // Products go through a small internal matmul interface chosen per weight
 // at load: the types package backend/cpu/kernels covers (ternary, Q8_0,
@@ -62,6 +64,9 @@ type Model struct {
 	// per token, so decode slows less as the context grows. Models on the
 	// plain path keep float32, exact as the reference.
 	kvHalf bool
+	// batch holds DecodeBatch's buffers (batch.go), grown on demand and
+	// guarded by mu.
+	batch *batchState
 }
 
 type layer struct {

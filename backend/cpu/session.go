@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"time"
+	"unsafe"
 
 	"github.com/edgellm/edgellm/backend"
 	"github.com/edgellm/edgellm/backend/cpu/kernels"
@@ -38,8 +40,10 @@ type Session struct {
 	batch  int // rows of the activation buffers
 	closed bool
 
-	// The KV cache, per layer [ctx][KVDim]: float32, or float16 (keysH,
-	// valsH) when the model runs the int8 kernels (Model.kvHalf).
+	// The KV cache, per layer: float32 [ctx][KVDim], or float16 (keysH,
+	// valsH) when the model runs the int8 kernels (Model.kvHalf), stored
+	// head-major [KVHeads][ctx][HeadDim] so that the query heads of a KV
+	// head stream its positions contiguously.
 	keys, vals   [][]float32
 	keysH, valsH [][]uint16
 	kb, vb       []float32 // [batch][KVDim] new K and V before float16
@@ -52,11 +56,14 @@ type Session struct {
 
 	acts    []colActs   // int8 activations per input width the kernels read
 	scratch [][]float32 // per worker: one dequantized row
-	scores  [][]float32 // per worker: attention scores [ctx]
+	scores  [][]float32 // per worker: attention scores [group][ctx+7]
+	gstat   [][]float32 // per worker: per head of a group max, sum
 
-	// part holds the partial results of a decode step's attention split
-	// into position ranges: per (head, range) max, sum, HeadDim values.
-	part []float32
+	// The partial results of a decode step's attention split into
+	// position ranges: per range HeadDim values per head ([chunks][Heads*
+	// HeadDim], not yet divided by the softmax sums), and per (range,
+	// head) the largest scaled score and the sum of the exponentials.
+	part, pmax, psum []float32
 
 	mt matTask
 	at attnTask
@@ -125,6 +132,7 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 		hb: make([]float32, b*c.FFNDim), hb2: make([]float32, b*c.FFNDim),
 		cos: make([]float32, b*c.HeadDim/2), sin: make([]float32, b*c.HeadDim/2),
 		scratch: make([][]float32, m.threads), scores: make([][]float32, m.threads),
+		gstat: make([][]float32, m.threads),
 	}
 	if m.kvHalf {
 		s.keysH, s.valsH = make([][]uint16, c.Layers), make([][]uint16, c.Layers)
@@ -140,9 +148,22 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 			s.vals[l] = make([]float32, ctx*kvDim)
 		}
 	}
+	// Touch every page of the cache now: first touches during decode
+	// (one new page per layer, KV head and K/V every 32 positions) cost
+	// this VM ~3.5 us each, ~0.6 ms on every 32nd SmolLM token.
+	for l := range c.Layers {
+		if m.kvHalf {
+			prefault(s.keysH[l])
+			prefault(s.valsH[l])
+		} else {
+			prefault(s.keys[l])
+			prefault(s.vals[l])
+		}
+	}
 	for w := range s.scratch {
 		s.scratch[w] = make([]float32, m.maxCol)
-		s.scores[w] = make([]float32, ctx)
+		s.scores[w] = make([]float32, c.Heads/c.KVHeads*(ctx+7))
+		s.gstat[w] = make([]float32, 2*c.Heads/c.KVHeads)
 	}
 	s.mt.scratch = s.scratch
 	for _, mm := range m.matmuls() {
@@ -156,8 +177,20 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 		s.acts = append(s.acts, colActs{mm.cols(), a})
 	}
 	s.at = attnTask{s: s}
-	s.part = make([]float32, c.Heads*maxKVChunks*(c.HeadDim+2))
+	s.part = make([]float32, maxKVChunks*qDim)
+	s.pmax, s.psum = make([]float32, maxKVChunks*c.Heads), make([]float32, maxKVChunks*c.Heads)
 	return s, nil
+}
+
+var pageSize = os.Getpagesize()
+
+// prefault writes a zero into every page of a freshly allocated (zero)
+// buffer, so the kernel maps it now rather than inside a decode step.
+func prefault[T uint16 | float32](b []T) {
+	step := max(pageSize/int(unsafe.Sizeof(b[0])), 1)
+	for i := 0; i < len(b); i += step {
+		b[i] = 0
+	}
 }
 
 // Pos implements backend.Session.
@@ -277,8 +310,9 @@ func (s *Session) forward(tok int32, tokens []int32, logits []float32) error {
 			s.rope(kc[b*kvDim:(b+1)*kvDim], b)
 		}
 		if m.kvHalf {
-			kernels.ToF16(s.keysH[l][pos0*kvDim:(pos0+nb)*kvDim], kc[:nb*kvDim])
-			kernels.ToF16(s.valsH[l][pos0*kvDim:(pos0+nb)*kvDim], vc[:nb*kvDim])
+			for b := range nb {
+				s.putKV(l, pos0+b, kc[b*kvDim:(b+1)*kvDim], vc[b*kvDim:(b+1)*kvDim])
+			}
 		}
 		mark = s.lap(&pt.QKV, mark)
 
@@ -324,6 +358,24 @@ func (s *Session) forward(tok int32, tokens []int32, logits []float32) error {
 		s.lap(&pt.LMHead, mark)
 	}
 	return nil
+}
+
+// putKV stores one token's K and V (KVDim floats each) at position pos of
+// layer l's cache, in the cache's type and layout.
+func (s *Session) putKV(l, pos int, k, v []float32) {
+	c := &s.m.cfg
+	kvDim := c.KVDim()
+	if s.keysH == nil {
+		copy(s.keys[l][pos*kvDim:(pos+1)*kvDim], k[:kvDim])
+		copy(s.vals[l][pos*kvDim:(pos+1)*kvDim], v[:kvDim])
+		return
+	}
+	hd := c.HeadDim
+	for kvh := range c.KVHeads {
+		dst := (kvh*s.ctx + pos) * hd
+		kernels.ToF16(s.keysH[l][dst:dst+hd], k[kvh*hd:(kvh+1)*hd])
+		kernels.ToF16(s.valsH[l][dst:dst+hd], v[kvh*hd:(kvh+1)*hd])
+	}
 }
 
 // mul runs out[b*rows+r] = W[r]·x_b over the pool.
@@ -402,13 +454,15 @@ func (s *Session) rope(v []float32, b int) {
 }
 
 // attnTask is causal multi-head attention over the cache for a batch:
-// work item (b, h, c) is KV range c of query head h of batch token b, at
-// position pos0+b, attending to positions 0..pos0+b. Workers take items
-// round-robin, so causal prefill (later tokens see more positions) still
-// splits evenly. A decode step also splits each head's positions into
-// chunks ranges (one per 32 positions, up to maxKVChunks), so that heads
-// that do not divide among the workers (SmolLM: 9 heads on 2) still do;
-// the partial softmax sums are merged afterwards (merge).
+// work item (b, kvh, c) is KV range c of the query heads sharing KV head
+// kvh (grouped-query attention: each key and value is read once for the
+// group) for batch token b, at position pos0+b, attending to positions
+// 0..pos0+b. Prefill's workers take items round-robin, so causal prefill
+// (later tokens see more positions) still splits evenly. A decode step also
+// splits each KV head's positions into chunks ranges (one per 32
+// positions, up to maxKVChunks), so that KV heads that do not divide
+// among the workers (SmolLM: 3 on 2) still do; the partial softmax sums
+// are merged afterwards (merge).
 type attnTask struct {
 	s               *Session
 	layer, pos0, nb int
@@ -418,43 +472,52 @@ type attnTask struct {
 func (t *attnTask) run(w, n int) {
 	s := t.s
 	c := &s.m.cfg
-	hd, kvDim, qDim := c.HeadDim, c.KVDim(), c.Heads*c.HeadDim
-	group := c.Heads / c.KVHeads
-	var kv kvLayer
+	hd, qDim := c.HeadDim, c.Heads*c.HeadDim
+	g := c.Heads / c.KVHeads
+	gd := g * hd // a group's query (and output) floats
+	kv := kvLayer{ctx: s.ctx, kvDim: c.KVDim()}
 	if s.keysH != nil {
 		kv.kh, kv.vh = s.keysH[t.layer], s.valsH[t.layer]
 	} else {
 		kv.k, kv.v = s.keys[t.layer], s.vals[t.layer]
 	}
 	scale := float32(1 / math.Sqrt(float64(hd)))
-	items := t.nb * c.Heads * t.chunks
-	for it := w; it < items; it += n {
-		// Item order: token, KV head, range, query head of the group, so
-		// the heads sharing a KV head take each range in turn while its
-		// keys and values are still in L1/L2.
-		b, r := it/(c.Heads*t.chunks), it%(c.Heads*t.chunks)
-		kvh, r := r/(group*t.chunks), r%(group*t.chunks)
-		ch, h := r/group, kvh*group+r%group
-		bh := b*c.Heads + h
-		q := s.q[b*qDim+h*hd : b*qDim+(h+1)*hd]
-		kvOff := (h / group) * hd
+	mx, sum := s.gstat[w][:g], s.gstat[w][g:2*g]
+	items := t.nb * c.KVHeads * t.chunks
+	// A decode step's items are alike: each worker takes a contiguous run
+	// of them, so it streams adjacent ranges of the cache (its prefetches
+	// run on into its own next item). Prefill's grow with the token, and
+	// go round-robin.
+	i0, i1, step := w, items, n
+	if t.nb == 1 {
+		i0, i1, step = items*w/n, items*(w+1)/n, 1
+	}
+	for it := i0; it < i1; it += step {
+		b, r := it/(c.KVHeads*t.chunks), it%(c.KVHeads*t.chunks)
+		kvh, ch := r/t.chunks, r%t.chunks
+		q := s.q[b*qDim+kvh*gd : b*qDim+(kvh+1)*gd]
 		npos := t.pos0 + b + 1
 		p0, p1 := npos*ch/t.chunks, npos*(ch+1)/t.chunks
 		if t.chunks == 1 {
-			out := s.att[b*qDim+h*hd : b*qDim+(h+1)*hd]
-			_, sum := attend(out, q, &kv, kvOff, kvDim, p0, p1, scale, s.scores[w])
-			inv := 1 / sum
-			for i := range out {
-				out[i] *= inv
+			out := s.att[b*qDim+kvh*gd : b*qDim+(kvh+1)*gd]
+			attend(out, q, g, &kv, kvh, p0, p1, scale, s.scores[w], mx, sum)
+			for h := range g {
+				inv := 1 / sum[h]
+				for i := range hd {
+					out[h*hd+i] *= inv
+				}
 			}
 			continue
 		}
-		part := s.part[(bh*t.chunks+ch)*(hd+2) : (bh*t.chunks+ch+1)*(hd+2)]
-		part[0], part[1] = float32(math.Inf(-1)), 0
+		out := s.part[ch*qDim+kvh*gd : ch*qDim+(kvh+1)*gd]
+		pm, ps := s.pmax[ch*c.Heads+kvh*g:ch*c.Heads+(kvh+1)*g], s.psum[ch*c.Heads+kvh*g:ch*c.Heads+(kvh+1)*g]
 		if p0 < p1 {
-			part[0], part[1] = attend(part[2:], q, &kv, kvOff, kvDim, p0, p1, scale, s.scores[w])
-		} else {
-			clear(part[2:])
+			attend(out, q, g, &kv, kvh, p0, p1, scale, s.scores[w], pm, ps)
+			continue
+		}
+		clear(out)
+		for h := range g {
+			pm[h], ps[h] = float32(math.Inf(-1)), 0
 		}
 	}
 }
@@ -464,61 +527,77 @@ func (t *attnTask) run(w, n int) {
 func (t *attnTask) merge() {
 	s := t.s
 	c := &s.m.cfg
-	hd := c.HeadDim
+	hd, qDim := c.HeadDim, c.Heads*c.HeadDim
 	for h := 0; h < c.Heads; h++ {
-		parts := s.part[h*t.chunks*(hd+2) : (h+1)*t.chunks*(hd+2)]
 		mx := float32(math.Inf(-1))
 		for ch := 0; ch < t.chunks; ch++ {
-			mx = max(mx, parts[ch*(hd+2)])
+			mx = max(mx, s.pmax[ch*c.Heads+h])
+		}
+		var f [maxKVChunks]float32
+		var sum float32
+		for ch := 0; ch < t.chunks; ch++ {
+			if l := s.psum[ch*c.Heads+h]; l != 0 { // else an empty range
+				f[ch] = float32(math.Exp(float64(s.pmax[ch*c.Heads+h] - mx)))
+				sum += f[ch] * l
+			}
+		}
+		for ch := range f[:t.chunks] {
+			f[ch] /= sum
 		}
 		out := s.att[h*hd : (h+1)*hd]
 		clear(out)
-		var sum float32
-		for ch := 0; ch < t.chunks; ch++ {
-			p := parts[ch*(hd+2) : (ch+1)*(hd+2)]
-			if p[1] == 0 {
-				continue // an empty range
-			}
-			f := float32(math.Exp(float64(p[0] - mx)))
-			sum += f * p[1]
-			for i, v := range p[2:] {
-				out[i] += f * v
-			}
-		}
-		inv := 1 / sum
-		for i := range out {
-			out[i] *= inv
-		}
+		kernels.AttnMix(out, f[:t.chunks], s.part[h*hd:], qDim)
 	}
 }
 
-// attend writes to out the softmax-weighted sum of the values of positions
-// [p0, p1), not yet divided by the softmax sum, and returns the largest
-// scaled score and the sum of e^(score-max). sc is scratch of at least
-// p1-p0 floats.
-func attend(out, q []float32, kv *kvLayer, kvOff, kvDim, p0, p1 int, scale float32, sc []float32) (mx, sum float32) {
-	sc = sc[:p1-p0]
-	off := p0*kvDim + kvOff
+// attend writes to out (g heads of HeadDim floats) the softmax-weighted
+// sums of the values of positions [p0, p1) of KV head kvh for the g query
+// heads in q, not yet divided by the softmax sums, and sets mx[h] to head
+// h's largest scaled score and sum[h] to its sum of e^(score-max). sc is
+// scratch of at least g*(p1-p0+7) floats.
+func attend(out, q []float32, g int, kv *kvLayer, kvh, p0, p1 int, scale float32, sc, mx, sum []float32) {
+	np := p1 - p0
+	// Score rows padded to 8 with -Inf (weight 0): the softmax then runs
+	// whole in the assembly, with no scalar tail per head and range.
+	rs := (np + 7) &^ 7
+	hd := len(q) / g
+	sc = sc[:g*rs]
 	if kv.kh != nil {
-		mx = kernels.AttnScoresF16(sc, q, kv.kh[off:], kvDim)
+		off := (kvh*kv.ctx + p0) * hd
+		kernels.AttnScoresF16G(sc, np, rs, mx, q, kv.kh[off:], hd, kv.vh[off:])
 	} else {
-		mx = kernels.AttnScores(sc, q, kv.k[off:], kvDim)
+		off := p0*kv.kvDim + kvh*hd
+		for h := range g {
+			mx[h] = kernels.AttnScores(sc[h*rs:h*rs+np], q[h*hd:(h+1)*hd], kv.k[off:], kv.kvDim)
+		}
 	}
-	mx *= scale // scale > 0: the largest scaled score
-	sum = kernels.SoftmaxExp(sc, scale, mx)
+	ninf := float32(math.Inf(-1))
+	for h := range g {
+		row := sc[h*rs : (h+1)*rs]
+		for i := np; i < rs; i++ {
+			row[i] = ninf
+		}
+		mx[h] *= scale // scale > 0: the largest scaled score
+		sum[h] = kernels.SoftmaxExp(row, scale, mx[h])
+	}
 	clear(out)
 	if kv.vh != nil {
-		kernels.AttnMixF16(out, sc, kv.vh[off:], kvDim)
-	} else {
-		kernels.AttnMix(out, sc, kv.v[off:], kvDim)
+		off := (kvh*kv.ctx + p0) * hd
+		kernels.AttnMixF16G(out, g, sc, np, rs, kv.vh[off:], hd)
+		return
 	}
-	return mx, sum
+	off := p0*kv.kvDim + kvh*hd
+	for h := range g {
+		kernels.AttnMix(out[h*hd:(h+1)*hd], sc[h*rs:h*rs+np], kv.v[off:], kv.kvDim)
+	}
 }
 
-// kvLayer is one layer's cache: k, v in float32 or kh, vh in float16.
+// kvLayer is one layer's cache: k, v in float32 ([ctx][kvDim]) or kh, vh
+// in float16 ([KVHeads][ctx][HeadDim]).
 type kvLayer struct {
-	k, v   []float32
-	kh, vh []uint16
+	k, v       []float32
+	kh, vh     []uint16
+	ctx, kvDim int
 }
 
 // rmsNormBatch normalises nb rows of width n of x into dst (which may be
@@ -526,22 +605,6 @@ type kvLayer struct {
 func rmsNormBatch(dst, x, w []float32, nb, n int, eps float32) {
 	for b := range nb {
 		model.RMSNorm(dst[b*n:(b+1)*n], x[b*n:(b+1)*n], w, eps)
-	}
-}
-
-// axpy adds a*x to y (len(y) values), unrolled like dot.
-func axpy(y []float32, a float32, x []float32) {
-	x = x[:len(y)]
-	i := 0
-	for ; i+4 <= len(y); i += 4 {
-		y4, x4 := y[i:i+4:i+4], x[i:i+4:i+4]
-		y4[0] += a * x4[0]
-		y4[1] += a * x4[1]
-		y4[2] += a * x4[2]
-		y4[3] += a * x4[3]
-	}
-	for ; i < len(y); i++ {
-		y[i] += a * x[i]
 	}
 }
 

@@ -16,3 +16,14 @@ func threadCPU() float64 {
 	}
 	return float64(ts.Nano()) / 1e9
 }
+
+// threadFaults returns the calling OS thread's minor and major page faults
+// and involuntary context switches so far.
+func threadFaults() (minor, major, invol int64) {
+	var ru syscall.Rusage
+	const rusageThread = 1 // RUSAGE_THREAD
+	if err := syscall.Getrusage(rusageThread, &ru); err != nil {
+		return 0, 0, 0
+	}
+	return ru.Minflt, ru.Majflt, ru.Nivcsw
+}

@@ -80,7 +80,7 @@ func (d kernelDims) options(arch string) []string {
 }
 
 // kernelNames are the entry points every module must have.
-var kernelNames = []string{"k_embed", "k_qkv", "k_attn", "k_wo", "k_gateup", "k_down", "k_lmhead", "k_step"}
+var kernelNames = []string{"k_embed", "k_qkv", "k_attn", "k_wo", "k_gateup", "k_down", "k_lmhead", "k_step", "k_sample"}
 
 // stepThreads is k_step's block size (kernels.cu MK_BT).
 const stepThreads = 512

@@ -40,6 +40,10 @@ type SelfTestResult struct {
 	NearTies         int     // of those, picks that differed only within a near-tie (lossy kinds)
 	PrefillTokens    int     // tokens of the prefill check (the whole sequence run)
 	PrefillRelErr    float64 // its last logits' relative L2 error against the reference
+	SampleDraws      int     // device sampling draws (sampleParams)
+	SampleCandidates int     // tokens package sample could draw
+	SampleTV         float64 // total variation between the draws and package sample's distribution
+	SampleOutside    int     // draws of tokens package sample could not draw
 	ArgmaxMismatches int     // steps where the device argmax differed from the argmax of the device logits
 	Pass             bool
 	Err              error
@@ -60,6 +64,12 @@ func (r SelfTestResult) String() string {
 	}
 	if r.PrefillTokens > 0 {
 		s += fmt.Sprintf(", prefill of %d: rel err %.3g", r.PrefillTokens, r.PrefillRelErr)
+	}
+	if r.SampleDraws > 0 {
+		s += fmt.Sprintf(", sampling: %d draws over %d candidates, TV %.3f", r.SampleDraws, r.SampleCandidates, r.SampleTV)
+		if r.SampleOutside > 0 {
+			s += fmt.Sprintf(" (%d outside!)", r.SampleOutside)
+		}
 	}
 	if r.ArgmaxMismatches > 0 {
 		s += fmt.Sprintf(", %d device argmax mismatches", r.ArgmaxMismatches)
@@ -181,10 +191,80 @@ func SelfTest(c SelfTestCase) SelfTestResult {
 	}
 	res.PrefillTokens = len(seq)
 	res.PrefillRelErr = relErr(got, wantEnd)
+	if err := sampleCheck(ps, seq, got, &res); err != nil {
+		res.Err = fmt.Errorf("device sampling: %w", err)
+		return res
+	}
 	res.Pass = res.Err == nil && !math.IsNaN(res.MaxRelErr) && res.MaxRelErr <= res.Tol &&
 		res.GreedyMatched == c.Greedy && res.ArgmaxMismatches == 0 &&
-		!math.IsNaN(res.PrefillRelErr) && res.PrefillRelErr <= res.Tol
+		!math.IsNaN(res.PrefillRelErr) && res.PrefillRelErr <= res.Tol &&
+		res.SampleOutside == 0 && res.SampleTV <= sampleMaxTV
 	return res
+}
+
+// The device sampling check: sampleDraws draws under sampleParams, each
+// with its own seed, from the logits of the sequence's last position.
+// Their frequencies must match package sample's distribution for the same
+// logits and history: no draw outside it, and a total variation distance
+// at most sampleMaxTV (sampling noise alone is about 0.04 for 40 equally
+// likely tokens at this count).
+const (
+	sampleDraws = 3000
+	sampleMaxTV = 0.1
+)
+
+var sampleParams = sample.Params{Temperature: 0.8, TopK: 40, TopP: 0.95, MinP: 0.02, RepeatPenalty: 1.3, RepeatLastN: 16}
+
+func sampleCheck(s *Session, seq []int32, logits []float32, res *SelfTestResult) error {
+	last := len(seq) - 1
+	host, err := sample.New(len(logits), sampleParams)
+	if err != nil {
+		return err
+	}
+	for _, t := range seq {
+		host.Accept(t)
+	}
+	ids, probs, err := host.Distribution(logits)
+	if err != nil {
+		return err
+	}
+	want := make(map[int32]float64, len(ids))
+	for i, id := range ids {
+		want[id] = float64(probs[i])
+	}
+	got := make(map[int32]float64, len(ids))
+	for i := range sampleDraws {
+		if err := s.Rewind(last); err != nil {
+			return err
+		}
+		p := sampleParams
+		p.Seed = uint64(i)
+		ok, err := s.SetSampling(p, seq[:last])
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("parameters %+v not taken by the device", p)
+		}
+		id, err := s.DecodeSample(seq[last])
+		if err != nil {
+			return err
+		}
+		if _, in := want[id]; !in {
+			res.SampleOutside++
+		}
+		got[id] += 1.0 / sampleDraws
+	}
+	for id, w := range want {
+		res.SampleTV += math.Abs(got[id]-w) / 2
+	}
+	for id, g := range got {
+		if _, in := want[id]; !in {
+			res.SampleTV += g / 2
+		}
+	}
+	res.SampleDraws, res.SampleCandidates = sampleDraws, len(ids)
+	return nil
 }
 
 func maxAbsDiff(a, b []float32) float64 {

@@ -53,6 +53,17 @@ type Session struct {
 	// Prefill's versions of the embedding and LM head launches.
 	prefillEmbed, prefillHead launch
 
+	// Device sampling (SetSampling): k_sample's parameter block, its
+	// arguments, the step graph that ends with it, and the parameters and
+	// history waiting to be uploaded with the first sampled step.
+	sampleP                    uint64
+	sampleArgs                 [4]uint64
+	samplePtrs                 [4]unsafe.Pointer
+	sampleGraph, sampleExec    uintptr
+	sampleHost                 []byte
+	sampleHist                 []int32
+	sampleReady, samplePending bool
+
 	// The persistent kernel: k_step's parameter block on the device, the
 	// kernel argument pointing at it, and its grid barrier's counter.
 	persistent bool
@@ -154,6 +165,7 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 		{&s.logits, 4 * c.Vocab, "logits"},
 		{&part, 4 * c.Heads * s.nsplit * (c.HeadDim + 2) * prefillBatch, "attention partials"},
 		{&counters, 4 * c.Heads * prefillBatch, "attention counters"},
+		{&s.sampleP, sampleParamBytes, "sampling parameters"},
 		{&bestv, 4 * lmGrid, "argmax values"}, {&besti, 4 * lmGrid, "argmax ids"}, {&lmCounter, 4, "argmax counter"},
 		{&s.tokOut, 4, "argmax token"}, {&s.bar, 4, "grid barrier"}, {&s.timeline, 8 * stepMarks(c.Layers), "step timeline"},
 		{&kc, int(kvBytes / 2), "key cache"}, {&vc, int(kvBytes / 2), "value cache"},
@@ -229,6 +241,12 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 		s.pinner.Pin(&l.ptrs[0])
 	}
 	s.prefillEmbed.args[0] = s.toks
+	s.sampleArgs = [4]uint64{s.logits, s.sampleP, s.tp, s.tokOut}
+	for i := range s.sampleArgs {
+		s.samplePtrs[i] = unsafe.Pointer(&s.sampleArgs[i])
+	}
+	s.pinner.Pin(&s.sampleArgs[0])
+	s.pinner.Pin(&s.samplePtrs[0])
 	if m.stepGrid > 0 {
 		// k_step's parameter block (kernels.cu StepP), 8-byte slots.
 		// Attention items are (head, slice) pairs, one per warp: no more
@@ -285,10 +303,20 @@ func (m *Model) gemvGrid(k kind, cols, items int) int {
 }
 
 // enqueue issues the step's work on the stream: the token/position upload,
-// every kernel, and the argmax download. With events it records one after
-// each kernel (profiling).
-func (s *Session) enqueue(events []uintptr) error {
+// every kernel (and with sampling k_sample after the LM head), and the
+// download of the token. With events it records one after each kernel
+// (profiling).
+func (s *Session) enqueue(events []uintptr, sampling bool) error {
 	d := s.m.dev.d
+	download := func() error {
+		if sampling {
+			r := d.cuLaunchKernel(s.m.fn["k_sample"], 1, 1, 1, sampleThreads, 1, 1, 0, s.stream, unsafe.Pointer(&s.samplePtrs[0]), 0)
+			if err := d.check(r, "cuLaunchKernel(k_sample)"); err != nil {
+				return err
+			}
+		}
+		return d.check(d.cuMemcpyDtoHAsync(unsafe.Add(s.pinned, 8), s.tokOut, 4, s.stream), "cuMemcpyDtoHAsync(next token)")
+	}
 	if err := d.check(d.cuMemcpyHtoDAsync(s.tp, s.pinned, 8, s.stream), "cuMemcpyHtoDAsync(token and position)"); err != nil {
 		return err
 	}
@@ -302,7 +330,7 @@ func (s *Session) enqueue(events []uintptr) error {
 		if err := d.check(r, fmt.Sprintf("cuLaunchCooperativeKernel(k_step, %d blocks)", m.stepGrid)); err != nil {
 			return err
 		}
-		return d.check(d.cuMemcpyDtoHAsync(unsafe.Add(s.pinned, 8), s.tokOut, 4, s.stream), "cuMemcpyDtoHAsync(argmax token)")
+		return download()
 	}
 	if events != nil {
 		d.cuEventRecord(events[0], s.stream)
@@ -322,24 +350,23 @@ func (s *Session) enqueue(events []uintptr) error {
 			d.cuEventRecord(events[i+1], s.stream)
 		}
 	}
-	return d.check(d.cuMemcpyDtoHAsync(unsafe.Add(s.pinned, 8), s.tokOut, 4, s.stream), "cuMemcpyDtoHAsync(argmax token)")
+	return download()
 }
 
 // capture records the step once as a CUDA graph.
 func (s *Session) capture() error {
+	return s.captureInto(&s.graph, &s.exec, false)
+}
+
+// captureInto records the step (with or without device sampling) into
+// *graph and *exec, replacing what they held.
+func (s *Session) captureInto(graph, exec *uintptr, sampling bool) error {
 	d := s.m.dev.d
+	s.destroyGraph(graph, exec)
 	if err := d.check(d.cuStreamBeginCapture(s.stream, captureModeThreadLocal), "cuStreamBeginCapture"); err != nil {
 		return err
 	}
-	if s.exec != 0 {
-		d.cuGraphExecDestroy(s.exec)
-		s.exec = 0
-	}
-	if s.graph != 0 {
-		d.cuGraphDestroy(s.graph)
-		s.graph = 0
-	}
-	err := s.enqueue(nil)
+	err := s.enqueue(nil, sampling)
 	var g uintptr
 	if e := d.check(d.cuStreamEndCapture(s.stream, &g), "cuStreamEndCapture"); err == nil {
 		err = e
@@ -350,12 +377,26 @@ func (s *Session) capture() error {
 		}
 		return err
 	}
-	s.graph = g
-	return d.check(d.cuGraphInstantiateWithFlags(&s.exec, g, 0), "cuGraphInstantiate(decode step)")
+	*graph = g
+	return d.check(d.cuGraphInstantiateWithFlags(exec, g, 0), "cuGraphInstantiate(decode step)")
 }
 
-// step runs token at s.pos and waits for it.
-func (s *Session) step(token int32) error {
+// destroyGraph frees a captured step and zeroes its handles.
+func (s *Session) destroyGraph(graph, exec *uintptr) {
+	d := s.m.dev.d
+	if *exec != 0 {
+		d.cuGraphExecDestroy(*exec)
+		*exec = 0
+	}
+	if *graph != 0 {
+		d.cuGraphDestroy(*graph)
+		*graph = 0
+	}
+}
+
+// step runs token at s.pos and waits for it; with sampling the next token
+// is drawn on the device (SetSampling) instead of the argmax.
+func (s *Session) step(token int32, sampling bool) error {
 	if s.closed {
 		return errClosed
 	}
@@ -369,11 +410,15 @@ func (s *Session) step(token int32) error {
 	in := unsafe.Slice((*int32)(s.pinned), 2)
 	in[0], in[1] = token, int32(s.pos)
 	d := s.m.dev.d
+	exec := s.exec
+	if sampling {
+		exec = s.sampleExec
+	}
 	if s.profile {
-		if err := s.enqueue(s.events); err != nil {
+		if err := s.enqueue(s.events, sampling); err != nil {
 			return err
 		}
-	} else if err := d.check(d.cuGraphLaunch(s.exec, s.stream), "cuGraphLaunch(decode step)"); err != nil {
+	} else if err := d.check(d.cuGraphLaunch(exec, s.stream), "cuGraphLaunch(decode step)"); err != nil {
 		return err
 	}
 	if err := d.check(d.cuStreamSynchronize(s.stream), "decode step"); err != nil {
@@ -423,7 +468,7 @@ func (s *Session) Decode(token int32, logits []float32) error {
 	if logits != nil && len(logits) < s.m.cfg.Vocab {
 		return fmt.Errorf("cuda: logits buffer of %d, want %d", len(logits), s.m.cfg.Vocab)
 	}
-	if err := s.step(token); err != nil {
+	if err := s.step(token, false); err != nil {
 		return err
 	}
 	if logits != nil {
@@ -440,7 +485,7 @@ func (s *Session) DecodeArgmax(token int32) (int32, error) {
 		return 0, err
 	}
 	defer done()
-	if err := s.step(token); err != nil {
+	if err := s.step(token, false); err != nil {
 		return 0, err
 	}
 	return pinnedInt32(s.pinned, 2), nil
@@ -641,14 +686,8 @@ func (s *Session) OpTimes() backend.OpTimes {
 
 func (s *Session) free() {
 	d := s.m.dev.d
-	if s.exec != 0 {
-		d.cuGraphExecDestroy(s.exec)
-		s.exec = 0
-	}
-	if s.graph != 0 {
-		d.cuGraphDestroy(s.graph)
-		s.graph = 0
-	}
+	s.destroyGraph(&s.graph, &s.exec)
+	s.destroyGraph(&s.sampleGraph, &s.sampleExec)
 	for _, e := range s.events {
 		d.cuEventDestroy(e)
 	}

@@ -34,6 +34,7 @@ type loadtestCmd struct {
 	Prompt     string        `help:"Prompt of every request." default:"Once upon a time"`
 	Backend    string        `help:"Backend of an in-process server: auto, cpu or cuda." enum:"auto,cpu,cuda" default:"auto"`
 	Threads    int           `help:"CPU threads of an in-process server (default: all cores)."`
+	Parallel   int           `help:"Requests per model generating at once in an in-process server (1: one at a time, no batching)." default:"4"`
 }
 
 // loadResult is one concurrency level's figures.
@@ -55,7 +56,7 @@ func (c *loadtestCmd) Run(log *slog.Logger) error {
 	}
 	base, model := c.URL, c.Model
 	if base == "" {
-		stop, addr, name, err := startLocal(log, c.Model, c.Backend, c.Threads)
+		stop, addr, name, err := startLocal(log, c.Model, c.Backend, c.Threads, c.Parallel)
 		if err != nil {
 			return err
 		}
@@ -117,7 +118,7 @@ func checkLoopback(raw string) error {
 }
 
 // startLocal serves one model file from a temporary models directory.
-func startLocal(log *slog.Logger, path, backend string, threads int) (stop func(), addr, name string, err error) {
+func startLocal(log *slog.Logger, path, backend string, threads, parallel int) (stop func(), addr, name string, err error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, "", "", err
@@ -132,7 +133,7 @@ func startLocal(log *slog.Logger, path, backend string, threads int) (stop func(
 		return nil, "", "", err
 	}
 	srv, err := server.New(server.Config{ModelsDir: dir, Engine: engine.Options{Backend: backend, Threads: threads},
-		KeepAlive: -1, Logger: log})
+		KeepAlive: -1, Parallel: parallel, Logger: log})
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, "", "", err

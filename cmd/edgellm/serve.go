@@ -24,6 +24,7 @@ type serveCmd struct {
 	KeepAlive time.Duration `help:"How long an idle model stays loaded (negative: forever)." name:"keep-alive" default:"5m"`
 	MaxQueue  int           `help:"Requests allowed to wait per model before 503." name:"max-queue" default:"512"`
 	MaxLoaded int           `help:"Models loaded at once; loading another unloads the least recently used idle one (0: no bound)." name:"max-loaded" default:"3"`
+	Parallel  int           `help:"Requests per model generating at once, their decode steps batched (backends that cannot batch, cuda today, run one at a time; each holds a KV cache)." default:"4"`
 }
 
 const defaultAddr = "127.0.0.1:11434"
@@ -76,6 +77,7 @@ func (c *serveCmd) Run(log *slog.Logger) error {
 		KeepAlive: c.KeepAlive,
 		MaxQueue:  c.MaxQueue,
 		MaxLoaded: c.MaxLoaded,
+		Parallel:  c.Parallel,
 		Logger:    log,
 	})
 	if err != nil {

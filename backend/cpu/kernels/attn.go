@@ -183,3 +183,88 @@ func ToF16(dst []uint16, src []float32) {
 		dst[i] = quant.F32ToF16(src[i])
 	}
 }
+
+// AttnScoresF16G is AttnScoresF16 for the g = len(mx) query heads that
+// share one KV head (grouped-query attention): q holds the g heads one
+// after another (n = len(q)/g floats each); row h of scores,
+// out[h*ostride : h*ostride+npos], gets q_h · k_p for the npos keys, and
+// mx[h] its largest. Each key is read and converted once for the whole
+// group. v, when not nil, holds the values of the same positions (kstride
+// apart): the assembly prefetches them as it reads the keys, so that
+// AttnMixF16G finds them in cache. It panics, like a slice index, when the
+// shapes do not fit.
+func AttnScoresF16G(out []float32, npos, ostride int, mx, q []float32, k []uint16, kstride int, v []uint16) {
+	g := len(mx)
+	if g == 0 || npos < 0 {
+		return
+	}
+	n := len(q) / g
+	if len(q)%g != 0 || ostride < npos || len(out) < (g-1)*ostride+npos || (npos > 0 && (kstride < n || len(k) < (npos-1)*kstride+n || v != nil && len(v) < (npos-1)*kstride+n)) {
+		panic(fmt.Sprintf("kernels: AttnScoresF16G: %d heads, %d queries, %d positions in %d scores %d apart, stride %d, %d keys", g, len(q), npos, len(out), ostride, kstride, len(k)))
+	}
+	if npos == 0 || n == 0 || !useAVX2 || n%8 != 0 {
+		for h := range g {
+			mx[h] = AttnScoresF16(out[h*ostride:h*ostride+npos], q[h*n:(h+1)*n], k, kstride)
+		}
+		return
+	}
+	pv := &k[0]
+	if v != nil {
+		pv = &v[0]
+	}
+	// groups above 4 heads go 4 (then the rest) at a time
+	for h := 0; h < g; {
+		gg := min(g-h, 4)
+		qh, oh, mh := &q[h*n], &out[h*ostride], &mx[h]
+		switch gg {
+		case 1:
+			attnScoresHG1(qh, &k[0], 2*kstride, n, npos, oh, 4*ostride, mh, pv)
+		case 2:
+			attnScoresHG2(qh, &k[0], 2*kstride, n, npos, oh, 4*ostride, mh, pv)
+		case 3:
+			attnScoresHG3(qh, &k[0], 2*kstride, n, npos, oh, 4*ostride, mh, pv)
+		default:
+			attnScoresHG4(qh, &k[0], 2*kstride, n, npos, oh, 4*ostride, mh, pv)
+		}
+		h += gg
+	}
+}
+
+// AttnMixF16G is AttnMixF16 for the g query heads that share one KV head:
+// y holds the g heads' outputs one after another (n = len(y)/g floats
+// each), and y_h gets sum_p w_h[p] * v_p added for the npos values, w_h
+// being w[h*wstride : h*wstride+npos]. Each value is read and converted
+// once for the whole group.
+func AttnMixF16G(y []float32, g int, w []float32, npos, wstride int, v []uint16, vstride int) {
+	if g <= 0 || npos < 0 {
+		if len(y) != 0 || g < 0 {
+			panic(fmt.Sprintf("kernels: AttnMixF16G: %d heads, %d positions", g, npos))
+		}
+		return
+	}
+	n := len(y) / g
+	if len(y)%g != 0 || wstride < npos || len(w) < (g-1)*wstride+npos || (npos > 0 && (vstride < n || len(v) < (npos-1)*vstride+n)) {
+		panic(fmt.Sprintf("kernels: AttnMixF16G: %d heads, %d outputs, %d positions in %d weights %d apart, stride %d, %d values", g, len(y), npos, len(w), wstride, vstride, len(v)))
+	}
+	if npos == 0 || n == 0 || !useAVX2 || n%8 != 0 {
+		for h := range g {
+			AttnMixF16(y[h*n:(h+1)*n], w[h*wstride:h*wstride+npos], v, vstride)
+		}
+		return
+	}
+	for h := 0; h < g; {
+		gg := min(g-h, 4)
+		yh, wh := &y[h*n], &w[h*wstride]
+		switch gg {
+		case 1:
+			attnMixHG1(yh, wh, 4*wstride, &v[0], 2*vstride, n, npos)
+		case 2:
+			attnMixHG2(yh, wh, 4*wstride, &v[0], 2*vstride, n, npos)
+		case 3:
+			attnMixHG3(yh, wh, 4*wstride, &v[0], 2*vstride, n, npos)
+		default:
+			attnMixHG4(yh, wh, 4*wstride, &v[0], 2*vstride, n, npos)
+		}
+		h += gg
+	}
+}

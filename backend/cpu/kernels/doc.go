@@ -7,8 +7,10 @@
 // and 32-group int8 rows: each block of weights unpacked once for 4 tokens,
 // results equal to the single-token kernels'). FromQuant picks the matrix
 // for a GGML tensor type. It also has the float kernels of attention over a
-// float32 or float16 KV cache (AttnScores, AttnMix, SoftmaxExp, ToF16) and
-// the SwiGLU gate (SiLUMul).
+// float32 or float16 KV cache (AttnScores, AttnMix, SoftmaxExp, ToF16; and
+// AttnScoresF16G, AttnMixF16G for the query heads that share one KV head,
+// reading each cached key and value once for the group) and the SwiGLU
+// gate (SiLUMul).
 //
 // It knows the layouts of its own packed data and the GGML block formats it
 // repacks from; it must not know about models, files, threads or the forward

@@ -138,3 +138,35 @@ func attnMixH(y *float32, w *float32, v *uint16, vstride int, n int, npos int) {
 func f32ToF16(dst *uint16, src *float32, n int) {
 	panic("kernels: no assembly in this build")
 }
+
+func attnScoresHG1(q *float32, k *uint16, kstride int, n int, npos int, out *float32, ostride int, mx *float32, v *uint16) {
+	panic("kernels: no assembly in this build")
+}
+
+func attnScoresHG2(q *float32, k *uint16, kstride int, n int, npos int, out *float32, ostride int, mx *float32, v *uint16) {
+	panic("kernels: no assembly in this build")
+}
+
+func attnScoresHG3(q *float32, k *uint16, kstride int, n int, npos int, out *float32, ostride int, mx *float32, v *uint16) {
+	panic("kernels: no assembly in this build")
+}
+
+func attnScoresHG4(q *float32, k *uint16, kstride int, n int, npos int, out *float32, ostride int, mx *float32, v *uint16) {
+	panic("kernels: no assembly in this build")
+}
+
+func attnMixHG1(y *float32, w *float32, wstride int, v *uint16, vstride int, n int, npos int) {
+	panic("kernels: no assembly in this build")
+}
+
+func attnMixHG2(y *float32, w *float32, wstride int, v *uint16, vstride int, n int, npos int) {
+	panic("kernels: no assembly in this build")
+}
+
+func attnMixHG3(y *float32, w *float32, wstride int, v *uint16, vstride int, n int, npos int) {
+	panic("kernels: no assembly in this build")
+}
+
+func attnMixHG4(y *float32, w *float32, wstride int, v *uint16, vstride int, n int, npos int) {
+	panic("kernels: no assembly in this build")
+}

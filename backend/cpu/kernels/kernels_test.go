@@ -770,6 +770,8 @@ func TestNoAllocs(t *testing.T) {
 		}
 		// the attention kernels, on both cache types
 		sc, h := make([]float32, 35), make([]uint16, len(x))
+		var gmx [2]float32
+		gy := make([]float32, 128)
 		if n := testing.AllocsPerRun(20, func() {
 			ToF16(h, x)
 			mx := AttnScores(sc, x[:64], x, 64)
@@ -777,6 +779,8 @@ func TestNoAllocs(t *testing.T) {
 			SoftmaxExp(sc, 0.125, mx)
 			AttnMix(dst[:64], sc, x, 64)
 			AttnMixF16(dst[:64], sc, h, 64)
+			AttnScoresF16G(sc, 11, 12, gmx[:], x[:128], h, 64, h)
+			AttnMixF16G(gy, 2, sc, 11, 12, h, 64)
 			SiLUMul(dst[:40], x[:40])
 		}); n != 0 {
 			t.Fatalf("attention kernels: %v allocations per run", n)
