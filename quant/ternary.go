@@ -85,9 +85,12 @@ func (tc ternaryCodec) encode(b []byte, c []int8, d float32) {
 
 func decodeTQ2_0(c []int8, b []byte) float32 {
 	for j := 0; j < 2; j++ {
+		src := b[32*j : 32*j+32]
 		for l := 0; l < 4; l++ {
-			for m := 0; m < 32; m++ {
-				c[128*j+32*l+m] = int8(b[32*j+m]>>(2*l)&3) - 1
+			dst := c[128*j+32*l : 128*j+32*l+32]
+			sh := 2 * l
+			for m, v := range src {
+				dst[m] = int8(v>>sh&3) - 1
 			}
 		}
 	}

@@ -3,6 +3,8 @@ package kernels
 import (
 	"fmt"
 	"math"
+	"runtime"
+	"sync"
 
 	"github.com/edgellm/edgellm/quant"
 )
@@ -35,16 +37,24 @@ func FromQuant(typ quant.Type, rows, cols int, data []byte, scale float32, opts 
 		if typ == quant.I2_S {
 			group, scales = rows*cols, []float32{scale}
 		} else {
-			scales = make([]float32, 0, rows*cols/group)
+			scales = make([]float32, rows*cols/group)
 		}
-		for r := 0; r < rows; r++ {
-			s, err := quant.TernaryCodes(typ, data[r*rb:(r+1)*rb], codes[r*cols:(r+1)*cols])
-			if err != nil {
-				return nil, fmt.Errorf("kernels: row %d: %w", r, err)
+		// Rows decode in parallel (a 2B model's decode took 7 s on one core).
+		perRow := cols / group // block scales per row (rows hold whole blocks)
+		err := forRowRanges(rows, func(r0, r1 int) error {
+			for r := r0; r < r1; r++ {
+				s, err := quant.TernaryCodes(typ, data[r*rb:(r+1)*rb], codes[r*cols:(r+1)*cols])
+				if err != nil {
+					return fmt.Errorf("kernels: row %d: %w", r, err)
+				}
+				for i, v := range s {
+					scales[r*perRow+i] = v * scale
+				}
 			}
-			for _, v := range s {
-				scales = append(scales, v*scale)
-			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
 		}
 		return NewTernary(rows, cols, codes, scales, group, opts)
 	case typ == quant.Q8_0 || typ == quant.Q4_0 || typ == quant.Q6_K:
@@ -73,4 +83,22 @@ func FromQuant(typ quant.Type, rows, cols int, data []byte, scale float32, opts 
 		return m, nil
 	}
 	return nil, fmt.Errorf("kernels: no kernel for %s", typ)
+}
+
+// forRowRanges runs fn over [0, rows) split into one contiguous range per
+// CPU and returns the first error (by range order).
+func forRowRanges(rows int, fn func(r0, r1 int) error) error {
+	n := min(runtime.GOMAXPROCS(0), max(rows/64, 1))
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { errs[i] = fn(rows*i/n, rows*(i+1)/n) })
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -103,10 +103,17 @@ func NewTernary(rows, cols int, codes []int8, scales []float32, group int, opts 
 			return nil, fmt.Errorf("kernels: ternary matrix %dx%d: scale %d is %v", rows, cols, i, s)
 		}
 	}
-	for i, c := range codes {
-		if c < -1 || c > 1 {
-			return nil, fmt.Errorf("kernels: ternary matrix %dx%d: code %d at row %d col %d is not -1, 0 or 1", rows, cols, c, i/cols, i%cols)
+	err := forRowRanges(rows, func(r0, r1 int) error {
+		for i, c := range codes[r0*cols : r1*cols] {
+			if c < -1 || c > 1 {
+				i += r0 * cols
+				return fmt.Errorf("kernels: ternary matrix %dx%d: code %d at row %d col %d is not -1, 0 or 1", rows, cols, c, i/cols, i%cols)
+			}
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	switch opts.Layout {
 	case Layout2Bit, LayoutLUT, LayoutTL:
@@ -147,15 +154,18 @@ func NewTernary(rows, cols int, codes []int8, scales []float32, group int, opts 
 		packTL(t.data, codes, rows, cols)
 	} else {
 		t.data = make([]byte, rows*t.stride)
-		for r := 0; r < rows; r++ {
-			row := codes[r*cols : (r+1)*cols]
-			dst := t.data[r*t.stride : (r+1)*t.stride]
-			if opts.Layout == LayoutLUT {
-				packLUT(dst, row)
-			} else {
-				pack2Bit(dst, row)
+		forRowRanges(rows, func(r0, r1 int) error {
+			for r := r0; r < r1; r++ {
+				row := codes[r*cols : (r+1)*cols]
+				dst := t.data[r*t.stride : (r+1)*t.stride]
+				if opts.Layout == LayoutLUT {
+					packLUT(dst, row)
+				} else {
+					pack2Bit(dst, row)
+				}
 			}
-		}
+			return nil
+		})
 	}
 	if uniform {
 		t.rowScale = rowScale
