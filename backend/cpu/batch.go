@@ -126,7 +126,6 @@ func (m *Model) growBatch(nb int) error {
 		b.acts = append(b.acts, colActs{mm.cols(), a})
 	}
 	b.mt.scratch = b.scratch
-	b.mt.one = make([]kernels.Acts, size)
 	m.batch = b
 	return nil
 }
@@ -239,9 +238,6 @@ func (b *batchState) mul3(pool *pool, x []float32, nb int, w0 matmul, o0 []float
 		if w.acts() {
 			t.a = b.actsFor(w.cols())
 			t.a.Set(x[:nb*w.cols()])
-			for i := range nb {
-				tokenView(&t.one[i], t.a, i)
-			}
 			break
 		}
 	}
@@ -260,9 +256,8 @@ type batchMatTask struct {
 	out     [3][]float32 // row r of token b at out[i][b*m[i].rows()+r]
 	x       []float32
 	nb      int
-	scratch [][]float32    // per worker
-	a       *kernels.Acts  // x quantized, when the products read it
-	one     []kernels.Acts // a's tokens one by one (tokenView)
+	scratch [][]float32   // per worker
+	a       *kernels.Acts // x quantized, when the products read it
 }
 
 func (t *batchMatTask) run(w, n int) {
@@ -282,42 +277,7 @@ func (t *batchMatTask) run(w, n int) {
 			}
 			continue
 		}
-		if km, ok := m.(*kernelMat); ok && t.nb > 1 && perToken(km) {
-			// Rows in chunks that stay in cache while every token passes
-			// over them; even chunk lengths from r0 keep the kernel's row
-			// pairs where a lone decode has them.
-			rows, out := km.k.Rows(), t.out[i]
-			step := max((32<<10)/km.k.Cols()/4*4, 4)
-			for r := r0; r < r1; r += step {
-				e := min(r+step, r1)
-				for b := range t.nb {
-					km.k.MatVec(out[b*rows:(b+1)*rows], &t.one[b], r, e)
-				}
-			}
-			continue
-		}
 		m.mulRows(t.out[i], m.rows(), t.x, t.nb, r0, r1, t.scratch[w], t.a)
-	}
-}
-
-// perToken reports a matrix whose batched kernel does not round as its
-// single-token one: int8 rows of one scale per 32 weights (Q8_0, Q4_0),
-// whose assembly MatMat reproduces the one-row kernel while MatVec runs a
-// two-row kernel that sums in another order. Those run MatVec per token.
-func perToken(km *kernelMat) bool {
-	im, ok := km.k.(*kernels.Int8Mat)
-	return ok && im.Group() == 32
-}
-
-// tokenView sets *v to token i of a as a one-token Acts sharing a's
-// memory, for MatVec. Int8 matrices read only the exported fields.
-func tokenView(v *kernels.Acts, a *kernels.Acts, i int) {
-	c, nblk := a.Cols, a.Cols/64
-	*v = kernels.Acts{
-		Cols: c, Tokens: 1,
-		X: a.X[i*c : (i+1)*c], Q: a.Q[i*c : (i+1)*c],
-		Scale: a.Scale[i : i+1], InvScale: a.InvScale[i : i+1], Sum: a.Sum[i : i+1],
-		BlockSum: a.BlockSum[i*nblk : (i+1)*nblk],
 	}
 }
 
