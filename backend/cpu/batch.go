@@ -7,7 +7,6 @@ import (
 	"github.com/edgellm/edgellm/backend"
 	"github.com/edgellm/edgellm/backend/cpu/kernels"
 	"github.com/edgellm/edgellm/model"
-	"github.com/edgellm/edgellm/quant"
 )
 
 // Batched decode: one step for several sessions, each at its own position,
@@ -37,10 +36,10 @@ type batchState struct {
 	kb, vb  []float32 // [cap][KVDim]
 	hb, hb2 []float32 // [cap][FFNDim]
 	logits  []float32 // [cap][Vocab]
-	acts    []colActs
+	acts    actsSet
 	scratch [][]float32 // per worker
 
-	mt batchMatTask
+	mt matTask // tokenwise
 	at batchAttnTask
 	gt batchGateTask
 }
@@ -116,7 +115,7 @@ func (m *Model) growBatch(nb int) error {
 		b.scratch[w] = make([]float32, m.maxCol)
 	}
 	for _, mm := range m.matmuls() {
-		if !mm.acts() || b.actsFor(mm.cols()) != nil {
+		if !mm.acts() || b.acts.get(mm.cols()) != nil {
 			continue
 		}
 		a, err := kernels.NewActs(mm.cols(), size)
@@ -125,17 +124,8 @@ func (m *Model) growBatch(nb int) error {
 		}
 		b.acts = append(b.acts, colActs{mm.cols(), a})
 	}
-	b.mt.scratch = b.scratch
+	b.mt.scratch, b.mt.tokenwise = b.scratch, true
 	m.batch = b
-	return nil
-}
-
-func (b *batchState) actsFor(cols int) *kernels.Acts {
-	for _, c := range b.acts {
-		if c.cols == cols {
-			return c.a
-		}
-	}
 	return nil
 }
 
@@ -169,7 +159,7 @@ func (m *Model) decodeBatch(sessions []backend.Session, tokens []int32, logits [
 
 		// Q, K, V for the whole batch; then per session RoPE, its K and V
 		// into its cache and its Q where its attention task reads it.
-		b.mul3(m.pool, b.xb, nb, ly.wq, b.q, ly.wk, b.kb, ly.wv, b.vb)
+		b.mt.mul3(m.pool, b.acts, b.xb, nb, ly.wq, b.q, ly.wk, b.kb, ly.wv, b.vb)
 		for i, s := range b.sess {
 			q, k, v := s.q[:qDim], b.kb[i*kvDim:(i+1)*kvDim], b.vb[i*kvDim:(i+1)*kvDim]
 			copy(q, b.q[i*qDim:(i+1)*qDim])
@@ -193,17 +183,17 @@ func (m *Model) decodeBatch(sessions []backend.Session, tokens []int32, logits [
 		if ly.attnSubNorm != nil {
 			rmsNormBatch(b.att, b.att, ly.attnSubNorm, nb, qDim, c.NormEps)
 		}
-		b.mul3(m.pool, b.att, nb, ly.wo, b.xb, nil, nil, nil, nil)
+		b.mt.mul3(m.pool, b.acts, b.att, nb, ly.wo, b.xb, nil, nil, nil, nil)
 		addTo(x, b.xb[:nb*dim])
 
 		rmsNormBatch(b.xb, x, ly.ffnNorm, nb, dim, c.NormEps)
-		b.mul3(m.pool, b.xb, nb, ly.wgate, b.hb, ly.wup, b.hb2, nil, nil)
+		b.mt.mul3(m.pool, b.acts, b.xb, nb, ly.wgate, b.hb, ly.wup, b.hb2, nil, nil)
 		b.gt.g, b.gt.u, b.gt.n, b.gt.nb, b.gt.act = b.hb, b.hb2, ffn, nb, c.Act
 		m.pool.run(&b.gt)
 		if ly.ffnSubNorm != nil {
 			rmsNormBatch(b.hb, b.hb, ly.ffnSubNorm, nb, ffn, c.NormEps)
 		}
-		b.mul3(m.pool, b.hb, nb, ly.wdown, b.xb, nil, nil, nil, nil)
+		b.mt.mul3(m.pool, b.acts, b.hb, nb, ly.wdown, b.xb, nil, nil, nil, nil)
 		addTo(x, b.xb[:nb*dim])
 	}
 	for _, s := range b.sess {
@@ -211,74 +201,13 @@ func (m *Model) decodeBatch(sessions []backend.Session, tokens []int32, logits [
 	}
 
 	rmsNormBatch(b.xb, x, m.out, nb, dim, c.NormEps)
-	b.mul3(m.pool, b.xb, nb, m.output, b.logits, nil, nil, nil, nil)
+	b.mt.mul3(m.pool, b.acts, b.xb, nb, m.output, b.logits, nil, nil, nil, nil)
 	for i := range nb {
 		copy(logits[i], b.logits[i*c.Vocab:(i+1)*c.Vocab])
 	}
 	clear(b.sess[:cap(b.sess)])
 	b.sess = b.sess[:0]
 	return nil
-}
-
-// mul3 is Session.mul3 on the batch buffers: up to three products of the
-// same input x (nb rows) as one pool operation, x quantized once.
-func (b *batchState) mul3(pool *pool, x []float32, nb int, w0 matmul, o0 []float32, w1 matmul, o1 []float32, w2 matmul, o2 []float32) {
-	t := &b.mt
-	t.x, t.nb, t.n = x, nb, 0
-	for _, p := range [3]struct {
-		w matmul
-		o []float32
-	}{{w0, o0}, {w1, o1}, {w2, o2}} {
-		if p.w != nil {
-			t.m[t.n], t.out[t.n] = p.w, p.o
-			t.n++
-		}
-	}
-	for _, w := range t.m[:t.n] {
-		if w.acts() {
-			t.a = b.actsFor(w.cols())
-			t.a.Set(x[:nb*w.cols()])
-			break
-		}
-	}
-	pool.run(t)
-	t.m, t.out, t.x, t.a = [3]matmul{}, [3][]float32{}, nil, nil
-}
-
-// batchMatTask is matTask for a batch of sessions: the same row shares,
-// except that plain-path quantized rows are dotted with each token by
-// quant.Dot, as a lone decode does (matTask's batch path dequantizes the
-// row once instead, which rounds differently). The row is then read from
-// memory once and from cache for the other tokens.
-type batchMatTask struct {
-	n       int
-	m       [3]matmul
-	out     [3][]float32 // row r of token b at out[i][b*m[i].rows()+r]
-	x       []float32
-	nb      int
-	scratch [][]float32   // per worker
-	a       *kernels.Acts // x quantized, when the products read it
-}
-
-func (t *batchMatTask) run(w, n int) {
-	for i := range t.n {
-		m := t.m[i]
-		r0, r1 := split(m.rows(), w, n)
-		if r0 >= r1 {
-			continue
-		}
-		if dm, ok := m.(*dequantMat); ok && t.nb > 1 {
-			c, out := dm.c, t.out[i]
-			for r := r0; r < r1; r++ {
-				row := dm.data[r*dm.rowBytes : (r+1)*dm.rowBytes]
-				for b := range t.nb {
-					out[b*dm.r+r] = dm.scale * quant.Dot(dm.typ, row, t.x[b*c:(b+1)*c])
-				}
-			}
-			continue
-		}
-		m.mulRows(t.out[i], m.rows(), t.x, t.nb, r0, r1, t.scratch[w], t.a)
-	}
 }
 
 // batchAttnTask runs every session's own attention task (set up for its

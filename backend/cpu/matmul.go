@@ -195,15 +195,58 @@ type matTask struct {
 	nb      int
 	scratch [][]float32   // per worker
 	a       *kernels.Acts // x quantized, when the products read it
+	// tokenwise makes plain-path quantized rows dot each token by
+	// quant.Dot, as a lone decode does, instead of dequantizing the row
+	// once for the batch (which rounds differently): a batch of sessions
+	// (DecodeBatch) then rounds as each session alone. The row is read
+	// from memory once and from cache for the other tokens.
+	tokenwise bool
+}
+
+// mul3 runs up to three products of x (nb tokens; nil matmuls are
+// skipped) as one pool operation, quantizing x once with acts when the
+// products read int8 activations.
+func (t *matTask) mul3(pool *pool, acts actsSet, x []float32, nb int, w0 matmul, o0 []float32, w1 matmul, o1 []float32, w2 matmul, o2 []float32) {
+	t.x, t.nb, t.n = x, nb, 0
+	for _, p := range [3]struct {
+		w matmul
+		o []float32
+	}{{w0, o0}, {w1, o1}, {w2, o2}} {
+		if p.w != nil {
+			t.m[t.n], t.out[t.n] = p.w, p.o
+			t.n++
+		}
+	}
+	for _, w := range t.m[:t.n] {
+		if w.acts() {
+			// The products share x: quantize it once for all of them.
+			t.a = acts.get(w.cols())
+			t.a.Set(x[:nb*w.cols()])
+			break
+		}
+	}
+	pool.run(t)
+	t.m, t.out, t.x, t.a = [3]matmul{}, [3][]float32{}, nil, nil
 }
 
 func (t *matTask) run(w, n int) {
 	for i := range t.n {
 		m := t.m[i]
 		r0, r1 := split(m.rows(), w, n)
-		if r0 < r1 {
-			m.mulRows(t.out[i], m.rows(), t.x, t.nb, r0, r1, t.scratch[w], t.a)
+		if r0 >= r1 {
+			continue
 		}
+		if dm, ok := m.(*dequantMat); ok && t.tokenwise && t.nb > 1 {
+			c, out := dm.c, t.out[i]
+			for r := r0; r < r1; r++ {
+				row := dm.data[r*dm.rowBytes : (r+1)*dm.rowBytes]
+				for b := range t.nb {
+					out[b*dm.r+r] = dm.scale * quant.Dot(dm.typ, row, t.x[b*c:(b+1)*c])
+				}
+			}
+			continue
+		}
+		m.mulRows(t.out[i], m.rows(), t.x, t.nb, r0, r1, t.scratch[w], t.a)
 	}
 }
 

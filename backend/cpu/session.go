@@ -31,6 +31,19 @@ type colActs struct {
 	a    *kernels.Acts
 }
 
+// actsSet holds int8 activations per input width the kernels read.
+type actsSet []colActs
+
+// get returns the activations of width cols, or nil.
+func (as actsSet) get(cols int) *kernels.Acts {
+	for _, c := range as {
+		if c.cols == cols {
+			return c.a
+		}
+	}
+	return nil
+}
+
 // Session is one sequence: its float32 KV cache, position and every buffer
 // a forward pass needs, allocated once by NewSession.
 type Session struct {
@@ -54,7 +67,7 @@ type Session struct {
 	cos     []float32 // [batch][HeadDim/2] RoPE tables of the batch positions
 	sin     []float32
 
-	acts    []colActs   // int8 activations per input width the kernels read
+	acts    actsSet     // int8 activations per input width the kernels read
 	scratch [][]float32 // per worker: one dequantized row
 	scores  [][]float32 // per worker: attention scores [group][ctx+7]
 	gstat   [][]float32 // per worker: per head of a group max, sum
@@ -167,7 +180,7 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 	}
 	s.mt.scratch = s.scratch
 	for _, mm := range m.matmuls() {
-		if !mm.acts() || s.actsFor(mm.cols()) != nil {
+		if !mm.acts() || s.acts.get(mm.cols()) != nil {
 			continue
 		}
 		a, err := kernels.NewActs(mm.cols(), b)
@@ -385,38 +398,7 @@ func (s *Session) mul(w matmul, out, x []float32, nb int) {
 
 // mul3 runs up to three products of the same input as one pool operation.
 func (s *Session) mul3(x []float32, nb int, w0 matmul, o0 []float32, w1 matmul, o1 []float32, w2 matmul, o2 []float32) {
-	t := &s.mt
-	t.x, t.nb = x, nb
-	t.n = 0
-	for _, p := range [3]struct {
-		w matmul
-		o []float32
-	}{{w0, o0}, {w1, o1}, {w2, o2}} {
-		if p.w != nil {
-			t.m[t.n], t.out[t.n] = p.w, p.o
-			t.n++
-		}
-	}
-	for _, w := range t.m[:t.n] {
-		if w.acts() {
-			// The products share x: quantize it once for all of them.
-			t.a = s.actsFor(w.cols())
-			t.a.Set(x[:nb*w.cols()])
-			break
-		}
-	}
-	s.m.pool.run(t)
-	t.m, t.out, t.x, t.a = [3]matmul{}, [3][]float32{}, nil, nil
-}
-
-// actsFor returns the session's activations of width cols, or nil.
-func (s *Session) actsFor(cols int) *kernels.Acts {
-	for _, c := range s.acts {
-		if c.cols == cols {
-			return c.a
-		}
-	}
-	return nil
+	s.mt.mul3(s.m.pool, s.acts, x, nb, w0, o0, w1, o1, w2, o2)
 }
 
 // ropeTables fills cos/sin for the batch positions pos0..pos0+nb-1.
