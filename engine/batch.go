@@ -150,12 +150,8 @@ func (sc *scheduler) generate(ctx context.Context, req *Request, fn func(Token) 
 
 func (sc *scheduler) run(ctx context.Context, req *Request, fn func(Token) error, st *Stats) error {
 	m := sc.m
-	tokens, smp, err := m.prepare(req, fn, st)
+	tokens, smp, err := m.prepare(ctx, req, fn, st)
 	if err != nil {
-		return err
-	}
-	if err := ctx.Err(); err != nil {
-		st.DoneReason = DoneCancel
 		return err
 	}
 	sl, err := sc.acquire(ctx, tokens)

@@ -149,12 +149,8 @@ func (m *Model) generate(ctx context.Context, req *Request, fn func(Token) error
 	if m.closed {
 		return errors.New("engine: model is closed")
 	}
-	tokens, smp, err := m.prepare(req, fn, st)
+	tokens, smp, err := m.prepare(ctx, req, fn, st)
 	if err != nil {
-		return err
-	}
-	if err := ctx.Err(); err != nil {
-		st.DoneReason = DoneCancel
 		return err
 	}
 
@@ -227,8 +223,9 @@ func (m *Model) generate(ctx context.Context, req *Request, fn func(Token) error
 	}
 }
 
-// prepare checks a request, tokenizes its prompt and makes its sampler.
-func (m *Model) prepare(req *Request, fn func(Token) error, st *Stats) ([]int32, *sample.Sampler, error) {
+// prepare checks a request, tokenizes its prompt and makes its sampler;
+// a context already done ends it with DoneCancel.
+func (m *Model) prepare(ctx context.Context, req *Request, fn func(Token) error, st *Stats) ([]int32, *sample.Sampler, error) {
 	if fn == nil {
 		return nil, nil, errors.New("engine: nil token callback")
 	}
@@ -263,6 +260,10 @@ func (m *Model) prepare(req *Request, fn func(Token) error, st *Stats) ([]int32,
 	smp, err := sample.New(vocab, req.Sampling)
 	if err != nil {
 		return nil, nil, fmt.Errorf("engine: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		st.DoneReason = DoneCancel
+		return nil, nil, err
 	}
 	return tokens, smp, nil
 }
