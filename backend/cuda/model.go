@@ -317,6 +317,12 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 	if err := m.loadKernels(); err != nil {
 		return nil, err
 	}
+	// Uploads are synchronous copies from pageable memory: they return
+	// once staged, with the DMA possibly still in flight on the legacy
+	// stream, which the sessions' streams do not wait for.
+	if err := dev.d.check(dev.d.cuStreamSynchronize(0), "cuStreamSynchronize(weight uploads)"); err != nil {
+		return nil, err
+	}
 	ok = true
 	return m, nil
 }

@@ -105,7 +105,9 @@ func (s *Session) DecodeSample(token int32) (int32, error) {
 			hpos = len(win) % lastn
 		}
 		le.PutUint32(b[28:], uint32(hpos))
-		if err := d.check(d.cuMemcpyHtoD(s.sampleP, unsafePtr(b), uint64(len(b))), "cuMemcpyHtoD(sampling parameters)"); err != nil {
+		// In stream order (the previous step's k_sample may still be
+		// writing the block); pageable, so staged before the call returns.
+		if err := d.check(d.cuMemcpyHtoDAsync(s.sampleP, unsafePtr(b), uint64(len(b)), s.stream), "cuMemcpyHtoDAsync(sampling parameters)"); err != nil {
 			return 0, err
 		}
 		s.stats.H2DBytes += len(b)

@@ -275,6 +275,11 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 	if err := d.check(d.cuStreamSynchronize(s.stream), "cuStreamSynchronize(session setup)"); err != nil {
 		return nil, err
 	}
+	// The parameter block went up by a synchronous copy, whose DMA may
+	// still be in flight on the legacy stream when the call returns.
+	if err := d.check(d.cuStreamSynchronize(0), "cuStreamSynchronize(uploads)"); err != nil {
+		return nil, err
+	}
 	if err := s.capture(); err != nil {
 		if !s.persistent {
 			return nil, err
@@ -525,12 +530,15 @@ func (s *Session) Prefill(tokens []int32, logits []float32) error {
 	last := 0
 	for off := 0; off < len(tokens); off += prefillBatch {
 		batch := tokens[off:min(off+prefillBatch, len(tokens))]
-		if err := d.check(d.cuMemcpyHtoD(s.toks, unsafe.Pointer(&batch[0]), uint64(4*len(batch))), "cuMemcpyHtoD(prefill tokens)"); err != nil {
+		// Copies in stream order, from pageable memory (staged before the
+		// call returns): the previous batch's kernels may still be reading
+		// both buffers, and a synchronous copy would not wait for them (the
+		// session's stream does not block on the legacy stream).
+		if err := d.check(d.cuMemcpyHtoDAsync(s.toks, unsafe.Pointer(&batch[0]), uint64(4*len(batch)), s.stream), "cuMemcpyHtoDAsync(prefill tokens)"); err != nil {
 			return err
 		}
-		in := unsafe.Slice((*int32)(s.pinned), 2)
-		in[0], in[1] = batch[0], int32(s.pos)
-		if err := d.check(d.cuMemcpyHtoD(s.tp, s.pinned, 8), "cuMemcpyHtoD(prefill position)"); err != nil {
+		tp := [2]int32{batch[0], int32(s.pos)}
+		if err := d.check(d.cuMemcpyHtoDAsync(s.tp, unsafe.Pointer(&tp[0]), 8, s.stream), "cuMemcpyHtoDAsync(prefill position)"); err != nil {
 			return err
 		}
 		for i := range s.plan {
