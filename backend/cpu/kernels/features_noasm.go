@@ -19,10 +19,6 @@ func ternaryBlockDots(w *byte, act *int8, n128 int, tail int, dst *int32) {
 	panic("kernels: no assembly in this build")
 }
 
-func int8Dot2g32(w *int8, stride int, sc *float32, sstride int, act *int8, nblk int, dst *float32, groups int) {
-	panic("kernels: no assembly in this build")
-}
-
 func int8Dot1g32(w *int8, stride int, sc *float32, sstride int, act *int8, nblk int, dst *float32, groups int) {
 	panic("kernels: no assembly in this build")
 }
@@ -52,10 +48,6 @@ func quantI8(x *float32, n int, scale float32, q *int8, bsum *int32) {
 }
 
 func tlTiles(w *byte, tbl *byte, ncouple int, dst *int32, tiles int) {
-	panic("kernels: no assembly in this build")
-}
-
-func int8Dot2h32(w *int8, stride int, sc *uint16, sstride int, act *int8, nblk int, dst *float32, groups int) {
 	panic("kernels: no assembly in this build")
 }
 

@@ -188,7 +188,7 @@ func (m *Int8Mat) MatVec(dst []float32, a *Acts, r0, r1 int) {
 	checkArgs("Int8Mat.MatVec", m.rows, m.cols, len(dst), a, r0, r1, false)
 	if m.group == 32 {
 		// The batched kernel for one token: it streams faster here than the
-		// two-row kernel (8.9 vs 10.2-12.4 GB/s for a 49152x576 Q8_0 head),
+		// two-row kernel it replaced (8.9 vs 10.2-12.4 GB/s for a 49152x576 Q8_0 head),
 		// and a token gets the same bits alone as in a batch (MatMat).
 		m.matMat32(dst, a, 1, r0, r1)
 		return
@@ -321,35 +321,19 @@ func (m *Int8Mat) rowsTok1(dst []float32, a *Acts, i, r0, r1 int) {
 	}
 }
 
+// rowsTok is the single-token product for groups other than 32 (whose
+// MatVec runs matMat32), and the pure-Go path for all.
 func (m *Int8Mat) rowsTok(dst []float32, a *Acts, i, r0, r1 int) {
 	q, inv := a.token(i), a.InvScale[i]
 	ns := m.cols / m.group
-	if useAVX2 && r1 > r0 && m.hscales != nil {
+	if useAVX2 && r1 > r0 && m.group == 16 {
 		g := (r1 - r0) / 2
 		if g > 0 {
-			int8Dot2h32(&m.vals[r0*m.cols], m.cols, &m.hscales[r0*ns], 2*ns, &q[0], m.cols/32, &dst[r0], g)
+			int8Dot2g16(&m.vals[r0*m.cols], m.cols, &m.scales[r0*ns], 4*ns, &q[0], m.cols/32, &dst[r0], g)
 		}
 		r := r0 + 2*g
 		if r < r1 {
-			int8Dot1h32(&m.vals[r*m.cols], m.cols, &m.hscales[r*ns], 2*ns, &q[0], m.cols/32, &dst[r], r1-r)
-		}
-		for r := r0; r < r1; r++ {
-			dst[r] *= inv
-		}
-		return
-	}
-	if useAVX2 && r1 > r0 {
-		k2, k1 := int8Dot2g32, int8Dot1g32
-		if m.group == 16 {
-			k2, k1 = int8Dot2g16, int8Dot1g16
-		}
-		g := (r1 - r0) / 2
-		if g > 0 {
-			k2(&m.vals[r0*m.cols], m.cols, &m.scales[r0*ns], 4*ns, &q[0], m.cols/32, &dst[r0], g)
-		}
-		r := r0 + 2*g
-		if r < r1 {
-			k1(&m.vals[r*m.cols], m.cols, &m.scales[r*ns], 4*ns, &q[0], m.cols/32, &dst[r], r1-r)
+			int8Dot1g16(&m.vals[r*m.cols], m.cols, &m.scales[r*ns], 4*ns, &q[0], m.cols/32, &dst[r], r1-r)
 		}
 		for r := r0; r < r1; r++ {
 			dst[r] *= inv

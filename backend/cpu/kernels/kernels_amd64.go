@@ -79,11 +79,6 @@ func int8DotT4g32(w *int8, stride int, sc *float32, sstride int, act *int8, as i
 //go:noescape
 func int8DotT4h32(w *int8, stride int, sc *uint16, sstride int, act *int8, as int, nblk int, dst *float32, rows int)
 
-// int8Dot2g32 writes the scaled int8 dot of 2 rows per group, one scale per 32 weights; nblk counts 32-weight blocks.
-//
-//go:noescape
-func int8Dot2g32(w *int8, stride int, sc *float32, sstride int, act *int8, nblk int, dst *float32, groups int)
-
 // int8Dot1g32 writes the scaled int8 dot of 1 rows per group, one scale per 32 weights; nblk counts 32-weight blocks.
 //
 //go:noescape
@@ -98,11 +93,6 @@ func int8Dot2g16(w *int8, stride int, sc *float32, sstride int, act *int8, nblk 
 //
 //go:noescape
 func int8Dot1g16(w *int8, stride int, sc *float32, sstride int, act *int8, nblk int, dst *float32, groups int)
-
-// int8Dot2h32 writes the scaled int8 dot of 2 rows per group, one scale per 32 weights; nblk counts 32-weight blocks.
-//
-//go:noescape
-func int8Dot2h32(w *int8, stride int, sc *uint16, sstride int, act *int8, nblk int, dst *float32, groups int)
 
 // int8Dot1h32 writes the scaled int8 dot of 1 rows per group, one scale per 32 weights; nblk counts 32-weight blocks.
 //
