@@ -329,6 +329,10 @@ func checkArgs(name string, rows, cols int, dstLen int, a *Acts, r0, r1 int, bat
 // token of a. dst is indexed by absolute row, so workers may share it.
 func (t *Ternary) MatVec(dst []float32, a *Acts, r0, r1 int) {
 	checkArgs("Ternary.MatVec", t.rows, t.cols, len(dst), a, r0, r1, false)
+	if t.layout == Layout2Bit && t.blockScale == nil && t.cols >= batchedMatVecCols {
+		t.matMat2Bit(dst, a, 1, r0, r1)
+		return
+	}
 	t.rowsTok(dst, a, 0, r0, r1)
 }
 
@@ -338,7 +342,7 @@ func (t *Ternary) MatVec(dst []float32, a *Acts, r0, r1 int) {
 func (t *Ternary) MatMat(dst []float32, a *Acts, r0, r1 int) {
 	checkArgs("Ternary.MatMat", t.rows, t.cols, len(dst), a, r0, r1, true)
 	if t.layout == Layout2Bit && t.blockScale == nil {
-		t.matMat2Bit(dst, a, r0, r1)
+		t.matMat2Bit(dst, a, a.Tokens, r0, r1)
 		return
 	}
 	step := (16 << 10) / t.stride / 2 * 2
@@ -353,6 +357,13 @@ func (t *Ternary) MatMat(dst []float32, a *Acts, r0, r1 int) {
 	}
 }
 
+// batchedMatVecCols is the row length from which MatVec runs the batched
+// kernel for its one token (matMat2Bit): on this project's Zen 3 VM it
+// decoded bitnet-2b's 2560- and 6912-wide rows 9-20% faster than the
+// one-token kernel, and SmolLM's 576- and 1536-wide rows slower at 2
+// threads (edgellm bench, alternating runs). The results are the same bits.
+const batchedMatVecCols = 2048
+
 // batchRows is the most rows one batched kernel call covers: its int32
 // results sit in a stack buffer of 4 tokens per row.
 const batchRows = 64
@@ -362,17 +373,18 @@ const batchRows = 64
 // (with that group's activations), so each weight comes from memory once.
 const batchChunk = 64 << 10
 
-// matMat2Bit is MatMat for Layout2Bit rows of one scale each: every block
-// of codes is unpacked once per 4 tokens (dotsBatch), not once per token.
+// matMat2Bit is MatMat for Layout2Bit rows of one scale each, over the
+// first tokens of a: every block of codes is unpacked once per 4 tokens
+// (dotsBatch), not once per token.
 // Each result equals MatVec's for that token: the int dot is exact and the
 // scaling is the same expression.
-func (t *Ternary) matMat2Bit(dst []float32, a *Acts, r0, r1 int) {
+func (t *Ternary) matMat2Bit(dst []float32, a *Acts, tokens, r0, r1 int) {
 	step := max(batchChunk/t.stride, 1)
 	var buf [4 * batchRows]int32
 	for r := r0; r < r1; r += step {
 		e := min(r+step, r1)
-		for i := 0; i < a.Tokens; i += 4 {
-			nt := min(4, a.Tokens-i)
+		for i := 0; i < tokens; i += 4 {
+			nt := min(4, tokens-i)
 			q := a.Q[i*t.cols : (i+nt)*t.cols]
 			for s := r; s < e; s += batchRows {
 				se := min(s+batchRows, e)
