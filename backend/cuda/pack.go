@@ -4,10 +4,9 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
-	"runtime"
-	"sync"
 	"sync/atomic"
 
+	"github.com/edgellm/edgellm/internal/par"
 	"github.com/edgellm/edgellm/model"
 	"github.com/edgellm/edgellm/quant"
 )
@@ -130,12 +129,10 @@ func forRows(t *model.Tensor, extra int, fn func(r int, row []float32, scratch [
 	if err != nil {
 		return fmt.Errorf("cuda: tensor %q: %w", t.Name, err)
 	}
-	var mu sync.Mutex
-	var first error
-	failed := func() bool { mu.Lock(); defer mu.Unlock(); return first != nil }
-	parallelRows(t.Rows, func(r0, r1 int) {
+	var failed atomic.Bool // the other ranges stop early
+	return par.Rows(t.Rows, func(r0, r1 int) error {
 		buf, scratch := make([]float32, padK(t.Cols)), make([]byte, extra)
-		for r := r0; r < r1 && !failed(); r++ {
+		for r := r0; r < r1 && !failed.Load(); r++ {
 			err := quant.Dequantize(t.Type, buf[:t.Cols], t.Data[r*rb:(r+1)*rb])
 			if err != nil {
 				err = fmt.Errorf("cuda: tensor %q row %d: %w", t.Name, r, err)
@@ -143,16 +140,12 @@ func forRows(t *model.Tensor, extra int, fn func(r int, row []float32, scratch [
 				err = fn(r, buf, scratch)
 			}
 			if err != nil {
-				mu.Lock()
-				if first == nil {
-					first = err
-				}
-				mu.Unlock()
-				return
+				failed.Store(true)
+				return err
 			}
 		}
+		return nil
 	})
-	return first
 }
 
 // putTernary writes codes (-1, 0, +1) as the kernels' 2-bit codes (w+1)
@@ -235,43 +228,31 @@ func packTernary(t *model.Tensor) (m *hostMat, ok bool, err error) {
 	rb := m.rowBytes()
 	ts := tensorScale(t)
 	block := t.Type.BlockSize()
-	var uniform atomic.Bool
-	uniform.Store(true)
-	parallelRows(t.Rows, func(r0, r1 int) {
+	var notUniform atomic.Bool // the other ranges stop early
+	par.Rows(t.Rows, func(r0, r1 int) error {
 		codes := make([]int8, t.Cols)
-		for r := r0; r < r1 && uniform.Load(); r++ {
+		for r := r0; r < r1 && !notUniform.Load(); r++ {
 			// An error here is a code that is not ternary (checkTensor
 			// has verified the sizes): the dense kinds are exact for it.
 			scales, err := quant.TernaryCodes(t.Type, t.Data[r*srcRB:(r+1)*srcRB], codes)
 			if err != nil {
-				uniform.Store(false)
-				return
+				notUniform.Store(true)
+				return nil
 			}
 			a, good := uniformScale(codes, scales, block)
 			if !good {
-				uniform.Store(false)
-				return
+				notUniform.Store(true)
+				return nil
 			}
 			putTernary(m.w[r*rb:(r+1)*rb], codes)
 			m.rs[r] = a * ts
 		}
+		return nil
 	})
-	if !uniform.Load() {
+	if notUniform.Load() {
 		return nil, false, nil
 	}
 	return m, true, nil
-}
-
-// parallelRows runs fn over [0, rows) split into one contiguous range per
-// CPU, and waits: repacking a 2B model row by row on one core took 44 s.
-func parallelRows(rows int, fn func(r0, r1 int)) {
-	n := min(runtime.GOMAXPROCS(0), max(rows/64, 1))
-	var wg sync.WaitGroup
-	for i := range n {
-		r0, r1 := rows*i/n, rows*(i+1)/n
-		wg.Go(func() { fn(r0, r1) })
-	}
-	wg.Wait()
 }
 
 // packDense repacks t as kind k (f32, f16 or q8_0). Sources already of that

@@ -3,9 +3,8 @@ package kernels
 import (
 	"fmt"
 	"math"
-	"runtime"
-	"sync"
 
+	"github.com/edgellm/edgellm/internal/par"
 	"github.com/edgellm/edgellm/quant"
 )
 
@@ -41,7 +40,7 @@ func FromQuant(typ quant.Type, rows, cols int, data []byte, scale float32, opts 
 		}
 		// Rows decode in parallel (a 2B model's decode took 7 s on one core).
 		perRow := cols / group // block scales per row (rows hold whole blocks)
-		err := forRowRanges(rows, func(r0, r1 int) error {
+		err := par.Rows(rows, func(r0, r1 int) error {
 			for r := r0; r < r1; r++ {
 				s, err := quant.TernaryCodes(typ, data[r*rb:(r+1)*rb], codes[r*cols:(r+1)*cols])
 				if err != nil {
@@ -83,22 +82,4 @@ func FromQuant(typ quant.Type, rows, cols int, data []byte, scale float32, opts 
 		return m, nil
 	}
 	return nil, fmt.Errorf("kernels: no kernel for %s", typ)
-}
-
-// forRowRanges runs fn over [0, rows) split into one contiguous range per
-// CPU and returns the first error (by range order).
-func forRowRanges(rows int, fn func(r0, r1 int) error) error {
-	n := min(runtime.GOMAXPROCS(0), max(rows/64, 1))
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Go(func() { errs[i] = fn(rows*i/n, rows*(i+1)/n) })
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	return nil
 }

@@ -3,6 +3,8 @@ package kernels
 import (
 	"fmt"
 	"math"
+
+	"github.com/edgellm/edgellm/internal/par"
 )
 
 // Layout is how a Ternary matrix stores its codes.
@@ -103,7 +105,7 @@ func NewTernary(rows, cols int, codes []int8, scales []float32, group int, opts 
 			return nil, fmt.Errorf("kernels: ternary matrix %dx%d: scale %d is %v", rows, cols, i, s)
 		}
 	}
-	err := forRowRanges(rows, func(r0, r1 int) error {
+	err := par.Rows(rows, func(r0, r1 int) error {
 		for i, c := range codes[r0*cols : r1*cols] {
 			if c < -1 || c > 1 {
 				i += r0 * cols
@@ -154,7 +156,7 @@ func NewTernary(rows, cols int, codes []int8, scales []float32, group int, opts 
 		packTL(t.data, codes, rows, cols)
 	} else {
 		t.data = make([]byte, rows*t.stride)
-		forRowRanges(rows, func(r0, r1 int) error {
+		par.Rows(rows, func(r0, r1 int) error {
 			for r := r0; r < r1; r++ {
 				row := codes[r*cols : (r+1)*cols]
 				dst := t.data[r*t.stride : (r+1)*t.stride]
