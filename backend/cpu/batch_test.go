@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -243,11 +241,7 @@ func TestDecodeBatchErrors(t *testing.T) {
 // over the whole batch: the weights are read once per step, so they grow
 // with the batch until the products stop being bound by memory.
 func BenchmarkDecodeBatch(b *testing.B) {
-	dir, err := os.UserCacheDir()
-	if err != nil {
-		b.Skip(err)
-	}
-	w := loadGGUFB(b, filepath.Join(dir, "edgellm", "synth", "smollm-135m-q2_0-q8_0.gguf"))
+	w := loadPresetB(b, "smollm-135m-q2_0-q8_0")
 	for _, threads := range []int{1, 2} {
 		m, err := Load(w, Options{Threads: threads})
 		if err != nil {

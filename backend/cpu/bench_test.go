@@ -55,6 +55,16 @@ func loadGGUFB(b *testing.B, path string) *model.Weights {
 	return w
 }
 
+// loadPresetB loads a bench preset that `edgellm bench` wrote to the user
+// cache (name without .gguf), skipping the benchmark when it is not there.
+func loadPresetB(b *testing.B, name string) *model.Weights {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		b.Skip(err)
+	}
+	return loadGGUFB(b, filepath.Join(dir, "edgellm", "synth", name+".gguf"))
+}
+
 // BenchmarkMatVec times one SmolLM-135M FFN-up-shaped product (1536x576)
 // per weight type on the pool, reporting weight bytes per second.
 func BenchmarkMatVec(b *testing.B) {
@@ -99,13 +109,9 @@ func BenchmarkMatVec(b *testing.B) {
 // presets written by `edgellm bench` to the user cache (skipped when they
 // are not there), with per-operation times (ms per token).
 func BenchmarkSynth(b *testing.B) {
-	dir, err := os.UserCacheDir()
-	if err != nil {
-		b.Skip(err)
-	}
 	for _, name := range []string{"smollm-135m-q2_0-q8_0", "bitnet-2b-tq2_0-q8_0"} {
 		b.Run(name, func(b *testing.B) {
-			w := loadGGUFB(b, filepath.Join(dir, "edgellm", "synth", name+".gguf"))
+			w := loadPresetB(b, name)
 			m, err := Load(w, Options{Threads: 1})
 			if err != nil {
 				b.Fatal(err)
@@ -164,11 +170,7 @@ func BenchmarkSynth(b *testing.B) {
 // own floor). JITTER_TRACE=1 prints every token's time, thread CPU time,
 // minor page faults, involuntary context switches and the control's time.
 func BenchmarkJitter(b *testing.B) {
-	dir, err := os.UserCacheDir()
-	if err != nil {
-		b.Skip(err)
-	}
-	w := loadGGUFB(b, filepath.Join(dir, "edgellm", "synth", "smollm-135m-q2_0-q8_0.gguf"))
+	w := loadPresetB(b, "smollm-135m-q2_0-q8_0")
 	m, err := Load(w, Options{Threads: 1})
 	if err != nil {
 		b.Fatal(err)
@@ -262,11 +264,7 @@ func calibrateSpin(d time.Duration) int {
 // the smollm-135m preset (1 thread): one layer again and again (its cache
 // in L2/L3) and all 30 in turn (from memory, as in decode).
 func BenchmarkAttention(b *testing.B) {
-	dir, err := os.UserCacheDir()
-	if err != nil {
-		b.Skip(err)
-	}
-	w := loadGGUFB(b, filepath.Join(dir, "edgellm", "synth", "smollm-135m-q2_0-q8_0.gguf"))
+	w := loadPresetB(b, "smollm-135m-q2_0-q8_0")
 	m, err := load(w, Options{Threads: 1})
 	if err != nil {
 		b.Fatal(err)
