@@ -166,10 +166,10 @@ func (m *Model) generate(ctx context.Context, req *Request, fn func(Token) error
 	}
 
 	g := stepper{m: m, q: &m.seq, smp: smp, dec: m.tok.NewDecoder(), ignoreEOS: req.IgnoreEOS}
-	if ad, ok := m.seq.sess.(backend.ArgmaxDecoder); ok && greedyOnly(req.Sampling) {
+	if ad, ok := m.seq.sess.(backend.ArgmaxDecoder); ok && req.Sampling.IsGreedy() {
 		// The backend picks greedy tokens itself: only ids cross back.
 		g.argmax = ad
-	} else if sd, ok := m.seq.sess.(backend.SamplingDecoder); ok && !greedyOnly(req.Sampling) {
+	} else if sd, ok := m.seq.sess.(backend.SamplingDecoder); ok && !req.Sampling.IsGreedy() {
 		// The backend draws under these parameters itself, if it can.
 		on, err := sd.SetSampling(req.Sampling, tokens)
 		if err != nil {
@@ -325,12 +325,6 @@ type stepper struct {
 	devSample backend.SamplingDecoder // non-nil: decode returns the drawn next id
 	next      int32                   // that id, when hasNext
 	hasNext   bool
-}
-
-// greedyOnly reports whether p is plain argmax, which a backend's
-// ArgmaxDecoder can compute without sending the logits back.
-func greedyOnly(p sample.Params) bool {
-	return p.Temperature <= 0 && (p.RepeatLastN == 0 || p.RepeatPenalty == 0 || p.RepeatPenalty == 1)
 }
 
 // sample picks the next token from the current logits and records it for

@@ -31,6 +31,25 @@ type Params struct {
 	Seed          uint64
 }
 
+// Validate reports parameters no sampler can use.
+func (p Params) Validate() error {
+	if p.RepeatLastN < 0 || p.RepeatLastN > maxRepeatLastN {
+		return fmt.Errorf("sample: repeat_last_n %d out of range [0, %d]", p.RepeatLastN, maxRepeatLastN)
+	}
+	if isNaN(p.Temperature) || isNaN(p.TopP) || isNaN(p.MinP) || isNaN(p.RepeatPenalty) || p.RepeatPenalty < 0 {
+		return fmt.Errorf("sample: invalid parameters %+v", p)
+	}
+	return nil
+}
+
+// Penalizes reports whether the repetition penalty changes any logit.
+func (p Params) Penalizes() bool {
+	return p.RepeatLastN > 0 && p.RepeatPenalty != 0 && p.RepeatPenalty != 1
+}
+
+// IsGreedy reports plain argmax decoding: no temperature, no penalty.
+func (p Params) IsGreedy() bool { return p.Temperature <= 0 && !p.Penalizes() }
+
 // Greedy returns the parameters of plain argmax decoding.
 func Greedy() Params { return Params{} }
 
@@ -61,11 +80,8 @@ func New(vocab int, p Params) (*Sampler, error) {
 	if vocab <= 0 {
 		return nil, fmt.Errorf("sample: vocabulary size %d must be positive", vocab)
 	}
-	if p.RepeatLastN < 0 || p.RepeatLastN > maxRepeatLastN {
-		return nil, fmt.Errorf("sample: repeat_last_n %d out of range [0, %d]", p.RepeatLastN, maxRepeatLastN)
-	}
-	if isNaN(p.Temperature) || isNaN(p.TopP) || isNaN(p.MinP) || isNaN(p.RepeatPenalty) || p.RepeatPenalty < 0 {
-		return nil, fmt.Errorf("sample: invalid parameters %+v", p)
+	if err := p.Validate(); err != nil {
+		return nil, err
 	}
 	s := &Sampler{
 		p:      p,
@@ -76,7 +92,7 @@ func New(vocab int, p Params) (*Sampler, error) {
 	}
 	s.pcg = rand.NewPCG(p.Seed, p.Seed^0x9e3779b97f4a7c15)
 	s.rng = rand.New(s.pcg)
-	if s.penalising() {
+	if p.Penalizes() {
 		s.hist = make([]int32, p.RepeatLastN)
 		s.stamp = make([]uint32, vocab)
 	}
@@ -87,10 +103,6 @@ func isNaN(f float32) bool { return f != f }
 
 // Params returns the sampler's parameters.
 func (s *Sampler) Params() Params { return s.p }
-
-func (s *Sampler) penalising() bool {
-	return s.p.RepeatLastN > 0 && s.p.RepeatPenalty != 0 && s.p.RepeatPenalty != 1
-}
 
 // Reset clears the penalty history and reseeds the RNG with seed.
 func (s *Sampler) Reset(seed uint64) {

@@ -35,12 +35,11 @@ func deviceTopK(p sample.Params, vocab int) (int, bool) {
 // tokens); the next DecodeSample call adds its token to it. ok is false,
 // with no error, when p needs the host sampler.
 func (s *Session) SetSampling(p sample.Params, history []int32) (ok bool, err error) {
-	if p.Temperature <= 0 || math.IsNaN(float64(p.Temperature)) || math.IsNaN(float64(p.TopP)) ||
-		math.IsNaN(float64(p.MinP)) || math.IsNaN(float64(p.RepeatPenalty)) || p.RepeatPenalty < 0 {
+	if p.Temperature <= 0 || p.Validate() != nil {
 		return false, nil // greedy (DecodeArgmax) or invalid: the host decides
 	}
 	k, fits := deviceTopK(p, s.m.cfg.Vocab)
-	penal := p.RepeatLastN > 0 && p.RepeatPenalty != 0 && p.RepeatPenalty != 1
+	penal := p.Penalizes()
 	if !fits || (penal && p.RepeatLastN > sampleMaxHistory) {
 		return false, nil
 	}

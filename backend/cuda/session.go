@@ -56,13 +56,13 @@ type Session struct {
 	// Device sampling (SetSampling): k_sample's parameter block, its
 	// arguments, the step graph that ends with it, and the parameters and
 	// history waiting to be uploaded with the first sampled step.
-	sampleP                    uint64
-	sampleArgs                 [4]uint64
-	samplePtrs                 [4]unsafe.Pointer
-	sampleGraph, sampleExec    uintptr
-	sampleHost                 []byte
-	sampleHist                 []int32
-	sampleReady, samplePending bool
+	sampleP                 uint64
+	sampleArgs              [4]uint64
+	samplePtrs              [4]unsafe.Pointer
+	sampleGraph, sampleExec uintptr
+	sampleHost              []byte
+	sampleHist              []int32
+	samplePending           bool
 
 	// The persistent kernel: k_step's parameter block on the device, the
 	// kernel argument pointing at it, and its grid barrier's counter.
