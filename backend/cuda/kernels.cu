@@ -65,12 +65,6 @@ __device__ __forceinline__ float ldcg(const float *p) {
     return v;
 }
 
-__device__ __forceinline__ F4 ldcg4(const float *p) {
-    F4 v;
-    asm volatile("ld.global.cg.v4.f32 {%0,%1,%2,%3}, [%4];" : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "l"(p));
-    return v;
-}
-
 // Programmatic dependent launch (sm_90): wait here until the previous
 // kernel's results are visible. A no-op when the launch did not ask for it.
 __device__ __forceinline__ void grid_dep_wait() {
@@ -105,27 +99,6 @@ __device__ __forceinline__ float warp_max(float v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
-}
-
-// block_sum / block_max return the block-wide result to every thread.
-__device__ float block_sum(float v, float *red) {
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-    v = warp_sum(v);
-    __syncthreads();
-    if (lane == 0) red[w] = v;
-    __syncthreads();
-    v = lane < (int)(blockDim.x >> 5) ? red[lane] : 0.f;
-    return warp_sum(v);
-}
-
-__device__ float block_max(float v, float *red) {
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-    v = warp_max(v);
-    __syncthreads();
-    if (lane == 0) red[w] = v;
-    __syncthreads();
-    v = lane < (int)(blockDim.x >> 5) ? red[lane] : -3.0e38f;
-    return warp_max(v);
 }
 
 // --------------------------------------------------- matrix shape helpers
