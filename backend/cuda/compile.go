@@ -1,6 +1,7 @@
 package cuda
 
 import (
+	"cmp"
 	"crypto/sha256"
 	_ "embed"
 	"encoding/hex"
@@ -45,7 +46,54 @@ type kernelDims struct {
 	WK, HK, EK                               kind
 	SMs                                      int // multiprocessors (block sizes depend on it)
 	RowChunks                                int // most 16-byte weight chunks a lane loads per row
+	MaxBlock                                 int // largest product block (0: defaultMaxBlock)
+	ItemRows                                 int // most rows a product's work item takes (0: defaultItemRows)
+	Evict                                    int // weights loaded evict-first in L2: 0 none, 1 LM head, 2 all
 }
+
+// Defaults of the tuning fields above (and of the Options that set them).
+const (
+	defaultMaxBlock = 512
+	defaultItemRows = 2
+)
+
+// product is the launch shape of one product kernel.
+type product struct {
+	bt    int // threads a block (kernels.cu BT_*)
+	rows  int // rows a work item takes (R_*; k_gateup: gate/up row pairs)
+	items int // work items
+}
+
+// products are the launch shapes of the separate kernels' products, passed
+// to kernels.cu as BT_* and R_*. A work item of the output projection, FFN
+// gate/up and FFN down takes 1, 2 or 4 rows: as many as still leave every
+// multiprocessor a block of 256 threads, so big matrices keep more weight
+// loads in flight per thread and fewer blocks repeat the input's staging.
+// (The QKV item is a rotation pair, the LM head's 4 rows, both fixed.)
+func (d kernelDims) products() (qkv, wo, gateUp, down, lmHead product) {
+	maxBT := cmp.Or(d.MaxBlock, defaultMaxBlock)
+	sms := max(d.SMs, 1)
+	shape := func(k kind, cols, n, maxRows, maxBT int) product {
+		tpr := threadsPerRow(k, cols, max(d.RowChunks, 1))
+		r := 1
+		for r*2 <= maxRows && n%(r*2) == 0 && n/(r*2)/(256/tpr) >= sms {
+			r *= 2
+		}
+		return product{bt: gemvBlock(n/r, tpr, sms, maxBT), rows: r, items: n / r}
+	}
+	maxRows := cmp.Or(d.ItemRows, defaultItemRows)
+	qd, kvd := d.Heads*d.HeadDim, d.KVHeads*d.HeadDim
+	qkv = shape(d.WK, d.Dim, (qd+2*kvd)/2, 1, maxBT)
+	wo = shape(d.WK, qd, d.Dim, maxRows, maxBT)
+	gateUp = shape(d.WK, d.Dim, d.FFN, maxRows, maxBT)
+	down = shape(d.WK, d.FFN, d.Dim, maxRows, maxBT)
+	// The LM head measured slower in 1024-thread blocks (docs/gpu-notes.md v8).
+	lmHead = shape(d.HK, d.Dim, lmHeadItems(d.Vocab), 1, min(maxBT, 512))
+	return qkv, wo, gateUp, down, lmHead
+}
+
+// lmHeadItems is the LM head's work items (kernels.cu: 4 rows an item).
+func lmHeadItems(vocab int) int { return (vocab + 3) / 4 }
 
 func b2i(b bool) int {
 	if b {
@@ -56,6 +104,8 @@ func b2i(b bool) int {
 
 // options returns NVRTC's command line for an architecture such as "sm_90".
 func (d kernelDims) options(arch string) []string {
+	qkv, wo, gateUp, down, lmHead := d.products()
+	itoa := strconv.Itoa
 	return []string{
 		"--gpu-architecture=" + arch,
 		"--std=c++17",
@@ -74,8 +124,11 @@ func (d kernelDims) options(arch string) []string {
 		"-DWK=" + strconv.Itoa(int(d.WK)),
 		"-DHK=" + strconv.Itoa(int(d.HK)),
 		"-DEK=" + strconv.Itoa(int(d.EK)),
-		"-DNSM=" + strconv.Itoa(max(d.SMs, 1)),
 		"-DROWCHUNKS=" + strconv.Itoa(max(d.RowChunks, 1)),
+		"-DBT_QKV=" + itoa(qkv.bt), "-DBT_WO=" + itoa(wo.bt), "-DBT_GATEUP=" + itoa(gateUp.bt),
+		"-DBT_DOWN=" + itoa(down.bt), "-DBT_LMHEAD=" + itoa(lmHead.bt),
+		"-DR_WO=" + itoa(wo.rows), "-DR_GU=" + itoa(gateUp.rows), "-DR_DOWN=" + itoa(down.rows),
+		"-DEVICT=" + strconv.Itoa(d.Evict),
 	}
 }
 

@@ -81,3 +81,56 @@ func TestCompileCache(t *testing.T) {
 		t.Fatalf("second compile: cached=%v err=%v same=%v", cached, err, string(a) == string(b))
 	}
 }
+
+// TestProducts pins the launch shapes chosen for the two presets' shapes
+// on a 132-multiprocessor card: big matrices take two rows an item, small
+// ones one, and only products with blocks enough grow past 256 threads.
+func TestProducts(t *testing.T) {
+	bitnet := testDims()[0]
+	smollm := kernelDims{Dim: 576, FFN: 1536, Heads: 9, KVHeads: 3, HeadDim: 64, Vocab: 49152, WK: kindTernary, HK: kindQ8, SMs: 132}
+	for _, tc := range []struct {
+		name string
+		d    kernelDims
+		want [5]product
+	}{
+		{"bitnet-2b", bitnet, [5]product{{256, 1, 1920}, {256, 2, 1280}, {512, 2, 3456}, {256, 2, 1280}, {512, 1, 32064}}},
+		{"smollm-135m", smollm, [5]product{{256, 1, 480}, {256, 1, 576}, {256, 1, 1536}, {256, 1, 576}, {512, 1, 12288}}},
+	} {
+		var got [5]product
+		got[0], got[1], got[2], got[3], got[4] = tc.d.products()
+		if got != tc.want {
+			t.Errorf("%s: products() = %+v, want %+v", tc.name, got, tc.want)
+		}
+		for _, p := range got {
+			if p.items*p.rows == 0 || p.bt%32 != 0 {
+				t.Errorf("%s: bad shape %+v", tc.name, p)
+			}
+		}
+	}
+	one := bitnet
+	one.ItemRows = 1
+	if _, wo, gu, down, _ := one.products(); wo.rows != 1 || gu.rows != 1 || down.rows != 1 {
+		t.Errorf("ItemRows 1 still gives rows %d/%d/%d", wo.rows, gu.rows, down.rows)
+	}
+}
+
+func TestEvictionFor(t *testing.T) {
+	const l2 = 50 << 20
+	for _, tc := range []struct{ opt, weights, want int }{
+		{0, 58 << 20, 2},  // smollm-135m preset: all weights evict-first
+		{0, 875 << 20, 0}, // bitnet-2b: L2's default policy
+		{0, 58 << 20, 2},  //
+		{-1, 58 << 20, 0}, // forced off
+		{1, 875 << 20, 1}, // LM head only
+		{2, 875 << 20, 2}, // forced on
+		{0, 10 << 20, 2},  // small models
+		{0, 101 << 20, 0}, // just past twice the L2
+	} {
+		if got := evictionFor(tc.opt, tc.weights, l2); got != tc.want {
+			t.Errorf("evictionFor(%d, %d MB) = %d, want %d", tc.opt, tc.weights>>20, got, tc.want)
+		}
+	}
+	if got := evictionFor(0, 1<<20, 0); got != 0 {
+		t.Errorf("unknown L2 size: %d, want 0", got)
+	}
+}

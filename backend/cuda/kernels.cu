@@ -29,9 +29,6 @@ struct __attribute__((aligned(16))) F4 { float x, y, z, w; };
 #define QD (NH * HD)
 #define KVD (NKV * HD)
 #define PADK(k) (((k) + 63) / 64 * 64)
-#ifndef NSM
-#define NSM 132 // multiprocessors of the card (the host passes the real count)
-#endif
 #define ATT_NT 128 // threads of an attention block (4 items)
 
 // ---------------------------------------------------------------- helpers
@@ -54,6 +51,27 @@ __device__ __forceinline__ U4 ldw(const void *p) {
     asm volatile("ld.global.nc.v4.u32 {%0,%1,%2,%3}, [%4];"
                  : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
     return v;
+}
+
+// The same with L2's evict-first priority, for weights streamed once a
+// token that should not push out what the next token reads again (the KV
+// cache, activations, a small model's layers). EVICT (host-set): 1 the LM
+// head's weights load this way, 2 every matrix's.
+#ifndef EVICT
+#define EVICT 0
+#endif
+template <bool FIRST> __device__ __forceinline__ U4 ldw_p(const void *p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    if (FIRST) {
+        U4 v;
+        u64 pol;
+        asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(pol));
+        asm volatile("ld.global.nc.L2::cache_hint.v4.u32 {%0,%1,%2,%3}, [%4], %5;"
+                     : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p), "l"(pol));
+        return v;
+    }
+#endif
+    return ldw(p);
 }
 
 // Loads of activations and the KV cache go through L2 only (.cg): in the
@@ -87,6 +105,17 @@ __device__ __forceinline__ void grid_dep_launch() {
 __device__ __forceinline__ void prefetch_l2(const u8 *p, size_t n) {
     for (size_t off = (size_t)threadIdx.x * 128; off < n; off += (size_t)blockDim.x * 128)
         asm volatile("prefetch.global.L2 [%0];" ::"l"(p + off));
+}
+
+// fence_acq_rel orders this thread's memory operations at GPU scope, for
+// the fence-plus-relaxed-atomic flag pattern (lighter than __threadfence,
+// a sequentially consistent fence).
+__device__ __forceinline__ void fence_acq_rel() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 700
+    asm volatile("fence.acq_rel.gpu;" ::: "memory");
+#else
+    __threadfence();
+#endif
 }
 
 __device__ __forceinline__ float warp_sum(float v) {
@@ -125,12 +154,6 @@ __host__ __device__ constexpr int tpr_for(int nc) {
                                                   : 1;
 }
 
-// gemv_bt is a product's block size: 512 threads when there are rows
-// enough for four 256-thread blocks per multiprocessor, so fewer blocks
-// repeat the staging of the input; else 256. pack.go mirrors it.
-__host__ __device__ constexpr int gemv_bt(int items, int tpr) {
-    return items / (256 / tpr) >= 4 * NSM ? 512 : 256;
-}
 
 template <int KIND, int K> struct Mat {
     static constexpr int KP = PADK(K);
@@ -262,7 +285,7 @@ __device__ __forceinline__ int tern_word(u32 w, int x0, int x1, int x2, int x3, 
 // group; the caller reduces over the group. D is the q8_0 scale array. The
 // chunk loop runs in batches of up to 4 whose loads are all issued before
 // any arithmetic, so each lane keeps several 16-byte loads in flight.
-template <int KIND, int K, int R>
+template <int KIND, int K, int R, bool FIRST = (EVICT >= 2)>
 __device__ __forceinline__ void rdot(const u8 *__restrict__ W, const u16 *__restrict__ D, const int *rows,
                                      int l, const char *sm, float *out) {
     typedef Mat<KIND, K> M;
@@ -284,7 +307,7 @@ __device__ __forceinline__ void rdot(const u8 *__restrict__ W, const u16 *__rest
 #pragma unroll
             for (int r = 0; r < R; r++) {
                 if (ok) {
-                    w[b][r] = ldw(W + (size_t)rows[r] * RB + (size_t)c * 16);
+                    w[b][r] = ldw_p<FIRST>(W + (size_t)rows[r] * RB + (size_t)c * 16);
                     if (KIND == KQ8) dq[b][r] = D[(size_t)rows[r] * (KP / 32) + (c >> 1)];
                 }
             }
@@ -389,12 +412,16 @@ __device__ __forceinline__ float finish(float raw, const Staged &st, const float
 // in one launch with grid barriers between the steps. A block with no rows
 // in a step returns before staging its input.
 
-// Block sizes of the separate kernels' products (pack.go mirrors them).
-#define BT_QKV gemv_bt((QD + 2 * KVD) / 2, Mat<WK, DIM>::TPR)
-#define BT_WO gemv_bt(DIM, Mat<WK, QD>::TPR)
-#define BT_GATEUP gemv_bt(FFN, Mat<WK, DIM>::TPR)
-#define BT_DOWN gemv_bt(DIM, Mat<WK, FFN>::TPR)
-#define BT_LMHEAD gemv_bt((VOCAB + 3) / 4, Mat<HK, DIM>::TPR)
+// Block sizes of the separate kernels' products: chosen by the host
+// (compile.go kernelDims.products), which launches them.
+#if !defined(BT_QKV) || !defined(BT_WO) || !defined(BT_GATEUP) || !defined(BT_DOWN) || !defined(BT_LMHEAD)
+#error "the host passes the products' block sizes"
+#endif
+// Rows a work item of the output projection, FFN down and FFN gate/up (row
+// pairs) takes, also the host's choice: big matrices take more.
+#if !defined(R_WO) || !defined(R_GU) || !defined(R_DOWN)
+#error "the host passes the products' rows per item"
+#endif
 #ifndef MK_BT
 #define MK_BT 512 // threads of a k_step block
 #endif
@@ -475,19 +502,43 @@ __device__ void qkv_body(int pos, const float *x, const float *__restrict__ nw, 
 #define ATT_CHUNK 16
 #define ATT_DPL ((HD + 31) / 32)          // dims per lane
 #define ATT_CH (HD <= 64 ? 16 : 8)        // positions loaded at once
+#define ATT_MB (HD <= 64 ? 16 : 8)        // slices a merge round loads
 __device__ __forceinline__ int att_slices(int pos, int nsplit) {
     int nact = (pos + 1 + ATT_CHUNK - 1) / ATT_CHUNK;
     return nact < nsplit ? nact : nsplit;
 }
 
+// prefetch_kv warms L2 with the key and value rows of positions [t0, t1)
+// at KV offset kvo, spread over n threads (thread i of them). A step's
+// attention reads rows written tokens ago, long evicted by the weights
+// streamed since; the position and earlier rows do not depend on the
+// previous kernel, so this runs before grid_dep_wait. (Rows the step
+// itself writes later are harmless to prefetch: L2 is where writes land.)
+__device__ __forceinline__ void prefetch_kv(const float *kc, const float *vc, int kvo, int t0, int t1, int i, int n) {
+    constexpr int LINES = (HD * 4 + 127) / 128; // 128-byte lines of a row
+    for (int j = i; j < (t1 - t0) * LINES; j += n) {
+        const size_t off = (size_t)(t0 + j / LINES) * KVD + kvo + (j % LINES) * 32;
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(kc + off));
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(vc + off));
+    }
+}
+
+// attn_range is the positions [t0, t1) of slice s of positions 0..pos.
+__device__ __forceinline__ bool attn_range(int s, int pos, int nsplit, int &t0, int &t1) {
+    const int n = pos + 1, nact = att_slices(pos, nsplit);
+    if (s >= nact) return false;
+    const int len = (n + nact - 1) / nact;
+    t0 = s * len;
+    t1 = min(n, t0 + len);
+    return true;
+}
+
 __device__ void attn_warp(int h, int s, int pos, const float *q, const float *kc, const float *vc, float *out,
                           float *part, u32 *counters, int nsplit) {
     const int lane = threadIdx.x & 31;
-    const int n = pos + 1;
     const int nact = att_slices(pos, nsplit);
-    if (s >= nact) return;
-    const int len = (n + nact - 1) / nact;
-    const int t0 = s * len, t1 = min(n, t0 + len);
+    int t0, t1;
+    if (!attn_range(s, pos, nsplit, t0, t1)) return;
     const int kvo = (h / (NH / NKV)) * HD;
     const float scale = 1.f / sqrtf((float)HD);
     float qv[ATT_DPL], o[ATT_DPL];
@@ -549,40 +600,46 @@ __device__ void attn_warp(int h, int s, int pos, const float *q, const float *kc
         pp[HD] = m;
         pp[HD + 1] = l;
     }
-    __threadfence();
+    fence_acq_rel(); // releases the partial (the atomic below is relaxed)
     __syncwarp();
     int last = 0;
     if (lane == 0) last = atomicAdd(&counters[h], 1u) == (u32)(nact - 1);
     last = __shfl_sync(0xffffffffu, last, 0);
     if (!last) return;
-    __threadfence();
-    // merge: lane j (and j+32) holds slice j's weight exp(m_j - M)
+    fence_acq_rel(); // acquires the other slices' partials
+    // merge: lane j (and j+32) holds slice j's weight exp(m_j - M). The
+    // maxima, sums and the first ATT_MB slices' outputs load in one round.
     const float *ph = part + (size_t)h * nsplit * (HD + 2);
-    float m0 = lane < nact ? ldcg(ph + (size_t)lane * (HD + 2) + HD) : -3.0e38f;
-    float m1 = lane + 32 < nact ? ldcg(ph + (size_t)(lane + 32) * (HD + 2) + HD) : -3.0e38f;
-    float l0 = lane < nact ? ldcg(ph + (size_t)lane * (HD + 2) + HD + 1) : 0.f;
-    float l1 = lane + 32 < nact ? ldcg(ph + (size_t)(lane + 32) * (HD + 2) + HD + 1) : 0.f;
-    const float M = warp_max(fmaxf(m0, m1));
-    const float w0 = lane < nact ? expf(m0 - M) : 0.f, w1 = lane + 32 < nact ? expf(m1 - M) : 0.f;
-    const float inv = 1.f / warp_sum(w0 * l0 + w1 * l1);
+    float pv[ATT_MB][ATT_DPL];
+    auto load = [&](int j0) {
 #pragma unroll
-    for (int k = 0; k < ATT_DPL; k++) o[k] = 0.f;
-    for (int j0 = 0; j0 < nact; j0 += 8) {
-        float pv[8][ATT_DPL];
-#pragma unroll
-        for (int j = 0; j < 8; j++)
+        for (int j = 0; j < ATT_MB; j++)
 #pragma unroll
             for (int k = 0; k < ATT_DPL; k++) {
                 const int d = lane + 32 * k;
                 pv[j][k] = j0 + j < nact && d < HD ? ldcg(ph + (size_t)(j0 + j) * (HD + 2) + d) : 0.f;
             }
+    };
+    float m0 = lane < nact ? ldcg(ph + (size_t)lane * (HD + 2) + HD) : -3.0e38f;
+    float m1 = lane + 32 < nact ? ldcg(ph + (size_t)(lane + 32) * (HD + 2) + HD) : -3.0e38f;
+    float l0 = lane < nact ? ldcg(ph + (size_t)lane * (HD + 2) + HD + 1) : 0.f;
+    float l1 = lane + 32 < nact ? ldcg(ph + (size_t)(lane + 32) * (HD + 2) + HD + 1) : 0.f;
+    load(0);
+    const float M = warp_max(fmaxf(m0, m1));
+    const float w0 = lane < nact ? expf(m0 - M) : 0.f, w1 = lane + 32 < nact ? expf(m1 - M) : 0.f;
+    const float inv = 1.f / warp_sum(w0 * l0 + w1 * l1);
 #pragma unroll
-        for (int j = 0; j < 8; j++) {
+    for (int k = 0; k < ATT_DPL; k++) o[k] = 0.f;
+    for (int j0 = 0;;) {
+#pragma unroll
+        for (int j = 0; j < ATT_MB; j++) {
             const int jj = j0 + j;
             const float wj = __shfl_sync(0xffffffffu, jj < 32 ? w0 : w1, jj & 31);
 #pragma unroll
             for (int k = 0; k < ATT_DPL; k++) o[k] += wj * pv[j][k];
         }
+        if ((j0 += ATT_MB) >= nact) break;
+        load(j0);
     }
 #pragma unroll
     for (int k = 0; k < ATT_DPL; k++)
@@ -590,61 +647,80 @@ __device__ void attn_warp(int h, int s, int pos, const float *q, const float *kc
     if (lane == 0) counters[h] = 0;
 }
 
-// x += Wo (attn_sub_norm(att) or att).
-template <int BT>
-__device__ void wo_body(const float *att, const float *__restrict__ nw, const u8 *__restrict__ W,
-                        const u16 *__restrict__ D, const float *__restrict__ rs, float *x, char *sm, float *red) {
-    typedef Mat<WK, QD> M;
-    if (!has_items<BT, M::TPR>(DIM)) return;
-    Staged st = stage<WK, QD, BT>(VecLoad{att}, SUBNORM ? nw : (const float *)0, sm, red);
-    FOR_ITEMS(M, DIM) {
-        int rows[1] = {valid ? item : 0};
-        float v[1] = {0.f};
-        if (valid) rdot<WK, QD, 1>(W, D, rows, l, sm, v);
-        v[0] = group_sum<M::TPR>(v[0]);
-        if (valid && l == 0) x[item] = ldcg(x + item) + finish<WK>(v[0], st, rs, item);
-    }
-}
-
-// hb = act(Wgate u) * (Wup u), u = RMSNorm(x). W holds the FFN gate rows
-// then the FFN up rows; one item is row i of each.
-template <int BT>
-__device__ void gateup_body(const float *x, const float *__restrict__ nw, const u8 *__restrict__ W,
-                            const u16 *__restrict__ D, const float *__restrict__ rs, float *hb, char *sm, float *red) {
-    typedef Mat<WK, DIM> M;
-    if (!has_items<BT, M::TPR>(FFN)) return;
-    Staged st = stage<WK, DIM, BT>(VecLoad{x}, nw, sm, red);
-    FOR_ITEMS(M, FFN) {
-        int i = valid ? item : 0;
-        int rows[2] = {i, FFN + i};
-        float v[2] = {0.f, 0.f};
-        if (valid) rdot<WK, DIM, 2>(W, D, rows, l, sm, v);
-        v[0] = group_sum<M::TPR>(v[0]);
-        v[1] = group_sum<M::TPR>(v[1]);
+// x += W (norm(in) with weight nw, or in when nw is null): the residual
+// products (output projection, FFN down), R rows an item.
+template <int BT, int K, int R, class Load>
+__device__ void residual_body(Load in, const float *__restrict__ nw, const u8 *__restrict__ W, const u16 *__restrict__ D,
+                              const float *__restrict__ rs, float *x, char *sm, float *red) {
+    typedef Mat<WK, K> M;
+    constexpr int NI = DIM / R;
+    if (!has_items<BT, M::TPR>(NI)) return;
+    Staged st = stage<WK, K, BT>(in, nw, sm, red);
+    FOR_ITEMS(M, NI) {
+        int rows[R];
+#pragma unroll
+        for (int r = 0; r < R; r++) rows[r] = (valid ? item : 0) * R + r;
+        float v[R];
+#pragma unroll
+        for (int r = 0; r < R; r++) v[r] = 0.f;
+        if (valid) rdot<WK, K, R>(W, D, rows, l, sm, v);
+#pragma unroll
+        for (int r = 0; r < R; r++) v[r] = group_sum<M::TPR>(v[r]);
         if (valid && l == 0) {
-            float g = finish<WK>(v[0], st, rs, rows[0]), u = finish<WK>(v[1], st, rs, rows[1]);
-            float a;
-            if (ACT_RELU2) { float r = fmaxf(g, 0.f); a = r * r; }
-            else a = g / (1.f + expf(-g));
-            hb[i] = a * u;
+#pragma unroll
+            for (int r = 0; r < R; r++) x[rows[r]] = ldcg(x + rows[r]) + finish<WK>(v[r], st, rs, rows[r]);
         }
     }
 }
 
-// x += Wdown (ffn_sub_norm(hb) or hb).
-template <int BT>
+// x += Wo (attn_sub_norm(att) or att); an item is R rows.
+template <int BT, int R>
+__device__ void wo_body(const float *att, const float *__restrict__ nw, const u8 *__restrict__ W,
+                        const u16 *__restrict__ D, const float *__restrict__ rs, float *x, char *sm, float *red) {
+    residual_body<BT, QD, R>(VecLoad{att}, SUBNORM ? nw : (const float *)0, W, D, rs, x, sm, red);
+}
+
+// hb = act(Wgate u) * (Wup u), u = RMSNorm(x). W holds the FFN gate rows
+// then the FFN up rows; an item is rows i..i+R-1 of each.
+template <int BT, int R>
+__device__ void gateup_body(const float *x, const float *__restrict__ nw, const u8 *__restrict__ W,
+                            const u16 *__restrict__ D, const float *__restrict__ rs, float *hb, char *sm, float *red) {
+    typedef Mat<WK, DIM> M;
+    constexpr int NI = FFN / R;
+    if (!has_items<BT, M::TPR>(NI)) return;
+    Staged st = stage<WK, DIM, BT>(VecLoad{x}, nw, sm, red);
+    FOR_ITEMS(M, NI) {
+        const int i0 = (valid ? item : 0) * R;
+        int rows[2 * R];
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            rows[r] = i0 + r;
+            rows[R + r] = FFN + i0 + r;
+        }
+        float v[2 * R];
+#pragma unroll
+        for (int r = 0; r < 2 * R; r++) v[r] = 0.f;
+        if (valid) rdot<WK, DIM, 2 * R>(W, D, rows, l, sm, v);
+#pragma unroll
+        for (int r = 0; r < 2 * R; r++) v[r] = group_sum<M::TPR>(v[r]);
+        if (valid && l == 0) {
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                float g = finish<WK>(v[r], st, rs, rows[r]), u = finish<WK>(v[R + r], st, rs, rows[R + r]);
+                float a;
+                if (ACT_RELU2) { float q = fmaxf(g, 0.f); a = q * q; }
+                else a = g / (1.f + expf(-g));
+                hb[i0 + r] = a * u;
+            }
+        }
+    }
+}
+
+// x += Wdown (ffn_sub_norm(hb) or hb); an item is R rows.
+template <int BT, int R>
 __device__ void down_body(const float *hb, const float *__restrict__ nw, const u8 *__restrict__ W,
                           const u16 *__restrict__ D, const float *__restrict__ rs, float *x, char *sm, float *red) {
-    typedef Mat<WK, FFN> M;
-    if (!has_items<BT, M::TPR>(DIM)) return;
-    Staged st = stage<WK, FFN, BT>(VecLoad{hb}, SUBNORM ? nw : (const float *)0, sm, red);
-    FOR_ITEMS(M, DIM) {
-        int rows[1] = {valid ? item : 0};
-        float v[1] = {0.f};
-        if (valid) rdot<WK, FFN, 1>(W, D, rows, l, sm, v);
-        v[0] = group_sum<M::TPR>(v[0]);
-        if (valid && l == 0) x[item] = ldcg(x + item) + finish<WK>(v[0], st, rs, item);
-    }
+    residual_body<BT, FFN, R>(VecLoad{hb}, SUBNORM ? nw : (const float *)0, W, D, rs, x, sm, red);
 }
 
 // logits = Output RMSNorm(x); each block's best (value, id) goes to best[],
@@ -668,7 +744,7 @@ __device__ void lmhead_body(const float *x, const float *__restrict__ nw, const 
 #pragma unroll
             for (int r = 0; r < 4; r++) rows[r] = min(4 * (valid ? item : 0) + r, VOCAB - 1);
             float v[4] = {0.f, 0.f, 0.f, 0.f};
-            if (valid) rdot<HK, DIM, 4>(W, D, rows, l, sm, v);
+            if (valid) rdot<HK, DIM, 4, (EVICT >= 1)>(W, D, rows, l, sm, v);
 #pragma unroll
             for (int r = 0; r < 4; r++) v[r] = group_sum<M::TPR>(v[r]);
             if (valid && l == 0) {
@@ -697,12 +773,12 @@ __device__ void lmhead_body(const float *x, const float *__restrict__ nw, const 
             if (wv[w] > bv || (wv[w] == bv && wi[w] < bi)) { bv = wv[w]; bi = wi[w]; }
         bestv[blockIdx.x] = bv;
         besti[blockIdx.x] = bi;
-        __threadfence();
+        fence_acq_rel();
         last = atomicAdd(counter, 1u) == gridDim.x - 1;
     }
     __syncthreads();
     if (!last || tid != 0) return;
-    __threadfence();
+    fence_acq_rel();
     const volatile float *vv = bestv;
     const volatile int *vi = besti;
     bv = vv[0];
@@ -751,8 +827,13 @@ extern "C" __global__ void __launch_bounds__(BT_QKV) k_qkv(const int *__restrict
 extern "C" __global__ void __launch_bounds__(ATT_NT) k_attn(const int *__restrict__ tp, const float *q, const float *kc,
                                                              const float *vc, float *out, float *part, u32 *counters,
                                                              int nsplit) {
-    grid_dep_wait();
     const int item = blockIdx.x * (ATT_NT / 32) + (threadIdx.x >> 5), y = blockIdx.y;
+    {
+        int t0, t1;
+        if (item < NH * nsplit && attn_range(item % nsplit, tp[1] + y, nsplit, t0, t1))
+            prefetch_kv(kc, vc, (item / nsplit / (NH / NKV)) * HD, t0, t1, threadIdx.x & 31, 32);
+    }
+    grid_dep_wait();
     if (item < NH * nsplit)
         attn_warp(item / nsplit, item % nsplit, tp[1] + y, q + (size_t)y * QD, kc, vc, out + (size_t)y * QD,
                   part + (size_t)y * NH * nsplit * (HD + 2), counters + y * NH, nsplit);
@@ -766,9 +847,9 @@ extern "C" __global__ void __launch_bounds__(BT_WO) k_wo(const float *att, const
     typedef Mat<WK, QD> M;
     extern __shared__ __attribute__((aligned(16))) char sm[];
     __shared__ float red[64];
-    prefetch_rows<WK, QD>(W, blockIdx.x * (BT / M::TPR), BT / M::TPR, DIM);
+    prefetch_rows<WK, QD>(W, blockIdx.x * (BT / M::TPR) * R_WO, BT / M::TPR * R_WO, DIM);
     grid_dep_wait();
-    wo_body<BT>(att + (size_t)blockIdx.y * QD, nw, W, D, rs, x + (size_t)blockIdx.y * DIM, sm, red);
+    wo_body<BT, R_WO>(att + (size_t)blockIdx.y * QD, nw, W, D, rs, x + (size_t)blockIdx.y * DIM, sm, red);
     grid_dep_launch();
 }
 
@@ -779,10 +860,10 @@ extern "C" __global__ void __launch_bounds__(BT_GATEUP) k_gateup(const float *x,
     typedef Mat<WK, DIM> M;
     extern __shared__ __attribute__((aligned(16))) char sm[];
     __shared__ float red[64];
-    prefetch_rows<WK, DIM>(W, blockIdx.x * (BT / M::TPR), BT / M::TPR, FFN);
-    prefetch_rows<WK, DIM>(W, FFN + blockIdx.x * (BT / M::TPR), BT / M::TPR, 2 * FFN);
+    prefetch_rows<WK, DIM>(W, blockIdx.x * (BT / M::TPR) * R_GU, BT / M::TPR * R_GU, FFN);
+    prefetch_rows<WK, DIM>(W, FFN + blockIdx.x * (BT / M::TPR) * R_GU, BT / M::TPR * R_GU, 2 * FFN);
     grid_dep_wait();
-    gateup_body<BT>(x + (size_t)blockIdx.y * DIM, nw, W, D, rs, hb + (size_t)blockIdx.y * FFN, sm, red);
+    gateup_body<BT, R_GU>(x + (size_t)blockIdx.y * DIM, nw, W, D, rs, hb + (size_t)blockIdx.y * FFN, sm, red);
     grid_dep_launch();
 }
 
@@ -793,9 +874,9 @@ extern "C" __global__ void __launch_bounds__(BT_DOWN) k_down(const float *hb, co
     typedef Mat<WK, FFN> M;
     extern __shared__ __attribute__((aligned(16))) char sm[];
     __shared__ float red[64];
-    prefetch_rows<WK, FFN>(W, blockIdx.x * (BT / M::TPR), BT / M::TPR, DIM);
+    prefetch_rows<WK, FFN>(W, blockIdx.x * (BT / M::TPR) * R_DOWN, BT / M::TPR * R_DOWN, DIM);
     grid_dep_wait();
-    down_body<BT>(hb + (size_t)blockIdx.y * FFN, nw, W, D, rs, x + (size_t)blockIdx.y * DIM, sm, red);
+    down_body<BT, R_DOWN>(hb + (size_t)blockIdx.y * FFN, nw, W, D, rs, x + (size_t)blockIdx.y * DIM, sm, red);
     grid_dep_launch();
 }
 
@@ -912,13 +993,13 @@ extern "C" __global__ void __launch_bounds__(MK_BT) k_step(const StepP *__restri
             attn_warp(it / P->nsplit, it % P->nsplit, pos, P->q, L.kc, L.vc, P->att, P->part, P->counters, P->nsplit);
         prefetch_rows<WK, DIM>(L.gu.w, b * (BT / Mat<WK, DIM>::TPR), BT / Mat<WK, DIM>::TPR, FFN);
         SYNC();
-        wo_body<BT>(P->att, L.as, L.wo.w, L.wo.d, L.wo.rs, P->x, sm, red);
+        wo_body<BT, 1>(P->att, L.as, L.wo.w, L.wo.d, L.wo.rs, P->x, sm, red);
         prefetch_rows<WK, DIM>(L.gu.w, FFN + b * (BT / Mat<WK, DIM>::TPR), BT / Mat<WK, DIM>::TPR, 2 * FFN);
         SYNC();
-        gateup_body<BT>(P->x, L.fn, L.gu.w, L.gu.d, L.gu.rs, P->hb, sm, red);
+        gateup_body<BT, 1>(P->x, L.fn, L.gu.w, L.gu.d, L.gu.rs, P->hb, sm, red);
         prefetch_rows<WK, FFN>(L.down.w, b * (BT / Mat<WK, FFN>::TPR), BT / Mat<WK, FFN>::TPR, DIM);
         SYNC();
-        down_body<BT>(P->hb, L.fs, L.down.w, L.down.d, L.down.rs, P->x, sm, red);
+        down_body<BT, 1>(P->hb, L.fs, L.down.w, L.down.d, L.down.rs, P->x, sm, red);
     }
     prefetch_rows<HK, DIM>(P->head.w, 4 * b * (BT / Mat<HK, DIM>::TPR), 4 * (BT / Mat<HK, DIM>::TPR), VOCAB);
     SYNC();

@@ -31,10 +31,41 @@ type Options struct {
 	// RowChunks is the most 16-byte weight chunks one lane loads per row
 	// of a product (0: defaultRowChunks).
 	RowChunks int
+	// MaxBlock is the largest block of a product kernel: 256, 512 or 1024
+	// threads (0: defaultMaxBlock).
+	MaxBlock int
+	// ItemRows is the most rows one work item of a product takes: 1, 2 or
+	// 4 (0: defaultItemRows).
+	ItemRows int
+	// DebugSkip names kernels left out of the decode graph (comma-separated),
+	// for timing by ablation in the kernel harness; results are wrong.
+	DebugSkip string
+	// Evict sets which weights load with L2's evict-first priority: -1
+	// none, 1 the LM head's, 2 every matrix's, 0 chosen by size
+	// (evictionFor).
+	Evict int
 }
 
 // defaultRowChunks is Options.RowChunks when unset.
 const defaultRowChunks = 1
+
+// evictionFor is kernels.cu's EVICT for Options.Evict opt: all weights load
+// evict-first when the model's weights are within twice the L2 cache, so
+// that what every token reads again (the KV cache, activations) stays in L2
+// while the weights stream past (measured +3-6% on smollm-135m, 57.6 MB of
+// weights on the H100's 50 MB L2); bigger models keep L2's default policy
+// (bitnet-2b measured 0-3% slower with it). docs/gpu-notes.md v8.
+func evictionFor(opt, weightBytes, l2Bytes int) int {
+	switch {
+	case opt == -1:
+		return 0
+	case opt > 0:
+		return opt
+	case l2Bytes > 0 && weightBytes <= 2*l2Bytes:
+		return 2
+	}
+	return 0
+}
 
 // devMat is a matrix in device memory.
 type devMat struct {
@@ -69,6 +100,7 @@ type Model struct {
 	stepGrid    int  // blocks of k_step (all resident); 0: the persistent kernel is off
 	stepSmem    int  // its dynamic shared memory
 	persistent  bool // Options.Persistent
+	debugSkip   string
 	weightBytes int
 	embedBytes  int  // of a separate (untied) embedding table
 	cached      bool // kernels came from the disk cache
@@ -92,6 +124,19 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 	c := w.Config
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("cuda: %w", err)
+	}
+	switch opts.MaxBlock {
+	case 0, 256, 512, 1024:
+	default:
+		return nil, fmt.Errorf("cuda: Options.MaxBlock %d: want 256, 512 or 1024", opts.MaxBlock)
+	}
+	switch opts.ItemRows {
+	case 0, 1, 2, 4:
+	default:
+		return nil, fmt.Errorf("cuda: Options.ItemRows %d: want 1, 2 or 4", opts.ItemRows)
+	}
+	if opts.Evict < -1 || opts.Evict > 2 {
+		return nil, fmt.Errorf("cuda: Options.Evict %d: want -1, 0, 1 or 2", opts.Evict)
 	}
 	if len(w.Layers) != c.Layers {
 		return nil, fmt.Errorf("cuda: %d layers of weights, config says %d", len(w.Layers), c.Layers)
@@ -193,6 +238,7 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 	m := &Model{dev: dev, cfg: c, fn: map[string]uintptr{}}
 	m.pdl = !opts.NoPDL && dev.info.ComputeMajor >= 9 && dev.d.cuLaunchKernelEx != nil
 	m.persistent = opts.Persistent
+	m.debugSkip = opts.DebugSkip
 	ok := false
 	defer func() {
 		if !ok {
@@ -308,7 +354,8 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 
 	m.dims = kernelDims{Dim: c.Dim, FFN: c.FFNDim, Heads: c.Heads, KVHeads: c.KVHeads, HeadDim: c.HeadDim,
 		Vocab: c.Vocab, Eps: c.NormEps, NeoX: c.RopeStyle == model.RopeNeoX, ReLU2: c.Act == model.ReLU2,
-		SubNorms: c.SubNorms, WK: wk, HK: hk, EK: ek, SMs: dev.sms, RowChunks: cmp.Or(opts.RowChunks, defaultRowChunks)}
+		SubNorms: c.SubNorms, WK: wk, HK: hk, EK: ek, SMs: dev.sms, RowChunks: cmp.Or(opts.RowChunks, defaultRowChunks),
+		MaxBlock: cmp.Or(opts.MaxBlock, defaultMaxBlock), ItemRows: cmp.Or(opts.ItemRows, defaultItemRows), Evict: evictionFor(opts.Evict, m.weightBytes, dev.l2Bytes)}
 	for _, sb := range []int{stageBytes(wk, c.Dim), stageBytes(wk, qd), stageBytes(wk, c.FFNDim), stageBytes(hk, c.Dim)} {
 		if sb+1024 > dev.maxSmem {
 			return nil, fmt.Errorf("cuda: a product needs %d bytes of shared memory, %s allows %d", sb, dev.info.Name, dev.maxSmem)

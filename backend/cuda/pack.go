@@ -366,11 +366,14 @@ func widest(a, b kind) kind {
 	return a
 }
 
-// gemvBlock mirrors kernels.cu's gemv_bt: 512 threads when the product has
-// rows enough for four 256-thread blocks per multiprocessor, else 256.
-func gemvBlock(items, tpr, sms int) int {
-	if items/(256/tpr) >= 4*sms {
-		return 512
+// gemvBlock is a product's block size: the largest of 256, 512 and 1024
+// threads (at most maxBT) that still gives every multiprocessor a block.
+// Bigger blocks mean fewer blocks staging (and normalising) the same
+// input; products too small to fill the card keep 256.
+func gemvBlock(items, tpr, sms, maxBT int) int {
+	bt := 256
+	for bt*2 <= maxBT && items/(bt*2/tpr) >= sms {
+		bt *= 2
 	}
-	return 256
+	return bt
 }

@@ -289,8 +289,13 @@ func TestShapeMirrors(t *testing.T) {
 	if stageBytes(kindTernary, 6912) != 6912 || stageBytes(kindQ8, 576) != 576+18*4 || stageBytes(kindF32, 172) != 192*4 {
 		t.Error("stageBytes disagrees with kernels.cu's Mat<>::SMEM")
 	}
-	if gemvBlock(6912, 32, 132) != 512 || gemvBlock(2560, 32, 132) != 256 || gemvBlock(49152, 32, 132) != 512 {
-		t.Error("gemvBlock disagrees with kernels.cu's gemv_bt")
+	for _, tc := range []struct{ items, tpr, maxBT, want int }{
+		{6912, 32, 1024, 1024}, {6912, 32, 512, 512}, {2560, 32, 1024, 512}, {1920, 32, 1024, 256},
+		{1536, 16, 1024, 256}, {12288, 32, 1024, 1024}, {12288, 32, 256, 256}, {100, 1, 1024, 256},
+	} {
+		if got := gemvBlock(tc.items, tc.tpr, 132, tc.maxBT); got != tc.want {
+			t.Errorf("gemvBlock(%d, %d, 132, %d) = %d, want %d", tc.items, tc.tpr, tc.maxBT, got, tc.want)
+		}
 	}
 }
 

@@ -217,6 +217,16 @@ var sampleParams = sample.Params{Temperature: 0.8, TopK: 40, TopP: 0.95, MinP: 0
 
 func sampleCheck(s *Session, seq []int32, logits []float32, res *SelfTestResult) error {
 	last := len(seq) - 1
+	// The draws come from decode steps at the last position, so the
+	// distribution is taken from a decode step's logits there (decode may
+	// run other kernels than the prefill that filled logits, rounding
+	// differently, which can move a token across the top-p edge).
+	if err := s.Rewind(last); err != nil {
+		return err
+	}
+	if err := s.Decode(seq[last], logits); err != nil {
+		return err
+	}
 	host, err := sample.New(len(logits), sampleParams)
 	if err != nil {
 		return err

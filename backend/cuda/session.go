@@ -3,6 +3,7 @@ package cuda
 import (
 	"fmt"
 	"runtime"
+	"strings"
 	"unsafe"
 
 	"github.com/edgellm/edgellm/backend"
@@ -141,8 +142,8 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 	s.nsplit = min(max((ctx+15)/16, 1), 64)
 
 	qd := c.Heads * c.HeadDim
-	lmItems := (c.Vocab + 3) / 4 // kernels.cu: the LM head takes 4 rows per item
-	lmGrid := max(m.gemvGrid(m.dims.HK, c.Dim, lmItems), m.stepGrid)
+	pQKV, pWO, pGateUp, pDown, pHead := m.dims.products()
+	lmGrid := max(m.gemvGrid(m.dims.HK, c.Dim, pHead), m.stepGrid)
 	alloc := func(n int, what string) (uint64, error) {
 		p, err := m.dev.alloc(n, what)
 		if err == nil {
@@ -179,11 +180,13 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 	// The decode step's launches.
 	f := func(v float32) uint64 { return uint64(*(*uint32)(unsafe.Pointer(&v))) }
 	add := func(name string, op int, grid [3]uint32, block, smem int, args ...uint64) {
+		if m.debugSkip != "" && strings.Contains(","+m.debugSkip+",", ","+name+",") {
+			return
+		}
 		s.plan = append(s.plan, launch{name: name, fn: m.fn[name], op: op, grid: grid, block: uint32(block), smem: uint32(smem), args: args})
 	}
-	gemv := func(name string, op int, k kind, cols, items int, args ...uint64) {
-		bt := gemvBlock(items, threadsPerRow(k, cols, m.dims.RowChunks), m.dev.sms)
-		add(name, op, [3]uint32{uint32(m.gemvGrid(k, cols, items)), 1, 1}, bt, stageBytes(k, cols), args...)
+	gemv := func(name string, op int, k kind, cols int, p product, args ...uint64) {
+		add(name, op, [3]uint32{uint32(m.gemvGrid(k, cols, p)), 1, 1}, p.bt, stageBytes(k, cols), args...)
 	}
 	e, h := m.embed, m.head
 	add("k_embed", opEmbedding, [3]uint32{uint32((c.Dim + 255) / 256), 1, 1}, 256, 0, s.tp, e.w, e.d, f(m.escale), s.x)
@@ -191,14 +194,14 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 	for l := range m.layers {
 		L := &m.layers[l]
 		kcl, vcl := kc+uint64(l)*layerKV, vc+uint64(l)*layerKV
-		gemv("k_qkv", opQKV, m.dims.WK, c.Dim, (qd+2*kvd)/2, s.tp, s.x, L.attnNorm, L.qkv.w, L.qkv.d, L.qkv.rs, m.freqs, q, kcl, vcl)
+		gemv("k_qkv", opQKV, m.dims.WK, c.Dim, pQKV, s.tp, s.x, L.attnNorm, L.qkv.w, L.qkv.d, L.qkv.rs, m.freqs, q, kcl, vcl)
 		// kernels.cu k_attn: one warp per (head, slice), 4 warps a block
 		add("k_attn", opAttention, [3]uint32{uint32((c.Heads*s.nsplit + 3) / 4), 1, 1}, 128, 0, s.tp, q, kcl, vcl, att, part, counters, uint64(s.nsplit))
-		gemv("k_wo", opOutput, m.dims.WK, qd, c.Dim, att, L.attnSub, L.wo.w, L.wo.d, L.wo.rs, s.x)
-		gemv("k_gateup", opFFNUpGate, m.dims.WK, c.Dim, c.FFNDim, s.x, L.ffnNorm, L.gateUp.w, L.gateUp.d, L.gateUp.rs, hb)
-		gemv("k_down", opFFNDown, m.dims.WK, c.FFNDim, c.Dim, hb, L.ffnSub, L.down.w, L.down.d, L.down.rs, s.x)
+		gemv("k_wo", opOutput, m.dims.WK, qd, pWO, att, L.attnSub, L.wo.w, L.wo.d, L.wo.rs, s.x)
+		gemv("k_gateup", opFFNUpGate, m.dims.WK, c.Dim, pGateUp, s.x, L.ffnNorm, L.gateUp.w, L.gateUp.d, L.gateUp.rs, hb)
+		gemv("k_down", opFFNDown, m.dims.WK, c.FFNDim, pDown, hb, L.ffnSub, L.down.w, L.down.d, L.down.rs, s.x)
 	}
-	gemv("k_lmhead", opLMHead, m.dims.HK, c.Dim, lmItems,
+	gemv("k_lmhead", opLMHead, m.dims.HK, c.Dim, pHead,
 		s.x, m.outNrm, h.w, h.d, h.rs, s.logits, bestv, besti, lmCounter, s.tp, s.tokOut)
 	for i := range s.plan {
 		l := &s.plan[i]
@@ -297,14 +300,12 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 	return s, nil
 }
 
-// gemvGrid is the block count of a product: one pass over the rows, capped
-// at four 256-thread blocks (or two of 512) per multiprocessor (the kernels loop over the rest), since
-// every block repeats the input's normalisation.
-func (m *Model) gemvGrid(k kind, cols, items int) int {
-	tpr := threadsPerRow(k, cols, m.dims.RowChunks)
-	bt := gemvBlock(items, tpr, m.dev.sms)
-	perBlock := bt / tpr
-	return max(1, min((items+perBlock-1)/perBlock, 4*m.dev.sms*256/bt))
+// gemvGrid is the block count of product p: one pass over its items,
+// capped at what is resident at once (2,048 threads a multiprocessor; the
+// kernels loop over the rest).
+func (m *Model) gemvGrid(k kind, cols int, p product) int {
+	perBlock := p.bt / threadsPerRow(k, cols, m.dims.RowChunks)
+	return max(1, min((p.items+perBlock-1)/perBlock, 2048/p.bt*m.dev.sms))
 }
 
 // enqueue issues the step's work on the stream: the token/position upload,

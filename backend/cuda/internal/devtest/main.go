@@ -33,7 +33,7 @@ func main() {
 	prof := flag.Int("prof", 64, "profiled tokens per bench (0: none)")
 	both := flag.Bool("both", true, "also bench without programmatic dependent launch and the persistent kernel")
 	rowChunks := flag.Int("rowchunks", 0, "Options.RowChunks of the checks and the main benches (0: default)")
-	moreChunks := flag.String("benchchunks", "", "comma-separated RowChunks values to bench in addition")
+	more := flag.String("variants", "", "more Options to bench, ';'-separated, each a ','-separated list of rowchunks=N maxblock=N itemrows=N evict=N nopdl persistent skip=K1+K2")
 	flag.Parse()
 	fail := false
 	var table []string
@@ -123,10 +123,16 @@ func main() {
 			if *both {
 				variants = append(variants, cuda.Options{NoPDL: true, RowChunks: *rowChunks}, cuda.Options{Persistent: true, RowChunks: *rowChunks})
 			}
-			for _, rc := range strings.Split(*moreChunks, ",") {
-				if n, err := strconv.Atoi(rc); err == nil {
-					variants = append(variants, cuda.Options{RowChunks: n})
+			for _, spec := range strings.Split(*more, ";") {
+				if spec == "" {
+					continue
 				}
+				opts, err := parseVariant(spec)
+				if err != nil {
+					fmt.Println(err)
+					os.Exit(2)
+				}
+				variants = append(variants, opts)
 			}
 			for _, opts := range variants {
 				line, err := bench(name, w, *benchN, *warm, *prof, opts)
@@ -160,6 +166,37 @@ func loadGGUF(path string) (*model.Weights, error) {
 // bench decodes n tokens greedily (the device argmax chained through the
 // host, as a generation loop does) and reports throughput and jitter, then
 // a profiled run's per-op times.
+// parseVariant reads one -variants entry.
+func parseVariant(spec string) (cuda.Options, error) {
+	var o cuda.Options
+	for _, kv := range strings.Split(spec, ",") {
+		k, v, _ := strings.Cut(strings.TrimSpace(kv), "=")
+		n, err := strconv.Atoi(v)
+		if v != "" && err != nil && k != "skip" {
+			return o, fmt.Errorf("variant %q: %v", spec, err)
+		}
+		switch k {
+		case "rowchunks":
+			o.RowChunks = n
+		case "maxblock":
+			o.MaxBlock = n
+		case "itemrows":
+			o.ItemRows = n
+		case "skip":
+			o.DebugSkip = strings.ReplaceAll(v, "+", ",")
+		case "nopdl":
+			o.NoPDL = true
+		case "persistent":
+			o.Persistent = true
+		case "evict":
+			o.Evict = n
+		default:
+			return o, fmt.Errorf("variant %q: unknown key %q", spec, k)
+		}
+	}
+	return o, nil
+}
+
 func bench(name string, w *model.Weights, n, warm, prof int, opts cuda.Options) (string, error) {
 	bm, err := cuda.Load(w, opts)
 	if err != nil {
@@ -237,8 +274,8 @@ func bench(name string, w *model.Weights, n, warm, prof int, opts cuda.Options) 
 		us(ot.Embedding+ot.QKV+ot.Attention+ot.Output+ot.FFNUpGate+ot.FFNDown+ot.LMHead))
 	lk, hk := m.Kinds()
 	pers, why := s.Persistent()
-	line := fmt.Sprintf("bench %s [%s/%s persistent=%v%s grid=%d pdl=%v rowchunks=%d] on %s: %.0f tok/s over %d tokens, p50 %.1f us, p99 %.1f us, p99/p50 %.3f, launches/token %d, h2d %.0f B/token, d2h %.0f B/token, weights %.1f MB -> %.0f GB/s\n%s",
-		name, lk, hk, pers, why, m.StepGrid(), m.PDL(), opts.RowChunks, m.Info().Name, toks, n, p50*1e6, p99*1e6, p99/p50, s.LaunchesPerToken(), h2d, d2h,
+	line := fmt.Sprintf("bench %s [%s/%s persistent=%v%s grid=%d pdl=%v %+v] on %s: %.0f tok/s over %d tokens, p50 %.1f us, p99 %.1f us, p99/p50 %.3f, launches/token %d, h2d %.0f B/token, d2h %.0f B/token, weights %.1f MB -> %.0f GB/s\n%s",
+		name, lk, hk, pers, why, m.StepGrid(), m.PDL(), opts, m.Info().Name, toks, n, p50*1e6, p99*1e6, p99/p50, s.LaunchesPerToken(), h2d, d2h,
 		float64(m.WeightBytes())/1e6, wgb, profLine+timeline)
 	fmt.Println(line)
 	return line, nil
