@@ -562,27 +562,45 @@ __device__ void attn_warp(int h, int s, int pos, const float *q, const float *kc
                 vr[i][k] = ok ? ldcg(vc + (size_t)t * KVD + kvo + d) : 0.f;
             }
         }
+        // Scores: each lane's partial dot products of the ATT_CH positions,
+        // summed over the warp by a transposing butterfly (each level halves
+        // the values a lane holds): ATT_CH - 1 + log2(32 / ATT_CH) shuffles
+        // in all, independent within a level, after which lane L holds
+        // position L / (32 / ATT_CH)'s whole score.
         float sc[ATT_CH];
-        float cm = m;
 #pragma unroll
         for (int i = 0; i < ATT_CH; i++) {
             float a = 0.f;
 #pragma unroll
             for (int k = 0; k < ATT_DPL; k++) a += qv[k] * kr[i][k];
-            a = warp_sum(a);
-            sc[i] = c0 + i < t1 ? a : -3.0e38f;
-            cm = fmaxf(cm, sc[i]);
+            sc[i] = a;
         }
+#pragma unroll
+        for (int w = ATT_CH / 2, o = 16; w >= 1; w /= 2, o /= 2) {
+            const bool upper = lane & o;
+#pragma unroll
+            for (int j = 0; j < w; j++) {
+                const float send = upper ? sc[j] : sc[j + w], keep = upper ? sc[j + w] : sc[j];
+                sc[j] = keep + __shfl_xor_sync(0xffffffffu, send, o);
+            }
+        }
+        constexpr int REP = 32 / ATT_CH; // lanes holding each score
+        float sv = sc[0];
+#pragma unroll
+        for (int o = REP / 2; o > 0; o >>= 1) sv += __shfl_xor_sync(0xffffffffu, sv, o);
+        const int mine = lane / REP;
+        sv = c0 + mine < t1 ? sv : -3.0e38f;
+        const float cm = fmaxf(m, warp_max(sv));
+        const float p = c0 + mine < t1 ? expf(sv - cm) : 0.f;
         const float corr = expf(m - cm);
-        l *= corr;
+        l = l * corr + warp_sum(lane % REP == 0 ? p : 0.f);
 #pragma unroll
         for (int k = 0; k < ATT_DPL; k++) o[k] *= corr;
 #pragma unroll
         for (int i = 0; i < ATT_CH; i++) {
-            const float p = c0 + i < t1 ? expf(sc[i] - cm) : 0.f;
-            l += p;
+            const float pi = __shfl_sync(0xffffffffu, p, i * REP);
 #pragma unroll
-            for (int k = 0; k < ATT_DPL; k++) o[k] += p * vr[i][k];
+            for (int k = 0; k < ATT_DPL; k++) o[k] += pi * vr[i][k];
         }
         m = cm;
     }
