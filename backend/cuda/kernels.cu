@@ -268,16 +268,23 @@ __device__ Staged stage(Load in, const float *__restrict__ nw, char *sm, float *
     return st;
 }
 
-// sgn4 turns four codes c in {0,1,2} (one per byte) into c-1 as signed
-// bytes without borrows between bytes: c+127 stays below 256, and flipping
-// bit 7 subtracts 128. So no sum of activations is needed.
-__device__ __forceinline__ int sgn4(u32 c) { return (int)((c + 0x7F7F7F7Fu) ^ 0x80808080u); }
+// tern_word adds the dot product of weight word w's four code groups
+// (codes c = w+1 in {0,1,2}, a byte each after the shift and mask) with four
+// words of int8 activations: an unsigned-by-signed dp4a takes the codes as
+// they are, and the caller subtracts the activations' sum once a chunk,
+// which makes it the sum of (c-1)*x. Three instructions per four weights;
+// turning the codes into signed c-1 first took five (docs/gpu-notes.md v8).
+__device__ __forceinline__ int dp4a_us(u32 a, int b, int c) {
+    int d;
+    asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+}
 
 __device__ __forceinline__ int tern_word(u32 w, int x0, int x1, int x2, int x3, int acc) {
-    acc = dp4a(sgn4(w & 0x03030303u), x0, acc);
-    acc = dp4a(sgn4((w >> 2) & 0x03030303u), x1, acc);
-    acc = dp4a(sgn4((w >> 4) & 0x03030303u), x2, acc);
-    acc = dp4a(sgn4((w >> 6) & 0x03030303u), x3, acc);
+    acc = dp4a_us(w & 0x03030303u, x0, acc);
+    acc = dp4a_us((w >> 2) & 0x03030303u, x1, acc);
+    acc = dp4a_us((w >> 4) & 0x03030303u, x2, acc);
+    acc = dp4a_us((w >> 6) & 0x03030303u, x3, acc);
     return acc;
 }
 
@@ -321,9 +328,12 @@ __device__ __forceinline__ void rdot(const u8 *__restrict__ W, const u16 *__rest
                 int x[16];
 #pragma unroll
                 for (int m = 0; m < 16; m++) x[m] = xs[m * NC + c];
+                int xsum = 0; // the chunk's activations summed, for all R rows
+#pragma unroll
+                for (int m = 0; m < 16; m++) xsum = dp4a(x[m], 0x01010101, xsum);
 #pragma unroll
                 for (int r = 0; r < R; r++) {
-                    int a = iacc[r];
+                    int a = iacc[r] - xsum;
                     a = tern_word(w[b][r].x, x[0], x[1], x[2], x[3], a);
                     a = tern_word(w[b][r].y, x[4], x[5], x[6], x[7], a);
                     a = tern_word(w[b][r].z, x[8], x[9], x[10], x[11], a);
