@@ -170,10 +170,11 @@ struct Staged {
 };
 
 // Word index in shared memory of int8 word w (4 values) when chunks hold
-// `wpc` words: transposed so the lanes of a row group, which read chunk c =
-// lane, lane+TPR, ..., hit consecutive banks.
+// `wpc` words: words 4g..4g+3 of chunk c sit together at (g*NC + c)*4, so
+// the lanes of a row group, which read chunks c = lane, lane+TPR, ..., load
+// four words with one conflict-free 16-byte load.
 template <int WPC, int NC> __device__ __forceinline__ int xw_index(int w) {
-    return (w % WPC) * NC + w / WPC;
+    return ((w % WPC) / 4 * NC + w / WPC) * 4 + w % 4;
 }
 
 // block_sum_max reduces (sum a, max b) in one pass of barriers.
@@ -324,10 +325,16 @@ __device__ __forceinline__ void rdot(const u8 *__restrict__ W, const u16 *__rest
             const int c = l + (it0 + b) * TPR;
             if (!(it0 + b < NIT && c < NC)) continue;
             if (KIND == KT) {
-                const int *xs = (const int *)sm;
+                const int4 *xs = (const int4 *)sm;
                 int x[16];
 #pragma unroll
-                for (int m = 0; m < 16; m++) x[m] = xs[m * NC + c];
+                for (int g = 0; g < 4; g++) {
+                    const int4 v = xs[g * NC + c];
+                    x[4 * g] = v.x;
+                    x[4 * g + 1] = v.y;
+                    x[4 * g + 2] = v.z;
+                    x[4 * g + 3] = v.w;
+                }
                 int xsum = 0; // the chunk's activations summed, for all R rows
 #pragma unroll
                 for (int m = 0; m < 16; m++) xsum = dp4a(x[m], 0x01010101, xsum);
@@ -341,9 +348,9 @@ __device__ __forceinline__ void rdot(const u8 *__restrict__ W, const u16 *__rest
                     iacc[r] = a;
                 }
             } else if (KIND == KQ8) {
-                const int *xs = (const int *)sm;
+                const int4 xv = ((const int4 *)sm)[c];
                 const float *bs = (const float *)(sm + KP);
-                int x0 = xs[0 * NC + c], x1 = xs[1 * NC + c], x2 = xs[2 * NC + c], x3 = xs[3 * NC + c];
+                const int x0 = xv.x, x1 = xv.y, x2 = xv.z, x3 = xv.w;
                 float xb = bs[c >> 1];
 #pragma unroll
                 for (int r = 0; r < R; r++) {
