@@ -169,28 +169,21 @@ func loadGGUF(path string) (*model.Weights, error) {
 // parseVariant reads one -variants entry.
 func parseVariant(spec string) (cuda.Options, error) {
 	var o cuda.Options
+	ints := map[string]*int{"rowchunks": &o.RowChunks, "maxblock": &o.MaxBlock, "itemrows": &o.ItemRows, "evict": &o.Evict}
+	flags := map[string]*bool{"nopdl": &o.NoPDL, "persistent": &o.Persistent}
 	for _, kv := range strings.Split(spec, ",") {
 		k, v, _ := strings.Cut(strings.TrimSpace(kv), "=")
-		n, err := strconv.Atoi(v)
-		if v != "" && err != nil && k != "skip" {
-			return o, fmt.Errorf("variant %q: %v", spec, err)
-		}
-		switch k {
-		case "rowchunks":
-			o.RowChunks = n
-		case "maxblock":
-			o.MaxBlock = n
-		case "itemrows":
-			o.ItemRows = n
-		case "skip":
+		if p, ok := ints[k]; ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return o, fmt.Errorf("variant %q: %v", spec, err)
+			}
+			*p = n
+		} else if p, ok := flags[k]; ok {
+			*p = true
+		} else if k == "skip" {
 			o.DebugSkip = strings.ReplaceAll(v, "+", ",")
-		case "nopdl":
-			o.NoPDL = true
-		case "persistent":
-			o.Persistent = true
-		case "evict":
-			o.Evict = n
-		default:
+		} else {
 			return o, fmt.Errorf("variant %q: unknown key %q", spec, k)
 		}
 	}
