@@ -12,37 +12,15 @@ import (
 	"github.com/edgellm/edgellm/quant"
 )
 
-// sgn4 mirrors kernels.cu: four 2-bit codes per byte to signed c-1 bytes.
-func sgn4(c uint32) uint32 { return (c + 0x7F7F7F7F) ^ 0x80808080 }
-
-func TestSgn4(t *testing.T) {
-	for c := uint32(0); c < 81; c++ {
-		var word uint32
-		var want [4]int8
-		v := c
-		for b := 0; b < 4; b++ {
-			code := v % 3
-			v /= 3
-			word |= code << (8 * b)
-			want[b] = int8(code) - 1
-		}
-		got := sgn4(word)
-		for b := 0; b < 4; b++ {
-			if int8(got>>(8*b)) != want[b] {
-				t.Fatalf("codes %08x: byte %d = %d, want %d", word, b, int8(got>>(8*b)), want[b])
-			}
-		}
-	}
-}
-
 // xwIndex mirrors kernels.cu's xw_index: the shared-memory word of int8
-// word w when chunks hold wpc words and a row has nc chunks.
-func xwIndex(w, wpc, nc int) int { return (w%wpc)*nc + w/wpc }
+// word w when chunks hold wpc words and a row has nc chunks (words 4g..4g+3
+// of chunk c together, so a lane loads them in one 16-byte load).
+func xwIndex(w, wpc, nc int) int { return ((w%wpc)/4*nc+w/wpc)*4 + w%4 }
 
 // ternaryDotLikeKernel computes what k_* do for one ternary row: codes
-// from the packed layout, activations from the transposed shared layout,
-// dp4a per 4 weights. It checks the layout contract between pack.go and
-// kernels.cu.
+// from the packed layout, activations from the shared layout, an
+// unsigned-code dp4a per 4 weights and the chunk's activation sum taken
+// off once. It checks the layout contract between pack.go and kernels.cu.
 func ternaryDotLikeKernel(packed []byte, x []int8) int32 {
 	kp := len(packed) * 4
 	nc := kp / 64
@@ -56,14 +34,27 @@ func ternaryDotLikeKernel(packed []byte, x []int8) int32 {
 	}
 	var acc int32
 	for c := 0; c < nc; c++ {
+		// the chunk's 16 words, as the kernel's four 16-byte loads give them
+		var xw [16][4]int8
+		for g := 0; g < 4; g++ {
+			for k := 0; k < 4; k++ {
+				for b := 0; b < 4; b++ {
+					xw[4*g+k][b] = int8(sm[((g*nc+c)*4+k)*4+b])
+				}
+			}
+		}
+		for m := range xw {
+			for b := 0; b < 4; b++ {
+				acc -= int32(xw[m][b])
+			}
+		}
 		for j := 0; j < 4; j++ {
 			w := binary.LittleEndian.Uint32(packed[c*16+4*j:])
 			for s := 0; s < 4; s++ {
-				wv := sgn4((w >> (2 * s)) & 0x03030303)
+				codes := (w >> (2 * s)) & 0x03030303
 				m := 4*j + s // x word of this chunk
-				xo := xwIndex(c*16+m, 16, nc) * 4
 				for b := 0; b < 4; b++ {
-					acc += int32(int8(wv>>(8*b))) * int32(int8(sm[xo+b]))
+					acc += int32(uint8(codes>>(8*b))) * int32(xw[m][b])
 				}
 			}
 		}
