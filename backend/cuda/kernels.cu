@@ -154,7 +154,6 @@ __host__ __device__ constexpr int tpr_for(int nc) {
                                                   : 1;
 }
 
-
 template <int KIND, int K> struct Mat {
     static constexpr int KP = PADK(K);
     static constexpr int NC = KP / Kind<KIND>::E; // chunks per row
@@ -270,7 +269,7 @@ __device__ Staged stage(Load in, const float *__restrict__ nw, char *sm, float *
 }
 
 // tern_word adds the dot product of weight word w's four code groups
-// (codes c = w+1 in {0,1,2}, a byte each after the shift and mask) with four
+// (codes c = weight+1 in {0,1,2}, a byte each after shift and mask) with four
 // words of int8 activations: an unsigned-by-signed dp4a takes the codes as
 // they are, and the caller subtracts the activations' sum once a chunk,
 // which makes it the sum of (c-1)*x. Three instructions per four weights;
