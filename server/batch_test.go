@@ -145,18 +145,7 @@ func TestParallelSlots(t *testing.T) {
 // loaded model, then reloads it; they are not disturbed.
 func TestReloadWaitsForRunning(t *testing.T) {
 	s := newTestServer(t, func(c *Config) { c.Parallel = 2 })
-	release := make(chan struct{})
-	holding := make(chan struct{})
-	var once sync.Once
-	s.afterToken = func(ctx context.Context) {
-		once.Do(func() {
-			close(holding)
-			select {
-			case <-release:
-			case <-time.After(20 * time.Second):
-			}
-		})
-	}
+	holding, release := holdFirstToken(s)
 	base := startServer(t, s)
 	c := api.NewClient(base, http.DefaultClient)
 	_, refText := referenceGreedy(t)

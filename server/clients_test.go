@@ -471,18 +471,7 @@ func TestGracefulShutdown(t *testing.T) {
 // behind it are served in order.
 func TestCancelWhileQueued(t *testing.T) {
 	s := newTestServer(t, func(c *Config) { c.Parallel = 1 })
-	release := make(chan struct{})
-	holding := make(chan struct{})
-	var once sync.Once
-	s.afterToken = func(ctx context.Context) {
-		once.Do(func() {
-			close(holding)
-			select {
-			case <-release:
-			case <-time.After(20 * time.Second):
-			}
-		})
-	}
+	holding, release := holdFirstToken(s)
 	base := startServer(t, s)
 	c := api.NewClient(base, http.DefaultClient)
 	f := false
@@ -526,18 +515,7 @@ func TestCancelWhileQueued(t *testing.T) {
 // Past MaxQueue waiting requests, a request gets 503 at once.
 func TestQueueFull(t *testing.T) {
 	s := newTestServer(t, func(c *Config) { c.MaxQueue = 1; c.Parallel = 1 })
-	release := make(chan struct{})
-	holding := make(chan struct{})
-	var once sync.Once
-	s.afterToken = func(ctx context.Context) {
-		once.Do(func() {
-			close(holding)
-			select {
-			case <-release:
-			case <-time.After(20 * time.Second):
-			}
-		})
-	}
+	holding, release := holdFirstToken(s)
 	base := startServer(t, s)
 	body := `{"model":"stories","prompt":"Once","stream":false,"options":{"num_predict":2}}`
 	post := func() (int, error) {

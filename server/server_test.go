@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -55,6 +56,23 @@ func newTestServer(t testing.TB, mod func(*Config)) *Server {
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
+}
+
+// holdFirstToken makes the first token generated on s wait until release
+// is closed (20 s at most); holding is closed when it starts waiting.
+func holdFirstToken(s *Server) (holding, release chan struct{}) {
+	holding, release = make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	s.afterToken = func(ctx context.Context) {
+		once.Do(func() {
+			close(holding)
+			select {
+			case <-release:
+			case <-time.After(20 * time.Second):
+			}
+		})
+	}
+	return holding, release
 }
 
 // startServer serves s on 127.0.0.1:0 and returns its base URL.
