@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 )
 
 //go:embed kernels.cu
@@ -44,11 +45,12 @@ type kernelDims struct {
 	Eps                                      float32
 	NeoX, ReLU2, SubNorms                    bool
 	WK, HK, EK                               kind
-	SMs                                      int // multiprocessors (block sizes depend on it)
-	RowChunks                                int // most 16-byte weight chunks a lane loads per row
-	MaxBlock                                 int // largest product block (0: defaultMaxBlock)
-	ItemRows                                 int // most rows a product's work item takes (0: defaultItemRows)
-	Evict                                    int // weights loaded evict-first in L2: 0 none, 1 LM head, 2 all
+	SMs                                      int    // multiprocessors (block sizes depend on it)
+	RowChunks                                int    // most 16-byte weight chunks a lane loads per row
+	MaxBlock                                 int    // largest product block (0: defaultMaxBlock)
+	ItemRows                                 int    // most rows a product's work item takes (0: defaultItemRows)
+	Evict                                    int    // weights loaded evict-first in L2: 0 none, 1 LM head, 2 all
+	Defines                                  string // NAME=VALUE definitions, comma-separated, replacing the host's of that name (experiments)
 }
 
 // Defaults of the tuning fields above (and of the Options that set them).
@@ -106,7 +108,7 @@ func b2i(b bool) int {
 func (d kernelDims) options(arch string) []string {
 	qkv, wo, gateUp, down, lmHead := d.products()
 	itoa := strconv.Itoa
-	return []string{
+	opts := []string{
 		"--gpu-architecture=" + arch,
 		"--std=c++17",
 		"-default-device",
@@ -130,6 +132,21 @@ func (d kernelDims) options(arch string) []string {
 		"-DR_WO=" + itoa(wo.rows), "-DR_GU=" + itoa(gateUp.rows), "-DR_DOWN=" + itoa(down.rows),
 		"-DEVICT=" + strconv.Itoa(d.Evict),
 	}
+next:
+	for _, def := range strings.Split(d.Defines, ",") {
+		if def = strings.TrimSpace(def); def == "" {
+			continue
+		}
+		name, _, _ := strings.Cut(def, "=")
+		for i, o := range opts {
+			if strings.HasPrefix(o, "-D"+name+"=") {
+				opts[i] = "-D" + def
+				continue next
+			}
+		}
+		opts = append(opts, "-D"+def)
+	}
+	return opts
 }
 
 // kernelNames are the entry points every module must have.

@@ -134,3 +134,27 @@ func TestEvictionFor(t *testing.T) {
 		t.Errorf("unknown L2 size: %d, want 0", got)
 	}
 }
+
+// TestOptionsDefines checks that the harness's definitions replace the
+// host's of the same name (one -D each) and add the others.
+func TestOptionsDefines(t *testing.T) {
+	d := kernelDims{Eps: 1e-5, Evict: 2, Defines: "EVICT=1, R_HEAD=2,"}
+	count := map[string]int{}
+	for _, o := range d.options("sm_90") {
+		name, _, _ := strings.Cut(o, "=")
+		count[name]++
+		switch name {
+		case "-DEVICT":
+			if o != "-DEVICT=1" {
+				t.Errorf("%q: the harness's value should win", o)
+			}
+		case "-DR_HEAD":
+			if o != "-DR_HEAD=2" {
+				t.Errorf("%q, want -DR_HEAD=2", o)
+			}
+		}
+	}
+	if count["-DEVICT"] != 1 || count["-DR_HEAD"] != 1 || count["-D"] != 0 {
+		t.Errorf("definitions %v: want EVICT and R_HEAD once each and no empty one", count)
+	}
+}

@@ -83,6 +83,12 @@ __device__ __forceinline__ float ldcg(const float *p) {
     return v;
 }
 
+__device__ __forceinline__ int ldcg_i(const int *p) {
+    int v;
+    asm volatile("ld.global.cg.s32 %0, [%1];" : "=r"(v) : "l"(p));
+    return v;
+}
+
 // Programmatic dependent launch (sm_90): wait here until the previous
 // kernel's results are visible. A no-op when the launch did not ask for it.
 __device__ __forceinline__ void grid_dep_wait() {
@@ -98,6 +104,33 @@ __device__ __forceinline__ void grid_dep_launch() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
+}
+
+// Where a kernel lets its dependent start (griddepcontrol.launch_dependents):
+// the kernels whose bit is in PDL_EARLY right after their own wait, the
+// others once their block's work is done. Every grid is one resident pass,
+// so an early start only parks the next kernel's blocks (prefetching their
+// weights into L2) beside this one's; the dependent's wait still waits for
+// all of this kernel's results. The FFN products and the LM head stream
+// most of a token's bytes: a successor started during them would compete
+// for HBM with its prefetch, so they start it after their work
+// (docs/gpu-notes.md v9: bitnet-2b 952 -> 1,023 tok/s with the rest early,
+// 941 with every kernel early; smollm-135m alike either way).
+#ifndef PDL_EARLY
+#define PDL_EARLY (P_EMBED | P_QKV | P_ATTN | P_WO)
+#endif
+#define P_EMBED 1
+#define P_QKV 2
+#define P_ATTN 4
+#define P_WO 8
+#define P_GATEUP 16
+#define P_DOWN 32
+#define P_LMHEAD 64
+__device__ __forceinline__ void pdl_after_wait(int k) {
+    if (PDL_EARLY & k) grid_dep_launch();
+}
+__device__ __forceinline__ void pdl_after_work(int k) {
+    if (!(PDL_EARLY & k)) grid_dep_launch();
 }
 
 // Warm L2 with bytes [p, p+n): weights do not depend on earlier kernels, so
@@ -292,13 +325,13 @@ __device__ __forceinline__ int tern_word(u32 w, int x0, int x1, int x2, int x3, 
 // group; the caller reduces over the group. D is the q8_0 scale array. The
 // chunk loop runs in batches of up to 4 whose loads are all issued before
 // any arithmetic, so each lane keeps several 16-byte loads in flight.
-template <int KIND, int K, int R, bool FIRST = (EVICT >= 2)>
+template <int KIND, int K, int R, bool FIRST = (EVICT >= 2), int BMAX = 4>
 __device__ __forceinline__ void rdot(const u8 *__restrict__ W, const u16 *__restrict__ D, const int *rows,
                                      int l, const char *sm, float *out) {
     typedef Mat<KIND, K> M;
     constexpr int KP = M::KP, NC = M::NC, TPR = M::TPR;
     constexpr int NIT = (NC + TPR - 1) / TPR;
-    constexpr int B = NIT < 4 ? NIT : 4;
+    constexpr int B = NIT < BMAX ? NIT : BMAX;
     constexpr int RB = KIND == KT ? KP / 4 : KIND == KQ8 ? KP : KIND == KF16 ? KP * 2 : KP * 4;
     float facc[R];
     int iacc[R];
@@ -515,10 +548,16 @@ __device__ void qkv_body(int pos, const float *x, const float *__restrict__ nw, 
 // an online softmax folds them in. Each item writes its unnormalised output
 // with its max and sum; the last warp of head h to finish merges the slices
 // by log-sum-exp into out.
-#define ATT_CHUNK 16
+#ifndef ATT_CHUNK
+#define ATT_CHUNK 16 // positions a slice takes while there are at most nsplit slices
+#endif
 #define ATT_DPL ((HD + 31) / 32)          // dims per lane
-#define ATT_CH (HD <= 64 ? 16 : 8)        // positions loaded at once
-#define ATT_MB (HD <= 64 ? 16 : 8)        // slices a merge round loads
+#ifndef ATT_CH
+#define ATT_CH (HD <= 64 ? 16 : 8) // positions loaded at once
+#endif
+#ifndef ATT_MB
+#define ATT_MB (HD <= 64 ? 16 : 8) // slices a merge round loads
+#endif
 __device__ __forceinline__ int att_slices(int pos, int nsplit) {
     int nact = (pos + 1 + ATT_CHUNK - 1) / ATT_CHUNK;
     return nact < nsplit ? nact : nsplit;
@@ -757,6 +796,15 @@ __device__ void down_body(const float *hb, const float *__restrict__ nw, const u
     residual_body<BT, FFN, R>(VecLoad{hb}, SUBNORM ? nw : (const float *)0, W, D, rs, x, sm, red);
 }
 
+// The LM head's rows a work item and most 16-byte chunks a lane loads at
+// once (kernels.cu's other products: 4).
+#ifndef R_HEAD
+#define R_HEAD 4
+#endif
+#ifndef HEAD_B
+#define HEAD_B 4
+#endif
+
 // logits = Output RMSNorm(x); each block's best (value, id) goes to best[],
 // and the last block to finish writes the argmax into tp[0] (the next
 // token) and tok_out[0]. Blocks without rows take part with no candidate.
@@ -770,21 +818,23 @@ __device__ void lmhead_body(const float *x, const float *__restrict__ nw, const 
     __shared__ int last;
     float bv = -3.0e38f;
     int bi = 0x7fffffff;
-    constexpr int NI = (VOCAB + 3) / 4; // items of 4 rows: more loads in flight per lane
+    constexpr int NI = (VOCAB + R_HEAD - 1) / R_HEAD; // items of R_HEAD rows: more loads in flight per lane
     if (has_items<BT, M::TPR>(NI)) {
         Staged st = stage<HK, DIM, BT>(VecLoad{x}, nw, sm, red);
         FOR_ITEMS(M, NI) {
-            int rows[4];
+            int rows[R_HEAD];
 #pragma unroll
-            for (int r = 0; r < 4; r++) rows[r] = min(4 * (valid ? item : 0) + r, VOCAB - 1);
-            float v[4] = {0.f, 0.f, 0.f, 0.f};
-            if (valid) rdot<HK, DIM, 4, (EVICT >= 1)>(W, D, rows, l, sm, v);
+            for (int r = 0; r < R_HEAD; r++) rows[r] = min(R_HEAD * (valid ? item : 0) + r, VOCAB - 1);
+            float v[R_HEAD];
 #pragma unroll
-            for (int r = 0; r < 4; r++) v[r] = group_sum<M::TPR>(v[r]);
+            for (int r = 0; r < R_HEAD; r++) v[r] = 0.f;
+            if (valid) rdot<HK, DIM, R_HEAD, (EVICT >= 1), HEAD_B>(W, D, rows, l, sm, v);
+#pragma unroll
+            for (int r = 0; r < R_HEAD; r++) v[r] = group_sum<M::TPR>(v[r]);
             if (valid && l == 0) {
 #pragma unroll
-                for (int r = 0; r < 4; r++) {
-                    int row = 4 * item + r;
+                for (int r = 0; r < R_HEAD; r++) {
+                    int row = R_HEAD * item + r;
                     if (row >= VOCAB) break;
                     float y = finish<HK>(v[r], st, rs, row);
                     logits[row] = y;
@@ -811,17 +861,28 @@ __device__ void lmhead_body(const float *x, const float *__restrict__ nw, const 
         last = atomicAdd(counter, 1u) == gridDim.x - 1;
     }
     __syncthreads();
-    if (!last || tid != 0) return;
-    fence_acq_rel();
-    const volatile float *vv = bestv;
-    const volatile int *vi = besti;
-    bv = vv[0];
-    bi = vi[0];
-    for (int b = 1; b < (int)gridDim.x; b++) {
-        float v = vv[b];
-        int i = vi[b];
+    if (!last) return;
+    // The last block reduces every block's best in parallel: one thread
+    // walking the list serially paid an L2 round trip a block (~65 us for
+    // 528 blocks, docs/gpu-notes.md v9).
+    fence_acq_rel(); // acquires the other blocks' (value, id) pairs
+    bv = -3.0e38f;
+    bi = 0x7fffffff;
+    for (int b = tid; b < (int)gridDim.x; b += BT) {
+        const float v = ldcg(bestv + b);
+        const int i = ldcg_i(besti + b);
         if (v > bv || (v == bv && i < bi)) { bv = v; bi = i; }
     }
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+        int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (ov > bv || (ov == bv && oi < bi)) { bv = ov; bi = oi; }
+    }
+    if ((tid & 31) == 0) { wv[tid >> 5] = bv; wi[tid >> 5] = bi; }
+    __syncthreads();
+    if (tid != 0) return;
+    for (int w = 1; w < BT / 32; w++)
+        if (wv[w] > bv || (wv[w] == bv && wi[w] < bi)) { bv = wv[w]; bi = wi[w]; }
     if (bi < 0 || bi >= VOCAB) bi = 0; // all NaN: keep a valid id
     tp[0] = bi;
     tok_out[0] = bi;
@@ -838,8 +899,9 @@ __device__ void lmhead_body(const float *x, const float *__restrict__ nw, const 
 extern "C" __global__ void __launch_bounds__(256) k_embed(const int *__restrict__ toks, const u8 *__restrict__ E,
                                                           const u16 *__restrict__ ED, float escale, float *__restrict__ x) {
     grid_dep_wait();
+    pdl_after_wait(P_EMBED);
     embed_body(toks[blockIdx.y], E, ED, escale, x + (size_t)blockIdx.y * DIM);
-    grid_dep_launch();
+    pdl_after_work(P_EMBED);
 }
 
 extern "C" __global__ void __launch_bounds__(BT_QKV) k_qkv(const int *__restrict__ tp, const float *x,
@@ -852,9 +914,10 @@ extern "C" __global__ void __launch_bounds__(BT_QKV) k_qkv(const int *__restrict
     __shared__ float red[64];
     prefetch_rows<WK, DIM>(W, 2 * blockIdx.x * (BT / M::TPR), 2 * (BT / M::TPR), QD + 2 * KVD);
     grid_dep_wait();
+    pdl_after_wait(P_QKV);
     const int y = blockIdx.y;
     qkv_body<BT>(tp[1] + y, x + (size_t)y * DIM, nw, W, D, rs, freqs, q + (size_t)y * QD, kc, vc, sm, red);
-    grid_dep_launch();
+    pdl_after_work(P_QKV);
 }
 
 // One warp per attention item; ATT_NT / 32 items per block.
@@ -868,24 +931,32 @@ extern "C" __global__ void __launch_bounds__(ATT_NT) k_attn(const int *__restric
             prefetch_kv(kc, vc, (item / nsplit / (NH / NKV)) * HD, t0, t1, threadIdx.x & 31, 32);
     }
     grid_dep_wait();
+    pdl_after_wait(P_ATTN);
     if (item < NH * nsplit)
         attn_warp(item / nsplit, item % nsplit, tp[1] + y, q + (size_t)y * QD, kc, vc, out + (size_t)y * QD,
                   part + (size_t)y * NH * nsplit * (HD + 2), counters + y * NH, nsplit);
-    grid_dep_launch();
+    pdl_after_work(P_ATTN);
 }
 
-extern "C" __global__ void __launch_bounds__(BT_WO) k_wo(const float *att, const float *__restrict__ nw,
-                                                       const u8 *__restrict__ W, const u16 *__restrict__ D,
-                                                       const float *__restrict__ rs, float *x) {
-    constexpr int BT = BT_WO;
-    typedef Mat<WK, QD> M;
-    extern __shared__ __attribute__((aligned(16))) char sm[];
-    __shared__ float red[64];
-    prefetch_rows<WK, QD>(W, blockIdx.x * (BT / M::TPR) * R_WO, BT / M::TPR * R_WO, DIM);
-    grid_dep_wait();
-    wo_body<BT, R_WO>(att + (size_t)blockIdx.y * QD, nw, W, D, rs, x + (size_t)blockIdx.y * DIM, sm, red);
-    grid_dep_launch();
-}
+// The residual products: k_wo (x += Wo attn_sub_norm(att)) and k_down
+// (x += Wdown ffn_sub_norm(hb)), one kernel shape with its own width K,
+// block size and rows per item.
+#define RESIDUAL_KERNEL(NAME, BTV, K, R, BODY, P)                                                            \
+    extern "C" __global__ void __launch_bounds__(BTV)                                                     \
+        NAME(const float *in, const float *__restrict__ nw, const u8 *__restrict__ W,                     \
+             const u16 *__restrict__ D, const float *__restrict__ rs, float *x) {                          \
+        constexpr int BT = BTV;                                                                           \
+        typedef Mat<WK, K> M;                                                                             \
+        extern __shared__ __attribute__((aligned(16))) char sm[];                                         \
+        __shared__ float red[64];                                                                         \
+        prefetch_rows<WK, K>(W, blockIdx.x * (BT / M::TPR) * R, BT / M::TPR * R, DIM);                   \
+        grid_dep_wait();                                                                                  \
+        pdl_after_wait(P);                                                                                \
+        BODY<BT, R>(in + (size_t)blockIdx.y * K, nw, W, D, rs, x + (size_t)blockIdx.y * DIM, sm, red);    \
+        pdl_after_work(P);                                                                                \
+    }
+
+RESIDUAL_KERNEL(k_wo, BT_WO, QD, R_WO, wo_body, P_WO)
 
 extern "C" __global__ void __launch_bounds__(BT_GATEUP) k_gateup(const float *x, const float *__restrict__ nw,
                                                                  const u8 *__restrict__ W, const u16 *__restrict__ D,
@@ -897,22 +968,12 @@ extern "C" __global__ void __launch_bounds__(BT_GATEUP) k_gateup(const float *x,
     prefetch_rows<WK, DIM>(W, blockIdx.x * (BT / M::TPR) * R_GU, BT / M::TPR * R_GU, FFN);
     prefetch_rows<WK, DIM>(W, FFN + blockIdx.x * (BT / M::TPR) * R_GU, BT / M::TPR * R_GU, 2 * FFN);
     grid_dep_wait();
+    pdl_after_wait(P_GATEUP);
     gateup_body<BT, R_GU>(x + (size_t)blockIdx.y * DIM, nw, W, D, rs, hb + (size_t)blockIdx.y * FFN, sm, red);
-    grid_dep_launch();
+    pdl_after_work(P_GATEUP);
 }
 
-extern "C" __global__ void __launch_bounds__(BT_DOWN) k_down(const float *hb, const float *__restrict__ nw,
-                                                             const u8 *__restrict__ W, const u16 *__restrict__ D,
-                                                             const float *__restrict__ rs, float *x) {
-    constexpr int BT = BT_DOWN;
-    typedef Mat<WK, FFN> M;
-    extern __shared__ __attribute__((aligned(16))) char sm[];
-    __shared__ float red[64];
-    prefetch_rows<WK, FFN>(W, blockIdx.x * (BT / M::TPR) * R_DOWN, BT / M::TPR * R_DOWN, DIM);
-    grid_dep_wait();
-    down_body<BT, R_DOWN>(hb + (size_t)blockIdx.y * FFN, nw, W, D, rs, x + (size_t)blockIdx.y * DIM, sm, red);
-    grid_dep_launch();
-}
+RESIDUAL_KERNEL(k_down, BT_DOWN, FFN, R_DOWN, down_body, P_DOWN)
 
 extern "C" __global__ void __launch_bounds__(BT_LMHEAD) k_lmhead(const float *x, const float *__restrict__ nw,
                                                                  const u8 *__restrict__ W, const u16 *__restrict__ D,
@@ -922,10 +983,11 @@ extern "C" __global__ void __launch_bounds__(BT_LMHEAD) k_lmhead(const float *x,
     typedef Mat<HK, DIM> M;
     extern __shared__ __attribute__((aligned(16))) char sm[];
     __shared__ float red[64];
-    prefetch_rows<HK, DIM>(W, 4 * blockIdx.x * (BT / M::TPR), 4 * (BT / M::TPR), VOCAB);
+    prefetch_rows<HK, DIM>(W, R_HEAD * blockIdx.x * (BT / M::TPR), R_HEAD * (BT / M::TPR), VOCAB);
     grid_dep_wait();
+    pdl_after_wait(P_LMHEAD);
     lmhead_body<BT>(x, nw, W, D, rs, logits, bestv, besti, counter, tp, tok_out, sm, red);
-    grid_dep_launch();
+    pdl_after_work(P_LMHEAD);
 }
 
 // ---------------------------------------------------------------- k_step

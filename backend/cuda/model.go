@@ -44,6 +44,9 @@ type Options struct {
 	// none, 1 the LM head's, 2 every matrix's, 0 chosen by size
 	// (evictionFor).
 	Evict int
+	// DebugDefines are extra preprocessor definitions for kernels.cu
+	// (comma-separated NAME=VALUE), for experiments in the kernel harness.
+	DebugDefines string
 }
 
 // defaultRowChunks is Options.RowChunks when unset.
@@ -96,10 +99,11 @@ type Model struct {
 	outNrm uint64
 	allocs []uint64
 
-	pdl         bool // launch with programmatic stream serialization
-	stepGrid    int  // blocks of k_step (all resident); 0: the persistent kernel is off
-	stepSmem    int  // its dynamic shared memory
-	persistent  bool // Options.Persistent
+	pdl         bool           // launch with programmatic stream serialization
+	stepGrid    int            // blocks of k_step (all resident); 0: the persistent kernel is off
+	resident    map[string]int // product kernel -> blocks resident at once over the device
+	stepSmem    int            // its dynamic shared memory
+	persistent  bool           // Options.Persistent
 	debugSkip   string
 	weightBytes int
 	embedBytes  int  // of a separate (untied) embedding table
@@ -355,7 +359,8 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 	m.dims = kernelDims{Dim: c.Dim, FFN: c.FFNDim, Heads: c.Heads, KVHeads: c.KVHeads, HeadDim: c.HeadDim,
 		Vocab: c.Vocab, Eps: c.NormEps, NeoX: c.RopeStyle == model.RopeNeoX, ReLU2: c.Act == model.ReLU2,
 		SubNorms: c.SubNorms, WK: wk, HK: hk, EK: ek, SMs: dev.sms, RowChunks: cmp.Or(opts.RowChunks, defaultRowChunks),
-		MaxBlock: cmp.Or(opts.MaxBlock, defaultMaxBlock), ItemRows: cmp.Or(opts.ItemRows, defaultItemRows), Evict: evictionFor(opts.Evict, m.weightBytes, dev.l2Bytes)}
+		MaxBlock: cmp.Or(opts.MaxBlock, defaultMaxBlock), ItemRows: cmp.Or(opts.ItemRows, defaultItemRows), Evict: evictionFor(opts.Evict, m.weightBytes, dev.l2Bytes),
+		Defines: opts.DebugDefines}
 	for _, sb := range []int{stageBytes(wk, c.Dim), stageBytes(wk, qd), stageBytes(wk, c.FFNDim), stageBytes(hk, c.Dim)} {
 		if sb+1024 > dev.maxSmem {
 			return nil, fmt.Errorf("cuda: a product needs %d bytes of shared memory, %s allows %d", sb, dev.info.Name, dev.maxSmem)
@@ -407,6 +412,17 @@ func (m *Model) loadKernels() error {
 			fmt.Sprintf("cuFuncSetAttribute(%s, dynamic shared memory %d)", name, n)); err != nil {
 			return err
 		}
+	}
+	// How many blocks of each product are resident at once: its grid's cap.
+	qkv, wo, gateUp, down, head := m.dims.products()
+	m.resident = map[string]int{}
+	for name, bt := range map[string]int{"k_qkv": qkv.bt, "k_wo": wo.bt, "k_gateup": gateUp.bt, "k_down": down.bt, "k_lmhead": head.bt} {
+		var per int32
+		if err := dev.d.check(dev.d.cuOccupancyMaxActiveBlocksPerMultiprocessor(&per, m.fn[name], int32(bt), uint64(smem[name])),
+			"cuOccupancyMaxActiveBlocksPerMultiprocessor("+name+")"); err != nil {
+			return err
+		}
+		m.resident[name] = max(int(per), 1) * dev.sms
 	}
 	if m.persistent {
 		// k_step needs every block resident at once (grid barriers): as

@@ -143,7 +143,7 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 
 	qd := c.Heads * c.HeadDim
 	pQKV, pWO, pGateUp, pDown, pHead := m.dims.products()
-	lmGrid := max(m.gemvGrid(m.dims.HK, c.Dim, pHead), m.stepGrid)
+	lmGrid := max(m.gemvGrid("k_lmhead", m.dims.HK, c.Dim, pHead), m.stepGrid)
 	alloc := func(n int, what string) (uint64, error) {
 		p, err := m.dev.alloc(n, what)
 		if err == nil {
@@ -186,7 +186,7 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 		s.plan = append(s.plan, launch{name: name, fn: m.fn[name], op: op, grid: grid, block: uint32(block), smem: uint32(smem), args: args})
 	}
 	gemv := func(name string, op int, k kind, cols int, p product, args ...uint64) {
-		add(name, op, [3]uint32{uint32(m.gemvGrid(k, cols, p)), 1, 1}, p.bt, stageBytes(k, cols), args...)
+		add(name, op, [3]uint32{uint32(m.gemvGrid(name, k, cols, p)), 1, 1}, p.bt, stageBytes(k, cols), args...)
 	}
 	e, h := m.embed, m.head
 	add("k_embed", opEmbedding, [3]uint32{uint32((c.Dim + 255) / 256), 1, 1}, 256, 0, s.tp, e.w, e.d, f(m.escale), s.x)
@@ -228,11 +228,15 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 		dst *launch
 		op  int
 	}{{&s.prefillEmbed, opEmbedding}, {&s.prefillHead, opLMHead}} {
+		found := false
 		for i := range s.plan {
 			if s.plan[i].op == pl.op {
-				*pl.dst = s.plan[i]
+				*pl.dst, found = s.plan[i], true
 				break
 			}
+		}
+		if !found {
+			continue // left out by Options.DebugSkip
 		}
 		l := pl.dst
 		l.args = append([]uint64(nil), l.args...)
@@ -243,7 +247,9 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 		s.pinner.Pin(&l.args[0])
 		s.pinner.Pin(&l.ptrs[0])
 	}
-	s.prefillEmbed.args[0] = s.toks
+	if s.prefillEmbed.args != nil {
+		s.prefillEmbed.args[0] = s.toks
+	}
 	s.sampleArgs = [4]uint64{s.logits, s.sampleP, s.tp, s.tokOut}
 	for i := range s.sampleArgs {
 		s.samplePtrs[i] = unsafe.Pointer(&s.sampleArgs[i])
@@ -300,12 +306,14 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 	return s, nil
 }
 
-// gemvGrid is the block count of product p: one pass over its items,
-// capped at what is resident at once (2,048 threads a multiprocessor; the
-// kernels loop over the rest).
-func (m *Model) gemvGrid(k kind, cols int, p product) int {
+// gemvGrid is the block count of product kernel name (shape p): one pass
+// over its items, capped at the blocks resident at once (the driver's
+// occupancy for its registers, shared memory and block size; the kernels
+// loop over the rest), so no block waits for another to finish and stage
+// the input again.
+func (m *Model) gemvGrid(name string, k kind, cols int, p product) int {
 	perBlock := p.bt / threadsPerRow(k, cols, m.dims.RowChunks)
-	return max(1, min((p.items+perBlock-1)/perBlock, 2048/p.bt*m.dev.sms))
+	return max(1, min((p.items+perBlock-1)/perBlock, m.resident[name]))
 }
 
 // enqueue issues the step's work on the stream: the token/position upload,
@@ -561,7 +569,7 @@ func (s *Session) Prefill(tokens []int32, logits []float32) error {
 		s.stats.H2DBytes += 4*len(batch) + 8
 		s.m.traffic.add(4*len(batch)+8, 0, len(s.plan)-1)
 	}
-	if logits != nil && len(tokens) > 0 {
+	if logits != nil && len(tokens) > 0 && s.prefillHead.args != nil {
 		h := &s.prefillHead
 		h.args[0] = s.x + uint64(4*c.Dim*last) // the last token's residual row
 		r := d.cuLaunchKernel(h.fn, h.grid[0], 1, 1, h.block, 1, 1, h.smem, s.stream, unsafe.Pointer(&h.ptrs[0]), 0)

@@ -33,7 +33,8 @@ func main() {
 	prof := flag.Int("prof", 64, "profiled tokens per bench (0: none)")
 	both := flag.Bool("both", true, "also bench without programmatic dependent launch and the persistent kernel")
 	rowChunks := flag.Int("rowchunks", 0, "Options.RowChunks of the checks and the main benches (0: default)")
-	more := flag.String("variants", "", "more Options to bench, ';'-separated, each a ','-separated list of rowchunks=N maxblock=N itemrows=N evict=N nopdl persistent skip=K1+K2")
+	defs := flag.String("defs", "", "Options.DebugDefines of the checks and the main benches (NAME=V,NAME=V)")
+	more := flag.String("variants", "", "more Options to bench, ';'-separated, each a ','-separated list of rowchunks=N maxblock=N itemrows=N evict=N nopdl persistent skip=K1+K2 def=NAME=V+NAME=V")
 	flag.Parse()
 	fail := false
 	var table []string
@@ -112,14 +113,14 @@ func main() {
 			}
 			for _, multi := range []bool{false, true} {
 				r := cuda.SelfTest(cuda.SelfTestCase{Name: fmt.Sprintf("%s persistent=%v", nm, multi), Weights: w, Prompt: prompt,
-					Opts: cuda.Options{Dense: dense, Persistent: multi, RowChunks: *rowChunks}})
+					Opts: cuda.Options{Dense: dense, Persistent: multi, RowChunks: *rowChunks, DebugDefines: *defs}})
 				fmt.Println(r)
 				table = append(table, r.String())
 				fail = fail || !r.Pass
 			}
 		}
 		if !*checkOnly {
-			variants := []cuda.Options{{RowChunks: *rowChunks}}
+			variants := []cuda.Options{{RowChunks: *rowChunks, DebugDefines: *defs}}
 			if *both {
 				variants = append(variants, cuda.Options{NoPDL: true, RowChunks: *rowChunks}, cuda.Options{Persistent: true, RowChunks: *rowChunks})
 			}
@@ -181,6 +182,8 @@ func parseVariant(spec string) (cuda.Options, error) {
 			*p = n
 		} else if p, ok := flags[k]; ok {
 			*p = true
+		} else if k == "def" {
+			o.DebugDefines = strings.ReplaceAll(v, "+", ",")
 		} else if k == "skip" {
 			o.DebugSkip = strings.ReplaceAll(v, "+", ",")
 		} else {
@@ -212,6 +215,7 @@ func bench(name string, w *model.Weights, n, warm, prof int, opts cuda.Options) 
 	_ = s.Rewind(0)
 	st0 := s.Stats()
 	lat := make([]float64, 0, n)
+	var seq uint64
 	start := time.Now()
 	for i := 0; i < n; i++ {
 		t := time.Now()
@@ -219,9 +223,19 @@ func bench(name string, w *model.Weights, n, warm, prof int, opts cuda.Options) 
 			return "", err
 		}
 		lat = append(lat, time.Since(t).Seconds())
+		if i < 64 { // a fingerprint of the greedy tokens, to compare variants
+			seq = seq*1000003 + uint64(tok)
+		}
 	}
 	total := time.Since(start).Seconds()
 	st1 := s.Stats()
+	// p50 of the first and the last 64 tokens: attention grows with the position
+	median := func(v []float64) float64 {
+		c := append([]float64(nil), v...)
+		sort.Float64s(c)
+		return c[len(c)/2]
+	}
+	ends := fmt.Sprintf("p50 first/last 64 %.1f/%.1f us", median(lat[:min(64, n)])*1e6, median(lat[max(n-64, 0):])*1e6)
 	sort.Float64s(lat)
 	p50, p99 := lat[len(lat)/2], lat[len(lat)*99/100]
 	toks := float64(n) / total
@@ -267,8 +281,8 @@ func bench(name string, w *model.Weights, n, warm, prof int, opts cuda.Options) 
 		us(ot.Embedding+ot.QKV+ot.Attention+ot.Output+ot.FFNUpGate+ot.FFNDown+ot.LMHead))
 	lk, hk := m.Kinds()
 	pers, why := s.Persistent()
-	line := fmt.Sprintf("bench %s [%s/%s persistent=%v%s grid=%d pdl=%v %+v] on %s: %.0f tok/s over %d tokens, p50 %.1f us, p99 %.1f us, p99/p50 %.3f, launches/token %d, h2d %.0f B/token, d2h %.0f B/token, weights %.1f MB -> %.0f GB/s\n%s",
-		name, lk, hk, pers, why, m.StepGrid(), m.PDL(), opts, m.Info().Name, toks, n, p50*1e6, p99*1e6, p99/p50, s.LaunchesPerToken(), h2d, d2h,
+	line := fmt.Sprintf("bench %s [%s/%s persistent=%v%s grid=%d pdl=%v %+v] on %s: %.0f tok/s over %d tokens, p50 %.1f us, p99 %.1f us, p99/p50 %.3f, %s, launches/token %d, tokens %016x, h2d %.0f B/token, d2h %.0f B/token, weights %.1f MB -> %.0f GB/s\n%s",
+		name, lk, hk, pers, why, m.StepGrid(), m.PDL(), opts, m.Info().Name, toks, n, p50*1e6, p99*1e6, p99/p50, ends, s.LaunchesPerToken(), seq, h2d, d2h,
 		float64(m.WeightBytes())/1e6, wgb, profLine+timeline)
 	fmt.Println(line)
 	return line, nil
