@@ -588,14 +588,53 @@ __device__ __forceinline__ bool attn_range(int s, int pos, int nsplit, int &t0, 
     return true;
 }
 
-__device__ void attn_warp(int h, int s, int pos, const float *q, const float *kc, const float *vc, float *out,
-                          float *part, u32 *counters, int nsplit) {
+// The key and value rows of positions [t0, t1) older than `old` (written
+// before this launch) may load before the caller's wait; the rest, written
+// by this step's QKV, only after it. attn_warp calls wait() once, after the
+// first batch of old rows is in flight, so that round trip overlaps the
+// previous kernel instead of following it (smollm-135m +1.6%).
+template <class Wait>
+__device__ void attn_warp(int h, int s, int pos, int old, const float *q, const float *kc, const float *vc, float *out,
+                          float *part, u32 *counters, int nsplit, Wait wait) {
     const int lane = threadIdx.x & 31;
     const int nact = att_slices(pos, nsplit);
     int t0, t1;
     if (!attn_range(s, pos, nsplit, t0, t1)) return;
     const int kvo = (h / (NH / NKV)) * HD;
     const float scale = 1.f / sqrtf((float)HD);
+    float kr[ATT_CH][ATT_DPL], vr[ATT_CH][ATT_DPL];
+    auto zero = [&]() {
+#pragma unroll
+        for (int i = 0; i < ATT_CH; i++)
+#pragma unroll
+            for (int k = 0; k < ATT_DPL; k++) kr[i][k] = vr[i][k] = 0.f;
+    };
+    // rows c0..c0+ATT_CH-1 whose position is in [lo, hi)
+    auto load = [&](int c0, int lo, int hi) {
+#pragma unroll
+        for (int i = 0; i < ATT_CH; i++) {
+            const int t = c0 + i;
+#pragma unroll
+            for (int k = 0; k < ATT_DPL; k++) {
+                const int d = lane + 32 * k;
+                if (t >= lo && t < hi && d < HD) {
+                    kr[i][k] = ldcg(kc + (size_t)t * KVD + kvo + d);
+                    vr[i][k] = ldcg(vc + (size_t)t * KVD + kvo + d);
+                }
+            }
+        }
+    };
+    // Only where one batch is the whole slice (HD 64): with 128-wide heads
+    // (8 rows a batch) holding the batch across the wait took 118 registers
+    // instead of 71 and measured slower at long positions (docs/gpu-notes.md v9).
+    constexpr bool EARLY = ATT_CH >= ATT_CHUNK;
+    if (EARLY) {
+        zero();
+        load(t0, t0, min(t1, old)); // rows of earlier steps: before the wait
+    }
+    wait();
+    if (EARLY) load(t0, old, t1); // this step's rows
+
     float qv[ATT_DPL], o[ATT_DPL];
 #pragma unroll
     for (int k = 0; k < ATT_DPL; k++) {
@@ -605,17 +644,9 @@ __device__ void attn_warp(int h, int s, int pos, const float *q, const float *kc
     }
     float m = -3.0e38f, l = 0.f;
     for (int c0 = t0; c0 < t1; c0 += ATT_CH) {
-        float kr[ATT_CH][ATT_DPL], vr[ATT_CH][ATT_DPL];
-#pragma unroll
-        for (int i = 0; i < ATT_CH; i++) {
-            const int t = c0 + i;
-#pragma unroll
-            for (int k = 0; k < ATT_DPL; k++) {
-                const int d = lane + 32 * k;
-                const bool ok = t < t1 && d < HD;
-                kr[i][k] = ok ? ldcg(kc + (size_t)t * KVD + kvo + d) : 0.f;
-                vr[i][k] = ok ? ldcg(vc + (size_t)t * KVD + kvo + d) : 0.f;
-            }
+        if (!EARLY || c0 != t0) {
+            zero();
+            load(c0, c0, t1);
         }
         // Scores: each lane's partial dot products of the ATT_CH positions,
         // summed over the warp by a transposing butterfly (each level halves
@@ -684,7 +715,7 @@ __device__ void attn_warp(int h, int s, int pos, const float *q, const float *kc
     // maxima, sums and the first ATT_MB slices' outputs load in one round.
     const float *ph = part + (size_t)h * nsplit * (HD + 2);
     float pv[ATT_MB][ATT_DPL];
-    auto load = [&](int j0) {
+    auto load_parts = [&](int j0) {
 #pragma unroll
         for (int j = 0; j < ATT_MB; j++)
 #pragma unroll
@@ -697,7 +728,7 @@ __device__ void attn_warp(int h, int s, int pos, const float *q, const float *kc
     float m1 = lane + 32 < nact ? ldcg(ph + (size_t)(lane + 32) * (HD + 2) + HD) : -3.0e38f;
     float l0 = lane < nact ? ldcg(ph + (size_t)lane * (HD + 2) + HD + 1) : 0.f;
     float l1 = lane + 32 < nact ? ldcg(ph + (size_t)(lane + 32) * (HD + 2) + HD + 1) : 0.f;
-    load(0);
+    load_parts(0);
     const float M = warp_max(fmaxf(m0, m1));
     const float w0 = lane < nact ? expf(m0 - M) : 0.f, w1 = lane + 32 < nact ? expf(m1 - M) : 0.f;
     const float inv = 1.f / warp_sum(w0 * l0 + w1 * l1);
@@ -712,7 +743,7 @@ __device__ void attn_warp(int h, int s, int pos, const float *q, const float *kc
             for (int k = 0; k < ATT_DPL; k++) o[k] += wj * pv[j][k];
         }
         if ((j0 += ATT_MB) >= nact) break;
-        load(j0);
+        load_parts(j0);
     }
 #pragma unroll
     for (int k = 0; k < ATT_DPL; k++)
@@ -930,11 +961,17 @@ extern "C" __global__ void __launch_bounds__(ATT_NT) k_attn(const int *__restric
         if (item < NH * nsplit && attn_range(item % nsplit, tp[1] + y, nsplit, t0, t1))
             prefetch_kv(kc, vc, (item / nsplit / (NH / NKV)) * HD, t0, t1, threadIdx.x & 31, 32);
     }
-    grid_dep_wait();
-    pdl_after_wait(P_ATTN);
+    // The batch's first position tp[1]: rows before it are older than this
+    // launch and load before the wait.
+    auto wait = []() {
+        grid_dep_wait();
+        pdl_after_wait(P_ATTN);
+    };
     if (item < NH * nsplit)
-        attn_warp(item / nsplit, item % nsplit, tp[1] + y, q + (size_t)y * QD, kc, vc, out + (size_t)y * QD,
-                  part + (size_t)y * NH * nsplit * (HD + 2), counters + y * NH, nsplit);
+        attn_warp(item / nsplit, item % nsplit, tp[1] + y, tp[1], q + (size_t)y * QD, kc, vc, out + (size_t)y * QD,
+                  part + (size_t)y * NH * nsplit * (HD + 2), counters + y * NH, nsplit, wait);
+    else
+        wait();
     pdl_after_work(P_ATTN);
 }
 
@@ -1086,7 +1123,8 @@ extern "C" __global__ void __launch_bounds__(MK_BT) k_step(const StepP *__restri
         prefetch_rows<WK, QD>(L.wo.w, b * (BT / Mat<WK, QD>::TPR), BT / Mat<WK, QD>::TPR, DIM);
         SYNC();
         for (int it = b * (BT / 32) + (threadIdx.x >> 5); it < NH * P->nsplit; it += gridDim.x * (BT / 32))
-            attn_warp(it / P->nsplit, it % P->nsplit, pos, P->q, L.kc, L.vc, P->att, P->part, P->counters, P->nsplit);
+            attn_warp(it / P->nsplit, it % P->nsplit, pos, pos + 1, P->q, L.kc, L.vc, P->att, P->part, P->counters,
+                      P->nsplit, []() {}); // after a grid barrier: every row is there
         prefetch_rows<WK, DIM>(L.gu.w, b * (BT / Mat<WK, DIM>::TPR), BT / Mat<WK, DIM>::TPR, FFN);
         SYNC();
         wo_body<BT, 1>(P->att, L.as, L.wo.w, L.wo.d, L.wo.rs, P->x, sm, red);
