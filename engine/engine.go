@@ -36,7 +36,8 @@ type Options struct {
 	// Backend is "auto" (or ""), "cpu", or a registered name such as
 	// "cuda". Auto tries "cuda" when registered and falls back to "cpu".
 	Backend string
-	// Threads is the CPU worker count; 0 means runtime.NumCPU().
+	// Threads is the CPU worker count; 0 means runtime.GOMAXPROCS(0) (the
+	// cores this process may use, a container's CPU limit included).
 	Threads int
 	// ContextLen is the session length in tokens; 0 means the file's
 	// trained context length. It may exceed the file's value.
@@ -148,7 +149,7 @@ func Load(path string, opts Options) (*Model, error) {
 		return nil, fmt.Errorf("engine: parallel %d out of range [0, %d]", opts.Parallel, maxParallel)
 	}
 	if opts.Threads <= 0 {
-		opts.Threads = runtime.NumCPU()
+		opts.Threads = runtime.GOMAXPROCS(0)
 	}
 	m := &Model{path: path, threads: opts.Threads, log: log}
 	ok := false

@@ -291,3 +291,26 @@ func BenchmarkAttention(b *testing.B) {
 		})
 	}
 }
+
+type nopTask struct{}
+
+func (nopTask) run(w, n int) {}
+
+// BenchmarkPoolBarrier is the pool's cost per operation with no work: the
+// dispatch and the wait for every worker, at each thread count the machine
+// has cores for.
+func BenchmarkPoolBarrier(b *testing.B) {
+	b.Logf("NumCPU %d, GOMAXPROCS %d", runtime.NumCPU(), runtime.GOMAXPROCS(0))
+	for _, threads := range []int{1, 2, 4, 8, 16} {
+		if threads > runtime.NumCPU() {
+			break
+		}
+		b.Run(fmt.Sprintf("t%d", threads), func(b *testing.B) {
+			p := newPool(threads)
+			defer p.close()
+			for i := 0; i < b.N; i++ {
+				p.run(nopTask{})
+			}
+		})
+	}
+}

@@ -30,7 +30,8 @@ import (
 // Options tunes the backend.
 type Options struct {
 	// Threads is the number of workers (the calling goroutine included);
-	// 0 means runtime.NumCPU().
+	// 0 means runtime.GOMAXPROCS(0): the cores this process may use (a
+	// container's CPU limit included), which NumCPU ignores.
 	Threads int
 	// NoKernels keeps every product on the plain-Go path, which multiplies
 	// the float activations by the weights exactly as the reference does.
@@ -92,7 +93,7 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 	}
 	threads := opts.Threads
 	if threads <= 0 {
-		threads = runtime.NumCPU()
+		threads = runtime.GOMAXPROCS(0)
 	}
 	if threads > maxThreads {
 		return nil, fmt.Errorf("cpu: %d threads is more than the limit %d", threads, maxThreads)

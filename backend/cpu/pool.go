@@ -23,8 +23,20 @@ const spinFor = 2 * time.Millisecond
 // is worker 0, so n threads means n-1 goroutines. Dispatch is an atomic
 // generation counter: no channel send, goroutine start or allocation per
 // operation.
+//
+// How to wait depends on the machine. With cores to spare, spin on loads
+// alone: on a 16-core host a pool whose spinners called runtime.Gosched
+// every 64-256 polls (the scheduler's global queue lock) paid 40 us an
+// operation at 8 workers and 85 us at 16, against about 1 us spinning. On
+// a small machine, where other processes often hold the core a worker
+// needs, spinning starves it, and runtime.Gosched every few polls is what
+// lets the OS run it: so pools on machines of at most smallMachine CPUs,
+// and pools of more workers than Ps, yield as they wait; the others yield
+// only once a wait has lasted longer than its side's yieldAfter.
+// BenchmarkPoolBarrier; BENCHMARKS.md.
 type pool struct {
-	n int
+	n     int
+	yield bool // yield while waiting from the start (small machine, or more workers than Ps)
 
 	mu       sync.Mutex // guards parking; held only around sleep and wake-up
 	cond     *sync.Cond
@@ -37,8 +49,19 @@ type pool struct {
 	done    sync.WaitGroup
 }
 
+const (
+	// smallMachine is the most CPUs on which waits yield from the start.
+	smallMachine = 4
+	// callerYieldAfter and workerYieldAfter bound a spin elsewhere: the
+	// caller waits only for workers' shares, a worker also for the
+	// caller's serial work between operations.
+	callerYieldAfter = 50 * time.Microsecond
+	workerYieldAfter = time.Millisecond
+)
+
 func newPool(n int) *pool {
 	p := &pool{n: max(n, 1)}
+	p.yield = p.n > runtime.GOMAXPROCS(0) || runtime.NumCPU() <= smallMachine
 	p.cond = sync.NewCond(&p.mu)
 	for w := 1; w < p.n; w++ {
 		p.done.Add(1)
@@ -63,10 +86,16 @@ func (p *pool) run(t task) {
 		p.mu.Unlock()
 	}
 	t.run(0, p.n)
+	var start time.Time
 	for i := 0; p.pending.Load() != 0; i++ {
 		if i&63 == 63 {
-			// Lets a worker that shares our core finish its share.
-			runtime.Gosched()
+			if start.IsZero() {
+				start = time.Now()
+			}
+			if p.yield || time.Since(start) > callerYieldAfter {
+				// Lets a worker that shares our core finish its share.
+				runtime.Gosched()
+			}
 		}
 	}
 	p.cur = nil
@@ -96,10 +125,13 @@ func (p *pool) wait(seen uint64) uint64 {
 			return g
 		}
 		if i&255 == 255 {
-			if time.Since(start) > spinFor {
+			waited := time.Since(start)
+			if waited > spinFor {
 				break
 			}
-			runtime.Gosched()
+			if p.yield || waited > workerYieldAfter {
+				runtime.Gosched()
+			}
 		}
 	}
 	p.mu.Lock()

@@ -21,7 +21,7 @@ type benchCmd struct {
 	Type       string `help:"Preset matrix type (default: the preset's)."`
 	EmbedType  string `help:"Preset embedding type (default Q8_0)." name:"embed-type"`
 	Backend    string `help:"auto, cpu or cuda." enum:"auto,cpu,cuda" default:"auto"`
-	Threads    int    `help:"CPU threads (default: all cores)."`
+	Threads    int    `help:"CPU threads (default: the cores this process may use)."`
 	Prompt     int    `help:"Prompt tokens." short:"p" default:"128"`
 	Gen        int    `help:"Generated tokens." short:"n" default:"256"`
 	Repeat     int    `help:"Repeats (figures are medians)." default:"3"`

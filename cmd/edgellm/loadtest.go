@@ -33,7 +33,7 @@ type loadtestCmd struct {
 	NumPredict int           `help:"Tokens generated per request." name:"num-predict" default:"32"`
 	Prompt     string        `help:"Prompt of every request." default:"Once upon a time"`
 	Backend    string        `help:"Backend of an in-process server: auto, cpu or cuda." enum:"auto,cpu,cuda" default:"auto"`
-	Threads    int           `help:"CPU threads of an in-process server (default: all cores)."`
+	Threads    int           `help:"CPU threads of an in-process server (default: the cores this process may use)."`
 	Parallel   int           `help:"Requests per model generating at once in an in-process server (1: one at a time, no batching)." default:"4"`
 }
 

@@ -29,7 +29,7 @@ type runCmd struct {
 	RepeatPenalty float64 `help:"Repetition penalty (1: off)." name:"repeat-penalty" default:"1.0"`
 	RepeatLastN   int     `help:"Tokens the repetition penalty looks back over." name:"repeat-last-n" default:"64"`
 	Seed          int64   `help:"Sampling seed (-1: random)." default:"-1"`
-	Threads       int     `help:"CPU threads (default: all cores)."`
+	Threads       int     `help:"CPU threads (default: the cores this process may use)."`
 	Backend       string  `help:"auto, cpu or cuda." enum:"auto,cpu,cuda" default:"auto"`
 	IgnoreEOS     bool    `help:"Do not stop at end-of-generation tokens." name:"ignore-eos"`
 	Interactive   bool    `help:"Read prompts from stdin in a loop; the conversation carries on." short:"i"`

@@ -20,7 +20,7 @@ type serveCmd struct {
 	Addr      string        `help:"Address to listen on (default: $EDGELLM_HOST, else 127.0.0.1:11434)."`
 	Models    string        `help:"Models directory: NAME.gguf files or links to them (default: $EDGELLM_MODELS, else ~/.edgellm/models)."`
 	Backend   string        `help:"auto, cpu or cuda." enum:"auto,cpu,cuda" default:"auto"`
-	Threads   int           `help:"CPU threads per model (default: all cores)."`
+	Threads   int           `help:"CPU threads per model (default: the cores this process may use)."`
 	KeepAlive time.Duration `help:"How long an idle model stays loaded (negative: forever)." name:"keep-alive" default:"5m"`
 	MaxQueue  int           `help:"Requests allowed to wait per model before 503." name:"max-queue" default:"512"`
 	MaxLoaded int           `help:"Models loaded at once; loading another unloads the least recently used idle one (0: no bound)." name:"max-loaded" default:"3"`
