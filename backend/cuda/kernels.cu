@@ -827,6 +827,22 @@ __device__ void down_body(const float *hb, const float *__restrict__ nw, const u
     residual_body<BT, FFN, R>(VecLoad{hb}, SUBNORM ? nw : (const float *)0, W, D, rs, x, sm, red);
 }
 
+// block_argmax reduces the threads' (value, id) pairs, the lowest id on
+// ties; thread 0 ends with the block's. wv and wi hold BT/32 entries.
+template <int BT> __device__ __forceinline__ void block_argmax(float &bv, int &bi, float *wv, int *wi) {
+    const int tid = threadIdx.x;
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+        int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (ov > bv || (ov == bv && oi < bi)) { bv = ov; bi = oi; }
+    }
+    if ((tid & 31) == 0) { wv[tid >> 5] = bv; wi[tid >> 5] = bi; }
+    __syncthreads();
+    if (tid == 0)
+        for (int w = 1; w < BT / 32; w++)
+            if (wv[w] > bv || (wv[w] == bv && wi[w] < bi)) { bv = wv[w]; bi = wi[w]; }
+}
+
 // The LM head's rows a work item and most 16-byte chunks a lane loads at
 // once (kernels.cu's other products: 4).
 #ifndef R_HEAD
@@ -874,18 +890,9 @@ __device__ void lmhead_body(const float *x, const float *__restrict__ nw, const 
             }
         }
     }
-    // block argmax, lowest id on ties
     const int tid = threadIdx.x;
-    for (int o = 16; o > 0; o >>= 1) {
-        float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-        int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-        if (ov > bv || (ov == bv && oi < bi)) { bv = ov; bi = oi; }
-    }
-    if ((tid & 31) == 0) { wv[tid >> 5] = bv; wi[tid >> 5] = bi; }
-    __syncthreads();
+    block_argmax<BT>(bv, bi, wv, wi);
     if (tid == 0) {
-        for (int w = 1; w < BT / 32; w++)
-            if (wv[w] > bv || (wv[w] == bv && wi[w] < bi)) { bv = wv[w]; bi = wi[w]; }
         bestv[blockIdx.x] = bv;
         besti[blockIdx.x] = bi;
         fence_acq_rel();
@@ -904,16 +911,8 @@ __device__ void lmhead_body(const float *x, const float *__restrict__ nw, const 
         const int i = ldcg_i(besti + b);
         if (v > bv || (v == bv && i < bi)) { bv = v; bi = i; }
     }
-    for (int o = 16; o > 0; o >>= 1) {
-        float ov = __shfl_xor_sync(0xffffffffu, bv, o);
-        int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-        if (ov > bv || (ov == bv && oi < bi)) { bv = ov; bi = oi; }
-    }
-    if ((tid & 31) == 0) { wv[tid >> 5] = bv; wi[tid >> 5] = bi; }
-    __syncthreads();
+    block_argmax<BT>(bv, bi, wv, wi);
     if (tid != 0) return;
-    for (int w = 1; w < BT / 32; w++)
-        if (wv[w] > bv || (wv[w] == bv && wi[w] < bi)) { bv = wv[w]; bi = wi[w]; }
     if (bi < 0 || bi >= VOCAB) bi = 0; // all NaN: keep a valid id
     tp[0] = bi;
     tok_out[0] = bi;
