@@ -15,6 +15,7 @@ import (
 	"math"
 
 	. "github.com/mmcloughlin/avo/build"
+	"github.com/mmcloughlin/avo/gotypes"
 	. "github.com/mmcloughlin/avo/operand"
 	"github.com/mmcloughlin/avo/reg"
 )
@@ -24,6 +25,9 @@ import (
 const prefetchAhead = 4096
 
 func main() {
+	if avx512Only() { // -avx512: the AVX-512 file instead (avx512.go)
+		return
+	}
 	ConstraintExpr("amd64,!noasm")
 
 	// Measured on Zen 3 from DRAM: unroll 8 beat 1, 2 and 4, and a software
@@ -33,6 +37,7 @@ func main() {
 	ternaryDot("ternaryDot2", 2, 8, prefetchAhead)
 	ternaryDot("ternaryDot1", 1, 8, prefetchAhead)
 	ternaryBlockDots()
+	ternaryDotShort("ternaryDotS4", 4, prefetchAhead)
 	// Prefill: one row's codes unpacked once per 128 weights, applied to
 	// up to 4 tokens (the 16 YMM registers hold 4 codes and 2 sums a token).
 	for nt := 1; nt <= 4; nt++ {
@@ -42,6 +47,7 @@ func main() {
 		int8DotBatch(nt, false)
 		int8DotBatch(nt, true)
 	}
+	int8DotVecH()
 	// Two rows a group streamed ~12% faster than four from DRAM (Zen 3).
 	// Groups of 32 decode through the batched kernels (int8DotT*); the
 	// one-row kernels stay as the reference they reproduce.
@@ -69,6 +75,18 @@ func main() {
 	tlTiles()
 
 	Generate()
+}
+
+// argAddr is the stack address of an argument or result. Float arguments
+// and results are moved with VEX instructions (VMOVSS, VBROADCASTSS): avo's
+// Load and Store use legacy SSE MOVSS, which beside dirty upper YMM halves
+// cost ~130 ns a call on Zen 3 (softmaxExp of 8 floats: 155 -> 25 ns).
+func argAddr(c gotypes.Component) Mem {
+	b, err := c.Resolve()
+	if err != nil {
+		panic(err)
+	}
+	return b.Addr
 }
 
 // broadcastConst puts a 32-bit pattern in every dword of a new YMM register.
@@ -381,6 +399,145 @@ func ternaryBlockDots() {
 	RET()
 }
 
+// ternaryDotShort is ternaryDot for short rows (n128 >= 1 and n128 + tail
+// <= 8, e.g. SmolLM's 576): every block of a row sums into the same two
+// int16 accumulators (codes <= 2, so the x4 sums stay below 2^15 over 8
+// blocks) and is widened once. The nr rows of a group share each block's
+// four activation vectors (in registers: the code shift is done in place
+// to make room), and four rows end in one horizontal reduction and one
+// 16-byte store. The 64-weight tail of every row takes one YMM pass: its
+// 16 code bytes and their shift by 4 side by side ([w | w>>4]) meet
+// activations loaded as [q0..15 | q32..47] and [q16..31 | q48..63] once per
+// group. prefetch > 0 issues PREFETCHT0 that many bytes ahead in every row
+// each block.
+func ternaryDotShort(name string, nr, prefetch int) {
+	if nr != 4 {
+		panic("ternaryDotShort: 4 rows")
+	}
+	TEXT(name, NOSPLIT, "func(w *byte, stride int, act *int8, n128 int, tail int, rs *float32, sum *int32, inv *float32, dst *float32, groups int)")
+	Pragma("noescape")
+	Doc(fmt.Sprintf("%s writes (code·act - *sum) * rs[r] * *inv for %d rows per group, rows of 1 to 8 blocks; see ternaryDotShort in _gen.", name, nr))
+	w := Load(Param("w"), GP64())
+	rs := Load(Param("rs"), GP64())
+	stride := Load(Param("stride"), GP64())
+	act := Load(Param("act"), GP64())
+	dst := Load(Param("dst"), GP64())
+	groups := Load(Param("groups"), GP64())
+	tl := Load(Param("tail"), GP64())
+	stride3 := GP64()
+	LEAQ(Mem{Base: stride, Index: stride, Scale: 2}, stride3)
+
+	mask := broadcastConst(0x03030303)
+	maskC := broadcastConst(0x0c0c0c0c)
+	sA := make([]reg.VecVirtual, nr)
+	sB := make([]reg.VecVirtual, nr)
+	for i := range sA {
+		sA[i], sB[i] = YMM(), YMM()
+	}
+	a := []reg.VecVirtual{YMM(), YMM(), YMM(), YMM()}
+	wv, t := YMM(), YMM()
+
+	Label(name + "_group")
+	CMPQ(groups, Imm(0))
+	JE(LabelRef(name + "_done"))
+	p, wc, n := GP64(), GP64(), GP64()
+	MOVQ(act, p)
+	MOVQ(w, wc)
+	Load(Param("n128"), n)
+
+	// one 128-block of every row; first: the accumulators start here
+	block := func(first bool) {
+		for r := 0; prefetch > 0 && r < nr; r++ {
+			PREFETCHT0(rowAddr(wc, stride, stride3, r, prefetch))
+		}
+		for l := 0; l < 4; l++ {
+			VMOVDQU(Mem{Base: p, Disp: 32 * l}, a[l])
+		}
+		for r := 0; r < nr; r++ {
+			VMOVDQU(rowAddr(wc, stride, stride3, r, 0), wv)
+			for l := 0; l < 4; l++ {
+				m, d := mask, sA[r]
+				if l%2 == 1 {
+					m, d = maskC, sB[r]
+				}
+				if l == 2 {
+					VPSRLW(U8(4), wv, wv)
+				}
+				VPAND(m, wv, t)
+				if first && l < 2 {
+					VPMADDUBSW(a[l], t, d)
+					continue
+				}
+				VPMADDUBSW(a[l], t, t)
+				VPADDW(t, d, d)
+			}
+		}
+		ADDQ(Imm(128), p)
+		ADDQ(Imm(32), wc)
+		DECQ(n)
+	}
+	block(true)
+	Label(name + "_block")
+	CMPQ(n, Imm(0))
+	JE(LabelRef(name + "_tail"))
+	block(false)
+	JMP(LabelRef(name + "_block"))
+
+	Label(name + "_tail")
+	CMPQ(tl, Imm(0))
+	JE(LabelRef(name + "_reduce"))
+	// byte m of a tail holds weights m, m+16, m+32, m+48 at shifts 0..6
+	VMOVDQU(Mem{Base: p}, a[0].AsX())
+	VINSERTI128(U8(1), Mem{Base: p, Disp: 32}, a[0], a[0])
+	VMOVDQU(Mem{Base: p, Disp: 16}, a[1].AsX())
+	VINSERTI128(U8(1), Mem{Base: p, Disp: 48}, a[1], a[1])
+	for r := 0; r < nr; r++ {
+		VMOVDQU(rowAddr(wc, stride, stride3, r, 0), wv.AsX())
+		VPSRLW(U8(4), wv.AsX(), t.AsX())
+		VINSERTI128(U8(1), t.AsX(), wv, wv)
+		VPAND(mask, wv, t)
+		VPMADDUBSW(a[0], t, t)
+		VPADDW(t, sA[r], sA[r])
+		VPAND(maskC, wv, t)
+		VPMADDUBSW(a[1], t, t)
+		VPADDW(t, sB[r], sB[r])
+	}
+
+	Label(name + "_reduce")
+	ones := broadcastConst(0x00010001)
+	for r := 0; r < nr; r++ {
+		VPSRAW(U8(2), sB[r], sB[r])
+		VPADDW(sB[r], sA[r], sA[r])
+		VPMADDWD(ones, sA[r], sA[r])
+	}
+	VPHADDD(sA[1], sA[0], sA[0])
+	VPHADDD(sA[3], sA[2], sA[2])
+	VPHADDD(sA[2], sA[0], sA[0])
+	x := XMM()
+	VEXTRACTI128(U8(1), sA[0], x)
+	VPADDD(x, sA[0].AsX(), x)
+	// as the Go code: float32(d - sum) * rs[r] * inv, rounded at each step
+	sb, ib := XMM(), XMM()
+	Load(Param("sum"), p)
+	VPBROADCASTD(Mem{Base: p}, sb)
+	Load(Param("inv"), p)
+	VBROADCASTSS(Mem{Base: p}, ib)
+	VPSUBD(sb, x, x)
+	VCVTDQ2PS(x, x)
+	VMULPS(Mem{Base: rs}, x, x)
+	VMULPS(ib, x, x)
+	VMOVUPS(x, Mem{Base: dst})
+	LEAQ(Mem{Base: w, Index: stride, Scale: 4}, w)
+	ADDQ(Imm(16), rs)
+	ADDQ(Imm(16), dst)
+	DECQ(groups)
+	JMP(LabelRef(name + "_group"))
+
+	Label(name + "_done")
+	VZEROUPPER()
+	RET()
+}
+
 // int8Dot writes, for each of groups*nr rows of int8 weights with one
 // float32 scale per `group` weights (32 or 16), sum over blocks of
 // scale * (int8 w · int8 act). act must lie in [-127, 127].
@@ -608,7 +765,7 @@ func absMax() {
 	VMAXPS(u, h, h)
 	VPSHUFD(U8(0xb1), h, u)
 	VMAXPS(u, h, h)
-	Store(h, ReturnIndex(0))
+	VMOVSS(h, argAddr(ReturnIndex(0)))
 	rq := GP64()
 	VMOVMSKPS(bad, rq.As32())
 	Store(rq, ReturnIndex(1))
@@ -628,8 +785,7 @@ func quantI8() {
 	q := Load(Param("q"), GP64())
 	bs := Load(Param("bsum"), GP64())
 	sc := YMM()
-	scx := Load(Param("scale"), XMM())
-	VBROADCASTSS(scx, sc)
+	VBROADCASTSS(argAddr(Param("scale")), sc)
 	// packs interleave the lanes; this puts the dwords back in order
 	idx := YMM()
 	g := GP64()
@@ -986,6 +1142,81 @@ func int8DotBatch(nt int, half bool) {
 	RET()
 }
 
+// int8DotVecH is int8DotBatch for one token with float16 scales (a Q8_0
+// or Q4_0 matrix-vector product: the LM head) that also scales each row's
+// sum by *inv and stores it at dst[r]: the same operations in the same
+// order as int8DotT1h32 followed by the Go loop it replaces.
+func int8DotVecH() {
+	name := "int8DotV1h32"
+	TEXT(name, NOSPLIT, "func(w *int8, stride int, sc *uint16, sstride int, act *int8, nblk int, inv *float32, dst *float32, rows int)")
+	Pragma("noescape")
+	Doc(name + " writes (row r · act, scaled per 32 by float16 scales) * *inv to dst[r] for each row; see int8DotVecH in _gen.")
+	w := Load(Param("w"), GP64())
+	stride := Load(Param("stride"), GP64())
+	sc := Load(Param("sc"), GP64())
+	sstride := Load(Param("sstride"), GP64())
+	dst := Load(Param("dst"), GP64())
+	rows := Load(Param("rows"), GP64())
+	ones := broadcastConst(0x00010001)
+	ib := XMM()
+	{
+		ip := Load(Param("inv"), GP64())
+		VMOVSS(Mem{Base: ip}, ib)
+	}
+	acc := YMM()
+	wv, aw, f, t := YMM(), YMM(), YMM(), YMM()
+
+	Label(name + "_row")
+	CMPQ(rows, Imm(0))
+	JE(LabelRef(name + "_done"))
+	VXORPS(acc, acc, acc)
+	p, wc, scc, n := GP64(), GP64(), GP64(), GP64()
+	Load(Param("act"), p)
+	MOVQ(w, wc)
+	MOVQ(sc, scc)
+	Load(Param("nblk"), n)
+
+	Label(name + "_block")
+	CMPQ(n, Imm(0))
+	JE(LabelRef(name + "_reduce"))
+	PREFETCHT0(Mem{Base: wc, Disp: prefetchAhead})
+	VMOVDQU(Mem{Base: wc}, wv)
+	VPABSB(wv, aw)
+	VPBROADCASTW(Mem{Base: scc}, f.AsX())
+	VCVTPH2PS(f.AsX(), f)
+	VMOVDQU(Mem{Base: p}, t)
+	VPSIGNB(wv, t, t)
+	VPMADDUBSW(t, aw, t)
+	VPMADDWD(ones, t, t)
+	VCVTDQ2PS(t, t)
+	VFMADD231PS(f, t, acc)
+	ADDQ(Imm(32), p)
+	ADDQ(Imm(32), wc)
+	ADDQ(Imm(2), scc)
+	DECQ(n)
+	JMP(LabelRef(name + "_block"))
+
+	Label(name + "_reduce")
+	x, y := XMM(), XMM()
+	VEXTRACTF128(U8(1), acc, x)
+	VADDPS(x, acc.AsX(), x)
+	VPSHUFD(U8(0x4e), x, y)
+	VADDPS(y, x, x)
+	VPSHUFD(U8(0xb1), x, y)
+	VADDPS(y, x, x)
+	VMULSS(ib, x, x)
+	VMOVSS(x, Mem{Base: dst})
+	ADDQ(stride, w)
+	ADDQ(sstride, sc)
+	ADDQ(Imm(4), dst)
+	DECQ(rows)
+	JMP(LabelRef(name + "_row"))
+
+	Label(name + "_done")
+	VZEROUPPER()
+	RET()
+}
+
 // attnScores writes out[p] = q·k_p for npos positions, k_p at k+p*kstride
 // bytes, over n (a multiple of 8) floats, and returns the largest. Eight
 // positions at a time, each its own accumulator (eight FMA chains hide the
@@ -1100,7 +1331,7 @@ func attnScores(half bool) {
 	u := XMM()
 	VPSHUFD(U8(0xb1), h, u)
 	VMAXPS(u, h, h)
-	Store(h, ReturnIndex(0))
+	VMOVSS(h, argAddr(ReturnIndex(0)))
 	VZEROUPPER()
 	RET()
 }
@@ -1249,8 +1480,8 @@ func softmaxExp() {
 	x := Load(Param("x"), GP64())
 	n := Load(Param("n"), GP64())
 	sc, m := YMM(), YMM()
-	VBROADCASTSS(Load(Param("scale"), XMM()), sc)
-	VBROADCASTSS(Load(Param("m"), XMM()), m)
+	VBROADCASTSS(argAddr(Param("scale")), sc)
+	VBROADCASTSS(argAddr(Param("m")), m)
 	// Two vectors an iteration, each with its own registers and sum: one
 	// exp is a long dependent chain, and two in flight measured ~1.5x
 	// faster (Zen 3).
@@ -1300,7 +1531,7 @@ func softmaxExp() {
 	VADDPS(h, sum[0].AsX(), h)
 	VHADDPS(h, h, h)
 	VHADDPS(h, h, h)
-	Store(h, ReturnIndex(0))
+	VMOVSS(h, argAddr(ReturnIndex(0)))
 	VZEROUPPER()
 	RET()
 }

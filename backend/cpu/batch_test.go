@@ -11,23 +11,27 @@ import (
 	"github.com/edgellm/edgellm/backend/cpu/kernels"
 )
 
-// eachKernelPath runs f with the assembly kernels and with the pure-Go
-// ones (the model must be loaded inside f: the layouts are chosen at load).
+// eachKernelPath runs f with the pure-Go kernels, the AVX2 ones and the
+// AVX-512 VNNI ones (skipped where the CPU or build lacks them; the model
+// must be loaded inside f: the layouts are chosen at load).
 func eachKernelPath(t *testing.T, f func(t *testing.T)) {
-	prev := kernels.SetAVX2(true)
-	hasAsm := kernels.AVX2()
-	kernels.SetAVX2(prev)
-	for _, asm := range []bool{false, true} {
-		if asm && !hasAsm {
+	prev2, prev5 := kernels.SetAVX2(true), kernels.SetAVX512(true)
+	hasAsm, has512 := kernels.AVX2(), kernels.AVX512()
+	kernels.SetAVX512(prev5)
+	kernels.SetAVX2(prev2)
+	for _, isa := range []string{"go", "asm", "avx512"} {
+		if isa == "asm" && !hasAsm {
 			continue // no assembly on this machine or build
 		}
-		name := "go"
-		if asm {
-			name = "asm"
-		}
-		t.Run(name, func(t *testing.T) {
-			prev := kernels.SetAVX2(asm)
-			defer kernels.SetAVX2(prev)
+		t.Run(isa, func(t *testing.T) {
+			if isa == "avx512" && !has512 {
+				t.Skip("no AVX-512 VNNI")
+			}
+			prev2, prev5 := kernels.SetAVX2(isa != "go"), kernels.SetAVX512(isa == "avx512")
+			defer func() {
+				kernels.SetAVX512(prev5)
+				kernels.SetAVX2(prev2)
+			}()
 			f(t)
 		})
 	}

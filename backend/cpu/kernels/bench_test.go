@@ -3,6 +3,7 @@ package kernels
 import (
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -34,17 +35,16 @@ func benchCopies(bytes int, mode string) int {
 
 func BenchmarkTernaryMatVec(b *testing.B) {
 	for _, layout := range []Layout{Layout2Bit, LayoutTL, LayoutLUT} {
-		for _, asm := range []bool{true, false} {
-			if asm && (!cpuAVX2 || layout == LayoutLUT) {
-				continue // LayoutLUT is pure Go
+		for _, isa := range isas {
+			if !hasISA(isa) || (isa != "go" && layout == LayoutLUT) || (isa == "avx512" && layout != Layout2Bit) {
+				continue // LayoutLUT is pure Go; the AVX-512 kernels read Layout2Bit
 			}
 			for _, mode := range []string{"dram", "hot"} {
 				for _, sh := range benchShapes {
 					rows, cols := sh[0], sh[1]
-					name := fmt.Sprintf("%v/asm=%v/%s/%dx%d", layout, asm, mode, rows, cols)
+					name := fmt.Sprintf("%v/isa=%s/%s/%dx%d", layout, isa, mode, rows, cols)
 					b.Run(name, func(b *testing.B) {
-						prev := SetAVX2(asm)
-						defer SetAVX2(prev)
+						defer setISA(isa)()
 						rng := rand.New(rand.NewPCG(1, 1))
 						tc := randTernary(rng, rows, cols, "row")
 						n := benchCopies(rows*cols/4, mode)
@@ -79,14 +79,20 @@ func BenchmarkTernaryMatVec(b *testing.B) {
 }
 
 // BenchmarkTernaryMatMat is prefill: 64 tokens per weight pass (a prefill
-// chunk), the batched kernel against one token at a time (the path before
-// it). MB/s counts weight bytes times tokens: the decode-equivalent rate.
+// chunk), the batched kernel (on each assembly path) against one token at
+// a time (the path before it). MB/s counts weight bytes times tokens: the
+// decode-equivalent rate.
 func BenchmarkTernaryMatMat(b *testing.B) {
 	const tokens = 64
-	for _, sh := range benchShapes[:3] {
+	for _, sh := range benchShapes {
 		rows, cols := sh[0], sh[1]
-		for _, mode := range []string{"batch", "single"} {
+		for _, mode := range []string{"batch/isa=avx512", "batch/isa=avx2", "single/isa=avx2"} {
+			isa := mode[strings.IndexByte(mode, '=')+1:]
+			if !hasISA(isa) {
+				continue
+			}
 			b.Run(fmt.Sprintf("%dx%d/tokens=%d/%s", rows, cols, tokens, mode), func(b *testing.B) {
+				defer setISA(isa)()
 				rng := rand.New(rand.NewPCG(1, 1))
 				tc := randTernary(rng, rows, cols, "row")
 				m, _ := NewTernary(rows, cols, tc.codes, tc.bscale, 64, TernaryOptions{})
@@ -97,7 +103,7 @@ func BenchmarkTernaryMatMat(b *testing.B) {
 				b.ResetTimer()
 				c0 := processCPU()
 				for i := 0; i < b.N; i++ {
-					if mode == "batch" {
+					if strings.HasPrefix(mode, "batch") {
 						m.MatMat(dst, a, 0, rows)
 						continue
 					}
@@ -120,13 +126,12 @@ func BenchmarkHead(b *testing.B) {
 	for _, sh := range [][2]int{{32768, 2560}, {49152, 576}} {
 		rows, cols := sh[0], sh[1]
 		for _, kind := range []string{"q8_0", "int8g32", "int8g16", "f16"} {
-			for _, asm := range []bool{true, false} {
-				if asm && !cpuAVX2 {
-					continue
+			for _, isa := range isas {
+				if !hasISA(isa) || (isa == "avx512" && (kind == "int8g16" || kind == "f16")) {
+					continue // no AVX-512 kernels for these
 				}
-				b.Run(fmt.Sprintf("%s/asm=%v/%dx%d", kind, asm, rows, cols), func(b *testing.B) {
-					prev := SetAVX2(asm)
-					defer SetAVX2(prev)
+				b.Run(fmt.Sprintf("%s/isa=%s/%dx%d", kind, isa, rows, cols), func(b *testing.B) {
+					defer setISA(isa)()
 					rng := rand.New(rand.NewPCG(1, 1))
 					var ms []Matrix
 					for len(ms) == 0 || len(ms)*ms[0].Bytes() < streamBytes {

@@ -21,6 +21,22 @@
 // a pure-Go twin used under the noasm tag, on other architectures, and when
 // SetAVX2(false) is called (tests do). Benchmarks report MB/s of weight
 // bytes streamed and, on a shared machine, cpu-MB/s (per CPU second).
+//
+// Paths, fastest first, chosen once from the CPU (golang.org/x/sys/cpu):
+//
+//   - AVX-512 VNNI (F, BW, VL and VNNI, e.g. Intel Ice Lake server and
+//     later, AMD Zen 4 and later): the batched ternary kernels (ternaryDotT1Z
+//     to T4Z: prefill, and on this path every ternary MatVec too) and the
+//     group-32 int8 kernels (int8DotT*g32Z/h32Z: the Q8_0/Q4_0 LM head, decode
+//     and prefill), with VPDPBUSD on 512-bit registers. They read the same
+//     packed data as the AVX2 kernels and give the same results bit for bit.
+//     Generated from _gen/avx512.go into kernels_avx512_amd64.s (the second
+//     go:generate line: -avx512). SetAVX512(false) falls back to AVX2 (tests
+//     and benchmarks do); GODEBUG=cpu.avx512f=off (or cpu.avx512vnni=off)
+//     turns the path off for a whole binary.
+//   - AVX2 (+FMA, F16C): every kernel, and the rest of the AVX-512 path.
+//   - pure Go: the noasm tag, other architectures, SetAVX2(false).
 package kernels
 
 //go:generate sh -c "cd ../../../_gen && go run . -out ../backend/cpu/kernels/kernels_amd64.s -stubs ../backend/cpu/kernels/kernels_amd64.go -pkg kernels"
+//go:generate sh -c "cd ../../../_gen && go run . -avx512 -out ../backend/cpu/kernels/kernels_avx512_amd64.s -stubs ../backend/cpu/kernels/kernels_avx512_amd64.go -pkg kernels"

@@ -3,6 +3,13 @@ package kernels
 // useAVX2 selects the assembly kernels; it starts as what the CPU offers.
 var useAVX2 = cpuAVX2
 
+// useAVX512 selects, within the assembly kernels, the AVX-512 VNNI ones
+// where they exist (batched ternary and int8 group-32 products); it starts
+// as what the CPU offers. x/sys/cpu reads GODEBUG, so
+// GODEBUG=cpu.avx512f=off (or cpu.avx512vnni=off) turns it off for a whole
+// binary.
+var useAVX512 = cpuAVX512
+
 // AVX2 reports whether the assembly kernels are in use.
 func AVX2() bool { return useAVX2 }
 
@@ -14,3 +21,24 @@ func SetAVX2(on bool) (prev bool) {
 	useAVX2 = on && cpuAVX2
 	return prev
 }
+
+// AVX512 reports whether the AVX-512 VNNI kernels are in use: set, and the
+// assembly kernels on (SetAVX2(false) turns them off too).
+func AVX512() bool { return useAVX512 && useAVX2 }
+
+// SetAVX512 turns the AVX-512 VNNI kernels on or off (off: their AVX2
+// twins run) and returns the previous setting. Turning them on has no
+// effect where the CPU (AVX-512 F, BW, VL and VNNI) or the build lacks
+// them. Not safe to call while kernels run.
+func SetAVX512(on bool) (prev bool) {
+	prev = useAVX512
+	useAVX512 = on && cpuAVX512
+	return prev
+}
+
+// maxZCols is the longest row the AVX-512 ternary kernel takes: its int32
+// lanes gain up to 2^16 per 128 weights (see ternaryDotBatchZ in _gen).
+const maxZCols = 1 << 21
+
+// avx512On reports whether the AVX-512 kernels serve rows of cols weights.
+func avx512On(cols int) bool { return useAVX512 && useAVX2 && cols <= maxZCols }

@@ -6,3 +6,10 @@ import "golang.org/x/sys/cpu"
 
 // cpuAVX2: the kernels use AVX2 integer ops, FMA and F16C conversions.
 var cpuAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA && cpu.X86.HasF16C
+
+// cpuAVX512: the AVX-512 kernels use 512-bit integer byte ops (F, BW),
+// EVEX forms of 128/256-bit ops on all 32 registers (VL) and VPDPBUSD
+// (VNNI), beside the AVX2 set. Each can be switched off with GODEBUG, e.g.
+// GODEBUG=cpu.avx512f=off.
+var cpuAVX512 = cpuAVX2 && cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW &&
+	cpu.X86.HasAVX512VL && cpu.X86.HasAVX512VNNI

@@ -162,3 +162,11 @@ func attnMixHG3(y *float32, w *float32, wstride int, v *uint16, vstride int, n i
 func attnMixHG4(y *float32, w *float32, wstride int, v *uint16, vstride int, n int, npos int) {
 	panic("kernels: no assembly in this build")
 }
+
+func ternaryDotS4(w *byte, stride int, act *int8, n128 int, tail int, rs *float32, sum *int32, inv *float32, dst *float32, groups int) {
+	panic("kernels: no assembly in this build")
+}
+
+func int8DotV1h32(w *int8, stride int, sc *uint16, sstride int, act *int8, nblk int, inv *float32, dst *float32, rows int) {
+	panic("kernels: no assembly in this build")
+}

@@ -220,6 +220,12 @@ func (m *Int8Mat) MatMat(dst []float32, a *Acts, r0, r1 int) {
 // scale are loaded once for 4 tokens. Each result equals rowsTok1's for
 // that token (same operations in the same order).
 func (m *Int8Mat) matMat32(dst []float32, a *Acts, tokens, r0, r1 int) {
+	if tokens == 1 && r1 > r0 && useAVX2 && m.hscales != nil && !avx512On(m.cols) {
+		// one token (decode): the kernel scales and stores each row itself
+		ns := m.cols / 32
+		int8DotV1h32(&m.vals[r0*m.cols], m.cols, &m.hscales[r0*ns], 2*ns, &a.Q[0], ns, &a.InvScale[0], &dst[r0], r1-r0)
+		return
+	}
 	step := max(batchChunk/m.cols, 1)
 	var buf [4 * batchRows]float32
 	ns := m.cols / 32
@@ -254,6 +260,10 @@ func (m *Int8Mat) matMat32(dst []float32, a *Acts, tokens, r0, r1 int) {
 // int8Batch32 runs the batched assembly kernel for nt tokens (direct calls:
 // through a func value, dst would escape to the heap).
 func (m *Int8Mat) int8Batch32(w *int8, s, ns int, q *int8, nt int, dst *float32, n int) {
+	if avx512On(m.cols) {
+		m.int8Batch32Z(w, s, ns, q, nt, dst, n)
+		return
+	}
 	if m.hscales != nil {
 		sc, ss := &m.hscales[s*ns], 2*ns
 		switch nt {
@@ -278,6 +288,36 @@ func (m *Int8Mat) int8Batch32(w *int8, s, ns int, q *int8, nt int, dst *float32,
 		int8DotT3g32(w, m.cols, sc, ss, q, m.cols, ns, dst, n)
 	default:
 		int8DotT4g32(w, m.cols, sc, ss, q, m.cols, ns, dst, n)
+	}
+}
+
+// int8Batch32Z is int8Batch32 on the AVX-512 kernels (the same results bit
+// for bit).
+func (m *Int8Mat) int8Batch32Z(w *int8, s, ns int, q *int8, nt int, dst *float32, n int) {
+	if m.hscales != nil {
+		sc, ss := &m.hscales[s*ns], 2*ns
+		switch nt {
+		case 1:
+			int8DotT1h32Z(w, m.cols, sc, ss, q, m.cols, ns, dst, n)
+		case 2:
+			int8DotT2h32Z(w, m.cols, sc, ss, q, m.cols, ns, dst, n)
+		case 3:
+			int8DotT3h32Z(w, m.cols, sc, ss, q, m.cols, ns, dst, n)
+		default:
+			int8DotT4h32Z(w, m.cols, sc, ss, q, m.cols, ns, dst, n)
+		}
+		return
+	}
+	sc, ss := &m.scales[s*ns], 4*ns
+	switch nt {
+	case 1:
+		int8DotT1g32Z(w, m.cols, sc, ss, q, m.cols, ns, dst, n)
+	case 2:
+		int8DotT2g32Z(w, m.cols, sc, ss, q, m.cols, ns, dst, n)
+	case 3:
+		int8DotT3g32Z(w, m.cols, sc, ss, q, m.cols, ns, dst, n)
+	default:
+		int8DotT4g32Z(w, m.cols, sc, ss, q, m.cols, ns, dst, n)
 	}
 }
 

@@ -19,6 +19,11 @@ func ternaryDot1(w *byte, stride int, act *int8, n128 int, tail int, dst *int32,
 //go:noescape
 func ternaryBlockDots(w *byte, act *int8, n128 int, tail int, dst *int32)
 
+// ternaryDotS4 writes (code·act - *sum) * rs[r] * *inv for 4 rows per group, rows of 1 to 8 blocks; see ternaryDotShort in _gen.
+//
+//go:noescape
+func ternaryDotS4(w *byte, stride int, act *int8, n128 int, tail int, rs *float32, sum *int32, inv *float32, dst *float32, groups int)
+
 // ternaryDotT1 writes the code·act dots of each row with 1 tokens to dst[4*row+token]; see ternaryDotBatch in _gen.
 //
 //go:noescape
@@ -78,6 +83,11 @@ func int8DotT4g32(w *int8, stride int, sc *float32, sstride int, act *int8, as i
 //
 //go:noescape
 func int8DotT4h32(w *int8, stride int, sc *uint16, sstride int, act *int8, as int, nblk int, dst *float32, rows int)
+
+// int8DotV1h32 writes (row r · act, scaled per 32 by float16 scales) * *inv to dst[r] for each row; see int8DotVecH in _gen.
+//
+//go:noescape
+func int8DotV1h32(w *int8, stride int, sc *uint16, sstride int, act *int8, nblk int, inv *float32, dst *float32, rows int)
 
 // int8Dot1g32 writes the scaled int8 dot of 1 rows per group, one scale per 32 weights; nblk counts 32-weight blocks.
 //

@@ -966,6 +966,246 @@ tbd_done:
 	VZEROUPPER
 	RET
 
+// func ternaryDotS4(w *byte, stride int, act *int8, n128 int, tail int, rs *float32, sum *int32, inv *float32, dst *float32, groups int)
+// Requires: AVX, AVX2, MMX+
+TEXT ·ternaryDotS4(SB), NOSPLIT, $0-80
+	MOVQ         w+0(FP), AX
+	MOVQ         rs+40(FP), CX
+	MOVQ         stride+8(FP), DX
+	MOVQ         act+16(FP), BX
+	MOVQ         dst+64(FP), SI
+	MOVQ         groups+72(FP), DI
+	MOVQ         tail+32(FP), R8
+	LEAQ         (DX)(DX*2), R9
+	MOVL         $0x03030303, R10
+	VMOVD        R10, X0
+	VPBROADCASTD X0, Y0
+	MOVL         $0x0c0c0c0c, R10
+	VMOVD        R10, X1
+	VPBROADCASTD X1, Y1
+
+ternaryDotS4_group:
+	CMPQ       DI, $0x00
+	JE         ternaryDotS4_done
+	MOVQ       BX, R10
+	MOVQ       AX, R11
+	MOVQ       n128+24(FP), R12
+	PREFETCHT0 4096(R11)
+	PREFETCHT0 4096(R11)(DX*1)
+	PREFETCHT0 4096(R11)(DX*2)
+	PREFETCHT0 4096(R11)(R9*1)
+	VMOVDQU    (R10), Y10
+	VMOVDQU    32(R10), Y11
+	VMOVDQU    64(R10), Y12
+	VMOVDQU    96(R10), Y13
+	VMOVDQU    (R11), Y14
+	VPAND      Y0, Y14, Y15
+	VPMADDUBSW Y10, Y15, Y2
+	VPAND      Y1, Y14, Y15
+	VPMADDUBSW Y11, Y15, Y3
+	VPSRLW     $0x04, Y14, Y14
+	VPAND      Y0, Y14, Y15
+	VPMADDUBSW Y12, Y15, Y15
+	VPADDW     Y15, Y2, Y2
+	VPAND      Y1, Y14, Y15
+	VPMADDUBSW Y13, Y15, Y15
+	VPADDW     Y15, Y3, Y3
+	VMOVDQU    (R11)(DX*1), Y14
+	VPAND      Y0, Y14, Y15
+	VPMADDUBSW Y10, Y15, Y4
+	VPAND      Y1, Y14, Y15
+	VPMADDUBSW Y11, Y15, Y5
+	VPSRLW     $0x04, Y14, Y14
+	VPAND      Y0, Y14, Y15
+	VPMADDUBSW Y12, Y15, Y15
+	VPADDW     Y15, Y4, Y4
+	VPAND      Y1, Y14, Y15
+	VPMADDUBSW Y13, Y15, Y15
+	VPADDW     Y15, Y5, Y5
+	VMOVDQU    (R11)(DX*2), Y14
+	VPAND      Y0, Y14, Y15
+	VPMADDUBSW Y10, Y15, Y6
+	VPAND      Y1, Y14, Y15
+	VPMADDUBSW Y11, Y15, Y7
+	VPSRLW     $0x04, Y14, Y14
+	VPAND      Y0, Y14, Y15
+	VPMADDUBSW Y12, Y15, Y15
+	VPADDW     Y15, Y6, Y6
+	VPAND      Y1, Y14, Y15
+	VPMADDUBSW Y13, Y15, Y15
+	VPADDW     Y15, Y7, Y7
+	VMOVDQU    (R11)(R9*1), Y14
+	VPAND      Y0, Y14, Y15
+	VPMADDUBSW Y10, Y15, Y8
+	VPAND      Y1, Y14, Y15
+	VPMADDUBSW Y11, Y15, Y9
+	VPSRLW     $0x04, Y14, Y14
+	VPAND      Y0, Y14, Y15
+	VPMADDUBSW Y12, Y15, Y15
+	VPADDW     Y15, Y8, Y8
+	VPAND      Y1, Y14, Y15
+	VPMADDUBSW Y13, Y15, Y15
+	VPADDW     Y15, Y9, Y9
+	ADDQ       $0x80, R10
+	ADDQ       $0x20, R11
+	DECQ       R12
+
+ternaryDotS4_block:
+	CMPQ       R12, $0x00
+	JE         ternaryDotS4_tail
+	PREFETCHT0 4096(R11)
+	PREFETCHT0 4096(R11)(DX*1)
+	PREFETCHT0 4096(R11)(DX*2)
+	PREFETCHT0 4096(R11)(R9*1)
+	VMOVDQU    (R10), Y10
+	VMOVDQU    32(R10), Y11
+	VMOVDQU    64(R10), Y12
+	VMOVDQU    96(R10), Y13
+	VMOVDQU    (R11), Y14
+	VPAND      Y0, Y14, Y15
+	VPMADDUBSW Y10, Y15, Y15
+	VPADDW     Y15, Y2, Y2
+	VPAND      Y1, Y14, Y15
+	VPMADDUBSW Y11, Y15, Y15
+	VPADDW     Y15, Y3, Y3
+	VPSRLW     $0x04, Y14, Y14
+	VPAND      Y0, Y14, Y15
+	VPMADDUBSW Y12, Y15, Y15
+	VPADDW     Y15, Y2, Y2
+	VPAND      Y1, Y14, Y15
+	VPMADDUBSW Y13, Y15, Y15
+	VPADDW     Y15, Y3, Y3
+	VMOVDQU    (R11)(DX*1), Y14
+	VPAND      Y0, Y14, Y15
+	VPMADDUBSW Y10, Y15, Y15
+	VPADDW     Y15, Y4, Y4
+	VPAND      Y1, Y14, Y15
+	VPMADDUBSW Y11, Y15, Y15
+	VPADDW     Y15, Y5, Y5
+	VPSRLW     $0x04, Y14, Y14
+	VPAND      Y0, Y14, Y15
+	VPMADDUBSW Y12, Y15, Y15
+	VPADDW     Y15, Y4, Y4
+	VPAND      Y1, Y14, Y15
+	VPMADDUBSW Y13, Y15, Y15
+	VPADDW     Y15, Y5, Y5
+	VMOVDQU    (R11)(DX*2), Y14
+	VPAND      Y0, Y14, Y15
+	VPMADDUBSW Y10, Y15, Y15
+	VPADDW     Y15, Y6, Y6
+	VPAND      Y1, Y14, Y15
+	VPMADDUBSW Y11, Y15, Y15
+	VPADDW     Y15, Y7, Y7
+	VPSRLW     $0x04, Y14, Y14
+	VPAND      Y0, Y14, Y15
+	VPMADDUBSW Y12, Y15, Y15
+	VPADDW     Y15, Y6, Y6
+	VPAND      Y1, Y14, Y15
+	VPMADDUBSW Y13, Y15, Y15
+	VPADDW     Y15, Y7, Y7
+	VMOVDQU    (R11)(R9*1), Y14
+	VPAND      Y0, Y14, Y15
+	VPMADDUBSW Y10, Y15, Y15
+	VPADDW     Y15, Y8, Y8
+	VPAND      Y1, Y14, Y15
+	VPMADDUBSW Y11, Y15, Y15
+	VPADDW     Y15, Y9, Y9
+	VPSRLW     $0x04, Y14, Y14
+	VPAND      Y0, Y14, Y15
+	VPMADDUBSW Y12, Y15, Y15
+	VPADDW     Y15, Y8, Y8
+	VPAND      Y1, Y14, Y15
+	VPMADDUBSW Y13, Y15, Y15
+	VPADDW     Y15, Y9, Y9
+	ADDQ       $0x80, R10
+	ADDQ       $0x20, R11
+	DECQ       R12
+	JMP        ternaryDotS4_block
+
+ternaryDotS4_tail:
+	CMPQ        R8, $0x00
+	JE          ternaryDotS4_reduce
+	VMOVDQU     (R10), X10
+	VINSERTI128 $0x01, 32(R10), Y10, Y10
+	VMOVDQU     16(R10), X11
+	VINSERTI128 $0x01, 48(R10), Y11, Y11
+	VMOVDQU     (R11), X14
+	VPSRLW      $0x04, X14, X15
+	VINSERTI128 $0x01, X15, Y14, Y14
+	VPAND       Y0, Y14, Y15
+	VPMADDUBSW  Y10, Y15, Y15
+	VPADDW      Y15, Y2, Y2
+	VPAND       Y1, Y14, Y15
+	VPMADDUBSW  Y11, Y15, Y15
+	VPADDW      Y15, Y3, Y3
+	VMOVDQU     (R11)(DX*1), X14
+	VPSRLW      $0x04, X14, X15
+	VINSERTI128 $0x01, X15, Y14, Y14
+	VPAND       Y0, Y14, Y15
+	VPMADDUBSW  Y10, Y15, Y15
+	VPADDW      Y15, Y4, Y4
+	VPAND       Y1, Y14, Y15
+	VPMADDUBSW  Y11, Y15, Y15
+	VPADDW      Y15, Y5, Y5
+	VMOVDQU     (R11)(DX*2), X14
+	VPSRLW      $0x04, X14, X15
+	VINSERTI128 $0x01, X15, Y14, Y14
+	VPAND       Y0, Y14, Y15
+	VPMADDUBSW  Y10, Y15, Y15
+	VPADDW      Y15, Y6, Y6
+	VPAND       Y1, Y14, Y15
+	VPMADDUBSW  Y11, Y15, Y15
+	VPADDW      Y15, Y7, Y7
+	VMOVDQU     (R11)(R9*1), X14
+	VPSRLW      $0x04, X14, X15
+	VINSERTI128 $0x01, X15, Y14, Y14
+	VPAND       Y0, Y14, Y15
+	VPMADDUBSW  Y10, Y15, Y15
+	VPADDW      Y15, Y8, Y8
+	VPAND       Y1, Y14, Y15
+	VPMADDUBSW  Y11, Y15, Y15
+	VPADDW      Y15, Y9, Y9
+
+ternaryDotS4_reduce:
+	MOVL         $0x00010001, R10
+	VMOVD        R10, X10
+	VPBROADCASTD X10, Y10
+	VPSRAW       $0x02, Y3, Y3
+	VPADDW       Y3, Y2, Y2
+	VPMADDWD     Y10, Y2, Y2
+	VPSRAW       $0x02, Y5, Y5
+	VPADDW       Y5, Y4, Y4
+	VPMADDWD     Y10, Y4, Y4
+	VPSRAW       $0x02, Y7, Y7
+	VPADDW       Y7, Y6, Y6
+	VPMADDWD     Y10, Y6, Y6
+	VPSRAW       $0x02, Y9, Y9
+	VPADDW       Y9, Y8, Y8
+	VPMADDWD     Y10, Y8, Y8
+	VPHADDD      Y4, Y2, Y2
+	VPHADDD      Y8, Y6, Y6
+	VPHADDD      Y6, Y2, Y2
+	VEXTRACTI128 $0x01, Y2, X3
+	VPADDD       X3, X2, X3
+	MOVQ         sum+48(FP), R10
+	VPBROADCASTD (R10), X2
+	MOVQ         inv+56(FP), R10
+	VBROADCASTSS (R10), X4
+	VPSUBD       X2, X3, X3
+	VCVTDQ2PS    X3, X3
+	VMULPS       (CX), X3, X3
+	VMULPS       X4, X3, X3
+	VMOVUPS      X3, (SI)
+	LEAQ         (AX)(DX*4), AX
+	ADDQ         $0x10, CX
+	ADDQ         $0x10, SI
+	DECQ         DI
+	JMP          ternaryDotS4_group
+
+ternaryDotS4_done:
+	VZEROUPPER
+	RET
+
 // func ternaryDotT1(w *byte, stride int, act *int8, as int, n128 int, tail int, dst *int32, rows int)
 // Requires: AVX, AVX2, MMX+
 TEXT ·ternaryDotT1(SB), NOSPLIT, $0-64
@@ -3568,6 +3808,69 @@ int8DotT4h32_done:
 	VZEROUPPER
 	RET
 
+// func int8DotV1h32(w *int8, stride int, sc *uint16, sstride int, act *int8, nblk int, inv *float32, dst *float32, rows int)
+// Requires: AVX, AVX2, F16C, FMA3, MMX+
+TEXT ·int8DotV1h32(SB), NOSPLIT, $0-72
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         sc+16(FP), DX
+	MOVQ         sstride+24(FP), BX
+	MOVQ         dst+56(FP), SI
+	MOVQ         rows+64(FP), DI
+	MOVL         $0x00010001, R8
+	VMOVD        R8, X0
+	VPBROADCASTD X0, Y0
+	MOVQ         inv+48(FP), R8
+	VMOVSS       (R8), X1
+
+int8DotV1h32_row:
+	CMPQ   DI, $0x00
+	JE     int8DotV1h32_done
+	VXORPS Y2, Y2, Y2
+	MOVQ   act+32(FP), R8
+	MOVQ   AX, R9
+	MOVQ   DX, R10
+	MOVQ   nblk+40(FP), R11
+
+int8DotV1h32_block:
+	CMPQ         R11, $0x00
+	JE           int8DotV1h32_reduce
+	PREFETCHT0   4096(R9)
+	VMOVDQU      (R9), Y3
+	VPABSB       Y3, Y4
+	VPBROADCASTW (R10), X5
+	VCVTPH2PS    X5, Y5
+	VMOVDQU      (R8), Y6
+	VPSIGNB      Y3, Y6, Y6
+	VPMADDUBSW   Y6, Y4, Y6
+	VPMADDWD     Y0, Y6, Y6
+	VCVTDQ2PS    Y6, Y6
+	VFMADD231PS  Y5, Y6, Y2
+	ADDQ         $0x20, R8
+	ADDQ         $0x20, R9
+	ADDQ         $0x02, R10
+	DECQ         R11
+	JMP          int8DotV1h32_block
+
+int8DotV1h32_reduce:
+	VEXTRACTF128 $0x01, Y2, X3
+	VADDPS       X3, X2, X3
+	VPSHUFD      $0x4e, X3, X2
+	VADDPS       X2, X3, X3
+	VPSHUFD      $0xb1, X3, X2
+	VADDPS       X2, X3, X3
+	VMULSS       X1, X3, X3
+	VMOVSS       X3, (SI)
+	ADDQ         CX, AX
+	ADDQ         BX, DX
+	ADDQ         $0x04, SI
+	DECQ         DI
+	JMP          int8DotV1h32_row
+
+int8DotV1h32_done:
+	VZEROUPPER
+	RET
+
 // func int8Dot1g32(w *int8, stride int, sc *float32, sstride int, act *int8, nblk int, dst *float32, groups int)
 // Requires: AVX, AVX2, FMA3, MMX+
 TEXT ·int8Dot1g32(SB), NOSPLIT, $0-64
@@ -3968,7 +4271,7 @@ f16Dot1_done:
 	RET
 
 // func attnScores(q *float32, k *float32, kstride int, n int, npos int, out *float32) float32
-// Requires: AVX, AVX2, FMA3, SSE
+// Requires: AVX, AVX2, FMA3
 TEXT ·attnScores(SB), NOSPLIT, $0-52
 	MOVQ         q+0(FP), AX
 	MOVQ         k+8(FP), CX
@@ -4100,12 +4403,12 @@ attnScores_as_done:
 	VMAXPS  X0, X9, X0
 	VPSHUFD $0xb1, X0, X1
 	VMAXPS  X1, X0, X0
-	MOVSS   X0, ret+48(FP)
+	VMOVSS  X0, ret+48(FP)
 	VZEROUPPER
 	RET
 
 // func attnScoresH(q *float32, k *uint16, kstride int, n int, npos int, out *float32) float32
-// Requires: AVX, AVX2, F16C, FMA3, SSE
+// Requires: AVX, AVX2, F16C, FMA3
 TEXT ·attnScoresH(SB), NOSPLIT, $0-52
 	MOVQ         q+0(FP), AX
 	MOVQ         k+8(FP), CX
@@ -4250,7 +4553,7 @@ attnScoresH_as_done:
 	VMAXPS  X0, X9, X0
 	VPSHUFD $0xb1, X0, X1
 	VMAXPS  X1, X0, X0
-	MOVSS   X0, ret+48(FP)
+	VMOVSS  X0, ret+48(FP)
 	VZEROUPPER
 	RET
 
@@ -6251,14 +6554,12 @@ DATA exp_p5<>+28(SB)/4, $0x3f000000
 GLOBL exp_p5<>(SB), RODATA|NOPTR, $32
 
 // func softmaxExp(x *float32, n int, scale float32, m float32) float32
-// Requires: AVX, AVX2, FMA3, SSE
+// Requires: AVX, AVX2, FMA3
 TEXT ·softmaxExp(SB), NOSPLIT, $0-28
 	MOVQ         x+0(FP), AX
 	MOVQ         n+8(FP), CX
-	MOVSS        scale+16(FP), X0
-	VBROADCASTSS X0, Y0
-	MOVSS        m+20(FP), X1
-	VBROADCASTSS X1, Y1
+	VBROADCASTSS scale+16(FP), Y0
+	VBROADCASTSS m+20(FP), Y1
 	VXORPS       Y2, Y2, Y2
 	VXORPS       Y3, Y3, Y3
 
@@ -6360,7 +6661,7 @@ se_done:
 	VADDPS       X0, X2, X0
 	VHADDPS      X0, X0, X0
 	VHADDPS      X0, X0, X0
-	MOVSS        X0, ret+24(FP)
+	VMOVSS       X0, ret+24(FP)
 	VZEROUPPER
 	RET
 
@@ -6410,7 +6711,7 @@ sm_done:
 	RET
 
 // func absMax(x *float32, n int) (m float32, nan int)
-// Requires: AVX, AVX2, SSE
+// Requires: AVX, AVX2
 TEXT ·absMax(SB), NOSPLIT, $0-32
 	MOVQ         x+0(FP), AX
 	MOVQ         n+8(FP), CX
@@ -6452,21 +6753,20 @@ am_done:
 	VMAXPS       X1, X0, X0
 	VPSHUFD      $0xb1, X0, X1
 	VMAXPS       X1, X0, X0
-	MOVSS        X0, m+16(FP)
+	VMOVSS       X0, m+16(FP)
 	VMOVMSKPS    Y3, AX
 	MOVQ         AX, nan+24(FP)
 	VZEROUPPER
 	RET
 
 // func quantI8(x *float32, n int, scale float32, q *int8, bsum *int32)
-// Requires: AVX, AVX2, SSE
+// Requires: AVX, AVX2
 TEXT ·quantI8(SB), NOSPLIT, $0-40
 	MOVQ         x+0(FP), AX
 	MOVQ         n+8(FP), CX
 	MOVQ         q+24(FP), DX
 	MOVQ         bsum+32(FP), BX
-	MOVSS        scale+16(FP), X0
-	VBROADCASTSS X0, Y0
+	VBROADCASTSS scale+16(FP), Y0
 	MOVQ         $0x0000000400000000, SI
 	VMOVQ        SI, X1
 	MOVQ         $0x0000000500000001, SI

@@ -9,22 +9,45 @@ import (
 	"github.com/edgellm/edgellm/quant"
 )
 
-// eachPath runs f with the assembly kernels off and, where the CPU and the
-// build have them, on.
+// eachPath runs f on every kernel path: pure Go, AVX2 (where the CPU and
+// the build have it) and AVX-512 VNNI (skipped where they lack it).
 func eachPath(t *testing.T, f func(t *testing.T)) {
-	for _, asm := range []bool{false, true} {
-		if asm && !cpuAVX2 {
+	for _, isa := range isas {
+		if isa == "avx2" && !cpuAVX2 {
 			continue
 		}
-		name := "go"
-		if asm {
-			name = "avx2"
-		}
-		t.Run(name, func(t *testing.T) {
-			prev := SetAVX2(asm)
-			defer SetAVX2(prev)
+		t.Run(isa, func(t *testing.T) {
+			if isa == "avx512" && !cpuAVX512 {
+				t.Skip("no AVX-512 VNNI")
+			}
+			defer setISA(isa)()
 			f(t)
 		})
+	}
+}
+
+// isas are the kernel paths, slowest first.
+var isas = []string{"go", "avx2", "avx512"}
+
+// hasISA reports whether this CPU and build run isa.
+func hasISA(isa string) bool {
+	switch isa {
+	case "avx2":
+		return cpuAVX2
+	case "avx512":
+		return cpuAVX512
+	}
+	return true
+}
+
+// setISA selects the kernels of isa ("go", "avx2" or "avx512") and returns
+// a func that restores the previous selection.
+func setISA(isa string) (restore func()) {
+	p2 := SetAVX2(isa != "go")
+	p5 := SetAVX512(isa == "avx512")
+	return func() {
+		SetAVX512(p5)
+		SetAVX2(p2)
 	}
 }
 

@@ -331,7 +331,7 @@ func checkArgs(name string, rows, cols int, dstLen int, a *Acts, r0, r1 int, bat
 // token of a. dst is indexed by absolute row, so workers may share it.
 func (t *Ternary) MatVec(dst []float32, a *Acts, r0, r1 int) {
 	checkArgs("Ternary.MatVec", t.rows, t.cols, len(dst), a, r0, r1, false)
-	if t.layout == Layout2Bit && t.blockScale == nil && t.cols >= batchedMatVecCols {
+	if t.layout == Layout2Bit && t.blockScale == nil && (t.cols >= batchedMatVecCols || avx512On(t.cols)) {
 		t.matMat2Bit(dst, a, 1, r0, r1)
 		return
 	}
@@ -360,7 +360,9 @@ func (t *Ternary) MatMat(dst []float32, a *Acts, r0, r1 int) {
 }
 
 // batchedMatVecCols is the row length from which MatVec runs the batched
-// kernel for its one token (matMat2Bit): on this project's Zen 3 VM it
+// kernel for its one token (matMat2Bit) on the AVX2 path (on the AVX-512
+// path it always does: there it is the only ternary row kernel): on this
+// project's Zen 3 VM it
 // decoded bitnet-2b's 2560- and 6912-wide rows 9-20% faster than the
 // one-token kernel, and SmolLM's 576- and 1536-wide rows slower at 2
 // threads (edgellm bench, alternating runs). The results are the same bits.
@@ -413,6 +415,20 @@ func dotsBatch(out []int32, w []byte, stride int, q []int8, cols, nt int) {
 	}
 	_ = w[n*stride-1]
 	_ = q[nt*cols-1]
+	if avx512On(cols) {
+		n128, tail := cols/128, cols%128/64
+		switch nt {
+		case 1:
+			ternaryDotT1Z(&w[0], stride, &q[0], cols, n128, tail, &out[0], n)
+		case 2:
+			ternaryDotT2Z(&w[0], stride, &q[0], cols, n128, tail, &out[0], n)
+		case 3:
+			ternaryDotT3Z(&w[0], stride, &q[0], cols, n128, tail, &out[0], n)
+		default:
+			ternaryDotT4Z(&w[0], stride, &q[0], cols, n128, tail, &out[0], n)
+		}
+		return
+	}
 	if useAVX2 {
 		// direct calls: through a func value, out would escape to the heap
 		n128, tail := cols/128, cols%128/64
@@ -517,6 +533,12 @@ func (t *Ternary) rowsTok(dst []float32, a *Acts, i, r0, r1 int) {
 			dst[r] = f * inv
 		}
 	default:
+		if n := (r1 - r0) &^ 3; n > 0 && useAVX2 && shortRows(t.cols) {
+			// four rows at a time, scaled in the kernel
+			ternaryDotS4(&t.data[r0*t.stride], t.stride, &q[0], t.cols/128, t.cols%128/64,
+				&t.rowScale[r0], &a.Sum[i], &a.InvScale[i], &dst[r0], n/4)
+			r0 += n
+		}
 		var buf [64]int32
 		for r := r0; r < r1; r += len(buf) {
 			e := min(r+len(buf), r1)
@@ -526,6 +548,15 @@ func (t *Ternary) rowsTok(dst []float32, a *Acts, i, r0, r1 int) {
 			}
 		}
 	}
+}
+
+// shortRows reports whether rows of cols weights take the short-row kernel
+// (ternaryDotS4: one int16 sum per row, at most 8 blocks of 128, the last
+// of which may be a 64-weight tail). For SmolLM's 576-wide rows it ran
+// 10-25% faster from memory than the two-row kernel with its Go scaling
+// loop, ~45% faster in cache (BENCHMARKS.md).
+func shortRows(cols int) bool {
+	return cols >= 128 && cols/128+cols%128/64 <= 8
 }
 
 // dots writes sum(c*q) of each row of w (len(out) rows, stride bytes apart).

@@ -1,0 +1,481 @@
+package main
+
+// The AVX-512 kernels (F, BW, VL and VNNI), written to their own file with
+// -avx512:
+//
+//	go run . -avx512 -out ../backend/cpu/kernels/kernels_avx512_amd64.s -stubs ../backend/cpu/kernels/kernels_avx512_amd64.go -pkg kernels
+//
+// They read the same packed data as the AVX2 kernels and give the same
+// results bit for bit: the int dots are exact, and the int8 kernels apply
+// the scales to the same 8-lane partial sums in the same order as
+// int8DotBatch (then the same final reduction). Only EVEX-encodable
+// instructions are used, since any of the 32 vector registers may be
+// allocated (VPHADDD, VPSIGNB, VEXTRACTI128 and the like have no EVEX form).
+
+import (
+	"flag"
+	"fmt"
+
+	. "github.com/mmcloughlin/avo/build"
+	. "github.com/mmcloughlin/avo/operand"
+	"github.com/mmcloughlin/avo/reg"
+)
+
+var avx512 = flag.Bool("avx512", false, "write the AVX-512 VNNI kernels (to their own -out and -stubs) instead of the AVX2 ones")
+
+// avx512Only parses the command line and, with -avx512, generates the
+// AVX-512 kernels; it reports whether it did.
+func avx512Only() bool {
+	flag.Parse()
+	if !*avx512 {
+		return false
+	}
+	ConstraintExpr("amd64,!noasm")
+	zconsts()
+	for nt := 1; nt <= 4; nt++ {
+		ternaryDotBatchZ(nt)
+	}
+	for nt := 1; nt <= 4; nt++ {
+		int8DotBatchZ(nt, false)
+		int8DotBatchZ(nt, true)
+	}
+	Generate()
+	return true
+}
+
+// zc holds the 64-byte constants of the AVX-512 kernels.
+var zc struct {
+	mask01, mask23 Mem // code masks of a 128-weight block broadcast to both halves
+	cnt01, cnt23   Mem // per-dword shifts that undo them
+	tailShift      Mem // per-qword shifts of a 64-weight tail broadcast to 4 lanes
+	mask3          Mem // 0x03 in every byte
+}
+
+// zconst declares a read-only 64-byte vector of 16 dwords.
+func zconst(name string, v [16]uint32) Mem {
+	m := GLOBL(name, RODATA|NOPTR)
+	for i, x := range v {
+		DATA(4*i, U32(x))
+	}
+	return m
+}
+
+// halves returns 16 dwords, lo in the first 8 and hi in the last 8.
+func halves(lo, hi uint32) (v [16]uint32) {
+	for i := range v {
+		v[i] = lo
+		if i >= 8 {
+			v[i] = hi
+		}
+	}
+	return v
+}
+
+func zconsts() {
+	zc.mask01 = zconst("z_mask01", halves(0x03030303, 0x0c0c0c0c))
+	zc.mask23 = zconst("z_mask23", halves(0x30303030, 0xc0c0c0c0))
+	zc.cnt01 = zconst("z_cnt01", halves(0, 2))
+	zc.cnt23 = zconst("z_cnt23", halves(4, 6))
+	// qword shifts 0, 0, 2, 2, 4, 4, 6, 6 (dwords: low word, then 0)
+	zc.tailShift = zconst("z_tailshift", [16]uint32{0, 0, 0, 0, 2, 0, 2, 0, 4, 0, 4, 0, 6, 0, 6, 0})
+	zc.mask3 = zconst("z_mask3", halves(0x03030303, 0x03030303))
+}
+
+// hsumZ sums the 16 int32 lanes of z and stores the sum at dst.
+func hsumZ(z reg.VecVirtual, dst Mem) {
+	y := YMM()
+	VEXTRACTI64X4(U8(1), z, y)
+	VPADDD(y, z.AsY(), y)
+	x := XMM()
+	VEXTRACTI32X4(U8(1), y, x)
+	VPADDD(x, y.AsX(), x)
+	u := XMM()
+	VPSHUFD(U8(0x4e), x, u)
+	VPADDD(u, x, x)
+	VPSHUFD(U8(0xb1), x, u)
+	VPADDD(u, x, x)
+	VMOVD(x, dst)
+}
+
+// reduce1fZ is reduce1 (float) with EVEX-encodable instructions: the same
+// additions in the same order, ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)).
+func reduce1fZ(acc reg.VecVirtual, dst Mem) {
+	t := XMM()
+	VEXTRACTF32X4(U8(1), acc, t)
+	VADDPS(t, acc.AsX(), t)
+	u := XMM()
+	VPSHUFD(U8(0x4e), t, u)
+	VADDPS(u, t, t)
+	VPSHUFD(U8(0xb1), t, u)
+	VADDPS(u, t, t)
+	VMOVSS(t, dst)
+}
+
+// ternaryDotBatchZ is ternaryDotBatch with VPDPBUSD: for each of rows rows
+// (stride bytes apart, Layout2Bit) and nt tokens (as bytes apart), the
+// int32 sum of code*act to dst[4*r+t].
+//
+// A 128-weight block's 32 bytes are broadcast to both halves of a ZMM
+// register; one AND with 0x03 (low half) / 0x0C (high half) gives codes 0
+// and 1 of each byte in activation order (weights m and m+32, so 64
+// contiguous activations), the second code scaled by 4; one AND with
+// 0x30 / 0xC0 gives codes 2 and 3 (weights m+64, m+96) scaled by 16 and
+// 64. No shifts: each dword lane of an accumulator only ever sums codes of
+// one scale, so the scales come off exactly at the end (arithmetic shifts
+// by 0/2 and 4/6). A lane gains at most 4*128*128 = 2^16 per block, so
+// rows up to 2^22 weights stay within int32 (the caller checks). Then per
+// token two VPDPBUSD (codes unsigned, activations signed). A 64-weight
+// tail (16 bytes, byte m holding m, m+16, m+32, m+48) is broadcast to the
+// four 128-bit lanes and shifted by 0, 2, 4, 6.
+//
+// One row at a time, two sets of accumulators (even and odd blocks) keep
+// four VPDPBUSD chains per token in flight. With one token (decode), rows
+// go four at a time while four remain: eight chains, each block's
+// activations loaded once for the four rows, and one transposing
+// reduction for the four sums (short rows, like SmolLM's 576, spend much
+// of their time there); with four tokens one transposing reduction serves
+// the row's four sums.
+func ternaryDotBatchZ(nt int) {
+	name := fmt.Sprintf("ternaryDotT%dZ", nt)
+	TEXT(name, NOSPLIT, "func(w *byte, stride int, act *int8, as int, n128 int, tail int, dst *int32, rows int)")
+	Pragma("noescape")
+	Doc(fmt.Sprintf("%s is ternaryDotT%d with AVX-512 VNNI; see ternaryDotBatchZ in _gen.", name, nt))
+	w := Load(Param("w"), GP64())
+	stride := Load(Param("stride"), GP64())
+	stride3 := GP64()
+	LEAQ(Mem{Base: stride, Index: stride, Scale: 2}, stride3)
+	as := Load(Param("as"), GP64())
+	as3 := GP64()
+	LEAQ(Mem{Base: as, Index: as, Scale: 2}, as3)
+	dst := Load(Param("dst"), GP64())
+	rows := Load(Param("rows"), GP64())
+
+	m01, m23 := ZMM(), ZMM()
+	VMOVDQU64(zc.mask01, m01)
+	VMOVDQU64(zc.mask23, m23)
+
+	// body handles nr rows (with nt tokens) a pass while nr remain.
+	body := func(nr int) {
+		lbl := fmt.Sprintf("%s_r%d", name, nr)
+		sets := 2
+		if nr > 1 {
+			sets = 1
+		}
+		// acc[row][token][2*set+half]
+		acc := make([][][]reg.VecVirtual, nr)
+		for r := range acc {
+			acc[r] = make([][]reg.VecVirtual, nt)
+			for i := range acc[r] {
+				acc[r][i] = make([]reg.VecVirtual, 2*sets)
+				for j := range acc[r][i] {
+					acc[r][i][j] = ZMM()
+				}
+			}
+		}
+		Label(lbl + "_row")
+		CMPQ(rows, Imm(uint64(nr)))
+		JB(LabelRef(lbl + "_end"))
+		for r := range acc {
+			for i := range acc[r] {
+				for _, a := range acc[r][i] {
+					VPXORD(a, a, a)
+				}
+			}
+		}
+		p, wc, n := GP64(), GP64(), GP64()
+		Load(Param("act"), p)
+		MOVQ(w, wc)
+		Load(Param("n128"), n)
+
+		block := func(k, set int) {
+			var q []reg.VecVirtual // one token's activations, shared by the rows
+			if nr > 1 {
+				q = []reg.VecVirtual{ZMM(), ZMM()}
+				VMOVDQU64(Mem{Base: p, Disp: 128 * k}, q[0])
+				VMOVDQU64(Mem{Base: p, Disp: 128*k + 64}, q[1])
+			}
+			for r := 0; r < nr; r++ {
+				b, v01, v23 := ZMM(), ZMM(), ZMM()
+				VBROADCASTI64X4(rowAddr(wc, stride, stride3, r, 32*k), b)
+				VPANDD(m01, b, v01)
+				VPANDD(m23, b, v23)
+				for i := 0; i < nt; i++ {
+					if q != nil {
+						VPDPBUSD(q[0], v01, acc[r][i][2*set])
+						VPDPBUSD(q[1], v23, acc[r][i][2*set+1])
+						continue
+					}
+					VPDPBUSD(tokAddr(p, as, as3, i, 128*k), v01, acc[r][i][2*set])
+					VPDPBUSD(tokAddr(p, as, as3, i, 128*k+64), v23, acc[r][i][2*set+1])
+				}
+			}
+		}
+		prefetch := func() {
+			for r := 0; r < nr; r++ {
+				PREFETCHT0(rowAddr(wc, stride, stride3, r, prefetchAhead))
+			}
+		}
+
+		Label(lbl + "_b2")
+		CMPQ(n, Imm(2))
+		JB(LabelRef(lbl + "_b1"))
+		prefetch()
+		block(0, 0)
+		block(1, sets-1)
+		ADDQ(U32(256), p)
+		ADDQ(U32(64), wc)
+		SUBQ(Imm(2), n)
+		JMP(LabelRef(lbl + "_b2"))
+
+		Label(lbl + "_b1")
+		CMPQ(n, Imm(0))
+		JE(LabelRef(lbl + "_sum"))
+		block(0, 0)
+		ADDQ(U32(128), p)
+		ADDQ(U32(32), wc)
+
+		Label(lbl + "_sum")
+		for r := range acc {
+			for i := range acc[r] {
+				a := acc[r][i]
+				if sets == 2 {
+					VPADDD(a[2], a[0], a[0])
+					VPADDD(a[3], a[1], a[1])
+				}
+				VPSRAVD(zc.cnt01, a[0], a[0])
+				VPSRAVD(zc.cnt23, a[1], a[1])
+				VPADDD(a[1], a[0], a[0])
+			}
+		}
+		tl := GP64()
+		Load(Param("tail"), tl)
+		CMPQ(tl, Imm(0))
+		JE(LabelRef(lbl + "_reduce"))
+		var qt reg.VecVirtual
+		if nr > 1 {
+			qt = ZMM()
+			VMOVDQU64(Mem{Base: p}, qt)
+		}
+		for r := 0; r < nr; r++ {
+			c := ZMM()
+			VBROADCASTI32X4(rowAddr(wc, stride, stride3, r, 0), c)
+			VPSRLVQ(zc.tailShift, c, c)
+			VPANDD(zc.mask3, c, c)
+			for i := 0; i < nt; i++ {
+				if nr > 1 {
+					VPDPBUSD(qt, c, acc[r][i][0])
+				} else {
+					VPDPBUSD(tokAddr(p, as, as3, i, 0), c, acc[r][i][0])
+				}
+			}
+		}
+
+		Label(lbl + "_reduce")
+		switch {
+		case nr == 4 && nt == 1:
+			hsum4Z([]reg.VecVirtual{acc[0][0][0], acc[1][0][0], acc[2][0][0], acc[3][0][0]}, dst, 16)
+		case nr == 1 && nt == 4:
+			hsum4Z([]reg.VecVirtual{acc[0][0][0], acc[0][1][0], acc[0][2][0], acc[0][3][0]}, dst, 4)
+		default:
+			for r := 0; r < nr; r++ {
+				for i := 0; i < nt; i++ {
+					hsumZ(acc[r][i][0], Mem{Base: dst, Disp: 16*r + 4*i})
+				}
+			}
+		}
+		if nr == 4 {
+			LEAQ(Mem{Base: w, Index: stride, Scale: 4}, w)
+		} else {
+			ADDQ(stride, w)
+		}
+		ADDQ(U32(uint32(16*nr)), dst)
+		SUBQ(Imm(uint64(nr)), rows)
+		JMP(LabelRef(lbl + "_row"))
+		Label(lbl + "_end")
+	}
+	if nt == 1 {
+		body(4)
+	}
+	body(1)
+	VZEROUPPER()
+	RET()
+}
+
+// hsum4Z sums the 16 int32 lanes of each of a[0..3] and stores sum r at
+// dst+step*r (step 16: the batched kernels' dst[4*row] for four rows; 4:
+// dst[4*row+token] for four tokens): unpacks pair the four vectors' lanes
+// so that one vector of adds serves all four.
+func hsum4Z(a []reg.VecVirtual, dst reg.Register, step int) {
+	lo, hi := ZMM(), ZMM()
+	// per 128-bit lane: [a0_0+a0_2, a1_0+a1_2, a0_1+a0_3, a1_1+a1_3]
+	VPUNPCKLDQ(a[1], a[0], lo)
+	VPUNPCKHDQ(a[1], a[0], hi)
+	VPADDD(hi, lo, a[0])
+	VPUNPCKLDQ(a[3], a[2], lo)
+	VPUNPCKHDQ(a[3], a[2], hi)
+	VPADDD(hi, lo, a[2])
+	// per 128-bit lane: [sum a0, sum a1, sum a2, sum a3]
+	VPUNPCKLQDQ(a[2], a[0], lo)
+	VPUNPCKHQDQ(a[2], a[0], hi)
+	VPADDD(hi, lo, lo)
+	y := YMM()
+	VEXTRACTI64X4(U8(1), lo, y)
+	VPADDD(y, lo.AsY(), y)
+	x := XMM()
+	VEXTRACTI32X4(U8(1), y, x)
+	VPADDD(x, y.AsX(), x)
+	if step == 4 {
+		VMOVDQU32(x, Mem{Base: dst})
+		return
+	}
+	VMOVD(x, Mem{Base: dst})
+	for r := 1; r < 4; r++ {
+		VEXTRACTPS(U8(r), x, Mem{Base: dst, Disp: step * r})
+	}
+}
+
+// int8DotBatchZ is int8DotBatch with VPDPBUSD, two 32-weight blocks per ZMM
+// register: per token, the activations take the weights' signs (a masked
+// byte subtraction from zero: VPSIGNB has no EVEX form) and VPDPBUSD sums
+// |w|*act by 4 into the 8 dword lanes of each block, exactly the int32
+// lanes of int8DotBatch's VPMADDUBSW+VPMADDWD. The lanes are converted
+// and, as there, multiplied by the block's scale and added into one
+// 8-lane float accumulator a token, block after block (the low half, then
+// the high half), then reduced the same way, so each result equals the
+// AVX2 kernel's bit for bit. nblk (32-blocks) is even: rows are multiples
+// of 64.
+//
+// For one token the accumulator is one chain of dependent FMAs, so two rows
+// are taken at a time (independent chains) while two remain. Blocks go four
+// at a time (one 8-byte load and one conversion for four float16 scales)
+// while four remain, then one pair.
+func int8DotBatchZ(nt int, half bool) {
+	name := fmt.Sprintf("int8DotT%dg32Z", nt)
+	scType, scSize := "float32", 4
+	if half {
+		name = fmt.Sprintf("int8DotT%dh32Z", nt)
+		scType, scSize = "uint16", 2
+	}
+	TEXT(name, NOSPLIT, "func(w *int8, stride int, sc *"+scType+", sstride int, act *int8, as int, nblk int, dst *float32, rows int)")
+	Pragma("noescape")
+	Doc(fmt.Sprintf("%s is %s with AVX-512 VNNI, the same results bit for bit; see int8DotBatchZ in _gen.", name, name[:len(name)-1]))
+	w := Load(Param("w"), GP64())
+	stride := Load(Param("stride"), GP64())
+	sc := Load(Param("sc"), GP64())
+	sstride := Load(Param("sstride"), GP64())
+	as := Load(Param("as"), GP64())
+	as3 := GP64()
+	LEAQ(Mem{Base: as, Index: as, Scale: 2}, as3)
+	dst := Load(Param("dst"), GP64())
+	rows := Load(Param("rows"), GP64())
+	zero := ZMM()
+	VPXORD(zero, zero, zero)
+
+	body := func(nr int) {
+		lbl := fmt.Sprintf("%s_r%d", name, nr)
+		Label(lbl + "_row")
+		CMPQ(rows, Imm(uint64(nr)))
+		JB(LabelRef(lbl + "_end"))
+		acc := make([][]reg.VecVirtual, nr) // acc[row][token]
+		for r := range acc {
+			acc[r] = make([]reg.VecVirtual, nt)
+			for i := range acc[r] {
+				acc[r][i] = YMM()
+				VPXORD(acc[r][i], acc[r][i], acc[r][i])
+			}
+		}
+		p, wc, scc, n := GP64(), GP64(), GP64(), GP64()
+		Load(Param("act"), p)
+		MOVQ(w, wc)
+		MOVQ(sc, scc)
+		Load(Param("nblk"), n)
+
+		// pairs runs np pairs of blocks (np*64 weights) of every row.
+		pairs := func(np int) {
+			for r := 0; r < nr; r++ {
+				wm := Mem{Base: wc}
+				sm := Mem{Base: scc}
+				if r == 1 {
+					wm = Mem{Base: wc, Index: stride, Scale: 1}
+					sm = Mem{Base: scc, Index: sstride, Scale: 1}
+				}
+				f := make([]reg.VecVirtual, 2*np) // the blocks' scales
+				for j := range f {
+					f[j] = YMM()
+				}
+				switch {
+				case half && np == 2:
+					// four float16 scales in one load and one conversion
+					h := YMM()
+					VPBROADCASTQ(sm, h.AsX())
+					VCVTPH2PS(h.AsX(), h)
+					for j := range f {
+						VSHUFPS(U8(0x55*j), h, h, f[j])
+					}
+				case half:
+					for j := range f {
+						VPBROADCASTW(sm.Offset(j*scSize), f[j].AsX())
+						VCVTPH2PS(f[j].AsX(), f[j])
+					}
+				default:
+					for j := range f {
+						VBROADCASTSS(sm.Offset(j*scSize), f[j])
+					}
+				}
+				for pr := 0; pr < np; pr++ {
+					PREFETCHT0(wm.Offset(prefetchAhead + 64*pr))
+					wv, aw, k := ZMM(), ZMM(), K()
+					VMOVDQU64(wm.Offset(64*pr), wv)
+					VPABSB(wv, aw)
+					VPMOVB2M(wv, k)
+					for i := 0; i < nt; i++ {
+						t, d, hi := ZMM(), ZMM(), YMM()
+						VMOVDQU64(tokAddr(p, as, as3, i, 64*pr), t)
+						VPSUBB(t, zero, k, t) // t = -t where w < 0
+						VPXORD(d, d, d)
+						VPDPBUSD(t, aw, d)
+						VCVTDQ2PS(d, d)
+						VFMADD231PS(f[2*pr], d.AsY(), acc[r][i])
+						VEXTRACTF64X4(U8(1), d, hi)
+						VFMADD231PS(f[2*pr+1], hi, acc[r][i])
+					}
+				}
+			}
+			ADDQ(U32(uint32(64*np)), p)
+			ADDQ(U32(uint32(64*np)), wc)
+			ADDQ(Imm(uint64(2*np*scSize)), scc)
+			SUBQ(Imm(uint64(2*np)), n)
+		}
+
+		Label(lbl + "_quad")
+		CMPQ(n, Imm(4))
+		JB(LabelRef(lbl + "_pair"))
+		pairs(2)
+		JMP(LabelRef(lbl + "_quad"))
+		Label(lbl + "_pair")
+		CMPQ(n, Imm(0))
+		JE(LabelRef(lbl + "_reduce"))
+		pairs(1)
+
+		Label(lbl + "_reduce")
+		for r := 0; r < nr; r++ {
+			for i := 0; i < nt; i++ {
+				reduce1fZ(acc[r][i], Mem{Base: dst, Disp: 16*r + 4*i})
+			}
+		}
+		for r := 0; r < nr; r++ {
+			ADDQ(stride, w)
+			ADDQ(sstride, sc)
+		}
+		ADDQ(U32(uint32(16*nr)), dst)
+		SUBQ(Imm(uint64(nr)), rows)
+		JMP(LabelRef(lbl + "_row"))
+		Label(lbl + "_end")
+	}
+	if nt == 1 {
+		body(2)
+	}
+	body(1)
+	VZEROUPPER()
+	RET()
+}

@@ -1,0 +1,115 @@
+package kernels
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/edgellm/edgellm/quant"
+)
+
+// TestAVX512EqualsAVX2: MatVec and MatMat on the AVX-512 kernels give the
+// AVX2 kernels' results bit for bit, for ternary (Layout2Bit, one scale a
+// row) and group-32 int8 matrices (Q8_0's float16 scales, and float32
+// scales), over widths with and without a 64-weight tail, 1 to 9 tokens
+// and row ranges at odd offsets. (eachPath's tests check each path against
+// the oracle; this pins the two assembly paths to each other.)
+func TestAVX512EqualsAVX2(t *testing.T) {
+	if !cpuAVX512 {
+		t.Skip("no AVX-512 VNNI")
+	}
+	defer setISA("avx2")()
+	rng := rand.New(rand.NewPCG(51, 52))
+	for _, cols := range []int{64, 128, 192, 320, 576, 1536, 2048 - 64, 2560, 6912} {
+		rows := 1 + rng.IntN(150)
+		tokens := 1 + rng.IntN(9)
+		tc := randTernary(rng, rows, cols, "row")
+		tm, err := NewTernary(rows, cols, tc.codes, tc.bscale, 64, TernaryOptions{Layout: Layout2Bit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		vals := make([]int8, rows*cols)
+		for i := range vals {
+			vals[i] = int8(rng.IntN(256) - 128)
+		}
+		hs := make([]uint16, rows*cols/32)
+		for i := range hs {
+			hs[i] = quant.F32ToF16(float32(rng.NormFloat64() * 0.01))
+		}
+		hm, err := newInt8MatHalf("Q8_0", rows, cols, vals, hs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fm, _ := newInt8MatHalf("Q8_0", rows, cols, vals, append([]uint16(nil), hs...))
+		fm.toFloatScales(0.75)
+		a := newActs(t, randActs(rng, cols, tokens), cols, false)
+		for _, m := range []struct {
+			name string
+			m    Matrix
+		}{{"ternary", tm}, {"q8_0", hm}, {"int8 float", fm}} {
+			r0 := rng.IntN(rows)
+			r1 := r0 + 1 + rng.IntN(rows-r0)
+			for _, op := range []string{"MatVec", "MatMat"} {
+				run := func(isa string) []float32 {
+					defer setISA(isa)()
+					if isa == "avx512" && !AVX512() {
+						t.Fatal("AVX-512 kernels not selected")
+					}
+					d := guarded(tokens * rows)
+					if op == "MatVec" {
+						m.m.MatVec(d, a, r0, r1)
+					} else {
+						m.m.MatMat(d, a, r0, r1)
+					}
+					return d
+				}
+				want, got := run("avx2"), run("avx512")
+				for i := range got {
+					if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+						t.Fatalf("%s %dx%d %s rows [%d,%d) tokens %d: dst[%d] = %v on AVX-512, %v on AVX2",
+							m.name, rows, cols, op, r0, r1, tokens, i, got[i], want[i])
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestTernaryZLimits runs the AVX-512 ternary kernel at its extremes: every
+// code +1 with activations of +-127 (each accumulator lane at its largest)
+// over the longest row it takes, and rows one 128-block past 64 weights.
+func TestTernaryZLimits(t *testing.T) {
+	if !cpuAVX512 {
+		t.Skip("no AVX-512 VNNI")
+	}
+	defer setISA("avx512")()
+	for _, cols := range []int{maxZCols, maxZCols - 64, 192} {
+		for _, sign := range []int8{127, -127} {
+			codes := make([]int8, cols)
+			for i := range codes {
+				codes[i] = 1
+			}
+			m, err := NewTernary(1, cols, codes, []float32{1}, cols, TernaryOptions{Layout: Layout2Bit})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for nt := 1; nt <= 4; nt++ {
+				q := make([]int8, nt*cols)
+				for i := range q {
+					q[i] = sign
+				}
+				out := make([]int32, 4)
+				dotsBatch(out, m.data, m.stride, q, cols, nt)
+				want := int32(2 * int(sign) * cols)
+				for k := 0; k < nt; k++ {
+					if out[k] != want {
+						t.Fatalf("cols %d sign %d tokens %d: token %d dot %d, want %d", cols, sign, nt, k, out[k], want)
+					}
+				}
+			}
+		}
+	}
+	if avx512On(maxZCols + 64) {
+		t.Fatalf("rows over %d weights on the AVX-512 kernel", maxZCols)
+	}
+}
