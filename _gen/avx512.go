@@ -356,18 +356,8 @@ func int8DotBatchZ(nt int, half bool) {
 		name = fmt.Sprintf("int8DotT%dh32Z", nt)
 		scType, scSize = "uint16", 2
 	}
-	TEXT(name, NOSPLIT, "func(w *int8, stride int, sc *"+scType+", sstride int, act *int8, as int, nblk int, dst *float32, rows int)")
-	Pragma("noescape")
-	Doc(fmt.Sprintf("%s is %s with AVX-512 VNNI, the same results bit for bit; see int8DotBatchZ in _gen.", name, name[:len(name)-1]))
-	w := Load(Param("w"), GP64())
-	stride := Load(Param("stride"), GP64())
-	sc := Load(Param("sc"), GP64())
-	sstride := Load(Param("sstride"), GP64())
-	as := Load(Param("as"), GP64())
-	as3 := GP64()
-	LEAQ(Mem{Base: as, Index: as, Scale: 2}, as3)
-	dst := Load(Param("dst"), GP64())
-	rows := Load(Param("rows"), GP64())
+	w, stride, sc, sstride, as, as3, dst, rows := int8BatchHeader(name, scType,
+		fmt.Sprintf("%s is %s with AVX-512 VNNI, the same results bit for bit; see int8DotBatchZ in _gen.", name, name[:len(name)-1]))
 	zero := ZMM()
 	VPXORD(zero, zero, zero)
 

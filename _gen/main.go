@@ -1066,18 +1066,8 @@ func int8DotBatch(nt int, half bool) {
 		name = fmt.Sprintf("int8DotT%dh32", nt)
 		scType = "uint16"
 	}
-	TEXT(name, NOSPLIT, "func(w *int8, stride int, sc *"+scType+", sstride int, act *int8, as int, nblk int, dst *float32, rows int)")
-	Pragma("noescape")
-	Doc(fmt.Sprintf("%s writes the scaled int8 dots of each row with %d tokens to dst[4*row+token]; see int8DotBatch in _gen.", name, nt))
-	w := Load(Param("w"), GP64())
-	stride := Load(Param("stride"), GP64())
-	sc := Load(Param("sc"), GP64())
-	sstride := Load(Param("sstride"), GP64())
-	as := Load(Param("as"), GP64())
-	as3 := GP64()
-	LEAQ(Mem{Base: as, Index: as, Scale: 2}, as3)
-	dst := Load(Param("dst"), GP64())
-	rows := Load(Param("rows"), GP64())
+	w, stride, sc, sstride, as, as3, dst, rows := int8BatchHeader(name, scType,
+		fmt.Sprintf("%s writes the scaled int8 dots of each row with %d tokens to dst[4*row+token]; see int8DotBatch in _gen.", name, nt))
 	ones := broadcastConst(0x00010001)
 	acc := make([]reg.VecVirtual, nt)
 	for i := range acc {
@@ -1097,6 +1087,49 @@ func int8DotBatch(nt int, half bool) {
 	MOVQ(sc, scc)
 	Load(Param("nblk"), n)
 
+	int8Blocks(name, n, p, as, as3, wc, scc, half, ones, wv, aw, f, t, acc)
+
+	Label(name + "_reduce")
+	for i := 0; i < nt; i++ {
+		reduce1(acc[i], Mem{Base: dst, Disp: 4 * i}, true)
+	}
+	ADDQ(stride, w)
+	ADDQ(sstride, sc)
+	ADDQ(Imm(16), dst)
+	DECQ(rows)
+	JMP(LabelRef(name + "_row"))
+
+	Label(name + "_done")
+	VZEROUPPER()
+	RET()
+}
+
+// int8BatchHeader declares a batched int8 kernel (int8DotBatch,
+// int8DotBatchZ: one signature, scales of type scType) and loads its
+// arguments; as3 = 3*as.
+func int8BatchHeader(name, scType, doc string) (w, stride, sc, sstride, as, as3, dst, rows reg.Register) {
+	TEXT(name, NOSPLIT, "func(w *int8, stride int, sc *"+scType+", sstride int, act *int8, as int, nblk int, dst *float32, rows int)")
+	Pragma("noescape")
+	Doc(doc)
+	w = Load(Param("w"), GP64())
+	stride = Load(Param("stride"), GP64())
+	sc = Load(Param("sc"), GP64())
+	sstride = Load(Param("sstride"), GP64())
+	as = Load(Param("as"), GP64())
+	as3 = GP64()
+	LEAQ(Mem{Base: as, Index: as, Scale: 2}, as3)
+	dst = Load(Param("dst"), GP64())
+	rows = Load(Param("rows"), GP64())
+	return
+}
+
+// int8Blocks emits the block loop of int8DotBatch and int8DotVecH, from
+// label name_block to a jump to name_reduce once n blocks are done: per 32
+// weights at wc (sign and magnitude split for VPMADDUBSW) and the block's
+// scale at scc (float16 when half), token i's activations at
+// tokAddr(p, as, as3, i, 0) multiply in, and their sum, scaled, adds to
+// acc[i]; p, wc and scc advance a block.
+func int8Blocks(name string, n, p, as, as3, wc, scc reg.Register, half bool, ones, wv, aw, f, t reg.VecVirtual, acc []reg.VecVirtual) {
 	Label(name + "_block")
 	CMPQ(n, Imm(0))
 	JE(LabelRef(name + "_reduce"))
@@ -1109,7 +1142,7 @@ func int8DotBatch(nt int, half bool) {
 	} else {
 		VBROADCASTSS(Mem{Base: scc}, f)
 	}
-	for i := 0; i < nt; i++ {
+	for i := range acc {
 		VMOVDQU(tokAddr(p, as, as3, i, 0), t)
 		VPSIGNB(wv, t, t)
 		VPMADDUBSW(t, aw, t)
@@ -1126,20 +1159,6 @@ func int8DotBatch(nt int, half bool) {
 	}
 	DECQ(n)
 	JMP(LabelRef(name + "_block"))
-
-	Label(name + "_reduce")
-	for i := 0; i < nt; i++ {
-		reduce1(acc[i], Mem{Base: dst, Disp: 4 * i}, true)
-	}
-	ADDQ(stride, w)
-	ADDQ(sstride, sc)
-	ADDQ(Imm(16), dst)
-	DECQ(rows)
-	JMP(LabelRef(name + "_row"))
-
-	Label(name + "_done")
-	VZEROUPPER()
-	RET()
 }
 
 // int8DotVecH is int8DotBatch for one token with float16 scales (a Q8_0
@@ -1176,25 +1195,7 @@ func int8DotVecH() {
 	MOVQ(sc, scc)
 	Load(Param("nblk"), n)
 
-	Label(name + "_block")
-	CMPQ(n, Imm(0))
-	JE(LabelRef(name + "_reduce"))
-	PREFETCHT0(Mem{Base: wc, Disp: prefetchAhead})
-	VMOVDQU(Mem{Base: wc}, wv)
-	VPABSB(wv, aw)
-	VPBROADCASTW(Mem{Base: scc}, f.AsX())
-	VCVTPH2PS(f.AsX(), f)
-	VMOVDQU(Mem{Base: p}, t)
-	VPSIGNB(wv, t, t)
-	VPMADDUBSW(t, aw, t)
-	VPMADDWD(ones, t, t)
-	VCVTDQ2PS(t, t)
-	VFMADD231PS(f, t, acc)
-	ADDQ(Imm(32), p)
-	ADDQ(Imm(32), wc)
-	ADDQ(Imm(2), scc)
-	DECQ(n)
-	JMP(LabelRef(name + "_block"))
+	int8Blocks(name, n, p, nil, nil, wc, scc, true, ones, wv, aw, f, t, []reg.VecVirtual{acc})
 
 	Label(name + "_reduce")
 	x, y := XMM(), XMM()
