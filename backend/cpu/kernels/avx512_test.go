@@ -4,8 +4,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
-
-	"github.com/edgellm/edgellm/quant"
 )
 
 // TestAVX512EqualsAVX2: MatVec and MatMat on the AVX-512 kernels give the
@@ -28,18 +26,7 @@ func TestAVX512EqualsAVX2(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		vals := make([]int8, rows*cols)
-		for i := range vals {
-			vals[i] = int8(rng.IntN(256) - 128)
-		}
-		hs := make([]uint16, rows*cols/32)
-		for i := range hs {
-			hs[i] = quant.F32ToF16(float32(rng.NormFloat64() * 0.01))
-		}
-		hm, err := newInt8MatHalf("Q8_0", rows, cols, vals, hs)
-		if err != nil {
-			t.Fatal(err)
-		}
+		hm, vals, hs := randQ8Half(t, rng, rows, cols)
 		fm, _ := newInt8MatHalf("Q8_0", rows, cols, vals, append([]uint16(nil), hs...))
 		fm.toFloatScales(0.75)
 		a := newActs(t, randActs(rng, cols, tokens), cols, false)

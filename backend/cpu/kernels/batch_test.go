@@ -94,18 +94,7 @@ func TestMatMatEqualsMatVec(t *testing.T) {
 			checkBatchExact(t, name, tm, a, rng, tm.rowsTok)
 			checkTernary(t, name, tm, tc, a, rng)
 
-			vals := make([]int8, rows*cols)
-			for i := range vals {
-				vals[i] = int8(rng.IntN(256) - 128)
-			}
-			hs := make([]uint16, rows*cols/32)
-			for i := range hs {
-				hs[i] = quant.F32ToF16(float32(rng.NormFloat64() * 0.01))
-			}
-			im, err := newInt8MatHalf("Q8_0", rows, cols, vals, hs)
-			if err != nil {
-				t.Fatal(err)
-			}
+			im, vals, hs := randQ8Half(t, rng, rows, cols)
 			checkBatchExact(t, "int8 half "+name, im, a, rng, im.rowsTok1)
 			fm, _ := newInt8MatHalf("Q8_0", rows, cols, vals, append([]uint16(nil), hs...))
 			fm.toFloatScales(0.75)

@@ -566,17 +566,42 @@ func TestInt8Mat(t *testing.T) {
 	})
 }
 
-// checkFloatMat checks MatVec and MatMat of m against want on full and
-// partial row ranges, with guards, to float32 rounding.
-func checkFloatMat(t *testing.T, name string, m Matrix, a *Acts, want func(tok, r int) (float64, float64), rng *rand.Rand) {
-	t.Helper()
-	rows := m.Rows()
+// rowRanges are the row ranges the product tests take of rows rows: all,
+// the second half, and (rows > 2) all but the ends and a random one.
+func rowRanges(rng *rand.Rand, rows int) [][2]int {
 	ranges := [][2]int{{0, rows}, {rows / 2, rows}}
 	if rows > 2 {
 		r0 := rng.IntN(rows - 1)
 		ranges = append(ranges, [2]int{1, rows - 1}, [2]int{r0, r0 + 1 + rng.IntN(rows-r0)})
 	}
-	for _, rg := range ranges {
+	return ranges
+}
+
+// randQ8Half is a random Q8_0-style matrix: int8 values (-128 included)
+// and float16 scales, one per 32; it returns the values and scales too.
+func randQ8Half(t *testing.T, rng *rand.Rand, rows, cols int) (*Int8Mat, []int8, []uint16) {
+	t.Helper()
+	vals := make([]int8, rows*cols)
+	for i := range vals {
+		vals[i] = int8(rng.IntN(256) - 128)
+	}
+	hs := make([]uint16, rows*cols/32)
+	for i := range hs {
+		hs[i] = quant.F32ToF16(float32(rng.NormFloat64() * 0.01))
+	}
+	m, err := newInt8MatHalf("Q8_0", rows, cols, vals, hs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, vals, hs
+}
+
+// checkFloatMat checks MatVec and MatMat of m against want on full and
+// partial row ranges, with guards, to float32 rounding.
+func checkFloatMat(t *testing.T, name string, m Matrix, a *Acts, want func(tok, r int) (float64, float64), rng *rand.Rand) {
+	t.Helper()
+	rows := m.Rows()
+	for _, rg := range rowRanges(rng, rows) {
 		r0, r1 := rg[0], rg[1]
 		in := func(i int) bool { return i >= r0 && i < r1 }
 		dst := guarded(rows)

@@ -59,12 +59,7 @@ func TestTernaryRowKernels(t *testing.T) {
 					t.Fatalf("%dx%d: per-block scales", rows, cols)
 				}
 				a := newActs(t, x, cols, false)
-				ranges := [][2]int{{0, rows}, {rows / 2, rows}}
-				if rows > 2 {
-					r0 := rng.IntN(rows - 1)
-					ranges = append(ranges, [2]int{1, rows - 1}, [2]int{r0, r0 + 1 + rng.IntN(rows-r0)})
-				}
-				for _, rg := range ranges {
+				for _, rg := range rowRanges(rng, rows) {
 					r0, r1 := rg[0], rg[1]
 					name := fmt.Sprintf("%s %dx%d [%d,%d)", kind, rows, cols, r0, r1)
 					got, want := guarded(rows), guarded(rows)
