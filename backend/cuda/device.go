@@ -16,7 +16,6 @@ type device struct {
 	arch     string // "sm_90"
 	sms      int
 	maxSmem  int // opt-in shared memory per block
-	l2Bytes  int // L2 cache size
 	released bool
 }
 
@@ -96,9 +95,6 @@ func openDevice(ordinal int) (*device, error) {
 		return nil, err
 	}
 	if dev.maxSmem, err = attr(attrMaxSharedPerBlockOp, "max shared memory per block"); err != nil {
-		return nil, err
-	}
-	if dev.l2Bytes, err = attr(attrL2CacheSize, "L2 cache size"); err != nil {
 		return nil, err
 	}
 	dev.info.SMs = dev.sms

@@ -143,7 +143,6 @@ const (
 	attrComputeCapMajor     = 75
 	attrComputeCapMinor     = 76
 	attrMaxSharedPerBlockOp = 97 // opt-in maximum shared memory per block
-	attrL2CacheSize         = 38
 )
 
 const (

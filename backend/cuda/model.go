@@ -40,9 +40,8 @@ type Options struct {
 	// DebugSkip names kernels left out of the decode graph (comma-separated),
 	// for timing by ablation in the kernel harness; results are wrong.
 	DebugSkip string
-	// Evict sets which weights load with L2's evict-first priority: -1
-	// none, 1 the LM head's, 2 every matrix's, 0 chosen by size
-	// (evictionFor).
+	// Evict sets which weights load with L2's evict-first priority: 0 (or
+	// -1) none, 1 the LM head's, 2 every matrix's (see evictionFor).
 	Evict int
 	// DebugDefines are extra preprocessor definitions for kernels.cu
 	// (comma-separated NAME=VALUE), for experiments in the kernel harness.
@@ -52,20 +51,17 @@ type Options struct {
 // defaultRowChunks is Options.RowChunks when unset.
 const defaultRowChunks = 1
 
-// evictionFor is kernels.cu's EVICT for Options.Evict opt: all weights load
-// evict-first when the model's weights are within twice the L2 cache, so
-// that what every token reads again (the KV cache, activations) stays in L2
-// while the weights stream past (measured +3-6% on smollm-135m, 57.6 MB of
-// weights on the H100's 50 MB L2); bigger models keep L2's default policy
-// (bitnet-2b measured 0-3% slower with it). docs/gpu-notes.md v8.
-func evictionFor(opt, weightBytes, l2Bytes int) int {
-	switch {
-	case opt == -1:
-		return 0
-	case opt > 0:
+// evictionFor is kernels.cu's EVICT for Options.Evict opt. None by
+// default: with every matrix evict-first (2), smollm-135m (57.6 MB of
+// weights, 50 MB of L2 on the H100) decoded 4.5% faster over positions
+// 128-384, but only while its KV cache was small enough to leave the
+// weights in L2; its latency then grew with the position (p50 414 us for
+// the first 64 tokens of 512, 474 for the last 64, against 461 / 476
+// without; p99/p50 1.05 against 1.02 over the bench's 256 tokens), and
+// steady latency is what the product promises. docs/gpu-notes.md v9.
+func evictionFor(opt int) int {
+	if opt > 0 {
 		return opt
-	case l2Bytes > 0 && weightBytes <= 2*l2Bytes:
-		return 2
 	}
 	return 0
 }
@@ -359,7 +355,7 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 	m.dims = kernelDims{Dim: c.Dim, FFN: c.FFNDim, Heads: c.Heads, KVHeads: c.KVHeads, HeadDim: c.HeadDim,
 		Vocab: c.Vocab, Eps: c.NormEps, NeoX: c.RopeStyle == model.RopeNeoX, ReLU2: c.Act == model.ReLU2,
 		SubNorms: c.SubNorms, WK: wk, HK: hk, EK: ek, SMs: dev.sms, RowChunks: cmp.Or(opts.RowChunks, defaultRowChunks),
-		MaxBlock: cmp.Or(opts.MaxBlock, defaultMaxBlock), ItemRows: cmp.Or(opts.ItemRows, defaultItemRows), Evict: evictionFor(opts.Evict, m.weightBytes, dev.l2Bytes),
+		MaxBlock: cmp.Or(opts.MaxBlock, defaultMaxBlock), ItemRows: cmp.Or(opts.ItemRows, defaultItemRows), Evict: evictionFor(opts.Evict),
 		Defines: opts.DebugDefines}
 	for _, sb := range []int{stageBytes(wk, c.Dim), stageBytes(wk, qd), stageBytes(wk, c.FFNDim), stageBytes(hk, c.Dim)} {
 		if sb+1024 > dev.maxSmem {

@@ -33,6 +33,7 @@ func main() {
 	prof := flag.Int("prof", 64, "profiled tokens per bench (0: none)")
 	both := flag.Bool("both", true, "also bench without programmatic dependent launch and the persistent kernel")
 	rowChunks := flag.Int("rowchunks", 0, "Options.RowChunks of the checks and the main benches (0: default)")
+	flag.IntVar(skipTokens, "skip", 0, "tokens decoded untimed before each bench's timed ones (a prompt's positions)")
 	defs := flag.String("defs", "", "Options.DebugDefines of the checks and the main benches (NAME=V,NAME=V)")
 	more := flag.String("variants", "", "more Options to bench, ';'-separated, each a ','-separated list of rowchunks=N maxblock=N itemrows=N evict=N nopdl persistent skip=K1+K2 def=NAME=V+NAME=V")
 	flag.Parse()
@@ -156,6 +157,9 @@ func main() {
 	fmt.Println("OK")
 }
 
+// skipTokens is -skip.
+var skipTokens = new(int)
+
 func loadGGUF(path string) (*model.Weights, error) {
 	f, err := gguf.Open(path)
 	if err != nil {
@@ -200,7 +204,7 @@ func bench(name string, w *model.Weights, n, warm, prof int, opts cuda.Options) 
 	}
 	defer bm.Close()
 	m := bm.(*cuda.Model)
-	bs, err := m.NewSession(n + 64)
+	bs, err := m.NewSession(n + *skipTokens + 64)
 	if err != nil {
 		return "", err
 	}
@@ -213,6 +217,11 @@ func bench(name string, w *model.Weights, n, warm, prof int, opts cuda.Options) 
 		}
 	}
 	_ = s.Rewind(0)
+	for i := 0; i < *skipTokens; i++ { // untimed, as a prompt would be
+		if tok, err = s.DecodeArgmax(tok); err != nil {
+			return "", err
+		}
+	}
 	st0 := s.Stats()
 	lat := make([]float64, 0, n)
 	var seq uint64
