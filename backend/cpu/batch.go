@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"github.com/edgellm/edgellm/backend"
-	"github.com/edgellm/edgellm/backend/cpu/kernels"
 	"github.com/edgellm/edgellm/model"
 )
 
@@ -114,15 +113,9 @@ func (m *Model) growBatch(nb int) error {
 	for w := range b.scratch {
 		b.scratch[w] = make([]float32, m.maxCol)
 	}
-	for _, mm := range m.matmuls() {
-		if !mm.acts() || b.acts.get(mm.cols()) != nil {
-			continue
-		}
-		a, err := kernels.NewActs(mm.cols(), size)
-		if err != nil {
-			return fmt.Errorf("cpu: %w", err)
-		}
-		b.acts = append(b.acts, colActs{mm.cols(), a})
+	var err error
+	if b.acts, err = m.newActsSet(size); err != nil {
+		return err
 	}
 	b.mt.scratch, b.mt.tokenwise = b.scratch, true
 	m.batch = b

@@ -34,6 +34,23 @@ type colActs struct {
 // actsSet holds int8 activations per input width the kernels read.
 type actsSet []colActs
 
+// newActsSet makes the int8 activations of tokens tokens for every input
+// width a product that reads them has.
+func (m *Model) newActsSet(tokens int) (actsSet, error) {
+	var as actsSet
+	for _, mm := range m.matmuls() {
+		if !mm.acts() || as.get(mm.cols()) != nil {
+			continue
+		}
+		a, err := kernels.NewActs(mm.cols(), tokens)
+		if err != nil {
+			return nil, fmt.Errorf("cpu: %w", err)
+		}
+		as = append(as, colActs{mm.cols(), a})
+	}
+	return as, nil
+}
+
 // get returns the activations of width cols, or nil.
 func (as actsSet) get(cols int) *kernels.Acts {
 	for _, c := range as {
@@ -179,16 +196,11 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 		s.gstat[w] = make([]float32, 2*c.Heads/c.KVHeads)
 	}
 	s.mt.scratch = s.scratch
-	for _, mm := range m.matmuls() {
-		if !mm.acts() || s.acts.get(mm.cols()) != nil {
-			continue
-		}
-		a, err := kernels.NewActs(mm.cols(), b)
-		if err != nil {
-			return nil, fmt.Errorf("cpu: %w", err)
-		}
-		s.acts = append(s.acts, colActs{mm.cols(), a})
+	acts, err := m.newActsSet(b)
+	if err != nil {
+		return nil, err
 	}
+	s.acts = acts
 	s.at = attnTask{s: s}
 	s.part = make([]float32, maxKVChunks*qDim)
 	s.pmax, s.psum = make([]float32, maxKVChunks*c.Heads), make([]float32, maxKVChunks*c.Heads)
