@@ -563,6 +563,12 @@ __device__ __forceinline__ int att_slices(int pos, int nsplit) {
     return nact < nsplit ? nact : nsplit;
 }
 
+// ATT_EARLY: a warp loads its first batch of cached rows before its wait,
+// only where one batch is the whole slice (HD 64): with 128-wide heads (8
+// rows a batch) holding the batch across the wait took 118 registers
+// instead of 71 and measured slower at long positions (docs/gpu-notes.md v9).
+#define ATT_EARLY (ATT_CH >= ATT_CHUNK)
+
 // prefetch_kv warms L2 with the key and value rows of positions [t0, t1)
 // at KV offset kvo, spread over n threads (thread i of them). A step's
 // attention reads rows written tokens ago, long evicted by the weights
@@ -624,10 +630,7 @@ __device__ void attn_warp(int h, int s, int pos, int old, const float *q, const 
             }
         }
     };
-    // Only where one batch is the whole slice (HD 64): with 128-wide heads
-    // (8 rows a batch) holding the batch across the wait took 118 registers
-    // instead of 71 and measured slower at long positions (docs/gpu-notes.md v9).
-    constexpr bool EARLY = ATT_CH >= ATT_CHUNK;
+    constexpr bool EARLY = ATT_EARLY;
     if (EARLY) {
         zero();
         load(t0, t0, min(t1, old)); // rows of earlier steps: before the wait
@@ -957,8 +960,10 @@ extern "C" __global__ void __launch_bounds__(ATT_NT) k_attn(const int *__restric
     const int item = blockIdx.x * (ATT_NT / 32) + (threadIdx.x >> 5), y = blockIdx.y;
     {
         int t0, t1;
+        // (with ATT_EARLY the first batch's rows are loaded, not prefetched)
         if (item < NH * nsplit && attn_range(item % nsplit, tp[1] + y, nsplit, t0, t1))
-            prefetch_kv(kc, vc, (item / nsplit / (NH / NKV)) * HD, t0, t1, threadIdx.x & 31, 32);
+            prefetch_kv(kc, vc, (item / nsplit / (NH / NKV)) * HD, ATT_EARLY ? min(t0 + ATT_CH, t1) : t0, t1,
+                        threadIdx.x & 31, 32);
     }
     // The batch's first position tp[1]: rows before it are older than this
     // launch and load before the wait.
