@@ -50,6 +50,7 @@ type kernelDims struct {
 	MaxBlock                                 int    // largest product block (0: defaultMaxBlock)
 	ItemRows                                 int    // most rows a product's work item takes (0: defaultItemRows)
 	Evict                                    int    // weights loaded evict-first in L2: 0 none, 1 LM head, 2 all
+	KVHalf                                   bool   // the KV cache holds float16 (kernels.cu KVH)
 	Defines                                  string // NAME=VALUE definitions, comma-separated, replacing the host's of that name (experiments)
 }
 
@@ -94,6 +95,52 @@ func (d kernelDims) products() (qkv, wo, gateUp, down, lmHead product) {
 	return qkv, wo, gateUp, down, lmHead
 }
 
+// preLoad tells whether the layer products load their first item's row
+// scales, RoPE rotation and residual before the kernel's wait (kernels.cu
+// Pre, PRE_LOAD): where every row of the layer matrices is one 16-byte
+// chunk a lane, so the products are short latency chains whose epilogue
+// round trips weigh. Measured (docs/gpu-notes.md v10): smollm-135m decode
+// +5.7%, prefill -2.8%; bitnet-2b (rows of 40 and 108 chunks) decode
+// +0.5%, prefill -3.5% (the values held cost occupancy), so it stays off
+// there.
+func (d kernelDims) preLoad() bool {
+	if v, ok := d.define("PRE_LOAD"); ok {
+		return v != "0"
+	}
+	short := func(cols int) bool { return padK(cols)/chunkElems(d.WK) <= 32 }
+	return short(d.Dim) && short(d.Heads*d.HeadDim) && short(d.FFN)
+}
+
+// kvHalfFor tells whether layers of kind k may keep a float16 KV cache
+// (Options.KVHalf): the lossy kinds may (their activations are rounded to
+// int8 anyway; the selftest passed with it, docs/gpu-notes.md v10), f32
+// and f16 layers keep float32, which holds their logits within 1e-6 of
+// the reference.
+func kvHalfFor(k kind) bool { return k == kindTernary || k == kindQ8 }
+
+// kvElemBytes is the bytes of one cached key or value element (KVH, as
+// Defines may set it).
+func (d kernelDims) kvElemBytes() int {
+	half := d.KVHalf
+	if v, ok := d.define("KVH"); ok {
+		half = v != "0"
+	}
+	if half {
+		return 2
+	}
+	return 4
+}
+
+// define returns the value Defines gives name, if it does.
+func (d kernelDims) define(name string) (string, bool) {
+	for _, def := range strings.Split(d.Defines, ",") {
+		if n, v, _ := strings.Cut(strings.TrimSpace(def), "="); n == name {
+			return v, true
+		}
+	}
+	return "", false
+}
+
 // lmHeadItems is the LM head's work items (kernels.cu: 4 rows an item).
 func lmHeadItems(vocab int) int { return (vocab + 3) / 4 }
 
@@ -131,6 +178,8 @@ func (d kernelDims) options(arch string) []string {
 		"-DBT_DOWN=" + itoa(down.bt), "-DBT_LMHEAD=" + itoa(lmHead.bt),
 		"-DR_WO=" + itoa(wo.rows), "-DR_GU=" + itoa(gateUp.rows), "-DR_DOWN=" + itoa(down.rows),
 		"-DEVICT=" + strconv.Itoa(d.Evict),
+		"-DKVH=" + itoa(b2i(d.KVHalf)),
+		"-DPRE_LOAD=" + itoa(b2i(d.preLoad())),
 	}
 next:
 	for _, def := range strings.Split(d.Defines, ",") {

@@ -10,13 +10,13 @@ import (
 func testDims() []kernelDims {
 	return []kernelDims{
 		// BitNet 2B shape: ternary layers, q8_0 head, ReLU², sub-norms, 128-wide heads.
-		{Dim: 2560, FFN: 6912, Heads: 20, KVHeads: 5, HeadDim: 128, Vocab: 128256, Eps: 1e-5, WK: kindTernary, HK: kindQ8, EK: kindQ8, ReLU2: true, SubNorms: true, SMs: 132},
+		{Dim: 2560, FFN: 6912, Heads: 20, KVHeads: 5, HeadDim: 128, Vocab: 128256, Eps: 1e-5, WK: kindTernary, HK: kindQ8, EK: kindQ8, ReLU2: true, SubNorms: true, SMs: 132, KVHalf: true},
 		// stories260K: f32 everywhere, 8-wide heads, FFN 172 (padding).
 		{Dim: 64, FFN: 172, Heads: 8, KVHeads: 4, HeadDim: 8, Vocab: 512, Eps: 1e-5, WK: kindF32, HK: kindF32, EK: kindF32, RowChunks: 4},
 		// f16 layers, NeoX RoPE, SmolLM shape.
 		{Dim: 576, FFN: 1536, Heads: 9, KVHeads: 3, HeadDim: 64, Vocab: 49152, Eps: 1e-5, WK: kindF16, HK: kindF16, EK: kindF16, NeoX: true, RowChunks: 2},
 		// q8_0 layers (the fallback), untied f16 embedding.
-		{Dim: 256, FFN: 512, Heads: 4, KVHeads: 2, HeadDim: 64, Vocab: 1024, Eps: 1e-5, WK: kindQ8, HK: kindQ8, EK: kindF16, SubNorms: true},
+		{Dim: 256, FFN: 512, Heads: 4, KVHeads: 2, HeadDim: 64, Vocab: 1024, Eps: 1e-5, WK: kindQ8, HK: kindQ8, EK: kindF16, SubNorms: true, KVHalf: true},
 	}
 }
 
@@ -148,5 +148,57 @@ func TestOptionsDefines(t *testing.T) {
 	}
 	if count["-DEVICT"] != 1 || count["-DR_HEAD"] != 1 || count["-D"] != 0 {
 		t.Errorf("definitions %v: want EVICT and R_HEAD once each and no empty one", count)
+	}
+}
+
+// TestKVHalf: lossy layer kinds keep a float16 KV cache, exact ones
+// float32, and a KVH definition (kernel harness) overrides the cache's
+// size as it does the kernels'.
+func TestKVHalf(t *testing.T) {
+	for k, want := range map[kind]bool{kindTernary: true, kindQ8: true, kindF16: false, kindF32: false} {
+		if got := kvHalfFor(k); got != want {
+			t.Errorf("kvHalfFor(%v) = %v, want %v", k, got, want)
+		}
+	}
+	for _, c := range []struct {
+		d    kernelDims
+		want int
+	}{
+		{kernelDims{KVHalf: true}, 2},
+		{kernelDims{}, 4},
+		{kernelDims{KVHalf: true, Defines: "ATT_CH=8, KVH=0"}, 4},
+		{kernelDims{Defines: "KVH=1"}, 2},
+	} {
+		if got := c.d.kvElemBytes(); got != c.want {
+			t.Errorf("%+v: kvElemBytes %d, want %d", c.d, got, c.want)
+		}
+		opts := strings.Join(c.d.options("sm_90"), " ")
+		wantDef := "-DKVH=0"
+		if c.want == 2 {
+			wantDef = "-DKVH=1"
+		}
+		if !strings.Contains(opts, wantDef) {
+			t.Errorf("%+v: options %q lack %s", c.d, opts, wantDef)
+		}
+	}
+}
+
+// TestPreLoad: the short-row shapes (SmolLM) load their epilogue's values
+// before the wait, the long-row ones (BitNet 2B) do not, and a PRE_LOAD
+// definition overrides both ways.
+func TestPreLoad(t *testing.T) {
+	dims := testDims()
+	smol := kernelDims{Dim: 576, FFN: 1536, Heads: 9, KVHeads: 3, HeadDim: 64, WK: kindTernary}
+	if !smol.preLoad() || dims[0].preLoad() {
+		t.Fatalf("preLoad: smollm %v, bitnet %v; want true, false", smol.preLoad(), dims[0].preLoad())
+	}
+	smol.Defines = "PRE_LOAD=0"
+	bit := dims[0]
+	bit.Defines = "PRE_LOAD=1"
+	if smol.preLoad() || !bit.preLoad() {
+		t.Fatalf("PRE_LOAD definitions not honoured")
+	}
+	if !strings.Contains(strings.Join(bit.options("sm_90"), " "), "-DPRE_LOAD=1") {
+		t.Fatalf("options lack -DPRE_LOAD=1")
 	}
 }

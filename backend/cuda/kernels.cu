@@ -89,6 +89,51 @@ __device__ __forceinline__ int ldcg_i(const int *p) {
     return v;
 }
 
+// KVH (host-set, Options.KVHalf): the KV cache holds float16, half the
+// bytes a row, for lossy layers (ternary, q8_0); else float32.
+#ifndef KVH
+#define KVH 0
+#endif
+#if KVH
+typedef u16 kv_t;
+#else
+typedef float kv_t;
+#endif
+
+// kv_ld loads a cached key or value as stored (through L2, as ldcg) and
+// kv_f converts it: loads are issued in a batch and converted at their
+// use, since a warp issues in order and a conversion right after each load
+// would wait for it before the next load could go (measured: smollm-135m
+// 2,110 -> 1,596 tok/s when each load was converted at once).
+__device__ __forceinline__ kv_t kv_ld(const kv_t *p) {
+#if KVH
+    u16 h;
+    asm volatile("ld.global.cg.u16 %0, [%1];" : "=h"(h) : "l"(p));
+    return h;
+#else
+    return ldcg(p);
+#endif
+}
+
+__device__ __forceinline__ float kv_f(kv_t v) {
+#if KVH
+    return h2f(v);
+#else
+    return v;
+#endif
+}
+
+// kv_of is v in the cache's type (round to nearest).
+__device__ __forceinline__ kv_t kv_of(float v) {
+#if KVH
+    u16 h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(v));
+    return h;
+#else
+    return v;
+#endif
+}
+
 // Programmatic dependent launch (sm_90): wait here until the previous
 // kernel's results are visible. A no-op when the launch did not ask for it.
 __device__ __forceinline__ void grid_dep_wait() {
@@ -436,11 +481,12 @@ template <int TPR> __device__ __forceinline__ float group_sum(float v) {
     return v;
 }
 
-// finish turns a reduced raw dot into the product's value for row.
+// finish turns a reduced raw dot into the product's value for a row of
+// scale `scale` (the matrix's rs).
 template <int KIND>
-__device__ __forceinline__ float finish(float raw, const Staged &st, const float *__restrict__ rs, int row) {
-    if (KIND == KT) return raw * st.ascale * rs[row];
-    return raw * rs[row];
+__device__ __forceinline__ float finish(float raw, const Staged &st, float scale) {
+    if (KIND == KT) return raw * st.ascale * scale;
+    return raw * scale;
 }
 
 // Loop over items (each R rows) in warp-uniform steps: every lane of a warp
@@ -480,6 +526,32 @@ template <int BT, int TPR> __device__ __forceinline__ bool has_items(int n) {
     return blockIdx.x * (BT / TPR) < n;
 }
 
+// Pre holds what a thread's first work item needs besides its product,
+// loaded before the kernel waits for its predecessor (row scales and RoPE
+// angles are constants of the step, known before it) or, for the residual,
+// right after the wait together with the input: loaded in the epilogue,
+// each was one more dependent round trip at the end of every product
+// (docs/gpu-notes.md v10). Other items (and k_step, item -1) load their own.
+template <int N> struct Pre {
+    int item = -1;
+    float s[N];               // the rows' scales
+    float x[N];               // residual products: the rows of x before the add
+    float sn = 0.f, cs = 1.f; // QKV: the pair's RoPE rotation
+};
+
+// first_item is the first item FOR_ITEMS gives this thread if it is the
+// lane that finishes it (lane 0 of the row group), else -1 (as when it has
+// none of n): the other lanes need nothing in Pre, and loading it there
+// cost prefill, which launches without a predecessor to overlap, 4-6%.
+#ifndef PRE_LOAD
+#define PRE_LOAD 0 // host-set (compile.go preLoad); 0: every item loads its own in the epilogue
+#endif
+template <int BT, int TPR> __device__ __forceinline__ int first_item(int n) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int item = (blockIdx.x * (BT / 32) + warp) * (32 / TPR) + lane / TPR;
+    return PRE_LOAD && item < n && lane % TPR == 0 ? item : -1;
+}
+
 // tp: [0] token id, [1] position, written by the host (pinned copy in the
 // graph) or by the LM head's argmax.
 
@@ -497,33 +569,73 @@ __device__ __forceinline__ void embed_body(int tok, const u8 *__restrict__ E, co
     }
 }
 
+// pre_rows is the Pre of a product of n items with N rows an item: the
+// thread's first item and the scales of its rows row(item, r).
+template <int BT, int TPR, int N, class Row>
+__device__ __forceinline__ Pre<N> pre_rows(int n, const float *__restrict__ rs, Row row) {
+    Pre<N> pre;
+    pre.item = first_item<BT, TPR>(n);
+    if (pre.item >= 0)
+#pragma unroll
+        for (int r = 0; r < N; r++) pre.s[r] = rs[row(pre.item, r)];
+    return pre;
+}
+
+// QKVPair is rotation pair p of the stacked Q|K|V matrix: region 0 q, 1 k,
+// 2 v; its head, its index i in the head, and its two rows (dims a and b of
+// the head).
+struct QKVPair {
+    int region, head, i, a, b, rows[2];
+    __device__ explicit QKVPair(int p) {
+        region = p < QD / 2 ? 0 : p < (QD + KVD) / 2 ? 1 : 2;
+        const int lp = region == 0 ? p : region == 1 ? p - QD / 2 : p - (QD + KVD) / 2;
+        head = lp / (HD / 2);
+        i = lp % (HD / 2);
+        a = ROPE_NEOX ? i : 2 * i;
+        b = ROPE_NEOX ? i + HD / 2 : 2 * i + 1;
+        const int rbase = region == 0 ? 0 : region == 1 ? QD : QD + KVD;
+        rows[0] = rbase + head * HD + a;
+        rows[1] = rbase + head * HD + b;
+    }
+};
+
+// pre_qkv loads the first pair's row scales and RoPE rotation at pos.
+template <int BT>
+__device__ __forceinline__ Pre<2> pre_qkv(int pos, const float *__restrict__ rs, const float *__restrict__ freqs) {
+    Pre<2> pre = pre_rows<BT, Mat<WK, DIM>::TPR, 2>((QD + 2 * KVD) / 2, rs,
+                                                     [](int p, int r) { return QKVPair(p).rows[r]; });
+    if (pre.item >= 0) {
+        const QKVPair it(pre.item);
+        if (it.region < 2) sincosf((float)pos * freqs[it.i], &pre.sn, &pre.cs);
+    }
+    return pre;
+}
+
 // q, k, v = (Wq|Wk|Wv) RMSNorm(x); RoPE on q and k; k and v written into the
 // layer's cache at the position. One item is a rotation pair (two rows).
 template <int BT>
 __device__ void qkv_body(int pos, const float *x, const float *__restrict__ nw, const u8 *__restrict__ W,
                          const u16 *__restrict__ D, const float *__restrict__ rs, const float *__restrict__ freqs,
-                         float *q, float *kc, float *vc, char *sm, float *red) {
+                         float *q, kv_t *kc, kv_t *vc, char *sm, float *red, const Pre<2> &pre) {
     typedef Mat<WK, DIM> M;
     constexpr int NP = (QD + 2 * KVD) / 2;
     if (!has_items<BT, M::TPR>(NP)) return;
     Staged st = stage<WK, DIM, BT>(VecLoad{x}, nw, sm, red);
     FOR_ITEMS(M, NP) {
-        int p = valid ? item : 0;
-        int region = p < QD / 2 ? 0 : p < (QD + KVD) / 2 ? 1 : 2;
-        int lp = region == 0 ? p : region == 1 ? p - QD / 2 : p - (QD + KVD) / 2;
-        int head = lp / (HD / 2), i = lp % (HD / 2);
-        int a = ROPE_NEOX ? i : 2 * i, b = ROPE_NEOX ? i + HD / 2 : 2 * i + 1;
-        int rbase = region == 0 ? 0 : region == 1 ? QD : QD + KVD;
-        int rows[2] = {rbase + head * HD + a, rbase + head * HD + b};
+        const QKVPair it(valid ? item : 0);
+        const int region = it.region, head = it.head, i = it.i, a = it.a, b = it.b;
+        int rows[2] = {it.rows[0], it.rows[1]};
         float v[2] = {0.f, 0.f};
+        const bool first = PRE_LOAD && item == pre.item; // constant false without Pre
         if (valid) rdot<WK, DIM, 2>(W, D, rows, l, sm, v);
         v[0] = group_sum<M::TPR>(v[0]);
         v[1] = group_sum<M::TPR>(v[1]);
         if (valid && l == 0) {
-            float v0 = finish<WK>(v[0], st, rs, rows[0]), v1 = finish<WK>(v[1], st, rs, rows[1]);
+            float v0 = finish<WK>(v[0], st, first ? pre.s[0] : rs[rows[0]]);
+            float v1 = finish<WK>(v[1], st, first ? pre.s[1] : rs[rows[1]]);
             if (region < 2) {
-                float sn, cs;
-                sincosf((float)pos * freqs[i], &sn, &cs);
+                float sn = pre.sn, cs = pre.cs;
+                if (!first) sincosf((float)pos * freqs[i], &sn, &cs);
                 float r0 = v0 * cs - v1 * sn, r1 = v0 * sn + v1 * cs;
                 v0 = r0;
                 v1 = r1;
@@ -532,9 +644,9 @@ __device__ void qkv_body(int pos, const float *x, const float *__restrict__ nw, 
                 q[head * HD + a] = v0;
                 q[head * HD + b] = v1;
             } else {
-                float *c = (region == 1 ? kc : vc) + (size_t)pos * KVD + head * HD;
-                c[a] = v0;
-                c[b] = v1;
+                kv_t *c = (region == 1 ? kc : vc) + (size_t)pos * KVD + head * HD;
+                c[a] = kv_of(v0);
+                c[b] = kv_of(v1);
             }
         }
     }
@@ -575,10 +687,10 @@ __device__ __forceinline__ int att_slices(int pos, int nsplit) {
 // streamed since; the position and earlier rows do not depend on the
 // previous kernel, so this runs before grid_dep_wait. (Rows the step
 // itself writes later are harmless to prefetch: L2 is where writes land.)
-__device__ __forceinline__ void prefetch_kv(const float *kc, const float *vc, int kvo, int t0, int t1, int i, int n) {
-    constexpr int LINES = (HD * 4 + 127) / 128; // 128-byte lines of a row
+__device__ __forceinline__ void prefetch_kv(const kv_t *kc, const kv_t *vc, int kvo, int t0, int t1, int i, int n) {
+    constexpr int LINES = (HD * (int)sizeof(kv_t) + 127) / 128; // 128-byte lines of a row
     for (int j = i; j < (t1 - t0) * LINES; j += n) {
-        const size_t off = (size_t)(t0 + j / LINES) * KVD + kvo + (j % LINES) * 32;
+        const size_t off = (size_t)(t0 + j / LINES) * KVD + kvo + (j % LINES) * (128 / sizeof(kv_t));
         asm volatile("prefetch.global.L2 [%0];" ::"l"(kc + off));
         asm volatile("prefetch.global.L2 [%0];" ::"l"(vc + off));
     }
@@ -600,7 +712,7 @@ __device__ __forceinline__ bool attn_range(int s, int pos, int nsplit, int &t0, 
 // first batch of old rows is in flight, so that round trip overlaps the
 // previous kernel instead of following it (smollm-135m +1.6%).
 template <class Wait>
-__device__ void attn_warp(int h, int s, int pos, int old, const float *q, const float *kc, const float *vc, float *out,
+__device__ void attn_warp(int h, int s, int pos, int old, const float *q, const kv_t *kc, const kv_t *vc, float *out,
                           float *part, u32 *counters, int nsplit, Wait wait) {
     const int lane = threadIdx.x & 31;
     const int nact = att_slices(pos, nsplit);
@@ -608,12 +720,12 @@ __device__ void attn_warp(int h, int s, int pos, int old, const float *q, const 
     if (!attn_range(s, pos, nsplit, t0, t1)) return;
     const int kvo = (h / (NH / NKV)) * HD;
     const float scale = 1.f / sqrtf((float)HD);
-    float kr[ATT_CH][ATT_DPL], vr[ATT_CH][ATT_DPL];
+    kv_t kr[ATT_CH][ATT_DPL], vr[ATT_CH][ATT_DPL];
     auto zero = [&]() {
 #pragma unroll
         for (int i = 0; i < ATT_CH; i++)
 #pragma unroll
-            for (int k = 0; k < ATT_DPL; k++) kr[i][k] = vr[i][k] = 0.f;
+            for (int k = 0; k < ATT_DPL; k++) kr[i][k] = vr[i][k] = kv_t{};
     };
     // rows c0..c0+ATT_CH-1 whose position is in [lo, hi)
     auto load = [&](int c0, int lo, int hi) {
@@ -624,8 +736,8 @@ __device__ void attn_warp(int h, int s, int pos, int old, const float *q, const 
             for (int k = 0; k < ATT_DPL; k++) {
                 const int d = lane + 32 * k;
                 if (t >= lo && t < hi && d < HD) {
-                    kr[i][k] = ldcg(kc + (size_t)t * KVD + kvo + d);
-                    vr[i][k] = ldcg(vc + (size_t)t * KVD + kvo + d);
+                    kr[i][k] = kv_ld(kc + (size_t)t * KVD + kvo + d);
+                    vr[i][k] = kv_ld(vc + (size_t)t * KVD + kvo + d);
                 }
             }
         }
@@ -661,7 +773,7 @@ __device__ void attn_warp(int h, int s, int pos, int old, const float *q, const 
         for (int i = 0; i < ATT_CH; i++) {
             float a = 0.f;
 #pragma unroll
-            for (int k = 0; k < ATT_DPL; k++) a += qv[k] * kr[i][k];
+            for (int k = 0; k < ATT_DPL; k++) a += qv[k] * kv_f(kr[i][k]);
             sc[i] = a;
         }
 #pragma unroll
@@ -689,7 +801,7 @@ __device__ void attn_warp(int h, int s, int pos, int old, const float *q, const 
         for (int i = 0; i < ATT_CH; i++) {
             const float pi = __shfl_sync(0xffffffffu, p, i * REP);
 #pragma unroll
-            for (int k = 0; k < ATT_DPL; k++) o[k] += pi * vr[i][k];
+            for (int k = 0; k < ATT_DPL; k++) o[k] += pi * kv_f(vr[i][k]);
         }
         m = cm;
     }
@@ -758,7 +870,7 @@ __device__ void attn_warp(int h, int s, int pos, int old, const float *q, const 
 // products (output projection, FFN down), R rows an item.
 template <int BT, int K, int R, class Load>
 __device__ void residual_body(Load in, const float *__restrict__ nw, const u8 *__restrict__ W, const u16 *__restrict__ D,
-                              const float *__restrict__ rs, float *x, char *sm, float *red) {
+                              const float *__restrict__ rs, float *x, char *sm, float *red, const Pre<R> &pre) {
     typedef Mat<WK, K> M;
     constexpr int NI = DIM / R;
     if (!has_items<BT, M::TPR>(NI)) return;
@@ -770,12 +882,14 @@ __device__ void residual_body(Load in, const float *__restrict__ nw, const u8 *_
         float v[R];
 #pragma unroll
         for (int r = 0; r < R; r++) v[r] = 0.f;
+        const bool first = PRE_LOAD && item == pre.item; // constant false without Pre
         if (valid) rdot<WK, K, R>(W, D, rows, l, sm, v);
 #pragma unroll
         for (int r = 0; r < R; r++) v[r] = group_sum<M::TPR>(v[r]);
         if (valid && l == 0) {
 #pragma unroll
-            for (int r = 0; r < R; r++) x[rows[r]] = ldcg(x + rows[r]) + finish<WK>(v[r], st, rs, rows[r]);
+            for (int r = 0; r < R; r++)
+                x[rows[r]] = (first ? pre.x[r] : ldcg(x + rows[r])) + finish<WK>(v[r], st, first ? pre.s[r] : rs[rows[r]]);
         }
     }
 }
@@ -783,15 +897,17 @@ __device__ void residual_body(Load in, const float *__restrict__ nw, const u8 *_
 // x += Wo (attn_sub_norm(att) or att); an item is R rows.
 template <int BT, int R>
 __device__ void wo_body(const float *att, const float *__restrict__ nw, const u8 *__restrict__ W,
-                        const u16 *__restrict__ D, const float *__restrict__ rs, float *x, char *sm, float *red) {
-    residual_body<BT, QD, R>(VecLoad{att}, SUBNORM ? nw : (const float *)0, W, D, rs, x, sm, red);
+                        const u16 *__restrict__ D, const float *__restrict__ rs, float *x, char *sm, float *red,
+                        const Pre<R> &pre = Pre<R>()) {
+    residual_body<BT, QD, R>(VecLoad{att}, SUBNORM ? nw : (const float *)0, W, D, rs, x, sm, red, pre);
 }
 
 // hb = act(Wgate u) * (Wup u), u = RMSNorm(x). W holds the FFN gate rows
 // then the FFN up rows; an item is rows i..i+R-1 of each.
 template <int BT, int R>
 __device__ void gateup_body(const float *x, const float *__restrict__ nw, const u8 *__restrict__ W,
-                            const u16 *__restrict__ D, const float *__restrict__ rs, float *hb, char *sm, float *red) {
+                            const u16 *__restrict__ D, const float *__restrict__ rs, float *hb, char *sm, float *red,
+                            const Pre<2 * R> &pre = Pre<2 * R>()) {
     typedef Mat<WK, DIM> M;
     constexpr int NI = FFN / R;
     if (!has_items<BT, M::TPR>(NI)) return;
@@ -807,13 +923,15 @@ __device__ void gateup_body(const float *x, const float *__restrict__ nw, const 
         float v[2 * R];
 #pragma unroll
         for (int r = 0; r < 2 * R; r++) v[r] = 0.f;
+        const bool first = PRE_LOAD && item == pre.item; // constant false without Pre
         if (valid) rdot<WK, DIM, 2 * R>(W, D, rows, l, sm, v);
 #pragma unroll
         for (int r = 0; r < 2 * R; r++) v[r] = group_sum<M::TPR>(v[r]);
         if (valid && l == 0) {
 #pragma unroll
             for (int r = 0; r < R; r++) {
-                float g = finish<WK>(v[r], st, rs, rows[r]), u = finish<WK>(v[R + r], st, rs, rows[R + r]);
+                float g = finish<WK>(v[r], st, first ? pre.s[r] : rs[rows[r]]);
+                float u = finish<WK>(v[R + r], st, first ? pre.s[R + r] : rs[rows[R + r]]);
                 float a;
                 if (ACT_RELU2) { float q = fmaxf(g, 0.f); a = q * q; }
                 else a = g / (1.f + expf(-g));
@@ -826,8 +944,9 @@ __device__ void gateup_body(const float *x, const float *__restrict__ nw, const 
 // x += Wdown (ffn_sub_norm(hb) or hb); an item is R rows.
 template <int BT, int R>
 __device__ void down_body(const float *hb, const float *__restrict__ nw, const u8 *__restrict__ W,
-                          const u16 *__restrict__ D, const float *__restrict__ rs, float *x, char *sm, float *red) {
-    residual_body<BT, FFN, R>(VecLoad{hb}, SUBNORM ? nw : (const float *)0, W, D, rs, x, sm, red);
+                          const u16 *__restrict__ D, const float *__restrict__ rs, float *x, char *sm, float *red,
+                          const Pre<R> &pre = Pre<R>()) {
+    residual_body<BT, FFN, R>(VecLoad{hb}, SUBNORM ? nw : (const float *)0, W, D, rs, x, sm, red, pre);
 }
 
 // block_argmax reduces the threads' (value, id) pairs, the lowest id on
@@ -861,7 +980,8 @@ template <int BT> __device__ __forceinline__ void block_argmax(float &bv, int &b
 template <int BT>
 __device__ void lmhead_body(const float *x, const float *__restrict__ nw, const u8 *__restrict__ W,
                             const u16 *__restrict__ D, const float *__restrict__ rs, float *logits, float *bestv,
-                            int *besti, u32 *counter, int *tp, int *tok_out, char *sm, float *red) {
+                            int *besti, u32 *counter, int *tp, int *tok_out, char *sm, float *red,
+                            const Pre<R_HEAD> &pre = Pre<R_HEAD>()) {
     typedef Mat<HK, DIM> M;
     __shared__ float wv[BT / 32];
     __shared__ int wi[BT / 32];
@@ -882,11 +1002,12 @@ __device__ void lmhead_body(const float *x, const float *__restrict__ nw, const 
 #pragma unroll
             for (int r = 0; r < R_HEAD; r++) v[r] = group_sum<M::TPR>(v[r]);
             if (valid && l == 0) {
+                const bool first = PRE_LOAD && item == pre.item; // constant false without Pre
 #pragma unroll
                 for (int r = 0; r < R_HEAD; r++) {
                     int row = R_HEAD * item + r;
                     if (row >= VOCAB) break;
-                    float y = finish<HK>(v[r], st, rs, row);
+                    float y = finish<HK>(v[r], st, first ? pre.s[r] : rs[row]);
                     logits[row] = y;
                     if (y > bv || (y == bv && row < bi)) { bv = y; bi = row; }
                 }
@@ -940,22 +1061,23 @@ extern "C" __global__ void __launch_bounds__(256) k_embed(const int *__restrict_
 extern "C" __global__ void __launch_bounds__(BT_QKV) k_qkv(const int *__restrict__ tp, const float *x,
                                                         const float *__restrict__ nw, const u8 *__restrict__ W,
                                                         const u16 *__restrict__ D, const float *__restrict__ rs,
-                                                        const float *__restrict__ freqs, float *q, float *kc, float *vc) {
+                                                        const float *__restrict__ freqs, float *q, kv_t *kc, kv_t *vc) {
     constexpr int BT = BT_QKV;
     typedef Mat<WK, DIM> M;
     extern __shared__ __attribute__((aligned(16))) char sm[];
     __shared__ float red[64];
     prefetch_rows<WK, DIM>(W, 2 * blockIdx.x * (BT / M::TPR), 2 * (BT / M::TPR), QD + 2 * KVD);
+    const int y = blockIdx.y, pos = tp[1] + y; // the host's upload, older than this launch
+    const Pre<2> pre = pre_qkv<BT>(pos, rs, freqs);
     grid_dep_wait();
     pdl_after_wait(P_QKV);
-    const int y = blockIdx.y;
-    qkv_body<BT>(tp[1] + y, x + (size_t)y * DIM, nw, W, D, rs, freqs, q + (size_t)y * QD, kc, vc, sm, red);
+    qkv_body<BT>(pos, x + (size_t)y * DIM, nw, W, D, rs, freqs, q + (size_t)y * QD, kc, vc, sm, red, pre);
     pdl_after_work(P_QKV);
 }
 
 // One warp per attention item; ATT_NT / 32 items per block.
-extern "C" __global__ void __launch_bounds__(ATT_NT) k_attn(const int *__restrict__ tp, const float *q, const float *kc,
-                                                             const float *vc, float *out, float *part, u32 *counters,
+extern "C" __global__ void __launch_bounds__(ATT_NT) k_attn(const int *__restrict__ tp, const float *q, const kv_t *kc,
+                                                             const kv_t *vc, float *out, float *part, u32 *counters,
                                                              int nsplit) {
     const int item = blockIdx.x * (ATT_NT / 32) + (threadIdx.x >> 5), y = blockIdx.y;
     {
@@ -991,9 +1113,13 @@ extern "C" __global__ void __launch_bounds__(ATT_NT) k_attn(const int *__restric
         extern __shared__ __attribute__((aligned(16))) char sm[];                                         \
         __shared__ float red[64];                                                                         \
         prefetch_rows<WK, K>(W, blockIdx.x * (BT / M::TPR) * R, BT / M::TPR * R, DIM);                   \
+        Pre<R> pre = pre_rows<BT, M::TPR, R>(DIM / R, rs, [](int i, int r) { return i * R + r; });        \
+        x += (size_t)blockIdx.y * DIM;                                                                    \
         grid_dep_wait();                                                                                  \
         pdl_after_wait(P);                                                                                \
-        BODY<BT, R>(in + (size_t)blockIdx.y * K, nw, W, D, rs, x + (size_t)blockIdx.y * DIM, sm, red);    \
+        if (pre.item >= 0)                                                                                \
+            for (int r = 0; r < R; r++) pre.x[r] = ldcg(x + pre.item * R + r);                            \
+        BODY<BT, R>(in + (size_t)blockIdx.y * K, nw, W, D, rs, x, sm, red, pre);                          \
         pdl_after_work(P);                                                                                \
     }
 
@@ -1008,9 +1134,12 @@ extern "C" __global__ void __launch_bounds__(BT_GATEUP) k_gateup(const float *x,
     __shared__ float red[64];
     prefetch_rows<WK, DIM>(W, blockIdx.x * (BT / M::TPR) * R_GU, BT / M::TPR * R_GU, FFN);
     prefetch_rows<WK, DIM>(W, FFN + blockIdx.x * (BT / M::TPR) * R_GU, BT / M::TPR * R_GU, 2 * FFN);
+    // gate rows, then up rows (gateup_body's order)
+    const Pre<2 * R_GU> pre = pre_rows<BT, M::TPR, 2 * R_GU>(
+        FFN / R_GU, rs, [](int i, int r) { return r < R_GU ? i * R_GU + r : FFN + i * R_GU + r - R_GU; });
     grid_dep_wait();
     pdl_after_wait(P_GATEUP);
-    gateup_body<BT, R_GU>(x + (size_t)blockIdx.y * DIM, nw, W, D, rs, hb + (size_t)blockIdx.y * FFN, sm, red);
+    gateup_body<BT, R_GU>(x + (size_t)blockIdx.y * DIM, nw, W, D, rs, hb + (size_t)blockIdx.y * FFN, sm, red, pre);
     pdl_after_work(P_GATEUP);
 }
 
@@ -1025,9 +1154,11 @@ extern "C" __global__ void __launch_bounds__(BT_LMHEAD) k_lmhead(const float *x,
     extern __shared__ __attribute__((aligned(16))) char sm[];
     __shared__ float red[64];
     prefetch_rows<HK, DIM>(W, R_HEAD * blockIdx.x * (BT / M::TPR), R_HEAD * (BT / M::TPR), VOCAB);
+    const Pre<R_HEAD> pre = pre_rows<BT, M::TPR, R_HEAD>((VOCAB + R_HEAD - 1) / R_HEAD, rs,
+                                                        [](int i, int r) { return min(R_HEAD * i + r, VOCAB - 1); });
     grid_dep_wait();
     pdl_after_wait(P_LMHEAD);
-    lmhead_body<BT>(x, nw, W, D, rs, logits, bestv, besti, counter, tp, tok_out, sm, red);
+    lmhead_body<BT>(x, nw, W, D, rs, logits, bestv, besti, counter, tp, tok_out, sm, red, pre);
     pdl_after_work(P_LMHEAD);
 }
 
@@ -1048,7 +1179,7 @@ struct MatP {
 struct LayerP {
     MatP qkv, wo, gu, down;
     const float *an, *as, *fn, *fs; // attn_norm, attn_sub_norm, ffn_norm, ffn_sub_norm
-    float *kc, *vc;
+    kv_t *kc, *vc;
 };
 struct StepP {
     int *tp;
@@ -1123,7 +1254,7 @@ extern "C" __global__ void __launch_bounds__(MK_BT) k_step(const StepP *__restri
         const LayerP &L = P->L[l];
         prefetch_rows<WK, DIM>(L.qkv.w, 2 * b * (BT / Mat<WK, DIM>::TPR), 2 * (BT / Mat<WK, DIM>::TPR), QD + 2 * KVD);
         SYNC();
-        qkv_body<BT>(pos, P->x, L.an, L.qkv.w, L.qkv.d, L.qkv.rs, P->freqs, P->q, L.kc, L.vc, sm, red);
+        qkv_body<BT>(pos, P->x, L.an, L.qkv.w, L.qkv.d, L.qkv.rs, P->freqs, P->q, L.kc, L.vc, sm, red, Pre<2>());
         prefetch_rows<WK, QD>(L.wo.w, b * (BT / Mat<WK, QD>::TPR), BT / Mat<WK, QD>::TPR, DIM);
         SYNC();
         for (int it = b * (BT / 32) + (threadIdx.x >> 5); it < NH * P->nsplit; it += gridDim.x * (BT / 32))

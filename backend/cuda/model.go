@@ -43,6 +43,14 @@ type Options struct {
 	// Evict sets which weights load with L2's evict-first priority: 0 (or
 	// -1) none, 1 the LM head's, 2 every matrix's (see evictionFor).
 	Evict int
+	// KVHalf keeps the KV cache in float16, half the device memory a
+	// position (long contexts), where the layers are lossy (ternary,
+	// q8_0); f32 and f16 layers keep float32 (their logits match the
+	// reference to 1e-6). Off by default: on the H100 it decoded no faster
+	// (smollm-135m 2,100-2,120 against 2,126-2,134 tok/s, bitnet-2b 1,031
+	// either way; docs/gpu-notes.md v10), and float32 keeps the logits
+	// nearer the reference.
+	KVHalf bool
 	// DebugDefines are extra preprocessor definitions for kernels.cu
 	// (comma-separated NAME=VALUE), for experiments in the kernel harness.
 	DebugDefines string
@@ -356,7 +364,7 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 		Vocab: c.Vocab, Eps: c.NormEps, NeoX: c.RopeStyle == model.RopeNeoX, ReLU2: c.Act == model.ReLU2,
 		SubNorms: c.SubNorms, WK: wk, HK: hk, EK: ek, SMs: dev.sms, RowChunks: cmp.Or(opts.RowChunks, defaultRowChunks),
 		MaxBlock: cmp.Or(opts.MaxBlock, defaultMaxBlock), ItemRows: cmp.Or(opts.ItemRows, defaultItemRows), Evict: evictionFor(opts.Evict),
-		Defines: opts.DebugDefines}
+		KVHalf: opts.KVHalf && kvHalfFor(wk), Defines: opts.DebugDefines}
 	for _, sb := range []int{stageBytes(wk, c.Dim), stageBytes(wk, qd), stageBytes(wk, c.FFNDim), stageBytes(hk, c.Dim)} {
 		if sb+1024 > dev.maxSmem {
 			return nil, fmt.Errorf("cuda: a product needs %d bytes of shared memory, %s allows %d", sb, dev.info.Name, dev.maxSmem)

@@ -113,7 +113,8 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 	if ctx <= 0 || ctx > 1<<20 {
 		return nil, fmt.Errorf("cuda: context %d out of range", ctx)
 	}
-	kvBytes := 2 * uint64(c.Layers) * uint64(ctx) * uint64(kvd) * 4
+	kvElem := m.dims.kvElemBytes()
+	kvBytes := 2 * uint64(c.Layers) * uint64(ctx) * uint64(kvd) * uint64(kvElem)
 	if kvBytes > m.dev.info.TotalMemory {
 		return nil, fmt.Errorf("cuda: a KV cache of %d positions needs %d bytes, %s has %d", ctx, kvBytes, m.dev.info.Name, m.dev.info.TotalMemory)
 	}
@@ -190,7 +191,7 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 	}
 	e, h := m.embed, m.head
 	add("k_embed", opEmbedding, [3]uint32{uint32((c.Dim + 255) / 256), 1, 1}, 256, 0, s.tp, e.w, e.d, f(m.escale), s.x)
-	layerKV := uint64(ctx * kvd * 4)
+	layerKV := uint64(ctx * kvd * kvElem)
 	for l := range m.layers {
 		L := &m.layers[l]
 		kcl, vcl := kc+uint64(l)*layerKV, vc+uint64(l)*layerKV
