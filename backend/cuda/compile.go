@@ -95,14 +95,14 @@ func (d kernelDims) products() (qkv, wo, gateUp, down, lmHead product) {
 	return qkv, wo, gateUp, down, lmHead
 }
 
-// preLoad tells whether the layer products load their first item's row
-// scales, RoPE rotation and residual before the kernel's wait (kernels.cu
-// Pre, PRE_LOAD): where every row of the layer matrices is one 16-byte
-// chunk a lane, so the products are short latency chains whose epilogue
-// round trips weigh. Measured (docs/gpu-notes.md v10): smollm-135m decode
-// +5.7%, prefill -2.8%; bitnet-2b (rows of 40 and 108 chunks) decode
-// +0.5%, prefill -3.5% (the values held cost occupancy), so it stays off
-// there.
+// preLoad tells whether the decode step's layer products load their first
+// item's row scales, RoPE rotation and residual before the kernel's wait
+// (kernels.cu Pre, PRE_LOAD): where every row of the layer matrices is at
+// most 32 16-byte chunks, so the products are short latency chains whose
+// epilogue round trips weigh. Measured (docs/gpu-notes.md v10): smollm-135m
+// decode +3-6%; bitnet-2b (rows of 40 and 108 chunks) +0.5%, within the
+// noise, for more registers, so it stays off there. Prefill runs the
+// products' batch entry points, which never hold them.
 func (d kernelDims) preLoad() bool {
 	if v, ok := d.define("PRE_LOAD"); ok {
 		return v != "0"
@@ -199,7 +199,13 @@ next:
 }
 
 // kernelNames are the entry points every module must have.
-var kernelNames = []string{"k_embed", "k_qkv", "k_attn", "k_wo", "k_gateup", "k_down", "k_lmhead", "k_step", "k_sample"}
+var kernelNames = []string{"k_embed", "k_qkv", "k_attn", "k_wo", "k_gateup", "k_down", "k_lmhead", "k_step", "k_sample",
+	"k_qkv" + batchSuffix, "k_wo" + batchSuffix, "k_gateup" + batchSuffix, "k_down" + batchSuffix}
+
+// batchSuffix names a product's prefill entry point (kernels.cu
+// PRODUCT_KERNELS): the decode step's k_X holds its epilogue's values in
+// registers (Pre), which a prefill's many waves of blocks want back.
+const batchSuffix = "_b"
 
 // stepThreads is k_step's block size (kernels.cu MK_BT).
 const stepThreads = 512

@@ -531,25 +531,45 @@ template <int BT, int TPR> __device__ __forceinline__ bool has_items(int n) {
 // angles are constants of the step, known before it) or, for the residual,
 // right after the wait together with the input: loaded in the epilogue,
 // each was one more dependent round trip at the end of every product
-// (docs/gpu-notes.md v10). Other items (and k_step, item -1) load their own.
-template <int N> struct Pre {
+// (docs/gpu-notes.md v10). Other items load their own. ON is false in the
+// batch kernels (prefill) and k_step, and where the host turns it off
+// (PRE_LOAD, compile.go preLoad: long rows): the values held take
+// registers, which prefill's many waves and big models' products want
+// (smollm-135m prefill -2.8% with them).
+#ifndef PRE_LOAD
+#define PRE_LOAD 0
+#endif
+template <int N, bool ON> struct Pre {
     int item = -1;
     float s[N];               // the rows' scales
     float x[N];               // residual products: the rows of x before the add
     float sn = 0.f, cs = 1.f; // QKV: the pair's RoPE rotation
+    // first tells whether item is the one these values are for: a constant
+    // false without them, so no register is kept for them.
+    __device__ __forceinline__ bool first(int it) const { return ON && it == item; }
 };
+template <int N> using NoPre = Pre<N, false>;
 
 // first_item is the first item FOR_ITEMS gives this thread if it is the
 // lane that finishes it (lane 0 of the row group), else -1 (as when it has
-// none of n): the other lanes need nothing in Pre, and loading it there
-// cost prefill, which launches without a predecessor to overlap, 4-6%.
-#ifndef PRE_LOAD
-#define PRE_LOAD 0 // host-set (compile.go preLoad); 0: every item loads its own in the epilogue
-#endif
+// none of n): the other lanes need nothing in Pre.
 template <int BT, int TPR> __device__ __forceinline__ int first_item(int n) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int item = (blockIdx.x * (BT / 32) + warp) * (32 / TPR) + lane / TPR;
-    return PRE_LOAD && item < n && lane % TPR == 0 ? item : -1;
+    return item < n && lane % TPR == 0 ? item : -1;
+}
+
+// pre_rows is the Pre of a product of n items with N rows an item: the
+// thread's first item and the scales of its rows row(item, r).
+template <int BT, int TPR, int N, bool ON, class Row>
+__device__ __forceinline__ Pre<N, ON> pre_rows(int n, const float *__restrict__ rs, Row row) {
+    Pre<N, ON> pre;
+    if (!ON) return pre;
+    pre.item = first_item<BT, TPR>(n);
+    if (pre.item >= 0)
+#pragma unroll
+        for (int r = 0; r < N; r++) pre.s[r] = rs[row(pre.item, r)];
+    return pre;
 }
 
 // tp: [0] token id, [1] position, written by the host (pinned copy in the
@@ -567,18 +587,6 @@ __device__ __forceinline__ void embed_body(int tok, const u8 *__restrict__ E, co
         else v = (float)((const i8 *)E)[(size_t)tok * KP + i] * h2f(ED[(size_t)tok * (KP / 32) + i / 32]);
         x[i] = v * escale;
     }
-}
-
-// pre_rows is the Pre of a product of n items with N rows an item: the
-// thread's first item and the scales of its rows row(item, r).
-template <int BT, int TPR, int N, class Row>
-__device__ __forceinline__ Pre<N> pre_rows(int n, const float *__restrict__ rs, Row row) {
-    Pre<N> pre;
-    pre.item = first_item<BT, TPR>(n);
-    if (pre.item >= 0)
-#pragma unroll
-        for (int r = 0; r < N; r++) pre.s[r] = rs[row(pre.item, r)];
-    return pre;
 }
 
 // QKVPair is rotation pair p of the stacked Q|K|V matrix: region 0 q, 1 k,
@@ -600,10 +608,10 @@ struct QKVPair {
 };
 
 // pre_qkv loads the first pair's row scales and RoPE rotation at pos.
-template <int BT>
-__device__ __forceinline__ Pre<2> pre_qkv(int pos, const float *__restrict__ rs, const float *__restrict__ freqs) {
-    Pre<2> pre = pre_rows<BT, Mat<WK, DIM>::TPR, 2>((QD + 2 * KVD) / 2, rs,
-                                                     [](int p, int r) { return QKVPair(p).rows[r]; });
+template <int BT, bool ON>
+__device__ __forceinline__ Pre<2, ON> pre_qkv(int pos, const float *__restrict__ rs, const float *__restrict__ freqs) {
+    Pre<2, ON> pre = pre_rows<BT, Mat<WK, DIM>::TPR, 2, ON>((QD + 2 * KVD) / 2, rs,
+                                                         [](int p, int r) { return QKVPair(p).rows[r]; });
     if (pre.item >= 0) {
         const QKVPair it(pre.item);
         if (it.region < 2) sincosf((float)pos * freqs[it.i], &pre.sn, &pre.cs);
@@ -613,10 +621,10 @@ __device__ __forceinline__ Pre<2> pre_qkv(int pos, const float *__restrict__ rs,
 
 // q, k, v = (Wq|Wk|Wv) RMSNorm(x); RoPE on q and k; k and v written into the
 // layer's cache at the position. One item is a rotation pair (two rows).
-template <int BT>
+template <int BT, class PreT>
 __device__ void qkv_body(int pos, const float *x, const float *__restrict__ nw, const u8 *__restrict__ W,
                          const u16 *__restrict__ D, const float *__restrict__ rs, const float *__restrict__ freqs,
-                         float *q, kv_t *kc, kv_t *vc, char *sm, float *red, const Pre<2> &pre) {
+                         float *q, kv_t *kc, kv_t *vc, char *sm, float *red, const PreT &pre) {
     typedef Mat<WK, DIM> M;
     constexpr int NP = (QD + 2 * KVD) / 2;
     if (!has_items<BT, M::TPR>(NP)) return;
@@ -626,7 +634,7 @@ __device__ void qkv_body(int pos, const float *x, const float *__restrict__ nw, 
         const int region = it.region, head = it.head, i = it.i, a = it.a, b = it.b;
         int rows[2] = {it.rows[0], it.rows[1]};
         float v[2] = {0.f, 0.f};
-        const bool first = PRE_LOAD && item == pre.item; // constant false without Pre
+        const bool first = pre.first(item);
         if (valid) rdot<WK, DIM, 2>(W, D, rows, l, sm, v);
         v[0] = group_sum<M::TPR>(v[0]);
         v[1] = group_sum<M::TPR>(v[1]);
@@ -868,9 +876,9 @@ __device__ void attn_warp(int h, int s, int pos, int old, const float *q, const 
 
 // x += W (norm(in) with weight nw, or in when nw is null): the residual
 // products (output projection, FFN down), R rows an item.
-template <int BT, int K, int R, class Load>
+template <int BT, int K, int R, class Load, class PreT>
 __device__ void residual_body(Load in, const float *__restrict__ nw, const u8 *__restrict__ W, const u16 *__restrict__ D,
-                              const float *__restrict__ rs, float *x, char *sm, float *red, const Pre<R> &pre) {
+                              const float *__restrict__ rs, float *x, char *sm, float *red, const PreT &pre) {
     typedef Mat<WK, K> M;
     constexpr int NI = DIM / R;
     if (!has_items<BT, M::TPR>(NI)) return;
@@ -882,7 +890,7 @@ __device__ void residual_body(Load in, const float *__restrict__ nw, const u8 *_
         float v[R];
 #pragma unroll
         for (int r = 0; r < R; r++) v[r] = 0.f;
-        const bool first = PRE_LOAD && item == pre.item; // constant false without Pre
+        const bool first = pre.first(item);
         if (valid) rdot<WK, K, R>(W, D, rows, l, sm, v);
 #pragma unroll
         for (int r = 0; r < R; r++) v[r] = group_sum<M::TPR>(v[r]);
@@ -895,19 +903,19 @@ __device__ void residual_body(Load in, const float *__restrict__ nw, const u8 *_
 }
 
 // x += Wo (attn_sub_norm(att) or att); an item is R rows.
-template <int BT, int R>
+template <int BT, int R, class PreT = NoPre<R>>
 __device__ void wo_body(const float *att, const float *__restrict__ nw, const u8 *__restrict__ W,
                         const u16 *__restrict__ D, const float *__restrict__ rs, float *x, char *sm, float *red,
-                        const Pre<R> &pre = Pre<R>()) {
+                        const PreT &pre = PreT()) {
     residual_body<BT, QD, R>(VecLoad{att}, SUBNORM ? nw : (const float *)0, W, D, rs, x, sm, red, pre);
 }
 
 // hb = act(Wgate u) * (Wup u), u = RMSNorm(x). W holds the FFN gate rows
 // then the FFN up rows; an item is rows i..i+R-1 of each.
-template <int BT, int R>
+template <int BT, int R, class PreT = NoPre<2 * R>>
 __device__ void gateup_body(const float *x, const float *__restrict__ nw, const u8 *__restrict__ W,
                             const u16 *__restrict__ D, const float *__restrict__ rs, float *hb, char *sm, float *red,
-                            const Pre<2 * R> &pre = Pre<2 * R>()) {
+                            const PreT &pre = PreT()) {
     typedef Mat<WK, DIM> M;
     constexpr int NI = FFN / R;
     if (!has_items<BT, M::TPR>(NI)) return;
@@ -923,7 +931,7 @@ __device__ void gateup_body(const float *x, const float *__restrict__ nw, const 
         float v[2 * R];
 #pragma unroll
         for (int r = 0; r < 2 * R; r++) v[r] = 0.f;
-        const bool first = PRE_LOAD && item == pre.item; // constant false without Pre
+        const bool first = pre.first(item);
         if (valid) rdot<WK, DIM, 2 * R>(W, D, rows, l, sm, v);
 #pragma unroll
         for (int r = 0; r < 2 * R; r++) v[r] = group_sum<M::TPR>(v[r]);
@@ -942,10 +950,10 @@ __device__ void gateup_body(const float *x, const float *__restrict__ nw, const 
 }
 
 // x += Wdown (ffn_sub_norm(hb) or hb); an item is R rows.
-template <int BT, int R>
+template <int BT, int R, class PreT = NoPre<R>>
 __device__ void down_body(const float *hb, const float *__restrict__ nw, const u8 *__restrict__ W,
                           const u16 *__restrict__ D, const float *__restrict__ rs, float *x, char *sm, float *red,
-                          const Pre<R> &pre = Pre<R>()) {
+                          const PreT &pre = PreT()) {
     residual_body<BT, FFN, R>(VecLoad{hb}, SUBNORM ? nw : (const float *)0, W, D, rs, x, sm, red, pre);
 }
 
@@ -977,11 +985,11 @@ template <int BT> __device__ __forceinline__ void block_argmax(float &bv, int &b
 // logits = Output RMSNorm(x); each block's best (value, id) goes to best[],
 // and the last block to finish writes the argmax into tp[0] (the next
 // token) and tok_out[0]. Blocks without rows take part with no candidate.
-template <int BT>
+template <int BT, class PreT = NoPre<R_HEAD>>
 __device__ void lmhead_body(const float *x, const float *__restrict__ nw, const u8 *__restrict__ W,
                             const u16 *__restrict__ D, const float *__restrict__ rs, float *logits, float *bestv,
                             int *besti, u32 *counter, int *tp, int *tok_out, char *sm, float *red,
-                            const Pre<R_HEAD> &pre = Pre<R_HEAD>()) {
+                            const PreT &pre = PreT()) {
     typedef Mat<HK, DIM> M;
     __shared__ float wv[BT / 32];
     __shared__ int wi[BT / 32];
@@ -1002,7 +1010,7 @@ __device__ void lmhead_body(const float *x, const float *__restrict__ nw, const 
 #pragma unroll
             for (int r = 0; r < R_HEAD; r++) v[r] = group_sum<M::TPR>(v[r]);
             if (valid && l == 0) {
-                const bool first = PRE_LOAD && item == pre.item; // constant false without Pre
+                const bool first = pre.first(item);
 #pragma unroll
                 for (int r = 0; r < R_HEAD; r++) {
                     int row = R_HEAD * item + r;
@@ -1058,22 +1066,34 @@ extern "C" __global__ void __launch_bounds__(256) k_embed(const int *__restrict_
     pdl_after_work(P_EMBED);
 }
 
-extern "C" __global__ void __launch_bounds__(BT_QKV) k_qkv(const int *__restrict__ tp, const float *x,
-                                                        const float *__restrict__ nw, const u8 *__restrict__ W,
-                                                        const u16 *__restrict__ D, const float *__restrict__ rs,
-                                                        const float *__restrict__ freqs, float *q, kv_t *kc, kv_t *vc) {
+// The products come in two entry points each: k_X, the decode step's, with
+// Pre where the host turns it on (PRE_LOAD), and k_X_b, prefill's, without.
+#define PRODUCT_KERNELS(NAME, BTV, PARAMS, ARGS)                                                          \
+    extern "C" __global__ void __launch_bounds__(BTV) NAME PARAMS { NAME##_run<PRE_LOAD != 0> ARGS; }   \
+    extern "C" __global__ void __launch_bounds__(BTV) NAME##_b PARAMS { NAME##_run<false> ARGS; }
+
+template <bool ON>
+__device__ __forceinline__ void k_qkv_run(const int *__restrict__ tp, const float *x, const float *__restrict__ nw,
+                                          const u8 *__restrict__ W, const u16 *__restrict__ D,
+                                          const float *__restrict__ rs, const float *__restrict__ freqs, float *q,
+                                          kv_t *kc, kv_t *vc) {
     constexpr int BT = BT_QKV;
     typedef Mat<WK, DIM> M;
     extern __shared__ __attribute__((aligned(16))) char sm[];
     __shared__ float red[64];
     prefetch_rows<WK, DIM>(W, 2 * blockIdx.x * (BT / M::TPR), 2 * (BT / M::TPR), QD + 2 * KVD);
     const int y = blockIdx.y, pos = tp[1] + y; // the host's upload, older than this launch
-    const Pre<2> pre = pre_qkv<BT>(pos, rs, freqs);
+    const Pre<2, ON> pre = pre_qkv<BT, ON>(pos, rs, freqs);
     grid_dep_wait();
     pdl_after_wait(P_QKV);
     qkv_body<BT>(pos, x + (size_t)y * DIM, nw, W, D, rs, freqs, q + (size_t)y * QD, kc, vc, sm, red, pre);
     pdl_after_work(P_QKV);
 }
+PRODUCT_KERNELS(k_qkv, BT_QKV,
+                (const int *__restrict__ tp, const float *x, const float *__restrict__ nw, const u8 *__restrict__ W,
+                 const u16 *__restrict__ D, const float *__restrict__ rs, const float *__restrict__ freqs, float *q,
+                 kv_t *kc, kv_t *vc),
+                (tp, x, nw, W, D, rs, freqs, q, kc, vc))
 
 // One warp per attention item; ATT_NT / 32 items per block.
 extern "C" __global__ void __launch_bounds__(ATT_NT) k_attn(const int *__restrict__ tp, const float *q, const kv_t *kc,
@@ -1104,16 +1124,17 @@ extern "C" __global__ void __launch_bounds__(ATT_NT) k_attn(const int *__restric
 // The residual products: k_wo (x += Wo attn_sub_norm(att)) and k_down
 // (x += Wdown ffn_sub_norm(hb)), one kernel shape with its own width K,
 // block size and rows per item.
-#define RESIDUAL_KERNEL(NAME, BTV, K, R, BODY, P)                                                            \
-    extern "C" __global__ void __launch_bounds__(BTV)                                                     \
-        NAME(const float *in, const float *__restrict__ nw, const u8 *__restrict__ W,                     \
-             const u16 *__restrict__ D, const float *__restrict__ rs, float *x) {                          \
+#define RESIDUAL_KERNEL(NAME, BTV, K, R, BODY, P)                                                          \
+    template <bool ON>                                                                                    \
+    __device__ __forceinline__ void NAME##_run(const float *in, const float *__restrict__ nw,              \
+                                               const u8 *__restrict__ W, const u16 *__restrict__ D,         \
+                                               const float *__restrict__ rs, float *x) {                    \
         constexpr int BT = BTV;                                                                           \
         typedef Mat<WK, K> M;                                                                             \
         extern __shared__ __attribute__((aligned(16))) char sm[];                                         \
         __shared__ float red[64];                                                                         \
         prefetch_rows<WK, K>(W, blockIdx.x * (BT / M::TPR) * R, BT / M::TPR * R, DIM);                   \
-        Pre<R> pre = pre_rows<BT, M::TPR, R>(DIM / R, rs, [](int i, int r) { return i * R + r; });        \
+        Pre<R, ON> pre = pre_rows<BT, M::TPR, R, ON>(DIM / R, rs, [](int i, int r) { return i * R + r; });  \
         x += (size_t)blockIdx.y * DIM;                                                                    \
         grid_dep_wait();                                                                                  \
         pdl_after_wait(P);                                                                                \
@@ -1121,13 +1142,17 @@ extern "C" __global__ void __launch_bounds__(ATT_NT) k_attn(const int *__restric
             for (int r = 0; r < R; r++) pre.x[r] = ldcg(x + pre.item * R + r);                            \
         BODY<BT, R>(in + (size_t)blockIdx.y * K, nw, W, D, rs, x, sm, red, pre);                          \
         pdl_after_work(P);                                                                                \
-    }
+    }                                                                                                     \
+    PRODUCT_KERNELS(NAME, BTV,                                                                            \
+                    (const float *in, const float *__restrict__ nw, const u8 *__restrict__ W,              \
+                     const u16 *__restrict__ D, const float *__restrict__ rs, float *x),                   \
+                    (in, nw, W, D, rs, x))
 
 RESIDUAL_KERNEL(k_wo, BT_WO, QD, R_WO, wo_body, P_WO)
 
-extern "C" __global__ void __launch_bounds__(BT_GATEUP) k_gateup(const float *x, const float *__restrict__ nw,
-                                                                 const u8 *__restrict__ W, const u16 *__restrict__ D,
-                                                                 const float *__restrict__ rs, float *hb) {
+template <bool ON>
+__device__ __forceinline__ void k_gateup_run(const float *x, const float *__restrict__ nw, const u8 *__restrict__ W,
+                                             const u16 *__restrict__ D, const float *__restrict__ rs, float *hb) {
     constexpr int BT = BT_GATEUP;
     typedef Mat<WK, DIM> M;
     extern __shared__ __attribute__((aligned(16))) char sm[];
@@ -1135,13 +1160,17 @@ extern "C" __global__ void __launch_bounds__(BT_GATEUP) k_gateup(const float *x,
     prefetch_rows<WK, DIM>(W, blockIdx.x * (BT / M::TPR) * R_GU, BT / M::TPR * R_GU, FFN);
     prefetch_rows<WK, DIM>(W, FFN + blockIdx.x * (BT / M::TPR) * R_GU, BT / M::TPR * R_GU, 2 * FFN);
     // gate rows, then up rows (gateup_body's order)
-    const Pre<2 * R_GU> pre = pre_rows<BT, M::TPR, 2 * R_GU>(
+    const Pre<2 * R_GU, ON> pre = pre_rows<BT, M::TPR, 2 * R_GU, ON>(
         FFN / R_GU, rs, [](int i, int r) { return r < R_GU ? i * R_GU + r : FFN + i * R_GU + r - R_GU; });
     grid_dep_wait();
     pdl_after_wait(P_GATEUP);
     gateup_body<BT, R_GU>(x + (size_t)blockIdx.y * DIM, nw, W, D, rs, hb + (size_t)blockIdx.y * FFN, sm, red, pre);
     pdl_after_work(P_GATEUP);
 }
+PRODUCT_KERNELS(k_gateup, BT_GATEUP,
+                (const float *x, const float *__restrict__ nw, const u8 *__restrict__ W, const u16 *__restrict__ D,
+                 const float *__restrict__ rs, float *hb),
+                (x, nw, W, D, rs, hb))
 
 RESIDUAL_KERNEL(k_down, BT_DOWN, FFN, R_DOWN, down_body, P_DOWN)
 
@@ -1154,8 +1183,8 @@ extern "C" __global__ void __launch_bounds__(BT_LMHEAD) k_lmhead(const float *x,
     extern __shared__ __attribute__((aligned(16))) char sm[];
     __shared__ float red[64];
     prefetch_rows<HK, DIM>(W, R_HEAD * blockIdx.x * (BT / M::TPR), R_HEAD * (BT / M::TPR), VOCAB);
-    const Pre<R_HEAD> pre = pre_rows<BT, M::TPR, R_HEAD>((VOCAB + R_HEAD - 1) / R_HEAD, rs,
-                                                        [](int i, int r) { return min(R_HEAD * i + r, VOCAB - 1); });
+    const Pre<R_HEAD, PRE_LOAD != 0> pre = pre_rows<BT, M::TPR, R_HEAD, PRE_LOAD != 0>(
+        (VOCAB + R_HEAD - 1) / R_HEAD, rs, [](int i, int r) { return min(R_HEAD * i + r, VOCAB - 1); });
     grid_dep_wait();
     pdl_after_wait(P_LMHEAD);
     lmhead_body<BT>(x, nw, W, D, rs, logits, bestv, besti, counter, tp, tok_out, sm, red, pre);
@@ -1254,7 +1283,7 @@ extern "C" __global__ void __launch_bounds__(MK_BT) k_step(const StepP *__restri
         const LayerP &L = P->L[l];
         prefetch_rows<WK, DIM>(L.qkv.w, 2 * b * (BT / Mat<WK, DIM>::TPR), 2 * (BT / Mat<WK, DIM>::TPR), QD + 2 * KVD);
         SYNC();
-        qkv_body<BT>(pos, P->x, L.an, L.qkv.w, L.qkv.d, L.qkv.rs, P->freqs, P->q, L.kc, L.vc, sm, red, Pre<2>());
+        qkv_body<BT>(pos, P->x, L.an, L.qkv.w, L.qkv.d, L.qkv.rs, P->freqs, P->q, L.kc, L.vc, sm, red, NoPre<2>());
         prefetch_rows<WK, QD>(L.wo.w, b * (BT / Mat<WK, QD>::TPR), BT / Mat<WK, QD>::TPR, DIM);
         SYNC();
         for (int it = b * (BT / 32) + (threadIdx.x >> 5); it < NH * P->nsplit; it += gridDim.x * (BT / 32))

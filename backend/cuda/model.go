@@ -411,6 +411,9 @@ func (m *Model) loadKernels() error {
 	}
 	m.stepSmem = max(smem["k_qkv"], smem["k_wo"], smem["k_down"], smem["k_lmhead"])
 	smem["k_step"] = m.stepSmem
+	for _, name := range []string{"k_qkv", "k_wo", "k_gateup", "k_down"} {
+		smem[name+batchSuffix] = smem[name]
+	}
 	for name, n := range smem {
 		if err := dev.d.check(dev.d.cuFuncSetAttribute(m.fn[name], funcAttrMaxDynamicShared, int32(n)),
 			fmt.Sprintf("cuFuncSetAttribute(%s, dynamic shared memory %d)", name, n)); err != nil {

@@ -25,6 +25,7 @@ const (
 type launch struct {
 	name  string
 	fn    uintptr
+	batch uintptr // the prefill entry point (name + batchSuffix), where there is one
 	op    int
 	grid  [3]uint32
 	block uint32
@@ -184,7 +185,7 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 		if m.debugSkip != "" && strings.Contains(","+m.debugSkip+",", ","+name+",") {
 			return
 		}
-		s.plan = append(s.plan, launch{name: name, fn: m.fn[name], op: op, grid: grid, block: uint32(block), smem: uint32(smem), args: args})
+		s.plan = append(s.plan, launch{name: name, fn: m.fn[name], batch: m.fn[name+batchSuffix], op: op, grid: grid, block: uint32(block), smem: uint32(smem), args: args})
 	}
 	gemv := func(name string, op int, k kind, cols int, p product, args ...uint64) {
 		add(name, op, [3]uint32{uint32(m.gemvGrid(name, k, cols, p)), 1, 1}, p.bt, stageBytes(k, cols), args...)
@@ -556,11 +557,14 @@ func (s *Session) Prefill(tokens []int32, logits []float32) error {
 			if l.op == opLMHead {
 				continue
 			}
-			ptrs := l.ptrs
+			ptrs, fn := l.ptrs, l.fn
 			if l.op == opEmbedding {
 				ptrs = s.prefillEmbed.ptrs // token ids from the batch
 			}
-			r := d.cuLaunchKernel(l.fn, l.grid[0], uint32(len(batch)), l.grid[2], l.block, 1, 1, l.smem, s.stream, unsafe.Pointer(&ptrs[0]), 0)
+			if l.batch != 0 {
+				fn = l.batch
+			}
+			r := d.cuLaunchKernel(fn, l.grid[0], uint32(len(batch)), l.grid[2], l.block, 1, 1, l.smem, s.stream, unsafe.Pointer(&ptrs[0]), 0)
 			if err := d.check(r, "cuLaunchKernel(prefill "+l.name+")"); err != nil {
 				return err
 			}
