@@ -161,8 +161,13 @@ __device__ __forceinline__ void grid_dep_launch() {
 // for HBM with its prefetch, so they start it after their work
 // (docs/gpu-notes.md v9: bitnet-2b 952 -> 1,023 tok/s with the rest early,
 // 941 with every kernel early; smollm-135m alike either way).
+#ifndef PRE_LOAD
+#define PRE_LOAD 0 // host-set (compile.go preLoad): SmolLM-sized layer rows (Pre, below)
+#endif
+// On SmolLM-sized layers (PRE_LOAD) FFN down streams little and starts its
+// successor early too: smollm-135m +5% (v10; bitnet-2b's lost, v9).
 #ifndef PDL_EARLY
-#define PDL_EARLY (P_EMBED | P_QKV | P_ATTN | P_WO)
+#define PDL_EARLY (P_EMBED | P_QKV | P_ATTN | P_WO | (PRE_LOAD ? P_DOWN : 0))
 #endif
 #define P_EMBED 1
 #define P_QKV 2
@@ -536,9 +541,6 @@ template <int BT, int TPR> __device__ __forceinline__ bool has_items(int n) {
 // (PRE_LOAD, compile.go preLoad: long rows): the values held take
 // registers, which prefill's many waves and big models' products want
 // (smollm-135m prefill -2.8% with them).
-#ifndef PRE_LOAD
-#define PRE_LOAD 0
-#endif
 template <int N, bool ON> struct Pre {
     int item = -1;
     float s[N];               // the rows' scales
@@ -672,6 +674,14 @@ __device__ void qkv_body(int pos, const float *x, const float *__restrict__ nw, 
 #define ATT_CHUNK 16 // positions a slice takes while there are at most nsplit slices
 #endif
 #define ATT_DPL ((HD + 31) / 32)          // dims per lane
+// ATT_ADJ: lane L owns the ATT_DPL adjacent dims L*ATT_DPL.. (one 8- or
+// 16-byte load a cached row) instead of L, L+32, ... (a 4-byte load each):
+// smollm-135m +2.4% decode, +4% prefill; bitnet-2b +0.7% (docs/gpu-notes.md
+// v10).
+#ifndef ATT_ADJ
+#define ATT_ADJ 1
+#endif
+#define ATT_D(lane, k) (ATT_ADJ ? (lane) * ATT_DPL + (k) : (lane) + 32 * (k))
 #ifndef ATT_CH
 #define ATT_CH (HD <= 64 ? 16 : 8) // positions loaded at once
 #endif
@@ -740,9 +750,28 @@ __device__ void attn_warp(int h, int s, int pos, int old, const float *q, const 
 #pragma unroll
         for (int i = 0; i < ATT_CH; i++) {
             const int t = c0 + i;
+            if (ATT_ADJ && !KVH && (ATT_DPL == 2 || ATT_DPL == 4)) {
+                // the lane's dims in one vector load
+                const int d = ATT_D(lane, 0);
+                if (t >= lo && t < hi && d < HD) {
+                    const float *pk = (const float *)(kc + (size_t)t * KVD + kvo + d);
+                    const float *pv = (const float *)(vc + (size_t)t * KVD + kvo + d);
+                    float *rk = (float *)kr[i], *rv = (float *)vr[i];
+                    if (ATT_DPL == 2) {
+                        asm volatile("ld.global.cg.v2.f32 {%0,%1}, [%2];" : "=f"(rk[0]), "=f"(rk[1]) : "l"(pk));
+                        asm volatile("ld.global.cg.v2.f32 {%0,%1}, [%2];" : "=f"(rv[0]), "=f"(rv[1]) : "l"(pv));
+                    } else {
+                        asm volatile("ld.global.cg.v4.f32 {%0,%1,%2,%3}, [%4];"
+                                     : "=f"(rk[0]), "=f"(rk[1]), "=f"(rk[2]), "=f"(rk[3]) : "l"(pk));
+                        asm volatile("ld.global.cg.v4.f32 {%0,%1,%2,%3}, [%4];"
+                                     : "=f"(rv[0]), "=f"(rv[1]), "=f"(rv[2]), "=f"(rv[3]) : "l"(pv));
+                    }
+                }
+                continue;
+            }
 #pragma unroll
             for (int k = 0; k < ATT_DPL; k++) {
-                const int d = lane + 32 * k;
+                const int d = ATT_D(lane, k);
                 if (t >= lo && t < hi && d < HD) {
                     kr[i][k] = kv_ld(kc + (size_t)t * KVD + kvo + d);
                     vr[i][k] = kv_ld(vc + (size_t)t * KVD + kvo + d);
@@ -761,7 +790,7 @@ __device__ void attn_warp(int h, int s, int pos, int old, const float *q, const 
     float qv[ATT_DPL], o[ATT_DPL];
 #pragma unroll
     for (int k = 0; k < ATT_DPL; k++) {
-        const int d = lane + 32 * k;
+        const int d = ATT_D(lane, k);
         qv[k] = d < HD ? ldcg(q + h * HD + d) * scale : 0.f;
         o[k] = 0.f;
     }
@@ -816,13 +845,13 @@ __device__ void attn_warp(int h, int s, int pos, int old, const float *q, const 
     if (nact == 1) {
 #pragma unroll
         for (int k = 0; k < ATT_DPL; k++)
-            if (lane + 32 * k < HD) out[h * HD + lane + 32 * k] = o[k] / l;
+            if (ATT_D(lane, k) < HD) out[h * HD + ATT_D(lane, k)] = o[k] / l;
         return;
     }
     float *pp = part + ((size_t)h * nsplit + s) * (HD + 2);
 #pragma unroll
     for (int k = 0; k < ATT_DPL; k++)
-        if (lane + 32 * k < HD) pp[lane + 32 * k] = o[k];
+        if (ATT_D(lane, k) < HD) pp[ATT_D(lane, k)] = o[k];
     if (lane == 0) {
         pp[HD] = m;
         pp[HD + 1] = l;
@@ -843,7 +872,7 @@ __device__ void attn_warp(int h, int s, int pos, int old, const float *q, const 
         for (int j = 0; j < ATT_MB; j++)
 #pragma unroll
             for (int k = 0; k < ATT_DPL; k++) {
-                const int d = lane + 32 * k;
+                const int d = ATT_D(lane, k);
                 pv[j][k] = j0 + j < nact && d < HD ? ldcg(ph + (size_t)(j0 + j) * (HD + 2) + d) : 0.f;
             }
     };
@@ -870,7 +899,7 @@ __device__ void attn_warp(int h, int s, int pos, int old, const float *q, const 
     }
 #pragma unroll
     for (int k = 0; k < ATT_DPL; k++)
-        if (lane + 32 * k < HD) out[h * HD + lane + 32 * k] = o[k] * inv;
+        if (ATT_D(lane, k) < HD) out[h * HD + ATT_D(lane, k)] = o[k] * inv;
     if (lane == 0) counters[h] = 0;
 }
 
