@@ -131,10 +131,21 @@ func (d kernelDims) kvElemBytes() int {
 	return 4
 }
 
+// definitions are Defines' NAME=VALUE entries, trimmed, empty ones left out.
+func (d kernelDims) definitions() []string {
+	var defs []string
+	for _, def := range strings.Split(d.Defines, ",") {
+		if def = strings.TrimSpace(def); def != "" {
+			defs = append(defs, def)
+		}
+	}
+	return defs
+}
+
 // define returns the value Defines gives name, if it does.
 func (d kernelDims) define(name string) (string, bool) {
-	for _, def := range strings.Split(d.Defines, ",") {
-		if n, v, _ := strings.Cut(strings.TrimSpace(def), "="); n == name {
+	for _, def := range d.definitions() {
+		if n, v, _ := strings.Cut(def, "="); n == name {
 			return v, true
 		}
 	}
@@ -182,10 +193,7 @@ func (d kernelDims) options(arch string) []string {
 		"-DPRE_LOAD=" + itoa(b2i(d.preLoad())),
 	}
 next:
-	for _, def := range strings.Split(d.Defines, ",") {
-		if def = strings.TrimSpace(def); def == "" {
-			continue
-		}
+	for _, def := range d.definitions() {
 		name, _, _ := strings.Cut(def, "=")
 		for i, o := range opts {
 			if strings.HasPrefix(o, "-D"+name+"=") {
@@ -199,8 +207,20 @@ next:
 }
 
 // kernelNames are the entry points every module must have.
-var kernelNames = []string{"k_embed", "k_qkv", "k_attn", "k_wo", "k_gateup", "k_down", "k_lmhead", "k_step", "k_sample",
-	"k_qkv" + batchSuffix, "k_wo" + batchSuffix, "k_gateup" + batchSuffix, "k_down" + batchSuffix}
+var kernelNames = append([]string{"k_embed", "k_qkv", "k_attn", "k_wo", "k_gateup", "k_down", "k_lmhead", "k_step", "k_sample"},
+	batchNames()...)
+
+// batchKernels are the products with a prefill entry point of their own.
+var batchKernels = []string{"k_qkv", "k_wo", "k_gateup", "k_down"}
+
+// batchNames are batchKernels' prefill entry points.
+func batchNames() []string {
+	names := make([]string, len(batchKernels))
+	for i, k := range batchKernels {
+		names[i] = k + batchSuffix
+	}
+	return names
+}
 
 // batchSuffix names a product's prefill entry point (kernels.cu
 // PRODUCT_KERNELS): the decode step's k_X holds its epilogue's values in

@@ -411,7 +411,7 @@ func (m *Model) loadKernels() error {
 	}
 	m.stepSmem = max(smem["k_qkv"], smem["k_wo"], smem["k_down"], smem["k_lmhead"])
 	smem["k_step"] = m.stepSmem
-	for _, name := range []string{"k_qkv", "k_wo", "k_gateup", "k_down"} {
+	for _, name := range batchKernels {
 		smem[name+batchSuffix] = smem[name]
 	}
 	for name, n := range smem {

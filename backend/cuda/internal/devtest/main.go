@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/edgellm/edgellm/backend/cuda"
+	"github.com/edgellm/edgellm/bench"
 	"github.com/edgellm/edgellm/gguf"
 	"github.com/edgellm/edgellm/model"
 	"github.com/edgellm/edgellm/quant"
@@ -137,7 +138,7 @@ func main() {
 				variants = append(variants, opts)
 			}
 			for _, opts := range variants {
-				line, err := bench(name, w, *benchN, *warm, *prof, opts)
+				line, err := benchOne(name, w, *benchN, *warm, *prof, opts)
 				if err != nil {
 					fmt.Println("bench", name, err)
 					fail = true
@@ -168,9 +169,6 @@ func loadGGUF(path string) (*model.Weights, error) {
 	return model.FromGGUF(f)
 }
 
-// bench decodes n tokens greedily (the device argmax chained through the
-// host, as a generation loop does) and reports throughput and jitter, then
-// a profiled run's per-op times.
 // parseVariant reads one -variants entry.
 func parseVariant(spec string) (cuda.Options, error) {
 	var o cuda.Options
@@ -197,7 +195,10 @@ func parseVariant(spec string) (cuda.Options, error) {
 	return o, nil
 }
 
-func bench(name string, w *model.Weights, n, warm, prof int, opts cuda.Options) (string, error) {
+// benchOne decodes n tokens greedily (the device argmax chained through the
+// host, as a generation loop does) and reports prefill, throughput and jitter, then
+// a profiled run's per-op times.
+func benchOne(name string, w *model.Weights, n, warm, prof int, opts cuda.Options) (string, error) {
 	bm, err := cuda.Load(w, opts)
 	if err != nil {
 		return "", err
@@ -226,8 +227,7 @@ func bench(name string, w *model.Weights, n, warm, prof int, opts cuda.Options) 
 			pf = append(pf, 128/time.Since(t).Seconds())
 		}
 	}
-	sort.Float64s(pf)
-	prefill := fmt.Sprintf(", prefill %.0f tok/s", pf[len(pf)/2])
+	prefill := fmt.Sprintf(", prefill %.0f tok/s", bench.Median(pf))
 	_ = s.Rewind(0)
 	tok := int32(1)
 	for i := 0; i < warm; i++ {
@@ -258,12 +258,7 @@ func bench(name string, w *model.Weights, n, warm, prof int, opts cuda.Options) 
 	total := time.Since(start).Seconds()
 	st1 := s.Stats()
 	// p50 of the first and the last 64 tokens: attention grows with the position
-	median := func(v []float64) float64 {
-		c := append([]float64(nil), v...)
-		sort.Float64s(c)
-		return c[len(c)/2]
-	}
-	ends := fmt.Sprintf("p50 first/last 64 %.1f/%.1f us", median(lat[:min(64, n)])*1e6, median(lat[max(n-64, 0):])*1e6) + prefill
+	ends := fmt.Sprintf("p50 first/last 64 %.1f/%.1f us", bench.Median(lat[:min(64, n)])*1e6, bench.Median(lat[max(n-64, 0):])*1e6) + prefill
 	sort.Float64s(lat)
 	p50, p99 := lat[len(lat)/2], lat[len(lat)*99/100]
 	toks := float64(n) / total
