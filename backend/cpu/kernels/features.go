@@ -41,4 +41,4 @@ func SetAVX512(on bool) (prev bool) {
 const maxZCols = 1 << 21
 
 // avx512On reports whether the AVX-512 kernels serve rows of cols weights.
-func avx512On(cols int) bool { return useAVX512 && useAVX2 && cols <= maxZCols }
+func avx512On(cols int) bool { return AVX512() && cols <= maxZCols }
