@@ -58,6 +58,9 @@ type SamplingDecoder interface {
 // in the order the bench prints them.
 type OpTimes struct {
 	Embedding, QKV, Attention, Output, FFNUpGate, FFNDown, LMHead, Other float64 // seconds
+	// QKVInAttention: the QKV projection ran inside the attention kernel
+	// (cuda's fused decode step), its time counted in Attention.
+	QKVInAttention bool
 }
 
 // Profiler is implemented by sessions that can time their operations.

@@ -233,7 +233,11 @@ func profile(sess backend.Session, dec *decoder, prompt []int32, gen int) ([]OpR
 			return nil, err
 		}
 	}
-	t := p.OpTimes()
+	return opRows(p.OpTimes(), gen), nil
+}
+
+// opRows is the per-operation table of t, measured over gen tokens.
+func opRows(t backend.OpTimes, gen int) []OpRow {
 	ops := []struct {
 		name string
 		s    float64
@@ -241,6 +245,10 @@ func profile(sess backend.Session, dec *decoder, prompt []int32, gen int) ([]OpR
 		{"embedding", t.Embedding}, {"qkv_projection", t.QKV}, {"attention", t.Attention},
 		{"output_projection", t.Output}, {"ffn_up_gate", t.FFNUpGate}, {"ffn_down", t.FFNDown},
 		{"lm_head", t.LMHead}, {"other", t.Other},
+	}
+	if t.QKVInAttention { // one kernel: one row
+		ops = append(ops[:1], ops[2:]...)
+		ops[1].name, ops[1].s = "qkv_attention", t.QKV+t.Attention
 	}
 	var total float64
 	for _, o := range ops {
@@ -254,5 +262,5 @@ func profile(sess backend.Session, dec *decoder, prompt []int32, gen int) ([]OpR
 		}
 		rows = append(rows, row)
 	}
-	return rows, nil
+	return rows
 }

@@ -4,6 +4,8 @@ import (
 	"math"
 	"testing"
 	"time"
+
+	"github.com/edgellm/edgellm/backend"
 )
 
 func TestPercentileNearestRank(t *testing.T) {
@@ -63,5 +65,20 @@ func TestParseLlamaBench(t *testing.T) {
 	}
 	if _, err := parseLlamaBench([]byte("[]")); err == nil {
 		t.Fatal("want error for no rows")
+	}
+}
+
+// TestOpRows: one row per operation, ms per token and shares of the total;
+// a backend that runs QKV inside attention gets one row for both.
+func TestOpRows(t *testing.T) {
+	times := backend.OpTimes{Embedding: 0.01, QKV: 0.02, Attention: 0.03, Output: 0.01, FFNUpGate: 0.01, FFNDown: 0.01, LMHead: 0.01}
+	rows := opRows(times, 10)
+	if len(rows) != 8 || rows[1].Op != "qkv_projection" || math.Abs(rows[1].MSPerTk-2) > 1e-9 || math.Abs(rows[2].Share-0.3) > 1e-9 {
+		t.Fatalf("rows %+v", rows)
+	}
+	times.QKV, times.Attention, times.QKVInAttention = 0, 0.05, true
+	rows = opRows(times, 10)
+	if len(rows) != 7 || rows[1].Op != "qkv_attention" || math.Abs(rows[1].MSPerTk-5) > 1e-9 || rows[2].Op != "output_projection" {
+		t.Fatalf("fused rows %+v", rows)
 	}
 }

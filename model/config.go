@@ -107,6 +107,21 @@ func RoPE(vec []float32, headDim, pos int, freqs []float32, style RopeStyle) {
 	}
 }
 
+// RopeTable returns the rotations of positions 0..n-1, as RoPE computes
+// them: for position p and pair i, cos and sin of p*freqs[i] at
+// 2*(p*len(freqs)+i) and the index after it.
+func RopeTable(freqs []float32, n int) []float32 {
+	t := make([]float32, 2*n*len(freqs))
+	for p := range n {
+		for i, f := range freqs {
+			sin, cos := math.Sincos(float64(p) * float64(f))
+			t[2*(p*len(freqs)+i)] = float32(cos)
+			t[2*(p*len(freqs)+i)+1] = float32(sin)
+		}
+	}
+	return t
+}
+
 // RMSNorm writes x / sqrt(mean(x²) + eps) * w into out (all of one length).
 // Squares are taken in float32 and summed in float64, as llama.cpp does.
 func RMSNorm(out, x, w []float32, eps float32) {

@@ -111,6 +111,40 @@ func (d kernelDims) preLoad() bool {
 	return short(d.Dim) && short(d.Heads*d.HeadDim) && short(d.FFN)
 }
 
+// fusedAttention tells whether the decode step runs QKV and attention as
+// one kernel (kernels.cu k_qkv_attn, FUSE_ATT) and its launch shape: blocks
+// a query head and threads a block. It does where the QKV rows are short
+// (at most 32 16-byte chunks: SmolLM's ternary 576, stories260K), so that
+// the two kernels' boundary and round trips, not bytes, were most of a
+// layer's attention (docs/gpu-notes.md v11). Every block stages the
+// input and computes its head's rows itself, which long rows (BitNet 2B's
+// 2560) would make dear, so there the two kernels stay. Prefill always
+// runs them (their batch entry points).
+func (d kernelDims) fusedAttention() (on bool, splits, threads int) {
+	on = padK(d.Dim)/chunkElems(d.WK) <= 32
+	if v, ok := d.define("FUSE_ATT"); ok {
+		on = v != "0"
+	}
+	return on, d.defineInt("FA_S", fusedSplits, 2, 64), d.defineInt("FA_BT", fusedThreads, 64, 1024)
+}
+
+// The fused attention's default launch shape (kernels.cu FA_S, FA_BT).
+const (
+	fusedSplits  = 4
+	fusedThreads = 512
+)
+
+// defineInt is Defines' integer value of name, def when it has none or one
+// outside [lo, hi] (NVRTC then gets def too: options writes what this says).
+func (d kernelDims) defineInt(name string, def, lo, hi int) int {
+	if v, ok := d.define(name); ok {
+		if n, err := strconv.Atoi(v); err == nil && n >= lo && n <= hi {
+			return n
+		}
+	}
+	return def
+}
+
 // kvHalfFor tells whether layers of kind k may keep a float16 KV cache
 // (Options.KVHalf): the lossy kinds may (their activations are rounded to
 // int8 anyway; the selftest passed with it, docs/gpu-notes.md v10), f32
@@ -192,9 +226,14 @@ func (d kernelDims) options(arch string) []string {
 		"-DKVH=" + itoa(b2i(d.KVHalf)),
 		"-DPRE_LOAD=" + itoa(b2i(d.preLoad())),
 	}
+	fused, splits, threads := d.fusedAttention()
+	opts = append(opts, "-DFUSE_ATT="+itoa(b2i(fused)), "-DFA_S="+itoa(splits), "-DFA_BT="+itoa(threads))
 next:
 	for _, def := range d.definitions() {
 		name, _, _ := strings.Cut(def, "=")
+		if name == "FA_S" || name == "FA_BT" {
+			continue // as fusedAttention read them, out-of-range values replaced
+		}
 		for i, o := range opts {
 			if strings.HasPrefix(o, "-D"+name+"=") {
 				opts[i] = "-D" + def
@@ -207,7 +246,7 @@ next:
 }
 
 // kernelNames are the entry points every module must have.
-var kernelNames = append([]string{"k_embed", "k_qkv", "k_attn", "k_wo", "k_gateup", "k_down", "k_lmhead", "k_step", "k_sample"},
+var kernelNames = append([]string{"k_embed", "k_qkv", "k_attn", "k_qkv_attn", "k_wo", "k_gateup", "k_down", "k_lmhead", "k_step", "k_sample"},
 	batchNames()...)
 
 // batchKernels are the products with a prefill entry point of their own.

@@ -1,6 +1,7 @@
 package cuda
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -17,6 +18,9 @@ func testDims() []kernelDims {
 		{Dim: 576, FFN: 1536, Heads: 9, KVHeads: 3, HeadDim: 64, Vocab: 49152, Eps: 1e-5, WK: kindF16, HK: kindF16, EK: kindF16, NeoX: true, RowChunks: 2},
 		// q8_0 layers (the fallback), untied f16 embedding.
 		{Dim: 256, FFN: 512, Heads: 4, KVHeads: 2, HeadDim: 64, Vocab: 1024, Eps: 1e-5, WK: kindQ8, HK: kindQ8, EK: kindF16, SubNorms: true, KVHalf: true},
+		// The smollm-135m preset: ternary SmolLM-sized layers (QKV and
+		// attention fused, epilogue values before the wait), q8_0 head.
+		{Dim: 576, FFN: 1536, Heads: 9, KVHeads: 3, HeadDim: 64, Vocab: 49152, Eps: 1e-5, WK: kindTernary, HK: kindQ8, EK: kindQ8, ReLU2: true, SubNorms: true, SMs: 132},
 	}
 }
 
@@ -200,5 +204,55 @@ func TestPreLoad(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(bit.options("sm_90"), " "), "-DPRE_LOAD=1") {
 		t.Fatalf("options lack -DPRE_LOAD=1")
+	}
+}
+
+// TestFusedAttention: the decode step fuses QKV and attention on short-row
+// layers (SmolLM, stories260K) and not on BitNet 2B's; FUSE_ATT overrides
+// both ways, and the launch shape the host uses is the one NVRTC is given,
+// out-of-range definitions included.
+func TestFusedAttention(t *testing.T) {
+	dims := testDims()
+	smol, bit := dims[4], dims[0]
+	if on, _, _ := smol.fusedAttention(); !on {
+		t.Fatal("smollm-135m shape: attention not fused")
+	}
+	if on, _, _ := dims[1].fusedAttention(); !on {
+		t.Fatal("stories260K shape: attention not fused")
+	}
+	if on, _, _ := bit.fusedAttention(); on {
+		t.Fatal("bitnet-2b shape: attention fused")
+	}
+	smol.Defines, bit.Defines = "FUSE_ATT=0", "FUSE_ATT=1"
+	if on, _, _ := smol.fusedAttention(); on {
+		t.Fatal("FUSE_ATT=0 not honoured")
+	}
+	if on, _, _ := bit.fusedAttention(); !on {
+		t.Fatal("FUSE_ATT=1 not honoured")
+	}
+	for _, c := range []struct {
+		defines         string
+		splits, threads int
+	}{
+		{"", fusedSplits, fusedThreads},
+		{"FA_S=8,FA_BT=256", 8, 256},
+		{"FA_S=1,FA_BT=4096", fusedSplits, fusedThreads},
+		{"FA_S=x", fusedSplits, fusedThreads},
+	} {
+		d := dims[4]
+		d.Defines = c.defines
+		_, splits, threads := d.fusedAttention()
+		if splits != c.splits || threads != c.threads {
+			t.Fatalf("%q: shape %d, %d; want %d, %d", c.defines, splits, threads, c.splits, c.threads)
+		}
+		opts := strings.Join(d.options("sm_90"), " ")
+		for _, want := range []string{"-DFUSE_ATT=1", "-DFA_S=" + strconv.Itoa(splits), "-DFA_BT=" + strconv.Itoa(threads)} {
+			if !strings.Contains(opts+" ", want+" ") {
+				t.Fatalf("%q: options lack %s: %s", c.defines, want, opts)
+			}
+		}
+		if strings.Count(opts, "-DFA_S=") != 1 || strings.Count(opts, "-DFA_BT=") != 1 {
+			t.Fatalf("%q: the launch shape defined twice: %s", c.defines, opts)
+		}
 	}
 }

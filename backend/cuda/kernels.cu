@@ -190,6 +190,15 @@ __device__ __forceinline__ void prefetch_l2(const u8 *p, size_t n) {
         asm volatile("prefetch.global.L2 [%0];" ::"l"(p + off));
 }
 
+// prefetch_norm warms L2 with the K weights of a norm (nw, possibly null)
+// that a product's staging reads right after its wait: read once a token,
+// they are evicted by the weights streamed since. ON as Pre's (decode
+// steps of short-row models): smollm-135m +2.6%; bitnet-2b and prefill
+// lost 2-4% with it (docs/gpu-notes.md v11).
+template <int K, bool ON> __device__ __forceinline__ void prefetch_norm(const float *nw) {
+    if (ON && nw) prefetch_l2((const u8 *)nw, (size_t)K * 4);
+}
+
 // fence_acq_rel orders this thread's memory operations at GPU scope, for
 // the fence-plus-relaxed-atomic flag pattern (lighter than __threadfence,
 // a sequentially consistent fence).
@@ -259,23 +268,34 @@ template <int WPC, int NC> __device__ __forceinline__ int xw_index(int w) {
     return ((w % WPC) / 4 * NC + w / WPC) * 4 + w % 4;
 }
 
-// block_sum_max reduces (sum a, max b) in one pass of barriers.
-__device__ void block_sum_max(float &a, float &b, float *red) {
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+// block_sum_max reduces (sum a, max b >= 0) over a block of BT threads
+// with one barrier: each warp's totals go to red, then every thread adds
+// them up itself, instead of a second barrier and warp reduction. red is
+// free again after the barrier that ends stage.
+template <int BT> __device__ __forceinline__ void block_sum_max(float &a, float &b, float *red) {
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
     a = warp_sum(a);
     b = warp_max(b);
-    __syncthreads();
     if (lane == 0) { red[w] = a; red[32 + w] = b; }
     __syncthreads();
-    bool in = lane < (int)(blockDim.x >> 5);
-    a = warp_sum(in ? red[lane] : 0.f);
-    b = warp_max(in ? red[32 + lane] : 0.f);
+    a = red[0];
+    b = red[32];
+#pragma unroll
+    for (int i = 1; i < BT / 32; i++) {
+        a += red[i];
+        b = fmaxf(b, red[32 + i]);
+    }
 }
 
+// A Load gives stage its input: fetch(i) issues the loads of element i
+// (their raw values), value turns them into the element. stage fetches all
+// of a thread's elements before it uses any, so they take one round trip.
 // VecLoad reads a vector that an earlier step (or block) wrote.
 struct VecLoad {
     const float *p;
-    __device__ float operator()(int i) const { return ldcg(p + i); }
+    typedef float Raw;
+    __device__ __forceinline__ Raw fetch(int i) const { return ldcg(p + i); }
+    __device__ __forceinline__ float value(Raw r) const { return r; }
 };
 
 // stage reads in(0..K-1) once into registers, applies RMSNorm with weight nw
@@ -290,10 +310,14 @@ __device__ Staged stage(Load in, const float *__restrict__ nw, char *sm, float *
     st.ascale = 1.f;
     float v[PER];
     float ss = 0.f, am = 0.f;
+    typename Load::Raw raw[PER];
+#pragma unroll
+    for (int j = 0; j < PER; j++)
+        if (tid + j * BT < K) raw[j] = in.fetch(tid + j * BT);
 #pragma unroll
     for (int j = 0; j < PER; j++) {
         int i = tid + j * BT;
-        float x = i < K ? in(i) : 0.f;
+        float x = i < K ? in.value(raw[j]) : 0.f;
         float w = (nw && i < K) ? nw[i] : 1.f;
         ss += x * x;
         v[j] = x * w;
@@ -301,7 +325,7 @@ __device__ Staged stage(Load in, const float *__restrict__ nw, char *sm, float *
     }
     // One reduction gives both the norm and the int8 scale: the normed
     // values are v*r with r > 0, so their absmax is am*r.
-    if (nw || KIND == KT) block_sum_max(ss, am, red);
+    if (nw || KIND == KT) block_sum_max<BT>(ss, am, red);
     float r = nw ? 1.f / sqrtf(ss / (float)K + EPS) : 1.f;
 #pragma unroll
     for (int j = 0; j < PER; j++) v[j] *= r;
@@ -351,45 +375,53 @@ __device__ Staged stage(Load in, const float *__restrict__ nw, char *sm, float *
     return st;
 }
 
-// tern_word adds the dot product of weight word w's four code groups
-// (codes c = weight+1 in {0,1,2}, a byte each after shift and mask) with four
-// words of int8 activations: an unsigned-by-signed dp4a takes the codes as
-// they are, and the caller subtracts the activations' sum once a chunk,
-// which makes it the sum of (c-1)*x. Three instructions per four weights;
-// turning the codes into signed c-1 first took five (docs/gpu-notes.md v8).
+// tern_word adds the dot products of weight word w's four code groups
+// (codes c = weight+1 in {0,1,2}, two bits of each byte) with four words of
+// int8 activations: an unsigned-by-signed dp4a takes the codes as they
+// are, and the caller subtracts the activations' sum once a chunk, which
+// makes it the sum of (c-1)*x. Group s is masked in place, not shifted
+// down, so it adds 4^s times its dot product to its own accumulator
+// acc[s], which tern_sum scales back exactly: two instructions per four
+// weights (shifting first took three, docs/gpu-notes.md v11; turning the
+// codes into signed c-1 five, v8). A weight adds at most 64 * 2 * 128 to
+// acc[3], a quarter of a lane's weights go there: no overflow below 2^19
+// weights a lane.
 __device__ __forceinline__ int dp4a_us(u32 a, int b, int c) {
     int d;
     asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
     return d;
 }
 
-__device__ __forceinline__ int tern_word(u32 w, int x0, int x1, int x2, int x3, int acc) {
-    acc = dp4a_us(w & 0x03030303u, x0, acc);
-    acc = dp4a_us((w >> 2) & 0x03030303u, x1, acc);
-    acc = dp4a_us((w >> 4) & 0x03030303u, x2, acc);
-    acc = dp4a_us((w >> 6) & 0x03030303u, x3, acc);
-    return acc;
+__device__ __forceinline__ void tern_word(u32 w, int x0, int x1, int x2, int x3, int *acc) {
+    acc[0] = dp4a_us(w & 0x03030303u, x0, acc[0]);
+    acc[1] = dp4a_us(w & 0x0c0c0c0cu, x1, acc[1]);
+    acc[2] = dp4a_us(w & 0x30303030u, x2, acc[2]);
+    acc[3] = dp4a_us(w & 0xc0c0c0c0u, x3, acc[3]);
 }
 
-// rdot computes R rows' partial dot products for lane l (0..TPR-1) of a row
-// group; the caller reduces over the group. D is the q8_0 scale array. The
-// chunk loop runs in batches of up to 4 whose loads are all issued before
-// any arithmetic, so each lane keeps several 16-byte loads in flight.
-template <int KIND, int K, int R, bool FIRST = (EVICT >= 2), int BMAX = 4>
-__device__ __forceinline__ void rdot(const u8 *__restrict__ W, const u16 *__restrict__ D, const int *rows,
-                                     int l, const char *sm, float *out) {
+// tern_sum is the dot product of tern_word's four accumulators (each a
+// multiple of its scale 4^s: the shifts are exact).
+__device__ __forceinline__ int tern_sum(const int *acc) {
+    return acc[0] + (acc[1] >> 2) + (acc[2] >> 4) + (acc[3] >> 6);
+}
+
+// A row batch: the 16-byte chunks of R rows that lane l (0..TPR-1) of a
+// row group loads at once, batches of up to BMAX chunks a row, so each lane
+// keeps several loads in flight before any arithmetic. rdot runs them all;
+// k_qkv_attn loads its first batch before its wait, ahead of the input.
+template <int KIND, int K, int R, int BMAX = 4> struct RowBatch {
     typedef Mat<KIND, K> M;
-    constexpr int KP = M::KP, NC = M::NC, TPR = M::TPR;
-    constexpr int NIT = (NC + TPR - 1) / TPR;
-    constexpr int B = NIT < BMAX ? NIT : BMAX;
-    constexpr int RB = KIND == KT ? KP / 4 : KIND == KQ8 ? KP : KIND == KF16 ? KP * 2 : KP * 4;
-    float facc[R];
-    int iacc[R];
-#pragma unroll
-    for (int r = 0; r < R; r++) { facc[r] = 0.f; iacc[r] = 0; }
-    for (int it0 = 0; it0 < NIT; it0 += B) {
-        U4 w[B][R];
-        u16 dq[B][R];
+    static constexpr int KP = M::KP, NC = M::NC, TPR = M::TPR;
+    static constexpr int NIT = (NC + TPR - 1) / TPR;
+    static constexpr int B = NIT < BMAX ? NIT : BMAX;
+    static constexpr int RB = KIND == KT ? KP / 4 : KIND == KQ8 ? KP : KIND == KF16 ? KP * 2 : KP * 4;
+    U4 w[B][R];
+    u16 dq[B][R];
+
+    // load issues the loads of the batch of chunks from it0 on.
+    template <bool FIRST>
+    __device__ __forceinline__ void load(const u8 *__restrict__ W, const u16 *__restrict__ D, const int *rows, int l,
+                                         int it0) {
 #pragma unroll
         for (int b = 0; b < B; b++) {
             const int c = l + (it0 + b) * TPR;
@@ -402,6 +434,12 @@ __device__ __forceinline__ void rdot(const u8 *__restrict__ W, const u16 *__rest
                 }
             }
         }
+    }
+
+    // dot adds the batch from it0 on, times the staged input sm, to the
+    // rows' sums: for ternary tern_word's four accumulators a row (iacc,
+    // 4R), for the others facc.
+    __device__ __forceinline__ void dot(int l, int it0, const char *sm, int *iacc, float *facc) const {
 #pragma unroll
         for (int b = 0; b < B; b++) {
             const int c = l + (it0 + b) * TPR;
@@ -422,12 +460,12 @@ __device__ __forceinline__ void rdot(const u8 *__restrict__ W, const u16 *__rest
                 for (int m = 0; m < 16; m++) xsum = dp4a(x[m], 0x01010101, xsum);
 #pragma unroll
                 for (int r = 0; r < R; r++) {
-                    int a = iacc[r] - xsum;
-                    a = tern_word(w[b][r].x, x[0], x[1], x[2], x[3], a);
-                    a = tern_word(w[b][r].y, x[4], x[5], x[6], x[7], a);
-                    a = tern_word(w[b][r].z, x[8], x[9], x[10], x[11], a);
-                    a = tern_word(w[b][r].w, x[12], x[13], x[14], x[15], a);
-                    iacc[r] = a;
+                    int *a = iacc + 4 * r;
+                    a[0] -= xsum;
+                    tern_word(w[b][r].x, x[0], x[1], x[2], x[3], a);
+                    tern_word(w[b][r].y, x[4], x[5], x[6], x[7], a);
+                    tern_word(w[b][r].z, x[8], x[9], x[10], x[11], a);
+                    tern_word(w[b][r].w, x[12], x[13], x[14], x[15], a);
                 }
             } else if (KIND == KQ8) {
                 const int4 xv = ((const int4 *)sm)[c];
@@ -463,8 +501,36 @@ __device__ __forceinline__ void rdot(const u8 *__restrict__ W, const u16 *__rest
             }
         }
     }
+
+};
+
+// rdot computes R rows' partial dot products for lane l (0..TPR-1) of a row
+// group; the caller reduces over the group. D is the q8_0 scale array.
+// With first (k_qkv_attn), the first batch is already loaded.
+template <int KIND, int K, int R, bool FIRST = (EVICT >= 2), int BMAX = 4>
+__device__ __forceinline__ void rdot(const u8 *__restrict__ W, const u16 *__restrict__ D, const int *rows,
+                                     int l, const char *sm, float *out,
+                                     const RowBatch<KIND, K, R, BMAX> *first = nullptr) {
+    typedef RowBatch<KIND, K, R, BMAX> RB;
+    float facc[R];
+    int iacc[4 * R];
 #pragma unroll
-    for (int r = 0; r < R; r++) out[r] = KIND == KT ? (float)iacc[r] : facc[r];
+    for (int r = 0; r < R; r++) {
+        facc[r] = 0.f;
+#pragma unroll
+        for (int s = 0; s < 4; s++) iacc[4 * r + s] = 0;
+    }
+    for (int it0 = 0; it0 < RB::NIT; it0 += RB::B) {
+        if (first && it0 == 0) {
+            first->dot(l, 0, sm, iacc, facc);
+            continue;
+        }
+        RB batch;
+        batch.load<FIRST>(W, D, rows, l, it0);
+        batch.dot(l, it0, sm, iacc, facc);
+    }
+#pragma unroll
+    for (int r = 0; r < R; r++) out[r] = KIND == KT ? (float)tern_sum(iacc + 4 * r) : facc[r];
 }
 
 // Device bytes of one row of a matrix of kind KIND and width K.
@@ -611,12 +677,16 @@ struct QKVPair {
 
 // pre_qkv loads the first pair's row scales and RoPE rotation at pos.
 template <int BT, bool ON>
-__device__ __forceinline__ Pre<2, ON> pre_qkv(int pos, const float *__restrict__ rs, const float *__restrict__ freqs) {
+__device__ __forceinline__ Pre<2, ON> pre_qkv(int pos, const float *__restrict__ rs, const float2 *__restrict__ rope) {
     Pre<2, ON> pre = pre_rows<BT, Mat<WK, DIM>::TPR, 2, ON>((QD + 2 * KVD) / 2, rs,
                                                          [](int p, int r) { return QKVPair(p).rows[r]; });
     if (pre.item >= 0) {
         const QKVPair it(pre.item);
-        if (it.region < 2) sincosf((float)pos * freqs[it.i], &pre.sn, &pre.cs);
+        if (it.region < 2) {
+            const float2 r = rope[(size_t)pos * (HD / 2) + it.i];
+            pre.cs = r.x;
+            pre.sn = r.y;
+        }
     }
     return pre;
 }
@@ -625,7 +695,7 @@ __device__ __forceinline__ Pre<2, ON> pre_qkv(int pos, const float *__restrict__
 // layer's cache at the position. One item is a rotation pair (two rows).
 template <int BT, class PreT>
 __device__ void qkv_body(int pos, const float *x, const float *__restrict__ nw, const u8 *__restrict__ W,
-                         const u16 *__restrict__ D, const float *__restrict__ rs, const float *__restrict__ freqs,
+                         const u16 *__restrict__ D, const float *__restrict__ rs, const float2 *__restrict__ rope,
                          float *q, kv_t *kc, kv_t *vc, char *sm, float *red, const PreT &pre) {
     typedef Mat<WK, DIM> M;
     constexpr int NP = (QD + 2 * KVD) / 2;
@@ -645,7 +715,11 @@ __device__ void qkv_body(int pos, const float *x, const float *__restrict__ nw, 
             float v1 = finish<WK>(v[1], st, first ? pre.s[1] : rs[rows[1]]);
             if (region < 2) {
                 float sn = pre.sn, cs = pre.cs;
-                if (!first) sincosf((float)pos * freqs[i], &sn, &cs);
+                if (!first) {
+                    const float2 r = rope[(size_t)pos * (HD / 2) + i];
+                    cs = r.x;
+                    sn = r.y;
+                }
                 float r0 = v0 * cs - v1 * sn, r1 = v0 * sn + v1 * cs;
                 v0 = r0;
                 v1 = r1;
@@ -724,31 +798,24 @@ __device__ __forceinline__ bool attn_range(int s, int pos, int nsplit, int &t0, 
     return true;
 }
 
-// The key and value rows of positions [t0, t1) older than `old` (written
-// before this launch) may load before the caller's wait; the rest, written
-// by this step's QKV, only after it. attn_warp calls wait() once, after the
-// first batch of old rows is in flight, so that round trip overlaps the
-// previous kernel instead of following it (smollm-135m +1.6%).
-template <class Wait>
-__device__ void attn_warp(int h, int s, int pos, int old, const float *q, const kv_t *kc, const kv_t *vc, float *out,
-                          float *part, u32 *counters, int nsplit, Wait wait) {
-    const int lane = threadIdx.x & 31;
-    const int nact = att_slices(pos, nsplit);
-    int t0, t1;
-    if (!attn_range(s, pos, nsplit, t0, t1)) return;
-    const int kvo = (h / (NH / NKV)) * HD;
-    const float scale = 1.f / sqrtf((float)HD);
-    kv_t kr[ATT_CH][ATT_DPL], vr[ATT_CH][ATT_DPL];
-    auto zero = [&]() {
+// AttRows is a batch of CH cached key and value rows, the lane's dims of
+// each.
+template <int CH> struct AttRows {
+    kv_t k[CH][ATT_DPL], v[CH][ATT_DPL];
+
+    __device__ __forceinline__ void zero() {
 #pragma unroll
-        for (int i = 0; i < ATT_CH; i++)
+        for (int i = 0; i < CH; i++)
 #pragma unroll
-            for (int k = 0; k < ATT_DPL; k++) kr[i][k] = vr[i][k] = kv_t{};
-    };
-    // rows c0..c0+ATT_CH-1 whose position is in [lo, hi)
-    auto load = [&](int c0, int lo, int hi) {
+            for (int j = 0; j < ATT_DPL; j++) k[i][j] = v[i][j] = kv_t{};
+    }
+
+    // load reads rows c0..c0+CH-1 whose position is in [lo, hi), of the
+    // KV head at offset kvo; the others keep what they hold.
+    __device__ __forceinline__ void load(const kv_t *kc, const kv_t *vc, int kvo, int c0, int lo, int hi) {
+        const int lane = threadIdx.x & 31;
 #pragma unroll
-        for (int i = 0; i < ATT_CH; i++) {
+        for (int i = 0; i < CH; i++) {
             const int t = c0 + i;
             if (ATT_ADJ && !KVH && (ATT_DPL == 2 || ATT_DPL == 4)) {
                 // the lane's dims in one vector load
@@ -756,7 +823,7 @@ __device__ void attn_warp(int h, int s, int pos, int old, const float *q, const 
                 if (t >= lo && t < hi && d < HD) {
                     const float *pk = (const float *)(kc + (size_t)t * KVD + kvo + d);
                     const float *pv = (const float *)(vc + (size_t)t * KVD + kvo + d);
-                    float *rk = (float *)kr[i], *rv = (float *)vr[i];
+                    float *rk = (float *)k[i], *rv = (float *)v[i];
                     if (ATT_DPL == 2) {
                         asm volatile("ld.global.cg.v2.f32 {%0,%1}, [%2];" : "=f"(rk[0]), "=f"(rk[1]) : "l"(pk));
                         asm volatile("ld.global.cg.v2.f32 {%0,%1}, [%2];" : "=f"(rv[0]), "=f"(rv[1]) : "l"(pv));
@@ -770,51 +837,54 @@ __device__ void attn_warp(int h, int s, int pos, int old, const float *q, const 
                 continue;
             }
 #pragma unroll
-            for (int k = 0; k < ATT_DPL; k++) {
-                const int d = ATT_D(lane, k);
+            for (int j = 0; j < ATT_DPL; j++) {
+                const int d = ATT_D(lane, j);
                 if (t >= lo && t < hi && d < HD) {
-                    kr[i][k] = kv_ld(kc + (size_t)t * KVD + kvo + d);
-                    vr[i][k] = kv_ld(vc + (size_t)t * KVD + kvo + d);
+                    k[i][j] = kv_ld(kc + (size_t)t * KVD + kvo + d);
+                    v[i][j] = kv_ld(vc + (size_t)t * KVD + kvo + d);
                 }
             }
         }
-    };
-    constexpr bool EARLY = ATT_EARLY;
-    if (EARLY) {
-        zero();
-        load(t0, t0, min(t1, old)); // rows of earlier steps: before the wait
     }
-    wait();
-    if (EARLY) load(t0, old, t1); // this step's rows
+};
 
+// AttState is one warp's online softmax over the positions it has folded
+// in: the lane's dims of the scaled query and of the unnormalised output,
+// the running maximum score m and the sum l of exp(score - m).
+struct AttState {
     float qv[ATT_DPL], o[ATT_DPL];
-#pragma unroll
-    for (int k = 0; k < ATT_DPL; k++) {
-        const int d = ATT_D(lane, k);
-        qv[k] = d < HD ? ldcg(q + h * HD + d) * scale : 0.f;
-        o[k] = 0.f;
-    }
     float m = -3.0e38f, l = 0.f;
-    for (int c0 = t0; c0 < t1; c0 += ATT_CH) {
-        if (!EARLY || c0 != t0) {
-            zero();
-            load(c0, c0, t1);
-        }
-        // Scores: each lane's partial dot products of the ATT_CH positions,
-        // summed over the warp by a transposing butterfly (each level halves
-        // the values a lane holds): ATT_CH - 1 + log2(32 / ATT_CH) shuffles
-        // in all, independent within a level, after which lane L holds
-        // position L / (32 / ATT_CH)'s whole score.
-        float sc[ATT_CH];
+
+    // begin takes head h's query from q (the lane's dims, times 1/sqrt(HD)).
+    template <class Load> __device__ __forceinline__ void begin(Load q, int h) {
+        const int lane = threadIdx.x & 31;
+        const float scale = 1.f / sqrtf((float)HD);
 #pragma unroll
-        for (int i = 0; i < ATT_CH; i++) {
+        for (int j = 0; j < ATT_DPL; j++) {
+            const int d = ATT_D(lane, j);
+            qv[j] = d < HD ? q(h * HD + d) * scale : 0.f;
+            o[j] = 0.f;
+        }
+    }
+
+    // fold adds the rows of positions c0.. (those below t1) of a batch.
+    template <int CH> __device__ __forceinline__ void fold(const AttRows<CH> &r, int c0, int t1) {
+        const int lane = threadIdx.x & 31;
+        // Scores: each lane's partial dot products of the CH positions,
+        // summed over the warp by a transposing butterfly (each level halves
+        // the values a lane holds): CH - 1 + log2(32 / CH) shuffles
+        // in all, independent within a level, after which lane L holds
+        // position L / (32 / CH)'s whole score.
+        float sc[CH];
+#pragma unroll
+        for (int i = 0; i < CH; i++) {
             float a = 0.f;
 #pragma unroll
-            for (int k = 0; k < ATT_DPL; k++) a += qv[k] * kv_f(kr[i][k]);
+            for (int j = 0; j < ATT_DPL; j++) a += qv[j] * kv_f(r.k[i][j]);
             sc[i] = a;
         }
 #pragma unroll
-        for (int w = ATT_CH / 2, o = 16; w >= 1; w /= 2, o /= 2) {
+        for (int w = CH / 2, o = 16; w >= 1; w /= 2, o /= 2) {
             const bool upper = lane & o;
 #pragma unroll
             for (int j = 0; j < w; j++) {
@@ -822,7 +892,7 @@ __device__ void attn_warp(int h, int s, int pos, int old, const float *q, const 
                 sc[j] = keep + __shfl_xor_sync(0xffffffffu, send, o);
             }
         }
-        constexpr int REP = 32 / ATT_CH; // lanes holding each score
+        constexpr int REP = 32 / CH; // lanes holding each score
         float sv = sc[0];
 #pragma unroll
         for (int o = REP / 2; o > 0; o >>= 1) sv += __shfl_xor_sync(0xffffffffu, sv, o);
@@ -833,15 +903,50 @@ __device__ void attn_warp(int h, int s, int pos, int old, const float *q, const 
         const float corr = expf(m - cm);
         l = l * corr + warp_sum(lane % REP == 0 ? p : 0.f);
 #pragma unroll
-        for (int k = 0; k < ATT_DPL; k++) o[k] *= corr;
+        for (int j = 0; j < ATT_DPL; j++) o[j] *= corr;
 #pragma unroll
-        for (int i = 0; i < ATT_CH; i++) {
+        for (int i = 0; i < CH; i++) {
             const float pi = __shfl_sync(0xffffffffu, p, i * REP);
 #pragma unroll
-            for (int k = 0; k < ATT_DPL; k++) o[k] += pi * kv_f(vr[i][k]);
+            for (int j = 0; j < ATT_DPL; j++) o[j] += pi * kv_f(r.v[i][j]);
         }
         m = cm;
     }
+};
+
+// The key and value rows of positions [t0, t1) older than `old` (written
+// before this launch) may load before the caller's wait; the rest, written
+// by this step's QKV, only after it. attn_warp calls wait() once, after the
+// first batch of old rows is in flight, so that round trip overlaps the
+// previous kernel instead of following it (smollm-135m +1.6%).
+template <class Wait>
+__device__ void attn_warp(int h, int s, int pos, int old, const float *q, const kv_t *kc, const kv_t *vc, float *out,
+                          float *part, u32 *counters, int nsplit, Wait wait) {
+    const int lane = threadIdx.x & 31;
+    const int nact = att_slices(pos, nsplit);
+    int t0, t1;
+    if (!attn_range(s, pos, nsplit, t0, t1)) return;
+    const int kvo = (h / (NH / NKV)) * HD;
+    AttRows<ATT_CH> rows;
+    constexpr bool EARLY = ATT_EARLY;
+    if (EARLY) {
+        rows.zero();
+        rows.load(kc, vc, kvo, t0, t0, min(t1, old)); // rows of earlier steps: before the wait
+    }
+    wait();
+    if (EARLY) rows.load(kc, vc, kvo, t0, old, t1); // this step's rows
+
+    AttState st;
+    st.begin([&](int i) { return ldcg(q + i); }, h);
+    for (int c0 = t0; c0 < t1; c0 += ATT_CH) {
+        if (!EARLY || c0 != t0) {
+            rows.zero();
+            rows.load(kc, vc, kvo, c0, c0, t1);
+        }
+        st.fold(rows, c0, t1);
+    }
+    float *o = st.o;
+    const float m = st.m, l = st.l;
     if (nact == 1) {
 #pragma unroll
         for (int k = 0; k < ATT_DPL; k++)
@@ -903,6 +1008,75 @@ __device__ void attn_warp(int h, int s, int pos, int old, const float *q, const 
     if (lane == 0) counters[h] = 0;
 }
 
+// ------------------------------------------- QKV and attention in one kernel
+//
+// FUSE_ATT (host-set, compile.go fusedAttention: short QKV rows): the decode
+// step runs k_qkv_attn instead of k_qkv and k_attn. Block (h, s) of FA_S
+// blocks a query head computes the head's q from RMSNorm(x) itself, then
+// attends over its share of the older positions, whose cached rows and
+// weights it loaded before its wait; its warps' partial softmaxes merge in
+// shared memory. This position's key and value are two more rows of work:
+// block FA_S-1 computes the KV head's k and this position's score, block
+// FA_S-2 its v (each writes them into the cache where h is the KV head's
+// first query head), so no block computes more than two heads' rows. A
+// head's FA_S partials and this position (a partial of its own: output v,
+// max the score, sum 1) merge where the output projection loads its input
+// (MergeLoad). So a layer loses a kernel boundary, the projection's weight
+// round trip after the wait, and the slices' fence, ticket and merge
+// (docs/gpu-notes.md v11).
+#ifndef FUSE_ATT
+#define FUSE_ATT 0
+#endif
+#ifndef FA_S
+#define FA_S 4 // blocks a head, at least 2
+#endif
+#ifndef FA_BT
+#define FA_BT 512 // threads a block
+#endif
+#ifndef FA_CH
+#define FA_CH 8 // cached rows a warp loads at once: one batch up to FA_S * FA_W * FA_CH positions
+#endif
+#define FA_W (FA_BT / 32)
+#ifndef FA_TRACE
+#define FA_TRACE 0
+#endif
+#define FA_SLOTS (FA_S + 1) // partials a head: the blocks', this position's
+#define FA_PART (HD + 2)    // a partial: output, max, sum
+
+// MergeLoad reads dim i of the attention output from k_qkv_attn's
+// partials (a Load, stage's), merged by log-sum-exp.
+struct MergeLoad {
+    const float *part;
+    struct Raw {
+        float m[FA_SLOTS], l[FA_SLOTS], o[FA_SLOTS];
+    };
+    __device__ __forceinline__ Raw fetch(int i) const {
+        const float *p = part + (size_t)(i / HD) * FA_SLOTS * FA_PART;
+        const int d = i % HD;
+        Raw r;
+#pragma unroll
+        for (int s = 0; s < FA_SLOTS; s++) {
+            r.m[s] = ldcg(p + s * FA_PART + HD);
+            r.l[s] = ldcg(p + s * FA_PART + HD + 1);
+            r.o[s] = ldcg(p + s * FA_PART + d);
+        }
+        return r;
+    }
+    __device__ __forceinline__ float value(const Raw &r) const {
+        float mx = r.m[0];
+#pragma unroll
+        for (int s = 1; s < FA_SLOTS; s++) mx = fmaxf(mx, r.m[s]);
+        float num = 0.f, den = 0.f;
+#pragma unroll
+        for (int s = 0; s < FA_SLOTS; s++) {
+            const float w = expf(r.m[s] - mx);
+            num += w * r.o[s];
+            den += w * r.l[s];
+        }
+        return num / den;
+    }
+};
+
 // x += W (norm(in) with weight nw, or in when nw is null): the residual
 // products (output projection, FFN down), R rows an item.
 template <int BT, int K, int R, class Load, class PreT>
@@ -931,12 +1105,13 @@ __device__ void residual_body(Load in, const float *__restrict__ nw, const u8 *_
     }
 }
 
-// x += Wo (attn_sub_norm(att) or att); an item is R rows.
-template <int BT, int R, class PreT = NoPre<R>>
-__device__ void wo_body(const float *att, const float *__restrict__ nw, const u8 *__restrict__ W,
+// x += Wo (attn_sub_norm(att) or att); an item is R rows. att is read
+// through a Load: VecLoad, or MergeLoad where k_qkv_attn left partials.
+template <int BT, int R, class Load, class PreT = NoPre<R>>
+__device__ void wo_body(Load att, const float *__restrict__ nw, const u8 *__restrict__ W,
                         const u16 *__restrict__ D, const float *__restrict__ rs, float *x, char *sm, float *red,
                         const PreT &pre = PreT()) {
-    residual_body<BT, QD, R>(VecLoad{att}, SUBNORM ? nw : (const float *)0, W, D, rs, x, sm, red, pre);
+    residual_body<BT, QD, R>(att, SUBNORM ? nw : (const float *)0, W, D, rs, x, sm, red, pre);
 }
 
 // hb = act(Wgate u) * (Wup u), u = RMSNorm(x). W holds the FFN gate rows
@@ -979,11 +1154,11 @@ __device__ void gateup_body(const float *x, const float *__restrict__ nw, const 
 }
 
 // x += Wdown (ffn_sub_norm(hb) or hb); an item is R rows.
-template <int BT, int R, class PreT = NoPre<R>>
-__device__ void down_body(const float *hb, const float *__restrict__ nw, const u8 *__restrict__ W,
+template <int BT, int R, class Load, class PreT = NoPre<R>>
+__device__ void down_body(Load hb, const float *__restrict__ nw, const u8 *__restrict__ W,
                           const u16 *__restrict__ D, const float *__restrict__ rs, float *x, char *sm, float *red,
                           const PreT &pre = PreT()) {
-    residual_body<BT, FFN, R>(VecLoad{hb}, SUBNORM ? nw : (const float *)0, W, D, rs, x, sm, red, pre);
+    residual_body<BT, FFN, R>(hb, SUBNORM ? nw : (const float *)0, W, D, rs, x, sm, red, pre);
 }
 
 // block_argmax reduces the threads' (value, id) pairs, the lowest id on
@@ -1095,34 +1270,36 @@ extern "C" __global__ void __launch_bounds__(256) k_embed(const int *__restrict_
     pdl_after_work(P_EMBED);
 }
 
-// The products come in two entry points each: k_X, the decode step's, with
-// Pre where the host turns it on (PRE_LOAD), and k_X_b, prefill's, without.
-#define PRODUCT_KERNELS(NAME, BTV, PARAMS, ARGS)                                                          \
-    extern "C" __global__ void __launch_bounds__(BTV) NAME PARAMS { NAME##_run<PRE_LOAD != 0> ARGS; }   \
-    extern "C" __global__ void __launch_bounds__(BTV) NAME##_b PARAMS { NAME##_run<false> ARGS; }
+// The products come in two entry points each: k_X, the decode step's
+// (STEP), with Pre where the host turns it on (PRE_LOAD), and k_X_b,
+// prefill's, without.
+#define PRODUCT_KERNELS(NAME, BTV, PARAMS, ARGS)                                                              \
+    extern "C" __global__ void __launch_bounds__(BTV) NAME PARAMS { NAME##_run<PRE_LOAD != 0, true> ARGS; } \
+    extern "C" __global__ void __launch_bounds__(BTV) NAME##_b PARAMS { NAME##_run<false, false> ARGS; }
 
-template <bool ON>
+template <bool ON, bool STEP>
 __device__ __forceinline__ void k_qkv_run(const int *__restrict__ tp, const float *x, const float *__restrict__ nw,
                                           const u8 *__restrict__ W, const u16 *__restrict__ D,
-                                          const float *__restrict__ rs, const float *__restrict__ freqs, float *q,
+                                          const float *__restrict__ rs, const float2 *__restrict__ rope, float *q,
                                           kv_t *kc, kv_t *vc) {
     constexpr int BT = BT_QKV;
     typedef Mat<WK, DIM> M;
     extern __shared__ __attribute__((aligned(16))) char sm[];
     __shared__ float red[64];
     prefetch_rows<WK, DIM>(W, 2 * blockIdx.x * (BT / M::TPR), 2 * (BT / M::TPR), QD + 2 * KVD);
+    prefetch_norm<DIM, ON>(nw);
     const int y = blockIdx.y, pos = tp[1] + y; // the host's upload, older than this launch
-    const Pre<2, ON> pre = pre_qkv<BT, ON>(pos, rs, freqs);
+    const Pre<2, ON> pre = pre_qkv<BT, ON>(pos, rs, rope);
     grid_dep_wait();
     pdl_after_wait(P_QKV);
-    qkv_body<BT>(pos, x + (size_t)y * DIM, nw, W, D, rs, freqs, q + (size_t)y * QD, kc, vc, sm, red, pre);
+    qkv_body<BT>(pos, x + (size_t)y * DIM, nw, W, D, rs, rope, q + (size_t)y * QD, kc, vc, sm, red, pre);
     pdl_after_work(P_QKV);
 }
 PRODUCT_KERNELS(k_qkv, BT_QKV,
                 (const int *__restrict__ tp, const float *x, const float *__restrict__ nw, const u8 *__restrict__ W,
-                 const u16 *__restrict__ D, const float *__restrict__ rs, const float *__restrict__ freqs, float *q,
+                 const u16 *__restrict__ D, const float *__restrict__ rs, const float2 *__restrict__ rope, float *q,
                  kv_t *kc, kv_t *vc),
-                (tp, x, nw, W, D, rs, freqs, q, kc, vc))
+                (tp, x, nw, W, D, rs, rope, q, kc, vc))
 
 // One warp per attention item; ATT_NT / 32 items per block.
 extern "C" __global__ void __launch_bounds__(ATT_NT) k_attn(const int *__restrict__ tp, const float *q, const kv_t *kc,
@@ -1150,11 +1327,177 @@ extern "C" __global__ void __launch_bounds__(ATT_NT) k_attn(const int *__restric
     pdl_after_work(P_ATTN);
 }
 
+// k_qkv_attn: see FUSE_ATT. Block h * FA_S + s; tp as k_qkv's.
+extern "C" __global__ void __launch_bounds__(FA_BT) k_qkv_attn(const int *__restrict__ tp, const float *x,
+                                                                const float *__restrict__ nw, const u8 *__restrict__ W,
+                                                                const u16 *__restrict__ D, const float *__restrict__ rs,
+                                                                const float2 *__restrict__ rope, kv_t *kc, kv_t *vc,
+                                                                float *part, u64 *trace) {
+#if FUSE_ATT // (an empty entry point where the host does not run it)
+    // FA_TRACE (harness): thread 0 of blocks FA_S - 2 and FA_S - 1 (head 0's
+    // v and k blocks) clock the kernel's phases into trace[16 * b + k].
+#if FA_TRACE
+#define FA_MARK(k)                                                                                  \
+    if (threadIdx.x == 0 && blockIdx.x >= FA_S - 2 && blockIdx.x < FA_S) {                          \
+        u64 t_;                                                                                     \
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t_));                                      \
+        trace[(blockIdx.x == FA_S - 2 ? 0 : 16) + (k)] = t_;                                        \
+    }
+#else
+#define FA_MARK(k)
+#endif
+    FA_MARK(0);
+    static_assert(FA_S >= 2, "k_qkv_attn: at least two blocks a head");
+    typedef Mat<WK, DIM> M;
+    typedef RowBatch<WK, DIM, 2> RB;
+    constexpr int TPR = M::TPR, IPP = FA_BT / TPR; // rotation pairs a pass of the block
+    constexpr int NPH = HD / 2;                    // pairs of a head
+    constexpr int NPASS = (2 * NPH + IPP - 1) / IPP;
+    // passes whose weights load before the wait: at most 8 chunks a lane
+    constexpr int PRE = NPASS * RB::B * 2 <= 8 ? NPASS : 8 / (RB::B * 2) > 0 ? 8 / (RB::B * 2) : 1;
+    extern __shared__ __attribute__((aligned(16))) char sm[];
+    __shared__ float red[64];
+    __shared__ float cur[3][HD]; // this position's q, and k or v
+    __shared__ float po[FA_W][HD], pm[FA_W], pl[FA_W];
+    const int h = blockIdx.x / FA_S, s = blockIdx.x % FA_S, g = h / (NH / NKV), kvo = g * HD;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, l = threadIdx.x % TPR;
+    const int pos = tp[1];
+    // region 1 (k) for block FA_S-1, 2 (v) for FA_S-2, none for the others
+    const int kv = s == FA_S - 1 ? 1 : s == FA_S - 2 ? 2 : 0;
+    const int npairs = kv ? 2 * NPH : NPH;
+    // The block's pair j: head h's q pairs, then KV head g's k or v pairs.
+    auto pair = [&](int j) {
+        const int i = j % NPH;
+        return QKVPair(j < NPH ? h * NPH + i : kv == 1 ? QD / 2 + g * NPH + i : (QD + KVD) / 2 + g * NPH + i);
+    };
+    float *slot = part + (size_t)h * FA_SLOTS * FA_PART; // the head's partials
+
+    // Before the wait: the first passes' weights, their scales and RoPE
+    // rotations, and the first batch of this warp's older cached rows.
+    RB wb[PRE];
+    float sc[NPASS][2] = {}, sn[NPASS], cs[NPASS];
+#pragma unroll
+    for (int p = 0; p < NPASS; p++) {
+        const int j = p * IPP + threadIdx.x / TPR;
+        sn[p] = 0.f;
+        cs[p] = 1.f;
+        if (j >= npairs) continue;
+        const QKVPair it = pair(j);
+        if (p < PRE) wb[p].template load<(EVICT >= 2)>(W, D, it.rows, l, 0);
+        if (l == 0) {
+            sc[p][0] = rs[it.rows[0]];
+            sc[p][1] = rs[it.rows[1]];
+            if (it.region < 2) {
+                const float2 r = rope[(size_t)pos * NPH + it.i];
+                cs[p] = r.x;
+                sn[p] = r.y;
+            }
+        }
+    }
+    constexpr int NSL = FA_S * FA_W; // slices of the older positions 0..pos-1
+    const int len = (pos + NSL - 1) / NSL, t0 = (s * FA_W + warp) * len, t1 = min(pos, t0 + len);
+    AttRows<FA_CH> rows;
+    rows.zero();
+    rows.load(kc, vc, kvo, t0, t0, min(t1, t0 + FA_CH));
+    if (t1 - t0 > FA_CH) prefetch_kv(kc, vc, kvo, t0 + FA_CH, t1, lane, 32);
+    prefetch_norm<DIM, true>(nw);
+    FA_MARK(1);
+    grid_dep_wait();
+    FA_MARK(2);
+    pdl_after_wait(P_ATTN);
+    const Staged st = stage<WK, DIM, FA_BT>(VecLoad{x}, nw, sm, red);
+    FA_MARK(3);
+#pragma unroll
+    for (int p = 0; p < NPASS; p++) {
+        const int j = p * IPP + threadIdx.x / TPR;
+        if (p * IPP >= npairs) break; // block-uniform
+        const QKVPair it = pair(j < npairs ? j : 0);
+        float v[2] = {0.f, 0.f};
+        if (j < npairs) rdot<WK, DIM, 2>(W, D, it.rows, l, sm, v, p < PRE ? &wb[p] : nullptr);
+        v[0] = group_sum<TPR>(v[0]);
+        v[1] = group_sum<TPR>(v[1]);
+        if (j < npairs && l == 0) {
+            float v0 = finish<WK>(v[0], st, sc[p][0]), v1 = finish<WK>(v[1], st, sc[p][1]);
+            if (it.region < 2) {
+                const float r0 = v0 * cs[p] - v1 * sn[p], r1 = v0 * sn[p] + v1 * cs[p];
+                v0 = r0;
+                v1 = r1;
+            }
+            cur[it.region][it.a] = v0;
+            cur[it.region][it.b] = v1;
+            if (it.region > 0 && h % (NH / NKV) == 0) { // one block of the KV head writes the cache
+                kv_t *c = (it.region == 1 ? kc : vc) + (size_t)pos * KVD + kvo;
+                c[it.a] = kv_of(v0);
+                c[it.b] = kv_of(v1);
+            }
+        }
+    }
+    __syncthreads();
+    FA_MARK(4);
+
+    AttState as;
+    as.begin([&](int i) { return cur[0][i]; }, 0);
+    for (int c0 = t0; c0 < t1; c0 += FA_CH) {
+        if (c0 != t0) {
+            rows.zero();
+            rows.load(kc, vc, kvo, c0, c0, t1);
+        }
+        as.fold(rows, c0, t1);
+    }
+    // This position's partial: the score (k block) and the value (v block).
+    if (kv == 1 && warp == FA_W - 1) {
+        float a = 0.f;
+#pragma unroll
+        for (int j = 0; j < ATT_DPL; j++)
+            if (ATT_D(lane, j) < HD) a += as.qv[j] * cur[1][ATT_D(lane, j)];
+        a = warp_sum(a);
+        if (lane == 0) {
+            slot[FA_S * FA_PART + HD] = a;
+            slot[FA_S * FA_PART + HD + 1] = 1.f;
+        }
+    }
+    if (kv == 2)
+        for (int d = threadIdx.x; d < HD; d += FA_BT) slot[FA_S * FA_PART + d] = cur[2][d];
+    FA_MARK(5);
+#pragma unroll
+    for (int j = 0; j < ATT_DPL; j++)
+        if (ATT_D(lane, j) < HD) po[warp][ATT_D(lane, j)] = as.o[j];
+    if (lane == 0) {
+        pm[warp] = as.m;
+        pl[warp] = as.l;
+    }
+    __syncthreads();
+    FA_MARK(6);
+    // The block's partial: its warps' merged by log-sum-exp.
+    for (int d = threadIdx.x; d < HD; d += FA_BT) {
+        float mx = pm[0];
+#pragma unroll
+        for (int w = 1; w < FA_W; w++) mx = fmaxf(mx, pm[w]);
+        float o = 0.f, sum = 0.f;
+#pragma unroll
+        for (int w = 0; w < FA_W; w++) {
+            const float e = expf(pm[w] - mx);
+            o += e * po[w][d];
+            sum += e * pl[w];
+        }
+        float *pp = slot + s * FA_PART;
+        pp[d] = o;
+        if (d == 0) {
+            pp[HD] = mx;
+            pp[HD + 1] = sum;
+        }
+    }
+    FA_MARK(7);
+    pdl_after_work(P_ATTN);
+#endif
+}
+
 // The residual products: k_wo (x += Wo attn_sub_norm(att)) and k_down
 // (x += Wdown ffn_sub_norm(hb)), one kernel shape with its own width K,
 // block size and rows per item.
-#define RESIDUAL_KERNEL(NAME, BTV, K, R, BODY, P)                                                          \
-    template <bool ON>                                                                                    \
+// MERGE: the decode step's input is k_qkv_attn's partials where FUSE_ATT.
+#define RESIDUAL_KERNEL(NAME, BTV, K, R, BODY, P, MERGE)                                                   \
+    template <bool ON, bool STEP>                                                                         \
     __device__ __forceinline__ void NAME##_run(const float *in, const float *__restrict__ nw,              \
                                                const u8 *__restrict__ W, const u16 *__restrict__ D,         \
                                                const float *__restrict__ rs, float *x) {                    \
@@ -1163,13 +1506,17 @@ extern "C" __global__ void __launch_bounds__(ATT_NT) k_attn(const int *__restric
         extern __shared__ __attribute__((aligned(16))) char sm[];                                         \
         __shared__ float red[64];                                                                         \
         prefetch_rows<WK, K>(W, blockIdx.x * (BT / M::TPR) * R, BT / M::TPR * R, DIM);                   \
+        prefetch_norm<K, ON>(nw);                                                                         \
         Pre<R, ON> pre = pre_rows<BT, M::TPR, R, ON>(DIM / R, rs, [](int i, int r) { return i * R + r; });  \
         x += (size_t)blockIdx.y * DIM;                                                                    \
         grid_dep_wait();                                                                                  \
         pdl_after_wait(P);                                                                                \
         if (pre.item >= 0)                                                                                \
             for (int r = 0; r < R; r++) pre.x[r] = ldcg(x + pre.item * R + r);                            \
-        BODY<BT, R>(in + (size_t)blockIdx.y * K, nw, W, D, rs, x, sm, red, pre);                          \
+        if constexpr (STEP && MERGE && FUSE_ATT)                                                          \
+            BODY<BT, R>(MergeLoad{in}, nw, W, D, rs, x, sm, red, pre);                                    \
+        else                                                                                              \
+            BODY<BT, R>(VecLoad{in + (size_t)blockIdx.y * K}, nw, W, D, rs, x, sm, red, pre);             \
         pdl_after_work(P);                                                                                \
     }                                                                                                     \
     PRODUCT_KERNELS(NAME, BTV,                                                                            \
@@ -1177,9 +1524,9 @@ extern "C" __global__ void __launch_bounds__(ATT_NT) k_attn(const int *__restric
                      const u16 *__restrict__ D, const float *__restrict__ rs, float *x),                   \
                     (in, nw, W, D, rs, x))
 
-RESIDUAL_KERNEL(k_wo, BT_WO, QD, R_WO, wo_body, P_WO)
+RESIDUAL_KERNEL(k_wo, BT_WO, QD, R_WO, wo_body, P_WO, 1)
 
-template <bool ON>
+template <bool ON, bool STEP>
 __device__ __forceinline__ void k_gateup_run(const float *x, const float *__restrict__ nw, const u8 *__restrict__ W,
                                              const u16 *__restrict__ D, const float *__restrict__ rs, float *hb) {
     constexpr int BT = BT_GATEUP;
@@ -1188,6 +1535,7 @@ __device__ __forceinline__ void k_gateup_run(const float *x, const float *__rest
     __shared__ float red[64];
     prefetch_rows<WK, DIM>(W, blockIdx.x * (BT / M::TPR) * R_GU, BT / M::TPR * R_GU, FFN);
     prefetch_rows<WK, DIM>(W, FFN + blockIdx.x * (BT / M::TPR) * R_GU, BT / M::TPR * R_GU, 2 * FFN);
+    prefetch_norm<DIM, ON>(nw);
     // gate rows, then up rows (gateup_body's order)
     const Pre<2 * R_GU, ON> pre = pre_rows<BT, M::TPR, 2 * R_GU, ON>(
         FFN / R_GU, rs, [](int i, int r) { return r < R_GU ? i * R_GU + r : FFN + i * R_GU + r - R_GU; });
@@ -1201,7 +1549,7 @@ PRODUCT_KERNELS(k_gateup, BT_GATEUP,
                  const float *__restrict__ rs, float *hb),
                 (x, nw, W, D, rs, hb))
 
-RESIDUAL_KERNEL(k_down, BT_DOWN, FFN, R_DOWN, down_body, P_DOWN)
+RESIDUAL_KERNEL(k_down, BT_DOWN, FFN, R_DOWN, down_body, P_DOWN, 0)
 
 extern "C" __global__ void __launch_bounds__(BT_LMHEAD) k_lmhead(const float *x, const float *__restrict__ nw,
                                                                  const u8 *__restrict__ W, const u16 *__restrict__ D,
@@ -1212,6 +1560,7 @@ extern "C" __global__ void __launch_bounds__(BT_LMHEAD) k_lmhead(const float *x,
     extern __shared__ __attribute__((aligned(16))) char sm[];
     __shared__ float red[64];
     prefetch_rows<HK, DIM>(W, R_HEAD * blockIdx.x * (BT / M::TPR), R_HEAD * (BT / M::TPR), VOCAB);
+    prefetch_norm<DIM, PRE_LOAD != 0>(nw);
     const Pre<R_HEAD, PRE_LOAD != 0> pre = pre_rows<BT, M::TPR, R_HEAD, PRE_LOAD != 0>(
         (VOCAB + R_HEAD - 1) / R_HEAD, rs, [](int i, int r) { return min(R_HEAD * i + r, VOCAB - 1); });
     grid_dep_wait();
@@ -1246,7 +1595,8 @@ struct StepP {
     int *besti, *tokout;
     const u8 *ew;
     const u16 *ed;
-    const float *freqs, *outnrm;
+    const float2 *rope;
+    const float *outnrm;
     MatP head;
     float escale;
     int nsplit;
@@ -1312,7 +1662,7 @@ extern "C" __global__ void __launch_bounds__(MK_BT) k_step(const StepP *__restri
         const LayerP &L = P->L[l];
         prefetch_rows<WK, DIM>(L.qkv.w, 2 * b * (BT / Mat<WK, DIM>::TPR), 2 * (BT / Mat<WK, DIM>::TPR), QD + 2 * KVD);
         SYNC();
-        qkv_body<BT>(pos, P->x, L.an, L.qkv.w, L.qkv.d, L.qkv.rs, P->freqs, P->q, L.kc, L.vc, sm, red, NoPre<2>());
+        qkv_body<BT>(pos, P->x, L.an, L.qkv.w, L.qkv.d, L.qkv.rs, P->rope, P->q, L.kc, L.vc, sm, red, NoPre<2>());
         prefetch_rows<WK, QD>(L.wo.w, b * (BT / Mat<WK, QD>::TPR), BT / Mat<WK, QD>::TPR, DIM);
         SYNC();
         for (int it = b * (BT / 32) + (threadIdx.x >> 5); it < NH * P->nsplit; it += gridDim.x * (BT / 32))
@@ -1320,13 +1670,13 @@ extern "C" __global__ void __launch_bounds__(MK_BT) k_step(const StepP *__restri
                       P->nsplit, []() {}); // after a grid barrier: every row is there
         prefetch_rows<WK, DIM>(L.gu.w, b * (BT / Mat<WK, DIM>::TPR), BT / Mat<WK, DIM>::TPR, FFN);
         SYNC();
-        wo_body<BT, 1>(P->att, L.as, L.wo.w, L.wo.d, L.wo.rs, P->x, sm, red);
+        wo_body<BT, 1>(VecLoad{P->att}, L.as, L.wo.w, L.wo.d, L.wo.rs, P->x, sm, red);
         prefetch_rows<WK, DIM>(L.gu.w, FFN + b * (BT / Mat<WK, DIM>::TPR), BT / Mat<WK, DIM>::TPR, 2 * FFN);
         SYNC();
         gateup_body<BT, 1>(P->x, L.fn, L.gu.w, L.gu.d, L.gu.rs, P->hb, sm, red);
         prefetch_rows<WK, FFN>(L.down.w, b * (BT / Mat<WK, FFN>::TPR), BT / Mat<WK, FFN>::TPR, DIM);
         SYNC();
-        down_body<BT, 1>(P->hb, L.fs, L.down.w, L.down.d, L.down.rs, P->x, sm, red);
+        down_body<BT, 1>(VecLoad{P->hb}, L.fs, L.down.w, L.down.d, L.down.rs, P->x, sm, red);
     }
     prefetch_rows<HK, DIM>(P->head.w, 4 * b * (BT / Mat<HK, DIM>::TPR), 4 * (BT / Mat<HK, DIM>::TPR), VOCAB);
     SYNC();

@@ -99,7 +99,7 @@ type Model struct {
 	embed  devMat
 	head   devMat
 	escale float32
-	freqs  uint64
+	freqs  []float32 // RoPE frequencies, for the sessions' rotation tables
 	outNrm uint64
 	allocs []uint64
 
@@ -356,9 +356,7 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 	if m.outNrm, err = upVec(w.OutNorm, "output_norm"); err != nil {
 		return nil, err
 	}
-	if m.freqs, err = upVec(model.RopeFreqs(&c), "rope freqs"); err != nil {
-		return nil, err
-	}
+	m.freqs = model.RopeFreqs(&c)
 
 	m.dims = kernelDims{Dim: c.Dim, FFN: c.FFNDim, Heads: c.Heads, KVHeads: c.KVHeads, HeadDim: c.HeadDim,
 		Vocab: c.Vocab, Eps: c.NormEps, NeoX: c.RopeStyle == model.RopeNeoX, ReLU2: c.Act == model.ReLU2,
@@ -403,11 +401,12 @@ func (m *Model) loadKernels() error {
 	}
 	c := &m.cfg
 	smem := map[string]int{
-		"k_qkv":    stageBytes(m.dims.WK, c.Dim),
-		"k_wo":     stageBytes(m.dims.WK, c.Heads*c.HeadDim),
-		"k_gateup": stageBytes(m.dims.WK, c.Dim),
-		"k_down":   stageBytes(m.dims.WK, c.FFNDim),
-		"k_lmhead": stageBytes(m.dims.HK, c.Dim),
+		"k_qkv":      stageBytes(m.dims.WK, c.Dim),
+		"k_qkv_attn": stageBytes(m.dims.WK, c.Dim),
+		"k_wo":       stageBytes(m.dims.WK, c.Heads*c.HeadDim),
+		"k_gateup":   stageBytes(m.dims.WK, c.Dim),
+		"k_down":     stageBytes(m.dims.WK, c.FFNDim),
+		"k_lmhead":   stageBytes(m.dims.HK, c.Dim),
 	}
 	m.stepSmem = max(smem["k_qkv"], smem["k_wo"], smem["k_down"], smem["k_lmhead"])
 	smem["k_step"] = m.stepSmem

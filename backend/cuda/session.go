@@ -2,11 +2,13 @@ package cuda
 
 import (
 	"fmt"
+	"math"
 	"runtime"
 	"strings"
 	"unsafe"
 
 	"github.com/edgellm/edgellm/backend"
+	"github.com/edgellm/edgellm/model"
 )
 
 // Op categories of launches, for the profiler.
@@ -25,7 +27,6 @@ const (
 type launch struct {
 	name  string
 	fn    uintptr
-	batch uintptr // the prefill entry point (name + batchSuffix), where there is one
 	op    int
 	grid  [3]uint32
 	block uint32
@@ -49,11 +50,13 @@ type Session struct {
 
 	tp, x, logits, tokOut uint64
 	toks                  uint64 // a prefill batch's token ids
+	rope                  uint64 // RoPE rotations (cos, sin) of every position and pair (model.RopeTable)
 
-	plan   []launch
-	pinner runtime.Pinner
-	// Prefill's versions of the embedding and LM head launches.
-	prefillEmbed, prefillHead launch
+	plan    []launch // the decode step
+	prefill []launch // a prefill batch's step, up to the LM head
+	pinner  runtime.Pinner
+	// Prefill's LM head: the decode step's, reading the last token's row.
+	prefillHead launch
 
 	// Device sampling (SetSampling): k_sample's parameter block, its
 	// arguments, the step graph that ends with it, and the parameters and
@@ -144,7 +147,8 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 	s.nsplit = min(max((ctx+15)/16, 1), 64)
 
 	qd := c.Heads * c.HeadDim
-	pQKV, pWO, pGateUp, pDown, pHead := m.dims.products()
+	_, _, _, _, pHead := m.dims.products()
+	_, splits, _ := m.dims.fusedAttention()
 	lmGrid := max(m.gemvGrid("k_lmhead", m.dims.HK, c.Dim, pHead), m.stepGrid)
 	alloc := func(n int, what string) (uint64, error) {
 		p, err := m.dev.alloc(n, what)
@@ -166,7 +170,9 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 		{&s.x, 4 * c.Dim * prefillBatch, "residual"}, {&q, 4 * qd * prefillBatch, "queries"},
 		{&att, 4 * qd * prefillBatch, "attention output"}, {&hb, 4 * c.FFNDim * prefillBatch, "FFN hidden"},
 		{&s.logits, 4 * c.Vocab, "logits"},
-		{&part, 4 * c.Heads * s.nsplit * (c.HeadDim + 2) * prefillBatch, "attention partials"},
+		// k_attn's partials of each token of a prefill batch, or k_qkv_attn's
+		// (kernels.cu FA_SLOTS a head)
+		{&part, 4 * c.Heads * max(s.nsplit*prefillBatch*(c.HeadDim+2), (splits+1)*(c.HeadDim+2)), "attention partials"},
 		{&counters, 4 * c.Heads * prefillBatch, "attention counters"},
 		{&s.sampleP, sampleParamBytes, "sampling parameters"},
 		{&bestv, 4 * lmGrid, "argmax values"}, {&besti, 4 * lmGrid, "argmax ids"}, {&lmCounter, 4, "argmax counter"},
@@ -178,41 +184,29 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 			return nil, err
 		}
 	}
+	// The rotations as a table, not sincosf in the kernels: a load, which
+	// the QKV products issue before their wait, instead of arithmetic after
+	// a load (docs/gpu-notes.md v11); and the reference's float64 angles.
+	if s.rope, err = m.dev.upload(f32Bytes(model.RopeTable(m.freqs, ctx)), "rope table"); err != nil {
+		return nil, err
+	}
+	s.allocs = append(s.allocs, s.rope)
 
-	// The decode step's launches.
-	f := func(v float32) uint64 { return uint64(*(*uint32)(unsafe.Pointer(&v))) }
-	add := func(name string, op int, grid [3]uint32, block, smem int, args ...uint64) {
-		if m.debugSkip != "" && strings.Contains(","+m.debugSkip+",", ","+name+",") {
-			return
+	s.plan = s.steps(false, q, att, hb, part, counters, bestv, besti, lmCounter, kc, vc)
+	s.prefill = s.steps(true, q, att, hb, part, counters, bestv, besti, lmCounter, kc, vc)
+	for _, plan := range [][]launch{s.plan, s.prefill} {
+		for i := range plan {
+			l := &plan[i]
+			l.ptrs = make([]unsafe.Pointer, len(l.args))
+			for j := range l.args {
+				l.ptrs[j] = unsafe.Pointer(&l.args[j])
+			}
+			s.pinner.Pin(&l.args[0])
+			s.pinner.Pin(&l.ptrs[0])
 		}
-		s.plan = append(s.plan, launch{name: name, fn: m.fn[name], batch: m.fn[name+batchSuffix], op: op, grid: grid, block: uint32(block), smem: uint32(smem), args: args})
 	}
-	gemv := func(name string, op int, k kind, cols int, p product, args ...uint64) {
-		add(name, op, [3]uint32{uint32(m.gemvGrid(name, k, cols, p)), 1, 1}, p.bt, stageBytes(k, cols), args...)
-	}
-	e, h := m.embed, m.head
-	add("k_embed", opEmbedding, [3]uint32{uint32((c.Dim + 255) / 256), 1, 1}, 256, 0, s.tp, e.w, e.d, f(m.escale), s.x)
-	layerKV := uint64(ctx * kvd * kvElem)
-	for l := range m.layers {
-		L := &m.layers[l]
-		kcl, vcl := kc+uint64(l)*layerKV, vc+uint64(l)*layerKV
-		gemv("k_qkv", opQKV, m.dims.WK, c.Dim, pQKV, s.tp, s.x, L.attnNorm, L.qkv.w, L.qkv.d, L.qkv.rs, m.freqs, q, kcl, vcl)
-		// kernels.cu k_attn: one warp per (head, slice), 4 warps a block
-		add("k_attn", opAttention, [3]uint32{uint32((c.Heads*s.nsplit + 3) / 4), 1, 1}, 128, 0, s.tp, q, kcl, vcl, att, part, counters, uint64(s.nsplit))
-		gemv("k_wo", opOutput, m.dims.WK, qd, pWO, att, L.attnSub, L.wo.w, L.wo.d, L.wo.rs, s.x)
-		gemv("k_gateup", opFFNUpGate, m.dims.WK, c.Dim, pGateUp, s.x, L.ffnNorm, L.gateUp.w, L.gateUp.d, L.gateUp.rs, hb)
-		gemv("k_down", opFFNDown, m.dims.WK, c.FFNDim, pDown, hb, L.ffnSub, L.down.w, L.down.d, L.down.rs, s.x)
-	}
-	gemv("k_lmhead", opLMHead, m.dims.HK, c.Dim, pHead,
-		s.x, m.outNrm, h.w, h.d, h.rs, s.logits, bestv, besti, lmCounter, s.tp, s.tokOut)
 	for i := range s.plan {
 		l := &s.plan[i]
-		l.ptrs = make([]unsafe.Pointer, len(l.args))
-		for j := range l.args {
-			l.ptrs[j] = unsafe.Pointer(&l.args[j])
-		}
-		s.pinner.Pin(&l.args[0])
-		s.pinner.Pin(&l.ptrs[0])
 		// Programmatic dependent launch (Hopper+): every kernel after the
 		// first may start while its predecessor drains.
 		if m.pdl && i > 0 {
@@ -223,34 +217,20 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 			s.pinner.Pin(a)
 			s.pinner.Pin(l.cfg)
 		}
-	}
-	// Prefill's own copies of the two launches whose arguments differ:
-	// the embedding reads the batch's token ids, the LM head one row of x.
-	for _, pl := range []struct {
-		dst *launch
-		op  int
-	}{{&s.prefillEmbed, opEmbedding}, {&s.prefillHead, opLMHead}} {
-		found := false
-		for i := range s.plan {
-			if s.plan[i].op == pl.op {
-				*pl.dst, found = s.plan[i], true
-				break
+		if l.op == opLMHead {
+			// Prefill's LM head: its own argument copy, pointed at the last
+			// token's row of x before each launch.
+			h := *l
+			h.cfg = nil
+			h.args = append([]uint64(nil), l.args...)
+			h.ptrs = make([]unsafe.Pointer, len(h.args))
+			for j := range h.args {
+				h.ptrs[j] = unsafe.Pointer(&h.args[j])
 			}
+			s.pinner.Pin(&h.args[0])
+			s.pinner.Pin(&h.ptrs[0])
+			s.prefillHead = h
 		}
-		if !found {
-			continue // left out by Options.DebugSkip
-		}
-		l := pl.dst
-		l.args = append([]uint64(nil), l.args...)
-		l.ptrs = make([]unsafe.Pointer, len(l.args))
-		for j := range l.args {
-			l.ptrs[j] = unsafe.Pointer(&l.args[j])
-		}
-		s.pinner.Pin(&l.args[0])
-		s.pinner.Pin(&l.ptrs[0])
-	}
-	if s.prefillEmbed.args != nil {
-		s.prefillEmbed.args[0] = s.toks
 	}
 	s.sampleArgs = [4]uint64{s.logits, s.sampleP, s.tp, s.tokOut}
 	for i := range s.sampleArgs {
@@ -264,8 +244,9 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 		// slices than make one round of the resident warps.
 		nsplit := max(min(s.nsplit, m.stepGrid*(stepThreads/32)/c.Heads), 1)
 		e, h := m.embed, m.head
+		layerKV := uint64(ctx * kvd * kvElem)
 		slots := []uint64{s.tp, s.x, q, att, hb, s.logits, part, bestv, counters, lmCounter, s.bar, besti, s.tokOut,
-			e.w, e.d, m.freqs, m.outNrm, h.w, h.d, h.rs, f(m.escale) | uint64(nsplit)<<32, uint64(len(m.layers)), s.timeline}
+			e.w, e.d, s.rope, m.outNrm, h.w, h.d, h.rs, floatArg(m.escale) | uint64(nsplit)<<32, uint64(len(m.layers)), s.timeline}
 		for l := range m.layers {
 			L := &m.layers[l]
 			slots = append(slots, L.qkv.w, L.qkv.d, L.qkv.rs, L.wo.w, L.wo.d, L.wo.rs, L.gateUp.w, L.gateUp.d, L.gateUp.rs,
@@ -307,6 +288,67 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 	ok = true
 	return s, nil
 }
+
+// steps lists the launches of one step: the decode step's (the graph), or
+// with prefill a batch's, which runs the products' batch entry points
+// (blockIdx.y the token), reads the batch's token ids and stops before the
+// LM head. The decode step runs QKV and attention as one kernel where the
+// model's kernels fuse them (kernelDims.fusedAttention); prefill never
+// does. Buffers as newSession allocated them.
+func (s *Session) steps(prefill bool, q, att, hb, part, counters, bestv, besti, lmCounter, kc, vc uint64) []launch {
+	m := s.m
+	c := &m.cfg
+	var plan []launch
+	add := func(name string, op int, grid [3]uint32, block, smem int, args ...uint64) {
+		if m.debugSkip != "" && strings.Contains(","+m.debugSkip+",", ","+name+",") {
+			return
+		}
+		fn := m.fn[name]
+		if b, ok := m.fn[name+batchSuffix]; ok && prefill {
+			fn = b
+		}
+		plan = append(plan, launch{name: name, fn: fn, op: op, grid: grid, block: uint32(block), smem: uint32(smem), args: args})
+	}
+	gemv := func(name string, op int, k kind, cols int, p product, args ...uint64) {
+		add(name, op, [3]uint32{uint32(m.gemvGrid(name, k, cols, p)), 1, 1}, p.bt, stageBytes(k, cols), args...)
+	}
+	qd, kvd, kvElem := c.Heads*c.HeadDim, c.KVDim(), m.dims.kvElemBytes()
+	pQKV, pWO, pGateUp, pDown, pHead := m.dims.products()
+	fused, splits, threads := m.dims.fusedAttention()
+	fused = fused && !prefill
+	toks := s.tp // the decode step's token: tp[0]
+	if prefill {
+		toks = s.toks
+	}
+	e, h := m.embed, m.head
+	add("k_embed", opEmbedding, [3]uint32{uint32((c.Dim + 255) / 256), 1, 1}, 256, 0, toks, e.w, e.d, floatArg(m.escale), s.x)
+	layerKV := uint64(s.ctx * kvd * kvElem)
+	for l := range m.layers {
+		L := &m.layers[l]
+		kcl, vcl := kc+uint64(l)*layerKV, vc+uint64(l)*layerKV
+		if fused {
+			// kernels.cu k_qkv_attn: splits blocks a head; k_wo merges their partials
+			add("k_qkv_attn", opAttention, [3]uint32{uint32(c.Heads * splits), 1, 1}, threads, stageBytes(m.dims.WK, c.Dim),
+				s.tp, s.x, L.attnNorm, L.qkv.w, L.qkv.d, L.qkv.rs, s.rope, kcl, vcl, part, s.timeline)
+			gemv("k_wo", opOutput, m.dims.WK, qd, pWO, part, L.attnSub, L.wo.w, L.wo.d, L.wo.rs, s.x)
+		} else {
+			gemv("k_qkv", opQKV, m.dims.WK, c.Dim, pQKV, s.tp, s.x, L.attnNorm, L.qkv.w, L.qkv.d, L.qkv.rs, s.rope, q, kcl, vcl)
+			// kernels.cu k_attn: one warp per (head, slice), 4 warps a block
+			add("k_attn", opAttention, [3]uint32{uint32((c.Heads*s.nsplit + 3) / 4), 1, 1}, 128, 0, s.tp, q, kcl, vcl, att, part, counters, uint64(s.nsplit))
+			gemv("k_wo", opOutput, m.dims.WK, qd, pWO, att, L.attnSub, L.wo.w, L.wo.d, L.wo.rs, s.x)
+		}
+		gemv("k_gateup", opFFNUpGate, m.dims.WK, c.Dim, pGateUp, s.x, L.ffnNorm, L.gateUp.w, L.gateUp.d, L.gateUp.rs, hb)
+		gemv("k_down", opFFNDown, m.dims.WK, c.FFNDim, pDown, hb, L.ffnSub, L.down.w, L.down.d, L.down.rs, s.x)
+	}
+	if !prefill {
+		gemv("k_lmhead", opLMHead, m.dims.HK, c.Dim, pHead,
+			s.x, m.outNrm, h.w, h.d, h.rs, s.logits, bestv, besti, lmCounter, s.tp, s.tokOut)
+	}
+	return plan
+}
+
+// floatArg is v as a kernel argument slot (its bits in the low four bytes).
+func floatArg(v float32) uint64 { return uint64(math.Float32bits(v)) }
 
 // gemvGrid is the block count of product kernel name (shape p): one pass
 // over its items, capped at the blocks resident at once (the driver's
@@ -552,19 +594,9 @@ func (s *Session) Prefill(tokens []int32, logits []float32) error {
 		if err := d.check(d.cuMemcpyHtoDAsync(s.tp, unsafe.Pointer(&tp[0]), 8, s.stream), "cuMemcpyHtoDAsync(prefill position)"); err != nil {
 			return err
 		}
-		for i := range s.plan {
-			l := &s.plan[i]
-			if l.op == opLMHead {
-				continue
-			}
-			ptrs, fn := l.ptrs, l.fn
-			if l.op == opEmbedding {
-				ptrs = s.prefillEmbed.ptrs // token ids from the batch
-			}
-			if l.batch != 0 {
-				fn = l.batch
-			}
-			r := d.cuLaunchKernel(fn, l.grid[0], uint32(len(batch)), l.grid[2], l.block, 1, 1, l.smem, s.stream, unsafe.Pointer(&ptrs[0]), 0)
+		for i := range s.prefill {
+			l := &s.prefill[i]
+			r := d.cuLaunchKernel(l.fn, l.grid[0], uint32(len(batch)), l.grid[2], l.block, 1, 1, l.smem, s.stream, unsafe.Pointer(&l.ptrs[0]), 0)
 			if err := d.check(r, "cuLaunchKernel(prefill "+l.name+")"); err != nil {
 				return err
 			}
@@ -572,9 +604,9 @@ func (s *Session) Prefill(tokens []int32, logits []float32) error {
 		s.pos += len(batch)
 		last = len(batch) - 1
 		s.stats.H2DBytes += 4*len(batch) + 8
-		s.m.traffic.add(4*len(batch)+8, 0, len(s.plan)-1)
+		s.m.traffic.add(4*len(batch)+8, 0, len(s.prefill))
 	}
-	if logits != nil && len(tokens) > 0 && s.prefillHead.args != nil {
+	if logits != nil && len(tokens) > 0 && s.prefillHead.fn != 0 {
 		h := &s.prefillHead
 		h.args[0] = s.x + uint64(4*c.Dim*last) // the last token's residual row
 		r := d.cuLaunchKernel(h.fn, h.grid[0], 1, 1, h.block, 1, 1, h.smem, s.stream, unsafe.Pointer(&h.ptrs[0]), 0)
@@ -617,6 +649,25 @@ func (s *Session) launches() int {
 // stepMarks is how many clock readings k_step takes: at its start, after
 // each of its 5 barriers per layer and the LM head's, and at its end.
 func stepMarks(layers int) int { return 5*layers + 3 }
+
+// Trace returns the first n clock readings (ns) of the timeline buffer,
+// where k_qkv_attn built with FA_TRACE writes its phases. For the harness.
+func (s *Session) Trace(n int) ([]uint64, error) {
+	done, err := s.enter()
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	if n <= 0 || n > stepMarks(s.m.cfg.Layers) {
+		return nil, fmt.Errorf("cuda: trace of %d readings out of range", n)
+	}
+	raw := make([]uint64, n)
+	d := s.m.dev.d
+	if err := d.check(d.cuMemcpyDtoH(unsafe.Pointer(&raw[0]), s.timeline, uint64(8*n)), "cuMemcpyDtoH(trace)"); err != nil {
+		return nil, err
+	}
+	return raw, nil
+}
 
 // Timeline returns, for the last persistent step, the microseconds between
 // block 0's consecutive clock readings: [0] the embedding, then per layer
@@ -687,6 +738,7 @@ func (s *Session) collect() {
 			s.times.QKV += t
 		case opAttention:
 			s.times.Attention += t
+			s.times.QKVInAttention = s.plan[i].name == "k_qkv_attn"
 		case opOutput:
 			s.times.Output += t
 		case opFFNUpGate:

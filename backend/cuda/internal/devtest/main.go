@@ -288,6 +288,26 @@ func benchOne(name string, w *model.Weights, n, warm, prof int, opts cuda.Option
 			sum[0]/16, sum[1]/16, sum[2]/16, sum[3]/16, sum[4]/16, sum[5]/16, sum[6]/16)
 	}
 
+	// k_qkv_attn's phase clocks (FA_TRACE): us after the v block's start,
+	// mean over 16 tokens of the last layer's, for head 0's v and k blocks
+	if strings.Contains(opts.DebugDefines, "FA_TRACE=1") {
+		var sum [32]float64
+		for i := 0; i < 16; i++ {
+			if tok, err = s.DecodeArgmax(tok); err != nil {
+				return "", err
+			}
+			tr, err := s.Trace(32)
+			if err != nil {
+				return "", err
+			}
+			for j := range sum {
+				sum[j] += float64(int64(tr[j]-tr[0])) / 1e3 / 16
+			}
+		}
+		timeline += fmt.Sprintf("\n  k_qkv_attn marks (us; entry, issued, waited, staged, qkv, folded, merged-sync, end): v block %.2f k block %.2f",
+			sum[:8], sum[16:24])
+	}
+
 	// per-op profile (launch by launch, so it includes launch gaps)
 	_ = s.Rewind(0)
 	s.Profile(true)

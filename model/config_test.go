@@ -1,0 +1,36 @@
+package model
+
+import (
+	"math/rand/v2"
+	"testing"
+)
+
+// TestRopeTable: the table's rotation of every position and pair is what
+// RoPE applies, for both pair styles, at positions up to a long context.
+func TestRopeTable(t *testing.T) {
+	c := Config{HeadDim: 16, RopeBase: 10000}
+	freqs := RopeFreqs(&c)
+	const n = 5000
+	tab := RopeTable(freqs, n)
+	if len(tab) != 2*n*len(freqs) {
+		t.Fatalf("table of %d, want %d", len(tab), 2*n*len(freqs))
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, style := range []RopeStyle{RopeNorm, RopeNeoX} {
+		for _, pos := range []int{0, 1, 17, 4999} {
+			v := make([]float32, c.HeadDim)
+			for i := range v {
+				v[i] = rng.Float32()*2 - 1
+			}
+			want := append([]float32(nil), v...)
+			RoPE(want, c.HeadDim, pos, freqs, style)
+			for i := range freqs {
+				a, b := RopePairs(style, c.HeadDim, i)
+				cs, sn := tab[2*(pos*len(freqs)+i)], tab[2*(pos*len(freqs)+i)+1]
+				if x, y := v[a]*cs-v[b]*sn, v[a]*sn+v[b]*cs; x != want[a] || y != want[b] {
+					t.Fatalf("%v pos %d pair %d: table gives (%g, %g), RoPE (%g, %g)", style, pos, i, x, y, want[a], want[b])
+				}
+			}
+		}
+	}
+}
