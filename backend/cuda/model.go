@@ -99,7 +99,6 @@ type Model struct {
 	embed  devMat
 	head   devMat
 	escale float32
-	freqs  []float32 // RoPE frequencies, for the sessions' rotation tables
 	outNrm uint64
 	allocs []uint64
 
@@ -356,7 +355,6 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 	if m.outNrm, err = upVec(w.OutNorm, "output_norm"); err != nil {
 		return nil, err
 	}
-	m.freqs = model.RopeFreqs(&c)
 
 	m.dims = kernelDims{Dim: c.Dim, FFN: c.FFNDim, Heads: c.Heads, KVHeads: c.KVHeads, HeadDim: c.HeadDim,
 		Vocab: c.Vocab, Eps: c.NormEps, NeoX: c.RopeStyle == model.RopeNeoX, ReLU2: c.Act == model.ReLU2,

@@ -187,7 +187,7 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 	// The rotations as a table, not sincosf in the kernels: a load, which
 	// the QKV products issue before their wait, instead of arithmetic after
 	// a load (docs/gpu-notes.md v11); and the reference's float64 angles.
-	if s.rope, err = m.dev.upload(f32Bytes(model.RopeTable(m.freqs, ctx)), "rope table"); err != nil {
+	if s.rope, err = m.dev.upload(f32Bytes(model.RopeTable(model.RopeFreqs(c), ctx)), "rope table"); err != nil {
 		return nil, err
 	}
 	s.allocs = append(s.allocs, s.rope)
@@ -196,13 +196,7 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 	s.prefill = s.steps(true, q, att, hb, part, counters, bestv, besti, lmCounter, kc, vc)
 	for _, plan := range [][]launch{s.plan, s.prefill} {
 		for i := range plan {
-			l := &plan[i]
-			l.ptrs = make([]unsafe.Pointer, len(l.args))
-			for j := range l.args {
-				l.ptrs[j] = unsafe.Pointer(&l.args[j])
-			}
-			s.pinner.Pin(&l.args[0])
-			s.pinner.Pin(&l.ptrs[0])
+			s.pinArgs(&plan[i])
 		}
 	}
 	for i := range s.plan {
@@ -223,12 +217,7 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 			h := *l
 			h.cfg = nil
 			h.args = append([]uint64(nil), l.args...)
-			h.ptrs = make([]unsafe.Pointer, len(h.args))
-			for j := range h.args {
-				h.ptrs[j] = unsafe.Pointer(&h.args[j])
-			}
-			s.pinner.Pin(&h.args[0])
-			s.pinner.Pin(&h.ptrs[0])
+			s.pinArgs(&h)
 			s.prefillHead = h
 		}
 	}
@@ -345,6 +334,17 @@ func (s *Session) steps(prefill bool, q, att, hb, part, counters, bestv, besti, 
 			s.x, m.outNrm, h.w, h.d, h.rs, s.logits, bestv, besti, lmCounter, s.tp, s.tokOut)
 	}
 	return plan
+}
+
+// pinArgs points l.ptrs at l.args, what cuLaunchKernel reads, and pins
+// both for the session's life (the graph and later launches use them).
+func (s *Session) pinArgs(l *launch) {
+	l.ptrs = make([]unsafe.Pointer, len(l.args))
+	for j := range l.args {
+		l.ptrs[j] = unsafe.Pointer(&l.args[j])
+	}
+	s.pinner.Pin(&l.args[0])
+	s.pinner.Pin(&l.ptrs[0])
 }
 
 // floatArg is v as a kernel argument slot (its bits in the low four bytes).
@@ -651,7 +651,8 @@ func (s *Session) launches() int {
 func stepMarks(layers int) int { return 5*layers + 3 }
 
 // Trace returns the first n clock readings (ns) of the timeline buffer,
-// where k_qkv_attn built with FA_TRACE writes its phases. For the harness.
+// where k_step writes its barriers' (Timeline) and k_qkv_attn built with
+// FA_TRACE its phases. For the harness.
 func (s *Session) Trace(n int) ([]uint64, error) {
 	done, err := s.enter()
 	if err != nil {
@@ -677,15 +678,9 @@ func (s *Session) Timeline() ([]float64, error) {
 	if !s.persistent {
 		return nil, fmt.Errorf("cuda: no timeline: the persistent kernel is off")
 	}
-	done, err := s.enter()
-	if err != nil {
-		return nil, err
-	}
-	defer done()
 	n := stepMarks(s.m.cfg.Layers)
-	raw := make([]uint64, n)
-	d := s.m.dev.d
-	if err := d.check(d.cuMemcpyDtoH(unsafe.Pointer(&raw[0]), s.timeline, uint64(8*n)), "cuMemcpyDtoH(step timeline)"); err != nil {
+	raw, err := s.Trace(n)
+	if err != nil {
 		return nil, err
 	}
 	out := make([]float64, n-1)
