@@ -128,6 +128,10 @@ func (d kernelDims) fusedAttention() (on bool, splits, threads int) {
 	return on, d.defineInt("FA_S", fusedSplits, 2, 64), d.defineInt("FA_BT", fusedThreads, 64, 1024)
 }
 
+// fusedBlocks is k_qkv_attn's blocks a query head (kernels.cu FA_B): the
+// splits that attend, then the KV head's k and v blocks.
+func fusedBlocks(splits int) int { return splits + 2 }
+
 // The fused attention's default launch shape (kernels.cu FA_S, FA_BT).
 const (
 	fusedSplits  = 4

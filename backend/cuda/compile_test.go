@@ -55,6 +55,25 @@ func TestCompileKernels(t *testing.T) {
 	}
 }
 
+// TestCompileKnobs compiles the smollm-135m preset's kernels with the
+// harness's experiment defines that change code paths (docs/gpu-notes.md:
+// exact math, the one-thread-a-dim merge, the phase trace), so the
+// variants the notes compare against still build.
+func TestCompileKnobs(t *testing.T) {
+	n, err := loadNVRTC()
+	if err != nil {
+		t.Skipf("libnvrtc not available, kernels not compiled: %v", err)
+	}
+	if testing.Short() {
+		t.Skip("compiles the kernels")
+	}
+	d := testDims()[4]
+	d.Defines = "FASTM=0,FAST_EXP=0,FA_MG=1,FA_TRACE=1"
+	if _, err := n.compile(kernelSource, "kernels.cu", d.options("sm_90")); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestOptionsEps(t *testing.T) {
 	d := kernelDims{Eps: 1e-5}
 	for _, o := range d.options("sm_90") {

@@ -317,7 +317,7 @@ func (s *Session) steps(prefill bool, q, att, hb, part, counters, bestv, besti, 
 		kcl, vcl := kc+uint64(l)*layerKV, vc+uint64(l)*layerKV
 		if fused {
 			// kernels.cu k_qkv_attn: splits blocks a head; k_wo merges their partials
-			add("k_qkv_attn", opAttention, [3]uint32{uint32(c.Heads * splits), 1, 1}, threads, stageBytes(m.dims.WK, c.Dim),
+			add("k_qkv_attn", opAttention, [3]uint32{uint32(c.Heads * fusedBlocks(splits)), 1, 1}, threads, stageBytes(m.dims.WK, c.Dim),
 				s.tp, s.x, L.attnNorm, L.qkv.w, L.qkv.d, L.qkv.rs, s.rope, kcl, vcl, part, s.timeline)
 			gemv("k_wo", opOutput, m.dims.WK, qd, pWO, part, L.attnSub, L.wo.w, L.wo.d, L.wo.rs, s.x)
 		} else {

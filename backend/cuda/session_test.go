@@ -56,7 +56,7 @@ func TestSteps(t *testing.T) {
 		for _, l := range decode {
 			switch l.name {
 			case "k_qkv_attn":
-				if l.grid[0] != uint32(d.Heads*splits) || l.block != uint32(threads) || l.args[len(l.args)-2] != part {
+				if l.grid[0] != uint32(d.Heads*(splits+2)) || l.block != uint32(threads) || l.args[len(l.args)-2] != part {
 					t.Fatalf("k_qkv_attn launch %+v", l)
 				}
 			case "k_wo":

@@ -289,14 +289,14 @@ func benchOne(name string, w *model.Weights, n, warm, prof int, opts cuda.Option
 	}
 
 	// k_qkv_attn's phase clocks (FA_TRACE): us after the v block's start,
-	// mean over 16 tokens of the last layer's, for head 0's v and k blocks
+	// mean over 16 tokens of the last layer's, for head 0's v, k and first blocks
 	if strings.Contains(opts.DebugDefines, "FA_TRACE=1") {
-		var sum [32]float64
+		var sum [48]float64
 		for i := 0; i < 16; i++ {
 			if tok, err = s.DecodeArgmax(tok); err != nil {
 				return "", err
 			}
-			tr, err := s.Trace(32)
+			tr, err := s.Trace(48)
 			if err != nil {
 				return "", err
 			}
@@ -304,8 +304,8 @@ func benchOne(name string, w *model.Weights, n, warm, prof int, opts cuda.Option
 				sum[j] += float64(int64(tr[j]-tr[0])) / 1e3 / 16
 			}
 		}
-		timeline += fmt.Sprintf("\n  k_qkv_attn marks (us; entry, issued, waited, staged, qkv, folded, merged-sync, end): v block %.2f k block %.2f",
-			sum[:8], sum[16:24])
+		timeline += fmt.Sprintf("\n  k_qkv_attn marks (us; entry, issued, waited, staged, qkv, folded, merged-sync, end; in the staging: loads issued, values, reduced, quantized): v block %.2f %.2f k block %.2f %.2f q block %.2f %.2f",
+			sum[:8], sum[8:12], sum[16:24], sum[24:28], sum[32:40], sum[40:44])
 	}
 
 	// per-op profile (launch by launch, so it includes launch gaps)
