@@ -24,14 +24,25 @@ func testDims() []kernelDims {
 	}
 }
 
-// TestCompileKernels compiles the kernels with NVRTC for sm_80 and sm_90 in
-// every kind combination. It needs only libnvrtc (no GPU): CI installs
-// Debian's libnvrtc11.2.
-func TestCompileKernels(t *testing.T) {
+// testNVRTC returns libnvrtc, or skips the test where there is none (CI
+// installs it); with heavy, also under -short.
+func testNVRTC(t *testing.T, heavy bool) *nvrtcAPI {
+	t.Helper()
 	n, err := loadNVRTC()
 	if err != nil {
 		t.Skipf("libnvrtc not available, kernels not compiled: %v", err)
 	}
+	if heavy && testing.Short() {
+		t.Skip("compiles the kernels")
+	}
+	return n
+}
+
+// TestCompileKernels compiles the kernels with NVRTC for sm_80 and sm_90 in
+// every kind combination. It needs only libnvrtc (no GPU): CI installs
+// Debian's libnvrtc11.2.
+func TestCompileKernels(t *testing.T) {
+	n := testNVRTC(t, false)
 	t.Logf("NVRTC %d from %s", n.version(), n.path)
 	dims := testDims()
 	if testing.Short() {
@@ -60,13 +71,7 @@ func TestCompileKernels(t *testing.T) {
 // exact math, the one-thread-a-dim merge, the phase trace), so the
 // variants the notes compare against still build.
 func TestCompileKnobs(t *testing.T) {
-	n, err := loadNVRTC()
-	if err != nil {
-		t.Skipf("libnvrtc not available, kernels not compiled: %v", err)
-	}
-	if testing.Short() {
-		t.Skip("compiles the kernels")
-	}
+	n := testNVRTC(t, true)
 	d := testDims()[4]
 	d.Defines = "FASTM=0,FAST_EXP=0,FA_MG=1,FA_TRACE=1"
 	if _, err := n.compile(kernelSource, "kernels.cu", d.options("sm_90")); err != nil {
@@ -86,13 +91,7 @@ func TestOptionsEps(t *testing.T) {
 // TestCompileCache checks that a second compile of the same kernels comes
 // from the disk cache, byte for byte.
 func TestCompileCache(t *testing.T) {
-	n, err := loadNVRTC()
-	if err != nil {
-		t.Skipf("libnvrtc not available: %v", err)
-	}
-	if testing.Short() {
-		t.Skip("compiles the kernels")
-	}
+	n := testNVRTC(t, true)
 	t.Setenv("EDGELLM_CUDA_CACHE", t.TempDir())
 	d := testDims()[1]
 	a, cached, err := compileCached(n, d, "sm_80", 13000)
