@@ -213,9 +213,11 @@ __device__ __forceinline__ void fence_acq_rel() {
 
 // Fast math on the decode's latency path (FASTM): RMSNorm's 1/sqrt and
 // the divisions of the int8 scales and the softmax merges were IEEE-exact
-// instruction sequences, dependent one on another: ~0.4 us of every
-// product's input staging (docs/gpu-notes.md v12). rsqrtf and __fdividef
-// are within 2 ulp. FAST_EXP does the same for the softmax exponentials.
+// instruction sequences, dependent one on another: quantizing a product's
+// input took 0.39 us after its reduction with them, 0.22 without, and
+// smollm-135m decode gained 5% (docs/gpu-notes.md v12). rsqrtf and
+// __fdividef are within 2 ulp. FAST_EXP does the same for the softmax
+// exponentials and SiLU (+0.5%).
 #ifndef FASTM
 #define FASTM 1
 #endif
@@ -330,13 +332,15 @@ struct VecLoad {
     __device__ __forceinline__ float value(Raw r) const { return r; }
 };
 
-// stage reads in(0..K-1) once into registers, applies RMSNorm with weight nw
-// when nw != 0, and writes the product's input into sm in the kind's
-// format. All BT threads of the block call it; red holds 64 floats.
+// NoMark is stage's default phase clock: none (k_qkv_attn passes FA_MARK's).
 struct NoMark {
     __device__ __forceinline__ void operator()(int) const {}
 };
 
+// stage reads in(0..K-1) once into registers, applies RMSNorm with weight nw
+// when nw != 0, and writes the product's input into sm in the kind's
+// format. All BT threads of the block call it; red holds 64 floats. mark(k)
+// clocks its phases for the harness (marks 8-11).
 template <int KIND, int K, int BT, class Load, class Mark = NoMark>
 __device__ Staged stage(Load in, const float *__restrict__ nw, char *sm, float *red, Mark mark = Mark()) {
     typedef Mat<KIND, K> M;
@@ -1545,7 +1549,8 @@ extern "C" __global__ void __launch_bounds__(FA_BT) k_qkv_attn(const int *__rest
     FA_MARK(6);
     // The block's partial: its warps' merged by log-sum-exp, FA_MG adjacent
     // lanes a dim, each taking FA_W / FA_MG warps, summed by shuffles (one
-    // thread a dim looping over the 16 warps took ~0.25 us more).
+    // thread a dim looping over the 16 warps: smollm-135m -1.7% before
+    // FAST_EXP, -0.3% after, docs/gpu-notes.md v12).
     {
         float mx = pm[0];
 #pragma unroll
