@@ -99,12 +99,19 @@ func RoPE(vec []float32, headDim, pos int, freqs []float32, style RopeStyle) {
 		head := vec[h : h+headDim]
 		for i, f := range freqs {
 			a, b := RopePairs(style, headDim, i)
-			sin, cos := math.Sincos(float64(pos) * float64(f))
+			cos, sin := ropeRotation(pos, f)
 			x0, x1 := head[a], head[b]
-			head[a] = x0*float32(cos) - x1*float32(sin)
-			head[b] = x0*float32(sin) + x1*float32(cos)
+			head[a] = x0*cos - x1*sin
+			head[b] = x0*sin + x1*cos
 		}
 	}
+}
+
+// ropeRotation is the cosine and sine of the angle pos*f, computed in
+// float64 (RoPE's note).
+func ropeRotation(pos int, f float32) (cos, sin float32) {
+	s, c := math.Sincos(float64(pos) * float64(f))
+	return float32(c), float32(s)
 }
 
 // RopeTable returns the rotations of positions 0..n-1, as RoPE computes
@@ -114,9 +121,7 @@ func RopeTable(freqs []float32, n int) []float32 {
 	t := make([]float32, 2*n*len(freqs))
 	for p := range n {
 		for i, f := range freqs {
-			sin, cos := math.Sincos(float64(p) * float64(f))
-			t[2*(p*len(freqs)+i)] = float32(cos)
-			t[2*(p*len(freqs)+i)+1] = float32(sin)
+			t[2*(p*len(freqs)+i)], t[2*(p*len(freqs)+i)+1] = ropeRotation(p, f)
 		}
 	}
 	return t

@@ -107,9 +107,13 @@ func (d kernelDims) preLoad() bool {
 	if v, ok := d.define("PRE_LOAD"); ok {
 		return v != "0"
 	}
-	short := func(cols int) bool { return padK(cols)/chunkElems(d.WK) <= 32 }
-	return short(d.Dim) && short(d.Heads*d.HeadDim) && short(d.FFN)
+	return d.shortRow(d.Dim) && d.shortRow(d.Heads*d.HeadDim) && d.shortRow(d.FFN)
 }
+
+// shortRow tells whether a layer matrix row of cols weights is at most 32
+// 16-byte chunks: SmolLM-sized, where a product is a short latency chain
+// (preLoad, fusedAttention).
+func (d kernelDims) shortRow(cols int) bool { return padK(cols)/chunkElems(d.WK) <= 32 }
 
 // fusedAttention tells whether the decode step runs QKV and attention as
 // one kernel (kernels.cu k_qkv_attn, FUSE_ATT) and its launch shape: blocks
@@ -121,7 +125,7 @@ func (d kernelDims) preLoad() bool {
 // 2560) would make dear, so there the two kernels stay. Prefill always
 // runs them (their batch entry points).
 func (d kernelDims) fusedAttention() (on bool, splits, threads int) {
-	on = padK(d.Dim)/chunkElems(d.WK) <= 32
+	on = d.shortRow(d.Dim)
 	if v, ok := d.define("FUSE_ATT"); ok {
 		on = v != "0"
 	}

@@ -450,6 +450,11 @@ __device__ __forceinline__ int tern_sum(const int *acc) {
     return acc[0] + (acc[1] >> 2) + (acc[2] >> 4) + (acc[3] >> 6);
 }
 
+// Device bytes of one row of a matrix of kind KIND and width K.
+template <int KIND, int K> __device__ constexpr size_t row_bytes() {
+    return KIND == KT ? PADK(K) / 4 : KIND == KQ8 ? PADK(K) : KIND == KF16 ? PADK(K) * 2 : PADK(K) * 4;
+}
+
 // A row batch: the 16-byte chunks of R rows that lane l (0..TPR-1) of a
 // row group loads at once, batches of up to BMAX chunks a row, so each lane
 // keeps several loads in flight before any arithmetic. rdot runs them all;
@@ -459,7 +464,7 @@ template <int KIND, int K, int R, int BMAX = 4> struct RowBatch {
     static constexpr int KP = M::KP, NC = M::NC, TPR = M::TPR;
     static constexpr int NIT = (NC + TPR - 1) / TPR;
     static constexpr int B = NIT < BMAX ? NIT : BMAX;
-    static constexpr int RB = KIND == KT ? KP / 4 : KIND == KQ8 ? KP : KIND == KF16 ? KP * 2 : KP * 4;
+    static constexpr size_t RB = row_bytes<KIND, K>();
     U4 w[B][R];
     u16 dq[B][R];
 
@@ -576,11 +581,6 @@ __device__ __forceinline__ void rdot(const u8 *__restrict__ W, const u16 *__rest
     }
 #pragma unroll
     for (int r = 0; r < R; r++) out[r] = KIND == KT ? (float)tern_sum(iacc + 4 * r) : facc[r];
-}
-
-// Device bytes of one row of a matrix of kind KIND and width K.
-template <int KIND, int K> __device__ constexpr size_t row_bytes() {
-    return KIND == KT ? PADK(K) / 4 : KIND == KQ8 ? PADK(K) : KIND == KF16 ? PADK(K) * 2 : PADK(K) * 4;
 }
 
 // prefetch_rows warms L2 with the rows [r0, r0+n) this block reads first.
@@ -702,6 +702,19 @@ __device__ __forceinline__ void embed_body(int tok, const u8 *__restrict__ E, co
     }
 }
 
+// rope_at is the rotation (cos, sin) of pair i of a head at position pos,
+// from the session's table (model.RopeTable).
+__device__ __forceinline__ float2 rope_at(const float2 *__restrict__ rope, int pos, int i) {
+    return rope[(size_t)pos * (HD / 2) + i];
+}
+
+// rotate turns the pair (v0, v1) by the rotation (cs, sn), as RoPE does.
+__device__ __forceinline__ void rotate(float &v0, float &v1, float cs, float sn) {
+    const float r0 = v0 * cs - v1 * sn, r1 = v0 * sn + v1 * cs;
+    v0 = r0;
+    v1 = r1;
+}
+
 // QKVPair is rotation pair p of the stacked Q|K|V matrix: region 0 q, 1 k,
 // 2 v; its head, its index i in the head, and its two rows (dims a and b of
 // the head).
@@ -728,7 +741,7 @@ __device__ __forceinline__ Pre<2, ON> pre_qkv(int pos, const float *__restrict__
     if (pre.item >= 0) {
         const QKVPair it(pre.item);
         if (it.region < 2) {
-            const float2 r = rope[(size_t)pos * (HD / 2) + it.i];
+            const float2 r = rope_at(rope, pos, it.i);
             pre.cs = r.x;
             pre.sn = r.y;
         }
@@ -761,13 +774,11 @@ __device__ void qkv_body(int pos, const float *x, const float *__restrict__ nw, 
             if (region < 2) {
                 float sn = pre.sn, cs = pre.cs;
                 if (!first) {
-                    const float2 r = rope[(size_t)pos * (HD / 2) + i];
+                    const float2 r = rope_at(rope, pos, i);
                     cs = r.x;
                     sn = r.y;
                 }
-                float r0 = v0 * cs - v1 * sn, r1 = v0 * sn + v1 * cs;
-                v0 = r0;
-                v1 = r1;
+                rotate(v0, v1, cs, sn);
             }
             if (region == 0) {
                 q[head * HD + a] = v0;
@@ -1462,7 +1473,7 @@ extern "C" __global__ void __launch_bounds__(FA_BT) k_qkv_attn(const int *__rest
             sc[p][0] = rs[it.rows[0]];
             sc[p][1] = rs[it.rows[1]];
             if (it.region < 2) {
-                const float2 r = rope[(size_t)pos * NPH + it.i];
+                const float2 r = rope_at(rope, pos, it.i);
                 cs[p] = r.x;
                 sn[p] = r.y;
             }
@@ -1493,11 +1504,7 @@ extern "C" __global__ void __launch_bounds__(FA_BT) k_qkv_attn(const int *__rest
         v[1] = group_sum<TPR>(v[1]);
         if (j < npairs && l == 0) {
             float v0 = finish<WK>(v[0], st, sc[p][0]), v1 = finish<WK>(v[1], st, sc[p][1]);
-            if (it.region < 2) {
-                const float r0 = v0 * cs[p] - v1 * sn[p], r1 = v0 * sn[p] + v1 * cs[p];
-                v0 = r0;
-                v1 = r1;
-            }
+            if (it.region < 2) rotate(v0, v1, cs[p], sn[p]);
             cur[it.region][it.a] = v0;
             cur[it.region][it.b] = v1;
             if (it.region > 0 && h % (NH / NKV) == 0) { // one block of the KV head writes the cache
@@ -1535,6 +1542,8 @@ extern "C" __global__ void __launch_bounds__(FA_BT) k_qkv_attn(const int *__rest
         for (int d = threadIdx.x; d < HD; d += FA_BT) slot[FA_S * FA_PART + d] = cur[2][d];
     FA_MARK(5);
     if (!attends) { // (block-uniform)
+        FA_MARK(6);
+        FA_MARK(7);
         pdl_after_work(P_ATTN);
         return;
     }

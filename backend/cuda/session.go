@@ -176,7 +176,7 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 		{&counters, 4 * c.Heads * prefillBatch, "attention counters"},
 		{&s.sampleP, sampleParamBytes, "sampling parameters"},
 		{&bestv, 4 * lmGrid, "argmax values"}, {&besti, 4 * lmGrid, "argmax ids"}, {&lmCounter, 4, "argmax counter"},
-		{&s.tokOut, 4, "argmax token"}, {&s.bar, 4, "grid barrier"}, {&s.timeline, 8 * stepMarks(c.Layers), "step timeline"},
+		{&s.tokOut, 4, "argmax token"}, {&s.bar, 4, "grid barrier"}, {&s.timeline, 8 * traceMarks(c.Layers), "step timeline"},
 		{&kc, int(kvBytes / 2), "key cache"}, {&vc, int(kvBytes / 2), "value cache"},
 	}
 	for _, b := range bufs {
@@ -650,6 +650,13 @@ func (s *Session) launches() int {
 // each of its 5 barriers per layer and the LM head's, and at its end.
 func stepMarks(layers int) int { return 5*layers + 3 }
 
+// faTraceMarks is the readings k_qkv_attn built with FA_TRACE writes
+// (kernels.cu FA_MARK: three blocks, 16 slots each).
+const faTraceMarks = 48
+
+// traceMarks is the timeline buffer's readings: room for either writer.
+func traceMarks(layers int) int { return max(stepMarks(layers), faTraceMarks) }
+
 // Trace returns the first n clock readings (ns) of the timeline buffer,
 // where k_step writes its barriers' (Timeline) and k_qkv_attn built with
 // FA_TRACE its phases. For the harness.
@@ -659,7 +666,7 @@ func (s *Session) Trace(n int) ([]uint64, error) {
 		return nil, err
 	}
 	defer done()
-	if n <= 0 || n > stepMarks(s.m.cfg.Layers) {
+	if n <= 0 || n > traceMarks(s.m.cfg.Layers) {
 		return nil, fmt.Errorf("cuda: trace of %d readings out of range", n)
 	}
 	raw := make([]uint64, n)

@@ -34,7 +34,7 @@ func main() {
 	prof := flag.Int("prof", 64, "profiled tokens per bench (0: none)")
 	both := flag.Bool("both", true, "also bench without programmatic dependent launch and the persistent kernel")
 	rowChunks := flag.Int("rowchunks", 0, "Options.RowChunks of the checks and the main benches (0: default)")
-	flag.IntVar(skipTokens, "skip", 0, "tokens decoded untimed before each bench's timed ones (a prompt's positions)")
+	skip := flag.Int("skip", 0, "tokens decoded untimed before each bench's timed ones (a prompt's positions)")
 	defs := flag.String("defs", "", "Options.DebugDefines of the checks and the main benches (NAME=V,NAME=V)")
 	more := flag.String("variants", "", "more Options to bench, ';'-separated, each a ','-separated list of rowchunks=N maxblock=N itemrows=N evict=N nopdl persistent skip=K1+K2 def=NAME=V+NAME=V")
 	flag.Parse()
@@ -138,7 +138,7 @@ func main() {
 				variants = append(variants, opts)
 			}
 			for _, opts := range variants {
-				line, err := benchOne(name, w, *benchN, *warm, *prof, opts)
+				line, err := benchOne(name, w, *benchN, *warm, *skip, *prof, opts)
 				if err != nil {
 					fmt.Println("bench", name, err)
 					fail = true
@@ -157,9 +157,6 @@ func main() {
 	}
 	fmt.Println("OK")
 }
-
-// skipTokens is -skip.
-var skipTokens = new(int)
 
 func loadGGUF(path string) (*model.Weights, error) {
 	f, err := gguf.Open(path)
@@ -195,17 +192,17 @@ func parseVariant(spec string) (cuda.Options, error) {
 	return o, nil
 }
 
-// benchOne decodes n tokens greedily (the device argmax chained through the
-// host, as a generation loop does) and reports prefill, throughput and jitter, then
-// a profiled run's per-op times.
-func benchOne(name string, w *model.Weights, n, warm, prof int, opts cuda.Options) (string, error) {
+// benchOne decodes n tokens greedily after skip untimed ones (the device
+// argmax chained through the host, as a generation loop does) and reports
+// prefill, throughput and jitter, then a profiled run's per-op times.
+func benchOne(name string, w *model.Weights, n, warm, skip, prof int, opts cuda.Options) (string, error) {
 	bm, err := cuda.Load(w, opts)
 	if err != nil {
 		return "", err
 	}
 	defer bm.Close()
 	m := bm.(*cuda.Model)
-	bs, err := m.NewSession(n + *skipTokens + 64)
+	bs, err := m.NewSession(n + skip + 64)
 	if err != nil {
 		return "", err
 	}
@@ -236,7 +233,7 @@ func benchOne(name string, w *model.Weights, n, warm, prof int, opts cuda.Option
 		}
 	}
 	_ = s.Rewind(0)
-	for i := 0; i < *skipTokens; i++ { // untimed, as a prompt would be
+	for i := 0; i < skip; i++ { // untimed, as a prompt would be
 		if tok, err = s.DecodeArgmax(tok); err != nil {
 			return "", err
 		}
