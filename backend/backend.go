@@ -111,3 +111,13 @@ type BatchDecoder interface {
 	// session has advanced.
 	DecodeBatch(sessions []Session, tokens []int32, logits [][]float32) error
 }
+
+// LogitsPrefiller is implemented by sessions that can prefill a batch and
+// keep the logits after every position, not only the last (for checks
+// against llama.cpp's teacher-forced logits).
+type LogitsPrefiller interface {
+	// PrefillLogits runs tokens as Prefill does and writes the logits
+	// after each of them to logits, position by position: len(tokens)
+	// rows of Vocab values.
+	PrefillLogits(tokens []int32, logits []float32) error
+}
