@@ -28,8 +28,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("model: head count %d out of range", c.Heads)
 	case c.KVHeads <= 0 || c.KVHeads > c.Heads || c.Heads%c.KVHeads != 0:
 		return fmt.Errorf("model: KV head count %d does not divide head count %d", c.KVHeads, c.Heads)
-	case c.HeadDim <= 0 || c.HeadDim%2 != 0 || c.HeadDim*c.Heads > 4*maxDim:
-		return fmt.Errorf("model: head size %d must be positive and even", c.HeadDim)
+	case c.HeadDim <= 0 || c.HeadDim%2 != 0 || c.HeadDim > maxDim || c.HeadDim*c.Heads > 4*maxDim:
+		return fmt.Errorf("model: head size %d must be positive, even and at most %d in all", c.HeadDim, 4*maxDim)
 	case c.Vocab <= 0 || c.Vocab > maxVocab:
 		return fmt.Errorf("model: vocabulary size %d out of range", c.Vocab)
 	case c.ContextLen < 0:
@@ -42,8 +42,20 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("model: RoPE scale %g out of range", c.RopeScale)
 	case c.RopeStyle != RopeNorm && c.RopeStyle != RopeNeoX:
 		return fmt.Errorf("model: unknown RoPE style %d", c.RopeStyle)
-	case c.Act != SiLU && c.Act != ReLU2:
+	case c.Act != SiLU && c.Act != ReLU2 && c.Act != GELUTanh:
 		return fmt.Errorf("model: unknown activation %d", c.Act)
+	case !finiteAtLeast(c.AttnScale, 0) || !finiteAtLeast(c.EmbedScale, 0) || !finiteAtLeast(c.LogitSoftcap, 0):
+		return fmt.Errorf("model: attention scale %g, embedding scale %g or logit soft-cap %g out of range", c.AttnScale, c.EmbedScale, c.LogitSoftcap)
+	}
+	if c.Local != nil {
+		switch {
+		case len(c.Local) != c.Layers:
+			return fmt.Errorf("model: %d sliding-window layer flags for %d layers", len(c.Local), c.Layers)
+		case c.Window <= 0:
+			return fmt.Errorf("model: sliding window of %d positions", c.Window)
+		case !(c.LocalRopeBase > 1) || math.IsInf(float64(c.LocalRopeBase), 0):
+			return fmt.Errorf("model: sliding-window RoPE base %g out of range", c.LocalRopeBase)
+		}
 	}
 	if c.RopeFreqFactors != nil {
 		if len(c.RopeFreqFactors) != c.HeadDim/2 {
@@ -58,24 +70,51 @@ func (c *Config) Validate() error {
 	return nil
 }
 
+// finiteAtLeast tells whether v is a finite number of at least lo.
+func finiteAtLeast(v, lo float32) bool { return v >= lo && !math.IsInf(float64(v), 0) }
+
 // RopeFreqs returns the HeadDim/2 rotation frequencies (radians per
-// position) of one head: base^(-2i/HeadDim), divided by the frequency
-// factor i when there are factors, and by RopeScale (linear scaling). The
-// angle of pair i at position pos is pos*freqs[i]; this is the one place the
-// formula lives, so every backend should take its tables from here.
+// position) of one head of the layers without a sliding window:
+// base^(-2i/HeadDim), divided by the frequency factor i when there are
+// factors, and by RopeScale (linear scaling). The angle of pair i at
+// position pos is pos*freqs[i]; ropeFreqs is the one place the formula
+// lives, so every backend should take its tables from here (RopeSets).
 func RopeFreqs(c *Config) []float32 {
-	half := c.HeadDim / 2
-	freqs := make([]float32, half)
-	scale := float64(c.RopeScale)
-	if scale == 0 {
-		scale = 1
+	return ropeFreqs(c.HeadDim, c.RopeBase, c.RopeScale, c.RopeFreqFactors)
+}
+
+// RopeSets returns the distinct frequency sets of the network's layers:
+// RopeFreqs, then, when some layers have a sliding window, theirs (base
+// LocalRopeBase, unscaled, as llama.cpp's Gemma 3). Layer l uses set
+// c.RopeSet(l).
+func RopeSets(c *Config) [][]float32 {
+	sets := [][]float32{RopeFreqs(c)}
+	if c.Local != nil {
+		sets = append(sets, ropeFreqs(c.HeadDim, c.LocalRopeBase, 1, c.RopeFreqFactors))
+	}
+	return sets
+}
+
+// RopeSet is the index in RopeSets of layer l's frequencies.
+func (c *Config) RopeSet(l int) int {
+	if c.IsLocal(l) {
+		return 1
+	}
+	return 0
+}
+
+func ropeFreqs(headDim int, base, scale float32, factors []float32) []float32 {
+	freqs := make([]float32, headDim/2)
+	s := float64(scale)
+	if s == 0 {
+		s = 1
 	}
 	for i := range freqs {
-		f := math.Pow(float64(c.RopeBase), -2*float64(i)/float64(c.HeadDim))
-		if c.RopeFreqFactors != nil {
-			f /= float64(c.RopeFreqFactors[i])
+		f := math.Pow(float64(base), -2*float64(i)/float64(headDim))
+		if factors != nil {
+			f /= float64(factors[i])
 		}
-		freqs[i] = float32(f / scale)
+		freqs[i] = float32(f / s)
 	}
 	return freqs
 }

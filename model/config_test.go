@@ -2,6 +2,7 @@ package model
 
 import (
 	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
@@ -32,5 +33,26 @@ func TestRopeTable(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestCheckFeatures: a backend that lacks a feature the network uses gets
+// an error naming it; the plain Llama block uses none.
+func TestCheckFeatures(t *testing.T) {
+	llama := baseConfig(ArchLlama, 16, 8, 1, 2, 1, 4)
+	if f := llama.Features(); len(f) != 0 {
+		t.Errorf("plain llama uses %v", f)
+	}
+	if err := CheckFeatures(&llama, "test"); err != nil {
+		t.Error(err)
+	}
+	g := gemmaConfig(32, 40, 3, 2, 1, 12, 19)
+	err := CheckFeatures(&g, "test", FeatQKNorm, FeatPostNorms, FeatGELUTanh, FeatRopeNeoX, FeatEmbedScale, FeatRopeLinear, FeatHeadDim)
+	if err == nil || !strings.Contains(err.Error(), "sliding-window, logit-softcap") || !strings.HasPrefix(err.Error(), "test: ") {
+		t.Errorf("error %v, want sliding-window and logit-softcap named", err)
+	}
+	q := baseConfig(ArchQwen2, 16, 8, 1, 2, 1, 4)
+	if err := CheckFeatures(&q, "test", FeatRopeNeoX); err == nil || !strings.Contains(err.Error(), "qkv-bias") {
+		t.Errorf("error %v, want qkv-bias named", err)
 	}
 }

@@ -5,28 +5,38 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 
 	"github.com/edgellm/edgellm/gguf"
 	"github.com/edgellm/edgellm/quant"
 )
 
 // FromGGUF reads a network's Config and Weights from a GGUF file. Matrices
-// stay views into the file's data; norm vectors are decoded to float32.
-// Supported architectures: llama, bitnet (llama.cpp's), bitnet-b1.58 and
-// bitnet-25 (bitnet.cpp's). Every tensor is looked up by name and checked
-// for shape and type; the first problem is returned, naming the tensor.
+// stay views into the file's data; norm vectors and biases are decoded to
+// float32. The architectures are those registered by the arch_*.go files
+// (Architectures lists them). Every tensor is looked up by name and checked
+// for shape and type, and every tensor of the file must be one the
+// description reads (as llama.cpp requires); the first problem is
+// returned, naming the tensor.
 func FromGGUF(f *gguf.File) (*Weights, error) {
-	arch, err := f.String("general.architecture")
+	name, err := f.String("general.architecture")
 	if err != nil {
 		return nil, fmt.Errorf("model: %w", err)
 	}
-	l := &loader{f: f, arch: Arch(arch), prefix: arch + "."}
+	a, ok := architectures[Arch(name)]
+	if !ok {
+		return nil, fmt.Errorf("model: unsupported architecture %q (supported: %s)", name, strings.Join(Architectures(), ", "))
+	}
+	l := &loader{f: f, arch: Arch(name), desc: a, prefix: name + ".", used: map[string]bool{}}
 	c, err := l.config()
 	if err != nil {
 		return nil, err
 	}
 	w, err := l.weights(c)
 	if err != nil {
+		return nil, err
+	}
+	if err := l.allUsed(); err != nil {
 		return nil, err
 	}
 	w.release = f.Release
@@ -38,8 +48,29 @@ func FromGGUF(f *gguf.File) (*Weights, error) {
 type loader struct {
 	f      *gguf.File
 	arch   Arch
+	desc   *architecture
 	prefix string // "<arch>."
+	used   map[string]bool
 	err    error
+}
+
+// hasTensor tells whether the file has tensor name.
+func (l *loader) hasTensor(name string) bool {
+	_, ok := l.f.Tensor(name)
+	return ok
+}
+
+// allUsed fails on the first tensor of the file that the description did
+// not read: a feature it does not know (a bias, a fused QKV, a vision
+// tower) must not be silently ignored.
+func (l *loader) allUsed() error {
+	for i := range l.f.Tensors {
+		name := l.f.Tensors[i].Name
+		if !l.used[name] && !slices.Contains(l.desc.ignored, name) {
+			return fmt.Errorf("model: tensor %q is not part of architecture %q as EdgeLLM implements it (biases, fused QKV and other extra tensors are not supported)", name, l.arch)
+		}
+	}
+	return nil
 }
 
 func (l *loader) fail(format string, args ...any) {
@@ -89,20 +120,6 @@ func (l *loader) floatKey(key string, def float32) float32 {
 
 func (l *loader) config() (*Config, error) {
 	c := &Config{Arch: l.arch, RopeScale: 1}
-	// Per architecture as llama.cpp's llama_model_rope_type and graph
-	// builders have it: llama rotates adjacent pairs; both BitNet graphs use
-	// NeoX halves. bitnet.cpp's graph (bitnet-b1.58) gates with ReLU²,
-	// upstream's bitnet with SiLU.
-	switch l.arch {
-	case ArchLlama:
-		c.RopeStyle, c.Act = RopeNorm, SiLU
-	case ArchBitNet:
-		c.RopeStyle, c.Act, c.SubNorms = RopeNeoX, SiLU, true
-	case ArchBitNet158, ArchBitNet25:
-		c.RopeStyle, c.Act, c.SubNorms = RopeNeoX, ReLU2, true
-	default:
-		return nil, fmt.Errorf("model: unsupported architecture %q", l.arch)
-	}
 	c.Dim = l.uintKey("embedding_length", -1)
 	c.FFNDim = l.uintKey("feed_forward_length", -1)
 	c.Layers = l.uintKey("block_count", -1)
@@ -114,14 +131,17 @@ func (l *loader) config() (*Config, error) {
 	if l.err != nil {
 		return nil, l.err
 	}
-	if c.Heads <= 0 || c.Dim%c.Heads != 0 {
+	// A head's width: key_length when the file says (Gemma 3, Qwen3),
+	// else Dim/Heads, as llama.cpp's n_embd_head_k.
+	if l.f.Has(l.prefix + "attention.key_length") {
+		c.HeadDim = l.uintKey("attention.key_length", -1)
+	} else if c.Heads <= 0 || c.Dim%c.Heads != 0 {
 		return nil, fmt.Errorf("model: embedding length %d is not a multiple of the head count %d", c.Dim, c.Heads)
+	} else {
+		c.HeadDim = c.Dim / c.Heads
 	}
-	c.HeadDim = c.Dim / c.Heads
-	if kl := l.uintKey("attention.key_length", c.HeadDim); kl != c.HeadDim || l.uintKey("attention.value_length", kl) != kl {
-		// Our Layer shapes assume one head size for Q, K and V; llama.cpp's
-		// llama graph allows key_length != n_embd/n_head, which we do not.
-		l.fail("attention key/value length %d differs from embedding length / heads = %d", kl, c.HeadDim)
+	if vl := l.uintKey("attention.value_length", c.HeadDim); vl != c.HeadDim {
+		l.fail("attention value length %d differs from the key length %d", vl, c.HeadDim)
 	}
 	if rd := l.uintKey("rope.dimension_count", c.HeadDim); rd != c.HeadDim {
 		l.fail("partial RoPE (rope.dimension_count %d, head size %d) is not supported", rd, c.HeadDim)
@@ -132,11 +152,16 @@ func (l *loader) config() (*Config, error) {
 		return nil, l.err
 	}
 	// Llama 3's per-frequency divisors, when the file has them.
-	if _, ok := l.f.Tensor("rope_freqs.weight"); ok {
+	if l.hasTensor("rope_freqs.weight") && c.HeadDim > 0 && c.HeadDim <= maxDim {
 		c.RopeFreqFactors = l.vector("rope_freqs.weight", c.HeadDim/2)
 		if l.err != nil {
 			return nil, l.err
 		}
+	}
+	// What the layers do: the architecture's own description.
+	l.desc.describe(l, c)
+	if l.err != nil {
+		return nil, l.err
 	}
 	if err := c.Validate(); err != nil {
 		return nil, err
@@ -202,19 +227,23 @@ func (l *loader) vocab() int {
 func (l *loader) weights(c *Config) (*Weights, error) {
 	w := &Weights{Config: *c}
 	w.Embed = l.matrix("token_embd.weight", c.Vocab, c.Dim)
-	qDim := c.Heads * c.HeadDim
+	qDim, kvDim := c.QDim(), c.KVDim()
 	for i := range c.Layers {
 		blk := func(name string) string { return fmt.Sprintf("blk.%d.%s", i, name) }
-		for _, b := range []string{"attn_q.bias", "attn_k.bias", "attn_v.bias", "attn_output.bias", "ffn_gate.bias", "ffn_up.bias", "ffn_down.bias", "attn_qkv.weight"} {
-			if _, ok := l.f.Tensor(blk(b)); ok {
-				l.fail("tensor %q: biases and fused QKV are not supported", blk(b))
-			}
-		}
 		var L Layer
 		L.AttnNorm = l.vector(blk("attn_norm.weight"), c.Dim)
 		L.Wq = l.layerMatrix(blk("attn_q"), qDim, c.Dim)
-		L.Wk = l.layerMatrix(blk("attn_k"), c.KVDim(), c.Dim)
-		L.Wv = l.layerMatrix(blk("attn_v"), c.KVDim(), c.Dim)
+		L.Wk = l.layerMatrix(blk("attn_k"), kvDim, c.Dim)
+		L.Wv = l.layerMatrix(blk("attn_v"), kvDim, c.Dim)
+		if c.QKVBias {
+			L.Bq = l.vector(blk("attn_q.bias"), qDim)
+			L.Bk = l.vector(blk("attn_k.bias"), kvDim)
+			L.Bv = l.vector(blk("attn_v.bias"), kvDim)
+		}
+		if c.QKNorm {
+			L.QNorm = l.vector(blk("attn_q_norm.weight"), c.HeadDim)
+			L.KNorm = l.vector(blk("attn_k_norm.weight"), c.HeadDim)
+		}
 		L.Wo = l.layerMatrix(blk("attn_output"), c.Dim, qDim)
 		L.FFNNorm = l.vector(blk("ffn_norm.weight"), c.Dim)
 		L.Wgate = l.layerMatrix(blk("ffn_gate"), c.FFNDim, c.Dim)
@@ -224,16 +253,19 @@ func (l *loader) weights(c *Config) (*Weights, error) {
 			L.AttnSubNorm = l.vector(blk("attn_sub_norm.weight"), qDim)
 			L.FFNSubNorm = l.vector(blk("ffn_sub_norm.weight"), c.FFNDim)
 		}
+		if c.PostNorms {
+			L.AttnPostNorm = l.vector(blk("post_attention_norm.weight"), c.Dim)
+			L.FFNPostNorm = l.vector(blk("post_ffw_norm.weight"), c.Dim)
+		}
 		if l.err != nil {
 			return nil, l.err
 		}
 		w.Layers = append(w.Layers, L)
 	}
 	w.OutNorm = l.vector("output_norm.weight", c.Dim)
-	// Both BitNet graphs (llama.cpp's and bitnet.cpp's) take the LM head
-	// from token_embd even when output.weight exists; llama ties only when
-	// output.weight is absent.
-	if _, ok := l.f.Tensor("output.weight"); ok && !c.SubNorms {
+	// Tied when output.weight is absent; some architectures always take
+	// the LM head from token_embd (both BitNet graphs).
+	if l.hasTensor("output.weight") && !l.desc.headFromEmbed {
 		w.Output = l.matrix("output.weight", c.Vocab, c.Dim)
 	} else {
 		w.Output, w.Tied = w.Embed, true
@@ -244,12 +276,13 @@ func (l *loader) weights(c *Config) (*Weights, error) {
 	return w, nil
 }
 
-// layerMatrix reads "<base>.weight" and, for BitNet, multiplies in the
-// optional one-element "<base>.scale" tensor.
+// layerMatrix reads "<base>.weight" and, for architectures with
+// tensorScales (BitNet), multiplies in the optional one-element
+// "<base>.scale" tensor.
 func (l *loader) layerMatrix(base string, rows, cols int) Tensor {
 	t := l.matrix(base+".weight", rows, cols)
 	if _, ok := l.f.Tensor(base + ".scale"); ok && l.err == nil {
-		if l.arch == ArchLlama {
+		if !l.desc.tensorScales {
 			l.fail("tensor %q: per-tensor scales are only read for BitNet architectures", base+".scale")
 			return t
 		}
@@ -273,6 +306,7 @@ func (l *loader) info(name string, dims ...uint64) *gguf.TensorInfo {
 		l.fail("tensor %q is missing", name)
 		return nil
 	}
+	l.used[name] = true
 	if !slices.Equal(ti.Dims, dims) {
 		l.fail("tensor %q: shape %v, want %v", name, ti.Dims, dims)
 		return nil
@@ -364,7 +398,7 @@ func (l *loader) tensorType(ti *gguf.TensorInfo) (quant.Type, error) {
 	}
 	gap, ok := l.reserved(ti)
 	if !ok {
-		if l.arch == ArchLlama {
+		if !l.desc.tensorScales {
 			return 0, errors.New("type id 36 is ambiguous (bitnet.cpp's I2_S or an old upstream repacked type) and cannot be sized in a llama file's last tensor")
 		}
 		return quant.I2_S, nil
@@ -393,4 +427,35 @@ func (l *loader) alignment() uint64 {
 		return a
 	}
 	return 32
+}
+
+// slidingLayers reads attention.sliding_window_pattern: a period n (layer
+// l is local unless l%n == n-1, llama.cpp's set_swa_pattern; 0 makes every
+// layer local) or an array of one bool per layer; period def when the key
+// is absent.
+func (l *loader) slidingLayers(layers, def int) []bool {
+	local := make([]bool, max(layers, 0))
+	key := l.prefix + "attention.sliding_window_pattern"
+	v, ok := l.f.Lookup(key)
+	if ok && v.Type() == gguf.TypeArray {
+		vals, _ := v.Array()
+		if len(vals) != layers {
+			l.fail("metadata %q has %d values for %d layers", key, len(vals), layers)
+			return nil
+		}
+		for i, e := range vals {
+			b, isBool := e.Bool()
+			if !isBool {
+				l.fail("metadata %q: element %d is %s, want bool", key, i, e.Type())
+				return nil
+			}
+			local[i] = b
+		}
+		return local
+	}
+	n := l.uintKey("attention.sliding_window_pattern", def)
+	for i := range local {
+		local[i] = n == 0 || i%n < n-1 // period 0: every layer, as llama.cpp
+	}
+	return local
 }

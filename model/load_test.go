@@ -83,6 +83,24 @@ func specOf(w *Weights) *ggufSpec {
 		s.set(p+"rope.scaling.type", gguf.NewString("linear"))
 		s.set(p+"rope.scaling.factor", gguf.NewFloat32(c.RopeScale))
 	}
+	if c.QDim() != c.Dim {
+		s.set(p+"attention.key_length", gguf.NewUint32(uint32(c.HeadDim)))
+		s.set(p+"attention.value_length", gguf.NewUint32(uint32(c.HeadDim)))
+	}
+	if c.Local != nil {
+		s.set(p+"attention.sliding_window", gguf.NewUint32(uint32(c.Window)))
+		s.set(p+"rope.freq_base_swa", gguf.NewFloat32(c.LocalRopeBase))
+		flags := make([]bool, len(c.Local))
+		copy(flags, c.Local)
+		v, err := gguf.NewArray(flags)
+		if err != nil {
+			panic(err)
+		}
+		s.set(p+"attention.sliding_window_pattern", v)
+	}
+	if c.LogitSoftcap > 0 {
+		s.set(p+"final_logit_softcapping", gguf.NewFloat32(c.LogitSoftcap))
+	}
 	if c.RopeFreqFactors != nil {
 		s.tensors = append(s.tensors, tensorSpec{"rope_freqs.weight", quant.F32, []uint64{uint64(len(c.RopeFreqFactors))}, f32Bytes(c.RopeFreqFactors)})
 	}
@@ -107,7 +125,20 @@ func specOf(w *Weights) *ggufSpec {
 		mat(&L.Wq, n("attn_q.weight"))
 		mat(&L.Wk, n("attn_k.weight"))
 		mat(&L.Wv, n("attn_v.weight"))
+		if c.QKVBias {
+			vec(L.Bq, n("attn_q.bias"))
+			vec(L.Bk, n("attn_k.bias"))
+			vec(L.Bv, n("attn_v.bias"))
+		}
+		if c.QKNorm {
+			vec(L.QNorm, n("attn_q_norm.weight"))
+			vec(L.KNorm, n("attn_k_norm.weight"))
+		}
 		mat(&L.Wo, n("attn_output.weight"))
+		if c.PostNorms {
+			vec(L.AttnPostNorm, n("post_attention_norm.weight"))
+			vec(L.FFNPostNorm, n("post_ffw_norm.weight"))
+		}
 		vec(L.FFNNorm, n("ffn_norm.weight"))
 		mat(&L.Wgate, n("ffn_gate.weight"))
 		mat(&L.Wup, n("ffn_up.weight"))
@@ -185,8 +216,13 @@ func TestFromGGUFRoundTrip(t *testing.T) {
 					}
 				}
 				if !reflect.DeepEqual(a.AttnNorm, b.AttnNorm) || !reflect.DeepEqual(a.FFNNorm, b.FFNNorm) ||
-					!reflect.DeepEqual(a.AttnSubNorm, b.AttnSubNorm) || !reflect.DeepEqual(a.FFNSubNorm, b.FFNSubNorm) {
+					!reflect.DeepEqual(a.AttnSubNorm, b.AttnSubNorm) || !reflect.DeepEqual(a.FFNSubNorm, b.FFNSubNorm) ||
+					!reflect.DeepEqual(a.QNorm, b.QNorm) || !reflect.DeepEqual(a.KNorm, b.KNorm) ||
+					!reflect.DeepEqual(a.AttnPostNorm, b.AttnPostNorm) || !reflect.DeepEqual(a.FFNPostNorm, b.FFNPostNorm) {
 					t.Fatalf("layer %d norms differ", i)
+				}
+				if !reflect.DeepEqual(a.Bq, b.Bq) || !reflect.DeepEqual(a.Bk, b.Bk) || !reflect.DeepEqual(a.Bv, b.Bv) {
+					t.Fatalf("layer %d biases differ", i)
 				}
 			}
 		})
@@ -198,6 +234,8 @@ func TestFromGGUFRoundTrip(t *testing.T) {
 func TestFromGGUFErrors(t *testing.T) {
 	llama := randomWeights(t, 4, testSpecs()["llama-q8_0-gqa-tied"])
 	bitnet := randomWeights(t, 4, testSpecs()["bitnet-f16-odd-tied-scaled"])
+	qwen2 := randomWeights(t, 4, testSpecs()["qwen2-f32-bias-untied"])
+	gemma := randomWeights(t, 4, testSpecs()["gemma3-f32-window-softcap"])
 	cases := []struct {
 		name   string
 		w      *Weights
@@ -235,6 +273,20 @@ func TestFromGGUFErrors(t *testing.T) {
 		{"NaN scale", bitnet, func(s *ggufSpec) {
 			s.tensor("blk.0.attn_k.scale").data = f32Bytes([]float32{float32(math.NaN())})
 		}, `"blk.0.attn_k.weight": scale`},
+		{"missing bias", qwen2, func(s *ggufSpec) { s.dropTensor("blk.1.attn_v.bias") }, `"blk.1.attn_v.bias" is missing`},
+		{"output bias", qwen2, func(s *ggufSpec) {
+			s.tensors = append(s.tensors, tensorSpec{"blk.0.attn_output.bias", quant.F32, []uint64{24}, make([]byte, 96)})
+		}, `tensor "blk.0.attn_output.bias" is not part of architecture "qwen2"`},
+		{"missing q norm", gemma, func(s *ggufSpec) { s.dropTensor("blk.2.attn_q_norm.weight") }, `"blk.2.attn_q_norm.weight" is missing`},
+		{"missing post-norm", gemma, func(s *ggufSpec) { s.dropTensor("blk.0.post_ffw_norm.weight") }, `"blk.0.post_ffw_norm.weight" is missing`},
+		{"window pattern length", gemma, func(s *ggufSpec) {
+			v, _ := gguf.NewArray([]bool{true, false})
+			s.set("gemma3.attention.sliding_window_pattern", v)
+		}, "2 values for 3 layers"},
+		{"window pattern type", gemma, func(s *ggufSpec) {
+			s.set("gemma3.attention.sliding_window_pattern", gguf.NewFloat32s([]float32{1, 0, 1}))
+		}, "want bool"},
+		{"value length", gemma, func(s *ggufSpec) { s.set("gemma3.attention.value_length", gguf.NewUint32(8)) }, "value length 8"},
 		{"rope freqs shape", bitnet, func(s *ggufSpec) {
 			s.tensor("rope_freqs.weight").dims = []uint64{5, 1}
 		}, `"rope_freqs.weight": shape`},
@@ -253,6 +305,55 @@ func TestFromGGUFErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestSlidingWindowPattern reads Gemma 3's window layers from a period
+// (6 when the key is absent, as llama.cpp), or per-layer flags.
+func TestSlidingWindowPattern(t *testing.T) {
+	spec := testSpecs()["gemma3-f32-window-softcap"]
+	spec.cfg.Layers = 8
+	spec.cfg.Local = make([]bool, 8)
+	w := randomWeights(t, 9, spec)
+	for _, tc := range []struct {
+		name string
+		key  *gguf.Value
+		want string
+	}{
+		{"absent", nil, "LLLLLGLL"},
+		{"period 3", ptr(gguf.NewUint32(3)), "LLGLLGLL"},
+		{"period 1", ptr(gguf.NewUint32(1)), "GGGGGGGG"},
+		{"period 0", ptr(gguf.NewUint32(0)), "LLLLLLLL"},
+	} {
+		s := specOf(w)
+		if tc.key == nil {
+			s.del("gemma3.attention.sliding_window_pattern")
+		} else {
+			s.set("gemma3.attention.sliding_window_pattern", *tc.key)
+		}
+		got, err := s.load(t)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		var b strings.Builder
+		for l := range got.Layers {
+			b.WriteString(map[bool]string{true: "L", false: "G"}[got.IsLocal(l)])
+		}
+		if b.String() != tc.want || got.Window != 3 || got.LocalRopeBase != 100 {
+			t.Errorf("%s: layers %s window %d base %g, want %s, 3, 100", tc.name, b.String(), got.Window, got.LocalRopeBase, tc.want)
+		}
+	}
+	// No window key: no local layers at all.
+	s := specOf(w)
+	s.del("gemma3.attention.sliding_window")
+	got, err := s.load(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Local != nil {
+		t.Errorf("without a window: local layers %v", got.Local)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
 
 // setTensorType patches the type id of tensor name in a written file.
 func setTensorType(t *testing.T, data []byte, name string, typ uint32) {

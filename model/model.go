@@ -1,11 +1,14 @@
-// Package model describes the networks EdgeLLM runs as data: hyper-parameters
-// read from GGUF metadata, the weights as typed tensor views, and a plain
-// reference forward pass that every backend is checked against. It knows
-// nothing of backends' internals.
+// Package model describes the networks EdgeLLM runs as data: the
+// hyper-parameters and the features of a layer (Config), read from GGUF
+// metadata by one small description per architecture (arch_*.go), the
+// weights as typed tensor views, and a plain reference forward pass that
+// reads the description top to bottom and that every backend is checked
+// against. It knows nothing of backends' internals.
 package model
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/edgellm/edgellm/quant"
 )
@@ -13,19 +16,13 @@ import (
 // Arch names an architecture as GGUF's general.architecture spells it.
 type Arch string
 
-const (
-	ArchLlama     Arch = "llama"        // Llama 2/3, SmolLM, TinyLlama, llama2.c stories
-	ArchBitNet    Arch = "bitnet"       // llama.cpp's BitNet: sub-norms, SiLU gate
-	ArchBitNet158 Arch = "bitnet-b1.58" // bitnet.cpp's BitNet b1.58 2B4T: sub-norms, ReLU² gate
-	ArchBitNet25  Arch = "bitnet-25"    // earlier name of bitnet-b1.58
-)
-
 // Activation is the FFN gate's non-linearity.
 type Activation int
 
 const (
-	SiLU  Activation = iota // silu(gate) * up
-	ReLU2                   // relu(gate)^2 * up
+	SiLU     Activation = iota // silu(gate) * up
+	ReLU2                      // relu(gate)^2 * up
+	GELUTanh                   // gelu(gate) * up, GELU's tanh approximation
 )
 
 // RopeStyle says which head values RoPE rotates together.
@@ -36,7 +33,10 @@ const (
 	RopeNeoX                  // halves (x[i], x[i+d/2])
 )
 
-// Config is the architecture-neutral description of a network.
+// Config is the architecture-neutral description of a network: its sizes
+// and what each layer does. The reference forward (reference.go) reads it
+// top to bottom; each backend compiles it into its own plan and refuses,
+// at load, a feature it does not implement (Features, CheckFeatures).
 type Config struct {
 	Arch       Arch
 	Dim        int // hidden size (embedding length)
@@ -44,25 +44,78 @@ type Config struct {
 	Layers     int
 	Heads      int
 	KVHeads    int
-	HeadDim    int // Dim / Heads
+	HeadDim    int // one head's width for Q, K and V (GGUF key_length; Dim/Heads when absent)
 	Vocab      int
 	ContextLen int // the file's trained context length (a default, not a cap)
 	NormEps    float32
 
+	// Attention block: x += [PostNorm] Wo [SubNorm] attn(RoPE([QKNorm](W{q,k,v} norm(x) [+ bias]))).
+	QKVBias   bool // q, k and v projections add a bias (Qwen2)
+	QKNorm    bool // RMSNorm over each head of q and of k, before RoPE (Qwen3, Gemma 3)
+	SubNorms  bool // BitNet: RMSNorm of the attention output before W_o and of the FFN hidden state before W_down
+	PostNorms bool // RMSNorm of the attention and FFN outputs before each residual add (Gemma 3)
+	// AttnScale multiplies q·k before the softmax; 0 means 1/sqrt(HeadDim).
+	AttnScale float32
+
+	// FFN block: x += [PostNorm] W_down [SubNorm] (act(W_gate n) * W_up n), n = norm(x).
+	Act Activation
+
+	// RoPE of every layer but the sliding-window ones.
 	RopeBase  float32
 	RopeStyle RopeStyle
 	// RopeFreqFactors, when non-nil, divides each rotation frequency
-	// (HeadDim/2 values; Llama 3 rope_freqs or computed from rope scaling).
+	// (HeadDim/2 values; Llama 3's rope_freqs).
 	RopeFreqFactors []float32
 	// RopeScale is the linear position scale (1 = none): pos is multiplied by 1/RopeScale.
 	RopeScale float32
 
-	Act      Activation
-	SubNorms bool // BitNet: RMSNorm before W_o and before W_down
+	// Sliding-window attention (Gemma 3): a layer l with Local[l] sees only
+	// the last Window positions (itself included) and rotates with base
+	// LocalRopeBase, unscaled. Local is nil when no layer is local.
+	Window        int
+	Local         []bool
+	LocalRopeBase float32
+
+	// EmbedScale multiplies the embedding row (Gemma: sqrt(Dim)); 0 means 1.
+	EmbedScale float32
+	// LogitSoftcap, when positive, maps each final logit l to c*tanh(l/c).
+	LogitSoftcap float32
 }
 
 // KVDim is the width of one position's K (or V) for one layer.
 func (c *Config) KVDim() int { return c.KVHeads * c.HeadDim }
+
+// QDim is the width of the queries (and of the attention output) of one
+// position: Heads*HeadDim, which need not equal Dim.
+func (c *Config) QDim() int { return c.Heads * c.HeadDim }
+
+// ScoreScale is what q·k is multiplied by before the softmax.
+func (c *Config) ScoreScale() float32 {
+	if c.AttnScale != 0 {
+		return c.AttnScale
+	}
+	return float32(1 / math.Sqrt(float64(c.HeadDim)))
+}
+
+// EmbedMul is what the embedding row is multiplied by.
+func (c *Config) EmbedMul() float32 {
+	if c.EmbedScale != 0 {
+		return c.EmbedScale
+	}
+	return 1
+}
+
+// IsLocal tells whether layer l attends through the sliding window.
+func (c *Config) IsLocal(l int) bool { return c.Local != nil && c.Local[l] }
+
+// FirstVisible is the first cached position the query at pos attends to
+// in layer l: 0, or pos-Window+1 in a sliding-window layer.
+func (c *Config) FirstVisible(l, pos int) int {
+	if c.IsLocal(l) {
+		return max(0, pos-c.Window+1)
+	}
+	return 0
+}
 
 // Tensor is a typed, row-major 2-D weight: Rows rows of Cols elements each,
 // stored as quant blocks in Data (a view into the file where possible).
@@ -79,19 +132,24 @@ type Tensor struct {
 	Scale float32
 }
 
-// Layer holds one transformer block's weights. Norm weights are float32.
+// Layer holds one transformer block's weights; the Config's features say
+// which of the optional ones are set. Norm weights and biases are float32.
 type Layer struct {
-	AttnNorm    []float32 // [Dim]
-	Wq          Tensor    // [Heads*HeadDim, Dim]
-	Wk          Tensor    // [KVHeads*HeadDim, Dim]
-	Wv          Tensor    // [KVHeads*HeadDim, Dim]
-	AttnSubNorm []float32 // [Dim], BitNet only
-	Wo          Tensor    // [Dim, Heads*HeadDim]
-	FFNNorm     []float32 // [Dim]
-	Wgate       Tensor    // [FFNDim, Dim]
-	Wup         Tensor    // [FFNDim, Dim]
-	FFNSubNorm  []float32 // [FFNDim], BitNet only
-	Wdown       Tensor    // [Dim, FFNDim]
+	AttnNorm     []float32 // [Dim]
+	Wq           Tensor    // [QDim, Dim]
+	Wk           Tensor    // [KVDim, Dim]
+	Wv           Tensor    // [KVDim, Dim]
+	Bq, Bk, Bv   []float32 // QKVBias: [QDim], [KVDim], [KVDim]
+	QNorm, KNorm []float32 // QKNorm: [HeadDim], shared by every head
+	AttnSubNorm  []float32 // SubNorms: [QDim]
+	Wo           Tensor    // [Dim, QDim]
+	AttnPostNorm []float32 // PostNorms: [Dim]
+	FFNNorm      []float32 // [Dim]
+	Wgate        Tensor    // [FFNDim, Dim]
+	Wup          Tensor    // [FFNDim, Dim]
+	FFNSubNorm   []float32 // SubNorms: [FFNDim]
+	Wdown        Tensor    // [Dim, FFNDim]
+	FFNPostNorm  []float32 // PostNorms: [Dim]
 }
 
 // Weights is a whole network: its Config and every tensor.
@@ -122,6 +180,8 @@ func (a Activation) String() string {
 		return "silu"
 	case ReLU2:
 		return "relu2"
+	case GELUTanh:
+		return "gelu_tanh"
 	}
 	return fmt.Sprintf("activation(%d)", int(a))
 }

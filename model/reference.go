@@ -12,16 +12,16 @@ import (
 type RefState struct {
 	w     *Weights
 	ctx   int
-	freqs []float32 // [HeadDim/2] RoPE frequencies
+	freqs [][]float32 // RoPE frequencies of each set (RopeSets), HeadDim/2 each
 
 	// activations at the current position
 	x      []float32 // [Dim] residual stream
 	xb     []float32 // [Dim] normed input of a block
-	q      []float32 // [Heads*HeadDim]
+	q      []float32 // [QDim]
 	k      []float32 // [KVDim]
 	v      []float32 // [KVDim]
 	att    []float32 // [ctx] scores of one head
-	attOut []float32 // [Heads*HeadDim] attention output (all heads)
+	attOut []float32 // [QDim] attention output (all heads)
 	xo     []float32 // [Dim] output of W_o or W_down
 	gate   []float32 // [FFNDim]
 	up     []float32 // [FFNDim]
@@ -39,9 +39,9 @@ type RefState struct {
 func NewReference(w *Weights, ctx int) *RefState {
 	c := &w.Config
 	ctx = max(ctx, 0)
-	qDim := c.Heads * c.HeadDim
+	qDim := c.QDim()
 	st := &RefState{
-		w: w, ctx: ctx, freqs: RopeFreqs(c),
+		w: w, ctx: ctx, freqs: RopeSets(c),
 		x: make([]float32, c.Dim), xb: make([]float32, c.Dim),
 		q: make([]float32, qDim), k: make([]float32, c.KVDim()), v: make([]float32, c.KVDim()),
 		att: make([]float32, ctx), attOut: make([]float32, qDim), xo: make([]float32, c.Dim),
@@ -69,89 +69,152 @@ func (s *RefState) Forward(token int32, pos int) []float32 {
 	if token < 0 || int(token) >= c.Vocab || pos < 0 || pos >= s.ctx {
 		return nil
 	}
-	kvDim := c.KVDim()
-	group := c.Heads / c.KVHeads // query heads per KV head (GQA)
 
-	// --- embedding: x = Embed[token] ---
+	// --- embedding: x = Embed[token] * EmbedScale ---
 	EmbedRow(s.x, &w.Embed, int(token))
+	scaleVec(s.x, c.EmbedMul())
 
 	for l := range w.Layers {
-		L := &w.Layers[l]
+		s.attention(l, pos)
+		s.feedForward(l)
+	}
 
-		// --- attention: xb = RMSNorm(x); q, k, v = Wq xb, Wk xb, Wv xb ---
-		RMSNorm(s.xb, s.x, L.AttnNorm, c.NormEps)
-		s.matVec(s.q, &L.Wq, s.xb)
-		s.matVec(s.k, &L.Wk, s.xb)
-		s.matVec(s.v, &L.Wv, s.xb)
+	// --- final norm and LM head: logits = Output RMSNorm(x), soft-capped ---
+	RMSNorm(s.xb, s.x, w.OutNorm, c.NormEps)
+	s.matVec(s.logits, &w.Output, s.xb)
+	if c.LogitSoftcap > 0 {
+		for i, v := range s.logits {
+			s.logits[i] = Softcap(v, c.LogitSoftcap)
+		}
+	}
+	return s.logits
+}
 
-		// --- RoPE on q and k ---
-		RoPE(s.q, c.HeadDim, pos, s.freqs, c.RopeStyle)
-		RoPE(s.k, c.HeadDim, pos, s.freqs, c.RopeStyle)
+// attention runs layer l's attention block at pos: x += Wo·attn(...).
+func (s *RefState) attention(l, pos int) {
+	c, L := &s.w.Config, &s.w.Layers[l]
+	kvDim, hd := c.KVDim(), c.HeadDim
+	group := c.Heads / c.KVHeads // query heads per KV head (GQA)
 
-		// --- KV cache: store k, v at pos ---
-		copy(s.keyCache[l][pos*kvDim:(pos+1)*kvDim], s.k)
-		copy(s.valueCache[l][pos*kvDim:(pos+1)*kvDim], s.v)
+	// --- xb = RMSNorm(x); q, k, v = Wq xb + bq, Wk xb + bk, Wv xb + bv ---
+	RMSNorm(s.xb, s.x, L.AttnNorm, c.NormEps)
+	s.matVec(s.q, &L.Wq, s.xb)
+	s.matVec(s.k, &L.Wk, s.xb)
+	s.matVec(s.v, &L.Wv, s.xb)
+	if c.QKVBias {
+		addTo(s.q, L.Bq)
+		addTo(s.k, L.Bk)
+		addTo(s.v, L.Bv)
+	}
 
-		// --- causal attention, per query head h over positions 0..pos ---
-		scale := float32(1 / math.Sqrt(float64(c.HeadDim)))
-		for h := range c.Heads {
-			q := s.q[h*c.HeadDim : (h+1)*c.HeadDim]
-			kvOff := (h / group) * c.HeadDim // the KV head this query head reads
-			att := s.att[:pos+1]
-			for t := range att {
-				k := s.keyCache[l][t*kvDim+kvOff : t*kvDim+kvOff+c.HeadDim]
-				var dot float32
-				for i := range q {
-					dot += q[i] * k[i]
-				}
-				att[t] = dot * scale
+	// --- Qwen3, Gemma 3: RMSNorm over each head of q and of k ---
+	if c.QKNorm {
+		HeadNorm(s.q, L.QNorm, hd, c.NormEps)
+		HeadNorm(s.k, L.KNorm, hd, c.NormEps)
+	}
+
+	// --- RoPE on q and k, with this layer's frequencies ---
+	freqs := s.freqs[c.RopeSet(l)]
+	RoPE(s.q, hd, pos, freqs, c.RopeStyle)
+	RoPE(s.k, hd, pos, freqs, c.RopeStyle)
+
+	// --- KV cache: store k, v at pos ---
+	copy(s.keyCache[l][pos*kvDim:(pos+1)*kvDim], s.k)
+	copy(s.valueCache[l][pos*kvDim:(pos+1)*kvDim], s.v)
+
+	// --- causal attention, per query head h over the visible positions
+	// (all of 0..pos, or the last Window in a sliding-window layer) ---
+	first := c.FirstVisible(l, pos)
+	scale := c.ScoreScale()
+	for h := range c.Heads {
+		q := s.q[h*hd : (h+1)*hd]
+		kvOff := (h / group) * hd // the KV head this query head reads
+		att := s.att[:pos+1-first]
+		for i := range att {
+			t := first + i
+			k := s.keyCache[l][t*kvDim+kvOff : t*kvDim+kvOff+hd]
+			var dot float32
+			for j := range q {
+				dot += q[j] * k[j]
 			}
-			Softmax(att)
-			out := s.attOut[h*c.HeadDim : (h+1)*c.HeadDim]
-			clear(out)
-			for t, a := range att {
-				v := s.valueCache[l][t*kvDim+kvOff : t*kvDim+kvOff+c.HeadDim]
-				for i := range out {
-					out[i] += a * v[i]
-				}
+			att[i] = dot * scale
+		}
+		Softmax(att)
+		out := s.attOut[h*hd : (h+1)*hd]
+		clear(out)
+		for i, a := range att {
+			t := first + i
+			v := s.valueCache[l][t*kvDim+kvOff : t*kvDim+kvOff+hd]
+			for j := range out {
+				out[j] += a * v[j]
 			}
-		}
-
-		// --- BitNet: attn_sub_norm before W_o ---
-		if c.SubNorms {
-			RMSNorm(s.attOut, s.attOut, L.AttnSubNorm, c.NormEps)
-		}
-
-		// --- x += Wo attOut ---
-		s.matVec(s.xo, &L.Wo, s.attOut)
-		for i := range s.x {
-			s.x[i] += s.xo[i]
-		}
-
-		// --- FFN: xb = RMSNorm(x); hb = act(Wgate xb) * (Wup xb) ---
-		RMSNorm(s.xb, s.x, L.FFNNorm, c.NormEps)
-		s.matVec(s.gate, &L.Wgate, s.xb)
-		s.matVec(s.up, &L.Wup, s.xb)
-		for i, g := range s.gate {
-			s.hb[i] = Activate(c.Act, g) * s.up[i]
-		}
-
-		// --- BitNet: ffn_sub_norm before W_down ---
-		if c.SubNorms {
-			RMSNorm(s.hb, s.hb, L.FFNSubNorm, c.NormEps)
-		}
-
-		// --- x += Wdown hb ---
-		s.matVec(s.xo, &L.Wdown, s.hb)
-		for i := range s.x {
-			s.x[i] += s.xo[i]
 		}
 	}
 
-	// --- final norm and LM head: logits = Output RMSNorm(x) ---
-	RMSNorm(s.xb, s.x, w.OutNorm, c.NormEps)
-	s.matVec(s.logits, &w.Output, s.xb)
-	return s.logits
+	// --- BitNet: attn_sub_norm before W_o ---
+	if c.SubNorms {
+		RMSNorm(s.attOut, s.attOut, L.AttnSubNorm, c.NormEps)
+	}
+
+	// --- x += [post-norm] Wo attOut ---
+	s.matVec(s.xo, &L.Wo, s.attOut)
+	if c.PostNorms {
+		RMSNorm(s.xo, s.xo, L.AttnPostNorm, c.NormEps)
+	}
+	addTo(s.x, s.xo)
+}
+
+// feedForward runs layer l's FFN block: x += W_down (act(W_gate n) * W_up n).
+func (s *RefState) feedForward(l int) {
+	c, L := &s.w.Config, &s.w.Layers[l]
+
+	// --- xb = RMSNorm(x); hb = act(Wgate xb) * (Wup xb) ---
+	RMSNorm(s.xb, s.x, L.FFNNorm, c.NormEps)
+	s.matVec(s.gate, &L.Wgate, s.xb)
+	s.matVec(s.up, &L.Wup, s.xb)
+	for i, g := range s.gate {
+		s.hb[i] = Activate(c.Act, g) * s.up[i]
+	}
+
+	// --- BitNet: ffn_sub_norm before W_down ---
+	if c.SubNorms {
+		RMSNorm(s.hb, s.hb, L.FFNSubNorm, c.NormEps)
+	}
+
+	// --- x += [post-norm] Wdown hb ---
+	s.matVec(s.xo, &L.Wdown, s.hb)
+	if c.PostNorms {
+		RMSNorm(s.xo, s.xo, L.FFNPostNorm, c.NormEps)
+	}
+	addTo(s.x, s.xo)
+}
+
+func addTo(dst, src []float32) {
+	for i, v := range src {
+		dst[i] += v
+	}
+}
+
+func scaleVec(x []float32, f float32) {
+	if f == 1 {
+		return
+	}
+	for i := range x {
+		x[i] *= f
+	}
+}
+
+// HeadNorm applies RMSNorm with weights w (one head's) to each head of x
+// (heads of headDim values, back to back) in place.
+func HeadNorm(x, w []float32, headDim int, eps float32) {
+	for h := 0; h+headDim <= len(x); h += headDim {
+		RMSNorm(x[h:h+headDim], x[h:h+headDim], w, eps)
+	}
+}
+
+// Softcap is c*tanh(v/c), computed in float64.
+func Softcap(v, c float32) float32 {
+	return float32(float64(c) * math.Tanh(float64(v)/float64(c)))
 }
 
 // MatVec is the hot spot of the reference: out[r] = (row r of t) · x times
@@ -199,12 +262,17 @@ func Softmax(x []float32) {
 	}
 }
 
-// Activate applies the FFN gate's non-linearity: silu(g) = g*sigmoid(g), or
-// relu(g)².
+// Activate applies the FFN gate's non-linearity: silu(g) = g*sigmoid(g),
+// relu(g)², or GELU's tanh form 0.5g(1+tanh(sqrt(2/pi)(g+0.044715g³)))
+// (computed in float64).
 func Activate(act Activation, g float32) float32 {
-	if act == ReLU2 {
+	switch act {
+	case ReLU2:
 		r := max(g, 0)
 		return r * r
+	case GELUTanh:
+		x := float64(g)
+		return float32(0.5 * x * (1 + math.Tanh(math.Sqrt(2/math.Pi)*(x+0.044715*x*x*x))))
 	}
 	return g / (1 + float32(math.Exp(float64(-g))))
 }

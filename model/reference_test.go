@@ -18,17 +18,30 @@ type modelSpec struct {
 	scales   bool // random per-tensor scales (BitNet ".scale" tensors)
 }
 
+// baseConfig is the Config FromGGUF makes of a file of arch with these
+// sizes and no optional metadata (head size Dim/Heads, no window).
 func baseConfig(arch Arch, dim, ffn, layers, heads, kvHeads, vocab int) Config {
 	c := Config{
 		Arch: arch, Dim: dim, FFNDim: ffn, Layers: layers, Heads: heads, KVHeads: kvHeads,
 		HeadDim: dim / heads, Vocab: vocab, ContextLen: 64, NormEps: 1e-5, RopeBase: 10000, RopeScale: 1,
 	}
-	if arch != ArchLlama {
-		c.RopeStyle, c.SubNorms = RopeNeoX, true
+	architectures[arch].describe(nil, &c)
+	return c
+}
+
+// gemmaConfig is a Gemma 3 config with a head size of its own, a window of
+// 3 positions on the layers of a period-3 pattern, and a soft-cap.
+func gemmaConfig(dim, ffn, layers, heads, kvHeads, headDim, vocab int) Config {
+	c := baseConfig(ArchQwen3, dim, ffn, layers, heads, kvHeads, vocab) // sizes only
+	c.Arch, c.HeadDim, c.QKNorm, c.PostNorms, c.Act = ArchGemma3, headDim, true, true, GELUTanh
+	c.EmbedScale = float32(math.Sqrt(float64(dim)))
+	c.LogitSoftcap = 3
+	c.Window, c.LocalRopeBase = 3, 100
+	c.Local = make([]bool, layers)
+	for i := range c.Local {
+		c.Local[i] = i%3 < 2
 	}
-	if arch == ArchBitNet158 || arch == ArchBitNet25 {
-		c.Act = ReLU2
-	}
+	c.RopeBase, c.RopeScale = 1000, 2
 	return c
 }
 
@@ -52,6 +65,15 @@ func testSpecs() map[string]modelSpec {
 	specs["bitnet-tq2_0"] = modelSpec{cfg: c, typ: quant.TQ2_0, embedTyp: quant.Q8_0, tied: true, scales: true}
 	c = baseConfig(ArchLlama, 64, 128, 1, 2, 1, 5)
 	specs["llama-q2_0-untied"] = modelSpec{cfg: c, typ: quant.Q2_0, embedTyp: quant.F16}
+	c = baseConfig(ArchQwen2, 24, 20, 2, 4, 2, 13)
+	specs["qwen2-f32-bias-untied"] = modelSpec{cfg: c, typ: quant.F32, embedTyp: quant.F32}
+	c = baseConfig(ArchQwen3, 20, 36, 2, 4, 2, 15)
+	c.HeadDim = 8 // 4 heads of 8: q is 32 wide, more than Dim
+	specs["qwen3-f16-headdim-tied"] = modelSpec{cfg: c, typ: quant.F16, embedTyp: quant.F16, tied: true}
+	c = gemmaConfig(32, 40, 3, 2, 1, 12, 19)
+	specs["gemma3-f32-window-softcap"] = modelSpec{cfg: c, typ: quant.F32, embedTyp: quant.F32, tied: true}
+	c = gemmaConfig(64, 128, 2, 4, 2, 32, 21)
+	specs["gemma3-q8_0"] = modelSpec{cfg: c, typ: quant.Q8_0, embedTyp: quant.Q8_0, tied: true}
 	return specs
 }
 
@@ -94,6 +116,14 @@ func randVec(rng *rand.Rand, n int) []float32 {
 	return v
 }
 
+func randBias(rng *rand.Rand, n int) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(0.5 * rng.NormFloat64())
+	}
+	return v
+}
+
 func randomWeights(t testing.TB, seed uint64, s modelSpec) *Weights {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(seed, 7))
@@ -103,7 +133,7 @@ func randomWeights(t testing.TB, seed uint64, s modelSpec) *Weights {
 	}
 	w := &Weights{Config: c}
 	w.Embed = randTensor(t, rng, "token_embd.weight", s.embedTyp, c.Vocab, c.Dim, 1)
-	qDim := c.Heads * c.HeadDim
+	qDim := c.QDim()
 	mat := func(name string, rows, cols int) Tensor {
 		tn := randTensor(t, rng, name, s.typ, rows, cols, 1/math.Sqrt(float64(cols)))
 		if s.scales {
@@ -122,6 +152,15 @@ func randomWeights(t testing.TB, seed uint64, s modelSpec) *Weights {
 		}
 		if c.SubNorms {
 			L.AttnSubNorm, L.FFNSubNorm = randVec(rng, qDim), randVec(rng, c.FFNDim)
+		}
+		if c.QKVBias {
+			L.Bq, L.Bk, L.Bv = randBias(rng, qDim), randBias(rng, c.KVDim()), randBias(rng, c.KVDim())
+		}
+		if c.QKNorm {
+			L.QNorm, L.KNorm = randVec(rng, c.HeadDim), randVec(rng, c.HeadDim)
+		}
+		if c.PostNorms {
+			L.AttnPostNorm, L.FFNPostNorm = randVec(rng, c.Dim), randVec(rng, c.Dim)
 		}
 		w.Layers = append(w.Layers, L)
 	}
@@ -182,16 +221,21 @@ func rmsnorm64(x, w []float64, eps float64) []float64 {
 }
 
 // rope64 rotates each head: pair i is (2i, 2i+1) or (i, i+hd/2), angle
-// pos / RopeScale * base^(-2i/hd) / factor_i.
-func rope64(v []float64, c *Config, pos int) {
+// pos / RopeScale * base^(-2i/hd) / factor_i, or in a local layer pos *
+// LocalRopeBase^(-2i/hd) / factor_i.
+func rope64(v []float64, c *Config, pos int, local bool) {
 	hd := c.HeadDim
+	base, scale := float64(c.RopeBase), float64(c.RopeScale)
+	if local {
+		base, scale = float64(c.LocalRopeBase), 1
+	}
 	for h := 0; h < len(v); h += hd {
 		for i := 0; i < hd/2; i++ {
 			a, b := h+2*i, h+2*i+1
 			if c.RopeStyle == RopeNeoX {
 				a, b = h+i, h+i+hd/2
 			}
-			theta := float64(pos) / float64(c.RopeScale) * math.Pow(float64(c.RopeBase), -float64(2*i)/float64(hd))
+			theta := float64(pos) / scale * math.Pow(base, -float64(2*i)/float64(hd))
 			if c.RopeFreqFactors != nil {
 				theta /= float64(c.RopeFreqFactors[i])
 			}
@@ -226,70 +270,121 @@ func newRef64(t testing.TB, w *Weights) *ref64 {
 	return r
 }
 
+func addBias64(x []float64, b []float32) {
+	for i := range b {
+		x[i] += float64(b[i])
+	}
+}
+
 func (r *ref64) forward(token int32, pos int) []float64 {
 	c := r.c
 	x := append([]float64(nil), r.embed[int(token)*c.Dim:(int(token)+1)*c.Dim]...)
+	if c.EmbedScale != 0 {
+		for i := range x {
+			x[i] *= float64(c.EmbedScale)
+		}
+	}
+	hd := c.HeadDim
 	for l, L := range r.w.Layers {
 		m := r.layers[l]
+		local := c.Local != nil && c.Local[l]
 		xb := rmsnorm64(x, f64(L.AttnNorm), float64(c.NormEps))
 		q, k, v := matvec64(m["q"], xb), matvec64(m["k"], xb), matvec64(m["v"], xb)
-		rope64(q, c, pos)
-		rope64(k, c, pos)
+		if c.QKVBias {
+			addBias64(q, L.Bq)
+			addBias64(k, L.Bk)
+			addBias64(v, L.Bv)
+		}
+		if c.QKNorm {
+			for h := 0; h < len(q); h += hd {
+				copy(q[h:h+hd], rmsnorm64(q[h:h+hd], f64(L.QNorm), float64(c.NormEps)))
+			}
+			for h := 0; h < len(k); h += hd {
+				copy(k[h:h+hd], rmsnorm64(k[h:h+hd], f64(L.KNorm), float64(c.NormEps)))
+			}
+		}
+		rope64(q, c, pos, local)
+		rope64(k, c, pos, local)
 		r.keys[l] = append(r.keys[l], k)
 		r.values[l] = append(r.values[l], v)
-		att := make([]float64, c.Heads*c.HeadDim)
+		first := 0
+		if local {
+			first = max(0, pos-c.Window+1)
+		}
+		scale := 1 / math.Sqrt(float64(hd))
+		if c.AttnScale != 0 {
+			scale = float64(c.AttnScale)
+		}
+		att := make([]float64, c.Heads*hd)
 		for h := range c.Heads {
 			kvh := h / (c.Heads / c.KVHeads)
 			scores := make([]float64, pos+1)
 			maxs := math.Inf(-1)
-			for t := range scores {
-				for i := range c.HeadDim {
-					scores[t] += q[h*c.HeadDim+i] * r.keys[l][t][kvh*c.HeadDim+i]
+			for t := first; t <= pos; t++ {
+				for i := range hd {
+					scores[t] += q[h*hd+i] * r.keys[l][t][kvh*hd+i]
 				}
-				scores[t] /= math.Sqrt(float64(c.HeadDim))
+				scores[t] *= scale
 				maxs = max(maxs, scores[t])
 			}
 			var sum float64
-			for t := range scores {
+			for t := first; t <= pos; t++ {
 				scores[t] = math.Exp(scores[t] - maxs)
 				sum += scores[t]
 			}
-			for t := range scores {
-				for i := range c.HeadDim {
-					att[h*c.HeadDim+i] += scores[t] / sum * r.values[l][t][kvh*c.HeadDim+i]
+			for t := first; t <= pos; t++ {
+				for i := range hd {
+					att[h*hd+i] += scores[t] / sum * r.values[l][t][kvh*hd+i]
 				}
 			}
 		}
 		if c.SubNorms {
 			att = rmsnorm64(att, f64(L.AttnSubNorm), float64(c.NormEps))
 		}
-		for i, v := range matvec64(m["o"], att) {
+		o := matvec64(m["o"], att)
+		if c.PostNorms {
+			o = rmsnorm64(o, f64(L.AttnPostNorm), float64(c.NormEps))
+		}
+		for i, v := range o {
 			x[i] += v
 		}
 		xb = rmsnorm64(x, f64(L.FFNNorm), float64(c.NormEps))
 		g, u := matvec64(m["gate"], xb), matvec64(m["up"], xb)
 		for i := range g {
-			if c.Act == ReLU2 {
+			switch c.Act {
+			case ReLU2:
 				g[i] = max(g[i], 0) * max(g[i], 0) * u[i]
-			} else {
+			case GELUTanh:
+				g[i] = 0.5 * g[i] * (1 + math.Tanh(math.Sqrt(2/math.Pi)*(g[i]+0.044715*g[i]*g[i]*g[i]))) * u[i]
+			default:
 				g[i] = g[i] / (1 + math.Exp(-g[i])) * u[i]
 			}
 		}
 		if c.SubNorms {
 			g = rmsnorm64(g, f64(L.FFNSubNorm), float64(c.NormEps))
 		}
-		for i, v := range matvec64(m["down"], g) {
+		d := matvec64(m["down"], g)
+		if c.PostNorms {
+			d = rmsnorm64(d, f64(L.FFNPostNorm), float64(c.NormEps))
+		}
+		for i, v := range d {
 			x[i] += v
 		}
 	}
-	return matvec64(r.output, rmsnorm64(x, f64(r.w.OutNorm), float64(c.NormEps)))
+	logits := matvec64(r.output, rmsnorm64(x, f64(r.w.OutNorm), float64(c.NormEps)))
+	if c.LogitSoftcap > 0 {
+		for i, v := range logits {
+			logits[i] = float64(c.LogitSoftcap) * math.Tanh(v/float64(c.LogitSoftcap))
+		}
+	}
+	return logits
 }
 
 func TestReferenceMatchesFloat64(t *testing.T) {
 	for name, spec := range testSpecs() {
 		t.Run(name, func(t *testing.T) {
 			w := randomWeights(t, 1, spec)
-			const ctx = 12
+			const ctx = 12 // beyond the gemma specs' window of 3
 			st, r := NewReference(w, ctx), newRef64(t, w)
 			rng := rand.New(rand.NewPCG(2, 3))
 			var worst float64
@@ -351,7 +446,7 @@ func TestRoPE(t *testing.T) {
 		}
 		want := f64(v)
 		RoPE(v, c.HeadDim, 37, freqs, style)
-		rope64(want, &c, 37)
+		rope64(want, &c, 37, false)
 		for i := range v {
 			if math.Abs(float64(v[i])-want[i]) > 1e-5 {
 				t.Fatalf("style %d: element %d = %g, want %g", style, i, v[i], want[i])
@@ -382,6 +477,12 @@ func TestValidate(t *testing.T) {
 		"short freq factor": func(c *Config) { c.RopeFreqFactors = []float32{1} },
 		"zero freq factor":  func(c *Config) { c.RopeFreqFactors = []float32{1, 1, 0, 1} },
 		"bad activation":    func(c *Config) { c.Act = 9 },
+		"window flags":      func(c *Config) { c.Local, c.Window, c.LocalRopeBase = []bool{true, false}, 4, 10000 },
+		"zero window":       func(c *Config) { c.Local, c.LocalRopeBase = []bool{true}, 10000 },
+		"local base":        func(c *Config) { c.Local, c.Window = []bool{true}, 4 },
+		"negative softcap":  func(c *Config) { c.LogitSoftcap = -1 },
+		"NaN attn scale":    func(c *Config) { c.AttnScale = float32(math.NaN()) },
+		"inf embed scale":   func(c *Config) { c.EmbedScale = float32(math.Inf(1)) },
 	}
 	for name, change := range bad {
 		c := good
