@@ -1,7 +1,6 @@
 package model
 
 import (
-	"bufio"
 	"math"
 	"os"
 	"path/filepath"
@@ -10,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/edgellm/edgellm/gguf"
+	"github.com/edgellm/edgellm/internal/testfiles"
 )
 
 // sharedDir returns ../shared (relative to the repository root), skipping
@@ -37,36 +37,8 @@ func loadGGUF(t *testing.T, path string) *Weights {
 	return w
 }
 
-// readFloatLines reads a text file of whitespace-separated numbers, one
-// slice per line.
-func readFloatLines(t *testing.T, path string) [][]float32 {
-	t.Helper()
-	fh, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fh.Close()
-	var out [][]float32
-	sc := bufio.NewScanner(fh)
-	sc.Buffer(nil, 1<<22)
-	for sc.Scan() {
-		var row []float32
-		for _, s := range strings.Fields(sc.Text()) {
-			v, err := strconv.ParseFloat(s, 32)
-			if err != nil {
-				t.Fatalf("%s: %v", path, err)
-			}
-			row = append(row, float32(v))
-		}
-		if len(row) > 0 {
-			out = append(out, row)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
+// readFloatLines reads a logits file: one slice per line.
+func readFloatLines(t *testing.T, path string) [][]float32 { return testfiles.Floats(t, path) }
 
 func parseIDs(t *testing.T, s string) []int32 {
 	t.Helper()

@@ -72,7 +72,7 @@ func (s *RefState) Forward(token int32, pos int) []float32 {
 
 	// --- embedding: x = Embed[token] * EmbedScale ---
 	EmbedRow(s.x, &w.Embed, int(token))
-	scaleVec(s.x, c.EmbedMul())
+	Scale(s.x, c.EmbedMul())
 
 	for l := range w.Layers {
 		s.attention(l, pos)
@@ -102,9 +102,9 @@ func (s *RefState) attention(l, pos int) {
 	s.matVec(s.k, &L.Wk, s.xb)
 	s.matVec(s.v, &L.Wv, s.xb)
 	if c.QKVBias {
-		addTo(s.q, L.Bq)
-		addTo(s.k, L.Bk)
-		addTo(s.v, L.Bv)
+		Add(s.q, L.Bq)
+		Add(s.k, L.Bk)
+		Add(s.v, L.Bv)
 	}
 
 	// --- Qwen3, Gemma 3: RMSNorm over each head of q and of k ---
@@ -151,17 +151,8 @@ func (s *RefState) attention(l, pos int) {
 		}
 	}
 
-	// --- BitNet: attn_sub_norm before W_o ---
-	if c.SubNorms {
-		RMSNorm(s.attOut, s.attOut, L.AttnSubNorm, c.NormEps)
-	}
-
-	// --- x += [post-norm] Wo attOut ---
-	s.matVec(s.xo, &L.Wo, s.attOut)
-	if c.PostNorms {
-		RMSNorm(s.xo, s.xo, L.AttnPostNorm, c.NormEps)
-	}
-	addTo(s.x, s.xo)
+	// --- x += [post-norm] Wo [sub-norm] attOut ---
+	s.residual(&L.Wo, s.attOut, L.AttnSubNorm, L.AttnPostNorm)
 }
 
 // feedForward runs layer l's FFN block: x += W_down (act(W_gate n) * W_up n).
@@ -176,26 +167,34 @@ func (s *RefState) feedForward(l int) {
 		s.hb[i] = Activate(c.Act, g) * s.up[i]
 	}
 
-	// --- BitNet: ffn_sub_norm before W_down ---
-	if c.SubNorms {
-		RMSNorm(s.hb, s.hb, L.FFNSubNorm, c.NormEps)
-	}
-
-	// --- x += [post-norm] Wdown hb ---
-	s.matVec(s.xo, &L.Wdown, s.hb)
-	if c.PostNorms {
-		RMSNorm(s.xo, s.xo, L.FFNPostNorm, c.NormEps)
-	}
-	addTo(s.x, s.xo)
+	// --- x += [post-norm] Wdown [sub-norm] hb ---
+	s.residual(&L.Wdown, s.hb, L.FFNSubNorm, L.FFNPostNorm)
 }
 
-func addTo(dst, src []float32) {
+// residual ends a block: x += [post-norm] (w [sub-norm] in), the norms
+// where the description has them (BitNet's sub-norm normalises in, in
+// place, before the product; Gemma's post-norm the product's output).
+func (s *RefState) residual(w *Tensor, in, subNorm, postNorm []float32) {
+	c := &s.w.Config
+	if c.SubNorms {
+		RMSNorm(in, in, subNorm, c.NormEps)
+	}
+	s.matVec(s.xo, w, in)
+	if c.PostNorms {
+		RMSNorm(s.xo, s.xo, postNorm, c.NormEps)
+	}
+	Add(s.x, s.xo)
+}
+
+// Add adds src to dst element by element.
+func Add(dst, src []float32) {
 	for i, v := range src {
 		dst[i] += v
 	}
 }
 
-func scaleVec(x []float32, f float32) {
+// Scale multiplies x by f in place (nothing to do for 1).
+func Scale(x []float32, f float32) {
 	if f == 1 {
 		return
 	}

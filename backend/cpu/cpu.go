@@ -1,11 +1,13 @@
 // Package cpu is EdgeLLM's CPU backend: it runs the whole forward pass of
-// the architectures in package model (llama and the BitNet variants) on a
-// persistent pool of worker goroutines, with a KV cache per session
-// (float16 when the products run on the int8 kernels, float32 otherwise),
-// batched prefill (matrix-matrix products, causal attention inside the
-// batch), a decode step that allocates nothing, and a batched decode step
-// for several sessions at once (Model.DecodeBatch, batch.go), bit for bit
-// what each would get alone.
+// every architecture package model describes, reading the description
+// (model.Config's features) in one forward step (forward.go) that serves
+// prefill, decode and batched decode alike, on a persistent pool of worker
+// goroutines, with a KV cache per session (float16 when the products run on
+// the int8 kernels, float32 otherwise), batched prefill (matrix-matrix
+// products, causal attention inside the batch, sliding windows where the
+// layer has one), a decode step that allocates nothing, and a batched
+// decode step for several sessions at once (Model.DecodeBatch, batch.go),
+// bit for bit what each would get alone.
 //
 // Products go through a small internal matmul interface chosen per weight
 // at load: the types package backend/cpu/kernels covers (ternary, Q8_0,
@@ -57,8 +59,10 @@ type Model struct {
 	output matmul
 	out    []float32 // [Dim] final norm weight
 	layers []layer
-	freqs  []float32 // RoPE frequencies, HeadDim/2
-	maxCol int       // widest matrix input: the per-worker scratch size
+	// ropeSets are the RoPE frequencies of each set (model.RopeSets):
+	// layer l rotates with ropeSets[cfg.RopeSet(l)].
+	ropeSets [][]float32
+	maxCol   int // widest matrix input: the per-worker scratch size
 	// kvHalf keeps sessions' KV caches in float16 (as llama.cpp does by
 	// default): set when the layers' products run on the int8 kernels, whose
 	// activation rounding is far coarser; half the bytes attention reads
@@ -71,8 +75,17 @@ type Model struct {
 }
 
 type layer struct {
-	attnNorm, attnSubNorm, ffnNorm, ffnSubNorm []float32
-	wq, wk, wv, wo, wgate, wup, wdown          matmul
+	attnNorm, attnSubNorm, attnPostNorm []float32
+	ffnNorm, ffnSubNorm, ffnPostNorm    []float32
+	bq, bk, bv, qNorm, kNorm            []float32
+	wq, wk, wv, wo, wgate, wup, wdown   matmul
+}
+
+// features are the model.Features the CPU backend implements: all of them.
+var features = []model.Feature{
+	model.FeatQKVBias, model.FeatQKNorm, model.FeatSubNorms, model.FeatPostNorms, model.FeatReLU2,
+	model.FeatGELUTanh, model.FeatRopeNeoX, model.FeatRopeFreqFactors, model.FeatRopeLinear,
+	model.FeatSlidingWindow, model.FeatAttnScale, model.FeatEmbedScale, model.FeatLogitSoftcap, model.FeatHeadDim,
 }
 
 var _ backend.Model = (*Model)(nil)
@@ -91,6 +104,9 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("cpu: %w", err)
 	}
+	if err := model.CheckFeatures(&cfg, "cpu", features...); err != nil {
+		return nil, err
+	}
 	threads := opts.Threads
 	if threads <= 0 {
 		threads = runtime.GOMAXPROCS(0)
@@ -98,8 +114,8 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 	if threads > maxThreads {
 		return nil, fmt.Errorf("cpu: %d threads is more than the limit %d", threads, maxThreads)
 	}
-	m := &Model{cfg: cfg, threads: threads, freqs: model.RopeFreqs(&cfg)}
-	qDim := cfg.Heads * cfg.HeadDim
+	m := &Model{cfg: cfg, threads: threads, ropeSets: model.RopeSets(&cfg)}
+	qDim := cfg.QDim()
 	kvDim := cfg.KVDim()
 	m.maxCol = max(cfg.Dim, cfg.FFNDim, qDim)
 
@@ -164,18 +180,31 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 				return nil, fmt.Errorf("cpu: layer %d: %w", i, err)
 			}
 		}
-		if dst.attnNorm, err = norm(src.AttnNorm, cfg.Dim, "attn_norm"); err != nil {
-			return nil, fmt.Errorf("cpu: layer %d: %w", i, err)
+		vecs := []struct {
+			dst  *[]float32
+			src  []float32
+			n    int
+			name string
+			on   bool
+		}{
+			{&dst.attnNorm, src.AttnNorm, cfg.Dim, "attn_norm", true},
+			{&dst.ffnNorm, src.FFNNorm, cfg.Dim, "ffn_norm", true},
+			// attn_sub_norm sits on the attention output, QDim wide.
+			{&dst.attnSubNorm, src.AttnSubNorm, qDim, "attn_sub_norm", cfg.SubNorms},
+			{&dst.ffnSubNorm, src.FFNSubNorm, cfg.FFNDim, "ffn_sub_norm", cfg.SubNorms},
+			{&dst.attnPostNorm, src.AttnPostNorm, cfg.Dim, "post_attention_norm", cfg.PostNorms},
+			{&dst.ffnPostNorm, src.FFNPostNorm, cfg.Dim, "post_ffw_norm", cfg.PostNorms},
+			{&dst.bq, src.Bq, qDim, "attn_q.bias", cfg.QKVBias},
+			{&dst.bk, src.Bk, kvDim, "attn_k.bias", cfg.QKVBias},
+			{&dst.bv, src.Bv, kvDim, "attn_v.bias", cfg.QKVBias},
+			{&dst.qNorm, src.QNorm, cfg.HeadDim, "attn_q_norm", cfg.QKNorm},
+			{&dst.kNorm, src.KNorm, cfg.HeadDim, "attn_k_norm", cfg.QKNorm},
 		}
-		if dst.ffnNorm, err = norm(src.FFNNorm, cfg.Dim, "ffn_norm"); err != nil {
-			return nil, fmt.Errorf("cpu: layer %d: %w", i, err)
-		}
-		if cfg.SubNorms {
-			// attn_sub_norm sits on the attention output, Heads*HeadDim wide.
-			if dst.attnSubNorm, err = norm(src.AttnSubNorm, qDim, "attn_sub_norm"); err != nil {
-				return nil, fmt.Errorf("cpu: layer %d: %w", i, err)
+		for _, v := range vecs {
+			if !v.on {
+				continue
 			}
-			if dst.ffnSubNorm, err = norm(src.FFNSubNorm, cfg.FFNDim, "ffn_sub_norm"); err != nil {
+			if *v.dst, err = norm(v.src, v.n, v.name); err != nil {
 				return nil, fmt.Errorf("cpu: layer %d: %w", i, err)
 			}
 		}

@@ -44,6 +44,14 @@ func randTensor(t testing.TB, r *rand.Rand, name string, typ quant.Type, rows, c
 	return model.Tensor{Name: name, Type: typ, Rows: rows, Cols: cols, Data: data, Scale: scale}
 }
 
+func randTensorVec(r *rand.Rand, n int, std float64) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(std * r.NormFloat64())
+	}
+	return v
+}
+
 func randNorm(r *rand.Rand, n int) []float32 {
 	v := make([]float32, n)
 	for i := range v {
@@ -61,6 +69,9 @@ type testModel struct {
 	typ, embTyp                      quant.Type
 	tied                             bool
 	neox                             bool
+	// feat sets the newer architectures' features on the config (it may
+	// change HeadDim); build makes the weights they read.
+	feat func(c *model.Config)
 }
 
 func (tm testModel) build(t *testing.T, seed uint64) *model.Weights {
@@ -74,13 +85,16 @@ func (tm testModel) build(t *testing.T, seed uint64) *model.Weights {
 	if tm.neox {
 		c.RopeStyle = model.RopeNeoX
 	}
-	if tm.arch != model.ArchLlama {
+	if tm.arch == model.ArchBitNet || tm.arch == model.ArchBitNet158 {
 		c.SubNorms = true
 		if tm.arch == model.ArchBitNet158 {
 			c.Act = model.ReLU2
 		}
 	}
-	qDim := c.Heads * c.HeadDim
+	if tm.feat != nil {
+		tm.feat(&c)
+	}
+	qDim := c.QDim()
 	w := &model.Weights{Config: c}
 	sd := func(cols int) float64 { return 1 / math.Sqrt(float64(cols)) }
 	w.Embed = randTensor(t, r, "token_embd", tm.embTyp, c.Vocab, c.Dim, 1)
@@ -97,6 +111,16 @@ func (tm testModel) build(t *testing.T, seed uint64) *model.Weights {
 		}
 		if c.SubNorms {
 			L.AttnSubNorm, L.FFNSubNorm = randNorm(r, qDim), randNorm(r, c.FFNDim)
+		}
+		if c.QKVBias {
+			bias := func(n int) []float32 { return randTensorVec(r, n, 0.5) }
+			L.Bq, L.Bk, L.Bv = bias(qDim), bias(c.KVDim()), bias(c.KVDim())
+		}
+		if c.QKNorm {
+			L.QNorm, L.KNorm = randNorm(r, c.HeadDim), randNorm(r, c.HeadDim)
+		}
+		if c.PostNorms {
+			L.AttnPostNorm, L.FFNPostNorm = randNorm(r, c.Dim), randNorm(r, c.Dim)
 		}
 		_ = l
 		w.Layers = append(w.Layers, L)
@@ -120,6 +144,33 @@ var testModels = []testModel{
 	{name: "bitnet-tq2_0", arch: model.ArchBitNet, dim: 256, ffn: 256, layers: 1, heads: 4, kvHeads: 2, vocab: 64, typ: quant.TQ2_0, embTyp: quant.Q8_0, tied: true},
 	{name: "bitnet158-tq1_0", arch: model.ArchBitNet158, dim: 256, ffn: 512, layers: 1, heads: 8, kvHeads: 2, vocab: 40, typ: quant.TQ1_0, embTyp: quant.F32},
 	{name: "bitnet158-i2_s", arch: model.ArchBitNet158, dim: 128, ffn: 256, layers: 2, heads: 2, kvHeads: 1, vocab: 70, typ: quant.I2_S, embTyp: quant.F32},
+	// The newer architectures' features, on the plain path and the kernels.
+	{name: "qwen2-f32-bias", arch: model.ArchQwen2, dim: 48, ffn: 70, layers: 2, heads: 6, kvHeads: 2, vocab: 77, typ: quant.F32, embTyp: quant.F32, neox: true, feat: qwen2Feat},
+	{name: "qwen2-q8_0-bias", arch: model.ArchQwen2, dim: 128, ffn: 192, layers: 2, heads: 4, kvHeads: 2, vocab: 66, typ: quant.Q8_0, embTyp: quant.Q8_0, tied: true, neox: true, feat: qwen2Feat},
+	{name: "qwen3-q8_0-headdim", arch: model.ArchQwen3, dim: 128, ffn: 192, layers: 2, heads: 4, kvHeads: 2, vocab: 50, typ: quant.Q8_0, embTyp: quant.F16, tied: true, neox: true, feat: qwen3Feat},
+	{name: "gemma3-f16-window", arch: model.ArchGemma3, dim: 64, ffn: 128, layers: 4, heads: 4, kvHeads: 2, vocab: 81, typ: quant.F16, embTyp: quant.F16, tied: true, neox: true, feat: gemma3Feat},
+	{name: "gemma3-f32-window", arch: model.ArchGemma3, dim: 40, ffn: 56, layers: 3, heads: 2, kvHeads: 1, vocab: 45, typ: quant.F32, embTyp: quant.F32, tied: true, neox: true, feat: gemma3Feat},
+	{name: "gemma3-tq2_0-window", arch: model.ArchGemma3, dim: 256, ffn: 256, layers: 2, heads: 8, kvHeads: 2, vocab: 60, typ: quant.TQ2_0, embTyp: quant.Q8_0, tied: true, neox: true, feat: gemma3Feat},
+}
+
+func qwen2Feat(c *model.Config) { c.QKVBias = true }
+
+func qwen3Feat(c *model.Config) { c.QKNorm, c.HeadDim = true, 64 } // q 256 wide on a 128-wide model
+
+// gemma3Feat: every Gemma 3 feature, with a 5-position window on two of
+// every three layers (so prompts of the tests reach past it), a soft-cap
+// small enough to bite, and heads of 32 whatever the width.
+func gemma3Feat(c *model.Config) {
+	c.QKNorm, c.PostNorms, c.Act, c.HeadDim = true, true, model.GELUTanh, 32
+	c.EmbedScale = float32(math.Sqrt(float64(c.Dim)))
+	c.AttnScale = 0.2
+	c.LogitSoftcap = 2
+	c.RopeBase, c.RopeScale = 1e6, 4
+	c.Window, c.LocalRopeBase = 5, 10000
+	c.Local = make([]bool, c.Layers)
+	for l := range c.Local {
+		c.Local[l] = l%3 < 2
+	}
 }
 
 // closeTo reports the worst |a-b| relative to max(1, max|b|).

@@ -5,12 +5,10 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"time"
 	"unsafe"
 
 	"github.com/edgellm/edgellm/backend"
 	"github.com/edgellm/edgellm/backend/cpu/kernels"
-	"github.com/edgellm/edgellm/model"
 )
 
 // maxBatch is the most prompt tokens one prefill pass carries; longer
@@ -61,13 +59,12 @@ func (as actsSet) get(cols int) *kernels.Acts {
 	return nil
 }
 
-// Session is one sequence: its float32 KV cache, position and every buffer
-// a forward pass needs, allocated once by NewSession.
+// Session is one sequence: its KV cache, position and the buffers a
+// forward pass needs, allocated once by NewSession.
 type Session struct {
 	m      *Model
 	ctx    int
 	pos    int
-	batch  int // rows of the activation buffers
 	closed bool
 
 	// The KV cache, per layer: float32 [ctx][KVDim], or float16 (keysH,
@@ -76,36 +73,28 @@ type Session struct {
 	// head stream its positions contiguously.
 	keys, vals   [][]float32
 	keysH, valsH [][]uint16
-	kb, vb       []float32 // [batch][KVDim] new K and V before float16
 
-	x, xb   []float32 // [batch][Dim] residual stream and normed input
-	q, att  []float32 // [batch][Heads*HeadDim]
-	hb, hb2 []float32 // [batch][FFNDim]
-	cos     []float32 // [batch][HeadDim/2] RoPE tables of the batch positions
-	sin     []float32
+	p *pass // the session's own rows: a prefill chunk or one decoded token
 
-	acts    actsSet     // int8 activations per input width the kernels read
-	scratch [][]float32 // per worker: one dequantized row
-	scores  [][]float32 // per worker: attention scores [group][ctx+7]
-	gstat   [][]float32 // per worker: per head of a group max, sum
+	scores [][]float32 // per worker: attention scores [group][ctx+7]
+	gstat  [][]float32 // per worker: per head of a group max, sum
 
 	// The partial results of a decode step's attention split into
-	// position ranges: per range HeadDim values per head ([chunks][Heads*
-	// HeadDim], not yet divided by the softmax sums), and per (range,
-	// head) the largest scaled score and the sum of the exponentials.
+	// position ranges: per range HeadDim values per head ([chunks][QDim],
+	// not yet divided by the softmax sums), and per (range, head) the
+	// largest scaled score and the sum of the exponentials.
 	part, pmax, psum []float32
 
-	mt matTask
 	at attnTask
-	gt gateTask
 
 	profile bool
 	times   backend.OpTimes
 }
 
 var (
-	_ backend.Session  = (*Session)(nil)
-	_ backend.Profiler = (*Session)(nil)
+	_ backend.Session         = (*Session)(nil)
+	_ backend.Profiler        = (*Session)(nil)
+	_ backend.LogitsPrefiller = (*Session)(nil)
 )
 
 // Profile implements backend.Profiler. Timing costs a clock read per
@@ -119,19 +108,34 @@ func (s *Session) OpTimes() backend.OpTimes {
 	return t
 }
 
-// lap adds the time since t to *acc when profiling and returns the new mark.
-func (s *Session) lap(acc *float64, t time.Time) time.Time {
-	if !s.profile {
-		return t
-	}
-	now := time.Now()
-	*acc += now.Sub(t).Seconds()
-	return now
-}
-
 // NewSession implements backend.Model.
 func (m *Model) NewSession(ctx int) (backend.Session, error) {
 	return m.newSession(ctx)
+}
+
+// newPass allocates the buffers of a pass of up to rows rows.
+func (m *Model) newPass(rows int) (*pass, error) {
+	c := &m.cfg
+	qDim, kvDim := c.QDim(), c.KVDim()
+	half := c.HeadDim / 2
+	p := &pass{
+		sess: make([]*Session, rows), pos: make([]int, rows), sets: len(m.ropeSets),
+		x: make([]float32, rows*c.Dim), xb: make([]float32, rows*c.Dim),
+		q: make([]float32, rows*qDim), att: make([]float32, rows*qDim),
+		kb: make([]float32, rows*kvDim), vb: make([]float32, rows*kvDim),
+		hb: make([]float32, rows*c.FFNDim), hb2: make([]float32, rows*c.FFNDim),
+		cos: make([]float32, rows*len(m.ropeSets)*half), sin: make([]float32, rows*len(m.ropeSets)*half),
+		mt: &matTask{scratch: make([][]float32, m.threads)},
+	}
+	for w := range p.mt.scratch {
+		p.mt.scratch[w] = make([]float32, m.maxCol)
+	}
+	var err error
+	if p.acts, err = m.newActsSet(rows); err != nil {
+		return nil, err
+	}
+	p.at.groups = make([]*attnTask, 0, rows)
+	return p, nil
 }
 
 func (m *Model) newSession(ctx int) (*Session, error) {
@@ -153,16 +157,13 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 	if closed {
 		return nil, errors.New("cpu: model is closed")
 	}
-	qDim := c.Heads * c.HeadDim
-	b := min(ctx, maxBatch)
+	p, err := m.newPass(min(ctx, maxBatch))
+	if err != nil {
+		return nil, err
+	}
 	s := &Session{
-		m: m, ctx: ctx, batch: b,
-		x: make([]float32, b*c.Dim), xb: make([]float32, b*c.Dim),
-		q: make([]float32, b*qDim), att: make([]float32, b*qDim),
-		hb: make([]float32, b*c.FFNDim), hb2: make([]float32, b*c.FFNDim),
-		cos: make([]float32, b*c.HeadDim/2), sin: make([]float32, b*c.HeadDim/2),
-		scratch: make([][]float32, m.threads), scores: make([][]float32, m.threads),
-		gstat: make([][]float32, m.threads),
+		m: m, ctx: ctx, p: p,
+		scores: make([][]float32, m.threads), gstat: make([][]float32, m.threads),
 	}
 	if m.kvHalf {
 		s.keysH, s.valsH = make([][]uint16, c.Layers), make([][]uint16, c.Layers)
@@ -170,7 +171,6 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 			s.keysH[l] = make([]uint16, ctx*kvDim)
 			s.valsH[l] = make([]uint16, ctx*kvDim)
 		}
-		s.kb, s.vb = make([]float32, b*kvDim), make([]float32, b*kvDim)
 	} else {
 		s.keys, s.vals = make([][]float32, c.Layers), make([][]float32, c.Layers)
 		for l := range s.keys {
@@ -178,9 +178,8 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 			s.vals[l] = make([]float32, ctx*kvDim)
 		}
 	}
-	// Touch every page of the cache now: first touches during decode
-	// (one new page per layer, KV head and K/V every 32 positions) cost
-	// this VM ~3.5 us each, ~0.6 ms on every 32nd SmolLM token.
+	// Touch every page of the cache now, so that no first touch (a page
+	// fault) lands inside a decode step.
 	for l := range c.Layers {
 		if m.kvHalf {
 			prefault(s.keysH[l])
@@ -190,18 +189,12 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 			prefault(s.vals[l])
 		}
 	}
-	for w := range s.scratch {
-		s.scratch[w] = make([]float32, m.maxCol)
+	for w := range s.scores {
 		s.scores[w] = make([]float32, c.Heads/c.KVHeads*(ctx+7))
 		s.gstat[w] = make([]float32, 2*c.Heads/c.KVHeads)
 	}
-	s.mt.scratch = s.scratch
-	acts, err := m.newActsSet(b)
-	if err != nil {
-		return nil, err
-	}
-	s.acts = acts
 	s.at = attnTask{s: s}
+	qDim := c.QDim()
 	s.part = make([]float32, maxKVChunks*qDim)
 	s.pmax, s.psum = make([]float32, maxKVChunks*c.Heads), make([]float32, maxKVChunks*c.Heads)
 	return s, nil
@@ -243,50 +236,39 @@ func (s *Session) Decode(token int32, logits []float32) error {
 	if logits == nil {
 		return errors.New("cpu: decode needs a logits buffer")
 	}
-	return s.forward(token, nil, logits)
+	tok := [1]int32{token}
+	return s.run(tok[:], logits, false)
 }
 
 // Prefill implements backend.Session: the prompt runs in batches of up to
 // maxBatch tokens.
 func (s *Session) Prefill(tokens []int32, logits []float32) error {
-	if len(tokens) == 0 {
-		if logits != nil {
-			return errors.New("cpu: prefill of no tokens has no logits")
-		}
-		return nil
+	if len(tokens) == 0 && logits != nil {
+		return errors.New("cpu: prefill of no tokens has no logits")
 	}
-	if s.pos+len(tokens) > s.ctx {
-		return fmt.Errorf("cpu: %d tokens at position %d overflow the %d-position context", len(tokens), s.pos, s.ctx)
-	}
-	for i := 0; i < len(tokens); i += s.batch {
-		chunk := tokens[i:min(i+s.batch, len(tokens))]
-		var l []float32
-		if i+len(chunk) == len(tokens) {
-			l = logits
-		}
-		if err := s.forward(0, chunk, l); err != nil {
-			return err
-		}
-	}
-	return nil
+	return s.run(tokens, logits, false)
 }
 
-// forward runs one batch (tokens, or the single token tok when tokens is
-// nil) at positions pos.., writing the last token's logits when asked.
-func (s *Session) forward(tok int32, tokens []int32, logits []float32) error {
+// PrefillLogits implements backend.LogitsPrefiller: Prefill, keeping
+// every position's logits (len(tokens) rows of Vocab).
+func (s *Session) PrefillLogits(tokens []int32, logits []float32) error {
+	if v := s.m.cfg.Vocab; len(logits) != len(tokens)*v {
+		return fmt.Errorf("cpu: logits buffer of %d for %d tokens, want %d", len(logits), len(tokens), len(tokens)*v)
+	}
+	return s.run(tokens, logits, true)
+}
+
+// run checks and runs tokens at Pos().. in chunks of the session's rows,
+// writing the logits of the last token, or with all of every token.
+func (s *Session) run(tokens []int32, logits []float32, all bool) error {
 	m := s.m
 	c := &m.cfg
-	single := [1]int32{tok}
-	if tokens == nil {
-		tokens = single[:]
-	}
-	nb := len(tokens)
 	switch {
 	case s.closed:
 		return errors.New("cpu: session is closed")
-	case s.pos+nb > s.ctx:
-		return fmt.Errorf("cpu: position %d is past the %d-position context", s.pos+nb-1, s.ctx)
-	case logits != nil && len(logits) != c.Vocab:
+	case s.pos+len(tokens) > s.ctx:
+		return fmt.Errorf("cpu: %d tokens at position %d overflow the %d-position context", len(tokens), s.pos, s.ctx)
+	case logits != nil && !all && len(logits) != c.Vocab:
 		return fmt.Errorf("cpu: logits buffer of %d, want %d", len(logits), c.Vocab)
 	}
 	for _, t := range tokens {
@@ -299,89 +281,29 @@ func (s *Session) forward(tok int32, tokens []int32, logits []float32) error {
 	if m.closed {
 		return errors.New("cpu: model is closed")
 	}
-
-	dim, ffn, kvDim := c.Dim, c.FFNDim, c.KVDim()
-	qDim := c.Heads * c.HeadDim
-	pos0 := s.pos
-	x := s.x[:nb*dim]
-
-	var mark time.Time
+	p := s.p
+	rows := len(p.pos)
 	if s.profile {
-		mark = time.Now()
+		p.times = &s.times
 	}
-	pt := &s.times
-	for b, t := range tokens {
-		getRow(m.embed, int(t), x[b*dim:(b+1)*dim])
+	for i := 0; i < len(tokens); i += rows {
+		chunk := tokens[i:min(i+rows, len(tokens))]
+		p.nb = len(chunk)
+		for b := range chunk {
+			p.sess[b], p.pos[b] = s, s.pos+b
+		}
+		from, out := p.nb-1, []float32(nil)
+		switch {
+		case all:
+			from, out = 0, logits[i*c.Vocab:(i+len(chunk))*c.Vocab]
+		case i+len(chunk) == len(tokens):
+			out = logits
+		}
+		m.forward(p, chunk, from, out)
+		s.pos += len(chunk)
 	}
-	s.ropeTables(pos0, nb)
-	mark = s.lap(&pt.Embedding, mark)
-
-	for l := range m.layers {
-		ly := &m.layers[l]
-		rmsNormBatch(s.xb, x, ly.attnNorm, nb, dim, c.NormEps)
-		mark = s.lap(&pt.Other, mark)
-
-		// Q into s.q; K and V straight into the cache rows of their
-		// positions, or through kb, vb into a float16 cache.
-		var kc, vc []float32
-		if m.kvHalf {
-			kc, vc = s.kb, s.vb
-		} else {
-			kc, vc = s.keys[l][pos0*kvDim:], s.vals[l][pos0*kvDim:]
-		}
-		s.mul3(s.xb, nb, ly.wq, s.q, ly.wk, kc, ly.wv, vc)
-		for b := range nb {
-			s.rope(s.q[b*qDim:(b+1)*qDim], b)
-			s.rope(kc[b*kvDim:(b+1)*kvDim], b)
-		}
-		if m.kvHalf {
-			for b := range nb {
-				s.putKV(l, pos0+b, kc[b*kvDim:(b+1)*kvDim], vc[b*kvDim:(b+1)*kvDim])
-			}
-		}
-		mark = s.lap(&pt.QKV, mark)
-
-		s.at.layer, s.at.pos0, s.at.nb = l, pos0, nb
-		s.at.chunks = 1
-		if nb == 1 {
-			// by the position alone, never the thread count, so that the
-			// result does not depend on the number of workers
-			s.at.chunks = min(max((pos0+1)/32, 1), maxKVChunks)
-		}
-		m.pool.run(&s.at)
-		if s.at.chunks > 1 {
-			s.at.merge()
-		}
-		mark = s.lap(&pt.Attention, mark)
-
-		if ly.attnSubNorm != nil {
-			rmsNormBatch(s.att, s.att, ly.attnSubNorm, nb, qDim, c.NormEps)
-		}
-		s.mul(ly.wo, s.xb, s.att, nb)
-		addTo(x, s.xb[:nb*dim])
-		mark = s.lap(&pt.Output, mark)
-
-		rmsNormBatch(s.xb, x, ly.ffnNorm, nb, dim, c.NormEps)
-		mark = s.lap(&pt.Other, mark)
-		s.mul3(s.xb, nb, ly.wgate, s.hb, ly.wup, s.hb2, nil, nil)
-		s.gt.g, s.gt.u, s.gt.act = s.hb[:nb*ffn], s.hb2[:nb*ffn], c.Act
-		m.pool.run(&s.gt)
-		mark = s.lap(&pt.FFNUpGate, mark)
-		if ly.ffnSubNorm != nil {
-			rmsNormBatch(s.hb, s.hb, ly.ffnSubNorm, nb, ffn, c.NormEps)
-		}
-		s.mul(ly.wdown, s.xb, s.hb, nb)
-		addTo(x, s.xb[:nb*dim])
-		mark = s.lap(&pt.FFNDown, mark)
-	}
-	s.pos += nb
-
-	if logits != nil {
-		last := x[(nb-1)*dim : nb*dim]
-		rmsNormBatch(s.xb, last, m.out, 1, dim, c.NormEps)
-		s.mul(m.output, logits, s.xb, 1)
-		s.lap(&pt.LMHead, mark)
-	}
+	p.times = nil
+	clear(p.sess)
 	return nil
 }
 
@@ -403,70 +325,40 @@ func (s *Session) putKV(l, pos int, k, v []float32) {
 	}
 }
 
-// mul runs out[b*rows+r] = W[r]·x_b over the pool.
-func (s *Session) mul(w matmul, out, x []float32, nb int) {
-	s.mul3(x, nb, w, out, nil, nil, nil, nil)
-}
-
-// mul3 runs up to three products of the same input as one pool operation.
-func (s *Session) mul3(x []float32, nb int, w0 matmul, o0 []float32, w1 matmul, o1 []float32, w2 matmul, o2 []float32) {
-	s.mt.mul3(s.m.pool, s.acts, x, nb, w0, o0, w1, o1, w2, o2)
-}
-
-// ropeTables fills cos/sin for the batch positions pos0..pos0+nb-1.
-func (s *Session) ropeTables(pos0, nb int) {
-	half := len(s.m.freqs)
-	for b := range nb {
-		p := float64(pos0 + b)
-		for i, f := range s.m.freqs {
-			sn, cs := math.Sincos(p * float64(f))
-			s.cos[b*half+i] = float32(cs)
-			s.sin[b*half+i] = float32(sn)
-		}
-	}
-}
-
-// rope rotates every head of v (one token's Q or K) by batch row b's angles.
-func (s *Session) rope(v []float32, b int) {
-	hd := s.m.cfg.HeadDim
-	half := hd / 2
-	cs, sn := s.cos[b*half:(b+1)*half], s.sin[b*half:(b+1)*half]
-	neox := s.m.cfg.RopeStyle == model.RopeNeoX
-	for h := 0; h < len(v); h += hd {
-		head := v[h : h+hd]
-		for i := range half {
-			// Norm rotates adjacent pairs, NeoX the two halves.
-			j0, j1 := 2*i, 2*i+1
-			if neox {
-				j0, j1 = i, i+half
-			}
-			a, bb := head[j0], head[j1]
-			head[j0] = a*cs[i] - bb*sn[i]
-			head[j1] = a*sn[i] + bb*cs[i]
-		}
-	}
-}
-
-// attnTask is causal multi-head attention over the cache for a batch:
-// work item (b, kvh, c) is KV range c of the query heads sharing KV head
-// kvh (grouped-query attention: each key and value is read once for the
-// group) for batch token b, at position pos0+b, attending to positions
-// 0..pos0+b. Prefill's workers take items round-robin, so causal prefill
-// (later tokens see more positions) still splits evenly. A decode step also
-// splits each KV head's positions into chunks ranges (one per 32
-// positions, up to maxKVChunks), so that KV heads that do not divide
-// among the workers (SmolLM: 3 on 2) still do; the partial softmax sums
-// are merged afterwards (merge).
+// attnTask is one session's causal multi-head attention over its cache
+// for nb rows at positions pos0.. (queries q, outputs out): work item
+// (b, kvh, c) is KV range c of the query heads sharing KV head kvh
+// (grouped-query attention: each key and value is read once for the
+// group) for row b, attending to the positions it sees (model.Config.
+// FirstVisible up to its own). Prefill's workers take items round-robin,
+// so causal prefill (later tokens see more positions) still splits evenly.
+// A decode step (nb == 1) also splits each KV head's positions into chunks
+// ranges (one per 32 positions, up to maxKVChunks, decided by the range
+// alone so that the result does not depend on the number of workers), so
+// that KV heads that do not divide among the workers (SmolLM: 3 on 2)
+// still do; the partial softmax sums are merged afterwards (merge).
 type attnTask struct {
 	s               *Session
 	layer, pos0, nb int
 	chunks          int
+	q, out          []float32 // [nb][QDim]
+}
+
+// setup points the task at layer l and the rows' queries and outputs.
+func (t *attnTask) setup(l, pos0, nb int, q, out []float32) {
+	t.layer, t.pos0, t.nb, t.q, t.out = l, pos0, nb, q, out
+	t.chunks = 1
+	if nb == 1 {
+		c := &t.s.m.cfg
+		seen := pos0 + 1 - c.FirstVisible(l, pos0)
+		t.chunks = min(max(seen/32, 1), maxKVChunks)
+	}
 }
 
 func (t *attnTask) run(w, n int) {
 	s := t.s
 	c := &s.m.cfg
-	hd, qDim := c.HeadDim, c.Heads*c.HeadDim
+	hd, qDim := c.HeadDim, c.QDim()
 	g := c.Heads / c.KVHeads
 	gd := g * hd // a group's query (and output) floats
 	kv := kvLayer{ctx: s.ctx, kvDim: c.KVDim()}
@@ -475,7 +367,7 @@ func (t *attnTask) run(w, n int) {
 	} else {
 		kv.k, kv.v = s.keys[t.layer], s.vals[t.layer]
 	}
-	scale := float32(1 / math.Sqrt(float64(hd)))
+	scale := c.ScoreScale()
 	mx, sum := s.gstat[w][:g], s.gstat[w][g:2*g]
 	items := t.nb * c.KVHeads * t.chunks
 	// A decode step's items are alike: each worker takes a contiguous run
@@ -489,11 +381,12 @@ func (t *attnTask) run(w, n int) {
 	for it := i0; it < i1; it += step {
 		b, r := it/(c.KVHeads*t.chunks), it%(c.KVHeads*t.chunks)
 		kvh, ch := r/t.chunks, r%t.chunks
-		q := s.q[b*qDim+kvh*gd : b*qDim+(kvh+1)*gd]
-		npos := t.pos0 + b + 1
-		p0, p1 := npos*ch/t.chunks, npos*(ch+1)/t.chunks
+		q := t.q[b*qDim+kvh*gd : b*qDim+(kvh+1)*gd]
+		first, end := c.FirstVisible(t.layer, t.pos0+b), t.pos0+b+1
+		seen := end - first
+		p0, p1 := first+seen*ch/t.chunks, first+seen*(ch+1)/t.chunks
 		if t.chunks == 1 {
-			out := s.att[b*qDim+kvh*gd : b*qDim+(kvh+1)*gd]
+			out := t.out[b*qDim+kvh*gd : b*qDim+(kvh+1)*gd]
 			attend(out, q, g, &kv, kvh, p0, p1, scale, s.scores[w], mx, sum)
 			for h := range g {
 				inv := 1 / sum[h]
@@ -517,11 +410,11 @@ func (t *attnTask) run(w, n int) {
 }
 
 // merge combines the chunks' partial results of a split decode step into
-// s.att: out = sum_c e^(m_c-M) o_c / sum_c e^(m_c-M) l_c.
+// the row's output: out = sum_c e^(m_c-M) o_c / sum_c e^(m_c-M) l_c.
 func (t *attnTask) merge() {
 	s := t.s
 	c := &s.m.cfg
-	hd, qDim := c.HeadDim, c.Heads*c.HeadDim
+	hd, qDim := c.HeadDim, c.QDim()
 	for h := 0; h < c.Heads; h++ {
 		mx := float32(math.Inf(-1))
 		for ch := 0; ch < t.chunks; ch++ {
@@ -538,7 +431,7 @@ func (t *attnTask) merge() {
 		for ch := range f[:t.chunks] {
 			f[ch] /= sum
 		}
-		out := s.att[h*hd : (h+1)*hd]
+		out := t.out[h*hd : (h+1)*hd]
 		clear(out)
 		kernels.AttnMix(out, f[:t.chunks], s.part[h*hd:], qDim)
 	}
@@ -592,47 +485,4 @@ type kvLayer struct {
 	k, v       []float32
 	kh, vh     []uint16
 	ctx, kvDim int
-}
-
-// rmsNormBatch normalises nb rows of width n of x into dst (which may be
-// x itself) with the reference's RMSNorm, row by row.
-func rmsNormBatch(dst, x, w []float32, nb, n int, eps float32) {
-	for b := range nb {
-		model.RMSNorm(dst[b*n:(b+1)*n], x[b*n:(b+1)*n], w, eps)
-	}
-}
-
-func addTo(dst, src []float32) {
-	for i, v := range src {
-		dst[i] += v
-	}
-}
-
-// gateTask runs gate over the pool: its exp is a visible share of a token
-// when done on one core.
-type gateTask struct {
-	g, u []float32
-	act  model.Activation
-}
-
-func (t *gateTask) run(w, n int) {
-	// Shares in whole 8s: the assembly takes 8 at a time and a Go tail the
-	// rest, which round differently; aligned shares keep every element on
-	// the same path whatever the number of workers.
-	chunks := (len(t.g) + 7) / 8
-	i0, i1 := min(chunks*w/n*8, len(t.g)), min(chunks*(w+1)/n*8, len(t.g))
-	gate(t.g[i0:i1], t.u[i0:i1], t.act)
-}
-
-// gate computes the FFN's gated activation into g: act(g) * u.
-func gate(g, u []float32, act model.Activation) {
-	switch act {
-	case model.ReLU2:
-		for i, v := range g {
-			v = max(v, 0)
-			g[i] = v * v * u[i]
-		}
-	default:
-		kernels.SiLUMul(g, u)
-	}
 }

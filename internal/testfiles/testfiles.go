@@ -7,6 +7,8 @@ package testfiles
 import (
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -78,4 +80,29 @@ func Shared(t testing.TB, rel string) string {
 		t.Skipf("cross-check file ../shared/%s is absent", rel)
 	}
 	return p
+}
+
+// Floats reads a text file of whitespace-separated numbers (llama.cpp's
+// logits files: one line per position), one slice per non-empty line.
+func Floats(t testing.TB, path string) [][]float32 {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows [][]float32
+	for _, line := range strings.Split(string(b), "\n") {
+		var row []float32
+		for _, f := range strings.Fields(line) {
+			v, err := strconv.ParseFloat(f, 32)
+			if err != nil {
+				t.Fatalf("%s: %v", path, err)
+			}
+			row = append(row, float32(v))
+		}
+		if len(row) > 0 {
+			rows = append(rows, row)
+		}
+	}
+	return rows
 }
