@@ -20,8 +20,9 @@ import (
 	"github.com/mmcloughlin/avo/reg"
 )
 
-// prefetchAhead is how far ahead in each row the streaming kernels prefetch
-// (for the int8 and F16 kernels 2 and 4 KiB measured alike).
+// prefetchAhead is how far ahead in each row the streaming kernels prefetch:
+// the distance the ternary rows stream fastest at from memory; the int8 and
+// F16 rows do as well at it as at 2 KiB (docs/cpu-notes.md).
 const prefetchAhead = 4096
 
 func main() {
@@ -30,10 +31,9 @@ func main() {
 	}
 	ConstraintExpr("amd64,!noasm")
 
-	// Measured on Zen 3 from DRAM: unroll 8 beat 1, 2 and 4, and a software
-	// prefetch 4 KiB ahead in every row beat none, 0.5, 1, 2 and 8 KiB
-	// (about 6 -> 9.5-10.5 GB/s per CPU second on a shared machine, then
-	// 10.5-12 with two rows and activations in registers).
+	// Unroll 8 and a prefetch prefetchAhead bytes ahead in every row: the
+	// fastest from memory of the unrolls and distances tried
+	// (docs/cpu-notes.md).
 	ternaryDot("ternaryDot2", 2, 8, prefetchAhead)
 	ternaryDot("ternaryDot1", 1, 8, prefetchAhead)
 	ternaryBlockDots()
@@ -48,14 +48,14 @@ func main() {
 		int8DotBatch(nt, true)
 	}
 	int8DotVecH()
-	// Two rows a group streamed ~12% faster than four from DRAM (Zen 3).
+	// Two rows a group stream faster than four from memory (docs/cpu-notes.md).
 	// Groups of 32 decode through the batched kernels (int8DotT*); the
 	// one-row kernels stay as the reference they reproduce.
 	int8Dot(1, 32, false)
 	int8Dot(2, 16, false)
 	int8Dot(1, 16, false)
 	int8Dot(1, 32, true)
-	f16Dot(4) // two rows a group measured no faster here
+	f16Dot(4) // two rows a group are no faster (docs/cpu-notes.md)
 	f16Dot(1)
 	attnScores(false)
 	attnScores(true)
@@ -80,7 +80,7 @@ func main() {
 // argAddr is the stack address of an argument or result. Float arguments
 // and results are moved with VEX instructions (VMOVSS, VBROADCASTSS): avo's
 // Load and Store use legacy SSE MOVSS, which beside dirty upper YMM halves
-// cost ~130 ns a call on Zen 3 (softmaxExp of 8 floats: 155 -> 25 ns).
+// cost most of a short call's time (docs/cpu-notes.md).
 func argAddr(c gotypes.Component) Mem {
 	b, err := c.Resolve()
 	if err != nil {
@@ -180,8 +180,8 @@ func rowAddr(base, stride, stride3 reg.Register, r int, disp int) Mem {
 //
 // The four activation vectors of a block sit in registers, shared by the
 // rows of a group; with two rows the 16 YMM registers are exactly enough.
-// Two rows with register activations streamed from DRAM ~25% faster than
-// four rows with activations as memory operands (Zen 3). prefetch > 0
+// Two rows with register activations stream from memory faster than four
+// rows with activations as memory operands (docs/cpu-notes.md). prefetch > 0
 // issues PREFETCHT0 that many bytes ahead in each row, once per line.
 func ternaryDot(name string, nr, unroll, prefetch int) {
 	if unroll > 8 || nr < 1 || nr > 2 {
@@ -1484,8 +1484,8 @@ func softmaxExp() {
 	VBROADCASTSS(argAddr(Param("scale")), sc)
 	VBROADCASTSS(argAddr(Param("m")), m)
 	// Two vectors an iteration, each with its own registers and sum: one
-	// exp is a long dependent chain, and two in flight measured ~1.5x
-	// faster (Zen 3).
+	// exp is a long dependent chain, and two in flight hide its latency
+	// (docs/cpu-notes.md).
 	sum := [2]reg.VecVirtual{YMM(), YMM()}
 	for _, r := range sum {
 		VXORPS(r, r, r)
@@ -1593,8 +1593,8 @@ func f32ToF16() {
 
 // attnAhead is how many positions ahead the grouped attention kernels
 // prefetch keys and values: in decode the cache comes from DRAM (the
-// weights streamed since the layer's last use evicted it). 16 measured
-// ~10% less attention time than none, 32 a little less again, 64 no less.
+// weights streamed since the layer's last use evicted it). 32 is the
+// distance that gave the least attention time (docs/cpu-notes.md).
 const attnAhead = 32
 
 // attnGroupP and attnGroupC are, per group size g (query heads sharing

@@ -25,15 +25,14 @@ const spinFor = 2 * time.Millisecond
 // operation.
 //
 // How to wait depends on the machine. With cores to spare, spin on loads
-// alone: on a 16-core host a pool whose spinners called runtime.Gosched
-// every 64-256 polls (the scheduler's global queue lock) paid 40 us an
-// operation at 8 workers and 85 us at 16, against about 1 us spinning. On
-// a small machine, where other processes often hold the core a worker
-// needs, spinning starves it, and runtime.Gosched every few polls is what
-// lets the OS run it: so pools on machines of at most smallMachine CPUs,
-// and pools of more workers than Ps, yield as they wait; the others yield
-// only once a wait has lasted longer than its side's yieldAfter.
-// BenchmarkPoolBarrier; BENCHMARKS.md.
+// alone: runtime.Gosched takes the scheduler's global queue lock, which
+// serialises many spinners. On a small machine, where other processes
+// often hold the core a worker needs, spinning starves it, and
+// runtime.Gosched every few polls is what lets the OS run it: so pools on
+// machines of at most smallMachine CPUs, and pools of more workers than
+// Ps, yield as they wait; the others yield only once a wait has lasted
+// longer than its side's yieldAfter. BenchmarkPoolBarrier measures it;
+// docs/cpu-notes.md has the figures.
 type pool struct {
 	n     int
 	yield bool // yield while waiting from the start (small machine, or more workers than Ps)

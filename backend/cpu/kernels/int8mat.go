@@ -187,9 +187,9 @@ func (m *Int8Mat) Bytes() int { return len(m.vals) + 4*len(m.scales) + 2*len(m.h
 func (m *Int8Mat) MatVec(dst []float32, a *Acts, r0, r1 int) {
 	checkArgs("Int8Mat.MatVec", m.rows, m.cols, len(dst), a, r0, r1, false)
 	if m.group == 32 {
-		// The batched kernel for one token: it streams faster here than the
-		// two-row kernel it replaced (8.9 vs 10.2-12.4 GB/s for a 49152x576 Q8_0 head),
-		// and a token gets the same bits alone as in a batch (MatMat).
+		// The batched kernel for one token: it streams faster than the
+		// two-row kernel it replaced (docs/cpu-notes.md), and a token gets
+		// the same bits alone as in a batch (MatMat).
 		m.matMat32(dst, a, 1, r0, r1)
 		return
 	}

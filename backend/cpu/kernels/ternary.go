@@ -13,7 +13,7 @@ type Layout int
 const (
 	// LayoutAuto (the zero value) picks Layout2Bit when the assembly kernels
 	// are in use and LayoutLUT otherwise (in pure Go the table lookups are
-	// about 4x faster than unpacking 2-bit codes).
+	// faster than unpacking 2-bit codes; docs/cpu-notes.md).
 	LayoutAuto Layout = iota
 	// Layout2Bit packs codes c = w+1 in 2 bits: per 128
 	// weights of a row 32 bytes, byte m holding weights m, m+32, m+64, m+96
@@ -33,7 +33,8 @@ const (
 	// 16-entry int16 table of w0*q0+w1*q1 (low and high bytes apart) and
 	// VPSHUFB looks 32 rows up at once. Same 2 bits per weight. It needs
 	// one scale per row: with per-block scales NewTernary falls back to
-	// Layout2Bit. Kept as an option: it measured no faster than Layout2Bit.
+	// Layout2Bit. Kept as an option: it is no faster than Layout2Bit
+	// (docs/cpu-notes.md).
 	LayoutTL
 )
 
@@ -361,11 +362,9 @@ func (t *Ternary) MatMat(dst []float32, a *Acts, r0, r1 int) {
 
 // batchedMatVecCols is the row length from which MatVec runs the batched
 // kernel for its one token (matMat2Bit) on the AVX2 path (on the AVX-512
-// path it always does: there it is the only ternary row kernel): on this
-// project's Zen 3 VM it
-// decoded bitnet-2b's 2560- and 6912-wide rows 9-20% faster than the
-// one-token kernel, and SmolLM's 576- and 1536-wide rows slower at 2
-// threads (edgellm bench, alternating runs). The results are the same bits.
+// path it always does: there it is the only ternary row kernel): it
+// decodes long rows faster than the one-token kernel, and short rows
+// slower (docs/cpu-notes.md). The results are the same bits.
 const batchedMatVecCols = 2048
 
 // batchRows is the most rows one batched kernel call covers: its int32
@@ -552,9 +551,9 @@ func (t *Ternary) rowsTok(dst []float32, a *Acts, i, r0, r1 int) {
 
 // shortRows reports whether rows of cols weights take the short-row kernel
 // (ternaryDotS4: one int16 sum per row, at most 8 blocks of 128, the last
-// of which may be a 64-weight tail). For SmolLM's 576-wide rows it ran
-// 10-25% faster from memory than the two-row kernel with its Go scaling
-// loop, ~45% faster in cache (BENCHMARKS.md).
+// of which may be a 64-weight tail). On such rows (SmolLM's 576) four rows
+// sharing the activation loads, scaled in the kernel, beat the two-row
+// kernel and its Go scaling loop (docs/cpu-notes.md).
 func shortRows(cols int) bool {
 	return cols >= 128 && cols/128+cols%128/64 <= 8
 }
