@@ -75,10 +75,18 @@ var builtins = map[string]struct {
 			"{% if add_generation_prompt %}<|assistant|>\n{% endif %}",
 		stops: []string{"<|end|>"},
 	},
-	// Gemma has no system role; its "model" is everyone else's "assistant".
+	// Gemma has no system role: as llama.cpp's built-in "gemma" does, system
+	// texts are trimmed, joined and put before the next non-model turn's
+	// text; its "model" is everyone else's "assistant". The "\n\n" after the
+	// system text is an expression's output, not template text: jinja v1.8.0
+	// strips a newline from the first text after a block tag even when an
+	// expression stands between them (Python's trim_blocks does not).
 	Gemma: {
-		src: "{{ bos_token }}{% for m in messages %}{% if m.role == 'assistant' %}{% set r = 'model' %}" +
-			"{% else %}{% set r = 'user' %}{% endif %}<start_of_turn>{{ r }}\n{{ m.content | trim }}<end_of_turn>\n{% endfor %}" +
+		src: "{{ bos_token }}{% set ns = namespace(sys='') %}{% for m in messages %}" +
+			"{% if m.role == 'system' %}{% set ns.sys = ns.sys + (m.content | trim) %}{% else %}" +
+			"{% set r = 'model' if m.role == 'assistant' else m.role %}<start_of_turn>{{ r }}\n" +
+			"{% if ns.sys and r != 'model' %}{{ ns.sys + '\\n\\n' }}{% set ns.sys = '' %}{% endif %}" +
+			"{{ m.content | trim }}<end_of_turn>\n{% endif %}{% endfor %}" +
 			"{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}",
 		stops: []string{"<end_of_turn>"},
 	},
