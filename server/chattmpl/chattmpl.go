@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/ardanlabs/jinja"
 )
@@ -30,6 +31,7 @@ type Template struct {
 	bos   string
 	eos   string
 	stops []string
+	now   func() time.Time // the day templates print (Llama 3's "Today Date")
 }
 
 // Family names of the built-in templates.
@@ -142,7 +144,7 @@ func compile(name, src, bos, eos string) (*Template, error) {
 	if err != nil {
 		return nil, fmt.Errorf("chattmpl: %s template: %w", name, err)
 	}
-	return &Template{name: name, src: src, tmpl: jt, bos: bos, eos: eos}, nil
+	return &Template{name: name, src: src, tmpl: jt, bos: bos, eos: eos, now: time.Now}, nil
 }
 
 // Model describes what a model file says about its chat format.
@@ -227,7 +229,10 @@ func (t *Template) Source() string { return t.src }
 func (t *Template) Stops() []string { return t.stops }
 
 // Render writes the conversation; with addGenerationPrompt it ends with the
-// header of an assistant turn, ready for the model to continue.
+// header of an assistant turn, ready for the model to continue. Templates see
+// the variables llama.cpp's server gives them: messages, bos_token,
+// eos_token, add_generation_prompt, enable_thinking (true, its default) and
+// today's date as date_string ("06 Dec 2026") and datetime ("Dec 06 2026").
 func (t *Template) Render(msgs []Message, addGenerationPrompt bool) (out string, err error) {
 	// The Jinja engine is third-party code running a file's template: turn
 	// a panic inside it into an error rather than a crashed request.
@@ -240,11 +245,15 @@ func (t *Template) Render(msgs []Message, addGenerationPrompt bool) (out string,
 	for i, m := range msgs {
 		list[i] = map[string]any{"role": m.Role, "content": m.Content}
 	}
+	day := t.now()
 	out, err = t.tmpl.Render(map[string]any{
 		"messages":              list,
 		"add_generation_prompt": addGenerationPrompt,
 		"bos_token":             t.bos,
 		"eos_token":             t.eos,
+		"enable_thinking":       true,
+		"date_string":           day.Format("02 Jan 2006"),
+		"datetime":              day.Format("Jan 02 2006"),
 	})
 	if err != nil {
 		return "", fmt.Errorf("chattmpl: render %s template: %w", t.name, err)
