@@ -149,59 +149,67 @@ var splitTexts = append([]string{
 	" 'a' '", "'", "a'", "ǅungla ᾈ", "\u0378\u0378b a\U000E0001b", "x\u0301y e\u0301", "\x00\x01 \x7f",
 }, roundTripTexts...)
 
-func TestLlama3AndQwen2SplitLikeLlamaCpp(t *testing.T) {
-	for _, tc := range []struct {
-		pre    string
-		digits int
-	}{{"llama-bpe", 3}, {"qwen2", 1}} {
-		spec, err := lookupPre(tc.pre)
+// refPres are the pre-tokenizers llama.cpp splits by hand, with the digits
+// one word takes.
+var refPres = []struct {
+	pre    string
+	digits int
+}{{"llama-bpe", 3}, {"qwen2", 1}}
+
+// preSplitter is the splitter a tokenizer.ggml.pre name selects.
+func preSplitter(t testing.TB, pre string) *splitter {
+	t.Helper()
+	spec, err := lookupPre(pre)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp, err := newSplitter(spec.exprs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sp
+}
+
+// refSplitters are the splitters of refPres, in order.
+func refSplitters(t testing.TB) []*splitter {
+	var sps []*splitter
+	for _, r := range refPres {
+		sps = append(sps, preSplitter(t, r.pre))
+	}
+	return sps
+}
+
+// matchRef checks that each splitter cuts s as llama.cpp's walk does.
+func matchRef(t testing.TB, sps []*splitter, s string) {
+	t.Helper()
+	for i, r := range refPres {
+		got, err := sps[i].split(s)
 		if err != nil {
 			t.Fatal(err)
 		}
-		sp, err := newSplitter(spec.exprs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, s := range splitTexts {
-			got, err := sp.split(s)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if want := refSplit(s, tc.digits); !slices.Equal(got, want) {
-				t.Errorf("%s %q:\n got %q\nwant %q", tc.pre, s, got, want)
-			}
+		if want := refSplit(s, r.digits); !slices.Equal(got, want) {
+			t.Errorf("%s %q:\n got %q\nwant %q", r.pre, s, got, want)
 		}
 	}
 }
 
-// FuzzLlama3AndQwen2Split: the regex splitter and llama.cpp's hand-written
+func TestLlama3AndQwen2SplitLikeLlamaCpp(t *testing.T) {
+	sps := refSplitters(t)
+	for _, s := range splitTexts {
+		matchRef(t, sps, s)
+	}
+}
+
+// FuzzLlama3AndQwen2Split: the regex splitters and llama.cpp's hand-written
 // walk agree on any valid UTF-8 text.
 func FuzzLlama3AndQwen2Split(f *testing.F) {
 	for _, s := range splitTexts {
 		f.Add(s)
 	}
-	var sps [2]*splitter
-	for i, pre := range []string{"llama-bpe", "qwen2"} {
-		spec, err := lookupPre(pre)
-		if err != nil {
-			f.Fatal(err)
-		}
-		if sps[i], err = newSplitter(spec.exprs); err != nil {
-			f.Fatal(err)
-		}
-	}
+	sps := refSplitters(f)
 	f.Fuzz(func(t *testing.T, s string) {
-		if !utf8.ValidString(s) {
-			return
-		}
-		for i, digits := range []int{3, 1} {
-			got, err := sps[i].split(s)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if want := refSplit(s, digits); !slices.Equal(got, want) {
-				t.Fatalf("digits %d %q:\n got %q\nwant %q", digits, s, got, want)
-			}
+		if utf8.ValidString(s) {
+			matchRef(t, sps, s)
 		}
 	})
 }
@@ -212,11 +220,7 @@ func FuzzLlama3AndQwen2Split(f *testing.F) {
 func TestSplitRandomUnicode(t *testing.T) {
 	rng := rand.New(rand.NewPCG(14, 2))
 	ascii := " \t\n\r'aAsStTlLdD09.,!?-_ "
-	var sps [2]*splitter
-	for i, pre := range []string{"llama-bpe", "qwen2"} {
-		spec, _ := lookupPre(pre)
-		sps[i], _ = newSplitter(spec.exprs)
-	}
+	sps := refSplitters(t)
 	for range 3000 {
 		rs := make([]rune, 1+rng.IntN(24))
 		for i := range rs {
@@ -232,15 +236,9 @@ func TestSplitRandomUnicode(t *testing.T) {
 				rs[i] = 'x'
 			}
 		}
-		s := string(rs)
-		for i, digits := range []int{3, 1} {
-			got, err := sps[i].split(s)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if want := refSplit(s, digits); !slices.Equal(got, want) {
-				t.Fatalf("digits %d %q:\n got %q\nwant %q", digits, s, got, want)
-			}
+		matchRef(t, sps, string(rs))
+		if t.Failed() {
+			return
 		}
 	}
 }
