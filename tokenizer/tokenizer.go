@@ -6,8 +6,10 @@
 // reads llama2.c's tokenizer.bin.
 //
 // It owns special tokens (BOS/EOS, control and user-defined tokens, the
-// end-of-generation set) and decoding to bytes that never splits a UTF-8
-// sequence. It must not know about model weights, backends or sampling.
+// end-of-generation set, which llama.cpp decides by token text: Gemma's
+// <end_of_turn>, ChatML's <|im_end|>, Llama 3's <|eot_id|> and <|eom_id|>...)
+// and decoding to bytes that never splits a UTF-8 sequence. It must not know
+// about model weights, backends or sampling.
 package tokenizer
 
 import (

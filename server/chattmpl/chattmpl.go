@@ -1,8 +1,11 @@
 // Package chattmpl turns a conversation into the prompt text a model was
 // trained on. It renders the Jinja chat template a GGUF file carries
-// (tokenizer.chat_template), falls back to built-in templates for common
-// families when the file has none but its vocabulary says which family it
-// is, and to a documented plain format otherwise, so chat works on any model.
+// (tokenizer.chat_template) as Hugging Face's Python jinja2 setup does, with
+// the variables llama.cpp's server passes; falls back to built-in templates
+// for common families (Llama 3, ChatML, Gemma and Phi-3 written as llama.cpp
+// writes them) when the file has none but its vocabulary says which family
+// it is, and to a documented plain format otherwise, so chat works on any
+// model.
 //
 // It knows nothing of HTTP, tokenization or generation: it maps messages to
 // a string and says which strings end an assistant turn.
