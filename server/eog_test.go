@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/edgellm/edgellm/engine"
 	"github.com/edgellm/edgellm/gguf"
 	"github.com/edgellm/edgellm/quant"
 )
@@ -181,7 +182,11 @@ func chatFamilies() []chatFamily {
 // is never streamed; a raw prompt (no template, so no stop strings) ends
 // there too, so it is the end-of-generation set that stops it.
 func TestChatEndsAtEndOfTurn(t *testing.T) {
-	s := newTestServer(t, nil)
+	s, err := New(Config{ModelsDir: t.TempDir(), Engine: engine.Options{Backend: "cpu", Threads: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
 	h := s.Handler()
 	for _, f := range chatFamilies() {
 		t.Run(f.name, func(t *testing.T) {
