@@ -98,3 +98,39 @@ func TestDateString(t *testing.T) {
 		t.Errorf("got %q (%v), want %q", got, err, want)
 	}
 }
+
+// FuzzRealTemplates: any user text renders through the real templates
+// without error, hang or panic, and the ChatML ones (no trimming) carry it
+// verbatim.
+func FuzzRealTemplates(f *testing.F) {
+	f.Add("Hello", "You are helpful.")
+	f.Add("{{ x }} {% if %} <|im_end|> </think>", "")
+	f.Add("<think>\n", "\x00\xff")
+	var tms []*Template
+	for _, name := range []string{"gemma-3-it.jinja", "qwen2.5-instruct.jinja", "qwen3.jinja", "llama-3.2-instruct.jinja"} {
+		src, err := os.ReadFile(filepath.Join("testdata", name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		tm, err := Parse(string(src), "<bos>", "<eos>")
+		if err != nil {
+			f.Fatal(err)
+		}
+		tms = append(tms, tm)
+	}
+	f.Fuzz(func(t *testing.T, user, system string) {
+		msgs := []Message{{Role: "user", Content: user}}
+		if system != "" {
+			msgs = append([]Message{{Role: "system", Content: system}}, msgs...)
+		}
+		for i, tm := range tms {
+			out, err := tm.Render(msgs, true)
+			if err != nil {
+				t.Fatalf("template %d: %v", i, err)
+			}
+			if (i == 1 || i == 2) && !strings.Contains(out, "<|im_start|>user\n"+user+"<|im_end|>") {
+				t.Fatalf("template %d lost the user's text %q:\n%q", i, user, out)
+			}
+		}
+	})
+}
