@@ -6,8 +6,10 @@
 // reads llama2.c's tokenizer.bin.
 //
 // It owns special tokens (BOS/EOS, control and user-defined tokens, the
-// end-of-generation set) and decoding to bytes that never splits a UTF-8
-// sequence. It must not know about model weights, backends or sampling.
+// end-of-generation set, which llama.cpp decides by token text: Gemma's
+// <end_of_turn>, ChatML's <|im_end|>, Llama 3's <|eot_id|> and <|eom_id|>...)
+// and decoding to bytes that never splits a UTF-8 sequence. It must not know
+// about model weights, backends or sampling.
 package tokenizer
 
 import (
@@ -301,13 +303,6 @@ var specialKeys = []struct {
 	{"tokenizer.ggml.unknown_token_id", func(t *Tokenizer) *int32 { return &t.unk }},
 }
 
-// fimEOGKeys name FIM tokens that llama.cpp also treats as end of generation.
-var fimEOGKeys = []string{
-	"tokenizer.ggml.fim_pad_token_id",
-	"tokenizer.ggml.fim_rep_token_id",
-	"tokenizer.ggml.fim_sep_token_id",
-}
-
 func (t *Tokenizer) loadFlags(md metadata) error {
 	n := uint64(len(t.tokens))
 	for _, k := range specialKeys {
@@ -338,29 +333,45 @@ func (t *Tokenizer) loadFlags(md metadata) error {
 	return nil
 }
 
-// eotTexts are token texts llama.cpp takes as the end-of-turn token when
+// The token texts below are llama.cpp's (llama_vocab::impl::load at the
+// peer commit 57b50e1f6): which tokens end a turn or generation is decided by
+// text, as converters do not mark it.
+
+// eotTexts are taken as the end-of-turn token when
 // tokenizer.ggml.eot_token_id is absent.
 var eotTexts = []string{
-	"<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>",
-	"<|end_of_text|>", "<EOT>", "_<EOT>", "<｜end▁of▁sentence｜>", "<end_of_utterance>",
+	"<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>",
+	"<EOT>", "_<EOT>", "[EOT]", "<｜end▁of▁sentence｜>", "<end_of_utterance>",
 }
 
-// eogTexts are token texts llama.cpp treats as end of generation.
+// eogTexts end generation.
 var eogTexts = []string{
-	"<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<end_of_turn>",
-	"<|endoftext|>", "<|eom_id|>", "<EOT>", "_<EOT>", "<|end_of_text|>", "<end_of_utterance>",
+	"<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>",
+	"<end_of_turn>", "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]",
+	"<|end_of_text|>", "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>", "<｜end▁of▁sentence｜>",
 }
 
-// fimEOGTexts are FIM pad/repo/file-separator texts, also end of generation.
-var fimEOGTexts = [][]string{
-	{"<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>"},
-	{"<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"},
-	{"<|file_sep|>"},
+// fimTokens are the fill-in-the-middle tokens, found by key or else by
+// text; pad, repo and file separator also end generation.
+var fimTokens = []struct {
+	keys  []string // later keys win, as in llama.cpp's list of keys
+	texts []string
+	eog   bool
+}{
+	{[]string{"tokenizer.ggml.fim_pre_token_id", "tokenizer.ggml.prefix_token_id"},
+		[]string{"<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<｜fim▁begin｜>", "<PRE>", "▁<PRE>", "<|code_prefix|>", "<|prefix|>"}, false},
+	{[]string{"tokenizer.ggml.fim_suf_token_id", "tokenizer.ggml.suffix_token_id"},
+		[]string{"<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<｜fim▁hole｜>", "<SUF>", "▁<SUF>", "<|code_suffix|>", "<|suffix|>"}, false},
+	{[]string{"tokenizer.ggml.fim_mid_token_id", "tokenizer.ggml.middle_token_id"},
+		[]string{"<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<｜fim▁end｜>", "<MID>", "▁<MID>", "<|code_middle|>", "<|middle|>"}, false},
+	{[]string{"tokenizer.ggml.fim_pad_token_id"}, []string{"<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"}, true},
+	{[]string{"tokenizer.ggml.fim_rep_token_id"}, []string{"<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"}, true},
+	{[]string{"tokenizer.ggml.fim_sep_token_id"}, []string{"<|file_sep|>"}, true},
 }
 
-// finish derives what llama.cpp derives after loading: EOT/EOM by text, the
-// end-of-generation set, model-specific attribute fixes, the special-token
-// list and the piece cache.
+// finish derives what llama.cpp derives after loading: EOT/EOM and FIM
+// tokens by text, the end-of-generation set, model-specific attribute fixes,
+// the special-token list and the piece cache.
 func (t *Tokenizer) finish(md metadata) {
 	n := int32(len(t.tokens))
 	valid := func(id int32) bool { return id >= 0 && id < n }
@@ -379,11 +390,8 @@ func (t *Tokenizer) finish(md metadata) {
 		}
 		return best
 	}
-	markControl := func(id int32) {
-		if t.attrs[id]&attrControl == 0 {
-			t.attrs[id] = attrControl
-		}
-	}
+	// A token found by its text is a control token whatever the file says.
+	markControl := func(id int32) { t.attrs[id] |= attrControl }
 	if t.eot == none {
 		if t.eot = byText(eotTexts); t.eot != none {
 			markControl(t.eot)
@@ -395,19 +403,21 @@ func (t *Tokenizer) finish(md metadata) {
 		}
 	}
 	t.eog = map[int32]bool{}
-	for i, texts := range fimEOGTexts {
+	for _, fim := range fimTokens {
 		id := none
-		if md != nil && md.Has(fimEOGKeys[i]) {
-			if v, err := md.Uint(fimEOGKeys[i]); err == nil && v < uint64(n) {
-				id = int32(v)
+		for _, k := range fim.keys {
+			if md != nil && md.Has(k) {
+				if v, err := md.Uint(k); err == nil && v < uint64(n) {
+					id = int32(v)
+				}
 			}
 		}
 		if id == none {
-			if id = byText(texts); id != none {
+			if id = byText(fim.texts); id != none {
 				markControl(id)
 			}
 		}
-		if id != none {
+		if id != none && fim.eog {
 			t.eog[id] = true
 		}
 	}
@@ -422,6 +432,7 @@ func (t *Tokenizer) finish(md metadata) {
 			t.eog[id] = true
 		}
 	}
+	t.eogExceptions()
 
 	for id, a := range t.attrs {
 		if a&(attrControl|attrUserDefined|attrUnknown) != 0 {
@@ -455,6 +466,33 @@ func (t *Tokenizer) finish(md metadata) {
 	t.pieces = make([][]byte, n)
 	for id := range t.pieces {
 		t.pieces[id] = t.renderPiece(int32(id))
+	}
+}
+
+// eogExceptions are llama.cpp's two vocabularies where a text in eogTexts
+// is not an end: gpt-oss's and Solar Open's <|end|> (it ends a message, not
+// the answer; <|return|>/<|call|> or <|calls|>/<|flush|> do) becomes a
+// user-defined token, and Gemma 4's and PaddleOCR's </s> (next to
+// <|tool_response>) a normal one.
+func (t *Tokenizer) eogExceptions() {
+	inEOG := func(s string) (int32, bool) {
+		id, ok := t.toID[s]
+		return id, ok && t.eog[id]
+	}
+	_, ret := inEOG("<|return|>")
+	_, call := inEOG("<|call|>")
+	_, calls := inEOG("<|calls|>")
+	_, flush := inEOG("<|flush|>")
+	call = call || calls
+	if end, ok := inEOG("<|end|>"); ok && call && (ret || flush) {
+		delete(t.eog, end)
+		t.attrs[end] = attrUserDefined
+	}
+	if _, ok := inEOG("<|tool_response>"); ok {
+		if s, ok := inEOG("</s>"); ok {
+			delete(t.eog, s)
+			t.attrs[s] = attrNormal
+		}
 	}
 }
 

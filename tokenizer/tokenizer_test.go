@@ -155,15 +155,7 @@ func TestPreTokenizers(t *testing.T) {
 		{"default", "x 12345", []string{"x", " ", "123", "45"}},
 		{"bloom", "Hi, you.", []string{"Hi", ",", " you", "."}},
 	} {
-		spec, err := lookupPre(tc.pre)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sp, err := newSplitter(spec.exprs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := sp.split(tc.text)
+		got, err := preSplitter(t, tc.pre).split(tc.text)
 		if err != nil {
 			t.Fatal(err)
 		}

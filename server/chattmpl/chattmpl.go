@@ -1,8 +1,11 @@
 // Package chattmpl turns a conversation into the prompt text a model was
 // trained on. It renders the Jinja chat template a GGUF file carries
-// (tokenizer.chat_template), falls back to built-in templates for common
-// families when the file has none but its vocabulary says which family it
-// is, and to a documented plain format otherwise, so chat works on any model.
+// (tokenizer.chat_template) as Hugging Face's Python jinja2 setup does, with
+// the variables llama.cpp's server passes; falls back to built-in templates
+// for common families (Llama 3, ChatML, Gemma and Phi-3 written as llama.cpp
+// writes them) when the file has none but its vocabulary says which family
+// it is, and to a documented plain format otherwise, so chat works on any
+// model.
 //
 // It knows nothing of HTTP, tokenization or generation: it maps messages to
 // a string and says which strings end an assistant turn.
@@ -12,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/ardanlabs/jinja"
 )
@@ -30,6 +34,7 @@ type Template struct {
 	bos   string
 	eos   string
 	stops []string
+	now   func() time.Time // the day templates print (Llama 3's "Today Date")
 }
 
 // Family names of the built-in templates.
@@ -75,10 +80,18 @@ var builtins = map[string]struct {
 			"{% if add_generation_prompt %}<|assistant|>\n{% endif %}",
 		stops: []string{"<|end|>"},
 	},
-	// Gemma has no system role; its "model" is everyone else's "assistant".
+	// Gemma has no system role: as llama.cpp's built-in "gemma" does, system
+	// texts are trimmed, joined and put before the next non-model turn's
+	// text; its "model" is everyone else's "assistant". The "\n\n" after the
+	// system text is an expression's output, not template text: jinja v1.8.0
+	// strips a newline from the first text after a block tag even when an
+	// expression stands between them (Python's trim_blocks does not).
 	Gemma: {
-		src: "{{ bos_token }}{% for m in messages %}{% if m.role == 'assistant' %}{% set r = 'model' %}" +
-			"{% else %}{% set r = 'user' %}{% endif %}<start_of_turn>{{ r }}\n{{ m.content | trim }}<end_of_turn>\n{% endfor %}" +
+		src: "{{ bos_token }}{% set ns = namespace(sys='') %}{% for m in messages %}" +
+			"{% if m.role == 'system' %}{% set ns.sys = ns.sys + (m.content | trim) %}{% else %}" +
+			"{% set r = 'model' if m.role == 'assistant' else m.role %}<start_of_turn>{{ r }}\n" +
+			"{% if ns.sys and r != 'model' %}{{ ns.sys + '\\n\\n' }}{% set ns.sys = '' %}{% endif %}" +
+			"{{ m.content | trim }}<end_of_turn>\n{% endif %}{% endfor %}" +
 			"{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}",
 		stops: []string{"<end_of_turn>"},
 	},
@@ -134,7 +147,7 @@ func compile(name, src, bos, eos string) (*Template, error) {
 	if err != nil {
 		return nil, fmt.Errorf("chattmpl: %s template: %w", name, err)
 	}
-	return &Template{name: name, src: src, tmpl: jt, bos: bos, eos: eos}, nil
+	return &Template{name: name, src: src, tmpl: jt, bos: bos, eos: eos, now: time.Now}, nil
 }
 
 // Model describes what a model file says about its chat format.
@@ -219,7 +232,10 @@ func (t *Template) Source() string { return t.src }
 func (t *Template) Stops() []string { return t.stops }
 
 // Render writes the conversation; with addGenerationPrompt it ends with the
-// header of an assistant turn, ready for the model to continue.
+// header of an assistant turn, ready for the model to continue. Templates see
+// the variables llama.cpp's server gives them: messages, bos_token,
+// eos_token, add_generation_prompt, enable_thinking (true, its default) and
+// today's date as date_string ("06 Dec 2026") and datetime ("Dec 06 2026").
 func (t *Template) Render(msgs []Message, addGenerationPrompt bool) (out string, err error) {
 	// The Jinja engine is third-party code running a file's template: turn
 	// a panic inside it into an error rather than a crashed request.
@@ -232,11 +248,15 @@ func (t *Template) Render(msgs []Message, addGenerationPrompt bool) (out string,
 	for i, m := range msgs {
 		list[i] = map[string]any{"role": m.Role, "content": m.Content}
 	}
+	day := t.now()
 	out, err = t.tmpl.Render(map[string]any{
 		"messages":              list,
 		"add_generation_prompt": addGenerationPrompt,
 		"bos_token":             t.bos,
 		"eos_token":             t.eos,
+		"enable_thinking":       true,
+		"date_string":           day.Format("02 Jan 2006"),
+		"datetime":              day.Format("Jan 02 2006"),
 	})
 	if err != nil {
 		return "", fmt.Errorf("chattmpl: render %s template: %w", t.name, err)

@@ -30,7 +30,7 @@ func TestBuiltinRenderings(t *testing.T) {
 			"<|system|>\nYou are helpful.<|end|>\n<|user|>\nHello<|end|>\n<|assistant|>\nHi there<|end|>\n" +
 				"<|user|>\nWho are you?<|end|>\n<|assistant|>\n"},
 		{Gemma, "<bos>", "<eos>",
-			"<bos><start_of_turn>user\nYou are helpful.<end_of_turn>\n<start_of_turn>user\nHello<end_of_turn>\n" +
+			"<bos><start_of_turn>user\nYou are helpful.\n\nHello<end_of_turn>\n" +
 				"<start_of_turn>model\nHi there<end_of_turn>\n<start_of_turn>user\nWho are you?<end_of_turn>\n<start_of_turn>model\n"},
 		{Zephyr, "<s>", "</s>",
 			"<|system|>\nYou are helpful.</s>\n<|user|>\nHello</s>\n<|assistant|>\nHi there</s>\n<|user|>\nWho are you?</s>\n<|assistant|>\n"},
@@ -169,5 +169,61 @@ func TestQwenStyleTemplate(t *testing.T) {
 	want = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n"
 	if err != nil || got != want {
 		t.Errorf("default system:\n got %q (%v)\nwant %q", got, err, want)
+	}
+}
+
+// The built-ins write what llama.cpp's llm_chat_apply_template writes for the
+// same family (expected outputs from its tests/test-chat-template.cpp, on its
+// conversation). llama.cpp leaves BOS to the tokenizer, so BOS is "" here.
+func TestBuiltinsMatchLlamaCpp(t *testing.T) {
+	conv := []Message{
+		{Role: "system", Content: "You are a helpful assistant"},
+		{Role: "user", Content: "Hello"},
+		{Role: "assistant", Content: "Hi there"},
+		{Role: "user", Content: "Who are you"},
+		{Role: "assistant", Content: "   I am an assistant   "},
+		{Role: "user", Content: "Another question"},
+	}
+	cases := map[string]string{
+		ChatML: "<|im_start|>system\nYou are a helpful assistant<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\nHi there<|im_end|>\n<|im_start|>user\nWho are you<|im_end|>\n<|im_start|>assistant\n   I am an assistant   <|im_end|>\n<|im_start|>user\nAnother question<|im_end|>\n<|im_start|>assistant\n",
+		Gemma:  "<start_of_turn>user\nYou are a helpful assistant\n\nHello<end_of_turn>\n<start_of_turn>model\nHi there<end_of_turn>\n<start_of_turn>user\nWho are you<end_of_turn>\n<start_of_turn>model\nI am an assistant<end_of_turn>\n<start_of_turn>user\nAnother question<end_of_turn>\n<start_of_turn>model\n",
+		Llama3: "<|start_header_id|>system<|end_header_id|>\n\nYou are a helpful assistant<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHello<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nHi there<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nWho are you<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nI am an assistant<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nAnother question<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
+		Phi3:   "<|system|>\nYou are a helpful assistant<|end|>\n<|user|>\nHello<|end|>\n<|assistant|>\nHi there<|end|>\n<|user|>\nWho are you<|end|>\n<|assistant|>\n   I am an assistant   <|end|>\n<|user|>\nAnother question<|end|>\n<|assistant|>\n",
+	}
+	for name, want := range cases {
+		tm, err := Builtin(name, "", "</s>")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := tm.Render(conv, true); err != nil || got != want {
+			t.Errorf("%s:\n got %q (%v)\nwant %q", name, got, err, want)
+		}
+	}
+}
+
+// Gemma's built-in follows llama.cpp's rules for system texts: trimmed,
+// concatenated, and written before the next turn that is not the model's;
+// other roles keep their name.
+func TestGemmaBuiltinSystem(t *testing.T) {
+	tm, err := Builtin(Gemma, "<bos>", "<eos>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		msgs []Message
+		want string
+	}{
+		{[]Message{{"system", " A \n"}, {"system", "B"}, {"user", " hi "}},
+			"<bos><start_of_turn>user\nAB\n\nhi<end_of_turn>\n"},
+		{[]Message{{"user", "q"}, {"assistant", "a"}, {"system", "S"}, {"assistant", "b"}, {"tool", "t"}},
+			"<bos><start_of_turn>user\nq<end_of_turn>\n<start_of_turn>model\na<end_of_turn>\n" +
+				"<start_of_turn>model\nb<end_of_turn>\n<start_of_turn>tool\nS\n\nt<end_of_turn>\n"},
+		{[]Message{{"system", "  "}, {"user", "x"}}, "<bos><start_of_turn>user\nx<end_of_turn>\n"},
+		{[]Message{{"system", "only"}}, "<bos>"},
+	}
+	for _, c := range cases {
+		if got, err := tm.Render(c.msgs, false); err != nil || got != c.want {
+			t.Errorf("%v:\n got %q (%v)\nwant %q", c.msgs, got, err, c.want)
+		}
 	}
 }
