@@ -9,9 +9,9 @@ import (
 	"os"
 
 	"github.com/alecthomas/kong"
-)
 
-var version = "0.1.0-dev"
+	"github.com/edgellm/edgellm/version"
+)
 
 type cli struct {
 	Verbose bool `help:"Log more to stderr." short:"v"`
@@ -29,7 +29,7 @@ type cli struct {
 
 type versionCmd struct{}
 
-func (versionCmd) Run() error { fmt.Println("edgellm", version); return nil }
+func (versionCmd) Run() error { fmt.Println("edgellm", version.Version); return nil }
 
 // logger writes to stderr; -v lowers its level to debug.
 func newLogger(verbose bool) *slog.Logger {
