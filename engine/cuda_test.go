@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/edgellm/edgellm/internal/testmodel"
 	"github.com/edgellm/edgellm/quant"
 )
 
@@ -17,7 +18,7 @@ func TestCUDARegistration(t *testing.T) {
 	if ok {
 		return
 	}
-	path := tinyModel(t, "llama", quant.F32)
+	path := testmodel.Write(t, "llama", quant.F32)
 	if _, err := Load(path, Options{Backend: "cuda"}); err == nil || !strings.Contains(err.Error(), "nocuda") {
 		t.Fatalf("backend cuda in a nocuda build: error %v", err)
 	}

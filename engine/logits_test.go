@@ -2,70 +2,15 @@ package engine
 
 import (
 	"context"
-	"math"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/edgellm/edgellm/backend"
 	"github.com/edgellm/edgellm/backend/cpu"
+	"github.com/edgellm/edgellm/internal/testmodel"
 	"github.com/edgellm/edgellm/model"
 	"github.com/edgellm/edgellm/quant"
-	"github.com/edgellm/edgellm/synth"
 )
-
-// tinyModel writes a small synthetic model (vocab 256, 2 layers) in
-// milliseconds, so these tests need no file from outside the repository.
-func tinyModel(t *testing.T, arch string, typ quant.Type) string {
-	t.Helper()
-	p := synth.Preset{Name: "tiny-" + arch, Arch: arch, Dim: 64, FFN: 128, Layers: 2, Heads: 4, KVHeads: 2,
-		Vocab: 256, Context: 64, RopeBase: 10000, SubNorms: arch == "bitnet", Type: typ, EmbedType: quant.F32}
-	path := filepath.Join(t.TempDir(), p.Name+".gguf")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := synth.Write(f, p, synth.Options{Seed: 3}); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-// countingIDs is (37*i + 5) mod vocab, llama.cpp's tiny-random sequence.
-func countingIDs(n, vocab int) []int32 {
-	ids := make([]int32, n)
-	for i := range ids {
-		ids[i] = int32((37*i + 5) % vocab)
-	}
-	return ids
-}
-
-// refRMS is the largest, over positions, relative RMS difference between
-// logits (rows of Vocab) and the reference forward pass of ids.
-func refRMS(t *testing.T, w *model.Weights, ids []int32, logits []float32) float64 {
-	t.Helper()
-	v := w.Vocab
-	if len(logits) != len(ids)*v {
-		t.Fatalf("%d logits for %d positions of %d", len(logits), len(ids), v)
-	}
-	ref := model.NewReference(w, len(ids))
-	worst := 0.0
-	for p, id := range ids {
-		want := ref.Forward(id, p)
-		var d2, r2 float64
-		for i, x := range want {
-			d := float64(logits[p*v+i]) - float64(x)
-			d2 += d * d
-			r2 += float64(x) * float64(x)
-		}
-		worst = max(worst, math.Sqrt(d2/r2))
-	}
-	return worst
-}
 
 // plainModel hides every optional interface of the cpu backend's sessions,
 // so Logits takes its one-position-at-a-time path.
@@ -134,7 +79,7 @@ func TestLogits(t *testing.T) {
 		typ  quant.Type
 		tol  float64
 	}{{"llama", quant.F32, 1e-5}, {"bitnet", quant.F16, 2e-3}} {
-		path := tinyModel(t, tc.arch, tc.typ)
+		path := testmodel.Write(t, tc.arch, tc.typ)
 		for _, be := range []string{"cpu", "test-plain", "test-prefiller"} {
 			t.Run(tc.arch+"/"+be, func(t *testing.T) {
 				m, err := Load(path, Options{Backend: be, Threads: 2})
@@ -142,13 +87,16 @@ func TestLogits(t *testing.T) {
 					t.Fatal(err)
 				}
 				defer m.Close()
-				ids := countingIDs(24, m.Config().Vocab)
+				ids := make([]int32, 24)
+				for i := range ids {
+					ids[i] = int32((37*i + 5) % m.Config().Vocab) // tiny-random's sequence
+				}
 				calls = 0
 				logits, err := m.Logits(context.Background(), ids)
 				if err != nil {
 					t.Fatal(err)
 				}
-				if rms := refRMS(t, m.Weights(), ids, logits); rms > tc.tol {
+				if rms := testmodel.RefRMS(t, m.Weights(), ids, logits); rms > tc.tol {
 					t.Fatalf("relative RMS %.3g from the reference, want <= %g", rms, tc.tol)
 				}
 				if be == "test-prefiller" && calls != 1 {
@@ -161,7 +109,7 @@ func TestLogits(t *testing.T) {
 
 // Bad ids are errors; Logits leaves Generate's cached prefix alone.
 func TestLogitsErrors(t *testing.T) {
-	m, err := Load(tinyModel(t, "llama", quant.F32), Options{Backend: "cpu", Threads: 1, ContextLen: 16})
+	m, err := Load(testmodel.Write(t, "llama", quant.F32), Options{Backend: "cpu", Threads: 1, ContextLen: 16})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,9 +119,9 @@ func TestLogitsErrors(t *testing.T) {
 		want string
 	}{
 		{nil, "empty"},
-		{[]int32{1, 256}, "vocabulary"},
+		{[]int32{1, testmodel.Vocab}, "vocabulary"},
 		{[]int32{-1}, "vocabulary"},
-		{countingIDs(17, 256), "context"},
+		{make([]int32, 17), "context"},
 	} {
 		if _, err := m.Logits(bg, tc.ids); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("ids %v: error %v, want one about %q", tc.ids, err, tc.want)

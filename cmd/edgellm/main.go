@@ -18,6 +18,7 @@ type cli struct {
 
 	Run      runCmd      `cmd:"" help:"Generate text from a prompt."`
 	Tokenize tokenizeCmd `cmd:"" help:"Print the token ids of stdin."`
+	Logits   logitsCmd   `cmd:"" help:"Print the logits after every position of a sequence of token ids (llama.cpp's layout)."`
 	Show     showCmd     `cmd:"" help:"Describe a GGUF model file."`
 	Synth    synthCmd    `cmd:"" help:"Write a deterministic synthetic model at a preset shape."`
 	Bench    benchCmd    `cmd:"" help:"Benchmark a model (the built-in smollm-135m preset by default)."`
