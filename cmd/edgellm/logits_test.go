@@ -10,10 +10,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/edgellm/edgellm/gguf"
 	"github.com/edgellm/edgellm/internal/testfiles"
 	"github.com/edgellm/edgellm/internal/testmodel"
-	"github.com/edgellm/edgellm/model"
 	"github.com/edgellm/edgellm/quant"
 )
 
@@ -47,20 +45,6 @@ func parseLogits(t *testing.T, out string, positions, vocab int) []float32 {
 	return logits
 }
 
-func weightsOf(t *testing.T, path string) *model.Weights {
-	t.Helper()
-	f, err := gguf.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	w, err := model.FromGGUF(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return w
-}
-
 // The command's output parses, has a line per id and Vocab numbers a line,
 // and is the reference forward pass's logits within a stated tolerance.
 func TestLogitsCommand(t *testing.T) {
@@ -88,7 +72,7 @@ func TestLogitsCommand(t *testing.T) {
 			if err := c.write(&out, quiet); err != nil {
 				t.Fatal(err)
 			}
-			w := weightsOf(t, path)
+			w := testmodel.Weights(t, path)
 			logits := parseLogits(t, out.String(), len(ids), w.Vocab)
 			if rms := testmodel.RefRMS(t, w, ids, logits); rms > tc.tol {
 				t.Fatalf("relative RMS %.3g from the reference, want <= %g", rms, tc.tol)
@@ -158,7 +142,7 @@ func TestLogitsLlamaCpp(t *testing.T) {
 			if err := c.write(&out, quiet); err != nil {
 				t.Fatal(err)
 			}
-			vocab := weightsOf(t, path).Vocab
+			vocab := testmodel.Weights(t, path).Vocab
 			positions := len(strings.Fields(ids))
 			got, ref := parseLogits(t, out.String(), positions, vocab), parseLogits(t, want, positions, vocab)
 			for _, f := range strings.Fields(want) {

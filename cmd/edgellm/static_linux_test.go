@@ -96,7 +96,7 @@ func TestStaticBuild(t *testing.T) {
 	if err != nil {
 		t.Fatalf("logits: %v\n%s", err, errOut)
 	}
-	w := weightsOf(t, filepath.Join(root, "tiny.gguf"))
+	w := testmodel.Weights(t, filepath.Join(root, "tiny.gguf"))
 	if rms := testmodel.RefRMS(t, w, ids, parseLogits(t, out, len(ids), w.Vocab)); rms > 1e-5 {
 		t.Fatalf("logits: relative RMS %.3g from the reference", rms)
 	}

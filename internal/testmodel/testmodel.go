@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/edgellm/edgellm/gguf"
 	"github.com/edgellm/edgellm/model"
 	"github.com/edgellm/edgellm/quant"
 	"github.com/edgellm/edgellm/synth"
@@ -39,6 +40,21 @@ func Write(t testing.TB, arch string, typ quant.Type) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// Weights opens a GGUF file's weights, mapped until t ends.
+func Weights(t testing.TB, path string) *model.Weights {
+	t.Helper()
+	f, err := gguf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	w, err := model.FromGGUF(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
 }
 
 // RefRMS is the largest, over positions, relative RMS difference between
