@@ -18,7 +18,7 @@ func TestCUDARegistration(t *testing.T) {
 	if ok {
 		return
 	}
-	path := testmodel.Write(t, "llama", quant.F32)
+	path := testmodel.Write(t, testmodel.Tiny("llama", quant.F32))
 	if _, err := Load(path, Options{Backend: "cuda"}); err == nil || !strings.Contains(err.Error(), "nocuda") {
 		t.Fatalf("backend cuda in a nocuda build: error %v", err)
 	}

@@ -27,6 +27,10 @@ func (m *Model) Logits(ctx context.Context, ids []int32) ([]float32, error) {
 	if err := m.checkTokens(ids); err != nil {
 		return nil, err
 	}
+	vocab := m.weights.Vocab
+	if n := int64(len(ids)) * int64(vocab); n > maxLogits {
+		return nil, fmt.Errorf("engine: %d positions of %d logits are %d values, more than the %d one call returns: ask for fewer positions", len(ids), vocab, n, maxLogits)
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -36,7 +40,6 @@ func (m *Model) Logits(ctx context.Context, ids []int32) ([]float32, error) {
 		return nil, fmt.Errorf("engine: %w", err)
 	}
 	defer s.Close()
-	vocab := m.weights.Vocab
 	out := make([]float32, len(ids)*vocab)
 	if lp, ok := s.(backend.LogitsPrefiller); ok {
 		m.log.Info("logits of every position in one batch", "positions", len(ids), "backend", m.be.Name())
@@ -60,6 +63,11 @@ func (m *Model) Logits(ctx context.Context, ids []int32) ([]float32, error) {
 	}
 	return out, nil
 }
+
+// maxLogits bounds the values one Logits call returns (1 GiB of float32),
+// so that a long sequence over a large vocabulary is an error, not a huge
+// allocation.
+const maxLogits = 1 << 28
 
 // checkTokens checks a sequence to run from position 0: not empty, within
 // the context, every id in the vocabulary.

@@ -79,7 +79,7 @@ func TestLogits(t *testing.T) {
 		typ  quant.Type
 		tol  float64
 	}{{"llama", quant.F32, 1e-5}, {"bitnet", quant.F16, 2e-3}} {
-		path := testmodel.Write(t, tc.arch, tc.typ)
+		path := testmodel.Write(t, testmodel.Tiny(tc.arch, tc.typ))
 		for _, be := range []string{"cpu", "test-plain", "test-prefiller"} {
 			t.Run(tc.arch+"/"+be, func(t *testing.T) {
 				m, err := Load(path, Options{Backend: be, Threads: 2})
@@ -109,7 +109,7 @@ func TestLogits(t *testing.T) {
 
 // Bad ids are errors; Logits leaves Generate's cached prefix alone.
 func TestLogitsErrors(t *testing.T) {
-	m, err := Load(testmodel.Write(t, "llama", quant.F32), Options{Backend: "cpu", Threads: 1, ContextLen: 16})
+	m, err := Load(testmodel.Write(t, testmodel.Tiny("llama", quant.F32)), Options{Backend: "cpu", Threads: 1, ContextLen: 16})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,6 +127,18 @@ func TestLogitsErrors(t *testing.T) {
 			t.Errorf("ids %v: error %v, want one about %q", tc.ids, err, tc.want)
 		}
 	}
+	// More values than one call returns: an error before any allocation.
+	p := testmodel.Tiny("llama", quant.F32)
+	p.Vocab, p.EmbedType = 32768, quant.Q8_0
+	big, err := Load(testmodel.Write(t, p), Options{Backend: "cpu", Threads: 1, ContextLen: maxLogits/p.Vocab + 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer big.Close()
+	if _, err := big.Logits(bg, make([]int32, maxLogits/p.Vocab+1)); err == nil || !strings.Contains(err.Error(), "fewer positions") {
+		t.Errorf("%d positions of %d: error %v", maxLogits/p.Vocab+1, p.Vocab, err)
+	}
+
 	cancelled, cancel := context.WithCancel(bg)
 	cancel()
 	if _, err := m.Logits(cancelled, []int32{1, 2}); err == nil {

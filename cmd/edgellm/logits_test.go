@@ -66,7 +66,7 @@ func TestLogitsCommand(t *testing.T) {
 		tol  float64
 	}{{"llama", quant.F32, 1e-5}, {"bitnet", quant.F16, 2e-3}} {
 		t.Run(tc.arch, func(t *testing.T) {
-			path := testmodel.Write(t, tc.arch, tc.typ)
+			path := testmodel.Write(t, testmodel.Tiny(tc.arch, tc.typ))
 			var out bytes.Buffer
 			c := logitsCmd{Model: path, IDs: arg, Threads: 1, Backend: "cpu"}
 			if err := c.write(&out, quiet); err != nil {
@@ -83,7 +83,7 @@ func TestLogitsCommand(t *testing.T) {
 
 // Bad ids are clear errors, and nothing reaches stdout.
 func TestLogitsBadIDs(t *testing.T) {
-	path := testmodel.Write(t, "llama", quant.F32)
+	path := testmodel.Write(t, testmodel.Tiny("llama", quant.F32))
 	for _, tc := range []struct{ ids, want string }{
 		{"", "no token ids"},
 		{" , ", "no token ids"},

@@ -50,7 +50,7 @@ func TestStaticBuild(t *testing.T) {
 		t.Fatalf("not static: interpreter %v, shared libraries %v", interp, libs)
 	}
 
-	modelPath := testmodel.Write(t, "llama", quant.F32)
+	modelPath := testmodel.Write(t, testmodel.Tiny("llama", quant.F32))
 	data, err := os.ReadFile(modelPath)
 	if err != nil {
 		t.Fatal(err)

@@ -18,15 +18,20 @@ import (
 // Vocab is the tiny models' vocabulary size (token ids only, no tokenizer).
 const Vocab = 256
 
-// Write writes a tiny model of arch ("llama", or "bitnet" with its
-// sub-norms) with its matrices in typ and an F32 embedding (tied LM head):
-// 2 layers, hidden 64, FFN 128, 4 heads of 16, 2 KV heads, context 64. It
-// takes milliseconds. The file is in t.TempDir(); its path is returned.
-func Write(t testing.TB, arch string, typ quant.Type) string {
-	t.Helper()
-	p := synth.Preset{Name: "tiny-" + arch + "-" + typ.String(), Arch: arch, Dim: 64, FFN: 128, Layers: 2,
+// Tiny is a tiny model of arch ("llama", or "bitnet" with its sub-norms)
+// with its matrices in typ and an F32 embedding (tied LM head): 2 layers,
+// hidden 64, FFN 128, 4 heads of 16, 2 KV heads, context 64. It is written
+// in milliseconds.
+func Tiny(arch string, typ quant.Type) synth.Preset {
+	return synth.Preset{Name: "tiny-" + arch + "-" + typ.String(), Arch: arch, Dim: 64, FFN: 128, Layers: 2,
 		Heads: 4, KVHeads: 2, Vocab: Vocab, Context: 64, RopeBase: 10000, SubNorms: arch == "bitnet",
 		Type: typ, EmbedType: quant.F32}
+}
+
+// Write writes p with a fixed seed to a file in t.TempDir() and returns its
+// path.
+func Write(t testing.TB, p synth.Preset) string {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), p.Name+".gguf")
 	f, err := os.Create(path)
 	if err != nil {
