@@ -8,8 +8,9 @@
 // between requests), the prefill/decode loop, the stop conditions, and,
 // with Options.Parallel > 1 on a backend that batches, the scheduler that
 // runs several generations as one batch per decode step (batch.go). It
-// knows nothing of HTTP or of any backend's internals; backends other than
-// the built-in "cpu" plug in through RegisterBackend.
+// knows nothing of HTTP or of any backend's internals. It registers the
+// "cpu" backend and, unless built with -tags nocuda, "cuda" (cuda.go);
+// others plug in through RegisterBackend.
 package engine
 
 import (
@@ -76,9 +77,9 @@ var (
 	}
 )
 
-// RegisterBackend makes a backend available under name (e.g. "cuda"), so
-// its package can plug in without this package importing it. Registering
-// a name twice replaces the first.
+// RegisterBackend makes a backend available under name, so a package can
+// plug one in without this package importing it. Registering a name twice
+// replaces the first (a test may stand in for "cuda").
 func RegisterBackend(name string, load LoadFunc) {
 	regMu.Lock()
 	defer regMu.Unlock()
@@ -248,6 +249,9 @@ func pickBackend(w *model.Weights, opts Options, log *slog.Logger) (backend.Mode
 	}
 	load, ok := lookupBackend(name)
 	if !ok {
+		if name == "cuda" && cudaLeftOut != "" {
+			return nil, fmt.Errorf("engine: backend cuda: %s", cudaLeftOut)
+		}
 		return nil, fmt.Errorf("engine: unknown backend %q (is its package imported?)", name)
 	}
 	be, err := load(w, opts)

@@ -284,10 +284,14 @@ func TestBackends(t *testing.T) {
 		t.Fatalf("calls %d, backend %s, ctx %d", calls, m.Backend().Name(), m.ContextLen())
 	}
 	// A failing cuda falls back to cpu under auto.
+	realCUDA, hadCUDA := lookupBackend("cuda")
 	RegisterBackend("cuda", func(*model.Weights, Options) (backend.Model, error) { return nil, errors.New("no driver") })
 	defer func() {
 		regMu.Lock()
 		delete(registry, "cuda")
+		if hadCUDA {
+			registry["cuda"] = realCUDA
+		}
 		regMu.Unlock()
 	}()
 	m2, err := Load(path, Options{Threads: 1})

@@ -245,19 +245,10 @@ func (m *Model) prepare(ctx context.Context, req *Request, fn func(Token) error,
 		}
 	}
 	st.PromptTokens = len(tokens)
-	if len(tokens) == 0 {
-		return nil, nil, errors.New("engine: empty prompt (no tokens to start from)")
+	if err := m.checkTokens(tokens); err != nil {
+		return nil, nil, err
 	}
-	if len(tokens) > m.ctxLen {
-		return nil, nil, fmt.Errorf("engine: prompt of %d tokens does not fit the context of %d tokens", len(tokens), m.ctxLen)
-	}
-	vocab := m.weights.Vocab
-	for i, t := range tokens {
-		if t < 0 || int(t) >= vocab {
-			return nil, nil, fmt.Errorf("engine: prompt token %d is %d, outside the vocabulary of %d", i, t, vocab)
-		}
-	}
-	smp, err := sample.New(vocab, req.Sampling)
+	smp, err := sample.New(m.weights.Vocab, req.Sampling)
 	if err != nil {
 		return nil, nil, fmt.Errorf("engine: %w", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/edgellm/edgellm/engine"
+	"github.com/edgellm/edgellm/version"
 	"github.com/ollama/ollama/api"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
@@ -121,7 +122,7 @@ func TestOllamaClientGenerate(t *testing.T) {
 		t.Errorf("ps: %+v %v", ps, err)
 	}
 	v, err := c.Version(ctx)
-	if err != nil || v != Version {
+	if err != nil || v != version.Version {
 		t.Errorf("version %q %v", v, err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/edgellm/edgellm/server/chattmpl"
+	"github.com/edgellm/edgellm/version"
 )
 
 // Ollama's API: NDJSON streaming by default, one object with "stream": false.
@@ -391,5 +392,5 @@ func (s *Server) handlePs(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleVersion(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"version": Version})
+	writeJSON(w, http.StatusOK, map[string]string{"version": version.Version})
 }

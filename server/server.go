@@ -50,9 +50,6 @@ const DefaultParallel = 4
 // maxParallel bounds Config.Parallel (each slot holds a KV cache).
 const maxParallel = 64
 
-// Version is reported by /api/version.
-var Version = "0.1.0-dev"
-
 // Config says how to serve.
 type Config struct {
 	// ModelsDir holds the models: NAME.gguf (symbolic links followed).

@@ -24,12 +24,20 @@ func binary(t *testing.T) string {
 		t.Skip("../shared is not here")
 	}
 	bin := filepath.Join(t.TempDir(), "edgellm")
-	cmd := exec.Command("go", "build", "-o", bin, ".")
+	build(t, bin)
+	return bin
+}
+
+// build builds the CLI as README says (CGO_ENABLED=0) to bin, with more go
+// build flags.
+func build(t *testing.T, bin string, flags ...string) {
+	t.Helper()
+	args := append(append([]string{"build", "-o", bin}, flags...), ".")
+	cmd := exec.Command("go", args...)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
+		t.Fatalf("go %v: %v\n%s", args, err, out)
 	}
-	return bin
 }
 
 // edgellm runs the binary and returns stdout and stderr.

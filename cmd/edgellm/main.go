@@ -9,15 +9,16 @@ import (
 	"os"
 
 	"github.com/alecthomas/kong"
-)
 
-var version = "0.1.0-dev"
+	"github.com/edgellm/edgellm/version"
+)
 
 type cli struct {
 	Verbose bool `help:"Log more to stderr." short:"v"`
 
 	Run      runCmd      `cmd:"" help:"Generate text from a prompt."`
 	Tokenize tokenizeCmd `cmd:"" help:"Print the token ids of stdin."`
+	Logits   logitsCmd   `cmd:"" help:"Print the logits after every position of a sequence of token ids (llama.cpp's layout)."`
 	Show     showCmd     `cmd:"" help:"Describe a GGUF model file."`
 	Synth    synthCmd    `cmd:"" help:"Write a deterministic synthetic model at a preset shape."`
 	Bench    benchCmd    `cmd:"" help:"Benchmark a model (the built-in smollm-135m preset by default)."`
@@ -29,7 +30,7 @@ type cli struct {
 
 type versionCmd struct{}
 
-func (versionCmd) Run() error { fmt.Println("edgellm", version); return nil }
+func (versionCmd) Run() error { fmt.Println("edgellm", version.Version); return nil }
 
 // logger writes to stderr; -v lowers its level to debug.
 func newLogger(verbose bool) *slog.Logger {

@@ -83,7 +83,6 @@ func (c *serveCmd) Run(log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	server.Version = version
 	addr := listenAddr(c.Addr)
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {

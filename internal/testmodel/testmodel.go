@@ -1,0 +1,90 @@
+// Package testmodel writes tiny synthetic models for tests, so a test that
+// needs a model file runs in a fresh clone with nothing beside it, and
+// measures logits against the reference forward pass. It is for tests only.
+package testmodel
+
+import (
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/edgellm/edgellm/gguf"
+	"github.com/edgellm/edgellm/model"
+	"github.com/edgellm/edgellm/quant"
+	"github.com/edgellm/edgellm/synth"
+)
+
+// Vocab is the tiny models' vocabulary size (token ids only, no tokenizer).
+const Vocab = 256
+
+// Tiny is a tiny model of arch ("llama", or "bitnet" with its sub-norms)
+// with its matrices in typ and an F32 embedding (tied LM head): 2 layers,
+// hidden 64, FFN 128, 4 heads of 16, 2 KV heads, context 64. It is written
+// in milliseconds.
+func Tiny(arch string, typ quant.Type) synth.Preset {
+	return synth.Preset{Name: "tiny-" + arch + "-" + typ.String(), Arch: arch, Dim: 64, FFN: 128, Layers: 2,
+		Heads: 4, KVHeads: 2, Vocab: Vocab, Context: 64, RopeBase: 10000, SubNorms: arch == "bitnet",
+		Type: typ, EmbedType: quant.F32}
+}
+
+// Write writes p with a fixed seed to a file in t.TempDir() and returns its
+// path.
+func Write(t testing.TB, p synth.Preset) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), p.Name+".gguf")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := synth.Write(f, p, synth.Options{Seed: 3}); err != nil {
+		f.Close()
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// Weights opens a GGUF file's weights, mapped until t ends.
+func Weights(t testing.TB, path string) *model.Weights {
+	t.Helper()
+	f, err := gguf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	w, err := model.FromGGUF(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// RefRMS is the largest, over positions, relative RMS difference between
+// logits (len(ids) rows of Vocab values, the logits after each position)
+// and the reference forward pass of ids from position 0.
+func RefRMS(t testing.TB, w *model.Weights, ids []int32, logits []float32) float64 {
+	t.Helper()
+	v := w.Vocab
+	if len(logits) != len(ids)*v {
+		t.Fatalf("%d logits for %d positions of %d", len(logits), len(ids), v)
+	}
+	ref := model.NewReference(w, len(ids))
+	worst := 0.0
+	for p, id := range ids {
+		want := ref.Forward(id, p)
+		if want == nil {
+			t.Fatalf("the reference cannot run id %d at position %d", id, p)
+		}
+		var d2, r2 float64
+		for i, x := range want {
+			d := float64(logits[p*v+i]) - float64(x)
+			d2 += d * d
+			r2 += float64(x) * float64(x)
+		}
+		worst = max(worst, math.Sqrt(d2/r2))
+	}
+	return worst
+}
