@@ -245,8 +245,7 @@ func TestParallelErrors(t *testing.T) {
 
 // Close ends running generations with an error and waits for them.
 func TestParallelClose(t *testing.T) {
-	dir := storiesDir(t)
-	m, err := Load(dir+"/stories260K-f32.gguf", Options{ContextLen: 512, Threads: 2, Parallel: 2})
+	m, err := Load(stories(t, "stories260K-f32.gguf"), Options{ContextLen: 512, Threads: 2, Parallel: 2})
 	if err != nil {
 		t.Fatal(err)
 	}

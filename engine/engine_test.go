@@ -11,11 +11,12 @@ import (
 
 	"github.com/edgellm/edgellm/backend"
 	"github.com/edgellm/edgellm/backend/cpu"
+	"github.com/edgellm/edgellm/internal/testfiles"
 	"github.com/edgellm/edgellm/model"
 	"github.com/edgellm/edgellm/sample"
 )
 
-// From ../shared/models/stories260K/reference-greedy.md (llama.cpp).
+// From models/stories260K/reference-greedy.md (llama.cpp).
 var (
 	onceIDs    = []int32{432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426, 338, 401, 396, 267, 337, 410, 408, 419, 292, 411, 322, 265, 282, 295, 433, 426, 385, 328, 432, 358, 394, 261, 370, 432, 352, 266, 268, 388, 426, 338, 391, 266, 267, 337, 335, 312, 432, 398, 312, 286, 267, 414, 270, 333, 415, 426, 13, 438, 310, 439, 419, 357, 336, 432, 313, 438, 310, 432, 278, 316, 439, 419, 298, 414, 267, 265, 282, 295, 433, 426, 436, 317, 286, 296, 418, 269, 279, 292, 416, 439, 413, 409, 416, 327, 263, 415, 294, 267, 400}
 	onceText   = ", there was a little girl named Lily. She loved to play outside in the park. One day, she saw a big, red ball. She wanted to play with it, but it was too high.\nLily's mom said, \"Lily, let's go to the park.\" Lily was sad and didn't know what to do"
@@ -23,12 +24,10 @@ var (
 	emptyIDs   = append([]int32{403, 407, 261, 378}, onceIDs[:96]...)
 )
 
-func storiesDir(t *testing.T) string {
-	dir := filepath.Join("..", "..", "shared", "models", "stories260K")
-	if _, err := os.Stat(dir); err != nil {
-		t.Skip("shared models absent")
-	}
-	return dir
+// stories is one of stories260K's files.
+func stories(t *testing.T, name string) string {
+	t.Helper()
+	return testfiles.Path(t, "models/stories260K/"+name)
 }
 
 func loadStories(t *testing.T, opts Options) *Model {
@@ -39,7 +38,7 @@ func loadStories(t *testing.T, opts Options) *Model {
 	if opts.Threads == 0 {
 		opts.Threads = 2
 	}
-	m, err := Load(filepath.Join(storiesDir(t), "stories260K-f32.gguf"), opts)
+	m, err := Load(stories(t, "stories260K-f32.gguf"), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,8 +88,7 @@ func TestGreedyStories(t *testing.T) {
 }
 
 func TestLlama2CCheckpoint(t *testing.T) {
-	dir := storiesDir(t)
-	m, err := Load(filepath.Join(dir, "stories260K.bin"), Options{TokenizerPath: filepath.Join(dir, "tok512.bin"), ContextLen: 512, Threads: 1})
+	m, err := Load(stories(t, "stories260K.bin"), Options{TokenizerPath: stories(t, "tok512.bin"), ContextLen: 512, Threads: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,7 +264,7 @@ func TestStepAllocs(t *testing.T) {
 }
 
 func TestBackends(t *testing.T) {
-	path := filepath.Join(storiesDir(t), "stories260K-f32.gguf")
+	path := stories(t, "stories260K-f32.gguf")
 	if _, err := Load(path, Options{Backend: "nosuch"}); err == nil {
 		t.Fatal("unknown backend accepted")
 	}
@@ -444,7 +442,7 @@ func TestSamplingDecoder(t *testing.T) {
 
 // A GGUF without a vocabulary generates from token ids.
 func TestNoVocabulary(t *testing.T) {
-	path := filepath.Join(storiesDir(t), "..", "tiny-random", "tiny-bitnet-tq2_0.gguf")
+	path := testfiles.Path(t, "models/tiny-random/tiny-bitnet-tq2_0.gguf")
 	m, err := Load(path, Options{Threads: 2, ContextLen: 64})
 	if err != nil {
 		t.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"flag"
 	"os"
-	"path/filepath"
 	"testing"
 )
 
@@ -19,7 +18,7 @@ const (
 // storiesSeed is stories260K's metadata (its 512-token vocabulary included)
 // and its smallest tensors: a small file shaped like a real one.
 func storiesSeed(t testing.TB) []byte {
-	f, err := Open(filepath.Join(sharedDir(t), "models", "stories260K", "stories260K-f32.gguf"))
+	f, err := Open(storiesPath(t))
 	if err != nil {
 		t.Fatal(err)
 	}

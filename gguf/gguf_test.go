@@ -693,7 +693,7 @@ func TestValueEqual(t *testing.T) {
 
 // TestZeroCopy checks that Open's tensor data are views of the mapping.
 func TestZeroCopy(t *testing.T) {
-	f, err := Open(filepath.Join(sharedDir(t), "models", "stories260K", "stories260K-f32.gguf"))
+	f, err := Open(storiesPath(t))
 	if err != nil {
 		t.Fatal(err)
 	}

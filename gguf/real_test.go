@@ -3,45 +3,34 @@ package gguf
 import (
 	"bytes"
 	"os"
-	"path/filepath"
+	"path"
 	"testing"
 
+	"github.com/edgellm/edgellm/internal/testfiles"
 	"github.com/edgellm/edgellm/quant"
 )
 
-// sharedDir is ../shared relative to the repository root.
-func sharedDir(t testing.TB) string {
+// storiesPath is stories260K's GGUF file.
+func storiesPath(t testing.TB) string {
 	t.Helper()
-	dir := filepath.Join("..", "..", "shared")
-	if _, err := os.Stat(dir); err != nil {
-		t.Skipf("shared data not found: %v", err)
-	}
-	return dir
+	return testfiles.Path(t, "models/stories260K/stories260K-f32.gguf")
 }
 
+// realFiles are the GGUF files of testdata/ and ../shared, relative paths
+// for testfiles.Path.
 func realFiles(t testing.TB) []string {
-	dir := sharedDir(t)
-	var files []string
-	for _, pat := range []string{"models/*/*.gguf", "vocab/*.gguf"} {
-		m, err := filepath.Glob(filepath.Join(dir, pat))
-		if err != nil {
-			t.Fatal(err)
-		}
-		files = append(files, m...)
-	}
-	if len(files) == 0 {
-		t.Skip("no GGUF files in shared data")
-	}
-	return files
+	t.Helper()
+	return append(testfiles.Glob(t, "models/*/*.gguf"), testfiles.Glob(t, "vocab/*.gguf")...)
 }
 
-// TestRealFiles opens every shared GGUF file, checks its tensor views, and
+// TestRealFiles opens every real GGUF file, checks its tensor views, and
 // checks that the writer reproduces it byte for byte (llama.cpp writes the
 // same layout: tensors in order, each padded to the alignment).
 func TestRealFiles(t *testing.T) {
-	for _, path := range realFiles(t) {
-		t.Run(filepath.Base(path), func(t *testing.T) {
-			f, err := Open(path)
+	for _, rel := range realFiles(t) {
+		t.Run(path.Base(rel), func(t *testing.T) {
+			file := testfiles.Path(t, rel)
+			f, err := Open(file)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -52,7 +41,7 @@ func TestRealFiles(t *testing.T) {
 			if !f.Has("general.architecture") {
 				t.Errorf("no general.architecture")
 			}
-			raw, err := os.ReadFile(path)
+			raw, err := os.ReadFile(file)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -90,7 +79,7 @@ func rewrite(f *File) *Writer {
 }
 
 func TestStories260K(t *testing.T) {
-	f, err := Open(filepath.Join(sharedDir(t), "models", "stories260K", "stories260K-f32.gguf"))
+	f, err := Open(storiesPath(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +127,6 @@ func TestStories260K(t *testing.T) {
 }
 
 func TestTinyRandomTypes(t *testing.T) {
-	dir := filepath.Join(sharedDir(t), "models", "tiny-random")
 	// Matrix type and token_embd type per file, from the README there.
 	cases := []struct {
 		suffix      string
@@ -155,7 +143,7 @@ func TestTinyRandomTypes(t *testing.T) {
 		for _, c := range cases {
 			name := "tiny-" + arch + "-" + c.suffix + ".gguf"
 			t.Run(name, func(t *testing.T) {
-				f, err := Open(filepath.Join(dir, name))
+				f, err := Open(testfiles.Path(t, "models/tiny-random/"+name))
 				if err != nil {
 					t.Fatal(err)
 				}

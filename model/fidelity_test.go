@@ -3,7 +3,6 @@ package model
 import (
 	"math"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -12,15 +11,10 @@ import (
 	"github.com/edgellm/edgellm/internal/testfiles"
 )
 
-// sharedDir returns ../shared (relative to the repository root), skipping
-// the test when it is absent.
-func sharedDir(t *testing.T, sub ...string) string {
+// stories is one of stories260K's files.
+func stories(t *testing.T, name string) string {
 	t.Helper()
-	dir := filepath.Join(append([]string{"..", "..", "shared"}, sub...)...)
-	if _, err := os.Stat(dir); err != nil {
-		t.Skipf("shared data not found: %v", err)
-	}
-	return dir
+	return testfiles.Path(t, "models/stories260K/"+name)
 }
 
 func loadGGUF(t *testing.T, path string) *Weights {
@@ -85,9 +79,8 @@ func relRMS(a, b []float32) float64 {
 var onceUponATime = []int32{1, 403, 407, 261, 378}
 
 func TestStories260KLogits(t *testing.T) {
-	dir := sharedDir(t, "models", "stories260K")
-	w := loadGGUF(t, filepath.Join(dir, "stories260K-f32.gguf"))
-	want := readFloatLines(t, filepath.Join(dir, "reference-logits-once-upon-a-time.txt"))
+	w := loadGGUF(t, stories(t, "stories260K-f32.gguf"))
+	want := readFloatLines(t, stories(t, "reference-logits-once-upon-a-time.txt"))
 	if len(want) != w.Vocab {
 		t.Fatalf("%d reference logits, vocab %d", len(want), w.Vocab)
 	}
@@ -155,14 +148,13 @@ func greedy(w *Weights, ctx int, prompt []int32, n int) []int32 {
 }
 
 func TestStories260KGreedy(t *testing.T) {
-	dir := sharedDir(t, "models", "stories260K")
-	cases := readGreedy(t, filepath.Join(dir, "reference-greedy.md"))
-	fromBin, err := LoadLlama2C(filepath.Join(dir, "stories260K.bin"))
+	cases := readGreedy(t, stories(t, "reference-greedy.md"))
+	fromBin, err := LoadLlama2C(stories(t, "stories260K.bin"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	models := map[string]*Weights{
-		"gguf":     loadGGUF(t, filepath.Join(dir, "stories260K-f32.gguf")),
+		"gguf":     loadGGUF(t, stories(t, "stories260K-f32.gguf")),
 		"llama2.c": fromBin,
 	}
 	for name, w := range models {
@@ -191,12 +183,11 @@ func slicesEqual(a, b []int32) bool {
 // TestLlama2CMatchesGGUF checks that the llama2.c checkpoint and llama.cpp's
 // conversion of it describe the same network: same config, same logits.
 func TestLlama2CMatchesGGUF(t *testing.T) {
-	dir := sharedDir(t, "models", "stories260K")
-	a, err := LoadLlama2C(filepath.Join(dir, "stories260K.bin"))
+	a, err := LoadLlama2C(stories(t, "stories260K.bin"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := loadGGUF(t, filepath.Join(dir, "stories260K-f32.gguf"))
+	b := loadGGUF(t, stories(t, "stories260K-f32.gguf"))
 	ca, cb := a.Config, b.Config
 	ca.ContextLen, cb.ContextLen = 0, 0 // the converter writes 128, the header 512
 	if ca.Dim != cb.Dim || ca.FFNDim != cb.FFNDim || ca.Layers != cb.Layers || ca.Heads != cb.Heads ||
@@ -278,9 +269,8 @@ func tinyError(w *Weights, want [][]float32, rounded bool) (rel, maxAbs, rel0 fl
 
 func loadTiny(t *testing.T, name string) (*Weights, [][]float32) {
 	t.Helper()
-	dir := sharedDir(t, "models", "tiny-random")
-	w := loadGGUF(t, filepath.Join(dir, name+".gguf"))
-	want := readFloatLines(t, filepath.Join(dir, name+".logits.txt"))
+	w := loadGGUF(t, testfiles.Path(t, "models/tiny-random/"+name+".gguf"))
+	want := readFloatLines(t, testfiles.Path(t, "models/tiny-random/"+name+".logits.txt"))
 	if len(want) != 24 || len(want[0]) != w.Vocab {
 		t.Fatalf("%s: reference has %d lines of %d, want 24 of %d", name, len(want), len(want[0]), w.Vocab)
 	}
@@ -339,18 +329,21 @@ func TestTinyRandomDetectsWrongGraph(t *testing.T) {
 		"sub-norms toggled": func(c *Config) { c.SubNorms = !c.SubNorms },
 	}
 	for _, tc := range cases {
-		w, want := loadTiny(t, tc.name)
-		for what, change := range variants {
-			bad := *w
-			change(&bad.Config)
-			if bad.SubNorms && bad.Layers[0].AttnSubNorm == nil {
-				continue // llama has no sub-norm weights to turn on
+		// One subtest per file: a clone with only some of them checks those.
+		t.Run(tc.name, func(t *testing.T) {
+			w, want := loadTiny(t, tc.name)
+			for what, change := range variants {
+				bad := *w
+				change(&bad.Config)
+				if bad.SubNorms && bad.Layers[0].AttnSubNorm == nil {
+					continue // llama has no sub-norm weights to turn on
+				}
+				rel, _, _ := tinyError(&bad, want, tc.rounded)
+				t.Logf("%s with %s: relative RMS error %.3g", tc.name, what, rel)
+				if rel < 3*tc.tol {
+					t.Errorf("%s with %s: relative RMS error %.3g is within 3x the tolerance %g", tc.name, what, rel, tc.tol)
+				}
 			}
-			rel, _, _ := tinyError(&bad, want, tc.rounded)
-			t.Logf("%s with %s: relative RMS error %.3g", tc.name, what, rel)
-			if rel < 3*tc.tol {
-				t.Errorf("%s with %s: relative RMS error %.3g is within 3x the tolerance %g", tc.name, what, rel, tc.tol)
-			}
-		}
+		})
 	}
 }

@@ -8,8 +8,8 @@ import (
 )
 
 // A throwaway GGUF v3 tensor lookup for the real-file tests, so this
-// package's tests need no other package of the repo (the gguf package
-// imports quant). It trusts the shared test files and checks only bounds.
+// package's tests need no package that imports quant (the gguf package
+// does). It trusts the test files and checks only bounds.
 
 type testTensor struct {
 	typ  Type

@@ -3,10 +3,10 @@ package quant
 import (
 	"bytes"
 	"math"
-	"os"
-	"path/filepath"
 	"sort"
 	"testing"
+
+	"github.com/edgellm/edgellm/internal/testfiles"
 )
 
 // The tiny-random models hold the same N(0, 0.02) weights as F16 and as
@@ -15,14 +15,9 @@ import (
 // which proves our layouts equal llama.cpp's; dequantizing must give the
 // F16 values within the type's error.
 
-var tinyDir = filepath.Join("..", "..", "shared", "models", "tiny-random")
-
 func loadTiny(t *testing.T, name string) map[string]testTensor {
 	t.Helper()
-	if _, err := os.Stat(tinyDir); err != nil {
-		t.Skipf("shared models absent: %v", err)
-	}
-	m, err := readTestGGUF(filepath.Join(tinyDir, name+".gguf"))
+	m, err := readTestGGUF(testfiles.Path(t, "models/tiny-random/"+name+".gguf"))
 	if err != nil {
 		t.Fatal(err)
 	}

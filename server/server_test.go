@@ -15,24 +15,17 @@ import (
 	"time"
 
 	"github.com/edgellm/edgellm/engine"
+	"github.com/edgellm/edgellm/internal/testfiles"
 )
 
-// storiesPath is the shared stories260K model, relative to this package.
+// storiesPath is the stories260K model's absolute path.
 func storiesPath(t testing.TB) string {
 	t.Helper()
-	shared := filepath.Join("..", "..", "shared")
-	if _, err := os.Stat(shared); err != nil {
-		t.Skip("../shared is absent")
-	}
-	p, err := filepath.Abs(filepath.Join(shared, "models", "stories260K", "stories260K-f32.gguf"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return testfiles.Path(t, "models/stories260K/stories260K-f32.gguf")
 }
 
 // modelsDir makes a models directory holding "stories.gguf", a symbolic
-// link to the shared file.
+// link to the stories260K file.
 func modelsDir(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
@@ -103,7 +96,7 @@ func startServer(t testing.TB, s *Server) *url.URL {
 // referenceGreedy reads llama.cpp's greedy ids and text for "Once upon a time".
 func referenceGreedy(t testing.TB) (ids []int32, text string) {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(filepath.Dir(storiesPath(t)), "reference-greedy.md"))
+	b, err := os.ReadFile(testfiles.Path(t, "models/stories260K/reference-greedy.md"))
 	if err != nil {
 		t.Fatal(err)
 	}

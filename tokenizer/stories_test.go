@@ -8,10 +8,13 @@ import (
 	"testing"
 
 	"github.com/edgellm/edgellm/gguf"
+	"github.com/edgellm/edgellm/internal/testfiles"
 )
 
-func storiesDir(t *testing.T) string {
-	return filepath.Join(sharedDir(t), "models", "stories260K")
+// stories is one of stories260K's files.
+func stories(t *testing.T, name string) string {
+	t.Helper()
+	return testfiles.Path(t, "models/stories260K/"+name)
 }
 
 func loadGGUF(t *testing.T, path string) *Tokenizer {
@@ -38,7 +41,7 @@ type greedyRef struct {
 
 // readGreedy parses reference-greedy.md (llama.cpp's output for stories260K).
 func readGreedy(t *testing.T) []greedyRef {
-	data, err := os.ReadFile(filepath.Join(storiesDir(t), "reference-greedy.md"))
+	data, err := os.ReadFile(stories(t, "reference-greedy.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,9 +84,8 @@ func readGreedy(t *testing.T) []greedyRef {
 }
 
 func TestStoriesGGUFAndLlama2C(t *testing.T) {
-	dir := storiesDir(t)
-	fromGGUF := loadGGUF(t, filepath.Join(dir, "stories260K-f32.gguf"))
-	fromBin, err := FromLlama2C(filepath.Join(dir, "tok512.bin"), 512)
+	fromGGUF := loadGGUF(t, stories(t, "stories260K-f32.gguf"))
+	fromBin, err := FromLlama2C(stories(t, "tok512.bin"), 512)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +145,7 @@ func TestStoriesGGUFAndLlama2C(t *testing.T) {
 }
 
 func TestLlama2CErrors(t *testing.T) {
-	good, err := os.ReadFile(filepath.Join(storiesDir(t), "tok512.bin"))
+	good, err := os.ReadFile(stories(t, "tok512.bin"))
 	if err != nil {
 		t.Fatal(err)
 	}

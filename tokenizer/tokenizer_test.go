@@ -3,10 +3,11 @@ package tokenizer
 import (
 	"fmt"
 	"math/rand"
-	"path/filepath"
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/edgellm/edgellm/internal/testfiles"
 )
 
 // fakeMeta is an in-memory metadata source for building small vocabularies.
@@ -321,7 +322,7 @@ func TestBadMetadata(t *testing.T) {
 }
 
 func TestNoVocabulary(t *testing.T) {
-	tok := loadGGUF(t, filepath.Join(sharedDir(t), "models", "tiny-random", "tiny-llama-f16.gguf"))
+	tok := loadGGUF(t, testfiles.Path(t, "models/tiny-random/tiny-llama-tq2_0.gguf"))
 	if tok.Model() != "none" || tok.VocabSize() != 1024 || tok.BOS() != -1 || tok.AddBOS() {
 		t.Fatalf("model %q vocab %d bos %d", tok.Model(), tok.VocabSize(), tok.BOS())
 	}

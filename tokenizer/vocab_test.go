@@ -2,30 +2,22 @@ package tokenizer
 
 import (
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/edgellm/edgellm/gguf"
+	"github.com/edgellm/edgellm/internal/testfiles"
 )
-
-// sharedDir is the project's shared data, beside the repository.
-func sharedDir(t testing.TB) string {
-	d := filepath.Join("..", "..", "shared")
-	if _, err := os.Stat(d); err != nil {
-		t.Skipf("shared data not found at %s", d)
-	}
-	return d
-}
 
 var (
 	vocabMu    sync.Mutex
 	vocabCache = map[string]*Tokenizer{}
 )
 
-// loadVocab loads ../shared/vocab/ggml-vocab-NAME.gguf once per test binary.
+// loadVocab loads vocab/ggml-vocab-NAME.gguf (testdata/ or ../shared) once
+// per test binary.
 func loadVocab(t testing.TB, name string) *Tokenizer {
 	t.Helper()
 	vocabMu.Lock()
@@ -33,8 +25,7 @@ func loadVocab(t testing.TB, name string) *Tokenizer {
 	if tok, ok := vocabCache[name]; ok {
 		return tok
 	}
-	path := filepath.Join(sharedDir(t), "vocab", "ggml-vocab-"+name+".gguf")
-	f, err := gguf.Open(path)
+	f, err := gguf.Open(testfiles.Path(t, "vocab/ggml-vocab-"+name+".gguf"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,15 +38,15 @@ func loadVocab(t testing.TB, name string) *Tokenizer {
 	return tok
 }
 
-// readVectors reads NAME.gguf.inp/.out as described in ../shared/vocab/README.md.
+// readVectors reads NAME.gguf.inp/.out as described in vocab/README.md.
 func readVectors(t *testing.T, name string) (texts []string, want [][]int32) {
 	t.Helper()
-	base := filepath.Join(sharedDir(t), "vocab", "ggml-vocab-"+name+".gguf")
-	inp, err := os.ReadFile(base + ".inp")
+	base := "vocab/ggml-vocab-" + name + ".gguf"
+	inp, err := os.ReadFile(testfiles.Path(t, base+".inp"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := os.ReadFile(base + ".out")
+	out, err := os.ReadFile(testfiles.Path(t, base+".out"))
 	if err != nil {
 		t.Fatal(err)
 	}

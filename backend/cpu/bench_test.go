@@ -13,6 +13,7 @@ import (
 
 	"github.com/edgellm/edgellm/backend/cpu/kernels"
 	"github.com/edgellm/edgellm/gguf"
+	"github.com/edgellm/edgellm/internal/testfiles"
 	"github.com/edgellm/edgellm/model"
 	"github.com/edgellm/edgellm/quant"
 )
@@ -21,7 +22,7 @@ import (
 func BenchmarkDecodeStories(b *testing.B) {
 	for _, threads := range []int{1, 2} {
 		b.Run(map[int]string{1: "t1", 2: "t2"}[threads], func(b *testing.B) {
-			w := loadGGUFB(b, filepath.Join("..", "..", "..", "shared", "models", "stories260K", "stories260K-f32.gguf"))
+			w := loadGGUFB(b, testfiles.Path(b, "models/stories260K/stories260K-f32.gguf"))
 			m, err := Load(w, Options{Threads: threads})
 			if err != nil {
 				b.Fatal(err)

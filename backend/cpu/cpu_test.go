@@ -5,7 +5,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/edgellm/edgellm/backend"
 	"github.com/edgellm/edgellm/gguf"
+	"github.com/edgellm/edgellm/internal/testfiles"
 	"github.com/edgellm/edgellm/model"
 	"github.com/edgellm/edgellm/quant"
 )
@@ -512,15 +512,6 @@ func TestPool(t *testing.T) {
 	}
 }
 
-// sharedModels is ../shared/models from this package's directory.
-func sharedModels(t *testing.T) string {
-	dir := filepath.Join("..", "..", "..", "shared", "models")
-	if _, err := os.Stat(dir); err != nil {
-		t.Skip("shared models absent")
-	}
-	return dir
-}
-
 func loadGGUF(t *testing.T, path string) *model.Weights {
 	t.Helper()
 	f, err := gguf.Open(path)
@@ -538,7 +529,6 @@ func loadGGUF(t *testing.T, path string) *model.Weights {
 // The tiny-random files against the project's reference, and against
 // llama.cpp's logits with a tolerance for its 8-bit activation rounding.
 func TestTinyRandomFiles(t *testing.T) {
-	dir := filepath.Join(sharedModels(t), "tiny-random")
 	prompt := make([]int32, 24)
 	for i := range prompt {
 		prompt[i] = int32((37*i + 5) % 1024)
@@ -547,7 +537,7 @@ func TestTinyRandomFiles(t *testing.T) {
 		for _, typ := range []string{"f16", "q8_0", "q4_0", "q2_0", "tq2_0", "tq1_0"} {
 			name := fmt.Sprintf("tiny-%s-%s", arch, typ)
 			t.Run(name, func(t *testing.T) {
-				w := loadGGUF(t, filepath.Join(dir, name+".gguf"))
+				w := loadGGUF(t, testfiles.Path(t, "models/tiny-random/"+name+".gguf"))
 				s := newSess(t, loadT(t, w, 2), 64)
 				logits := make([]float32, w.Vocab)
 				if err := s.Prefill(prompt, logits); err != nil {
@@ -561,7 +551,7 @@ func TestTinyRandomFiles(t *testing.T) {
 				if e := maxErr(logits, want); e > tol {
 					t.Fatalf("vs reference: error %.3g", e)
 				}
-				lc := readLogitsLine(t, filepath.Join(dir, name+".logits.txt"), len(prompt)-1)
+				lc := readLogitsLine(t, testfiles.Path(t, "models/tiny-random/"+name+".logits.txt"), len(prompt)-1)
 				if e := maxErr(logits, lc); e > 0.03 { // measured: F16 4e-4, 8-bit activations <= 0.023
 					t.Fatalf("vs llama.cpp: error %.3g", e)
 				} else {
@@ -600,7 +590,7 @@ func readLogitsLine(t *testing.T, path string, line int) []float32 {
 // stories260K greedy from prefilled "Once upon a time" ids gives
 // llama.cpp's 100 greedy ids.
 func TestStories260KGreedy(t *testing.T) {
-	w := loadGGUF(t, filepath.Join(sharedModels(t), "stories260K", "stories260K-f32.gguf"))
+	w := loadGGUF(t, testfiles.Path(t, "models/stories260K/stories260K-f32.gguf"))
 	prompt := []int32{1, 403, 407, 261, 378}
 	want := []int32{432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426, 338, 401, 396, 267, 337, 410, 408, 419, 292, 411, 322, 265, 282, 295, 433, 426, 385, 328, 432, 358, 394, 261, 370, 432, 352, 266, 268, 388, 426, 338, 391, 266, 267, 337, 335, 312, 432, 398, 312, 286, 267, 414, 270, 333, 415, 426, 13, 438, 310, 439, 419, 357, 336, 432, 313, 438, 310, 432, 278, 316, 439, 419, 298, 414, 267, 265, 282, 295, 433, 426, 436, 317, 286, 296, 418, 269, 279, 292, 416, 439, 413, 409, 416, 327, 263, 415, 294, 267, 400}
 	s := newSess(t, loadT(t, w, 2), 512)

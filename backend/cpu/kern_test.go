@@ -3,10 +3,10 @@ package cpu
 import (
 	"fmt"
 	"math/rand/v2"
-	"path/filepath"
 	"slices"
 	"testing"
 
+	"github.com/edgellm/edgellm/internal/testfiles"
 	"github.com/edgellm/edgellm/model"
 )
 
@@ -55,7 +55,6 @@ const kernelTol = 0.06 // measured worst 0.041 (I2_S: one scale per tensor)
 // rounds activations to 8 bits (per block, where the kernels round per
 // token), and its decode allocates nothing.
 func TestKernelsTinyRandomFiles(t *testing.T) {
-	dir := filepath.Join(sharedModels(t), "tiny-random")
 	prompt := make([]int32, 24)
 	for i := range prompt {
 		prompt[i] = int32((37*i + 5) % 1024)
@@ -64,13 +63,13 @@ func TestKernelsTinyRandomFiles(t *testing.T) {
 		for _, typ := range []string{"f16", "q8_0", "q4_0", "q2_0", "tq2_0", "tq1_0"} {
 			name := fmt.Sprintf("tiny-%s-%s", arch, typ)
 			t.Run(name, func(t *testing.T) {
-				w := loadGGUF(t, filepath.Join(dir, name+".gguf"))
+				w := loadGGUF(t, testfiles.Path(t, "models/tiny-random/"+name+".gguf"))
 				s := newSess(t, loadOpts(t, w, Options{Threads: 2}), 64)
 				logits := make([]float32, w.Vocab)
 				if err := s.Prefill(prompt, logits); err != nil {
 					t.Fatal(err)
 				}
-				lc := readLogitsLine(t, filepath.Join(dir, name+".logits.txt"), len(prompt)-1)
+				lc := readLogitsLine(t, testfiles.Path(t, "models/tiny-random/"+name+".logits.txt"), len(prompt)-1)
 				e := maxErr(logits, lc)
 				t.Logf("kernels vs llama.cpp: relative error %.3g", e)
 				if e > kernelTol {

@@ -12,17 +12,13 @@ import (
 	"testing"
 
 	"github.com/edgellm/edgellm/gguf"
+	"github.com/edgellm/edgellm/internal/testfiles"
 	"github.com/edgellm/edgellm/tokenizer"
 )
-
-var shared = filepath.Join("..", "..", "..", "shared")
 
 // binary builds the CLI once per test run.
 func binary(t *testing.T) string {
 	t.Helper()
-	if _, err := os.Stat(shared); err != nil {
-		t.Skip("../shared is not here")
-	}
 	bin := filepath.Join(t.TempDir(), "edgellm")
 	build(t, bin)
 	return bin
@@ -57,7 +53,7 @@ func edgellm(t *testing.T, bin, stdin string, args ...string) (string, string) {
 
 // referenceIDs reads llama.cpp's greedy ids for a prompt from reference-greedy.md.
 func referenceIDs(t *testing.T, prompt string) []int32 {
-	f, err := os.Open(filepath.Join(shared, "models", "stories260K", "reference-greedy.md"))
+	f, err := os.Open(testfiles.Path(t, "models/stories260K/reference-greedy.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,8 +79,8 @@ func referenceIDs(t *testing.T, prompt string) []int32 {
 }
 
 func TestCLI(t *testing.T) {
+	stories := testfiles.Path(t, "models/stories260K/stories260K-f32.gguf")
 	bin := binary(t)
-	stories := filepath.Join(shared, "models", "stories260K", "stories260K-f32.gguf")
 
 	t.Run("run prints only the continuation", func(t *testing.T) {
 		f, err := gguf.Open(stories)

@@ -43,7 +43,7 @@ type showReport struct {
 }
 
 // llamaCppArchs are architectures upstream llama.cpp knows (of those we run).
-var llamaCppArchs = map[string]bool{"llama": true, "bitnet": true}
+var llamaCppArchs = map[string]bool{"llama": true, "bitnet": true, "qwen2": true, "qwen3": true, "gemma3": true}
 
 func (c *showCmd) Run(log *slog.Logger) error {
 	f, err := gguf.Open(c.Model)
@@ -123,8 +123,25 @@ func printShow(r *showReport) {
 	if c := r.Config; c != nil {
 		fmt.Printf("shape:         dim %d, ffn %d, layers %d, heads %d (kv %d, head dim %d), vocab %d, context %d\n",
 			c.Dim, c.FFNDim, c.Layers, c.Heads, c.KVHeads, c.HeadDim, c.Vocab, c.ContextLen)
-		fmt.Printf("rope:          base %g, scale %g, style %v; rms eps %g; subnorms %v; act %v\n",
-			c.RopeBase, c.RopeScale, c.RopeStyle, c.NormEps, c.SubNorms, c.Act)
+		fmt.Printf("rope:          base %g, scale %g, style %v; rms eps %g; act %v\n",
+			c.RopeBase, c.RopeScale, c.RopeStyle, c.NormEps, c.Act)
+		feats := make([]string, 0, 4)
+		for _, f := range c.Features() {
+			feats = append(feats, string(f))
+		}
+		if len(feats) == 0 {
+			feats = append(feats, "none (the plain Llama block)")
+		}
+		fmt.Printf("features:      %s\n", strings.Join(feats, ", "))
+		if c.Local != nil {
+			n := 0
+			for l := range c.Layers {
+				if c.IsLocal(l) {
+					n++
+				}
+			}
+			fmt.Printf("window:        %d positions on %d of %d layers (RoPE base %g there)\n", c.Window, n, c.Layers, c.LocalRopeBase)
+		}
 	} else if len(r.Tensors) == 0 {
 		fmt.Println("model:         vocabulary only (no tensors): tokenize works, run does not")
 	} else if r.ConfigError != "" {
