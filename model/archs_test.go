@@ -19,20 +19,41 @@ import (
 // activations to Q8_0 blocks).
 var archTolerance = map[string]float64{"f16": 2e-3, "q8_0": tinyTolerance["q8_0"]}
 
+// archDir is the folder of a tiny-random-archs file: the shared set, or
+// the repository's own (tiny-random-archs2: Llama 3 RoPE factors, Gemma 3
+// soft-cap, tied Qwen2; testdata/models/tiny-random-archs2/README.md).
+func archDir(name string) string {
+	for _, n := range []string{"llama3", "softcap", "tied"} {
+		if strings.Contains(name, n) {
+			return "models/tiny-random-archs2/"
+		}
+	}
+	return "models/tiny-random-archs/"
+}
+
 func loadArch(t *testing.T, name string) (*Weights, [][]float32) {
 	t.Helper()
-	w := loadGGUF(t, testfiles.Path(t, "models/tiny-random-archs/"+name+".gguf"))
-	want := readFloatLines(t, testfiles.Path(t, "models/tiny-random-archs/"+name+".logits.txt"))
+	w := loadGGUF(t, testfiles.Path(t, archDir(name)+name+".gguf"))
+	want := readFloatLines(t, testfiles.Path(t, archDir(name)+name+".logits.txt"))
 	if len(want) != 24 || len(want[0]) != w.Vocab {
 		t.Fatalf("%s: reference has %d lines, want 24 of %d", name, len(want), w.Vocab)
 	}
 	return w, want
 }
 
+// archFiles are the tiny-random-archs files: name, architecture, suffix.
+var archFiles = [][3]string{
+	{"tiny-qwen2-f16", "qwen2", "f16"}, {"tiny-qwen2-q8_0", "qwen2", "q8_0"},
+	{"tiny-qwen3-f16", "qwen3", "f16"}, {"tiny-qwen3-q8_0", "qwen3", "q8_0"},
+	{"tiny-gemma3-f16", "gemma3", "f16"}, {"tiny-gemma3-q8_0", "gemma3", "q8_0"},
+	{"tiny-llama3-f16", "llama", "f16"}, {"tiny-llama3-q8_0", "llama", "q8_0"},
+	{"tiny-gemma3-softcap-f16", "gemma3", "f16"}, {"tiny-qwen2-tied-f16", "qwen2", "f16"},
+}
+
 func TestTinyRandomArchs(t *testing.T) {
-	for _, arch := range []string{"qwen2", "qwen3", "gemma3"} {
-		for _, suffix := range []string{"f16", "q8_0"} {
-			name := "tiny-" + arch + "-" + suffix
+	for _, f := range archFiles {
+		name, arch, suffix := f[0], f[1], f[2]
+		{
 			t.Run(name, func(t *testing.T) {
 				t.Parallel()
 				w, want := loadArch(t, name)
@@ -63,12 +84,15 @@ func TestTinyRandomArchs(t *testing.T) {
 // compares with llama.cpp's (every choice there beats the runner-up by at
 // least 0.01, far more than our F16 files' logit error).
 func TestTinyRandomArchsGreedy(t *testing.T) {
-	for _, arch := range []string{"qwen2", "qwen3", "gemma3"} {
-		name := "tiny-" + arch + "-f16"
+	for _, f := range archFiles {
+		name := f[0]
+		if f[2] != "f16" {
+			continue
+		}
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			w, _ := loadArch(t, name)
-			b, err := os.ReadFile(testfiles.Path(t, "models/tiny-random-archs/"+name+".greedy.txt"))
+			b, err := os.ReadFile(testfiles.Path(t, archDir(name)+name+".greedy.txt"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -79,6 +103,14 @@ func TestTinyRandomArchsGreedy(t *testing.T) {
 			}
 		})
 	}
+}
+
+func inverse(v []float32) []float32 {
+	out := make([]float32, len(v))
+	for i, x := range v {
+		out[i] = 1 / x
+	}
+	return out
 }
 
 // TestTinyRandomArchsDetectWrongGraph checks that the F16 bound catches
@@ -93,6 +125,20 @@ func TestTinyRandomArchsDetectWrongGraph(t *testing.T) {
 		},
 		"tiny-qwen3-f16": {
 			"no q/k norm": func(w *Weights) { w.QKNorm = false },
+		},
+		"tiny-llama3-f16": {
+			"no RoPE factors":       func(w *Weights) { w.RopeFreqFactors = nil },
+			"factors multiplied in": func(w *Weights) { w.RopeFreqFactors = inverse(w.RopeFreqFactors) },
+		},
+		"tiny-gemma3-softcap-f16": {
+			"no soft-cap":     func(w *Weights) { w.LogitSoftcap = 0 },
+			"window period 6": func(w *Weights) { w.Local = []bool{true, true, true, true} },
+			"no window":       func(w *Weights) { w.Local = nil },
+			"soft-cap 20":     func(w *Weights) { w.LogitSoftcap = 20 },
+			"local base 1e6":  func(w *Weights) { w.LocalRopeBase = 1e6 },
+		},
+		"tiny-qwen2-tied-f16": {
+			"no q/k/v biases": func(w *Weights) { w.QKVBias = false },
 		},
 		"tiny-gemma3-f16": {
 			"no post-norms":        func(w *Weights) { w.PostNorms = false },

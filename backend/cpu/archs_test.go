@@ -36,7 +36,8 @@ func relRMS(got []float32, want [][]float32) float64 {
 }
 
 // TestTinyRandomArchsFiles runs the qwen2, qwen3 and gemma3 files of
-// tiny-random-archs through the backend's batched prefill, keeping every
+// tiny-random-archs, and tiny-random-archs2's Llama 3, soft-capped Gemma 3
+// and tied Qwen2, through the backend's batched prefill, keeping every
 // position's logits (PrefillLogits), on the plain path (against the
 // reference, tightly) and the default kernels path, both against
 // llama.cpp's logits over all 24 positions and the whole vocabulary: F16
@@ -45,12 +46,18 @@ func relRMS(got []float32, want [][]float32) float64 {
 // rounding. Then the F16 files' greedy continuation matches llama.cpp's.
 func TestTinyRandomArchsFiles(t *testing.T) {
 	ids := tinyIDs()
-	for _, arch := range []string{"qwen2", "qwen3", "gemma3"} {
-		for _, typ := range []string{"f16", "q8_0"} {
-			name := "tiny-" + arch + "-" + typ
+	for _, f := range []struct{ dir, name, typ string }{
+		{"tiny-random-archs", "tiny-qwen2-f16", "f16"}, {"tiny-random-archs", "tiny-qwen2-q8_0", "q8_0"},
+		{"tiny-random-archs", "tiny-qwen3-f16", "f16"}, {"tiny-random-archs", "tiny-qwen3-q8_0", "q8_0"},
+		{"tiny-random-archs", "tiny-gemma3-f16", "f16"}, {"tiny-random-archs", "tiny-gemma3-q8_0", "q8_0"},
+		{"tiny-random-archs2", "tiny-llama3-f16", "f16"}, {"tiny-random-archs2", "tiny-llama3-q8_0", "q8_0"},
+		{"tiny-random-archs2", "tiny-gemma3-softcap-f16", "f16"}, {"tiny-random-archs2", "tiny-qwen2-tied-f16", "f16"},
+	} {
+		dir, name, typ := "models/"+f.dir+"/", f.name, f.typ
+		{
 			t.Run(name, func(t *testing.T) {
-				w := loadGGUF(t, testfiles.Path(t, "models/tiny-random-archs/"+name+".gguf"))
-				want := testfiles.Floats(t, testfiles.Path(t, "models/tiny-random-archs/"+name+".logits.txt"))
+				w := loadGGUF(t, testfiles.Path(t, dir+name+".gguf"))
+				want := testfiles.Floats(t, testfiles.Path(t, dir+name+".logits.txt"))
 				tol := map[string]float64{"f16": 2e-3, "q8_0": 4e-2}[typ]
 				ref := model.NewReference(w, 64)
 				for _, kern := range []bool{false, true} {
@@ -90,7 +97,7 @@ func TestTinyRandomArchsFiles(t *testing.T) {
 				if typ != "f16" {
 					return
 				}
-				b, err := os.ReadFile(testfiles.Path(t, "models/tiny-random-archs/"+name+".greedy.txt"))
+				b, err := os.ReadFile(testfiles.Path(t, dir+name+".greedy.txt"))
 				if err != nil {
 					t.Fatal(err)
 				}
