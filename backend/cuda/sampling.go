@@ -9,7 +9,7 @@ import (
 	"github.com/edgellm/edgellm/sample"
 )
 
-// Device sampling limits (kernels.cu SMP_*): parameters beyond them are
+// Device sampling limits (sample.cu SMP_*): parameters beyond them are
 // sampled on the host from logits brought back.
 const (
 	sampleThreads    = 1024 // SMP_NT
@@ -106,7 +106,7 @@ func (s *Session) DecodeSample(token int32) (int32, error) {
 		le.PutUint32(b[28:], uint32(hpos))
 		// In stream order (the previous step's k_sample may still be
 		// writing the block); pageable, so staged before the call returns.
-		if err := d.check(d.cuMemcpyHtoDAsync(s.sampleP, unsafePtr(b), uint64(len(b)), s.stream), "cuMemcpyHtoDAsync(sampling parameters)"); err != nil {
+		if err := d.check(d.cuMemcpyHtoDAsync(s.buf.sampleP, unsafePtr(b), uint64(len(b)), s.stream), "cuMemcpyHtoDAsync(sampling parameters)"); err != nil {
 			return 0, err
 		}
 		s.stats.H2DBytes += len(b)
