@@ -2,7 +2,7 @@ package cuda
 
 import (
 	"crypto/sha256"
-	_ "embed"
+	"embed"
 	"encoding/hex"
 	"fmt"
 	"os"
@@ -11,11 +11,35 @@ import (
 	"strings"
 )
 
-//go:embed kernels.cu
-var kernelSource string
+// kernelFiles are the kernels' source files, in the order they are joined
+// into one NVRTC program: each may use what the files before it define
+// (common.cuh says what each holds).
+var kernelFiles = []string{"common.cuh", "stage.cu", "products.cu", "attention.cu", "step.cu", "sample.cu"}
+
+//go:embed common.cuh stage.cu products.cu attention.cu step.cu sample.cu
+var kernelFS embed.FS
+
+// kernelSource is the kernels' one program: kernelFiles joined, each after
+// a #line directive, so NVRTC's messages name the file and line.
+var kernelSource = joinKernels(kernelFS, kernelFiles)
 
 // kernelProgram is the name NVRTC is given for kernelSource.
-const kernelProgram = "kernels.cu"
+const kernelProgram = "kernels"
+
+func joinKernels(fs embed.FS, files []string) string {
+	var b strings.Builder
+	for _, f := range files {
+		src, err := fs.ReadFile(f)
+		if err != nil {
+			panic("cuda: embedded kernel source: " + err.Error()) // the embed list and kernelFiles disagree
+		}
+		fmt.Fprintf(&b, "#line 1 %q\n%s", f, src)
+		if len(src) > 0 && src[len(src)-1] != '\n' {
+			b.WriteByte('\n')
+		}
+	}
+	return b.String()
+}
 
 // Weight kinds on the device (the WK/HK/EK constants of common.cuh).
 type kind int

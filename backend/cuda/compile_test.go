@@ -1,6 +1,9 @@
 package cuda
 
 import (
+	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -76,6 +79,34 @@ func TestCompileKnobs(t *testing.T) {
 	d.Defines = "FASTM=0,FAST_EXP=0,PDL_EARLY=127,FA_TRACE=1"
 	if _, err := n.compile(kernelSource, kernelProgram, d.options("sm_90")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestKernelFiles: every .cu and .cuh file of the package is one of
+// kernelFiles (so none is left out of the program), and the program
+// names each file before its text.
+func TestKernelFiles(t *testing.T) {
+	entries, err := os.ReadDir(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var onDisk []string
+	for _, e := range entries {
+		if ext := filepath.Ext(e.Name()); ext == ".cu" || ext == ".cuh" {
+			onDisk = append(onDisk, e.Name())
+		}
+	}
+	listed := slices.Sorted(slices.Values(kernelFiles))
+	if !slices.Equal(onDisk, listed) {
+		t.Fatalf("kernel files on disk %v, in kernelFiles %v", onDisk, listed)
+	}
+	at := 0
+	for _, f := range kernelFiles {
+		i := strings.Index(kernelSource[at:], "#line 1 \""+f+"\"\n")
+		if i < 0 {
+			t.Fatalf("kernelSource lacks %s after offset %d", f, at)
+		}
+		at += i + 1
 	}
 }
 
