@@ -347,8 +347,7 @@ func (s *Session) enqueue(events []uintptr, sampling bool) error {
 	d := s.m.dev.d
 	download := func() error {
 		if sampling {
-			r := d.cuLaunchKernel(s.m.fn["k_sample"], 1, 1, 1, sampleThreads, 1, 1, 0, s.stream, unsafe.Pointer(&s.samplePtrs[0]), 0)
-			if err := d.check(r, "cuLaunchKernel(k_sample)"); err != nil {
+			if err := s.launchSample(); err != nil {
 				return err
 			}
 		}
@@ -362,13 +361,13 @@ func (s *Session) enqueue(events []uintptr, sampling bool) error {
 	}
 	for i := range s.plan {
 		l := &s.plan[i]
-		var r cuResult
+		var err error
 		if l.cfg != nil {
-			r = d.cuLaunchKernelEx(unsafe.Pointer(l.cfg), l.fn, unsafe.Pointer(&l.ptrs[0]), 0)
+			err = d.check(d.cuLaunchKernelEx(unsafe.Pointer(l.cfg), l.fn, unsafe.Pointer(&l.ptrs[0]), 0), "cuLaunchKernelEx("+l.name+")")
 		} else {
-			r = d.cuLaunchKernel(l.fn, l.grid[0], l.grid[1], l.grid[2], l.block, 1, 1, l.smem, s.stream, unsafe.Pointer(&l.ptrs[0]), 0)
+			err = s.launchOn(l, l.grid[1], l.name)
 		}
-		if err := d.check(r, "cuLaunchKernel("+l.name+")"); err != nil {
+		if err != nil {
 			return err
 		}
 		if events != nil {
@@ -376,6 +375,23 @@ func (s *Session) enqueue(events []uintptr, sampling bool) error {
 		}
 	}
 	return download()
+}
+
+// launchOn issues l on the session's stream, with gridY blocks in y (a
+// prefill batch's tokens) and no programmatic dependent launch; what names
+// it in errors.
+func (s *Session) launchOn(l *launch, gridY uint32, what string) error {
+	d := s.m.dev.d
+	r := d.cuLaunchKernel(l.fn, l.grid[0], gridY, l.grid[2], l.block, 1, 1, l.smem, s.stream, unsafe.Pointer(&l.ptrs[0]), 0)
+	return d.check(r, "cuLaunchKernel("+what+")")
+}
+
+// launchSample issues k_sample (SetSampling's draw from the logits) on the
+// session's stream.
+func (s *Session) launchSample() error {
+	d := s.m.dev.d
+	r := d.cuLaunchKernel(s.m.fn["k_sample"], 1, 1, 1, sampleThreads, 1, 1, 0, s.stream, unsafe.Pointer(&s.samplePtrs[0]), 0)
+	return d.check(r, "cuLaunchKernel(k_sample)")
 }
 
 // capture records the step once as a CUDA graph.
@@ -563,8 +579,7 @@ func (s *Session) Prefill(tokens []int32, logits []float32) error {
 		}
 		for i := range s.prefill {
 			l := &s.prefill[i]
-			r := d.cuLaunchKernel(l.fn, l.grid[0], uint32(len(batch)), l.grid[2], l.block, 1, 1, l.smem, s.stream, unsafe.Pointer(&l.ptrs[0]), 0)
-			if err := d.check(r, "cuLaunchKernel(prefill "+l.name+")"); err != nil {
+			if err := s.launchOn(l, uint32(len(batch)), "prefill "+l.name); err != nil {
 				return err
 			}
 		}
@@ -576,8 +591,7 @@ func (s *Session) Prefill(tokens []int32, logits []float32) error {
 	if logits != nil && len(tokens) > 0 && s.prefillHead.fn != 0 {
 		h := &s.prefillHead
 		h.args[0] = s.buf.x + uint64(4*c.Dim*last) // the last token's residual row
-		r := d.cuLaunchKernel(h.fn, h.grid[0], 1, 1, h.block, 1, 1, h.smem, s.stream, unsafe.Pointer(&h.ptrs[0]), 0)
-		if err := d.check(r, "cuLaunchKernel(prefill k_lmhead)"); err != nil {
+		if err := s.launchOn(h, 1, "prefill k_lmhead"); err != nil {
 			return err
 		}
 	}
