@@ -41,10 +41,10 @@ func testNVRTC(t *testing.T, heavy bool) *nvrtcAPI {
 	return n
 }
 
-// TestCompileKernels compiles the kernels with NVRTC for sm_80 and sm_90 in
+// TestCompile compiles the kernels with NVRTC for sm_80 and sm_90 in
 // every kind combination. It needs only libnvrtc (no GPU): CI installs
 // Debian's libnvrtc11.2.
-func TestCompileKernels(t *testing.T) {
+func TestCompile(t *testing.T) {
 	n := testNVRTC(t, false)
 	t.Logf("NVRTC %d from %s", n.version(), n.path)
 	dims := testDims()
@@ -82,10 +82,10 @@ func TestCompileKnobs(t *testing.T) {
 	}
 }
 
-// TestKernelFiles: every .cu and .cuh file of the package is one of
+// TestSourceFiles: every .cu and .cuh file of the package is one of
 // kernelFiles (so none is left out of the program), and the program
 // names each file before its text.
-func TestKernelFiles(t *testing.T) {
+func TestSourceFiles(t *testing.T) {
 	entries, err := os.ReadDir(".")
 	if err != nil {
 		t.Fatal(err)
