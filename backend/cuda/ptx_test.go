@@ -1,6 +1,9 @@
 package cuda
 
 import (
+	"bytes"
+	"debug/elf"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -90,11 +93,40 @@ func splitPTX(ptx string) map[string]string {
 	return out
 }
 
+// cubinKernels returns each kernel's machine code in a CUBIN (its .text
+// section) and the bytes of its static shared memory. Symbol indices and
+// the like in the other sections shift with the module's other kernels.
+func cubinKernels(cubin []byte) (code map[string][]byte, shared map[string]uint64, err error) {
+	b := bytes.Clone(cubin)
+	if len(b) < 24 {
+		return nil, nil, fmt.Errorf("CUBIN of %d bytes", len(b))
+	}
+	b[6] = 1 // CUBINs carry NVIDIA's own ELF version numbers, which debug/elf refuses
+	b[20], b[21], b[22], b[23] = 1, 0, 0, 0
+	f, err := elf.NewFile(bytes.NewReader(b))
+	if err != nil {
+		return nil, nil, err
+	}
+	code, shared = map[string][]byte{}, map[string]uint64{}
+	for _, sec := range f.Sections {
+		if k, ok := strings.CutPrefix(sec.Name, ".text."); ok {
+			if code[k], err = sec.Data(); err != nil {
+				return nil, nil, err
+			}
+		}
+		if k, ok := strings.CutPrefix(sec.Name, ".nv.shared."); ok {
+			shared[k] = sec.Size
+		}
+	}
+	return code, shared, nil
+}
+
 // TestPTXDump writes the PTX of every kernel of ptxCases, for sm_80 and
-// sm_90, into $EDGELLM_PTX_DUMP/<case>/<arch>/<kernel>.ptx (skipped when
-// that is unset). Run in two trees, `diff -r` of the two directories shows
-// which kernels' code a change of the source or of the host's options
-// changed (docs/gpu-notes.md says how).
+// sm_90, into $EDGELLM_PTX_DUMP/<case>/<arch>/<kernel>.ptx, and the machine
+// code NVRTC's ptxas makes of it (<kernel>.sass, with its static shared
+// bytes in <kernel>.shared); skipped when that is unset. Run in two trees,
+// `diff -r` of the two directories shows which kernels' code a change of
+// the source or of the host's options changed (docs/gpu-notes.md says how).
 func TestPTXDump(t *testing.T) {
 	dir := os.Getenv("EDGELLM_PTX_DUMP")
 	if dir == "" {
@@ -125,6 +157,27 @@ func TestPTXDump(t *testing.T) {
 			}
 			for k, text := range kernels {
 				if err := os.WriteFile(filepath.Join(out, k+".ptx"), []byte(text), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cubin, err := n.compile(kernelSource, kernelProgram, cases[name].options(arch))
+			if err != nil {
+				t.Fatalf("%s %s: %v", name, arch, err)
+			}
+			code, shared, err := cubinKernels(cubin)
+			if err != nil {
+				t.Fatalf("%s %s: CUBIN: %v", name, arch, err)
+			}
+			for _, k := range kernelNames {
+				if len(code[k]) == 0 {
+					t.Errorf("%s %s: no code for kernel %s in the CUBIN", name, arch, k)
+				}
+			}
+			for k, c := range code {
+				if err := os.WriteFile(filepath.Join(out, k+".sass"), c, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(out, k+".shared"), fmt.Appendf(nil, "%d\n", shared[k]), 0o644); err != nil {
 					t.Fatal(err)
 				}
 			}
