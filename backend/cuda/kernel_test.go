@@ -82,35 +82,54 @@ func kernelCases() []kernelCase {
 	}
 }
 
-// kernelSpec is one kernel's check: check writes fresh inputs for position
-// pos, poisons the outputs, runs the kernel and compares; it returns the
-// launch it ran (inputs in place, for timing), or nil where the model's
-// steps do not run that kernel.
+// kernelSpec is one kernel's check: the layer-0 launch of kernel in the
+// decode step's plan (with prefill, in prefill's, whose products run their
+// batch entry points; k_attn is in one or the other), and check, which
+// writes fresh inputs for position pos, poisons the outputs, runs l and
+// compares.
 type kernelSpec struct {
 	name      string
+	kernel    string
+	prefill   bool
 	positions []int // checked at each (TestKernel)
 	bench     []int // timed at each (BenchmarkKernel)
-	check     func(h *kernelHarness, tb testing.TB, rng *rand.Rand, pos int) *launch
+	check     func(h *kernelHarness, tb testing.TB, rng *rand.Rand, pos int, l *launch)
 }
 
 func kernelSpecs() []kernelSpec {
 	one, attn := []int{7}, []int{0, 1, 15, 16, 17, 100, 257, 1000, 1023, 1500, kernelCtx - 1}
 	long := []int{128, 1024, kernelCtx - 1}
 	return []kernelSpec{
-		{"k_embed", one, one, checkEmbed},
-		{"k_qkv", []int{0, 1, 17, 1000, kernelCtx - 1}, []int{128}, checkQKV(false)},
-		{"k_qkv_b", []int{0, 17, kernelCtx - 1}, []int{128}, checkQKV(true)},
-		{"k_attn", attn, long, checkAttn},
-		{"k_qkv_attn", attn, long, checkQKVAttn},
-		{"k_wo", one, one, checkWo(false)},
-		{"k_wo_b", one, one, checkWo(true)},
-		{"k_gateup", one, one, checkGateUp(false)},
-		{"k_gateup_b", one, one, checkGateUp(true)},
-		{"k_down", one, one, checkDown(false)},
-		{"k_down_b", one, one, checkDown(true)},
-		{"k_lmhead", one, one, checkLMHead},
-		{"k_sample", one, one, checkSample},
+		{"k_embed", "k_embed", false, one, one, checkEmbed},
+		{"k_qkv", "k_qkv", false, []int{0, 1, 17, 1000, kernelCtx - 1}, []int{128}, checkQKV},
+		{"k_qkv_b", "k_qkv", true, []int{0, 17, kernelCtx - 1}, []int{128}, checkQKV},
+		{"k_attn", "k_attn", false, attn, long, checkAttn},
+		{"k_qkv_attn", "k_qkv_attn", false, attn, long, checkQKVAttn},
+		{"k_wo", "k_wo", false, one, one, checkWo},
+		{"k_wo_b", "k_wo", true, one, one, checkWo},
+		{"k_gateup", "k_gateup", false, one, one, checkGateUp},
+		{"k_gateup_b", "k_gateup", true, one, one, checkGateUp},
+		{"k_down", "k_down", false, one, one, checkDown},
+		{"k_down_b", "k_down", true, one, one, checkDown},
+		{"k_lmhead", "k_lmhead", false, one, one, checkLMHead},
+		{"k_sample", "k_sample", false, one, one, checkSample},
 	}
+}
+
+// launch is k's launch in h's plans (k_sample's is the session's sampling
+// launch), nil where h's steps do not run it.
+func (k kernelSpec) launch(h *kernelHarness) *launch {
+	switch {
+	case k.kernel == "k_sample":
+		return &launch{name: "k_sample", fn: h.m.fn["k_sample"], grid: [3]uint32{1, 1, 1}, block: sampleThreads, ptrs: h.s.samplePtrs[:]}
+	case k.kernel == "k_attn":
+		// the decode step's where QKV and attention are separate, else prefill's
+		if l := h.launch(k.kernel, false); l != nil {
+			return l
+		}
+		return h.launch(k.kernel, true)
+	}
+	return h.launch(k.kernel, k.prefill)
 }
 
 // TestKernel checks every kernel of the decode step alone against the
@@ -126,11 +145,13 @@ func TestKernel(t *testing.T) {
 				t.Run(k.name, func(t *testing.T) {
 					done := h.enter(t)
 					defer done()
+					l := k.launch(h)
+					if l == nil {
+						t.Skipf("%s does not run %s", c.name, k.name)
+					}
 					for _, pos := range k.positions {
 						seed := uint64(1000*ci + 100*si + pos)
-						if k.check(h, t, rand.New(rand.NewPCG(seed, 77)), pos) == nil {
-							t.Skipf("%s does not run %s", c.name, k.name)
-						}
+						k.check(h, t, rand.New(rand.NewPCG(seed, 77)), pos, l)
 						if t.Failed() {
 							t.Fatalf("at position %d (seed %d)", pos, seed)
 						}
@@ -161,10 +182,11 @@ func BenchmarkKernel(b *testing.B) {
 					h := kernelHarnessFor(b, c)
 					done := h.enter(b)
 					defer done()
-					l := k.check(h, b, rand.New(rand.NewPCG(uint64(pos), 78)), pos)
+					l := k.launch(h)
 					if l == nil {
 						b.Skipf("%s does not run %s", c.name, k.name)
 					}
+					k.check(h, b, rand.New(rand.NewPCG(uint64(pos), 78)), pos, l) // the inputs, checked
 					var hot, cold []float64
 					for b.Loop() {
 						cold = append(cold, h.time(b, l, true))
@@ -647,8 +669,7 @@ func (h *kernelHarness) subNorm(w []float32) []float32 {
 
 // checkEmbed: x is the token's embedding row (model.EmbedRow), for the
 // first, the last and a random token.
-func checkEmbed(h *kernelHarness, tb testing.TB, rng *rand.Rand, pos int) *launch {
-	l := h.launch("k_embed", false)
+func checkEmbed(h *kernelHarness, tb testing.TB, rng *rand.Rand, pos int, l *launch) {
 	c := h.cfg()
 	for _, tok := range []int32{0, int32(c.Vocab - 1), int32(rng.IntN(c.Vocab))} {
 		h.putTP(tb, tok, pos)
@@ -658,43 +679,38 @@ func checkEmbed(h *kernelHarness, tb testing.TB, rng *rand.Rand, pos int) *launc
 		model.EmbedRow(want, &h.w.Embed, int(tok))
 		h.expect(tb, fmt.Sprintf("embedding of token %d", tok), h.get(tb, h.s.buf.x, c.Dim), want, 1e-6)
 	}
-	return l
 }
 
 // checkQKV: q, and the cache's key and value rows at pos, from RMSNorm(x)
 // (the decode step's k_qkv, or with prefill the batch entry point).
-func checkQKV(prefill bool) func(*kernelHarness, testing.TB, *rand.Rand, int) *launch {
-	return func(h *kernelHarness, tb testing.TB, rng *rand.Rand, pos int) *launch {
-		l := h.launch("k_qkv", prefill)
-		if l == nil {
-			return nil
-		}
-		c, b := h.cfg(), &h.s.buf
-		qd := c.Heads * c.HeadDim
-		x := safeInput(tb, rng, h.m.dims.WK, c.Dim, h.w.Layers[0].AttnNorm, c.NormEps)
-		h.put(tb, b.x, x)
-		h.putTP(tb, 0, pos)
-		h.poison(tb, b.q, 4*qd)
-		h.poisonCacheRow(tb, pos)
-		h.run(tb, l)
-		q, k, v := h.qkvRef(x, pos)
-		h.expect(tb, "q", h.get(tb, b.q, qd), q, tolFloat)
-		h.expect(tb, "cached k", h.cacheRow(tb, b.kc, pos), k, h.cacheTol())
-		h.expect(tb, "cached v", h.cacheRow(tb, b.vc, pos), v, h.cacheTol())
-		return l
-	}
+func checkQKV(h *kernelHarness, tb testing.TB, rng *rand.Rand, pos int, l *launch) {
+	c, b := h.cfg(), &h.s.buf
+	qd := c.Heads * c.HeadDim
+	q, _, _ := h.runQKV(tb, rng, pos, l, b.q, 4*qd)
+	h.expect(tb, "q", h.get(tb, b.q, qd), q, tolFloat)
 }
 
-// checkAttn: k_attn's output over cached rows 0..pos (the decode step's
-// where QKV and attention are separate, else prefill's).
-func checkAttn(h *kernelHarness, tb testing.TB, rng *rand.Rand, pos int) *launch {
-	l := h.launch("k_attn", false)
-	if l == nil {
-		l = h.launch("k_attn", true)
-	}
-	if l == nil {
-		return nil
-	}
+// runQKV runs l, a kernel that computes layer 0's q, k and v at pos and
+// writes k and v into the cache, on a fresh input x, with out (outBytes)
+// and the cache rows at pos poisoned first; it checks the cache rows and
+// returns the reference's q, k and v.
+func (h *kernelHarness) runQKV(tb testing.TB, rng *rand.Rand, pos int, l *launch, out uint64, outBytes int) (q, k, v []float32) {
+	tb.Helper()
+	c, b := h.cfg(), &h.s.buf
+	x := safeInput(tb, rng, h.m.dims.WK, c.Dim, h.w.Layers[0].AttnNorm, c.NormEps)
+	h.put(tb, b.x, x)
+	h.putTP(tb, 0, pos)
+	h.poison(tb, out, outBytes)
+	h.poisonCacheRow(tb, pos)
+	h.run(tb, l)
+	q, k, v = h.qkvRef(x, pos)
+	h.expect(tb, "cached k", h.cacheRow(tb, b.kc, pos), k, h.cacheTol())
+	h.expect(tb, "cached v", h.cacheRow(tb, b.vc, pos), v, h.cacheTol())
+	return q, k, v
+}
+
+// checkAttn: k_attn's output over cached rows 0..pos.
+func checkAttn(h *kernelHarness, tb testing.TB, rng *rand.Rand, pos int, l *launch) {
 	c, b := h.cfg(), &h.s.buf
 	qd, kvd := c.Heads*c.HeadDim, c.KVDim()
 	q := randVec(rng, qd, 2)
@@ -704,34 +720,20 @@ func checkAttn(h *kernelHarness, tb testing.TB, rng *rand.Rand, pos int) *launch
 	h.poison(tb, b.att, 4*qd)
 	h.run(tb, l)
 	h.expect(tb, "attention output", h.get(tb, b.att, qd), attend(c, q, keys, vals, pos+1), tolFloat)
-	return l
 }
 
 // checkQKVAttn: k_qkv_attn's cache rows at pos and its partials, merged,
 // against attention over cached rows 0..pos-1 and this position's own.
-func checkQKVAttn(h *kernelHarness, tb testing.TB, rng *rand.Rand, pos int) *launch {
-	l := h.launch("k_qkv_attn", false)
-	if l == nil {
-		return nil
-	}
+func checkQKVAttn(h *kernelHarness, tb testing.TB, rng *rand.Rand, pos int, l *launch) {
 	c, b := h.cfg(), &h.s.buf
 	kvd := c.KVDim()
 	_, splits, _ := h.m.dims.fusedAttention()
 	np := c.Heads * fusedPartials(splits, c.HeadDim)
-	x := safeInput(tb, rng, h.m.dims.WK, c.Dim, h.w.Layers[0].AttnNorm, c.NormEps)
 	keys, vals := h.putCache(tb, randVec(rng, pos*kvd, 1), randVec(rng, pos*kvd, 1))
-	h.put(tb, b.x, x)
-	h.putTP(tb, 0, pos)
-	h.poison(tb, b.part, 4*np)
-	h.poisonCacheRow(tb, pos)
-	h.run(tb, l)
-	q, k, v := h.qkvRef(x, pos)
-	h.expect(tb, "cached k", h.cacheRow(tb, b.kc, pos), k, h.cacheTol())
-	h.expect(tb, "cached v", h.cacheRow(tb, b.vc, pos), v, h.cacheTol())
+	q, k, v := h.runQKV(tb, rng, pos, l, b.part, 4*np)
 	// this position's key and value take part unrounded (the kernel's own)
 	want := attend(c, q, append(keys, k...), append(vals, v...), pos+1)
 	h.expect(tb, "attention output (partials merged)", mergePartials(h.get(tb, b.part, np), c.Heads, splits+1, c.HeadDim), want, tolFloat)
-	return l
 }
 
 // checkResidual runs a residual product (x += W in) whose input the caller
@@ -749,83 +751,61 @@ func (h *kernelHarness) checkResidual(tb testing.TB, rng *rand.Rand, l *launch, 
 	h.expect(tb, what, got, want, tolFloat)
 }
 
-// checkWo: x += Wo attn_sub_norm(att); the decode step's k_wo reads
-// k_qkv_attn's partials where attention is fused (merged as it loads them).
-func checkWo(prefill bool) func(*kernelHarness, testing.TB, *rand.Rand, int) *launch {
-	return func(h *kernelHarness, tb testing.TB, rng *rand.Rand, pos int) *launch {
-		l := h.launch("k_wo", prefill)
-		if l == nil {
-			return nil
-		}
-		c, b, L := h.cfg(), &h.s.buf, &h.w.Layers[0]
-		qd, nw := c.Heads*c.HeadDim, h.subNorm(L.AttnSubNorm)
-		var att []float32
-		if !prefill && h.fused() {
-			_, splits, _ := h.m.dims.fusedAttention()
-			for range 100 { // partials whose merge is clear of the int8 grid's rounding boundaries
-				part := randPartials(rng, c.Heads, splits+1, c.HeadDim)
-				att = mergePartials(part, c.Heads, splits+1, c.HeadDim)
-				if _, dist := stagedGrid(h.m.dims.WK, att, nw, c.NormEps); slices.Min(dist) >= safeMargin {
-					h.put(tb, b.part, part)
-					break
-				}
-				att = nil
+// checkWo: x += Wo attn_sub_norm(att); where the launch reads k_qkv_attn's
+// partials (the fused decode step), they are merged as it loads them.
+func checkWo(h *kernelHarness, tb testing.TB, rng *rand.Rand, pos int, l *launch) {
+	c, b, L := h.cfg(), &h.s.buf, &h.w.Layers[0]
+	qd, nw := c.Heads*c.HeadDim, h.subNorm(L.AttnSubNorm)
+	var att []float32
+	if l.args[0] == b.part {
+		_, splits, _ := h.m.dims.fusedAttention()
+		for range 100 { // partials whose merge is clear of the int8 grid's rounding boundaries
+			part := randPartials(rng, c.Heads, splits+1, c.HeadDim)
+			att = mergePartials(part, c.Heads, splits+1, c.HeadDim)
+			if _, dist := stagedGrid(h.m.dims.WK, att, nw, c.NormEps); slices.Min(dist) >= safeMargin {
+				h.put(tb, b.part, part)
+				break
 			}
-			if att == nil {
-				tb.Fatal("no partials clear of the int8 grid's rounding boundaries")
-			}
-		} else {
-			att = safeInput(tb, rng, h.m.dims.WK, qd, nw, c.NormEps)
-			h.put(tb, b.att, att)
+			att = nil
 		}
-		h.checkResidual(tb, rng, l, "x += Wo att", matVec(&L.Wo, staged(h.m.dims.WK, att, nw, c.NormEps)))
-		return l
+		if att == nil {
+			tb.Fatal("no partials clear of the int8 grid's rounding boundaries")
+		}
+	} else {
+		att = safeInput(tb, rng, h.m.dims.WK, qd, nw, c.NormEps)
+		h.put(tb, b.att, att)
 	}
+	h.checkResidual(tb, rng, l, "x += Wo att", matVec(&L.Wo, staged(h.m.dims.WK, att, nw, c.NormEps)))
 }
 
 // checkGateUp: hb = act(Wgate u) * (Wup u), u = RMSNorm(x).
-func checkGateUp(prefill bool) func(*kernelHarness, testing.TB, *rand.Rand, int) *launch {
-	return func(h *kernelHarness, tb testing.TB, rng *rand.Rand, pos int) *launch {
-		l := h.launch("k_gateup", prefill)
-		if l == nil {
-			return nil
-		}
-		c, b, L := h.cfg(), &h.s.buf, &h.w.Layers[0]
-		x := safeInput(tb, rng, h.m.dims.WK, c.Dim, L.FFNNorm, c.NormEps)
-		h.put(tb, b.x, x)
-		h.poison(tb, b.hb, 4*c.FFNDim)
-		h.run(tb, l)
-		xs := staged(h.m.dims.WK, x, L.FFNNorm, c.NormEps)
-		g, u := matVec(&L.Wgate, xs), matVec(&L.Wup, xs)
-		for i := range g {
-			g[i] = model.Activate(c.Act, g[i]) * u[i]
-		}
-		h.expect(tb, "FFN hidden", h.get(tb, b.hb, c.FFNDim), g, tolFloat)
-		return l
+func checkGateUp(h *kernelHarness, tb testing.TB, rng *rand.Rand, pos int, l *launch) {
+	c, b, L := h.cfg(), &h.s.buf, &h.w.Layers[0]
+	x := safeInput(tb, rng, h.m.dims.WK, c.Dim, L.FFNNorm, c.NormEps)
+	h.put(tb, b.x, x)
+	h.poison(tb, b.hb, 4*c.FFNDim)
+	h.run(tb, l)
+	xs := staged(h.m.dims.WK, x, L.FFNNorm, c.NormEps)
+	g, u := matVec(&L.Wgate, xs), matVec(&L.Wup, xs)
+	for i := range g {
+		g[i] = model.Activate(c.Act, g[i]) * u[i]
 	}
+	h.expect(tb, "FFN hidden", h.get(tb, b.hb, c.FFNDim), g, tolFloat)
 }
 
 // checkDown: x += Wdown ffn_sub_norm(hb).
-func checkDown(prefill bool) func(*kernelHarness, testing.TB, *rand.Rand, int) *launch {
-	return func(h *kernelHarness, tb testing.TB, rng *rand.Rand, pos int) *launch {
-		l := h.launch("k_down", prefill)
-		if l == nil {
-			return nil
-		}
-		c, L := h.cfg(), &h.w.Layers[0]
-		nw := h.subNorm(L.FFNSubNorm)
-		hb := safeInput(tb, rng, h.m.dims.WK, c.FFNDim, nw, c.NormEps)
-		h.put(tb, h.s.buf.hb, hb)
-		h.checkResidual(tb, rng, l, "x += Wdown hb", matVec(&L.Wdown, staged(h.m.dims.WK, hb, nw, c.NormEps)))
-		return l
-	}
+func checkDown(h *kernelHarness, tb testing.TB, rng *rand.Rand, pos int, l *launch) {
+	c, L := h.cfg(), &h.w.Layers[0]
+	nw := h.subNorm(L.FFNSubNorm)
+	hb := safeInput(tb, rng, h.m.dims.WK, c.FFNDim, nw, c.NormEps)
+	h.put(tb, h.s.buf.hb, hb)
+	h.checkResidual(tb, rng, l, "x += Wdown hb", matVec(&L.Wdown, staged(h.m.dims.WK, hb, nw, c.NormEps)))
 }
 
 // checkLMHead: the logits of RMSNorm(x), and their argmax (lowest id on
 // ties) in tp[0] and the host's token slot, twice: the second launch
 // shows that the first left its ticket counter at zero.
-func checkLMHead(h *kernelHarness, tb testing.TB, rng *rand.Rand, pos int) *launch {
-	l := h.launch("k_lmhead", false)
+func checkLMHead(h *kernelHarness, tb testing.TB, rng *rand.Rand, pos int, l *launch) {
 	c, b := h.cfg(), &h.s.buf
 	x := safeInput(tb, rng, h.m.dims.HK, c.Dim, h.w.OutNorm, c.NormEps)
 	h.put(tb, b.x, x)
@@ -842,7 +822,6 @@ func checkLMHead(h *kernelHarness, tb testing.TB, rng *rand.Rand, pos int) *laun
 			tb.Errorf("%s: launch %d: argmax %d for the host, %d for the next step; the logits' is %d", h.c.name, run+1, tok, next, am)
 		}
 	}
-	return l
 }
 
 // checkSample: k_sample's draws from random logits (one seed each, the
@@ -850,7 +829,7 @@ func checkLMHead(h *kernelHarness, tb testing.TB, rng *rand.Rand, pos int) *laun
 // them in place) against package sample's distribution, as the selftest
 // checks the whole step's: no draw outside it, total variation within
 // sampleMaxTV. Its launch is the session's (SetSampling's parameters).
-func checkSample(h *kernelHarness, tb testing.TB, rng *rand.Rand, pos int) *launch {
+func checkSample(h *kernelHarness, tb testing.TB, rng *rand.Rand, pos int, l *launch) {
 	c, b := h.cfg(), &h.s.buf
 	logits := randVec(rng, c.Vocab, 3)
 	hist := []int32{int32(rng.IntN(c.Vocab)), int32(rng.IntN(c.Vocab)), int32(rng.IntN(c.Vocab))}
@@ -866,7 +845,6 @@ func checkSample(h *kernelHarness, tb testing.TB, rng *rand.Rand, pos int) *laun
 	if err != nil {
 		tb.Fatal(err)
 	}
-	l := &launch{name: "k_sample", fn: h.m.fn["k_sample"], grid: [3]uint32{1, 1, 1}, block: sampleThreads, ptrs: h.s.samplePtrs[:]}
 	draws := make([]int32, 0, sampleDraws)
 	for i := range sampleDraws {
 		p := sampleParams
@@ -891,7 +869,6 @@ func checkSample(h *kernelHarness, tb testing.TB, rng *rand.Rand, pos int) *laun
 	if outside > 0 || tv > sampleMaxTV {
 		tb.Errorf("%s: %d draws over %d candidates: total variation %.3f (max %.2f), %d outside", h.c.name, len(draws), len(ids), tv, sampleMaxTV, outside)
 	}
-	return l
 }
 
 // TestKernelReferences checks the harness's own references on the CPU:
