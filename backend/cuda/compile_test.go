@@ -12,18 +12,24 @@ import (
 // testDims are shapes that exercise every code path of the kernels: odd
 // widths (padding), tiny heads, GQA, both RoPE styles and activations.
 func testDims() []kernelDims {
+	// BitNet 2B shape: ternary layers, q8_0 head, ReLU², sub-norms, 128-wide heads.
+	bitnet := presetDims("bitnet-2b", kindTernary, kindQ8)
+	bitnet.ReLU2, bitnet.KVHalf = true, true
+	// f16 layers, NeoX RoPE, SmolLM shape.
+	f16 := presetDims("smollm-135m", kindF16, kindF16)
+	f16.NeoX, f16.SMs = true, 0
+	// The smollm-135m preset's shape: ternary layers (QKV and attention
+	// fused, epilogue values before the wait), q8_0 head.
+	smollm := presetDims("smollm-135m", kindTernary, kindQ8)
+	smollm.ReLU2, smollm.SubNorms = true, true
 	return []kernelDims{
-		// BitNet 2B shape: ternary layers, q8_0 head, ReLU², sub-norms, 128-wide heads.
-		{Dim: 2560, FFN: 6912, Heads: 20, KVHeads: 5, HeadDim: 128, Vocab: 128256, Eps: 1e-5, WK: kindTernary, HK: kindQ8, EK: kindQ8, ReLU2: true, SubNorms: true, SMs: 132, KVHalf: true},
+		bitnet,
 		// stories260K: f32 everywhere, 8-wide heads, FFN 172 (padding).
 		{Dim: 64, FFN: 172, Heads: 8, KVHeads: 4, HeadDim: 8, Vocab: 512, Eps: 1e-5, WK: kindF32, HK: kindF32, EK: kindF32},
-		// f16 layers, NeoX RoPE, SmolLM shape.
-		{Dim: 576, FFN: 1536, Heads: 9, KVHeads: 3, HeadDim: 64, Vocab: 49152, Eps: 1e-5, WK: kindF16, HK: kindF16, EK: kindF16, NeoX: true},
+		f16,
 		// q8_0 layers (the fallback), untied f16 embedding.
 		{Dim: 256, FFN: 512, Heads: 4, KVHeads: 2, HeadDim: 64, Vocab: 1024, Eps: 1e-5, WK: kindQ8, HK: kindQ8, EK: kindF16, SubNorms: true, KVHalf: true},
-		// The smollm-135m preset: ternary SmolLM-sized layers (QKV and
-		// attention fused, epilogue values before the wait), q8_0 head.
-		{Dim: 576, FFN: 1536, Heads: 9, KVHeads: 3, HeadDim: 64, Vocab: 49152, Eps: 1e-5, WK: kindTernary, HK: kindQ8, EK: kindQ8, ReLU2: true, SubNorms: true, SMs: 132},
+		smollm,
 	}
 }
 
@@ -140,7 +146,7 @@ func TestCompileCache(t *testing.T) {
 // ones one, and only products with blocks enough grow past 256 threads.
 func TestProducts(t *testing.T) {
 	bitnet := testDims()[0]
-	smollm := kernelDims{Dim: 576, FFN: 1536, Heads: 9, KVHeads: 3, HeadDim: 64, Vocab: 49152, WK: kindTernary, HK: kindQ8, SMs: 132}
+	smollm := presetDims("smollm-135m", kindTernary, kindQ8)
 	for _, tc := range []struct {
 		name string
 		d    kernelDims
@@ -223,7 +229,7 @@ func TestKVHalf(t *testing.T) {
 // definition overrides both ways.
 func TestPreLoad(t *testing.T) {
 	dims := testDims()
-	smol := kernelDims{Dim: 576, FFN: 1536, Heads: 9, KVHeads: 3, HeadDim: 64, WK: kindTernary}
+	smol := presetDims("smollm-135m", kindTernary, kindQ8)
 	if !smol.preLoad() || dims[0].preLoad() {
 		t.Fatalf("preLoad: smollm %v, bitnet %v; want true, false", smol.preLoad(), dims[0].preLoad())
 	}

@@ -10,7 +10,18 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/edgellm/edgellm/synth"
 )
+
+// presetDims is the kernelDims of synth's preset name (its one definition of
+// the shape) with layers of kind wk, head and embedding of kind hk, on a
+// 132-multiprocessor card; the architecture's flags are the caller's.
+func presetDims(name string, wk, hk kind) kernelDims {
+	p := synth.Presets[name]
+	return kernelDims{Dim: p.Dim, FFN: p.FFN, Heads: p.Heads, KVHeads: p.KVHeads, HeadDim: p.Dim / p.Heads, Vocab: p.Vocab,
+		Eps: 1e-5, WK: wk, HK: hk, EK: hk, SubNorms: p.SubNorms, SMs: 132}
+}
 
 // ptxCases are the shapes whose kernels' PTX TestPTXDump writes, with the
 // options a default Load gives them: the two presets (ternary layers,
@@ -19,18 +30,17 @@ import (
 // so the file also builds in an older tree (docs/gpu-notes.md, "Checking
 // that a change leaves the kernels alone").
 func ptxCases() map[string]kernelDims {
-	smollm := kernelDims{Dim: 576, FFN: 1536, Heads: 9, KVHeads: 3, HeadDim: 64, Vocab: 49152, Eps: 1e-5,
-		WK: kindTernary, HK: kindQ8, EK: kindQ8, SMs: 132}
-	bitnet := kernelDims{Dim: 2560, FFN: 6912, Heads: 20, KVHeads: 5, HeadDim: 128, Vocab: 128256, Eps: 1e-5,
-		WK: kindTernary, HK: kindQ8, EK: kindQ8, NeoX: true, ReLU2: true, SubNorms: true, SMs: 132}
+	smollm := presetDims("smollm-135m", kindTernary, kindQ8)
+	bitnet := presetDims("bitnet-2b", kindTernary, kindQ8) // as BitNet b1.58 2B4T: ReLU², NeoX RoPE
+	bitnet.NeoX, bitnet.ReLU2 = true, true
 	bitnetHalf := bitnet
 	bitnetHalf.KVHalf = true
 	smollmDense := smollm
 	smollmDense.WK = kindQ8
 	stories := kernelDims{Dim: 64, FFN: 172, Heads: 8, KVHeads: 4, HeadDim: 8, Vocab: 512, Eps: 1e-5,
 		WK: kindF32, HK: kindF32, EK: kindF32, SMs: 132}
-	f16 := kernelDims{Dim: 576, FFN: 1536, Heads: 9, KVHeads: 3, HeadDim: 64, Vocab: 49152, Eps: 1e-5,
-		WK: kindF16, HK: kindF16, EK: kindF16, NeoX: true, SMs: 132}
+	f16 := presetDims("smollm-135m", kindF16, kindF16)
+	f16.NeoX = true
 	q8 := kernelDims{Dim: 256, FFN: 512, Heads: 4, KVHeads: 2, HeadDim: 64, Vocab: 1024, Eps: 1e-5,
 		WK: kindQ8, HK: kindQ8, EK: kindF16, SubNorms: true, SMs: 132}
 	q8Half := q8
