@@ -6,6 +6,7 @@
 package synth
 
 import (
+	"bytes"
 	"cmp"
 	"fmt"
 	"hash/fnv"
@@ -19,6 +20,7 @@ import (
 	"sync/atomic"
 
 	"github.com/edgellm/edgellm/gguf"
+	"github.com/edgellm/edgellm/model"
 	"github.com/edgellm/edgellm/quant"
 )
 
@@ -234,6 +236,24 @@ func Write(w io.Writer, p Preset, o Options) (Report, error) {
 		return rep, fmt.Errorf("synth: writing %s: %w", p.Name, err)
 	}
 	return rep, nil
+}
+
+// Weights builds the preset in memory: the model Write's file holds, as
+// model.FromGGUF reads it, for harnesses that want the model, not a file.
+func Weights(p Preset, o Options) (*model.Weights, error) {
+	var buf bytes.Buffer
+	if _, err := Write(&buf, p, o); err != nil {
+		return nil, err
+	}
+	f, err := gguf.Parse(buf.Bytes())
+	if err != nil {
+		return nil, fmt.Errorf("synth: reading %s back: %w", p.Name, err)
+	}
+	w, err := model.FromGGUF(f)
+	if err != nil {
+		return nil, fmt.Errorf("synth: reading %s back: %w", p.Name, err)
+	}
+	return w, nil
 }
 
 // step is one tensor of a layer: its name, type, shape and generator.

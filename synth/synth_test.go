@@ -152,3 +152,23 @@ func TestParseType(t *testing.T) {
 		t.Error("want error for an unwritable type")
 	}
 }
+
+// TestWeights: the in-memory model has the preset's shape and the same
+// tensors as the file Write writes.
+func TestWeights(t *testing.T) {
+	o := Options{Type: quant.Q2_0, Seed: 3}
+	w, err := Weights(tiny, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := w.Config
+	if c.Dim != tiny.Dim || c.FFNDim != tiny.FFN || c.Layers != tiny.Layers || c.Heads != tiny.Heads ||
+		c.KVHeads != tiny.KVHeads || c.Vocab != tiny.Vocab || c.RopeBase != tiny.RopeBase || c.SubNorms != tiny.SubNorms ||
+		string(c.Arch) != tiny.Arch || !w.Tied {
+		t.Fatalf("config %+v (tied %v) does not match the preset %+v", c, w.Tied, tiny)
+	}
+	file, _ := write(t, tiny, o)
+	if !bytes.Equal(w.Layers[1].Wdown.Data, file.Layers[1].Wdown.Data) || !bytes.Equal(w.Embed.Data, file.Embed.Data) {
+		t.Fatal("Weights and Write's file hold different tensors")
+	}
+}

@@ -1,9 +1,8 @@
 package cuda
 
 import (
-	"cmp"
 	"crypto/sha256"
-	_ "embed"
+	"embed"
 	"encoding/hex"
 	"fmt"
 	"os"
@@ -12,10 +11,37 @@ import (
 	"strings"
 )
 
-//go:embed kernels.cu
-var kernelSource string
+// kernelFiles are the kernels' source files, in the order they are joined
+// into one NVRTC program: each may use what the files before it define
+// (common.cuh says what each holds).
+var kernelFiles = []string{"common.cuh", "stage.cu", "products.cu", "attention.cu", "step.cu", "sample.cu"}
 
-// Weight kinds on the device (the WK/HK/EK constants of kernels.cu).
+//go:embed common.cuh stage.cu products.cu attention.cu step.cu sample.cu
+var kernelFS embed.FS
+
+// kernelSource is the kernels' one program: kernelFiles joined, each after
+// a #line directive, so NVRTC's messages name the file and line.
+var kernelSource = joinKernels(kernelFS, kernelFiles)
+
+// kernelProgram is the name NVRTC is given for kernelSource.
+const kernelProgram = "kernels"
+
+func joinKernels(fs embed.FS, files []string) string {
+	var b strings.Builder
+	for _, f := range files {
+		src, err := fs.ReadFile(f)
+		if err != nil {
+			panic("cuda: embedded kernel source: " + err.Error()) // the embed list and kernelFiles disagree
+		}
+		fmt.Fprintf(&b, "#line 1 %q\n%s", f, src)
+		if len(src) > 0 && src[len(src)-1] != '\n' {
+			b.WriteByte('\n')
+		}
+	}
+	return b.String()
+}
+
+// Weight kinds on the device (the WK/HK/EK constants of common.cuh).
 type kind int
 
 const (
@@ -46,63 +72,57 @@ type kernelDims struct {
 	NeoX, ReLU2, SubNorms                    bool
 	WK, HK, EK                               kind
 	SMs                                      int    // multiprocessors (block sizes depend on it)
-	RowChunks                                int    // most 16-byte weight chunks a lane loads per row
-	MaxBlock                                 int    // largest product block (0: defaultMaxBlock)
-	ItemRows                                 int    // most rows a product's work item takes (0: defaultItemRows)
-	Evict                                    int    // weights loaded evict-first in L2: 0 none, 1 LM head, 2 all
-	KVHalf                                   bool   // the KV cache holds float16 (kernels.cu KVH)
-	Defines                                  string // NAME=VALUE definitions, comma-separated, replacing the host's of that name (experiments)
+	KVHalf                                   bool   // the KV cache holds float16 (common.cuh KVH)
+	Defines                                  string // the harness's NAME=VALUE definitions, comma-separated, replacing the host's of that name (knobs.Knobs)
 }
 
-// Defaults of the tuning fields above (and of the Options that set them).
+// The products' launch limits: the largest block, and the most rows a work
+// item of the output projection, FFN gate/up and FFN down takes.
 const (
-	defaultMaxBlock = 512
-	defaultItemRows = 2
+	productMaxBlock = 512
+	productMaxRows  = 2
 )
 
 // product is the launch shape of one product kernel.
 type product struct {
-	bt    int // threads a block (kernels.cu BT_*)
+	bt    int // threads a block (BT_*)
 	rows  int // rows a work item takes (R_*; k_gateup: gate/up row pairs)
 	items int // work items
 }
 
 // products are the launch shapes of the separate kernels' products, passed
-// to kernels.cu as BT_* and R_*. A work item of the output projection, FFN
-// gate/up and FFN down takes 1, 2 or 4 rows: as many as still leave every
+// to the kernels as BT_* and R_*. A work item of the output projection,
+// FFN gate/up and FFN down takes 1 or 2 rows: as many as still leave every
 // multiprocessor a block of 256 threads, so big matrices keep more weight
 // loads in flight per thread and fewer blocks repeat the input's staging.
 // (The QKV item is a rotation pair, the LM head's 4 rows, both fixed.)
+// Blocks grow to productMaxBlock threads where there are blocks enough.
 func (d kernelDims) products() (qkv, wo, gateUp, down, lmHead product) {
-	maxBT := cmp.Or(d.MaxBlock, defaultMaxBlock)
 	sms := max(d.SMs, 1)
-	shape := func(k kind, cols, n, maxRows, maxBT int) product {
-		tpr := threadsPerRow(k, cols, max(d.RowChunks, 1))
+	shape := func(k kind, cols, n, maxRows int) product {
+		tpr := threadsPerRow(k, cols)
 		r := 1
 		for r*2 <= maxRows && n%(r*2) == 0 && n/(r*2)/(256/tpr) >= sms {
 			r *= 2
 		}
-		return product{bt: gemvBlock(n/r, tpr, sms, maxBT), rows: r, items: n / r}
+		return product{bt: gemvBlock(n/r, tpr, sms, productMaxBlock), rows: r, items: n / r}
 	}
-	maxRows := cmp.Or(d.ItemRows, defaultItemRows)
 	qd, kvd := d.Heads*d.HeadDim, d.KVHeads*d.HeadDim
-	qkv = shape(d.WK, d.Dim, (qd+2*kvd)/2, 1, maxBT)
-	wo = shape(d.WK, qd, d.Dim, maxRows, maxBT)
-	gateUp = shape(d.WK, d.Dim, d.FFN, maxRows, maxBT)
-	down = shape(d.WK, d.FFN, d.Dim, maxRows, maxBT)
-	// The LM head measured slower in 1024-thread blocks (docs/gpu-notes.md v8).
-	lmHead = shape(d.HK, d.Dim, lmHeadItems(d.Vocab), 1, min(maxBT, 512))
+	qkv = shape(d.WK, d.Dim, (qd+2*kvd)/2, 1)
+	wo = shape(d.WK, qd, d.Dim, productMaxRows)
+	gateUp = shape(d.WK, d.Dim, d.FFN, productMaxRows)
+	down = shape(d.WK, d.FFN, d.Dim, productMaxRows)
+	lmHead = shape(d.HK, d.Dim, lmHeadItems(d.Vocab), 1)
 	return qkv, wo, gateUp, down, lmHead
 }
 
 // preLoad tells whether the decode step's layer products load their first
 // item's row scales, RoPE rotation and residual before the kernel's wait
-// (kernels.cu Pre, PRE_LOAD): where every row of the layer matrices is at
+// (products.cu Pre, PRE_LOAD): where every row of the layer matrices is at
 // most 32 16-byte chunks, so the products are short latency chains whose
-// epilogue round trips weigh. Measured (docs/gpu-notes.md v10): smollm-135m
-// decode +3-6%; bitnet-2b (rows of 40 and 108 chunks) +0.5%, within the
-// noise, for more registers, so it stays off there. Prefill runs the
-// products' batch entry points, which never hold them.
+// epilogue round trips weigh. Longer rows would pay registers for nothing
+// (docs/gpu-notes.md v10). Prefill runs the products' batch entry points,
+// which never hold them.
 func (d kernelDims) preLoad() bool {
 	if v, ok := d.define("PRE_LOAD"); ok {
 		return v != "0"
@@ -116,14 +136,14 @@ func (d kernelDims) preLoad() bool {
 func (d kernelDims) shortRow(cols int) bool { return padK(cols)/chunkElems(d.WK) <= 32 }
 
 // fusedAttention tells whether the decode step runs QKV and attention as
-// one kernel (kernels.cu k_qkv_attn, FUSE_ATT) and its launch shape: blocks
-// a query head and threads a block. It does where the QKV rows are short
-// (at most 32 16-byte chunks: SmolLM's ternary 576, stories260K), so that
-// the two kernels' boundary and round trips, not bytes, were most of a
-// layer's attention (docs/gpu-notes.md v11). Every block stages the
-// input and computes its head's rows itself, which long rows (BitNet 2B's
-// 2560) would make dear, so there the two kernels stay. Prefill always
-// runs them (their batch entry points).
+// one kernel (attention.cu k_qkv_attn, FUSE_ATT) and its launch shape:
+// blocks a query head and threads a block. It does where the QKV rows are
+// short (at most 32 16-byte chunks: SmolLM's ternary 576, stories260K), so
+// that the two kernels' boundary and round trips, not bytes, are most of a
+// layer's attention. Every block stages the input and computes its head's
+// rows itself, which long rows (BitNet 2B's 2560) would make dear, so
+// there the two kernels stay. Prefill always runs them (their batch entry
+// points).
 func (d kernelDims) fusedAttention() (on bool, splits, threads int) {
 	on = d.shortRow(d.Dim)
 	if v, ok := d.define("FUSE_ATT"); ok {
@@ -132,11 +152,16 @@ func (d kernelDims) fusedAttention() (on bool, splits, threads int) {
 	return on, d.defineInt("FA_S", fusedSplits, 2, 64), d.defineInt("FA_BT", fusedThreads, 64, 1024)
 }
 
-// fusedBlocks is k_qkv_attn's blocks a query head (kernels.cu FA_B): the
+// fusedBlocks is k_qkv_attn's blocks a query head (attention.cu FA_B): the
 // splits that attend, then the KV head's k and v blocks.
 func fusedBlocks(splits int) int { return splits + 2 }
 
-// The fused attention's default launch shape (kernels.cu FA_S, FA_BT).
+// fusedPartials is the floats of k_qkv_attn's partials a query head
+// (attention.cu FA_SLOTS * FA_PART): each attending block's and this
+// position's, a head's output, maximum and sum each.
+func fusedPartials(splits, headDim int) int { return (splits + 1) * (headDim + 2) }
+
+// The fused attention's default launch shape (attention.cu FA_S, FA_BT).
 const (
 	fusedSplits  = 4
 	fusedThreads = 512
@@ -155,9 +180,8 @@ func (d kernelDims) defineInt(name string, def, lo, hi int) int {
 
 // kvHalfFor tells whether layers of kind k may keep a float16 KV cache
 // (Options.KVHalf): the lossy kinds may (their activations are rounded to
-// int8 anyway; the selftest passed with it, docs/gpu-notes.md v10), f32
-// and f16 layers keep float32, which holds their logits within 1e-6 of
-// the reference.
+// int8 anyway), f32 and f16 layers keep float32, which holds their logits
+// within 1e-6 of the reference.
 func kvHalfFor(k kind) bool { return k == kindTernary || k == kindQ8 }
 
 // kvElemBytes is the bytes of one cached key or value element (KVH, as
@@ -194,7 +218,7 @@ func (d kernelDims) define(name string) (string, bool) {
 	return "", false
 }
 
-// lmHeadItems is the LM head's work items (kernels.cu: 4 rows an item).
+// lmHeadItems is the LM head's work items (products.cu R_HEAD: 4 rows an item).
 func lmHeadItems(vocab int) int { return (vocab + 3) / 4 }
 
 func b2i(b bool) int {
@@ -226,11 +250,9 @@ func (d kernelDims) options(arch string) []string {
 		"-DWK=" + strconv.Itoa(int(d.WK)),
 		"-DHK=" + strconv.Itoa(int(d.HK)),
 		"-DEK=" + strconv.Itoa(int(d.EK)),
-		"-DROWCHUNKS=" + strconv.Itoa(max(d.RowChunks, 1)),
 		"-DBT_QKV=" + itoa(qkv.bt), "-DBT_WO=" + itoa(wo.bt), "-DBT_GATEUP=" + itoa(gateUp.bt),
 		"-DBT_DOWN=" + itoa(down.bt), "-DBT_LMHEAD=" + itoa(lmHead.bt),
 		"-DR_WO=" + itoa(wo.rows), "-DR_GU=" + itoa(gateUp.rows), "-DR_DOWN=" + itoa(down.rows),
-		"-DEVICT=" + strconv.Itoa(d.Evict),
 		"-DKVH=" + itoa(b2i(d.KVHalf)),
 		"-DPRE_LOAD=" + itoa(b2i(d.preLoad())),
 	}
@@ -254,7 +276,7 @@ next:
 }
 
 // kernelNames are the entry points every module must have.
-var kernelNames = append([]string{"k_embed", "k_qkv", "k_attn", "k_qkv_attn", "k_wo", "k_gateup", "k_down", "k_lmhead", "k_step", "k_sample"},
+var kernelNames = append([]string{"k_embed", "k_qkv", "k_attn", "k_qkv_attn", "k_wo", "k_gateup", "k_down", "k_lmhead", "k_sample"},
 	batchNames()...)
 
 // batchKernels are the products with a prefill entry point of their own.
@@ -269,13 +291,10 @@ func batchNames() []string {
 	return names
 }
 
-// batchSuffix names a product's prefill entry point (kernels.cu
+// batchSuffix names a product's prefill entry point (step.cu
 // PRODUCT_KERNELS): the decode step's k_X holds its epilogue's values in
 // registers (Pre), which a prefill's many waves of blocks want back.
 const batchSuffix = "_b"
-
-// stepThreads is k_step's block size (kernels.cu MK_BT).
-const stepThreads = 512
 
 // cacheKey identifies a CUBIN: source, options (dimensions and arch), and
 // the NVRTC and driver versions that made and will load it.
@@ -317,7 +336,7 @@ func compileCached(n *nvrtcAPI, dims kernelDims, arch string, driverVer int) (cu
 			return b, true, nil
 		}
 	}
-	cubin, err = n.compile(kernelSource, "kernels.cu", opts)
+	cubin, err = n.compile(kernelSource, kernelProgram, opts)
 	if err != nil {
 		return nil, false, err
 	}

@@ -1,6 +1,9 @@
 package cuda
 
 import (
+	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -9,18 +12,24 @@ import (
 // testDims are shapes that exercise every code path of the kernels: odd
 // widths (padding), tiny heads, GQA, both RoPE styles and activations.
 func testDims() []kernelDims {
+	// BitNet 2B shape: ternary layers, q8_0 head, ReLU², sub-norms, 128-wide heads.
+	bitnet := presetDims("bitnet-2b", kindTernary, kindQ8)
+	bitnet.ReLU2, bitnet.KVHalf = true, true
+	// f16 layers, NeoX RoPE, SmolLM shape.
+	f16 := presetDims("smollm-135m", kindF16, kindF16)
+	f16.NeoX, f16.SMs = true, 0
+	// The smollm-135m preset's shape: ternary layers (QKV and attention
+	// fused, epilogue values before the wait), q8_0 head.
+	smollm := presetDims("smollm-135m", kindTernary, kindQ8)
+	smollm.ReLU2, smollm.SubNorms = true, true
 	return []kernelDims{
-		// BitNet 2B shape: ternary layers, q8_0 head, ReLU², sub-norms, 128-wide heads.
-		{Dim: 2560, FFN: 6912, Heads: 20, KVHeads: 5, HeadDim: 128, Vocab: 128256, Eps: 1e-5, WK: kindTernary, HK: kindQ8, EK: kindQ8, ReLU2: true, SubNorms: true, SMs: 132, KVHalf: true},
+		bitnet,
 		// stories260K: f32 everywhere, 8-wide heads, FFN 172 (padding).
-		{Dim: 64, FFN: 172, Heads: 8, KVHeads: 4, HeadDim: 8, Vocab: 512, Eps: 1e-5, WK: kindF32, HK: kindF32, EK: kindF32, RowChunks: 4},
-		// f16 layers, NeoX RoPE, SmolLM shape.
-		{Dim: 576, FFN: 1536, Heads: 9, KVHeads: 3, HeadDim: 64, Vocab: 49152, Eps: 1e-5, WK: kindF16, HK: kindF16, EK: kindF16, NeoX: true, RowChunks: 2},
+		{Dim: 64, FFN: 172, Heads: 8, KVHeads: 4, HeadDim: 8, Vocab: 512, Eps: 1e-5, WK: kindF32, HK: kindF32, EK: kindF32},
+		f16,
 		// q8_0 layers (the fallback), untied f16 embedding.
 		{Dim: 256, FFN: 512, Heads: 4, KVHeads: 2, HeadDim: 64, Vocab: 1024, Eps: 1e-5, WK: kindQ8, HK: kindQ8, EK: kindF16, SubNorms: true, KVHalf: true},
-		// The smollm-135m preset: ternary SmolLM-sized layers (QKV and
-		// attention fused, epilogue values before the wait), q8_0 head.
-		{Dim: 576, FFN: 1536, Heads: 9, KVHeads: 3, HeadDim: 64, Vocab: 49152, Eps: 1e-5, WK: kindTernary, HK: kindQ8, EK: kindQ8, ReLU2: true, SubNorms: true, SMs: 132},
+		smollm,
 	}
 }
 
@@ -38,10 +47,10 @@ func testNVRTC(t *testing.T, heavy bool) *nvrtcAPI {
 	return n
 }
 
-// TestCompileKernels compiles the kernels with NVRTC for sm_80 and sm_90 in
+// TestCompile compiles the kernels with NVRTC for sm_80 and sm_90 in
 // every kind combination. It needs only libnvrtc (no GPU): CI installs
 // Debian's libnvrtc11.2.
-func TestCompileKernels(t *testing.T) {
+func TestCompile(t *testing.T) {
 	n := testNVRTC(t, false)
 	t.Logf("NVRTC %d from %s", n.version(), n.path)
 	dims := testDims()
@@ -50,7 +59,7 @@ func TestCompileKernels(t *testing.T) {
 	}
 	for _, arch := range []string{"sm_80", "sm_90"} {
 		for _, d := range dims {
-			cubin, err := n.compile(kernelSource, "kernels.cu", d.options(arch))
+			cubin, err := n.compile(kernelSource, kernelProgram, d.options(arch))
 			if err != nil {
 				t.Fatalf("%s %+v: %v", arch, d, err)
 			}
@@ -67,15 +76,43 @@ func TestCompileKernels(t *testing.T) {
 }
 
 // TestCompileKnobs compiles the smollm-135m preset's kernels with the
-// harness's experiment defines that change code paths (docs/gpu-notes.md:
-// exact math, the one-thread-a-dim merge, the phase trace), so the
-// variants the notes compare against still build.
+// harness's switches that change code paths (common.cuh: exact math,
+// every kernel starting its successor early; attention.cu: the phase
+// trace), so the variants docs/gpu-notes.md compares against still build.
 func TestCompileKnobs(t *testing.T) {
 	n := testNVRTC(t, true)
 	d := testDims()[4]
-	d.Defines = "FASTM=0,FAST_EXP=0,FA_MG=1,FA_TRACE=1"
-	if _, err := n.compile(kernelSource, "kernels.cu", d.options("sm_90")); err != nil {
+	d.Defines = "FASTM=0,FAST_EXP=0,PDL_EARLY=127,FA_TRACE=1"
+	if _, err := n.compile(kernelSource, kernelProgram, d.options("sm_90")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSourceFiles: every .cu and .cuh file of the package is one of
+// kernelFiles (so none is left out of the program), and the program
+// names each file before its text.
+func TestSourceFiles(t *testing.T) {
+	entries, err := os.ReadDir(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var onDisk []string
+	for _, e := range entries {
+		if ext := filepath.Ext(e.Name()); ext == ".cu" || ext == ".cuh" {
+			onDisk = append(onDisk, e.Name())
+		}
+	}
+	listed := slices.Sorted(slices.Values(kernelFiles))
+	if !slices.Equal(onDisk, listed) {
+		t.Fatalf("kernel files on disk %v, in kernelFiles %v", onDisk, listed)
+	}
+	at := 0
+	for _, f := range kernelFiles {
+		i := strings.Index(kernelSource[at:], "#line 1 \""+f+"\"\n")
+		if i < 0 {
+			t.Fatalf("kernelSource lacks %s after offset %d", f, at)
+		}
+		at += i + 1
 	}
 }
 
@@ -109,7 +146,7 @@ func TestCompileCache(t *testing.T) {
 // ones one, and only products with blocks enough grow past 256 threads.
 func TestProducts(t *testing.T) {
 	bitnet := testDims()[0]
-	smollm := kernelDims{Dim: 576, FFN: 1536, Heads: 9, KVHeads: 3, HeadDim: 64, Vocab: 49152, WK: kindTernary, HK: kindQ8, SMs: 132}
+	smollm := presetDims("smollm-135m", kindTernary, kindQ8)
 	for _, tc := range []struct {
 		name string
 		d    kernelDims
@@ -129,47 +166,29 @@ func TestProducts(t *testing.T) {
 			}
 		}
 	}
-	one := bitnet
-	one.ItemRows = 1
-	if _, wo, gu, down, _ := one.products(); wo.rows != 1 || gu.rows != 1 || down.rows != 1 {
-		t.Errorf("ItemRows 1 still gives rows %d/%d/%d", wo.rows, gu.rows, down.rows)
-	}
-}
-
-func TestEvictionFor(t *testing.T) {
-	for _, tc := range []struct{ opt, want int }{
-		{0, 0},  // default: L2's own policy (steady latency; docs/gpu-notes.md v9)
-		{-1, 0}, // none, as before
-		{1, 1},  // LM head
-		{2, 2},  // every matrix
-	} {
-		if got := evictionFor(tc.opt); got != tc.want {
-			t.Errorf("evictionFor(%d) = %d, want %d", tc.opt, got, tc.want)
-		}
-	}
 }
 
 // TestOptionsDefines checks that the harness's definitions replace the
 // host's of the same name (one -D each) and add the others.
 func TestOptionsDefines(t *testing.T) {
-	d := kernelDims{Eps: 1e-5, Evict: 2, Defines: "EVICT=1, R_HEAD=2,"}
+	d := kernelDims{Eps: 1e-5, Defines: "PRE_LOAD=1, PDL_EARLY=127,"}
 	count := map[string]int{}
 	for _, o := range d.options("sm_90") {
 		name, _, _ := strings.Cut(o, "=")
 		count[name]++
 		switch name {
-		case "-DEVICT":
-			if o != "-DEVICT=1" {
+		case "-DPRE_LOAD":
+			if o != "-DPRE_LOAD=1" {
 				t.Errorf("%q: the harness's value should win", o)
 			}
-		case "-DR_HEAD":
-			if o != "-DR_HEAD=2" {
-				t.Errorf("%q, want -DR_HEAD=2", o)
+		case "-DPDL_EARLY":
+			if o != "-DPDL_EARLY=127" {
+				t.Errorf("%q, want -DPDL_EARLY=127", o)
 			}
 		}
 	}
-	if count["-DEVICT"] != 1 || count["-DR_HEAD"] != 1 || count["-D"] != 0 {
-		t.Errorf("definitions %v: want EVICT and R_HEAD once each and no empty one", count)
+	if count["-DPRE_LOAD"] != 1 || count["-DPDL_EARLY"] != 1 || count["-D"] != 0 {
+		t.Errorf("definitions %v: want PRE_LOAD and PDL_EARLY once each and no empty one", count)
 	}
 }
 
@@ -188,7 +207,7 @@ func TestKVHalf(t *testing.T) {
 	}{
 		{kernelDims{KVHalf: true}, 2},
 		{kernelDims{}, 4},
-		{kernelDims{KVHalf: true, Defines: "ATT_CH=8, KVH=0"}, 4},
+		{kernelDims{KVHalf: true, Defines: "PDL_EARLY=1, KVH=0"}, 4},
 		{kernelDims{Defines: "KVH=1"}, 2},
 	} {
 		if got := c.d.kvElemBytes(); got != c.want {
@@ -210,7 +229,7 @@ func TestKVHalf(t *testing.T) {
 // definition overrides both ways.
 func TestPreLoad(t *testing.T) {
 	dims := testDims()
-	smol := kernelDims{Dim: 576, FFN: 1536, Heads: 9, KVHeads: 3, HeadDim: 64, WK: kindTernary}
+	smol := presetDims("smollm-135m", kindTernary, kindQ8)
 	if !smol.preLoad() || dims[0].preLoad() {
 		t.Fatalf("preLoad: smollm %v, bitnet %v; want true, false", smol.preLoad(), dims[0].preLoad())
 	}

@@ -80,10 +80,6 @@ type driverAPI struct {
 	// CUresult cuLaunchKernelEx(const CUlaunchConfig *config, CUfunction f,
 	//     void **kernelParams, void **extra);   (CUDA 12+; nil when absent)
 	cuLaunchKernelEx func(cfg unsafe.Pointer, f uintptr, params unsafe.Pointer, extra uintptr) cuResult
-	// CUresult cuLaunchCooperativeKernel(CUfunction f, unsigned gx, unsigned gy, unsigned gz,
-	//     unsigned bx, unsigned by, unsigned bz, unsigned sharedMemBytes,
-	//     CUstream hStream, void **kernelParams);
-	cuLaunchCooperativeKernel func(f uintptr, gx, gy, gz, bx, by, bz, smem uint32, s uintptr, params unsafe.Pointer) cuResult
 	// CUresult cuOccupancyMaxActiveBlocksPerMultiprocessor(int *numBlocks, CUfunction func,
 	//     int blockSize, size_t dynamicSMemSize);
 	cuOccupancyMaxActiveBlocksPerMultiprocessor func(n *int32, f uintptr, block int32, smem uint64) cuResult
@@ -207,7 +203,6 @@ func loadDriver() (*driverAPI, error) {
 			{"cuStreamDestroy_v2", &d.cuStreamDestroy},
 			{"cuStreamSynchronize", &d.cuStreamSynchronize},
 			{"cuLaunchKernel", &d.cuLaunchKernel},
-			{"cuLaunchCooperativeKernel", &d.cuLaunchCooperativeKernel},
 			{"cuOccupancyMaxActiveBlocksPerMultiprocessor", &d.cuOccupancyMaxActiveBlocksPerMultiprocessor},
 			{"cuEventCreate", &d.cuEventCreate},
 			{"cuEventRecord", &d.cuEventRecord},

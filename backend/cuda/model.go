@@ -1,17 +1,18 @@
 package cuda
 
 import (
-	"cmp"
 	"fmt"
 	"runtime"
 	"sync"
 
 	"github.com/edgellm/edgellm/backend"
+	"github.com/edgellm/edgellm/backend/cuda/internal/knobs"
 	"github.com/edgellm/edgellm/model"
 	"github.com/edgellm/edgellm/quant"
 )
 
-// Options tune Load.
+// Options tune Load. The kernel harness's experiment switches are not
+// here but in backend/cuda/internal/knobs.
 type Options struct {
 	// Device is the CUDA device ordinal.
 	Device int
@@ -20,58 +21,15 @@ type Options struct {
 	Dense bool
 	// NoPDL turns off programmatic dependent launch (compute capability
 	// 9.0+, CUDA 12+; never used elsewhere), which lets each kernel start
-	// and warm L2 with its weights while its predecessor drains.
+	// and warm L2 with its weights while its predecessor drains: a way
+	// around a driver that mishandles it, and the comparison's baseline.
 	NoPDL bool
-	// Persistent runs a decode step as one persistent kernel (grid
-	// barriers between operations) instead of the CUDA graph of separate
-	// kernels. Measured slower on the H100 (docs/gpu-notes.md), so off by
-	// default. Profiling (per-operation times) always uses the graph's
-	// kernels.
-	Persistent bool
-	// RowChunks is the most 16-byte weight chunks one lane loads per row
-	// of a product (0: defaultRowChunks).
-	RowChunks int
-	// MaxBlock is the largest block of a product kernel: 256, 512 or 1024
-	// threads (0: defaultMaxBlock).
-	MaxBlock int
-	// ItemRows is the most rows one work item of a product takes: 1, 2 or
-	// 4 (0: defaultItemRows).
-	ItemRows int
-	// DebugSkip names kernels left out of the decode graph (comma-separated),
-	// for timing by ablation in the kernel harness; results are wrong.
-	DebugSkip string
-	// Evict sets which weights load with L2's evict-first priority: 0 (or
-	// -1) none, 1 the LM head's, 2 every matrix's (see evictionFor).
-	Evict int
 	// KVHalf keeps the KV cache in float16, half the device memory a
 	// position (long contexts), where the layers are lossy (ternary,
 	// q8_0); f32 and f16 layers keep float32 (their logits match the
-	// reference to 1e-6). Off by default: on the H100 it decoded no faster
-	// (smollm-135m 2,100-2,120 against 2,126-2,134 tok/s, bitnet-2b 1,031
-	// either way; docs/gpu-notes.md v10), and float32 keeps the logits
-	// nearer the reference.
+	// reference to 1e-6). Off by default: it decodes no faster, and
+	// float32 keeps the logits nearer the reference.
 	KVHalf bool
-	// DebugDefines are extra preprocessor definitions for kernels.cu
-	// (comma-separated NAME=VALUE), for experiments in the kernel harness.
-	DebugDefines string
-}
-
-// defaultRowChunks is Options.RowChunks when unset.
-const defaultRowChunks = 1
-
-// evictionFor is kernels.cu's EVICT for Options.Evict opt. None by
-// default: with every matrix evict-first (2), smollm-135m (57.6 MB of
-// weights, 50 MB of L2 on the H100) decoded 4.5% faster over positions
-// 128-384, but only while its KV cache was small enough to leave the
-// weights in L2; its latency then grew with the position (p50 414 us for
-// the first 64 tokens of 512, 474 for the last 64, against 461 / 476
-// without; p99/p50 1.05 against 1.02 over the bench's 256 tokens), and
-// steady latency is what the product promises. docs/gpu-notes.md v9.
-func evictionFor(opt int) int {
-	if opt > 0 {
-		return opt
-	}
-	return 0
 }
 
 // devMat is a matrix in device memory.
@@ -103,11 +61,8 @@ type Model struct {
 	allocs []uint64
 
 	pdl         bool           // launch with programmatic stream serialization
-	stepGrid    int            // blocks of k_step (all resident); 0: the persistent kernel is off
 	resident    map[string]int // product kernel -> blocks resident at once over the device
-	stepSmem    int            // its dynamic shared memory
-	persistent  bool           // Options.Persistent
-	debugSkip   string
+	knobs       knobs.Knobs    // the harness's switches when the model was loaded
 	weightBytes int
 	embedBytes  int  // of a separate (untied) embedding table
 	cached      bool // kernels came from the disk cache
@@ -131,19 +86,6 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 	c := w.Config
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("cuda: %w", err)
-	}
-	switch opts.MaxBlock {
-	case 0, 256, 512, 1024:
-	default:
-		return nil, fmt.Errorf("cuda: Options.MaxBlock %d: want 256, 512 or 1024", opts.MaxBlock)
-	}
-	switch opts.ItemRows {
-	case 0, 1, 2, 4:
-	default:
-		return nil, fmt.Errorf("cuda: Options.ItemRows %d: want 1, 2 or 4", opts.ItemRows)
-	}
-	if opts.Evict < -1 || opts.Evict > 2 {
-		return nil, fmt.Errorf("cuda: Options.Evict %d: want -1, 0, 1 or 2", opts.Evict)
 	}
 	if len(w.Layers) != c.Layers {
 		return nil, fmt.Errorf("cuda: %d layers of weights, config says %d", len(w.Layers), c.Layers)
@@ -242,10 +184,8 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Model{dev: dev, cfg: c, fn: map[string]uintptr{}}
+	m := &Model{dev: dev, cfg: c, fn: map[string]uintptr{}, knobs: knobs.Get()}
 	m.pdl = !opts.NoPDL && dev.info.ComputeMajor >= 9 && dev.d.cuLaunchKernelEx != nil
-	m.persistent = opts.Persistent
-	m.debugSkip = opts.DebugSkip
 	ok := false
 	defer func() {
 		if !ok {
@@ -358,9 +298,7 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 
 	m.dims = kernelDims{Dim: c.Dim, FFN: c.FFNDim, Heads: c.Heads, KVHeads: c.KVHeads, HeadDim: c.HeadDim,
 		Vocab: c.Vocab, Eps: c.NormEps, NeoX: c.RopeStyle == model.RopeNeoX, ReLU2: c.Act == model.ReLU2,
-		SubNorms: c.SubNorms, WK: wk, HK: hk, EK: ek, SMs: dev.sms, RowChunks: cmp.Or(opts.RowChunks, defaultRowChunks),
-		MaxBlock: cmp.Or(opts.MaxBlock, defaultMaxBlock), ItemRows: cmp.Or(opts.ItemRows, defaultItemRows), Evict: evictionFor(opts.Evict),
-		KVHalf: opts.KVHalf && kvHalfFor(wk), Defines: opts.DebugDefines}
+		SubNorms: c.SubNorms, WK: wk, HK: hk, EK: ek, SMs: dev.sms, KVHalf: opts.KVHalf && kvHalfFor(wk), Defines: m.knobs.Defines}
 	for _, sb := range []int{stageBytes(wk, c.Dim), stageBytes(wk, qd), stageBytes(wk, c.FFNDim), stageBytes(hk, c.Dim)} {
 		if sb+1024 > dev.maxSmem {
 			return nil, fmt.Errorf("cuda: a product needs %d bytes of shared memory, %s allows %d", sb, dev.info.Name, dev.maxSmem)
@@ -406,8 +344,6 @@ func (m *Model) loadKernels() error {
 		"k_down":     stageBytes(m.dims.WK, c.FFNDim),
 		"k_lmhead":   stageBytes(m.dims.HK, c.Dim),
 	}
-	m.stepSmem = max(smem["k_qkv"], smem["k_wo"], smem["k_down"], smem["k_lmhead"])
-	smem["k_step"] = m.stepSmem
 	for _, name := range batchKernels {
 		smem[name+batchSuffix] = smem[name]
 	}
@@ -427,16 +363,6 @@ func (m *Model) loadKernels() error {
 			return err
 		}
 		m.resident[name] = max(int(per), 1) * dev.sms
-	}
-	if m.persistent {
-		// k_step needs every block resident at once (grid barriers): as
-		// many as fit on each multiprocessor, launched cooperatively.
-		var per int32
-		if err := dev.d.check(dev.d.cuOccupancyMaxActiveBlocksPerMultiprocessor(&per, m.fn["k_step"], stepThreads, uint64(m.stepSmem)),
-			"cuOccupancyMaxActiveBlocksPerMultiprocessor(k_step)"); err != nil {
-			return err
-		}
-		m.stepGrid = int(per) * dev.sms
 	}
 	return nil
 }
@@ -464,9 +390,6 @@ func (m *Model) Info() DeviceInfo { return m.dev.info }
 
 // WeightBytes is the bytes of weights resident on the device.
 func (m *Model) WeightBytes() int { return m.weightBytes }
-
-// StepGrid is the persistent kernel's block count (0: off).
-func (m *Model) StepGrid() int { return m.stepGrid }
 
 // PDL reports whether kernels are launched with programmatic dependent launch.
 func (m *Model) PDL() bool { return m.pdl }

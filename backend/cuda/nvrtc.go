@@ -34,6 +34,10 @@ type nvrtcAPI struct {
 	nvrtcGetCUBINSize func(prog uintptr, n *uint64) nvrtcResult
 	// nvrtcResult nvrtcGetCUBIN(nvrtcProgram prog, char *cubin);
 	nvrtcGetCUBIN func(prog uintptr, cubin *byte) nvrtcResult
+	// nvrtcResult nvrtcGetPTXSize(nvrtcProgram prog, size_t *ptxSizeRet);
+	nvrtcGetPTXSize func(prog uintptr, n *uint64) nvrtcResult
+	// nvrtcResult nvrtcGetPTX(nvrtcProgram prog, char *ptx);
+	nvrtcGetPTX func(prog uintptr, ptx *byte) nvrtcResult
 }
 
 // NVRTCEnv names the environment variable that gives libnvrtc's full path.
@@ -112,6 +116,8 @@ func loadNVRTC() (*nvrtcAPI, error) {
 			{"nvrtcGetProgramLog", &n.nvrtcGetProgramLog},
 			{"nvrtcGetCUBINSize", &n.nvrtcGetCUBINSize},
 			{"nvrtcGetCUBIN", &n.nvrtcGetCUBIN},
+			{"nvrtcGetPTXSize", &n.nvrtcGetPTXSize},
+			{"nvrtcGetPTX", &n.nvrtcGetPTX},
 		}
 		for _, s := range syms {
 			if err := bindSymbol(h, path, s.name, s.fptr); err != nil {
@@ -140,6 +146,21 @@ func (n *nvrtcAPI) errString(r nvrtcResult) string {
 // compile compiles src to a CUBIN with the given options. On a compile
 // error the NVRTC log is part of the error.
 func (n *nvrtcAPI) compile(src, name string, opts []string) ([]byte, error) {
+	return n.build(src, name, opts, "CUBIN", n.nvrtcGetCUBINSize, n.nvrtcGetCUBIN)
+}
+
+// ptx compiles src as compile does and returns the PTX NVRTC made on the
+// way, the text ptxas turns into the CUBIN (for checks that a change of
+// the source leaves the kernels' code alone).
+func (n *nvrtcAPI) ptx(src, name string, opts []string) (string, error) {
+	b, err := n.build(src, name, opts, "PTX", n.nvrtcGetPTXSize, n.nvrtcGetPTX)
+	return strings.TrimRight(string(b), "\x00"), err
+}
+
+// build compiles src and returns one of its outputs (what), read by the
+// size and get functions of that output.
+func (n *nvrtcAPI) build(src, name string, opts []string, what string,
+	size func(prog uintptr, n *uint64) nvrtcResult, get func(prog uintptr, out *byte) nvrtcResult) ([]byte, error) {
 	var prog uintptr
 	if r := n.nvrtcCreateProgram(&prog, src, name, 0, 0, 0); r != 0 {
 		return nil, fmt.Errorf("cuda: nvrtcCreateProgram(%s): %s", name, n.errString(r))
@@ -168,13 +189,13 @@ func (n *nvrtcAPI) compile(src, name string, opts []string) ([]byte, error) {
 	if r != 0 {
 		return nil, fmt.Errorf("cuda: NVRTC compiling %s (%s): %s\n%s", name, strings.Join(opts, " "), n.errString(r), log)
 	}
-	var size uint64
-	if r := n.nvrtcGetCUBINSize(prog, &size); r != 0 || size == 0 || size > 1<<28 {
-		return nil, fmt.Errorf("cuda: nvrtcGetCUBINSize(%s): %s (size %d)", name, n.errString(r), size)
+	var sz uint64
+	if r := size(prog, &sz); r != 0 || sz == 0 || sz > 1<<28 {
+		return nil, fmt.Errorf("cuda: nvrtcGet%sSize(%s): %s (size %d)", what, name, n.errString(r), sz)
 	}
-	cubin := make([]byte, size)
-	if r := n.nvrtcGetCUBIN(prog, &cubin[0]); r != 0 {
-		return nil, fmt.Errorf("cuda: nvrtcGetCUBIN(%s): %s", name, n.errString(r))
+	out := make([]byte, sz)
+	if r := get(prog, &out[0]); r != 0 {
+		return nil, fmt.Errorf("cuda: nvrtcGet%s(%s): %s", what, name, n.errString(r))
 	}
-	return cubin, nil
+	return out, nil
 }

@@ -11,10 +11,10 @@ import (
 	"github.com/edgellm/edgellm/quant"
 )
 
-// padK is the padded row length every device matrix uses (kernels.cu PADK).
+// padK is the padded row length every device matrix uses (common.cuh PADK).
 func padK(k int) int { return (k + 63) / 64 * 64 }
 
-// chunkElems is how many weights one 16-byte chunk holds (kernels.cu Kind<>::E).
+// chunkElems is how many weights one 16-byte chunk holds (common.cuh Kind<>::E).
 func chunkElems(k kind) int {
 	switch k {
 	case kindTernary:
@@ -28,10 +28,10 @@ func chunkElems(k kind) int {
 	}
 }
 
-// threadsPerRow mirrors kernels.cu's tpr_for(chunks per row) for at most
-// rowChunks chunks a lane.
-func threadsPerRow(k kind, cols, rowChunks int) int {
-	need := (padK(cols)/chunkElems(k) + rowChunks - 1) / rowChunks
+// threadsPerRow mirrors common.cuh's tpr_for: the lanes that share a row
+// of cols weights of kind k.
+func threadsPerRow(k kind, cols int) int {
+	need := padK(cols) / chunkElems(k)
 	switch {
 	case need > 16:
 		return 32
@@ -47,7 +47,7 @@ func threadsPerRow(k kind, cols, rowChunks int) int {
 	return 1
 }
 
-// stageBytes mirrors kernels.cu's Mat<>::SMEM: the dynamic shared memory of
+// stageBytes mirrors common.cuh's Mat<>::SMEM: the dynamic shared memory of
 // a product whose input has cols values.
 func stageBytes(k kind, cols int) int {
 	kp := padK(cols)

@@ -12,7 +12,7 @@ import (
 	"github.com/edgellm/edgellm/quant"
 )
 
-// xwIndex mirrors kernels.cu's xw_index: the shared-memory word of int8
+// xwIndex mirrors stage.cu's xw_index: the shared-memory word of int8
 // word w when chunks hold wpc words and a row has nc chunks (words 4g..4g+3
 // of chunk c together, so a lane loads them in one 16-byte load).
 func xwIndex(w, wpc, nc int) int { return ((w%wpc)/4*nc+w/wpc)*4 + w%4 }
@@ -20,7 +20,7 @@ func xwIndex(w, wpc, nc int) int { return ((w%wpc)/4*nc+w/wpc)*4 + w%4 }
 // ternaryDotLikeKernel computes what k_* do for one ternary row: codes
 // from the packed layout, activations from the shared layout, an
 // unsigned-code dp4a per 4 weights and the chunk's activation sum taken
-// off once. It checks the layout contract between pack.go and kernels.cu.
+// off once. It checks the layout contract between pack.go and the kernels.
 func ternaryDotLikeKernel(packed []byte, x []int8) int32 {
 	kp := len(packed) * 4
 	nc := kp / 64
@@ -265,20 +265,19 @@ func TestCheckTensor(t *testing.T) {
 
 func TestShapeMirrors(t *testing.T) {
 	for _, tc := range []struct {
-		k                  kind
-		cols, chunks, want int
+		k          kind
+		cols, want int
 	}{
-		{kindTernary, 576, 1, 16}, {kindTernary, 2560, 1, 32}, {kindTernary, 6912, 1, 32}, {kindTernary, 1536, 1, 32},
-		{kindTernary, 64, 1, 1}, {kindQ8, 576, 1, 32}, {kindF32, 64, 1, 16}, {kindF32, 8, 1, 16}, {kindF16, 256, 1, 32},
-		{kindTernary, 576, 4, 4}, {kindTernary, 2560, 4, 16}, {kindTernary, 6912, 4, 32}, {kindTernary, 1536, 4, 8},
-		{kindQ8, 576, 4, 16}, {kindQ8, 2560, 4, 32}, {kindTernary, 64, 4, 1}, {kindTernary, 2560, 2, 32},
+		{kindTernary, 576, 16}, {kindTernary, 2560, 32}, {kindTernary, 6912, 32}, {kindTernary, 1536, 32},
+		{kindTernary, 64, 1}, {kindTernary, 128, 2}, {kindTernary, 320, 8}, {kindQ8, 576, 32}, {kindQ8, 64, 4},
+		{kindF32, 64, 16}, {kindF32, 8, 16}, {kindF16, 256, 32}, {kindF16, 64, 8},
 	} {
-		if got := threadsPerRow(tc.k, tc.cols, tc.chunks); got != tc.want {
-			t.Errorf("threadsPerRow(%s, %d, %d) = %d, want %d", tc.k, tc.cols, tc.chunks, got, tc.want)
+		if got := threadsPerRow(tc.k, tc.cols); got != tc.want {
+			t.Errorf("threadsPerRow(%s, %d) = %d, want %d", tc.k, tc.cols, got, tc.want)
 		}
 	}
 	if stageBytes(kindTernary, 6912) != 6912 || stageBytes(kindQ8, 576) != 576+18*4 || stageBytes(kindF32, 172) != 192*4 {
-		t.Error("stageBytes disagrees with kernels.cu's Mat<>::SMEM")
+		t.Error("stageBytes disagrees with common.cuh's Mat<>::SMEM")
 	}
 	for _, tc := range []struct{ items, tpr, maxBT, want int }{
 		{6912, 32, 1024, 1024}, {6912, 32, 512, 512}, {2560, 32, 1024, 512}, {1920, 32, 1024, 256},

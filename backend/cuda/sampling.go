@@ -9,7 +9,7 @@ import (
 	"github.com/edgellm/edgellm/sample"
 )
 
-// Device sampling limits (kernels.cu SMP_*): parameters beyond them are
+// Device sampling limits (sample.cu SMP_*): parameters beyond them are
 // sampled on the host from logits brought back.
 const (
 	sampleThreads    = 1024 // SMP_NT
@@ -76,44 +76,52 @@ func (s *Session) DecodeSample(token int32) (int32, error) {
 		return 0, err
 	}
 	defer done()
-	d := s.m.dev.d
 	if s.sampleExec == 0 {
 		if err := s.captureInto(&s.sampleGraph, &s.sampleExec, true); err != nil {
 			return 0, err
 		}
 	}
-	if s.samplePending {
-		// Once per SetSampling: the window is the history and token, the
-		// newest lastn of them, oldest first (the kernel's ring at hpos 0
-		// once full).
-		b := s.sampleHost
-		le := binary.LittleEndian
-		lastn := int(le.Uint32(b[20:]))
-		win := append(s.sampleHist, token)
-		win = win[max(0, len(win)-lastn):]
-		if lastn == 0 {
-			win = nil
-		}
-		clear(b[40:]) // counter (offset 40) and window (48 on)
-		for i, t := range win {
-			le.PutUint32(b[48+4*i:], uint32(t))
-		}
-		le.PutUint32(b[24:], uint32(len(win)))
-		hpos := 0
-		if lastn > 0 {
-			hpos = len(win) % lastn
-		}
-		le.PutUint32(b[28:], uint32(hpos))
-		// In stream order (the previous step's k_sample may still be
-		// writing the block); pageable, so staged before the call returns.
-		if err := d.check(d.cuMemcpyHtoDAsync(s.sampleP, unsafePtr(b), uint64(len(b)), s.stream), "cuMemcpyHtoDAsync(sampling parameters)"); err != nil {
-			return 0, err
-		}
-		s.stats.H2DBytes += len(b)
-		s.samplePending = false
+	if err := s.uploadSampling(token); err != nil {
+		return 0, err
 	}
 	if err := s.step(token, true); err != nil {
 		return 0, err
 	}
 	return pinnedInt32(s.pinned, 2), nil
+}
+
+// uploadSampling sends SetSampling's parameter block, once per SetSampling:
+// the repetition window is the history and token, the newest lastn of them,
+// oldest first (the kernel's ring at hpos 0 once full).
+func (s *Session) uploadSampling(token int32) error {
+	if !s.samplePending {
+		return nil
+	}
+	d := s.m.dev.d
+	b := s.sampleHost
+	le := binary.LittleEndian
+	lastn := int(le.Uint32(b[20:]))
+	win := append(s.sampleHist, token)
+	win = win[max(0, len(win)-lastn):]
+	if lastn == 0 {
+		win = nil
+	}
+	clear(b[40:]) // counter (offset 40) and window (48 on)
+	for i, t := range win {
+		le.PutUint32(b[48+4*i:], uint32(t))
+	}
+	le.PutUint32(b[24:], uint32(len(win)))
+	hpos := 0
+	if lastn > 0 {
+		hpos = len(win) % lastn
+	}
+	le.PutUint32(b[28:], uint32(hpos))
+	// In stream order (the previous step's k_sample may still be writing
+	// the block); pageable, so staged before the call returns.
+	if err := d.check(d.cuMemcpyHtoDAsync(s.buf.sampleP, unsafePtr(b), uint64(len(b)), s.stream), "cuMemcpyHtoDAsync(sampling parameters)"); err != nil {
+		return err
+	}
+	s.stats.H2DBytes += len(b)
+	s.samplePending = false
+	return nil
 }

@@ -36,6 +36,26 @@ type launch struct {
 	cfg   *launchConfig    // for cuLaunchKernelEx when programmatic launch is on
 }
 
+// buffers are a session's device memory, which the launches read and
+// write. Activations have a row per token of a prefill batch; decode uses
+// row 0.
+type buffers struct {
+	tp           uint64 // [0] token, [1] position (int32): the host's upload or the LM head's argmax
+	toks         uint64 // a prefill batch's token ids
+	x            uint64 // the residual stream
+	q, att, hb   uint64 // queries, attention output, FFN hidden vector
+	logits       uint64
+	part         uint64 // attention partials: k_attn's slices of each token, or k_qkv_attn's (fusedPartials a head)
+	counters     uint64 // k_attn's tickets, a head per token
+	bestv, besti uint64 // the LM head's blocks' best (value, id)
+	lmCounter    uint64 // the LM head's ticket
+	tokOut       uint64 // the argmax (or sampled) token for the host
+	sampleP      uint64 // k_sample's parameter block
+	trace        uint64 // k_qkv_attn's phase clocks (FA_TRACE, faTraceMarks readings)
+	kc, vc       uint64 // the key and value caches, layer after layer
+	rope         uint64 // RoPE rotations (cos, sin) of every position and pair (model.RopeTable)
+}
+
 // Session is one sequence on the GPU: KV cache, activations and the decode
 // step's CUDA graph. It implements backend.Session, backend.ArgmaxDecoder
 // and backend.Profiler. A Session is not safe for concurrent use.
@@ -47,10 +67,7 @@ type Session struct {
 	stream uintptr
 	allocs []uint64
 	pinned unsafe.Pointer // pinned host memory: [0] token, [1] position, [2] argmax out (int32)
-
-	tp, x, logits, tokOut uint64
-	toks                  uint64 // a prefill batch's token ids
-	rope                  uint64 // RoPE rotations (cos, sin) of every position and pair (model.RopeTable)
+	buf    buffers
 
 	plan    []launch // the decode step
 	prefill []launch // a prefill batch's step, up to the LM head
@@ -58,10 +75,9 @@ type Session struct {
 	// Prefill's LM head: the decode step's, reading the last token's row.
 	prefillHead launch
 
-	// Device sampling (SetSampling): k_sample's parameter block, its
-	// arguments, the step graph that ends with it, and the parameters and
-	// history waiting to be uploaded with the first sampled step.
-	sampleP                 uint64
+	// Device sampling (SetSampling): k_sample's arguments, the step graph
+	// that ends with it, and the parameters and history waiting to be
+	// uploaded with the first sampled step.
 	sampleArgs              [4]uint64
 	samplePtrs              [4]unsafe.Pointer
 	sampleGraph, sampleExec uintptr
@@ -69,23 +85,14 @@ type Session struct {
 	sampleHist              []int32
 	samplePending           bool
 
-	// The persistent kernel: k_step's parameter block on the device, the
-	// kernel argument pointing at it, and its grid barrier's counter.
-	persistent bool
-	timeline   uint64 // k_step's barrier clock readings (Timeline)
-	stepArgs   [1]uint64
-	stepPtrs   [1]unsafe.Pointer
-	bar        uint64
-	graph      uintptr
-	exec       uintptr
+	graph, exec uintptr // the decode step captured
 
 	profile bool
 	events  []uintptr
 	times   backend.OpTimes
 
-	stats    Stats
-	closed   bool
-	fallback string // why the persistent kernel is not used, when it was meant to be
+	stats  Stats
+	closed bool
 }
 
 var (
@@ -141,59 +148,12 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 	if err := d.check(d.cuMemHostAlloc(&s.pinned, 64, hostAllocPortable), "cuMemHostAlloc(64 bytes)"); err != nil {
 		return nil, err
 	}
-	// Flash-decoding splits: enough (head, slice) items to spread long
-	// contexts over the GPU (kernels.cu ATT_CHUNK = 16 positions a slice
-	// while they last; its merge handles up to 64 slices).
-	s.nsplit = min(max((ctx+15)/16, 1), 64)
-
-	qd := c.Heads * c.HeadDim
-	_, _, _, _, pHead := m.dims.products()
-	_, splits, _ := m.dims.fusedAttention()
-	lmGrid := max(m.gemvGrid("k_lmhead", m.dims.HK, c.Dim, pHead), m.stepGrid)
-	alloc := func(n int, what string) (uint64, error) {
-		p, err := m.dev.alloc(n, what)
-		if err == nil {
-			s.allocs = append(s.allocs, p)
-			err = d.check(d.cuMemsetD8Async(p, 0, uint64(max(n, 1)), s.stream), "cuMemsetD8Async("+what+")")
-		}
-		return p, err
-	}
-	var err error
-	var q, att, hb, part, counters, bestv, besti, lmCounter, kc, vc uint64
-	bufs := []struct {
-		p    *uint64
-		n    int
-		what string
-	}{
-		// Activations have a row per token of a prefill batch; decode uses row 0.
-		{&s.tp, 8, "token and position"}, {&s.toks, 4 * prefillBatch, "prefill tokens"},
-		{&s.x, 4 * c.Dim * prefillBatch, "residual"}, {&q, 4 * qd * prefillBatch, "queries"},
-		{&att, 4 * qd * prefillBatch, "attention output"}, {&hb, 4 * c.FFNDim * prefillBatch, "FFN hidden"},
-		{&s.logits, 4 * c.Vocab, "logits"},
-		// k_attn's partials of each token of a prefill batch, or k_qkv_attn's
-		// (kernels.cu FA_SLOTS a head)
-		{&part, 4 * c.Heads * max(s.nsplit*prefillBatch*(c.HeadDim+2), (splits+1)*(c.HeadDim+2)), "attention partials"},
-		{&counters, 4 * c.Heads * prefillBatch, "attention counters"},
-		{&s.sampleP, sampleParamBytes, "sampling parameters"},
-		{&bestv, 4 * lmGrid, "argmax values"}, {&besti, 4 * lmGrid, "argmax ids"}, {&lmCounter, 4, "argmax counter"},
-		{&s.tokOut, 4, "argmax token"}, {&s.bar, 4, "grid barrier"}, {&s.timeline, 8 * traceMarks(c.Layers), "step timeline"},
-		{&kc, int(kvBytes / 2), "key cache"}, {&vc, int(kvBytes / 2), "value cache"},
-	}
-	for _, b := range bufs {
-		if *b.p, err = alloc(b.n, b.what); err != nil {
-			return nil, err
-		}
-	}
-	// The rotations as a table, not sincosf in the kernels: a load, which
-	// the QKV products issue before their wait, instead of arithmetic after
-	// a load (docs/gpu-notes.md v11); and the reference's float64 angles.
-	if s.rope, err = m.dev.upload(f32Bytes(model.RopeTable(model.RopeFreqs(c), ctx)), "rope table"); err != nil {
+	s.nsplit = attnSplits(ctx)
+	if err := s.allocBuffers(kvBytes); err != nil {
 		return nil, err
 	}
-	s.allocs = append(s.allocs, s.rope)
-
-	s.plan = s.steps(false, q, att, hb, part, counters, bestv, besti, lmCounter, kc, vc)
-	s.prefill = s.steps(true, q, att, hb, part, counters, bestv, besti, lmCounter, kc, vc)
+	s.plan = s.steps(false)
+	s.prefill = s.steps(true)
 	for _, plan := range [][]launch{s.plan, s.prefill} {
 		for i := range plan {
 			s.pinArgs(&plan[i])
@@ -221,61 +181,79 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 			s.prefillHead = h
 		}
 	}
-	s.sampleArgs = [4]uint64{s.logits, s.sampleP, s.tp, s.tokOut}
+	b := &s.buf
+	s.sampleArgs = [4]uint64{b.logits, b.sampleP, b.tp, b.tokOut}
 	for i := range s.sampleArgs {
 		s.samplePtrs[i] = unsafe.Pointer(&s.sampleArgs[i])
 	}
 	s.pinner.Pin(&s.sampleArgs[0])
 	s.pinner.Pin(&s.samplePtrs[0])
-	if m.stepGrid > 0 {
-		// k_step's parameter block (kernels.cu StepP), 8-byte slots.
-		// Attention items are (head, slice) pairs, one per warp: no more
-		// slices than make one round of the resident warps.
-		nsplit := max(min(s.nsplit, m.stepGrid*(stepThreads/32)/c.Heads), 1)
-		e, h := m.embed, m.head
-		layerKV := uint64(ctx * kvd * kvElem)
-		slots := []uint64{s.tp, s.x, q, att, hb, s.logits, part, bestv, counters, lmCounter, s.bar, besti, s.tokOut,
-			e.w, e.d, s.rope, m.outNrm, h.w, h.d, h.rs, floatArg(m.escale) | uint64(nsplit)<<32, uint64(len(m.layers)), s.timeline}
-		for l := range m.layers {
-			L := &m.layers[l]
-			slots = append(slots, L.qkv.w, L.qkv.d, L.qkv.rs, L.wo.w, L.wo.d, L.wo.rs, L.gateUp.w, L.gateUp.d, L.gateUp.rs,
-				L.down.w, L.down.d, L.down.rs, L.attnNorm, L.attnSub, L.ffnNorm, L.ffnSub,
-				kc+uint64(l)*layerKV, vc+uint64(l)*layerKV)
-		}
-		p, err := m.dev.upload(u64Bytes(slots), "step parameters")
-		if err != nil {
-			return nil, err
-		}
-		s.allocs = append(s.allocs, p)
-		s.stepArgs[0] = p
-		s.stepPtrs[0] = unsafe.Pointer(&s.stepArgs[0])
-		s.pinner.Pin(&s.stepArgs[0])
-		s.pinner.Pin(&s.stepPtrs[0])
-		s.persistent = true
-	}
 	if err := d.check(d.cuStreamSynchronize(s.stream), "cuStreamSynchronize(session setup)"); err != nil {
 		return nil, err
 	}
-	// The parameter block went up by a synchronous copy, whose DMA may
-	// still be in flight on the legacy stream when the call returns.
+	// The RoPE table went up by a synchronous copy, whose DMA may still be
+	// in flight on the legacy stream when the call returns.
 	if err := d.check(d.cuStreamSynchronize(0), "cuStreamSynchronize(uploads)"); err != nil {
 		return nil, err
 	}
 	if err := s.capture(); err != nil {
-		if !s.persistent {
-			return nil, err
-		}
-		// The persistent kernel could not be captured or launched here:
-		// the separate kernels do the same work.
-		s.persistent = false
-		s.fallback = err.Error()
-		if err := s.capture(); err != nil {
-			return nil, err
-		}
+		return nil, err
 	}
 	m.sessions++
 	ok = true
 	return s, nil
+}
+
+// attnSplits is k_attn's slices a head for a context of ctx positions:
+// enough (head, slice) items to spread long contexts over the GPU
+// (attention.cu ATT_CHUNK = 16 positions a slice while they last; its
+// merge handles up to 64 slices).
+func attnSplits(ctx int) int { return min(max((ctx+15)/16, 1), 64) }
+
+// allocBuffers allocates the session's device memory (s.buf), zeroed, and
+// uploads its RoPE table; the KV cache takes kvBytes.
+func (s *Session) allocBuffers(kvBytes uint64) error {
+	m, c, d := s.m, &s.m.cfg, s.m.dev.d
+	qd := c.Heads * c.HeadDim
+	_, _, _, _, pHead := m.dims.products()
+	_, splits, _ := m.dims.fusedAttention()
+	lmGrid := m.gemvGrid("k_lmhead", m.dims.HK, c.Dim, pHead)
+	b := &s.buf
+	for _, a := range []struct {
+		p    *uint64
+		n    int
+		what string
+	}{
+		{&b.tp, 8, "token and position"}, {&b.toks, 4 * prefillBatch, "prefill tokens"},
+		{&b.x, 4 * c.Dim * prefillBatch, "residual"}, {&b.q, 4 * qd * prefillBatch, "queries"},
+		{&b.att, 4 * qd * prefillBatch, "attention output"}, {&b.hb, 4 * c.FFNDim * prefillBatch, "FFN hidden"},
+		{&b.logits, 4 * c.Vocab, "logits"},
+		{&b.part, 4 * c.Heads * max(s.nsplit*prefillBatch*(c.HeadDim+2), fusedPartials(splits, c.HeadDim)), "attention partials"},
+		{&b.counters, 4 * c.Heads * prefillBatch, "attention counters"},
+		{&b.sampleP, sampleParamBytes, "sampling parameters"},
+		{&b.bestv, 4 * lmGrid, "argmax values"}, {&b.besti, 4 * lmGrid, "argmax ids"}, {&b.lmCounter, 4, "argmax counter"},
+		{&b.tokOut, 4, "argmax token"}, {&b.trace, 8 * faTraceMarks, "phase clocks"},
+		{&b.kc, int(kvBytes / 2), "key cache"}, {&b.vc, int(kvBytes / 2), "value cache"},
+	} {
+		p, err := m.dev.alloc(a.n, a.what)
+		if err != nil {
+			return err
+		}
+		s.allocs = append(s.allocs, p)
+		*a.p = p
+		if err := d.check(d.cuMemsetD8Async(p, 0, uint64(max(a.n, 1)), s.stream), "cuMemsetD8Async("+a.what+")"); err != nil {
+			return err
+		}
+	}
+	// The rotations as a table, not sincosf in the kernels: a load, which
+	// the QKV products issue before their wait, instead of arithmetic after
+	// a load; and the reference's float64 angles.
+	var err error
+	if b.rope, err = m.dev.upload(f32Bytes(model.RopeTable(model.RopeFreqs(c), s.ctx)), "rope table"); err != nil {
+		return err
+	}
+	s.allocs = append(s.allocs, b.rope)
+	return nil
 }
 
 // steps lists the launches of one step: the decode step's (the graph), or
@@ -283,18 +261,18 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 // (blockIdx.y the token), reads the batch's token ids and stops before the
 // LM head. The decode step runs QKV and attention as one kernel where the
 // model's kernels fuse them (kernelDims.fusedAttention); prefill never
-// does. Buffers as newSession allocated them.
-func (s *Session) steps(prefill bool, q, att, hb, part, counters, bestv, besti, lmCounter, kc, vc uint64) []launch {
-	m := s.m
+// does. Kernels the harness skips (knobs.Knobs.Skip) are left out.
+func (s *Session) steps(prefill bool) []launch {
+	m, b := s.m, &s.buf
 	c := &m.cfg
 	var plan []launch
 	add := func(name string, op int, grid [3]uint32, block, smem int, args ...uint64) {
-		if m.debugSkip != "" && strings.Contains(","+m.debugSkip+",", ","+name+",") {
+		if skip := m.knobs.Skip; skip != "" && strings.Contains(","+skip+",", ","+name+",") {
 			return
 		}
 		fn := m.fn[name]
-		if b, ok := m.fn[name+batchSuffix]; ok && prefill {
-			fn = b
+		if fb, ok := m.fn[name+batchSuffix]; ok && prefill {
+			fn = fb
 		}
 		plan = append(plan, launch{name: name, fn: fn, op: op, grid: grid, block: uint32(block), smem: uint32(smem), args: args})
 	}
@@ -305,33 +283,34 @@ func (s *Session) steps(prefill bool, q, att, hb, part, counters, bestv, besti, 
 	pQKV, pWO, pGateUp, pDown, pHead := m.dims.products()
 	fused, splits, threads := m.dims.fusedAttention()
 	fused = fused && !prefill
-	toks := s.tp // the decode step's token: tp[0]
+	toks := b.tp // the decode step's token: tp[0]
 	if prefill {
-		toks = s.toks
+		toks = b.toks
 	}
 	e, h := m.embed, m.head
-	add("k_embed", opEmbedding, [3]uint32{uint32((c.Dim + 255) / 256), 1, 1}, 256, 0, toks, e.w, e.d, floatArg(m.escale), s.x)
+	add("k_embed", opEmbedding, [3]uint32{uint32((c.Dim + 255) / 256), 1, 1}, 256, 0, toks, e.w, e.d, floatArg(m.escale), b.x)
 	layerKV := uint64(s.ctx * kvd * kvElem)
 	for l := range m.layers {
 		L := &m.layers[l]
-		kcl, vcl := kc+uint64(l)*layerKV, vc+uint64(l)*layerKV
+		kc, vc := b.kc+uint64(l)*layerKV, b.vc+uint64(l)*layerKV
 		if fused {
-			// kernels.cu k_qkv_attn: splits blocks a head; k_wo merges their partials
+			// attention.cu k_qkv_attn: splits blocks a head; k_wo merges their partials
 			add("k_qkv_attn", opAttention, [3]uint32{uint32(c.Heads * fusedBlocks(splits)), 1, 1}, threads, stageBytes(m.dims.WK, c.Dim),
-				s.tp, s.x, L.attnNorm, L.qkv.w, L.qkv.d, L.qkv.rs, s.rope, kcl, vcl, part, s.timeline)
-			gemv("k_wo", opOutput, m.dims.WK, qd, pWO, part, L.attnSub, L.wo.w, L.wo.d, L.wo.rs, s.x)
+				b.tp, b.x, L.attnNorm, L.qkv.w, L.qkv.d, L.qkv.rs, b.rope, kc, vc, b.part, b.trace)
+			gemv("k_wo", opOutput, m.dims.WK, qd, pWO, b.part, L.attnSub, L.wo.w, L.wo.d, L.wo.rs, b.x)
 		} else {
-			gemv("k_qkv", opQKV, m.dims.WK, c.Dim, pQKV, s.tp, s.x, L.attnNorm, L.qkv.w, L.qkv.d, L.qkv.rs, s.rope, q, kcl, vcl)
-			// kernels.cu k_attn: one warp per (head, slice), 4 warps a block
-			add("k_attn", opAttention, [3]uint32{uint32((c.Heads*s.nsplit + 3) / 4), 1, 1}, 128, 0, s.tp, q, kcl, vcl, att, part, counters, uint64(s.nsplit))
-			gemv("k_wo", opOutput, m.dims.WK, qd, pWO, att, L.attnSub, L.wo.w, L.wo.d, L.wo.rs, s.x)
+			gemv("k_qkv", opQKV, m.dims.WK, c.Dim, pQKV, b.tp, b.x, L.attnNorm, L.qkv.w, L.qkv.d, L.qkv.rs, b.rope, b.q, kc, vc)
+			// attention.cu k_attn: one warp per (head, slice), 4 warps a block
+			add("k_attn", opAttention, [3]uint32{uint32((c.Heads*s.nsplit + 3) / 4), 1, 1}, 128, 0,
+				b.tp, b.q, kc, vc, b.att, b.part, b.counters, uint64(s.nsplit))
+			gemv("k_wo", opOutput, m.dims.WK, qd, pWO, b.att, L.attnSub, L.wo.w, L.wo.d, L.wo.rs, b.x)
 		}
-		gemv("k_gateup", opFFNUpGate, m.dims.WK, c.Dim, pGateUp, s.x, L.ffnNorm, L.gateUp.w, L.gateUp.d, L.gateUp.rs, hb)
-		gemv("k_down", opFFNDown, m.dims.WK, c.FFNDim, pDown, hb, L.ffnSub, L.down.w, L.down.d, L.down.rs, s.x)
+		gemv("k_gateup", opFFNUpGate, m.dims.WK, c.Dim, pGateUp, b.x, L.ffnNorm, L.gateUp.w, L.gateUp.d, L.gateUp.rs, b.hb)
+		gemv("k_down", opFFNDown, m.dims.WK, c.FFNDim, pDown, b.hb, L.ffnSub, L.down.w, L.down.d, L.down.rs, b.x)
 	}
 	if !prefill {
 		gemv("k_lmhead", opLMHead, m.dims.HK, c.Dim, pHead,
-			s.x, m.outNrm, h.w, h.d, h.rs, s.logits, bestv, besti, lmCounter, s.tp, s.tokOut)
+			b.x, m.outNrm, h.w, h.d, h.rs, b.logits, b.bestv, b.besti, b.lmCounter, b.tp, b.tokOut)
 	}
 	return plan
 }
@@ -356,7 +335,7 @@ func floatArg(v float32) uint64 { return uint64(math.Float32bits(v)) }
 // loop over the rest), so no block waits for another to finish and stage
 // the input again.
 func (m *Model) gemvGrid(name string, k kind, cols int, p product) int {
-	perBlock := p.bt / threadsPerRow(k, cols, m.dims.RowChunks)
+	perBlock := p.bt / threadsPerRow(k, cols)
 	return max(1, min((p.items+perBlock-1)/perBlock, m.resident[name]))
 }
 
@@ -368,40 +347,27 @@ func (s *Session) enqueue(events []uintptr, sampling bool) error {
 	d := s.m.dev.d
 	download := func() error {
 		if sampling {
-			r := d.cuLaunchKernel(s.m.fn["k_sample"], 1, 1, 1, sampleThreads, 1, 1, 0, s.stream, unsafe.Pointer(&s.samplePtrs[0]), 0)
-			if err := d.check(r, "cuLaunchKernel(k_sample)"); err != nil {
+			if err := s.launchSample(); err != nil {
 				return err
 			}
 		}
-		return d.check(d.cuMemcpyDtoHAsync(unsafe.Add(s.pinned, 8), s.tokOut, 4, s.stream), "cuMemcpyDtoHAsync(next token)")
+		return d.check(d.cuMemcpyDtoHAsync(unsafe.Add(s.pinned, 8), s.buf.tokOut, 4, s.stream), "cuMemcpyDtoHAsync(next token)")
 	}
-	if err := d.check(d.cuMemcpyHtoDAsync(s.tp, s.pinned, 8, s.stream), "cuMemcpyHtoDAsync(token and position)"); err != nil {
+	if err := d.check(d.cuMemcpyHtoDAsync(s.buf.tp, s.pinned, 8, s.stream), "cuMemcpyHtoDAsync(token and position)"); err != nil {
 		return err
-	}
-	if s.persistent && events == nil {
-		if err := d.check(d.cuMemsetD8Async(s.bar, 0, 4, s.stream), "cuMemsetD8Async(grid barrier)"); err != nil {
-			return err
-		}
-		m := s.m
-		r := d.cuLaunchCooperativeKernel(m.fn["k_step"], uint32(m.stepGrid), 1, 1, stepThreads, 1, 1, uint32(m.stepSmem), s.stream,
-			unsafe.Pointer(&s.stepPtrs[0]))
-		if err := d.check(r, fmt.Sprintf("cuLaunchCooperativeKernel(k_step, %d blocks)", m.stepGrid)); err != nil {
-			return err
-		}
-		return download()
 	}
 	if events != nil {
 		d.cuEventRecord(events[0], s.stream)
 	}
 	for i := range s.plan {
 		l := &s.plan[i]
-		var r cuResult
+		var err error
 		if l.cfg != nil {
-			r = d.cuLaunchKernelEx(unsafe.Pointer(l.cfg), l.fn, unsafe.Pointer(&l.ptrs[0]), 0)
+			err = d.check(d.cuLaunchKernelEx(unsafe.Pointer(l.cfg), l.fn, unsafe.Pointer(&l.ptrs[0]), 0), "cuLaunchKernelEx("+l.name+")")
 		} else {
-			r = d.cuLaunchKernel(l.fn, l.grid[0], l.grid[1], l.grid[2], l.block, 1, 1, l.smem, s.stream, unsafe.Pointer(&l.ptrs[0]), 0)
+			err = s.launchOn(l, l.grid[1], l.name)
 		}
-		if err := d.check(r, "cuLaunchKernel("+l.name+")"); err != nil {
+		if err != nil {
 			return err
 		}
 		if events != nil {
@@ -409,6 +375,23 @@ func (s *Session) enqueue(events []uintptr, sampling bool) error {
 		}
 	}
 	return download()
+}
+
+// launchOn issues l on the session's stream, with gridY blocks in y (a
+// prefill batch's tokens) and no programmatic dependent launch; what names
+// it in errors.
+func (s *Session) launchOn(l *launch, gridY uint32, what string) error {
+	d := s.m.dev.d
+	r := d.cuLaunchKernel(l.fn, l.grid[0], gridY, l.grid[2], l.block, 1, 1, l.smem, s.stream, unsafe.Pointer(&l.ptrs[0]), 0)
+	return d.check(r, "cuLaunchKernel("+what+")")
+}
+
+// launchSample issues k_sample (SetSampling's draw from the logits) on the
+// session's stream.
+func (s *Session) launchSample() error {
+	d := s.m.dev.d
+	r := d.cuLaunchKernel(s.m.fn["k_sample"], 1, 1, 1, sampleThreads, 1, 1, 0, s.stream, unsafe.Pointer(&s.samplePtrs[0]), 0)
+	return d.check(r, "cuLaunchKernel(k_sample)")
 }
 
 // capture records the step once as a CUDA graph.
@@ -509,7 +492,7 @@ func (s *Session) copyLogits(logits []float32) error {
 		return fmt.Errorf("cuda: logits buffer of %d, want %d", len(logits), c.Vocab)
 	}
 	d := s.m.dev.d
-	if err := d.check(d.cuMemcpyDtoH(unsafe.Pointer(&logits[0]), s.logits, uint64(4*c.Vocab)), "cuMemcpyDtoH(logits)"); err != nil {
+	if err := d.check(d.cuMemcpyDtoH(unsafe.Pointer(&logits[0]), s.buf.logits, uint64(4*c.Vocab)), "cuMemcpyDtoH(logits)"); err != nil {
 		return err
 	}
 	s.stats.D2HBytes += 4 * c.Vocab
@@ -587,17 +570,16 @@ func (s *Session) Prefill(tokens []int32, logits []float32) error {
 		// call returns): the previous batch's kernels may still be reading
 		// both buffers, and a synchronous copy would not wait for them (the
 		// session's stream does not block on the legacy stream).
-		if err := d.check(d.cuMemcpyHtoDAsync(s.toks, unsafe.Pointer(&batch[0]), uint64(4*len(batch)), s.stream), "cuMemcpyHtoDAsync(prefill tokens)"); err != nil {
+		if err := d.check(d.cuMemcpyHtoDAsync(s.buf.toks, unsafe.Pointer(&batch[0]), uint64(4*len(batch)), s.stream), "cuMemcpyHtoDAsync(prefill tokens)"); err != nil {
 			return err
 		}
 		tp := [2]int32{batch[0], int32(s.pos)}
-		if err := d.check(d.cuMemcpyHtoDAsync(s.tp, unsafe.Pointer(&tp[0]), 8, s.stream), "cuMemcpyHtoDAsync(prefill position)"); err != nil {
+		if err := d.check(d.cuMemcpyHtoDAsync(s.buf.tp, unsafe.Pointer(&tp[0]), 8, s.stream), "cuMemcpyHtoDAsync(prefill position)"); err != nil {
 			return err
 		}
 		for i := range s.prefill {
 			l := &s.prefill[i]
-			r := d.cuLaunchKernel(l.fn, l.grid[0], uint32(len(batch)), l.grid[2], l.block, 1, 1, l.smem, s.stream, unsafe.Pointer(&l.ptrs[0]), 0)
-			if err := d.check(r, "cuLaunchKernel(prefill "+l.name+")"); err != nil {
+			if err := s.launchOn(l, uint32(len(batch)), "prefill "+l.name); err != nil {
 				return err
 			}
 		}
@@ -608,9 +590,8 @@ func (s *Session) Prefill(tokens []int32, logits []float32) error {
 	}
 	if logits != nil && len(tokens) > 0 && s.prefillHead.fn != 0 {
 		h := &s.prefillHead
-		h.args[0] = s.x + uint64(4*c.Dim*last) // the last token's residual row
-		r := d.cuLaunchKernel(h.fn, h.grid[0], 1, 1, h.block, 1, 1, h.smem, s.stream, unsafe.Pointer(&h.ptrs[0]), 0)
-		if err := d.check(r, "cuLaunchKernel(prefill k_lmhead)"); err != nil {
+		h.args[0] = s.buf.x + uint64(4*c.Dim*last) // the last token's residual row
+		if err := s.launchOn(h, 1, "prefill k_lmhead"); err != nil {
 			return err
 		}
 	}
@@ -639,67 +620,31 @@ func (s *Session) Rewind(pos int) error {
 // LaunchesPerToken is the number of kernels one decode step runs.
 func (s *Session) LaunchesPerToken() int { return s.launches() }
 
-func (s *Session) launches() int {
-	if s.persistent && !s.profile {
-		return 1
-	}
-	return len(s.plan)
-}
-
-// stepMarks is how many clock readings k_step takes: at its start, after
-// each of its 5 barriers per layer and the LM head's, and at its end.
-func stepMarks(layers int) int { return 5*layers + 3 }
+func (s *Session) launches() int { return len(s.plan) }
 
 // faTraceMarks is the readings k_qkv_attn built with FA_TRACE writes
-// (kernels.cu FA_MARK: three blocks, 16 slots each).
+// (attention.cu FA_MARK: three blocks, 16 slots each).
 const faTraceMarks = 48
 
-// traceMarks is the timeline buffer's readings: room for either writer.
-func traceMarks(layers int) int { return max(stepMarks(layers), faTraceMarks) }
-
-// Trace returns the first n clock readings (ns) of the timeline buffer,
-// where k_step writes its barriers' (Timeline) and k_qkv_attn built with
-// FA_TRACE its phases. For the harness.
+// Trace returns the first n clock readings (ns) of the phase clock buffer,
+// where k_qkv_attn built with FA_TRACE (knobs.Knobs.Defines) writes its
+// phases. For the harness.
 func (s *Session) Trace(n int) ([]uint64, error) {
 	done, err := s.enter()
 	if err != nil {
 		return nil, err
 	}
 	defer done()
-	if n <= 0 || n > traceMarks(s.m.cfg.Layers) {
+	if n <= 0 || n > faTraceMarks {
 		return nil, fmt.Errorf("cuda: trace of %d readings out of range", n)
 	}
 	raw := make([]uint64, n)
 	d := s.m.dev.d
-	if err := d.check(d.cuMemcpyDtoH(unsafe.Pointer(&raw[0]), s.timeline, uint64(8*n)), "cuMemcpyDtoH(trace)"); err != nil {
+	if err := d.check(d.cuMemcpyDtoH(unsafe.Pointer(&raw[0]), s.buf.trace, uint64(8*n)), "cuMemcpyDtoH(trace)"); err != nil {
 		return nil, err
 	}
 	return raw, nil
 }
-
-// Timeline returns, for the last persistent step, the microseconds between
-// block 0's consecutive clock readings: [0] the embedding, then per layer
-// QKV, attention, output, FFN gate/up, FFN down (each including the grid
-// barrier before the next), then the LM head. For the kernel harness.
-func (s *Session) Timeline() ([]float64, error) {
-	if !s.persistent {
-		return nil, fmt.Errorf("cuda: no timeline: the persistent kernel is off")
-	}
-	n := stepMarks(s.m.cfg.Layers)
-	raw, err := s.Trace(n)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]float64, n-1)
-	for i := range out {
-		out[i] = float64(int64(raw[i+1]-raw[i])) / 1e3
-	}
-	return out, nil
-}
-
-// Persistent reports whether steps run as the one persistent kernel, and
-// when not although the model has it, why.
-func (s *Session) Persistent() (bool, string) { return s.persistent, s.fallback }
 
 // Stats returns the session's counters.
 func (s *Session) Stats() Stats { return s.stats }

@@ -3,8 +3,6 @@ package cuda
 import (
 	"strings"
 	"testing"
-
-	"github.com/edgellm/edgellm/model"
 )
 
 // planNames is the kernel names of a launch list, space-separated.
@@ -35,16 +33,10 @@ func TestSteps(t *testing.T) {
 	}
 	for _, c := range cases {
 		d := c.dims
-		d.RowChunks = max(d.RowChunks, 1) // as load sets it
-		m := &Model{dims: d, fn: map[string]uintptr{}, resident: map[string]int{}, layers: make([]devLayer, layers),
-			cfg: model.Config{Dim: d.Dim, FFNDim: d.FFN, Heads: d.Heads, KVHeads: d.KVHeads, HeadDim: d.HeadDim, Vocab: d.Vocab, Layers: layers}}
-		for _, n := range kernelNames {
-			m.fn[n] = uintptr(len(m.fn) + 1)
-		}
-		s := &Session{m: m, ctx: 64, nsplit: 4, tp: 100, toks: 200}
-		const part = 300
-		decode := s.steps(false, 0, 0, 0, part, 0, 0, 0, 0, 0, 0)
-		prefill := s.steps(true, 0, 0, 0, part, 0, 0, 0, 0, 0, 0)
+		s, _, _ := planSession(d, layers, 64)
+		m, part := s.m, s.buf.part
+		decode := s.steps(false)
+		prefill := s.steps(true)
 		fused, splits, threads := d.fusedAttention()
 		if len(decode) != c.want {
 			t.Fatalf("%s: decode step of %d launches, want %d: %s", d.WK, len(decode), c.want, planNames(decode))
@@ -68,7 +60,7 @@ func TestSteps(t *testing.T) {
 		if len(prefill) != 5*layers+1 || strings.Contains(planNames(prefill), "k_qkv_attn") || strings.Contains(planNames(prefill), "k_lmhead") {
 			t.Fatalf("prefill step: %s", planNames(prefill))
 		}
-		if prefill[0].args[0] != s.toks || decode[0].args[0] != s.tp {
+		if prefill[0].args[0] != s.buf.toks || decode[0].args[0] != s.buf.tp {
 			t.Fatalf("embedding reads %d (prefill) and %d (decode)", prefill[0].args[0], decode[0].args[0])
 		}
 		for _, l := range prefill {
@@ -76,5 +68,18 @@ func TestSteps(t *testing.T) {
 				t.Fatalf("prefill %s does not run its batch entry point", l.name)
 			}
 		}
+	}
+}
+
+// TestStepsSkip: kernels the harness names in knobs.Knobs.Skip are left
+// out of both steps, every other launch kept in order.
+func TestStepsSkip(t *testing.T) {
+	s, _, _ := planSession(testDims()[0], 2, 64)
+	full := planNames(s.steps(false))
+	s.m.knobs.Skip = "k_gateup,k_lmhead"
+	got := planNames(s.steps(false))
+	want := strings.NewReplacer(" k_gateup", "", " k_lmhead", "").Replace(full)
+	if got != want || strings.Contains(planNames(s.steps(true)), "k_gateup") {
+		t.Fatalf("skipping k_gateup and k_lmhead: decode %q, want %q", got, want)
 	}
 }
