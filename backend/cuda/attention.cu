@@ -18,8 +18,23 @@
 #define ATT_D(lane, k) ((lane) * ATT_DPL + (k))
 #define ATT_CH (HD <= 64 ? 16 : 8) // positions loaded at once
 #define ATT_MB (HD <= 64 ? 16 : 8) // slices a merge round loads
-__device__ __forceinline__ int att_slices(int pos, int nsplit) {
-    int nact = (pos + 1 + ATT_CHUNK - 1) / ATT_CHUNK;
+// ATT_SCALE multiplies q·k: 1/sqrt(HD) unless the model says otherwise
+// (host-set, model.Config.ScoreScale).
+#ifndef ATT_SCALE
+#define ATT_SCALE (1.f / sqrtf((float)HD))
+#endif
+// WIN (host-set): the positions a sliding-window layer's query sees, itself
+// included (its k_attn_w launches), 0 when the model has none.
+#ifndef WIN
+#error "the host passes WIN"
+#endif
+// att_first is the first position the query at pos attends to: 0, or in a
+// sliding-window layer (LOCAL) the first of the last WIN.
+template <bool LOCAL> __device__ __forceinline__ int att_first(int pos) { return LOCAL ? max(0, pos - WIN + 1) : 0; }
+
+// att_slices is how many slices split positions lo..pos.
+__device__ __forceinline__ int att_slices(int lo, int pos, int nsplit) {
+    int nact = (pos + 1 - lo + ATT_CHUNK - 1) / ATT_CHUNK;
     return nact < nsplit ? nact : nsplit;
 }
 
@@ -44,13 +59,13 @@ __device__ __forceinline__ void prefetch_kv(const kv_t *kc, const kv_t *vc, int 
     }
 }
 
-// attn_range is the positions [t0, t1) of slice s of positions 0..pos.
-__device__ __forceinline__ bool attn_range(int s, int pos, int nsplit, int &t0, int &t1) {
-    const int n = pos + 1, nact = att_slices(pos, nsplit);
+// attn_range is the positions [t0, t1) of slice s of positions lo..pos.
+__device__ __forceinline__ bool attn_range(int s, int lo, int pos, int nsplit, int &t0, int &t1) {
+    const int n = pos + 1 - lo, nact = att_slices(lo, pos, nsplit);
     if (s >= nact) return false;
     const int len = (n + nact - 1) / nact;
-    t0 = s * len;
-    t1 = min(n, t0 + len);
+    t0 = lo + s * len;
+    t1 = min(pos + 1, t0 + len);
     return true;
 }
 
@@ -111,10 +126,10 @@ struct AttState {
     float qv[ATT_DPL], o[ATT_DPL];
     float m = -3.0e38f, l = 0.f;
 
-    // begin takes head h's query from q (the lane's dims, times 1/sqrt(HD)).
+    // begin takes head h's query from q (the lane's dims, times ATT_SCALE).
     template <class Load> __device__ __forceinline__ void begin(Load q, int h) {
         const int lane = threadIdx.x & 31;
-        const float scale = 1.f / sqrtf((float)HD);
+        const float scale = ATT_SCALE;
 #pragma unroll
         for (int j = 0; j < ATT_DPL; j++) {
             const int d = ATT_D(lane, j);
@@ -182,14 +197,15 @@ struct AttState {
 // before this launch) may load before the caller's wait; the rest, written
 // by this step's QKV, only after it. attn_warp calls wait() once, after the
 // first batch of old rows is in flight, so that round trip overlaps the
-// previous kernel instead of following it.
-template <class Wait>
+// previous kernel instead of following it. LOCAL: a sliding-window layer.
+template <bool LOCAL, class Wait>
 __device__ void attn_warp(int h, int s, int pos, int old, const float *q, const kv_t *kc, const kv_t *vc, float *out,
                           float *part, u32 *counters, int nsplit, Wait wait) {
     const int lane = threadIdx.x & 31;
-    const int nact = att_slices(pos, nsplit);
+    const int lo = att_first<LOCAL>(pos);
+    const int nact = att_slices(lo, pos, nsplit);
     int t0, t1;
-    if (!attn_range(s, pos, nsplit, t0, t1)) return;
+    if (!attn_range(s, lo, pos, nsplit, t0, t1)) return;
     const int kvo = (h / (NH / NKV)) * HD;
     AttRows<ATT_CH> rows;
     constexpr bool EARLY = ATT_EARLY;
@@ -348,15 +364,17 @@ struct MergeLoad {
     }
 };
 
-// One warp per attention item; ATT_NT / 32 items per block.
-extern "C" __global__ void __launch_bounds__(ATT_NT) k_attn(const int *__restrict__ tp, const float *q, const kv_t *kc,
-                                                             const kv_t *vc, float *out, float *part, u32 *counters,
-                                                             int nsplit) {
+// One warp per attention item; ATT_NT / 32 items per block. k_attn for the
+// layers that see every position, k_attn_w for sliding-window layers.
+template <bool LOCAL>
+__device__ __forceinline__ void k_attn_run(const int *__restrict__ tp, const float *q, const kv_t *kc, const kv_t *vc,
+                                           float *out, float *part, u32 *counters, int nsplit) {
     const int item = blockIdx.x * (ATT_NT / 32) + (threadIdx.x >> 5), y = blockIdx.y;
     {
         int t0, t1;
+        const int pos = tp[1] + y;
         // (with ATT_EARLY the first batch's rows are loaded, not prefetched)
-        if (item < NH * nsplit && attn_range(item % nsplit, tp[1] + y, nsplit, t0, t1))
+        if (item < NH * nsplit && attn_range(item % nsplit, att_first<LOCAL>(pos), pos, nsplit, t0, t1))
             prefetch_kv(kc, vc, (item / nsplit / (NH / NKV)) * HD, ATT_EARLY ? min(t0 + ATT_CH, t1) : t0, t1,
                         threadIdx.x & 31, 32);
     }
@@ -367,11 +385,20 @@ extern "C" __global__ void __launch_bounds__(ATT_NT) k_attn(const int *__restric
         pdl_after_wait(P_ATTN);
     };
     if (item < NH * nsplit)
-        attn_warp(item / nsplit, item % nsplit, tp[1] + y, tp[1], q + (size_t)y * QD, kc, vc, out + (size_t)y * QD,
-                  part + (size_t)y * NH * nsplit * (HD + 2), counters + y * NH, nsplit, wait);
+        attn_warp<LOCAL>(item / nsplit, item % nsplit, tp[1] + y, tp[1], q + (size_t)y * QD, kc, vc, out + (size_t)y * QD,
+                         part + (size_t)y * NH * nsplit * (HD + 2), counters + y * NH, nsplit, wait);
     else
         wait();
     pdl_after_work(P_ATTN);
+}
+#define ATTN_PARAMS                                                                                               \
+    (const int *__restrict__ tp, const float *q, const kv_t *kc, const kv_t *vc, float *out, float *part, u32 *counters, \
+     int nsplit)
+extern "C" __global__ void __launch_bounds__(ATT_NT) k_attn ATTN_PARAMS {
+    k_attn_run<false>(tp, q, kc, vc, out, part, counters, nsplit);
+}
+extern "C" __global__ void __launch_bounds__(ATT_NT) k_attn_w ATTN_PARAMS {
+    k_attn_run<true>(tp, q, kc, vc, out, part, counters, nsplit);
 }
 
 // k_qkv_attn: see FUSE_ATT. Block h * FA_B + s; tp as k_qkv's.

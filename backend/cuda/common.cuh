@@ -12,7 +12,11 @@
 //
 // Self-contained on purpose: no CUDA toolkit headers, so NVRTC alone (CI's
 // 11.8 included) compiles it. Model dimensions arrive as -D constants (DIM,
-// FFN, NH, NKV, HD, VOCAB, EPS, ROPE_NEOX, ACT_RELU2, SUBNORM) and so do the
+// FFN, NH, NKV, HD, VOCAB, EPS) and so does what a layer does, from the
+// model's description (compile.go kernelDims): ROPE_NEOX, ACT_RELU2 or
+// ACT_GELU (else SiLU), SUBNORM (BitNet), QKV_BIAS and QK_NORM (the QKV
+// products then go through k_qkv_post), POST_NORM (Gemma; k_postnorm),
+// WIN (sliding-window layers, k_attn_w), ATT_SCALE, LOGIT_CAP; and the
 // weight kinds of the layer matrices (WK), the LM head (HK) and the
 // embedding (EK): 0 ternary, 1 f32, 2 f16, 3 q8_0. The host also passes the
 // launch shapes and paths it chose (compile.go kernelDims.options); the
@@ -43,6 +47,13 @@ struct __attribute__((aligned(16))) F4 { float x, y, z, w; };
 
 #define QD (NH * HD)
 #define KVD (NKV * HD)
+#if !defined(QKV_BIAS) || !defined(QK_NORM) || !defined(POST_NORM) || !defined(ACT_GELU) || !defined(LOGIT_CAP)
+#error "the host passes QKV_BIAS, QK_NORM, POST_NORM, ACT_GELU and LOGIT_CAP"
+#endif
+// QKV_RAW: k_qkv writes its products as they are (QROW values a token) for
+// k_qkv_post, which adds the biases and norms each head before RoPE.
+#define QKV_RAW (QKV_BIAS || QK_NORM)
+#define QROW (QKV_RAW ? QD + 2 * KVD : QD)
 #define PADK(k) (((k) + 63) / 64 * 64)
 
 // ---------------------------------------------------------------- helpers
@@ -167,6 +178,7 @@ __device__ __forceinline__ void grid_dep_launch() {
 #define P_GATEUP 16
 #define P_DOWN 32
 #define P_LMHEAD 64
+#define P_POST 128
 __device__ __forceinline__ void pdl_after_wait(int k) {
     if (PDL_EARLY & k) grid_dep_launch();
 }

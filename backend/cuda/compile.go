@@ -65,11 +65,17 @@ func (k kind) String() string {
 	return "kind(" + strconv.Itoa(int(k)) + ")"
 }
 
-// kernelDims are the compile-time constants of one model's kernels.
+// kernelDims are the compile-time constants of one model's kernels: its
+// sizes and what its layers do (model.Config's description, compiled into
+// the kernels' switches).
 type kernelDims struct {
 	Dim, FFN, Heads, KVHeads, HeadDim, Vocab int
 	Eps                                      float32
-	NeoX, ReLU2, SubNorms                    bool
+	NeoX, ReLU2, GELU, SubNorms              bool
+	QKVBias, QKNorm, PostNorms               bool    // q/k/v biases, per-head q/k norms (k_qkv_post); post-norms (k_postnorm)
+	Window                                   int     // sliding window of the local layers (k_attn_w), 0: none
+	AttnScale                                float32 // q·k's scale; 0: 1/sqrt(HeadDim), the kernels' own
+	LogitCap                                 float32 // the logits' soft-cap, 0: none
 	WK, HK, EK                               kind
 	SMs                                      int    // multiprocessors (block sizes depend on it)
 	KVHalf                                   bool   // the KV cache holds float16 (common.cuh KVH)
@@ -145,12 +151,17 @@ func (d kernelDims) shortRow(cols int) bool { return padK(cols)/chunkElems(d.WK)
 // there the two kernels stay. Prefill always runs them (their batch entry
 // points).
 func (d kernelDims) fusedAttention() (on bool, splits, threads int) {
-	on = d.shortRow(d.Dim)
+	on = d.shortRow(d.Dim) && !d.rawQKV() && d.Window == 0
 	if v, ok := d.define("FUSE_ATT"); ok {
 		on = v != "0"
 	}
 	return on, d.defineInt("FA_S", fusedSplits, 2, 64), d.defineInt("FA_BT", fusedThreads, 64, 1024)
 }
+
+// rawQKV tells whether k_qkv leaves its products to k_qkv_post (biases or
+// q/k norms: common.cuh QKV_RAW); k_qkv_attn, which finishes them itself,
+// then does not apply.
+func (d kernelDims) rawQKV() bool { return d.QKVBias || d.QKNorm }
 
 // fusedBlocks is k_qkv_attn's blocks a query head (attention.cu FA_B): the
 // splits that attend, then the KV head's k and v blocks.
@@ -221,6 +232,10 @@ func (d kernelDims) define(name string) (string, bool) {
 // lmHeadItems is the LM head's work items (products.cu R_HEAD: 4 rows an item).
 func lmHeadItems(vocab int) int { return (vocab + 3) / 4 }
 
+// floatDefine writes v as a C float literal: the shortest form that
+// round-trips a float32, with the f suffix that keeps it single precision.
+func floatDefine(v float32) string { return strconv.FormatFloat(float64(v), 'e', -1, 32) + "f" }
+
 func b2i(b bool) int {
 	if b {
 		return 1
@@ -242,11 +257,16 @@ func (d kernelDims) options(arch string) []string {
 		"-DNKV=" + strconv.Itoa(d.KVHeads),
 		"-DHD=" + strconv.Itoa(d.HeadDim),
 		"-DVOCAB=" + strconv.Itoa(d.Vocab),
-		// %g of a float32 round-trips; the f suffix keeps it single precision.
-		"-DEPS=" + strconv.FormatFloat(float64(d.Eps), 'e', -1, 32) + "f",
+		"-DEPS=" + floatDefine(d.Eps),
 		"-DROPE_NEOX=" + strconv.Itoa(b2i(d.NeoX)),
 		"-DACT_RELU2=" + strconv.Itoa(b2i(d.ReLU2)),
+		"-DACT_GELU=" + itoa(b2i(d.GELU)),
 		"-DSUBNORM=" + strconv.Itoa(b2i(d.SubNorms)),
+		"-DQKV_BIAS=" + itoa(b2i(d.QKVBias)),
+		"-DQK_NORM=" + itoa(b2i(d.QKNorm)),
+		"-DPOST_NORM=" + itoa(b2i(d.PostNorms)),
+		"-DWIN=" + itoa(d.Window),
+		"-DLOGIT_CAP=" + floatDefine(d.LogitCap),
 		"-DWK=" + strconv.Itoa(int(d.WK)),
 		"-DHK=" + strconv.Itoa(int(d.HK)),
 		"-DEK=" + strconv.Itoa(int(d.EK)),
@@ -255,6 +275,9 @@ func (d kernelDims) options(arch string) []string {
 		"-DR_WO=" + itoa(wo.rows), "-DR_GU=" + itoa(gateUp.rows), "-DR_DOWN=" + itoa(down.rows),
 		"-DKVH=" + itoa(b2i(d.KVHalf)),
 		"-DPRE_LOAD=" + itoa(b2i(d.preLoad())),
+	}
+	if d.AttnScale != 0 {
+		opts = append(opts, "-DATT_SCALE="+floatDefine(d.AttnScale))
 	}
 	fused, splits, threads := d.fusedAttention()
 	opts = append(opts, "-DFUSE_ATT="+itoa(b2i(fused)), "-DFA_S="+itoa(splits), "-DFA_BT="+itoa(threads))
@@ -276,8 +299,8 @@ next:
 }
 
 // kernelNames are the entry points every module must have.
-var kernelNames = append([]string{"k_embed", "k_qkv", "k_attn", "k_qkv_attn", "k_wo", "k_gateup", "k_down", "k_lmhead", "k_sample"},
-	batchNames()...)
+var kernelNames = append([]string{"k_embed", "k_qkv", "k_qkv_post", "k_attn", "k_attn_w", "k_qkv_attn", "k_wo", "k_postnorm",
+	"k_gateup", "k_down", "k_lmhead", "k_sample"}, batchNames()...)
 
 // batchKernels are the products with a prefill entry point of their own.
 var batchKernels = []string{"k_qkv", "k_wo", "k_gateup", "k_down"}

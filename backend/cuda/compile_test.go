@@ -30,7 +30,25 @@ func testDims() []kernelDims {
 		// q8_0 layers (the fallback), untied f16 embedding.
 		{Dim: 256, FFN: 512, Heads: 4, KVHeads: 2, HeadDim: 64, Vocab: 1024, Eps: 1e-5, WK: kindQ8, HK: kindQ8, EK: kindF16, SubNorms: true, KVHalf: true},
 		smollm,
+		featureDims()["qwen2-q8_0"], featureDims()["qwen3-f16"], featureDims()["gemma3-q8_0"],
 	}
+}
+
+// featureDims are shapes with the newer architectures' features: Qwen2's
+// q/k/v biases, Qwen3's per-head q/k norms with q wider than the model,
+// and every Gemma 3 feature (GELU, q/k norms, post-norms, a sliding window,
+// its attention scale and a logit soft-cap) on 32-wide heads.
+func featureDims() map[string]kernelDims {
+	base := kernelDims{Dim: 256, FFN: 512, Heads: 4, KVHeads: 2, HeadDim: 64, Vocab: 1024, Eps: 1e-6, NeoX: true,
+		WK: kindQ8, HK: kindQ8, EK: kindQ8, SMs: 132}
+	qwen2 := base
+	qwen2.QKVBias = true
+	qwen3 := base
+	qwen3.Dim, qwen3.HeadDim, qwen3.QKNorm, qwen3.WK, qwen3.HK, qwen3.EK = 128, 64, true, kindF16, kindF16, kindF16
+	gemma := base
+	gemma.KVHeads, gemma.HeadDim, gemma.GELU, gemma.QKNorm, gemma.PostNorms = 1, 32, true, true, true
+	gemma.Window, gemma.AttnScale, gemma.LogitCap = 8, 0.125, 30
+	return map[string]kernelDims{"qwen2-q8_0": qwen2, "qwen3-f16": qwen3, "gemma3-q8_0": gemma}
 }
 
 // testNVRTC returns libnvrtc, or skips the test where there is none (CI

@@ -42,7 +42,57 @@ type devMat struct {
 
 type devLayer struct {
 	attnNorm, attnSub, ffnNorm, ffnSub uint64
+	attnPost, ffnPost                  uint64 // post-norms (model.Config.PostNorms)
+	qkvBias, qNorm, kNorm              uint64 // stacked q|k|v biases; q and k head norms
 	qkv, wo, gateUp, down              devMat
+}
+
+// features are the model.Features the GPU backend implements: all of
+// them, the newer ones outside the fused kernels' patterns
+// (kernelDims.fusedAttention).
+var features = []model.Feature{
+	model.FeatQKVBias, model.FeatQKNorm, model.FeatSubNorms, model.FeatPostNorms, model.FeatReLU2,
+	model.FeatGELUTanh, model.FeatRopeNeoX, model.FeatRopeFreqFactors, model.FeatRopeLinear,
+	model.FeatSlidingWindow, model.FeatAttnScale, model.FeatEmbedScale, model.FeatLogitSoftcap, model.FeatHeadDim,
+}
+
+// layerVec is one of a layer's vectors that the kernels read (norm
+// weights, biases), the devLayer field it goes to, and its width.
+type layerVec struct {
+	v    []float32
+	n    int
+	name string
+	dst  func(*devLayer) *uint64
+}
+
+// layerVecs lists layer L's vectors as the description c has them.
+func layerVecs(c *model.Config, L *model.Layer) []layerVec {
+	qd, kvd := c.QDim(), c.KVDim()
+	vs := []layerVec{
+		{L.AttnNorm, c.Dim, "attn_norm", func(d *devLayer) *uint64 { return &d.attnNorm }},
+		{L.FFNNorm, c.Dim, "ffn_norm", func(d *devLayer) *uint64 { return &d.ffnNorm }},
+	}
+	if c.SubNorms {
+		vs = append(vs, layerVec{L.AttnSubNorm, qd, "attn_sub_norm", func(d *devLayer) *uint64 { return &d.attnSub }},
+			layerVec{L.FFNSubNorm, c.FFNDim, "ffn_sub_norm", func(d *devLayer) *uint64 { return &d.ffnSub }})
+	}
+	if c.PostNorms {
+		vs = append(vs, layerVec{L.AttnPostNorm, c.Dim, "post_attention_norm", func(d *devLayer) *uint64 { return &d.attnPost }},
+			layerVec{L.FFNPostNorm, c.Dim, "post_ffw_norm", func(d *devLayer) *uint64 { return &d.ffnPost }})
+	}
+	if c.QKNorm {
+		vs = append(vs, layerVec{L.QNorm, c.HeadDim, "attn_q_norm", func(d *devLayer) *uint64 { return &d.qNorm }},
+			layerVec{L.KNorm, c.HeadDim, "attn_k_norm", func(d *devLayer) *uint64 { return &d.kNorm }})
+	}
+	if c.QKVBias {
+		// one vector, as the QKV rows are stacked
+		bias := append(append(append([]float32(nil), L.Bq...), L.Bk...), L.Bv...)
+		if len(L.Bq) != qd || len(L.Bk) != kvd {
+			bias = nil // a wrong part: the stacked check below names it
+		}
+		vs = append(vs, layerVec{bias, qd + 2*kvd, "attn_q|k|v.bias", func(d *devLayer) *uint64 { return &d.qkvBias }})
+	}
+	return vs
 }
 
 // Model is a network resident on one GPU. It implements backend.Model.
@@ -87,6 +137,9 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("cuda: %w", err)
 	}
+	if err := model.CheckFeatures(&c, "cuda", features...); err != nil {
+		return nil, err
+	}
 	if len(w.Layers) != c.Layers {
 		return nil, fmt.Errorf("cuda: %d layers of weights, config says %d", len(w.Layers), c.Layers)
 	}
@@ -106,25 +159,9 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 		all = append(all, shaped{&L.Wq, qd, c.Dim}, shaped{&L.Wk, kvd, c.Dim}, shaped{&L.Wv, kvd, c.Dim},
 			shaped{&L.Wo, c.Dim, qd}, shaped{&L.Wgate, c.FFNDim, c.Dim}, shaped{&L.Wup, c.FFNDim, c.Dim},
 			shaped{&L.Wdown, c.Dim, c.FFNDim})
-		norms := []struct {
-			v    []float32
-			n    int
-			name string
-		}{{L.AttnNorm, c.Dim, "attn_norm"}, {L.FFNNorm, c.Dim, "ffn_norm"}}
-		if c.SubNorms {
-			norms = append(norms, struct {
-				v    []float32
-				n    int
-				name string
-			}{L.AttnSubNorm, qd, "attn_sub_norm"}, struct {
-				v    []float32
-				n    int
-				name string
-			}{L.FFNSubNorm, c.FFNDim, "ffn_sub_norm"})
-		}
-		for _, nm := range norms {
-			if len(nm.v) != nm.n {
-				return nil, fmt.Errorf("cuda: layer %d %s has %d values, want %d", l, nm.name, len(nm.v), nm.n)
+		for _, v := range layerVecs(&c, L) {
+			if len(v.v) != v.n {
+				return nil, fmt.Errorf("cuda: layer %d %s has %d values, want %d", l, v.name, len(v.v), v.n)
 			}
 		}
 	}
@@ -248,17 +285,8 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 		if dl.down, err = upMat(lm.d, name+".ffn_down"); err != nil {
 			return nil, err
 		}
-		if dl.attnNorm, err = upVec(L.AttnNorm, name+".attn_norm"); err != nil {
-			return nil, err
-		}
-		if dl.ffnNorm, err = upVec(L.FFNNorm, name+".ffn_norm"); err != nil {
-			return nil, err
-		}
-		if c.SubNorms {
-			if dl.attnSub, err = upVec(L.AttnSubNorm, name+".attn_sub_norm"); err != nil {
-				return nil, err
-			}
-			if dl.ffnSub, err = upVec(L.FFNSubNorm, name+".ffn_sub_norm"); err != nil {
+		for _, v := range layerVecs(&c, L) {
+			if *v.dst(dl), err = upVec(v.v, name+"."+v.name); err != nil {
 				return nil, err
 			}
 		}
@@ -291,14 +319,19 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 		// A step reads one row of a separate embedding table, not all of it.
 		m.embedBytes = m.weightBytes - before
 	}
-	m.escale = tensorScale(&w.Embed)
+	m.escale = tensorScale(&w.Embed) * c.EmbedMul()
 	if m.outNrm, err = upVec(w.OutNorm, "output_norm"); err != nil {
 		return nil, err
 	}
 
 	m.dims = kernelDims{Dim: c.Dim, FFN: c.FFNDim, Heads: c.Heads, KVHeads: c.KVHeads, HeadDim: c.HeadDim,
 		Vocab: c.Vocab, Eps: c.NormEps, NeoX: c.RopeStyle == model.RopeNeoX, ReLU2: c.Act == model.ReLU2,
-		SubNorms: c.SubNorms, WK: wk, HK: hk, EK: ek, SMs: dev.sms, KVHalf: opts.KVHalf && kvHalfFor(wk), Defines: m.knobs.Defines}
+		GELU: c.Act == model.GELUTanh, SubNorms: c.SubNorms, QKVBias: c.QKVBias, QKNorm: c.QKNorm, PostNorms: c.PostNorms,
+		AttnScale: c.AttnScale, LogitCap: c.LogitSoftcap,
+		WK: wk, HK: hk, EK: ek, SMs: dev.sms, KVHalf: opts.KVHalf && kvHalfFor(wk), Defines: m.knobs.Defines}
+	if c.Local != nil {
+		m.dims.Window = c.Window
+	}
 	for _, sb := range []int{stageBytes(wk, c.Dim), stageBytes(wk, qd), stageBytes(wk, c.FFNDim), stageBytes(hk, c.Dim)} {
 		if sb+1024 > dev.maxSmem {
 			return nil, fmt.Errorf("cuda: a product needs %d bytes of shared memory, %s allows %d", sb, dev.info.Name, dev.maxSmem)

@@ -35,6 +35,7 @@ func planSession(d kernelDims, layers, ctx int) (s *Session, names map[uint64]st
 		{&b.tp, "tp"}, {&b.toks, "toks"}, {&b.x, "x"}, {&b.q, "q"}, {&b.att, "att"}, {&b.hb, "hb"}, {&b.logits, "logits"},
 		{&b.part, "part"}, {&b.counters, "counters"}, {&b.sampleP, "sampleP"}, {&b.bestv, "bestv"}, {&b.besti, "besti"},
 		{&b.lmCounter, "lmcounter"}, {&b.tokOut, "tokout"}, {&b.trace, "trace"}, {&b.kc, "kc"}, {&b.vc, "vc"}, {&b.rope, "rope"},
+		{&b.ropeLocal, "rope_local"}, {&b.raw, "raw"}, {&b.post, "post"},
 	} {
 		*a.p = uint64(0x7e0000000000 + 0x1000000*(len(names)+1))
 		names[*a.p] = a.name
@@ -49,7 +50,14 @@ func planSession(d kernelDims, layers, ctx int) (s *Session, names map[uint64]st
 func planModel(d kernelDims, layers int) (m *Model, names map[uint64]string, fnNames map[uintptr]string) {
 	m = &Model{dims: d, fn: map[string]uintptr{}, resident: map[string]int{}, layers: make([]devLayer, layers),
 		cfg: model.Config{Dim: d.Dim, FFNDim: d.FFN, Heads: d.Heads, KVHeads: d.KVHeads, HeadDim: d.HeadDim, Vocab: d.Vocab,
-			Layers: layers, NormEps: d.Eps}}
+			Layers: layers, NormEps: d.Eps, QKVBias: d.QKVBias, QKNorm: d.QKNorm, PostNorms: d.PostNorms}}
+	if d.Window > 0 {
+		// every other layer slides, the first included
+		m.cfg.Window, m.cfg.LocalRopeBase, m.cfg.Local = d.Window, 10000, make([]bool, layers)
+		for l := range m.cfg.Local {
+			m.cfg.Local[l] = l%2 == 0
+		}
+	}
 	fnNames = map[uintptr]string{}
 	for _, n := range kernelNames {
 		m.fn[n] = uintptr(len(m.fn) + 1)
@@ -79,6 +87,11 @@ func planModel(d kernelDims, layers int) (m *Model, names map[uint64]string, fnN
 		addr(&L.attnSub, p+"attn_sub_norm")
 		addr(&L.ffnNorm, p+"ffn_norm")
 		addr(&L.ffnSub, p+"ffn_sub_norm")
+		addr(&L.attnPost, p+"post_attention_norm")
+		addr(&L.ffnPost, p+"post_ffw_norm")
+		addr(&L.qkvBias, p+"qkv_bias")
+		addr(&L.qNorm, p+"q_norm")
+		addr(&L.kNorm, p+"k_norm")
 	}
 	mat(&m.head, "head")
 	mat(&m.embed, "embed")

@@ -311,6 +311,9 @@ __device__ __forceinline__ Pre<2, ON> pre_qkv(int pos, const float *__restrict__
 
 // q, k, v = (Wq|Wk|Wv) RMSNorm(x); RoPE on q and k; k and v written into the
 // layer's cache at the position. One item is a rotation pair (two rows).
+// QKV_RAW (models with q/k/v biases or per-head q/k norms): the products go
+// to q as they are, QD + 2*KVD values a token, and k_qkv_post finishes
+// them (a head's norm needs all of its rows, not a pair).
 template <int BT, class PreT>
 __device__ void qkv_body(int pos, const float *x, const float *__restrict__ nw, const u8 *__restrict__ W,
                          const u16 *__restrict__ D, const float *__restrict__ rs, const float2 *__restrict__ rope,
@@ -331,6 +334,11 @@ __device__ void qkv_body(int pos, const float *x, const float *__restrict__ nw, 
         if (valid && l == 0) {
             float v0 = finish<WK>(v[0], st, first ? pre.s[0] : rs[rows[0]]);
             float v1 = finish<WK>(v[1], st, first ? pre.s[1] : rs[rows[1]]);
+            if (QKV_RAW) {
+                q[rows[0]] = v0;
+                q[rows[1]] = v1;
+                continue;
+            }
             if (region < 2) {
                 float sn = pre.sn, cs = pre.cs;
                 if (!first) {
@@ -353,7 +361,9 @@ __device__ void qkv_body(int pos, const float *x, const float *__restrict__ nw, 
 }
 
 // x += W (norm(in) with weight nw, or in when nw is null): the residual
-// products (output projection, FFN down), R rows an item.
+// products (output projection, FFN down), R rows an item. POST_NORM
+// (Gemma): x = W(...) instead, into a buffer k_postnorm then normalises
+// and adds to the residual (the norm needs the whole product).
 template <int BT, int K, int R, class Load, class PreT>
 __device__ void residual_body(Load in, const float *__restrict__ nw, const u8 *__restrict__ W, const u16 *__restrict__ D,
                               const float *__restrict__ rs, float *x, char *sm, float *red, const PreT &pre) {
@@ -375,7 +385,8 @@ __device__ void residual_body(Load in, const float *__restrict__ nw, const u8 *_
         if (valid && l == 0) {
 #pragma unroll
             for (int r = 0; r < R; r++)
-                x[rows[r]] = (first ? pre.x[r] : ldcg(x + rows[r])) + finish<WK>(v[r], st, first ? pre.s[r] : rs[rows[r]]);
+                x[rows[r]] = (POST_NORM ? 0.f : first ? pre.x[r] : ldcg(x + rows[r])) +
+                             finish<WK>(v[r], st, first ? pre.s[r] : rs[rows[r]]);
         }
     }
 }
@@ -387,6 +398,17 @@ __device__ void wo_body(Load att, const float *__restrict__ nw, const u8 *__rest
                         const u16 *__restrict__ D, const float *__restrict__ rs, float *x, char *sm, float *red,
                         const PreT &pre = PreT()) {
     residual_body<BT, QD, R>(att, SUBNORM ? nw : (const float *)0, W, D, rs, x, sm, red, pre);
+}
+
+// activate is the FFN gate's non-linearity: SiLU, ReLU² (ACT_RELU2) or
+// GELU's tanh form (ACT_GELU), as model.Activate.
+__device__ __forceinline__ float activate(float g) {
+    if (ACT_RELU2) {
+        const float q = fmaxf(g, 0.f);
+        return q * q;
+    }
+    if (ACT_GELU) return 0.5f * g * (1.f + tanhf(0.7978845608028654f * (g + 0.044715f * g * g * g)));
+    return f_div(g, 1.f + f_exp(-g));
 }
 
 // hb = act(Wgate u) * (Wup u), u = RMSNorm(x). W holds the FFN gate rows
@@ -419,10 +441,7 @@ __device__ void gateup_body(const float *x, const float *__restrict__ nw, const 
             for (int r = 0; r < R; r++) {
                 float g = finish<WK>(v[r], st, first ? pre.s[r] : rs[rows[r]]);
                 float u = finish<WK>(v[R + r], st, first ? pre.s[R + r] : rs[rows[R + r]]);
-                float a;
-                if (ACT_RELU2) { float q = fmaxf(g, 0.f); a = q * q; }
-                else a = f_div(g, 1.f + f_exp(-g));
-                hb[i0 + r] = a * u;
+                hb[i0 + r] = activate(g) * u;
             }
         }
     }
@@ -457,7 +476,8 @@ template <int BT> __device__ __forceinline__ void block_argmax(float &bv, int &b
 #define R_HEAD 4
 #define HEAD_B 4
 
-// logits = Output RMSNorm(x); each block's best (value, id) goes to best[],
+// logits = Output RMSNorm(x), soft-capped where the model says (LOGIT_CAP:
+// c*tanh(l/c), 0 none); each block's best (value, id) goes to best[],
 // and the last block to finish writes the argmax into tp[0] (the next
 // token) and tok_out[0]. Blocks without rows take part with no candidate.
 template <int BT, class PreT = NoPre<R_HEAD>>
@@ -491,6 +511,7 @@ __device__ void lmhead_body(const float *x, const float *__restrict__ nw, const 
                     int row = R_HEAD * item + r;
                     if (row >= VOCAB) break;
                     float y = finish<HK>(v[r], st, first ? pre.s[r] : rs[row]);
+                    if (LOGIT_CAP > 0.f) y = LOGIT_CAP * tanhf(y * (1.f / LOGIT_CAP));
                     logits[row] = y;
                     if (y > bv || (y == bv && row < bi)) { bv = y; bi = row; }
                 }

@@ -45,10 +45,14 @@ func ptxCases() map[string]kernelDims {
 		WK: kindQ8, HK: kindQ8, EK: kindF16, SubNorms: true, SMs: 132}
 	q8Half := q8
 	q8Half.KVHalf = true
-	return map[string]kernelDims{
+	cases := map[string]kernelDims{
 		"smollm-135m": smollm, "smollm-135m-dense": smollmDense, "bitnet-2b": bitnet, "bitnet-2b-kvhalf": bitnetHalf,
 		"stories260k-f32": stories, "smollm-f16": f16, "q8_0": q8, "q8_0-kvhalf": q8Half,
 	}
+	for name, d := range featureDims() {
+		cases[name] = d
+	}
+	return cases
 }
 
 // ptxEntryRE finds the start of each kernel in a PTX module.

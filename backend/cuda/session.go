@@ -54,6 +54,17 @@ type buffers struct {
 	trace        uint64 // k_qkv_attn's phase clocks (FA_TRACE, faTraceMarks readings)
 	kc, vc       uint64 // the key and value caches, layer after layer
 	rope         uint64 // RoPE rotations (cos, sin) of every position and pair (model.RopeTable)
+	ropeLocal    uint64 // the sliding-window layers' own rotations (model.RopeSets), or 0
+	raw          uint64 // k_qkv's products for k_qkv_post (kernelDims.rawQKV), or 0
+	post         uint64 // a block's product before its post-norm (k_postnorm), or 0
+}
+
+// ropeFor is the RoPE table layer l rotates with.
+func (b *buffers) ropeFor(c *model.Config, l int) uint64 {
+	if c.RopeSet(l) == 1 {
+		return b.ropeLocal
+	}
+	return b.rope
 }
 
 // Session is one sequence on the GPU: KV cache, activations and the decode
@@ -96,9 +107,10 @@ type Session struct {
 }
 
 var (
-	_ backend.Session       = (*Session)(nil)
-	_ backend.ArgmaxDecoder = (*Session)(nil)
-	_ backend.Profiler      = (*Session)(nil)
+	_ backend.Session         = (*Session)(nil)
+	_ backend.ArgmaxDecoder   = (*Session)(nil)
+	_ backend.Profiler        = (*Session)(nil)
+	_ backend.LogitsPrefiller = (*Session)(nil)
 )
 
 // Stats counts what a session did, for the bench.
@@ -234,7 +246,12 @@ func (s *Session) allocBuffers(kvBytes uint64) error {
 		{&b.bestv, 4 * lmGrid, "argmax values"}, {&b.besti, 4 * lmGrid, "argmax ids"}, {&b.lmCounter, 4, "argmax counter"},
 		{&b.tokOut, 4, "argmax token"}, {&b.trace, 8 * faTraceMarks, "phase clocks"},
 		{&b.kc, int(kvBytes / 2), "key cache"}, {&b.vc, int(kvBytes / 2), "value cache"},
+		{&b.raw, 4 * (qd + 2*c.KVDim()) * prefillBatch * b2i(m.dims.rawQKV()), "raw QKV products"},
+		{&b.post, 4 * c.Dim * prefillBatch * b2i(c.PostNorms), "block outputs before their post-norm"},
 	} {
+		if a.n == 0 {
+			continue // a path this model does not take
+		}
 		p, err := m.dev.alloc(a.n, a.what)
 		if err != nil {
 			return err
@@ -248,11 +265,15 @@ func (s *Session) allocBuffers(kvBytes uint64) error {
 	// The rotations as a table, not sincosf in the kernels: a load, which
 	// the QKV products issue before their wait, instead of arithmetic after
 	// a load; and the reference's float64 angles.
-	var err error
-	if b.rope, err = m.dev.upload(f32Bytes(model.RopeTable(model.RopeFreqs(c), s.ctx)), "rope table"); err != nil {
-		return err
+	tables := []*uint64{&b.rope, &b.ropeLocal} // model.RopeSets' order
+	for i, freqs := range model.RopeSets(c) {
+		p, err := m.dev.upload(f32Bytes(model.RopeTable(freqs, s.ctx)), "rope table")
+		if err != nil {
+			return err
+		}
+		s.allocs = append(s.allocs, p)
+		*tables[i] = p
 	}
-	s.allocs = append(s.allocs, b.rope)
 	return nil
 }
 
@@ -290,23 +311,48 @@ func (s *Session) steps(prefill bool) []launch {
 	e, h := m.embed, m.head
 	add("k_embed", opEmbedding, [3]uint32{uint32((c.Dim + 255) / 256), 1, 1}, 256, 0, toks, e.w, e.d, floatArg(m.escale), b.x)
 	layerKV := uint64(s.ctx * kvd * kvElem)
+	// A block's product goes straight into the residual, or through
+	// k_postnorm where the description has post-norms.
+	residual := func(name string, op int, k kind, cols int, p product, in, subNorm, w, d, rs, postNorm uint64) {
+		if !c.PostNorms {
+			gemv(name, op, k, cols, p, in, subNorm, w, d, rs, b.x)
+			return
+		}
+		gemv(name, op, k, cols, p, in, subNorm, w, d, rs, b.post)
+		add("k_postnorm", op, [3]uint32{1, 1, 1}, 256, 0, b.post, postNorm, b.x)
+	}
 	for l := range m.layers {
 		L := &m.layers[l]
 		kc, vc := b.kc+uint64(l)*layerKV, b.vc+uint64(l)*layerKV
-		if fused {
+		rope := b.ropeFor(c, l)
+		att := b.att
+		switch {
+		case fused:
 			// attention.cu k_qkv_attn: splits blocks a head; k_wo merges their partials
 			add("k_qkv_attn", opAttention, [3]uint32{uint32(c.Heads * fusedBlocks(splits)), 1, 1}, threads, stageBytes(m.dims.WK, c.Dim),
-				b.tp, b.x, L.attnNorm, L.qkv.w, L.qkv.d, L.qkv.rs, b.rope, kc, vc, b.part, b.trace)
-			gemv("k_wo", opOutput, m.dims.WK, qd, pWO, b.part, L.attnSub, L.wo.w, L.wo.d, L.wo.rs, b.x)
-		} else {
-			gemv("k_qkv", opQKV, m.dims.WK, c.Dim, pQKV, b.tp, b.x, L.attnNorm, L.qkv.w, L.qkv.d, L.qkv.rs, b.rope, b.q, kc, vc)
-			// attention.cu k_attn: one warp per (head, slice), 4 warps a block
-			add("k_attn", opAttention, [3]uint32{uint32((c.Heads*s.nsplit + 3) / 4), 1, 1}, 128, 0,
+				b.tp, b.x, L.attnNorm, L.qkv.w, L.qkv.d, L.qkv.rs, rope, kc, vc, b.part, b.trace)
+			att = b.part
+		default:
+			if m.dims.rawQKV() {
+				// the products as they are, then k_qkv_post: one warp a head, 4 a block
+				gemv("k_qkv", opQKV, m.dims.WK, c.Dim, pQKV, b.tp, b.x, L.attnNorm, L.qkv.w, L.qkv.d, L.qkv.rs, rope, b.raw, kc, vc)
+				add("k_qkv_post", opQKV, [3]uint32{uint32((c.Heads + 2*c.KVHeads + 3) / 4), 1, 1}, 128, 0,
+					b.tp, b.raw, L.qkvBias, L.qNorm, L.kNorm, rope, b.q, kc, vc)
+			} else {
+				gemv("k_qkv", opQKV, m.dims.WK, c.Dim, pQKV, b.tp, b.x, L.attnNorm, L.qkv.w, L.qkv.d, L.qkv.rs, rope, b.q, kc, vc)
+			}
+			// attention.cu k_attn (k_attn_w in a sliding-window layer): one
+			// warp per (head, slice), 4 warps a block
+			name := "k_attn"
+			if c.IsLocal(l) {
+				name = "k_attn_w"
+			}
+			add(name, opAttention, [3]uint32{uint32((c.Heads*s.nsplit + 3) / 4), 1, 1}, 128, 0,
 				b.tp, b.q, kc, vc, b.att, b.part, b.counters, uint64(s.nsplit))
-			gemv("k_wo", opOutput, m.dims.WK, qd, pWO, b.att, L.attnSub, L.wo.w, L.wo.d, L.wo.rs, b.x)
 		}
+		residual("k_wo", opOutput, m.dims.WK, qd, pWO, att, L.attnSub, L.wo.w, L.wo.d, L.wo.rs, L.attnPost)
 		gemv("k_gateup", opFFNUpGate, m.dims.WK, c.Dim, pGateUp, b.x, L.ffnNorm, L.gateUp.w, L.gateUp.d, L.gateUp.rs, b.hb)
-		gemv("k_down", opFFNDown, m.dims.WK, c.FFNDim, pDown, b.hb, L.ffnSub, L.down.w, L.down.d, L.down.rs, b.x)
+		residual("k_down", opFFNDown, m.dims.WK, c.FFNDim, pDown, b.hb, L.ffnSub, L.down.w, L.down.d, L.down.rs, L.ffnPost)
 	}
 	if !prefill {
 		gemv("k_lmhead", opLMHead, m.dims.HK, c.Dim, pHead,
@@ -542,6 +588,23 @@ const prefillBatch = 64
 // because the batch's keys and values are written before it runs), and
 // the LM head runs once, for the last token, when logits are wanted.
 func (s *Session) Prefill(tokens []int32, logits []float32) error {
+	if logits != nil && len(logits) < s.m.cfg.Vocab {
+		return fmt.Errorf("cuda: logits buffer of %d, want %d", len(logits), s.m.cfg.Vocab)
+	}
+	return s.prefillRun(tokens, logits, false)
+}
+
+// PrefillLogits implements backend.LogitsPrefiller: Prefill, with the LM
+// head run for every token of each batch (one launch a token) and each
+// token's logits brought back.
+func (s *Session) PrefillLogits(tokens []int32, logits []float32) error {
+	if v := s.m.cfg.Vocab; len(logits) != len(tokens)*v {
+		return fmt.Errorf("cuda: logits buffer of %d for %d tokens, want %d", len(logits), len(tokens), len(tokens)*v)
+	}
+	return s.prefillRun(tokens, logits, true)
+}
+
+func (s *Session) prefillRun(tokens []int32, logits []float32, all bool) error {
 	done, err := s.enter()
 	if err != nil {
 		return err
@@ -554,15 +617,19 @@ func (s *Session) Prefill(tokens []int32, logits []float32) error {
 	if s.pos+len(tokens) > s.ctx {
 		return fmt.Errorf("cuda: prefill of %d tokens at position %d overflows the context of %d", len(tokens), s.pos, s.ctx)
 	}
-	if logits != nil && len(logits) < c.Vocab {
-		return fmt.Errorf("cuda: logits buffer of %d, want %d", len(logits), c.Vocab)
-	}
 	for _, t := range tokens {
 		if t < 0 || int(t) >= c.Vocab {
 			return fmt.Errorf("cuda: token %d out of range [0, %d)", t, c.Vocab)
 		}
 	}
 	d := s.m.dev.d
+	h := &s.prefillHead
+	// head runs the LM head on row r of the batch's residual (its
+	// arguments are copied at the launch, so the next may point elsewhere).
+	head := func(r int) error {
+		h.args[0] = s.buf.x + uint64(4*c.Dim*r)
+		return s.launchOn(h, 1, "prefill k_lmhead")
+	}
 	last := 0
 	for off := 0; off < len(tokens); off += prefillBatch {
 		batch := tokens[off:min(off+prefillBatch, len(tokens))]
@@ -583,22 +650,32 @@ func (s *Session) Prefill(tokens []int32, logits []float32) error {
 				return err
 			}
 		}
+		if all && h.fn != 0 {
+			for r := range batch {
+				if err := head(r); err != nil {
+					return err
+				}
+				dst := unsafe.Pointer(&logits[(off+r)*c.Vocab])
+				if err := d.check(d.cuMemcpyDtoHAsync(dst, s.buf.logits, uint64(4*c.Vocab), s.stream), "cuMemcpyDtoHAsync(logits)"); err != nil {
+					return err
+				}
+			}
+			s.stats.D2HBytes += 4 * c.Vocab * len(batch)
+		}
 		s.pos += len(batch)
 		last = len(batch) - 1
 		s.stats.H2DBytes += 4*len(batch) + 8
 		s.m.traffic.add(4*len(batch)+8, 0, len(s.prefill))
 	}
-	if logits != nil && len(tokens) > 0 && s.prefillHead.fn != 0 {
-		h := &s.prefillHead
-		h.args[0] = s.buf.x + uint64(4*c.Dim*last) // the last token's residual row
-		if err := s.launchOn(h, 1, "prefill k_lmhead"); err != nil {
+	if !all && logits != nil && len(tokens) > 0 && h.fn != 0 {
+		if err := head(last); err != nil {
 			return err
 		}
 	}
 	if err := d.check(d.cuStreamSynchronize(s.stream), "prefill"); err != nil {
 		return err
 	}
-	if logits != nil && len(tokens) > 0 {
+	if !all && logits != nil && len(tokens) > 0 {
 		return s.copyLogits(logits)
 	}
 	return nil
