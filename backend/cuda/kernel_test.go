@@ -52,6 +52,9 @@ type kernelCase struct {
 	name   string
 	preset synth.Preset
 	opts   Options
+	// feat, when set, turns on the newer architectures' features on the
+	// loaded weights (with random weights for those that have them).
+	feat func(w *model.Weights, rng *rand.Rand)
 }
 
 func kernelCases() []kernelCase {
@@ -68,17 +71,38 @@ func kernelCases() []kernelCase {
 	}
 	return []kernelCase{
 		// ternary layers, q8_0 head: QKV and attention fused, Pre on
-		{"smollm-135m", preset("smollm-135m", "", 0), Options{}},
+		{"smollm-135m", preset("smollm-135m", "", 0), Options{}, nil},
 		// ternary, long rows: the separate kernels; BitNet b1.58's ReLU² and sub-norms, NeoX RoPE
-		{"bitnet-2b", preset("bitnet-2b", "bitnet-b1.58", 0), Options{}},
+		{"bitnet-2b", preset("bitnet-2b", "bitnet-b1.58", 0), Options{}, nil},
 		// q8_0 layers at SmolLM's shape (rows of 36 chunks: not fused)
-		{"smollm-135m-q8_0", preset("smollm-135m", "", quant.Q8_0), Options{}},
+		{"smollm-135m-q8_0", preset("smollm-135m", "", quant.Q8_0), Options{}, nil},
 		// f16 layers, f32 head, widths that need padding, 44-wide heads
-		{"odd-f16", odd("odd-f16", "llama", 264, 6, 2, 712, 1003, quant.F16, quant.F32), Options{}},
+		{"odd-f16", odd("odd-f16", "llama", 264, 6, 2, 712, 1003, quant.F16, quant.F32), Options{}, nil},
 		// q8_0 layers fused, 72-wide heads (three dims a lane), sub-norms, SiLU, NeoX RoPE
-		{"odd-q8_0", odd("odd-q8_0", "bitnet", 288, 4, 2, 736, 1003, quant.Q8_0, quant.Q8_0), Options{}},
+		{"odd-q8_0", odd("odd-q8_0", "bitnet", 288, 4, 2, 736, 1003, quant.Q8_0, quant.Q8_0), Options{}, nil},
 		// ternary with a float16 KV cache, five query heads on one KV head
-		{"odd-ternary-kvhalf", odd("odd-ternary-kvhalf", "llama", 320, 5, 1, 832, 1000, quant.Q2_0, quant.Q8_0), Options{KVHalf: true}},
+		{"odd-ternary-kvhalf", odd("odd-ternary-kvhalf", "llama", 320, 5, 1, 832, 1000, quant.Q2_0, quant.Q8_0), Options{KVHalf: true}, nil},
+		// every newer feature on q8_0 layers: q/k/v biases and q/k norms
+		// (k_qkv_post), a sliding-window layer (k_attn_w), post-norms
+		// (k_postnorm), GELU, attention and embedding scales, a soft-cap
+		{"features-q8_0", odd("features-q8_0", "llama", 256, 4, 2, 512, 1000, quant.Q8_0, quant.Q8_0), Options{}, allFeatures},
+	}
+}
+
+// allFeatures turns on every feature the newer architectures add, layer 0
+// sliding, on a one-layer model.
+func allFeatures(w *model.Weights, rng *rand.Rand) {
+	c := &w.Config
+	c.RopeStyle, c.Act = model.RopeNeoX, model.GELUTanh
+	c.QKVBias, c.QKNorm, c.PostNorms = true, true, true
+	c.AttnScale, c.EmbedScale, c.LogitSoftcap = 0.1, 2, 5
+	c.Window, c.LocalRopeBase, c.Local = 100, 500, []bool{true}
+	qd, kvd := c.QDim(), c.KVDim()
+	for l := range w.Layers {
+		L := &w.Layers[l]
+		L.Bq, L.Bk, L.Bv = randVec(rng, qd, 0.5), randVec(rng, kvd, 0.5), randVec(rng, kvd, 0.5)
+		L.QNorm, L.KNorm = randNorm(rng, c.HeadDim), randNorm(rng, c.HeadDim)
+		L.AttnPostNorm, L.FFNPostNorm = randNorm(rng, c.Dim), randNorm(rng, c.Dim)
 	}
 }
 
@@ -103,10 +127,13 @@ func kernelSpecs() []kernelSpec {
 		{"k_embed", "k_embed", false, one, one, checkEmbed},
 		{"k_qkv", "k_qkv", false, []int{0, 1, 17, 1000, kernelCtx - 1}, []int{128}, checkQKV},
 		{"k_qkv_b", "k_qkv", true, []int{0, 17, kernelCtx - 1}, []int{128}, checkQKV},
+		{"k_qkv_post", "k_qkv_post", false, []int{0, 1, 17, 1000, kernelCtx - 1}, []int{128}, checkQKVPost},
 		{"k_attn", "k_attn", false, attn, long, checkAttn},
+		{"k_attn_w", "k_attn_w", false, attn, long, checkAttn},
 		{"k_qkv_attn", "k_qkv_attn", false, attn, long, checkQKVAttn},
 		{"k_wo", "k_wo", false, one, one, checkWo},
 		{"k_wo_b", "k_wo", true, one, one, checkWo},
+		{"k_postnorm", "k_postnorm", false, one, one, checkPostNorm},
 		{"k_gateup", "k_gateup", false, one, one, checkGateUp},
 		{"k_gateup_b", "k_gateup", true, one, one, checkGateUp},
 		{"k_down", "k_down", false, one, one, checkDown},
@@ -234,12 +261,9 @@ func kernelHarnessFor(tb testing.TB, c kernelCase) *kernelHarness {
 		tb.Fatal(err)
 	}
 	rng := rand.New(rand.NewPCG(12, 13))
-	norm := func(n int) []float32 {
-		v := make([]float32, n)
-		for i := range v {
-			v[i] = 0.5 + rng.Float32() // never zero
-		}
-		return v
+	norm := func(n int) []float32 { return randNorm(rng, n) }
+	if c.feat != nil {
+		c.feat(w, rng)
 	}
 	for l := range w.Layers {
 		L := &w.Layers[l]
@@ -257,7 +281,7 @@ func kernelHarnessFor(tb testing.TB, c kernelCase) *kernelHarness {
 	if err != nil {
 		tb.Fatalf("%s: %v", c.name, err)
 	}
-	h := &kernelHarness{c: c, w: w, m: m, s: s, freqs: model.RopeFreqs(&w.Config)}
+	h := &kernelHarness{c: c, w: w, m: m, s: s, freqs: model.RopeSets(&w.Config)[w.RopeSet(0)]}
 	done := h.enter(tb)
 	defer done()
 	d := m.dev.d
@@ -486,6 +510,15 @@ func errVsRMS(got, want []float32) (float64, int) {
 	return worst, at
 }
 
+// randNorm is n norm weights in [0.5, 1.5): never zero, never all alike.
+func randNorm(rng *rand.Rand, n int) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = 0.5 + rng.Float32()
+	}
+	return v
+}
+
 func randVec(rng *rand.Rand, n int, scale float64) []float32 {
 	v := make([]float32, n)
 	for i := range v {
@@ -583,25 +616,28 @@ func matVec(t *model.Tensor, x []float32) []float32 {
 }
 
 // attend is causal attention of every query head of q over the keys and
-// values of positions 0..n-1 (KVD values a position), as the reference
-// forward pass computes it (model.Softmax of the scaled scores).
-func attend(c *model.Config, q, keys, vals []float32, n int) []float32 {
+// values of positions lo..n-1 (KVD values a position, rows from 0), as the
+// reference forward pass computes it (model.Softmax of the scores scaled by
+// the model's ScoreScale).
+func attend(c *model.Config, q, keys, vals []float32, lo, n int) []float32 {
 	kvd, hd := c.KVDim(), c.HeadDim
 	out := make([]float32, c.Heads*hd)
-	att := make([]float32, n)
-	scale := float32(1 / math.Sqrt(float64(hd)))
+	att := make([]float32, n-lo)
+	scale := c.ScoreScale()
 	for h := range c.Heads {
 		kvo := h / (c.Heads / c.KVHeads) * hd
 		qh := q[h*hd : (h+1)*hd]
-		for t := range n {
+		for j := range att {
+			t := lo + j
 			var dot float32
 			for i, qi := range qh {
 				dot += qi * keys[t*kvd+kvo+i]
 			}
-			att[t] = dot * scale
+			att[j] = dot * scale
 		}
 		model.Softmax(att)
-		for t, a := range att {
+		for j, a := range att {
+			t := lo + j
 			for i := range hd {
 				out[h*hd+i] += a * vals[t*kvd+kvo+i]
 			}
@@ -677,17 +713,75 @@ func checkEmbed(h *kernelHarness, tb testing.TB, rng *rand.Rand, pos int, l *lau
 		h.run(tb, l)
 		want := make([]float32, c.Dim)
 		model.EmbedRow(want, &h.w.Embed, int(tok))
+		model.Scale(want, c.EmbedMul())
 		h.expect(tb, fmt.Sprintf("embedding of token %d", tok), h.get(tb, h.s.buf.x, c.Dim), want, 1e-6)
 	}
 }
 
 // checkQKV: q, and the cache's key and value rows at pos, from RMSNorm(x)
-// (the decode step's k_qkv, or with prefill the batch entry point).
+// (the decode step's k_qkv, or with prefill the batch entry point); where
+// k_qkv_post finishes them (common.cuh QKV_RAW), the raw products.
 func checkQKV(h *kernelHarness, tb testing.TB, rng *rand.Rand, pos int, l *launch) {
 	c, b := h.cfg(), &h.s.buf
 	qd := c.Heads * c.HeadDim
+	if h.m.dims.rawQKV() {
+		x := safeInput(tb, rng, h.m.dims.WK, c.Dim, h.w.Layers[0].AttnNorm, c.NormEps)
+		h.put(tb, b.x, x)
+		h.putTP(tb, 0, pos)
+		n := qd + 2*c.KVDim()
+		h.poison(tb, b.raw, 4*n)
+		h.run(tb, l)
+		L := &h.w.Layers[0]
+		xs := staged(h.m.dims.WK, x, L.AttnNorm, c.NormEps)
+		want := append(append(matVec(&L.Wq, xs), matVec(&L.Wk, xs)...), matVec(&L.Wv, xs)...)
+		h.expect(tb, "raw q|k|v", h.get(tb, b.raw, n), want, tolFloat)
+		return
+	}
 	q, _, _ := h.runQKV(tb, rng, pos, l, b.q, 4*qd)
 	h.expect(tb, "q", h.get(tb, b.q, qd), q, tolFloat)
+}
+
+// checkQKVPost: from raw q|k|v products, q and the cache rows at pos: the
+// biases added, each head of q and k RMS-normed, RoPE with layer 0's
+// frequencies, as the reference forward does.
+func checkQKVPost(h *kernelHarness, tb testing.TB, rng *rand.Rand, pos int, l *launch) {
+	c, b, L := h.cfg(), &h.s.buf, &h.w.Layers[0]
+	qd, kvd := c.QDim(), c.KVDim()
+	raw := randVec(rng, qd+2*kvd, 1)
+	h.put(tb, b.raw, raw)
+	h.putTP(tb, 0, pos)
+	h.poison(tb, b.q, 4*qd)
+	h.poisonCacheRow(tb, pos)
+	h.run(tb, l)
+	q, k, v := slices.Clone(raw[:qd]), slices.Clone(raw[qd:qd+kvd]), slices.Clone(raw[qd+kvd:])
+	if c.QKVBias {
+		model.Add(q, L.Bq)
+		model.Add(k, L.Bk)
+		model.Add(v, L.Bv)
+	}
+	if c.QKNorm {
+		model.HeadNorm(q, L.QNorm, c.HeadDim, c.NormEps)
+		model.HeadNorm(k, L.KNorm, c.HeadDim, c.NormEps)
+	}
+	model.RoPE(q, c.HeadDim, pos, h.freqs, c.RopeStyle)
+	model.RoPE(k, c.HeadDim, pos, h.freqs, c.RopeStyle)
+	h.expect(tb, "q", h.get(tb, b.q, qd), q, tolFloat)
+	h.expect(tb, "cached k", h.cacheRow(tb, b.kc, pos), k, h.cacheTol())
+	h.expect(tb, "cached v", h.cacheRow(tb, b.vc, pos), v, h.cacheTol())
+}
+
+// checkPostNorm: x += RMSNorm(y) with the attention block's post-norm (the
+// plan's first k_postnorm follows k_wo).
+func checkPostNorm(h *kernelHarness, tb testing.TB, rng *rand.Rand, pos int, l *launch) {
+	c, b := h.cfg(), &h.s.buf
+	y, x := randVec(rng, c.Dim, 3), randVec(rng, c.Dim, 1)
+	h.put(tb, b.post, y)
+	h.put(tb, b.x, x)
+	h.run(tb, l)
+	want := make([]float32, c.Dim)
+	model.RMSNorm(want, y, h.w.Layers[0].AttnPostNorm, c.NormEps)
+	model.Add(want, x)
+	h.expect(tb, "x + post-norm(y)", h.get(tb, b.x, c.Dim), want, tolFloat)
 }
 
 // runQKV runs l, a kernel that computes layer 0's q, k and v at pos and
@@ -709,7 +803,8 @@ func (h *kernelHarness) runQKV(tb testing.TB, rng *rand.Rand, pos int, l *launch
 	return q, k, v
 }
 
-// checkAttn: k_attn's output over cached rows 0..pos.
+// checkAttn: k_attn's output over cached rows 0..pos, or k_attn_w's over
+// the window's.
 func checkAttn(h *kernelHarness, tb testing.TB, rng *rand.Rand, pos int, l *launch) {
 	c, b := h.cfg(), &h.s.buf
 	qd, kvd := c.Heads*c.HeadDim, c.KVDim()
@@ -719,7 +814,11 @@ func checkAttn(h *kernelHarness, tb testing.TB, rng *rand.Rand, pos int, l *laun
 	h.putTP(tb, 0, pos)
 	h.poison(tb, b.att, 4*qd)
 	h.run(tb, l)
-	h.expect(tb, "attention output", h.get(tb, b.att, qd), attend(c, q, keys, vals, pos+1), tolFloat)
+	lo := 0
+	if l.name == "k_attn_w" {
+		lo = max(0, pos-c.Window+1)
+	}
+	h.expect(tb, "attention output", h.get(tb, b.att, qd), attend(c, q, keys, vals, lo, pos+1), tolFloat)
 }
 
 // checkQKVAttn: k_qkv_attn's cache rows at pos and its partials, merged,
@@ -732,15 +831,23 @@ func checkQKVAttn(h *kernelHarness, tb testing.TB, rng *rand.Rand, pos int, l *l
 	keys, vals := h.putCache(tb, randVec(rng, pos*kvd, 1), randVec(rng, pos*kvd, 1))
 	q, k, v := h.runQKV(tb, rng, pos, l, b.part, 4*np)
 	// this position's key and value take part unrounded (the kernel's own)
-	want := attend(c, q, append(keys, k...), append(vals, v...), pos+1)
+	want := attend(c, q, append(keys, k...), append(vals, v...), 0, pos+1)
 	h.expect(tb, "attention output (partials merged)", mergePartials(h.get(tb, b.part, np), c.Heads, splits+1, c.HeadDim), want, tolFloat)
 }
 
 // checkResidual runs a residual product (x += W in) whose input the caller
-// has written, x fresh, and compares x's change with want.
+// has written, x fresh, and compares x's change with want; where the block
+// has a post-norm (k_postnorm adds it), the product itself, which the
+// launch writes instead.
 func (h *kernelHarness) checkResidual(tb testing.TB, rng *rand.Rand, l *launch, what string, want []float32) {
 	tb.Helper()
 	c, b := h.cfg(), &h.s.buf
+	if c.PostNorms {
+		h.poison(tb, b.post, 4*c.Dim)
+		h.run(tb, l)
+		h.expect(tb, what+" (before the post-norm)", h.get(tb, b.post, c.Dim), want, tolFloat)
+		return
+	}
 	x := randVec(rng, c.Dim, 1)
 	h.put(tb, b.x, x)
 	h.run(tb, l)
@@ -810,6 +917,11 @@ func checkLMHead(h *kernelHarness, tb testing.TB, rng *rand.Rand, pos int, l *la
 	x := safeInput(tb, rng, h.m.dims.HK, c.Dim, h.w.OutNorm, c.NormEps)
 	h.put(tb, b.x, x)
 	want := matVec(&h.w.Output, staged(h.m.dims.HK, x, h.w.OutNorm, c.NormEps))
+	if c.LogitSoftcap > 0 {
+		for i, v := range want {
+			want[i] = model.Softcap(v, c.LogitSoftcap)
+		}
+	}
 	for run := range 2 {
 		h.putTP(tb, -1, pos)
 		h.poison(tb, b.logits, 4*c.Vocab)
@@ -941,7 +1053,7 @@ func TestKernelReferences(t *testing.T) {
 			p[hd], p[hd+1] = float32(m), float32(l)
 		}
 	}
-	if e, i := errVsRMS(mergePartials(part, c.Heads, slots, hd), attend(c, q, keys, vals, n)); e > 1e-5 {
+	if e, i := errVsRMS(mergePartials(part, c.Heads, slots, hd), attend(c, q, keys, vals, 0, n)); e > 1e-5 {
 		t.Fatalf("merged slices differ from attention in one piece by %.3g at %d", e, i)
 	}
 
