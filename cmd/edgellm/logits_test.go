@@ -129,10 +129,14 @@ func TestAppendG7(t *testing.T) {
 // of llama.cpp's over all positions and the whole vocabulary.
 func TestLogitsLlamaCpp(t *testing.T) {
 	const ids = "5 42 79 116 153 190 227 264 301 338 375 412 449 486 523 560 597 634 671 708 745 782 819 856"
-	for _, name := range []string{"tiny-llama-f16", "tiny-bitnet-f16"} {
+	// Every architecture's F16 file: tiny-random's (../shared only),
+	// tiny-random-archs' (qwen3 committed) and the repository's own.
+	for _, name := range []string{"tiny-random/tiny-llama-f16", "tiny-random/tiny-bitnet-f16",
+		"tiny-random-archs/tiny-qwen2-f16", "tiny-random-archs/tiny-qwen3-f16", "tiny-random-archs/tiny-gemma3-f16",
+		"tiny-random-archs2/tiny-llama3-f16", "tiny-random-archs2/tiny-gemma3-softcap-f16", "tiny-random-archs2/tiny-qwen2-tied-f16"} {
 		t.Run(name, func(t *testing.T) {
-			path := testfiles.Shared(t, "models/tiny-random/"+name+".gguf")
-			b, err := os.ReadFile(testfiles.Shared(t, "models/tiny-random/"+name+".logits.txt"))
+			path := testfiles.Path(t, "models/"+name+".gguf")
+			b, err := os.ReadFile(testfiles.Path(t, "models/"+name+".logits.txt"))
 			if err != nil {
 				t.Fatal(err)
 			}
