@@ -41,7 +41,9 @@ type Options struct {
 	// cores this process may use, a container's CPU limit included).
 	Threads int
 	// ContextLen is the session length in tokens; 0 means the file's
-	// trained context length. It may exceed the file's value.
+	// trained context length, at most DefaultContextCap (a model trained
+	// for 128K positions would otherwise take gigabytes of KV cache a
+	// session; ask for more explicitly). It may exceed the file's value.
 	ContextLen int
 	// TokenizerPath is the llama2.c tokenizer.bin for a llama2.c
 	// checkpoint; empty means tokenizer.bin beside the checkpoint. GGUF
@@ -96,6 +98,10 @@ func lookupBackend(name string) (LoadFunc, bool) {
 // defaultContext is the context length when neither the caller nor the
 // file gives one.
 const defaultContext = 2048
+
+// DefaultContextCap bounds the context a session gets when the caller asks
+// for none: Ollama's default, what a chat on a laptop needs.
+const DefaultContextCap = 4096
 
 // maxContext bounds a requested context so that a typo is an error before
 // the KV cache allocation.
@@ -192,7 +198,10 @@ func Load(path string, opts Options) (*Model, error) {
 
 	m.ctxLen = opts.ContextLen
 	if m.ctxLen == 0 {
-		m.ctxLen = m.weights.ContextLen
+		m.ctxLen = min(m.weights.ContextLen, DefaultContextCap)
+		if m.weights.ContextLen > DefaultContextCap {
+			log.Info("context length capped; ask for more to use the model's trained length", "ctx", m.ctxLen, "trained", m.weights.ContextLen)
+		}
 	}
 	if m.ctxLen <= 0 {
 		m.ctxLen = defaultContext

@@ -23,7 +23,7 @@ import (
 type logitsCmd struct {
 	Model   string `help:"Model file (GGUF, or a llama2.c checkpoint with tokenizer.bin beside it)." short:"m" required:"" type:"existingfile"`
 	IDs     string `help:"Token ids, space- or comma-separated, run from position 0 (no BOS added)." name:"ids" required:""`
-	Ctx     int    `help:"Context length (default: the file's); the ids must fit it." short:"c"`
+	Ctx     int    `help:"Context length (default: the file's trained length, at most 4096); the ids must fit it." short:"c"`
 	Threads int    `help:"CPU threads (default: the cores this process may use)."`
 	Backend string `help:"auto, cpu or cuda." enum:"auto,cpu,cuda" default:"auto"`
 }

@@ -21,7 +21,7 @@ type runCmd struct {
 	Prompt        string  `help:"Prompt text (empty: BOS only where the model adds one)." short:"p"`
 	File          string  `help:"Read the prompt from a file." short:"f" type:"existingfile"`
 	N             int     `help:"Tokens to generate (default: until an end token or the context is full)." short:"n" default:"-1"`
-	Ctx           int     `help:"Context length (default: the file's)." short:"c"`
+	Ctx           int     `help:"Context length (default: the file's trained length, at most 4096)." short:"c"`
 	Temp          float64 `help:"Temperature; 0 is greedy." default:"0.8"`
 	TopK          int     `help:"Top-k (0: off)." name:"top-k" default:"40"`
 	TopP          float64 `help:"Top-p (1: off)." name:"top-p" default:"0.95"`
