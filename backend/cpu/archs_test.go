@@ -9,6 +9,7 @@ import (
 
 	"github.com/edgellm/edgellm/internal/testfiles"
 	"github.com/edgellm/edgellm/model"
+	"github.com/edgellm/edgellm/sample"
 )
 
 // tinyIDs are the 24 ids llama.cpp's logits files were made from:
@@ -108,7 +109,7 @@ func TestTinyRandomArchsFiles(t *testing.T) {
 					t.Fatal(err)
 				}
 				for i, ws := range wantIDs {
-					next := argmaxF(logits)
+					next := sample.Argmax(logits)
 					if strconv.Itoa(int(next)) != ws {
 						t.Fatalf("greedy token %d: %d, llama.cpp %s", i, next, ws)
 					}
@@ -124,13 +125,3 @@ func TestTinyRandomArchsFiles(t *testing.T) {
 // tol2e5 is the plain path's bound against the reference (float32 sums
 // in another order), as the other tests' tol.
 const tol2e5 = tol
-
-func argmaxF(x []float32) int32 {
-	best := 0
-	for i, v := range x {
-		if v > x[best] {
-			best = i
-		}
-	}
-	return int32(best)
-}

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/edgellm/edgellm/backend"
-	"github.com/edgellm/edgellm/gguf"
 	"github.com/edgellm/edgellm/internal/testfiles"
+	"github.com/edgellm/edgellm/internal/testmodel"
 	"github.com/edgellm/edgellm/model"
 	"github.com/edgellm/edgellm/quant"
 )
@@ -512,19 +512,7 @@ func TestPool(t *testing.T) {
 	}
 }
 
-func loadGGUF(t *testing.T, path string) *model.Weights {
-	t.Helper()
-	f, err := gguf.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	w, err := model.FromGGUF(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return w
-}
+func loadGGUF(t *testing.T, path string) *model.Weights { return testmodel.Weights(t, path) }
 
 // The tiny-random files against the project's reference, and against
 // llama.cpp's logits with a tolerance for its 8-bit activation rounding.
