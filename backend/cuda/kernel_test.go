@@ -562,12 +562,12 @@ func stagedGrid(k kind, in, nw []float32, eps float32) (v []float32, dist []floa
 		if am == 0 {
 			return
 		}
-		d := am / 127
+		d := am * (1.0 / 127) // as roundInt8, which rounds x below
 		for i, f := range x {
 			g := float64(f) / float64(d)
 			dist[i] = math.Abs(math.Abs(g-math.Trunc(g)) - 0.5)
-			x[i] = float32(math.RoundToEven(g)) * d
 		}
+		roundInt8(x, k == kindTernary)
 	}
 	switch k {
 	case kindTernary:
