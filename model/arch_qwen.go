@@ -14,7 +14,7 @@ func init() {
 		names: []Arch{ArchQwen2},
 		describe: func(l *loader, c *Config) {
 			c.RopeStyle, c.Act = RopeNeoX, SiLU
-			c.QKVBias = l == nil || l.hasTensor("blk.0.attn_q.bias")
+			c.QKVBias = l.hasTensor("blk.0.attn_q.bias")
 		},
 	})
 	register(&architecture{

@@ -51,7 +51,14 @@ func TestCheckFeatures(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "sliding-window, logit-softcap") || !strings.HasPrefix(err.Error(), "test: ") {
 		t.Errorf("error %v, want sliding-window and logit-softcap named", err)
 	}
+	all := g
+	all.QKVBias, all.SubNorms, all.Act, all.AttnScale = true, true, ReLU2, 0.1
+	all.RopeFreqFactors = make([]float32, all.HeadDim/2)
+	if err := CheckFeatures(&all, "test", AllFeatures...); err != nil {
+		t.Errorf("AllFeatures misses a feature: %v", err)
+	}
 	q := baseConfig(ArchQwen2, 16, 8, 1, 2, 1, 4)
+	q.QKVBias = true
 	if err := CheckFeatures(&q, "test", FeatRopeNeoX); err == nil || !strings.Contains(err.Error(), "qkv-bias") {
 		t.Errorf("error %v, want qkv-bias named", err)
 	}

@@ -29,6 +29,12 @@ const (
 	FeatHeadDim         Feature = "head-dim"          // HeadDim*Heads != Dim
 )
 
+// AllFeatures is every Feature, for a backend that implements them all.
+var AllFeatures = []Feature{
+	FeatQKVBias, FeatQKNorm, FeatSubNorms, FeatPostNorms, FeatReLU2, FeatGELUTanh, FeatRopeNeoX,
+	FeatRopeFreqFactors, FeatRopeLinear, FeatSlidingWindow, FeatAttnScale, FeatEmbedScale, FeatLogitSoftcap, FeatHeadDim,
+}
+
 // Features lists what c uses beyond the plain Llama block.
 func (c *Config) Features() []Feature {
 	var f []Feature

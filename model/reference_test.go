@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/edgellm/edgellm/gguf"
 	"github.com/edgellm/edgellm/quant"
 )
 
@@ -19,13 +20,14 @@ type modelSpec struct {
 }
 
 // baseConfig is the Config FromGGUF makes of a file of arch with these
-// sizes and no optional metadata (head size Dim/Heads, no window).
+// sizes and no optional metadata or tensors (head size Dim/Heads, no
+// window, no biases).
 func baseConfig(arch Arch, dim, ffn, layers, heads, kvHeads, vocab int) Config {
 	c := Config{
 		Arch: arch, Dim: dim, FFNDim: ffn, Layers: layers, Heads: heads, KVHeads: kvHeads,
 		HeadDim: dim / heads, Vocab: vocab, ContextLen: 64, NormEps: 1e-5, RopeBase: 10000, RopeScale: 1,
 	}
-	architectures[arch].describe(nil, &c)
+	architectures[arch].describe(&loader{f: &gguf.File{}, arch: arch, prefix: string(arch) + "."}, &c)
 	return c
 }
 
@@ -66,6 +68,7 @@ func testSpecs() map[string]modelSpec {
 	c = baseConfig(ArchLlama, 64, 128, 1, 2, 1, 5)
 	specs["llama-q2_0-untied"] = modelSpec{cfg: c, typ: quant.Q2_0, embedTyp: quant.F16}
 	c = baseConfig(ArchQwen2, 24, 20, 2, 4, 2, 13)
+	c.QKVBias = true // the file has the biases
 	specs["qwen2-f32-bias-untied"] = modelSpec{cfg: c, typ: quant.F32, embedTyp: quant.F32}
 	c = baseConfig(ArchQwen3, 20, 36, 2, 4, 2, 15)
 	c.HeadDim = 8 // 4 heads of 8: q is 32 wide, more than Dim

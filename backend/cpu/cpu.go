@@ -82,11 +82,7 @@ type layer struct {
 }
 
 // features are the model.Features the CPU backend implements: all of them.
-var features = []model.Feature{
-	model.FeatQKVBias, model.FeatQKNorm, model.FeatSubNorms, model.FeatPostNorms, model.FeatReLU2,
-	model.FeatGELUTanh, model.FeatRopeNeoX, model.FeatRopeFreqFactors, model.FeatRopeLinear,
-	model.FeatSlidingWindow, model.FeatAttnScale, model.FeatEmbedScale, model.FeatLogitSoftcap, model.FeatHeadDim,
-}
+var features = model.AllFeatures
 
 var _ backend.Model = (*Model)(nil)
 

@@ -50,11 +50,7 @@ type devLayer struct {
 // features are the model.Features the GPU backend implements: all of
 // them, the newer ones outside the fused kernels' patterns
 // (kernelDims.fusedAttention).
-var features = []model.Feature{
-	model.FeatQKVBias, model.FeatQKNorm, model.FeatSubNorms, model.FeatPostNorms, model.FeatReLU2,
-	model.FeatGELUTanh, model.FeatRopeNeoX, model.FeatRopeFreqFactors, model.FeatRopeLinear,
-	model.FeatSlidingWindow, model.FeatAttnScale, model.FeatEmbedScale, model.FeatLogitSoftcap, model.FeatHeadDim,
-}
+var features = model.AllFeatures
 
 // layerVec is one of a layer's vectors that the kernels read (norm
 // weights, biases), the devLayer field it goes to, and its width.
