@@ -213,3 +213,15 @@ func TestFixtures(t *testing.T) {
 	}
 	t.Logf("%d fixtures, %d compared with ../shared", n, compared)
 }
+
+func TestLlamaCppToolFromEnv(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "fake-tool")
+	if err := os.WriteFile(p, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(LlamaCppEnv, dir)
+	if got := LlamaCppTool(t, "fake-tool"); got != p {
+		t.Fatalf("LlamaCppTool = %q, want %q", got, p)
+	}
+}
