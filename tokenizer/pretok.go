@@ -3,7 +3,6 @@ package tokenizer
 import (
 	"fmt"
 	"strings"
-	"unicode"
 
 	"github.com/dlclark/regexp2/v2"
 )
@@ -140,12 +139,17 @@ func lookupPre(name string) (preSpec, error) {
 
 // splitter applies a pre-tokenizer's regexes.
 type splitter struct {
-	res []*regexp2.Regexp
+	res       []*regexp2.Regexp
+	collapsed []bool // the regex runs on collapsed text (see collapse)
 }
 
 func newSplitter(exprs []string) (*splitter, error) {
 	s := &splitter{}
 	for _, e := range exprs {
+		e, collapsed, err := collapseRegex(e)
+		if err != nil {
+			return nil, err
+		}
 		// .NET's $ also matches before a final newline; llama.cpp's
 		// ECMAScript $ only at the end.
 		if strings.HasSuffix(e, "$") && !strings.HasSuffix(e, `\$`) {
@@ -156,27 +160,44 @@ func newSplitter(exprs []string) (*splitter, error) {
 			return nil, fmt.Errorf("regex %q: %w", e, err)
 		}
 		s.res = append(s.res, re)
+		s.collapsed = append(s.collapsed, collapsed)
 	}
 	return s, nil
 }
 
 // split cuts text into pre-tokenizer words, as llama.cpp's
 // unicode_regex_split does: each regex runs on each piece separately (so
-// look-ahead and $ stop at the piece's end), and non-ASCII whitespace is
+// look-ahead and $ stop at the piece's end), a regex with \p{...} classes on
+// collapsed text, one without on the code points with non-ASCII whitespace
 // matched as if it were "\v", as llama.cpp's fallback does. Invalid UTF-8
 // bytes become U+FFFD.
 func (s *splitter) split(text string) ([]string, error) {
 	cpts := []rune(text)
-	match := make([]rune, len(cpts))
-	for i, r := range cpts {
-		if r > 0x7F && unicode.IsSpace(r) {
-			r = '\v'
+	var raw, collapsed []rune
+	for _, c := range s.collapsed {
+		if c && collapsed == nil {
+			collapsed = make([]rune, len(cpts))
+			for i, r := range cpts {
+				collapsed[i] = collapse(r)
+			}
 		}
-		match[i] = r
+		if !c && raw == nil {
+			raw = make([]rune, len(cpts))
+			for i, r := range cpts {
+				if r > 0x7F && isSpace(r) {
+					r = '\v'
+				}
+				raw[i] = r
+			}
+		}
 	}
 	lens := []int{len(cpts)}
 	var next []int
-	for _, re := range s.res {
+	for k, re := range s.res {
+		match := raw
+		if s.collapsed[k] {
+			match = collapsed
+		}
 		next = next[:0]
 		start := 0
 		for _, n := range lens {

@@ -44,7 +44,8 @@ func refSplit(text string, maxDigits int) []string {
 			return refFlags{}
 		}
 		r := cpts[p]
-		return refFlags{letter: unicode.IsLetter(r), number: unicode.IsNumber(r), space: refWhitespace[r], some: true}
+		// letters and numbers of Unicode 15.1, llama.cpp's tables
+		return refFlags{letter: isLetter(r), number: isNumber(r), space: refWhitespace[r], some: true}
 	}
 	var words []string
 	prev := 0
@@ -147,6 +148,7 @@ var splitTexts = append([]string{
 	"١٢٣٤ ⅠⅡⅢ ½¼ ²³ 𝟘𝟙𝟚", "über-cool résumé, naïve; ÄÖÜ", "日本語のテキスト、中文。한국어!",
 	"tab\tand\u2028line\u2029sep\u0085nel", "emoji 🙂🚀👍🏽 ©®™ ∑∫√", "((x)) [[y]] {{z}}!!!\n\n\n?",
 	" 'a' '", "'", "a'", "ǅungla ᾈ", "\u0378\u0378b a\U000E0001b", "x\u0301y e\u0301", "\x00\x01 \x7f",
+	"a\U0002EBF0b \U0002EE5D'S 1\U0002EBF0", // CJK Extension I: letters since Unicode 15.1
 }, roundTripTexts...)
 
 // refPres are the pre-tokenizers llama.cpp splits by hand, with the digits
