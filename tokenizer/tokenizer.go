@@ -432,6 +432,13 @@ func (t *Tokenizer) finish(md metadata) {
 			t.eog[id] = true
 		}
 	}
+	// gpt-oss's message markers always render (llama.cpp: "quick hack for
+	// gpt-oss"), so they become user-defined whatever the file says.
+	for _, s := range []string{"<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"} {
+		if id, ok := t.toID[s]; ok {
+			t.attrs[id] = attrUserDefined
+		}
+	}
 	t.eogExceptions()
 
 	for id, a := range t.attrs {
@@ -443,30 +450,62 @@ func (t *Tokenizer) finish(md metadata) {
 		return len(t.tokens[t.special[i]]) > len(t.tokens[t.special[j]])
 	})
 
-	// Phi-3's special tokens swallow the whitespace after them, except
-	// <unk>, <s> and <|endoftext|> (llama.cpp keys this on general.name).
-	if md != nil {
-		name, _ := md.String(keyName)
-		name = strings.ToLower(name)
-		if strings.Contains(name, "phi-3") || strings.Contains(name, "phi3") {
-			for _, id := range t.special {
-				t.attrs[id] |= attrRStrip
-			}
-			if id, ok := t.toID["</s>"]; ok {
-				t.attrs[id] |= attrRStrip
-			}
-			for _, s := range []string{"<unk>", "<s>", "<|endoftext|>"} {
-				if id, ok := t.toID[s]; ok {
-					t.attrs[id] &^= attrRStrip
-				}
-			}
-		}
-	}
+	t.attrsByName(md)
 
 	t.pieces = make([][]byte, n)
 	for id := range t.pieces {
 		t.pieces[id] = t.renderPiece(int32(id))
 	}
+}
+
+// attrsByName sets the attributes llama.cpp sets by the model's names
+// (its "per token attributes" block, one rule per model at most): the mask
+// token of Jina v2 and Nomic/Jina BERT MoE vocabularies and of ModernBERT
+// swallows the whitespace before it; Phi-3's special tokens that after
+// them, except <unk>, <s> and <|endoftext|>.
+func (t *Tokenizer) attrsByName(md metadata) {
+	if md == nil {
+		return
+	}
+	lower := func(key string) string {
+		v, _ := md.String(key)
+		return strings.ToLower(v)
+	}
+	setAttr := func(text string, a attr, on bool) {
+		if id, ok := t.toID[text]; ok {
+			if on {
+				t.attrs[id] |= a
+			} else {
+				t.attrs[id] &^= a
+			}
+		}
+	}
+	pre, _ := md.String(keyPre)
+	arch, _ := md.String(keyArch)
+	name := lower(keyName)
+	switch {
+	case containsAny(pre, "jina-v2-de", "jina-v2-es", "jina-v2-code") || containsAny(arch, "nomic-bert-moe", "jina-bert-v3"):
+		setAttr("<mask>", attrLStrip, true)
+	case containsAny(name, "phi-3", "phi3"):
+		for _, id := range t.special {
+			t.attrs[id] |= attrRStrip
+		}
+		setAttr("</s>", attrRStrip, true)
+		for _, s := range []string{"<unk>", "<s>", "<|endoftext|>"} {
+			setAttr(s, attrRStrip, false)
+		}
+	case containsAny(name, "modern-bert"):
+		setAttr("[MASK]", attrLStrip, true)
+	}
+}
+
+func containsAny(s string, subs ...string) bool {
+	for _, sub := range subs {
+		if strings.Contains(s, sub) {
+			return true
+		}
+	}
+	return false
 }
 
 // eogExceptions are llama.cpp's two vocabularies where a text in eogTexts
