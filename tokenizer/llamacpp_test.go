@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgellm/edgellm/gguf"
 	"github.com/edgellm/edgellm/internal/testfiles"
 )
 
@@ -32,16 +33,89 @@ var updateLlamaCpp = flag.Bool("update-llamacpp", false,
 var diffVocabs = []string{"baichuan", "deepseek-coder", "deepseek-llm", "falcon", "gpt-2", "gpt-neox",
 	"llama-spm", "mpt", "phi-3", "refact", "starcoder"}
 
+// diffPres are pre-tokenizers that no vocabulary above uses, one name per
+// regex group (and llama3's without ignore_merges: dbrx), compared on GPT-2's
+// vocabulary with tokenizer.ggml.pre changed.
+var diffPres = []string{"llama-bpe", "dbrx", "qwen2", "deepseek-v3", "bloom", "viking", "tekken", "chameleon",
+	"gpt-4o", "bailingmoe", "seed-coder", "default"}
+
 const (
 	diffTexts   = "tokenizer/llamacpp-texts.inp"
-	diffSeed    = 16 // the seed of the committed texts
-	diffN       = 300
+	diffSeed    = 16  // the seed of the committed random texts
+	diffN       = 300 // committed random texts
+	diffPreN    = 100 // random texts a pre-tokenizer case takes
 	freshN      = 200
 	inpSep      = "\n__ggml_vocab_test__\n"
 	maxReported = 5 // differing texts printed per vocabulary
 )
 
-func diffIDsFile(name string) string { return "tokenizer/ggml-vocab-" + name + ".llamacpp" }
+// fixedTexts lead the committed texts: the cases where llama.cpp's rules are
+// easy to miss.
+var fixedTexts = []string{
+	// \p{S} leaves out "~" where a regex runs on collapsed text
+	"é~é", " ~é", "~é", "x ~ y", "é ~", "~\n", "$é", "é$ é", "a~",
+	// letters and symbols Unicode 15.1 added
+	"a\U0002EBF0b", " \U0002EE5D", "1\U0002EBF0", "\u2FFC~\u31EF",
+	// special-token texts glued to text
+	"a</s>b", "x<|endoftext|>y", " <fim_prefix>def", "<s><unk></s>",
+}
+
+// diffCase is one comparison: a vocabulary, or GPT-2's under another
+// pre-tokenizer.
+type diffCase struct{ vocab, pre string }
+
+func diffCases() []diffCase {
+	var cs []diffCase
+	for _, v := range diffVocabs {
+		cs = append(cs, diffCase{vocab: v})
+	}
+	for _, p := range diffPres {
+		cs = append(cs, diffCase{vocab: "gpt-2", pre: p})
+	}
+	return cs
+}
+
+func (c diffCase) name() string {
+	if c.pre == "" {
+		return c.vocab
+	}
+	return c.vocab + ".pre-" + c.pre
+}
+
+// file is the committed llama.cpp answer for the case.
+func (c diffCase) file() string { return "tokenizer/ggml-vocab-" + c.name() + ".llamacpp" }
+
+// texts are the committed texts the case takes.
+func (c diffCase) texts(all []string) []string {
+	if c.pre == "" {
+		return all
+	}
+	return all[:len(fixedTexts)+diffPreN]
+}
+
+// load builds our tokenizer for the case and returns a file llama.cpp can
+// read.
+func (c diffCase) load(t *testing.T) (*Tokenizer, string) {
+	t.Helper()
+	path := testfiles.Path(t, "vocab/ggml-vocab-"+c.vocab+".gguf")
+	if c.pre == "" {
+		return loadVocab(t, c.vocab), path
+	}
+	data := withPre(t, c.vocab, c.pre)
+	f, err := gguf.Parse(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := FromGGUF(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path = filepath.Join(t.TempDir(), "vocab.gguf")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return tok, path
+}
 
 // Pools of the generated texts. Letters come from many scripts, including
 // those Unicode 15.0 (Go's tables), 15.1 (llama.cpp's), 16.0 and 17.0 added.
@@ -314,36 +388,36 @@ func writeFixture(t *testing.T, rel, data string) {
 func TestLlamaCppCommitted(t *testing.T) {
 	if *updateLlamaCpp {
 		tool := testfiles.LlamaCppTool(t, "llamacpp_tokenize")
-		texts := genTexts(diffSeed, diffN)
+		texts := append(slices.Clone(fixedTexts), genTexts(diffSeed, diffN)...)
 		writeFixture(t, diffTexts, strings.Join(texts, inpSep)+inpSep)
-		for _, name := range diffVocabs {
-			vocab := testfiles.Path(t, "vocab/ggml-vocab-"+name+".gguf")
-			writeFixture(t, diffIDsFile(name), runLlamaCpp(t, tool, vocab, texts))
+		for _, c := range diffCases() {
+			_, path := c.load(t)
+			writeFixture(t, c.file(), runLlamaCpp(t, tool, path, c.texts(texts)))
 		}
 	}
-	texts := readInp(t, testfiles.Path(t, diffTexts))
-	for _, name := range diffVocabs {
-		t.Run(name, func(t *testing.T) {
-			data, err := os.ReadFile(testfiles.Path(t, diffIDsFile(name)))
+	all := readInp(t, testfiles.Path(t, diffTexts))
+	for _, c := range diffCases() {
+		t.Run(c.name(), func(t *testing.T) {
+			data, err := os.ReadFile(testfiles.Path(t, c.file()))
 			if err != nil {
 				t.Fatal(err)
 			}
+			texts := c.texts(all)
 			run, err := parseLlamaCpp(string(data), len(texts))
 			if err != nil {
-				t.Fatalf("%s: %v", diffIDsFile(name), err)
+				t.Fatalf("%s: %v", c.file(), err)
 			}
-			tok := loadVocab(t, name)
-			agree := compareLlamaCpp(t, name, tok, run, texts)
-			t.Logf("%s: %d of %d texts tokenized as llama.cpp does (special tokens parsed and not)", name, agree, len(texts))
+			tok, _ := c.load(t)
+			agree := compareLlamaCpp(t, c.name(), tok, run, texts)
+			t.Logf("%s: %d of %d texts tokenized as llama.cpp does (special tokens parsed and not)", c.name(), agree, len(texts))
 		})
 	}
 }
 
-// TestLlamaCppFresh runs new random texts, and the texts of vocab/*.inp,
-// through llama.cpp where it is built; EDGELLM_TOKENIZE_SEED repeats a run, EDGELLM_TOKENIZE_N sets how
-// many texts.
-func TestLlamaCppFresh(t *testing.T) {
-	tool := testfiles.LlamaCppTool(t, "llamacpp_tokenize")
+// freshTexts are n random texts (EDGELLM_TOKENIZE_N of them if set), of
+// seed EDGELLM_TOKENIZE_SEED if set, else of the time.
+func freshTexts(t *testing.T, n int) ([]string, uint64) {
+	t.Helper()
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("EDGELLM_TOKENIZE_SEED"); s != "" {
 		v, err := strconv.ParseUint(s, 10, 64)
@@ -352,7 +426,6 @@ func TestLlamaCppFresh(t *testing.T) {
 		}
 		seed = v
 	}
-	n := freshN
 	if s := os.Getenv("EDGELLM_TOKENIZE_N"); s != "" {
 		v, err := strconv.Atoi(s)
 		if err != nil || v < 1 {
@@ -361,7 +434,15 @@ func TestLlamaCppFresh(t *testing.T) {
 		n = v
 	}
 	t.Logf("seed %d (EDGELLM_TOKENIZE_SEED repeats it)", seed)
-	texts := genTexts(seed, n)
+	return genTexts(seed, n), seed
+}
+
+// TestLlamaCppFresh runs new random texts, and the texts of vocab/*.inp,
+// through llama.cpp where it is built; EDGELLM_TOKENIZE_SEED repeats a run, EDGELLM_TOKENIZE_N sets how
+// many texts.
+func TestLlamaCppFresh(t *testing.T) {
+	tool := testfiles.LlamaCppTool(t, "llamacpp_tokenize")
+	texts, seed := freshTexts(t, freshN)
 	// llama.cpp's own test texts, through every vocabulary
 	for _, name := range []string{"gpt-2", "deepseek-llm", "llama-spm", "phi-3"} {
 		inp, _ := readVectors(t, name)
@@ -377,6 +458,50 @@ func TestLlamaCppFresh(t *testing.T) {
 			}
 			agree := compareLlamaCpp(t, name, tok, run, texts)
 			t.Logf("%s: %d of %d texts tokenized as llama.cpp does (seed %d)", name, agree, len(texts), seed)
+		})
+	}
+}
+
+// withPre writes vocabulary NAME again with tokenizer.ggml.pre set to pre.
+func withPre(t *testing.T, name, pre string) []byte {
+	t.Helper()
+	f, err := gguf.Open(testfiles.Path(t, "vocab/ggml-vocab-"+name+".gguf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	w := gguf.NewWriter()
+	for _, kv := range f.KVs {
+		w.Add(kv.Key, kv.Value)
+	}
+	w.AddString(keyPre, pre)
+	var buf bytes.Buffer
+	if _, err := w.WriteTo(&buf); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// TestLlamaCppPreTokenizers runs every pre-tokenizer name we know over
+// GPT-2's vocabulary, here and in llama.cpp, where it is built.
+func TestLlamaCppPreTokenizers(t *testing.T) {
+	tool := testfiles.LlamaCppTool(t, "llamacpp_tokenize")
+	texts, _ := freshTexts(t, 100)
+	texts = append(texts, fixedTexts...)
+	var names []string
+	for n := range preNames {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, pre := range names {
+		t.Run(pre, func(t *testing.T) {
+			tok, path := diffCase{vocab: "gpt-2", pre: pre}.load(t)
+			run, err := parseLlamaCpp(runLlamaCpp(t, tool, path, texts), len(texts))
+			if err != nil {
+				t.Fatal(err)
+			}
+			agree := compareLlamaCpp(t, pre, tok, run, texts)
+			t.Logf("%s: %d of %d texts as llama.cpp", pre, agree, len(texts))
 		})
 	}
 }
