@@ -58,6 +58,8 @@ var fixedTexts = []string{
 	"a\U0002EBF0b", " \U0002EE5D", "1\U0002EBF0", "\u2FFC~\u31EF",
 	// special-token texts glued to text
 	"a</s>b", "x<|endoftext|>y", " <fim_prefix>def", "<s><unk></s>",
+	// invalid UTF-8
+	"a\xffb", "\xe6\x97 x", "\xed\xa0\x80é",
 }
 
 // diffCase is one comparison: a vocabulary, or GPT-2's under another
@@ -144,8 +146,9 @@ var (
 		"'LL", "'re", "'ve", "'m", "'d", "'t", "'x"}
 	spaces = []string{" ", " ", " ", "  ", "   ", "\t", "\n", "\n\n", "\r\n", "\r", " \n", "\n ", "\u00A0",
 		"\u3000", "\u2009", "\u200B", "\u0085", "\v", "\f", "\u2028", "    "}
-	emoji = []string{"😀", "👍🏽", "👨‍👩‍👧", "🇫🇷", "❤️", "🔥", "✨", "🫠", "\U0001FAE8"}
-	words = []string{"Hello", "world", "the", "camelCase", "HTTPServer", "don't", "I'M", "3.14", "1234567",
+	invalidUTF8 = []string{"\xff", "\xe6\x97", "\xc3", "\x80", "\xf0\x9f\x98", "\xed\xa0\x80", "\xc0\xaf"}
+	emoji       = []string{"😀", "👍🏽", "👨‍👩‍👧", "🇫🇷", "❤️", "🔥", "✨", "🫠", "\U0001FAE8"}
+	words       = []string{"Hello", "world", "the", "camelCase", "HTTPServer", "don't", "I'M", "3.14", "1234567",
 		"e.g.", "http://x.y/z?a=1", "func main() {\n\treturn x\n}", "    indented", "Ἀθῆναι", "naïve",
 		"Straße", "東京タワー", "서울", "привет", "مرحبا", "नमस्ते", "ﬁne", "ǅ", "\U000E0001", "\uE000",
 		"\u0378", "\U0010FFFD"}
@@ -191,8 +194,10 @@ func genText(r *rand.Rand) string {
 			sb.WriteString(punct[r.IntN(len(punct))])
 		case k < 75:
 			sb.WriteString(spaces[r.IntN(len(spaces))])
-		case k < 80:
+		case k < 78:
 			sb.WriteString(emoji[r.IntN(len(emoji))])
+		case k < 80:
+			sb.WriteString(invalidUTF8[r.IntN(len(invalidUTF8))])
 		case k < 90:
 			sb.WriteString(words[r.IntN(len(words))])
 		default:

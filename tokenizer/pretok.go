@@ -169,10 +169,10 @@ func newSplitter(exprs []string) (*splitter, error) {
 // unicode_regex_split does: each regex runs on each piece separately (so
 // look-ahead and $ stop at the piece's end), a regex with \p{...} classes on
 // collapsed text, one without on the code points with non-ASCII whitespace
-// matched as if it were "\v", as llama.cpp's fallback does. Invalid UTF-8
-// bytes become U+FFFD.
+// matched as if it were "\v", as llama.cpp's fallback does. The text is
+// decoded, and the words encoded again, as llama.cpp does (cptsFromUTF8).
 func (s *splitter) split(text string) ([]string, error) {
-	cpts := []rune(text)
+	cpts := cptsFromUTF8(text)
 	var raw, collapsed []rune
 	for _, c := range s.collapsed {
 		if c && collapsed == nil {
@@ -225,8 +225,13 @@ func (s *splitter) split(text string) ([]string, error) {
 	}
 	words := make([]string, 0, len(lens))
 	start := 0
+	var buf []byte
 	for _, n := range lens {
-		words = append(words, string(cpts[start:start+n]))
+		buf = buf[:0]
+		for _, r := range cpts[start : start+n] {
+			buf = appendCpt(buf, r)
+		}
+		words = append(words, string(buf))
 		start += n
 	}
 	return words, nil

@@ -114,3 +114,59 @@ func collapseRegex(expr string) (out string, ok bool, err error) {
 	}
 	return sb.String(), true, nil
 }
+
+// cptsFromUTF8 decodes text as llama.cpp's unicode_cpts_from_utf8 does: a
+// lead byte followed by the continuation bytes it announces is one code
+// point, with no check for overlong forms or surrogates ("\xc0\xaf" is "/",
+// "\xed\xa0\x80" is U+D800); any other byte is U+FFFD. A sequence beyond
+// U+10FFFF (lead bytes F4 to F7), which makes llama.cpp abort, is U+FFFD
+// for its lead byte here.
+func cptsFromUTF8(s string) []rune {
+	out := make([]rune, 0, len(s))
+	for i := 0; i < len(s); {
+		c := s[i]
+		n := 0
+		var r rune
+		switch {
+		case c < 0x80:
+			out = append(out, rune(c))
+			i++
+			continue
+		case c&0xE0 == 0xC0:
+			n, r = 2, rune(c&0x1F)
+		case c&0xF0 == 0xE0:
+			n, r = 3, rune(c&0x0F)
+		case c&0xF8 == 0xF0:
+			n, r = 4, rune(c&0x07)
+		}
+		ok := n > 0 && i+n <= len(s)
+		for k := 1; ok && k < n; k++ {
+			if s[i+k]&0xC0 != 0x80 {
+				ok = false
+			}
+			r = r<<6 | rune(s[i+k]&0x3F)
+		}
+		if !ok || r > unicode.MaxRune {
+			out = append(out, unicode.ReplacementChar)
+			i++
+			continue
+		}
+		out = append(out, r)
+		i += n
+	}
+	return out
+}
+
+// appendCpt appends r encoded as llama.cpp's unicode_cpt_to_utf8 does:
+// shortest form, surrogates like any other code point.
+func appendCpt(b []byte, r rune) []byte {
+	switch {
+	case r < 0x80:
+		return append(b, byte(r))
+	case r < 0x800:
+		return append(b, 0xC0|byte(r>>6), 0x80|byte(r&0x3F))
+	case r < 0x10000:
+		return append(b, 0xE0|byte(r>>12), 0x80|byte(r>>6&0x3F), 0x80|byte(r&0x3F))
+	}
+	return append(b, 0xF0|byte(r>>18), 0x80|byte(r>>12&0x3F), 0x80|byte(r>>6&0x3F), 0x80|byte(r&0x3F))
+}

@@ -4,10 +4,12 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/edgellm/edgellm/internal/testfiles"
 )
@@ -173,4 +175,51 @@ func TestCollapseRegex(t *testing.T) {
 			t.Errorf("collapse(U+%04X) = U+%04X, want U+%04X", r, got, want)
 		}
 	}
+}
+
+func TestCptsFromUTF8(t *testing.T) {
+	const bad = unicode.ReplacementChar
+	for in, want := range map[string][]rune{
+		"a\xffb":           {'a', bad, 'b'},
+		"\xc0\xaf":         {'/'},    // overlong, decoded all the same
+		"\xed\xa0\x80":     {0xD800}, // a surrogate
+		"\xe6\x97 x":       {bad, bad, ' ', 'x'},
+		"\xf4\x90\x80\x80": {bad, bad, bad, bad}, // beyond U+10FFFF: llama.cpp aborts
+		"é😀":               {'é', '😀'},
+		"":                 {},
+	} {
+		if got := cptsFromUTF8(in); !slices.Equal(got, want) {
+			t.Errorf("cptsFromUTF8(%q) = %U, want %U", in, got, want)
+		}
+	}
+	if got := string(appendCpt(nil, 0xD800)); got != "\xed\xa0\x80" {
+		t.Errorf("appendCpt(U+D800) = %q", got)
+	}
+}
+
+// FuzzCptsFromUTF8: valid UTF-8 decodes as Go decodes it and encodes back
+// to itself; any input decodes to at most one code point a byte, each
+// within Unicode's range.
+func FuzzCptsFromUTF8(f *testing.F) {
+	for _, s := range []string{"a\xffb", "\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80", "é😀", "\xf0\x9f\x98"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		cpts := cptsFromUTF8(s)
+		if len(cpts) > len(s) {
+			t.Fatalf("%q: %d code points", s, len(cpts))
+		}
+		var b []byte
+		for _, r := range cpts {
+			if r < 0 || r > unicode.MaxRune {
+				t.Fatalf("%q: code point %#x", s, r)
+			}
+			b = appendCpt(b, r)
+		}
+		if utf8.ValidString(s) {
+			if !slices.Equal(cpts, []rune(s)) || string(b) != s {
+				t.Fatalf("%q: %U, encoded %q", s, cpts, b)
+			}
+		}
+	})
 }
