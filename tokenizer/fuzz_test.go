@@ -7,8 +7,8 @@ import (
 )
 
 // FuzzGPT2RoundTrip: Encode never fails or panics on any input, and for
-// valid UTF-8 the pieces give the text back exactly. (Invalid bytes become
-// U+FFFD before byte-level BPE, as in llama.cpp.)
+// valid UTF-8 the pieces give the text back exactly. (Invalid UTF-8 is
+// decoded as llama.cpp decodes it, cptsFromUTF8.)
 func FuzzGPT2RoundTrip(f *testing.F) {
 	for _, s := range roundTripTexts {
 		f.Add(s)
