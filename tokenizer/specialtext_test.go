@@ -119,22 +119,24 @@ func TestSpecialTextsForcedToControl(t *testing.T) {
 			}
 
 			// The same file through llama.cpp, where it is built.
-			tool := testfiles.LlamaCppTool(t, "llamacpp_tokenize")
-			path := filepath.Join(t.TempDir(), "vocab.gguf")
-			if err := os.WriteFile(path, data, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			var texts []string
-			for _, s := range textSpecials {
-				texts = append(texts, s, "a"+s+"b", " "+s+"\n"+s)
-			}
-			texts = append(texts, genTexts(diffSeed, 50)...)
-			run, err := parseLlamaCpp(runLlamaCpp(t, tool, path, texts), len(texts))
-			if err != nil {
-				t.Fatal(err)
-			}
-			agree := compareLlamaCpp(t, name, tok, run, texts)
-			t.Logf("%s with user-defined special texts: %d of %d texts as llama.cpp", name, agree, len(texts))
+			t.Run("llama.cpp", func(t *testing.T) {
+				tool := testfiles.LlamaCppTool(t, "llamacpp_tokenize")
+				path := filepath.Join(t.TempDir(), "vocab.gguf")
+				if err := os.WriteFile(path, data, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				var texts []string
+				for _, s := range textSpecials {
+					texts = append(texts, s, "a"+s+"b", " "+s+"\n"+s)
+				}
+				texts = append(texts, genTexts(diffSeed, 50)...)
+				run, err := parseLlamaCpp(runLlamaCpp(t, tool, path, texts), len(texts))
+				if err != nil {
+					t.Fatal(err)
+				}
+				agree := compareLlamaCpp(t, name, tok, run, texts)
+				t.Logf("%s with user-defined special texts: %d of %d texts as llama.cpp", name, agree, len(texts))
+			})
 		})
 	}
 }
