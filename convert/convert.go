@@ -1,0 +1,207 @@
+// Package convert writes GGUF files from Hugging Face checkpoints
+// (safetensors, config.json) and from llama2.c checkpoints, with the
+// architecture names, metadata keys, tensor names and tensor layouts that
+// llama.cpp's converters write, so the files load in llama.cpp as in
+// EdgeLLM. It reads untrusted files: every header, shape and size is
+// checked before anything is allocated from it.
+package convert
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/edgellm/edgellm/gguf"
+	"github.com/edgellm/edgellm/quant"
+)
+
+// VocabWriter adds a tokenizer's tokenizer.ggml.* keys (and the chat
+// template) to a file being written.
+type VocabWriter interface {
+	Write(w *gguf.Writer)
+}
+
+// Options tune a conversion.
+type Options struct {
+	// Type is the matrices' type: "auto" (or ""), "f32", "f16", "bf16" or
+	// "q8_0". Auto is BF16 when the checkpoint's first matrix is BF16, else
+	// F16, as llama.cpp's converter chooses (llama2.c files: F32).
+	Type string
+	// Vocab, when not nil, writes the tokenizer; without it the file gets
+	// tokenizer.ggml.model "none" (weights only, as llama.cpp reads it).
+	Vocab VocabWriter
+	// Name is general.name; the checkpoint's folder or file name when empty.
+	Name string
+	// Progress, when not nil, receives a line per converted tensor and the
+	// writing progress.
+	Progress io.Writer
+}
+
+// Summary says what a conversion did.
+type Summary struct {
+	Arch      string
+	Tensors   int
+	BytesIn   int64 // tensor bytes read from the checkpoint
+	BytesOut  int64 // bytes of the written file
+	Took      time.Duration
+	Fallbacks []string // matrices written in another type than asked, and why
+}
+
+func (s *Summary) String() string {
+	return fmt.Sprintf("%s: %d tensors, %.1f MB read, %.1f MB written, %s", s.Arch, s.Tensors,
+		float64(s.BytesIn)/1e6, float64(s.BytesOut)/1e6, s.Took.Round(time.Millisecond))
+}
+
+// fileTypes are general.file_type's values (llama.cpp's LlamaFileType).
+var fileTypes = map[quant.Type]uint32{quant.F32: 0, quant.F16: 1, quant.Q8_0: 7, quant.BF16: 32}
+
+// parseType reads Options.Type; auto says it is "auto" (or empty).
+func parseType(s string) (t quant.Type, auto bool, err error) {
+	switch strings.ToLower(s) {
+	case "", "auto":
+		return 0, true, nil
+	case "f32":
+		return quant.F32, false, nil
+	case "f16":
+		return quant.F16, false, nil
+	case "bf16":
+		return quant.BF16, false, nil
+	case "q8_0":
+		return quant.Q8_0, false, nil
+	case "tq1_0", "tq2_0", "i2_s":
+		return 0, false, fmt.Errorf("convert: type %s: ternary output is not written by convert yet; convert to f16 and quantize the file", s)
+	}
+	return 0, false, fmt.Errorf("convert: unknown type %q (want auto, f32, f16, bf16 or q8_0)", s)
+}
+
+// emitter builds the output file: it picks each tensor's type, encodes it,
+// reports progress and counts.
+type emitter struct {
+	w        *gguf.Writer
+	typ      quant.Type // the matrices' type
+	progress io.Writer
+	total    int // tensors expected (for progress), 0 if unknown
+	sum      Summary
+	names    map[string]bool
+}
+
+func newEmitter(arch string, typ quant.Type, o Options) *emitter {
+	e := &emitter{w: gguf.NewWriter(), typ: typ, progress: o.Progress, names: map[string]bool{}}
+	e.sum.Arch = arch
+	e.w.AddString("general.architecture", arch)
+	e.w.AddString("general.type", "model")
+	return e
+}
+
+// tensorType is what a tensor is written as: F32 for vectors and norms
+// (llama.cpp's rule), else the asked type, falling back to F16 where a
+// Q8_0 block does not fit the row, as llama.cpp's converter does.
+func (e *emitter) tensorType(name string, dims []uint64) quant.Type {
+	if len(dims) < 2 || strings.HasSuffix(name, "_norm.weight") {
+		return quant.F32
+	}
+	if _, err := e.typ.RowBytes(int(dims[0])); err != nil {
+		e.sum.Fallbacks = append(e.sum.Fallbacks, fmt.Sprintf("%s: %s cannot hold rows of %d, wrote F16", name, e.typ, dims[0]))
+		return quant.F16
+	}
+	return e.typ
+}
+
+// add encodes data (row-major, shape rows first as PyTorch writes it) as
+// tensor name of the GGUF file.
+func (e *emitter) add(name string, shape []int64, data []float32) error {
+	if e.names[name] {
+		return fmt.Errorf("convert: tensor %q written twice (two checkpoint tensors map to it)", name)
+	}
+	e.names[name] = true
+	dims := make([]uint64, len(shape))
+	for i, d := range shape {
+		dims[len(shape)-1-i] = uint64(d) // GGUF: the contiguous dimension first
+	}
+	typ := e.tensorType(name, dims)
+	size, err := quant.TensorBytes(typ, dims[0], uint64(len(data)))
+	if err != nil {
+		return fmt.Errorf("convert: tensor %q: %w", name, err)
+	}
+	buf := make([]byte, size)
+	if err := quant.Quantize(typ, buf, data); err != nil {
+		return fmt.Errorf("convert: tensor %q: %w", name, err)
+	}
+	if err := e.w.AddTensor(name, typ, dims, buf); err != nil {
+		return fmt.Errorf("convert: %w", err)
+	}
+	e.sum.Tensors++
+	if e.progress != nil {
+		fmt.Fprintf(e.progress, "[%4d/%4d] %-32s %-5s %v\n", e.sum.Tensors, e.total, name, typ, dims)
+	}
+	return nil
+}
+
+// write finishes the metadata and writes the file to a temporary file
+// beside out, renamed to out once complete.
+func (e *emitter) write(out string, o Options, start time.Time) (*Summary, error) {
+	ft, ok := fileTypes[e.typ]
+	if !ok {
+		return nil, fmt.Errorf("convert: no file type for %s", e.typ)
+	}
+	e.w.AddUint32("general.file_type", ft)
+	e.w.AddUint32("general.quantization_version", 2)
+	if o.Vocab != nil {
+		o.Vocab.Write(e.w)
+	} else {
+		e.w.AddString("tokenizer.ggml.model", "none")
+	}
+	dir := filepath.Dir(out)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(out)+".*.tmp")
+	if err != nil {
+		return nil, fmt.Errorf("convert: %w", err)
+	}
+	done := false
+	defer func() {
+		if !done {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	var dst io.Writer = tmp
+	if e.progress != nil {
+		dst = &progressWriter{w: tmp, out: e.progress}
+	}
+	n, err := e.w.WriteTo(dst)
+	if err != nil {
+		return nil, fmt.Errorf("convert: writing %s: %w", out, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return nil, fmt.Errorf("convert: writing %s: %w", out, err)
+	}
+	if err := os.Rename(tmp.Name(), out); err != nil {
+		return nil, fmt.Errorf("convert: %w", err)
+	}
+	done = true
+	e.sum.BytesOut = n
+	e.sum.Took = time.Since(start)
+	return &e.sum, nil
+}
+
+// progressWriter reports every 256 MiB written.
+type progressWriter struct {
+	w    io.Writer
+	out  io.Writer
+	n    int64
+	next int64
+}
+
+func (p *progressWriter) Write(b []byte) (int, error) {
+	n, err := p.w.Write(b)
+	p.n += int64(n)
+	if p.n >= p.next {
+		if p.next > 0 {
+			fmt.Fprintf(p.out, "written %d MiB\n", p.n>>20)
+		}
+		p.next = p.n + 256<<20
+	}
+	return n, err
+}
