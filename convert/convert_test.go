@@ -62,6 +62,9 @@ func worstRMS(t *testing.T, path string, ids []int, want [][]float64) float64 {
 // against an independent float64 forward pass in Hugging Face's own
 // conventions from the source weights.
 func TestHFLogits(t *testing.T) {
+	oneBit := tinyBitNet // 1bitLLM's BitnetForCausalLM: SiLU, llama.cpp's bitnet
+	oneBit.hfArch, oneBit.act = "BitnetForCausalLM", "silu"
+	oneBit.bitnetSubNormNames = [2]string{"self_attn.inner_attn_ln.weight", "mlp.ffn_layernorm.weight"}
 	wide := tinyLlama
 	wide.hidden, wide.headDim = 40, 10 // rows of 40 cannot be Q8_0: F16 fallback
 	cases := []struct {
@@ -82,6 +85,7 @@ func TestHFLogits(t *testing.T) {
 		{"qwen3-f16", tinyQwen3, 2, "auto", "qwen3", 1e-5, false},
 		{"gemma3-bf16", tinyGemma3, 1, "f32", "gemma3", 1e-5, false},
 		{"bitnet-b1.58-master", tinyBitNet, 1, "f32", "bitnet-b1.58", 1e-5, false},
+		{"bitnet-1bitllm-master", oneBit, 1, "f32", "bitnet", 1e-5, false},
 		{"falcon3-1.58bit-packed", tinyFalcon158, 2, "f32", "llama", 1e-5, false},
 	}
 	for _, tc := range cases {
