@@ -35,8 +35,7 @@ type Options struct {
 	Vocab VocabWriter
 	// Name is general.name; the checkpoint's folder or file name when empty.
 	Name string
-	// Progress, when not nil, receives a line per converted tensor and the
-	// writing progress.
+	// Progress, when not nil, receives a line per tensor as it is written.
 	Progress io.Writer
 }
 
@@ -77,13 +76,12 @@ func parseType(s string) (t quant.Type, auto bool, err error) {
 	return 0, false, fmt.Errorf("convert: unknown type %q (want auto, f32, f16, bf16 or q8_0)", s)
 }
 
-// emitter builds the output file: it picks each tensor's type, encodes it,
-// reports progress and counts.
+// emitter builds the output file: it picks each tensor's type, encodes it
+// as the file is written, reports progress and counts.
 type emitter struct {
 	w        *gguf.Writer
 	typ      quant.Type // the matrices' type
 	progress io.Writer
-	total    int // tensors expected (for progress), 0 if unknown
 	sum      Summary
 	names    map[string]bool
 }
@@ -110,33 +108,42 @@ func (e *emitter) tensorType(name string, dims []uint64) quant.Type {
 	return e.typ
 }
 
-// add encodes data (row-major, shape rows first as PyTorch writes it) as
-// tensor name of the GGUF file.
-func (e *emitter) add(name string, shape []int64, data []float32) error {
+// add appends tensor name (shape rows first, as PyTorch writes it), whose
+// float32 values produce returns when the file is written: the writer
+// holds one tensor at a time, not the whole model.
+func (e *emitter) add(name string, shape []int64, produce func() ([]float32, error)) error {
 	if e.names[name] {
 		return fmt.Errorf("convert: tensor %q written twice (two checkpoint tensors map to it)", name)
 	}
 	e.names[name] = true
 	dims := make([]uint64, len(shape))
+	n := 1
 	for i, d := range shape {
 		dims[len(shape)-1-i] = uint64(d) // GGUF: the contiguous dimension first
+		n *= int(d)
 	}
 	typ := e.tensorType(name, dims)
-	size, err := quant.TensorBytes(typ, dims[0], uint64(len(data)))
+	index := e.sum.Tensors + 1
+	err := e.w.AddTensorFunc(name, typ, dims, func(dst []byte) error {
+		data, err := produce()
+		if err != nil {
+			return err
+		}
+		if len(data) != n {
+			return fmt.Errorf("convert: tensor %q: %d values for shape %v", name, len(data), shape)
+		}
+		if err := quant.Quantize(typ, dst, data); err != nil {
+			return fmt.Errorf("convert: tensor %q: %w", name, err)
+		}
+		if e.progress != nil {
+			fmt.Fprintf(e.progress, "[%4d/%4d] %-32s %-5s %v\n", index, e.sum.Tensors, name, typ, dims)
+		}
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("convert: tensor %q: %w", name, err)
-	}
-	buf := make([]byte, size)
-	if err := quant.Quantize(typ, buf, data); err != nil {
-		return fmt.Errorf("convert: tensor %q: %w", name, err)
-	}
-	if err := e.w.AddTensor(name, typ, dims, buf); err != nil {
 		return fmt.Errorf("convert: %w", err)
 	}
 	e.sum.Tensors++
-	if e.progress != nil {
-		fmt.Fprintf(e.progress, "[%4d/%4d] %-32s %-5s %v\n", e.sum.Tensors, e.total, name, typ, dims)
-	}
 	return nil
 }
 
@@ -166,11 +173,7 @@ func (e *emitter) write(out string, o Options, start time.Time) (*Summary, error
 			os.Remove(tmp.Name())
 		}
 	}()
-	var dst io.Writer = tmp
-	if e.progress != nil {
-		dst = &progressWriter{w: tmp, out: e.progress}
-	}
-	n, err := e.w.WriteTo(dst)
+	n, err := e.w.WriteTo(tmp)
 	if err != nil {
 		return nil, fmt.Errorf("convert: writing %s: %w", out, err)
 	}
@@ -184,24 +187,4 @@ func (e *emitter) write(out string, o Options, start time.Time) (*Summary, error
 	e.sum.BytesOut = n
 	e.sum.Took = time.Since(start)
 	return &e.sum, nil
-}
-
-// progressWriter reports every 256 MiB written.
-type progressWriter struct {
-	w    io.Writer
-	out  io.Writer
-	n    int64
-	next int64
-}
-
-func (p *progressWriter) Write(b []byte) (int, error) {
-	n, err := p.w.Write(b)
-	p.n += int64(n)
-	if p.n >= p.next {
-		if p.next > 0 {
-			fmt.Fprintf(p.out, "written %d MiB\n", p.n>>20)
-		}
-		p.next = p.n + 256<<20
-	}
-	return n, err
 }

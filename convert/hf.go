@@ -199,7 +199,6 @@ func (cv *hfConverter) ggufName(hf string) (name string, block int, local string
 
 func (cv *hfConverter) tensors() error {
 	names := cv.ck.names()
-	cv.e.total = len(names)
 	scales := map[string]bool{} // weight_scale tensors used by a packed weight
 	written := map[string]bool{}
 	for _, hf := range names {
@@ -214,27 +213,22 @@ func (cv *hfConverter) tensors() error {
 			continue
 		}
 		t := cv.ck.tensors[hf]
-		data, shape, err := cv.load(t, scales)
+		shape, scale, err := cv.plan(t, scales)
 		if err != nil {
 			return err
 		}
 		if want := cv.shapes.of(local); !slices.Equal(shape, want) {
 			return fmt.Errorf("convert: tensor %q: shape %v, the config implies %v", hf, shape, want)
 		}
-		ternary := block >= 0 && slices.Contains(ternaryWeights, local)
-		switch {
-		case cv.spec.ternarize && ternary && t.DType != "U8":
-			bitnetWeightQuant(data)
-		case cv.spec.permuteQK && (local == "attn_q.weight" || local == "attn_q.bias"):
-			data = permuteRows(data, int(shape[0]), rowLen(shape), cv.c.heads())
-		case cv.spec.permuteQK && (local == "attn_k.weight" || local == "attn_k.bias"):
-			data = permuteRows(data, int(shape[0]), rowLen(shape), cv.c.kvHeads())
-		case cv.spec.normShift && strings.HasSuffix(local, "norm.weight"):
-			for i := range data {
-				data[i]++
+		transform := cv.transform(local, block >= 0, t.DType == "U8", shape)
+		err = cv.e.add(name, shape, func() ([]float32, error) {
+			data, err := cv.read(t, scale)
+			if err != nil {
+				return nil, err
 			}
-		}
-		if err := cv.e.add(name, shape, data); err != nil {
+			return transform(data), nil
+		})
+		if err != nil {
 			return err
 		}
 		written[name] = true
@@ -246,11 +240,34 @@ func (cv *hfConverter) tensors() error {
 	}
 	if r := cv.c.rope(); cv.spec == llamaSpec && r != nil && r.kind() == "llama3" {
 		f := ropeFreqFactors(cv.c)
-		if err := cv.e.add("rope_freqs.weight", []int64{int64(len(f))}, f); err != nil {
+		err := cv.e.add("rope_freqs.weight", []int64{int64(len(f))}, func() ([]float32, error) { return f, nil })
+		if err != nil {
 			return err
 		}
 	}
 	return cv.checkComplete(written)
+}
+
+// transform returns what the architecture does to a tensor's values
+// (local: its GGUF name within the block, or the global name).
+func (cv *hfConverter) transform(local string, inBlock, packed bool, shape []int64) func([]float32) []float32 {
+	s := cv.spec
+	switch {
+	case s.ternarize && inBlock && !packed && slices.Contains(ternaryWeights, local):
+		return func(d []float32) []float32 { bitnetWeightQuant(d); return d }
+	case s.permuteQK && (local == "attn_q.weight" || local == "attn_q.bias"):
+		return func(d []float32) []float32 { return permuteRows(d, int(shape[0]), rowLen(shape), cv.c.heads()) }
+	case s.permuteQK && (local == "attn_k.weight" || local == "attn_k.bias"):
+		return func(d []float32) []float32 { return permuteRows(d, int(shape[0]), rowLen(shape), cv.c.kvHeads()) }
+	case s.normShift && strings.HasSuffix(local, "norm.weight"):
+		return func(d []float32) []float32 {
+			for i := range d {
+				d[i]++
+			}
+			return d
+		}
+	}
+	return func(d []float32) []float32 { return d }
 }
 
 // checkComplete fails on the first tensor the network needs that the
@@ -290,46 +307,59 @@ func rowLen(shape []int64) int {
 	return n
 }
 
-// load reads a tensor as float32 with its shape; a U8 tensor of a
-// BitNet-quantized checkpoint is unpacked with its weight_scale.
-func (cv *hfConverter) load(t *stTensor, scales map[string]bool) ([]float32, []int64, error) {
-	cv.e.sum.BytesIn += t.End - t.Begin
+// plan checks that a tensor can be read, from the headers alone, and
+// returns the shape of its values: a U8 tensor of a BitNet-quantized
+// checkpoint holds packed ternary weights, four rows to a byte, whose
+// weight_scale is read and checked here.
+func (cv *hfConverter) plan(t *stTensor, scales map[string]bool) (shape []int64, scale float32, err error) {
 	if t.DType != "U8" {
-		data, err := t.Floats()
-		return data, t.Shape, err
+		if !slices.Contains(floatDTypes, t.DType) {
+			return nil, 0, fmt.Errorf("convert: tensor %q: dtype %s is not supported (want F32, F16 or BF16)", t.Name, t.DType)
+		}
+		return t.Shape, 0, nil
 	}
 	if !cv.c.bitnetPacked() {
-		return nil, nil, fmt.Errorf("convert: tensor %q: dtype U8 is only read as BitNet-packed ternary weights (config has no bitnet quantization_config)", t.Name)
+		return nil, 0, fmt.Errorf("convert: tensor %q: dtype U8 is only read as BitNet-packed ternary weights (config has no bitnet quantization_config)", t.Name)
 	}
 	if lc := cv.c.QuantizationConfig.LinearClass; lc != "" && lc != "bitlinear" {
-		return nil, nil, fmt.Errorf("convert: tensor %q: BitNet linear_class %q is not supported (bitlinear is)", t.Name, lc)
+		return nil, 0, fmt.Errorf("convert: tensor %q: BitNet linear_class %q is not supported (bitlinear is)", t.Name, lc)
 	}
 	scaleName := strings.TrimSuffix(t.Name, ".weight") + ".weight_scale"
 	st, ok := cv.ck.tensors[scaleName]
 	if !ok || !strings.HasSuffix(t.Name, ".weight") {
-		return nil, nil, fmt.Errorf("convert: tensor %q: packed ternary weight without %s", t.Name, scaleName)
+		return nil, 0, fmt.Errorf("convert: tensor %q: packed ternary weight without %s", t.Name, scaleName)
 	}
 	if len(t.Shape) != 2 {
-		return nil, nil, fmt.Errorf("convert: tensor %q: packed ternary weight of shape %v, want 2 dimensions", t.Name, t.Shape)
+		return nil, 0, fmt.Errorf("convert: tensor %q: packed ternary weight of shape %v, want 2 dimensions", t.Name, t.Shape)
 	}
 	sv, err := st.Floats()
 	if err != nil {
-		return nil, nil, err
+		return nil, 0, err
 	}
 	if len(sv) != 1 || !(sv[0] != 0) || math.IsInf(float64(sv[0]), 0) || math.IsNaN(float64(sv[0])) {
-		return nil, nil, fmt.Errorf("convert: tensor %q: weight scale must be one finite non-zero value, got %v", scaleName, sv)
+		return nil, 0, fmt.Errorf("convert: tensor %q: weight scale must be one finite non-zero value, got %v", scaleName, sv)
 	}
 	scales[scaleName] = true
 	cv.e.sum.BytesIn += st.End - st.Begin
+	return []int64{4 * t.Shape[0], t.Shape[1]}, sv[0], nil
+}
+
+// read reads a tensor's values as float32, unpacking packed ternary
+// weights with their scale (plan's).
+func (cv *hfConverter) read(t *stTensor, scale float32) ([]float32, error) {
+	cv.e.sum.BytesIn += t.End - t.Begin
+	if t.DType != "U8" {
+		return t.Floats()
+	}
 	packed, err := t.Bytes()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	data, err := unpackTernary(packed, int(t.Shape[0]), int(t.Shape[1]), sv[0])
+	data, err := unpackTernary(packed, int(t.Shape[0]), int(t.Shape[1]), scale)
 	if err != nil {
-		return nil, nil, fmt.Errorf("convert: tensor %q: %w", t.Name, err)
+		return nil, fmt.Errorf("convert: tensor %q: %w", t.Name, err)
 	}
-	return data, []int64{4 * t.Shape[0], t.Shape[1]}, nil
+	return data, nil
 }
 
 // unpackTernary undoes transformers' BitNet packing (integrations/

@@ -163,9 +163,13 @@ func TestHFHostile(t *testing.T) {
 		h := tc.s.generate(3)
 		tc.m(h)
 		dir := h.write(t, 1)
-		_, err := HF(dir, filepath.Join(t.TempDir(), "x.gguf"), Options{Type: "f32"})
+		outDir := t.TempDir()
+		_, err := HF(dir, filepath.Join(outDir, "x.gguf"), Options{Type: "f32"})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: error %v, want one containing %q", tc.name, err, tc.want)
+		}
+		if entries, _ := os.ReadDir(outDir); len(entries) != 0 {
+			t.Errorf("%s: the failed conversion left %s", tc.name, entries[0].Name())
 		}
 	}
 }

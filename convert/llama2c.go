@@ -46,18 +46,13 @@ func Llama2C(modelPath, out string, o Options) (*Summary, error) {
 	k.u32("rope.dimension_count", c.HeadDim)
 	k.f32("attention.layer_norm_rms_epsilon", float64(c.NormEps))
 
-	e.total = 3 + 9*c.Layers
 	matrix := func(name string, t *model.Tensor) error {
-		f, err := floats(t)
-		if err != nil {
-			return err
-		}
 		e.sum.BytesIn += int64(len(t.Data))
-		return e.add(name, []int64{int64(t.Rows), int64(t.Cols)}, f)
+		return e.add(name, []int64{int64(t.Rows), int64(t.Cols)}, func() ([]float32, error) { return floats(t) })
 	}
 	vector := func(name string, v []float32) error {
 		e.sum.BytesIn += 4 * int64(len(v))
-		return e.add(name, []int64{int64(len(v))}, v)
+		return e.add(name, []int64{int64(len(v))}, func() ([]float32, error) { return v, nil })
 	}
 	if err := matrix("token_embd.weight", &w.Embed); err != nil {
 		return nil, err
