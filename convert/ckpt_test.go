@@ -156,6 +156,8 @@ type tiny struct {
 	ropeTheta, localTheta, eps float64
 	window, period             int     // gemma3
 	softcap                    float64 // gemma3 final_logit_softcapping
+	linear                     float64 // rope_scaling linear factor (0: none)
+	llama3                     bool    // rope_scaling llama3 (factor 8, low 1, high 4, original 1024)
 	bitnetSubNormNames         [2]string
 }
 
@@ -280,6 +282,13 @@ func (s tiny) config() map[string]any {
 		c["attn_logit_softcapping"] = nil
 	default:
 		c["hidden_act"] = s.act
+	}
+	if s.linear > 0 {
+		c["rope_scaling"] = map[string]any{"type": "linear", "factor": s.linear}
+	}
+	if s.llama3 {
+		c["rope_scaling"] = map[string]any{"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+			"high_freq_factor": 4.0, "original_max_position_embeddings": 1024}
 	}
 	if s.bitnetPacked {
 		c["quantization_config"] = map[string]any{"quant_method": "bitnet", "linear_class": "bitlinear", "quantization_mode": "offline"}

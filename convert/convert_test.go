@@ -2,7 +2,6 @@ package convert
 
 import (
 	"bytes"
-	"fmt"
 	"math"
 	"math/rand/v2"
 	"path/filepath"
@@ -67,6 +66,14 @@ func TestHFLogits(t *testing.T) {
 	oneBit.bitnetSubNormNames = [2]string{"self_attn.inner_attn_ln.weight", "mlp.ffn_layernorm.weight"}
 	wide := tinyLlama
 	wide.hidden, wide.headDim = 40, 10 // rows of 40 cannot be Q8_0: F16 fallback
+	smol := tinyLlama                  // SmolLM: tied, no lm_head
+	smol.tied = true
+	llama3 := tinyLlama
+	llama3.llama3 = true
+	linear := tinyQwen3
+	linear.linear = 4
+	gemmaLinear := tinyGemma3
+	gemmaLinear.linear = 8
 	cases := []struct {
 		name      string
 		s         tiny
@@ -81,6 +88,10 @@ func TestHFLogits(t *testing.T) {
 		{"llama-bf16", tinyLlama, 1, "bf16", "llama", 3e-2, false},
 		{"llama-q8_0", tinyLlama, 1, "q8_0", "llama", 3e-2, false},
 		{"llama-q8_0-fallback", wide, 1, "q8_0", "llama", 3e-2, true},
+		{"smollm-tied", smol, 1, "f32", "llama", 1e-5, false},
+		{"llama3-rope", llama3, 1, "f32", "llama", 1e-5, false},
+		{"qwen3-linear-rope", linear, 1, "f32", "qwen3", 1e-5, false},
+		{"gemma3-linear-rope", gemmaLinear, 1, "f32", "gemma3", 1e-5, false},
 		{"qwen2-bf16-sharded", tinyQwen2, 3, "auto", "qwen2", 1e-5, false},
 		{"qwen3-f16", tinyQwen3, 2, "auto", "qwen3", 1e-5, false},
 		{"gemma3-bf16", tinyGemma3, 1, "f32", "gemma3", 1e-5, false},
@@ -293,4 +304,39 @@ func TestParseType(t *testing.T) {
 	}
 }
 
-var _ = fmt.Sprint
+
+// TestGemma3Multimodal: Gemma3ForConditionalGeneration (4B and up) keeps
+// its text model under language_model and its sizes in text_config; the
+// vision tower is dropped. Its text weights convert to the same tensors as
+// the text-only checkpoint's.
+func TestGemma3Multimodal(t *testing.T) {
+	h := tinyGemma3.generate(8)
+	text, _ := convertDir(t, h.write(t, 1), "bf16", Options{})
+	for _, prefix := range []string{"language_model.", "model.language_model."} {
+		mm := &hfCkpt{config: map[string]any{"architectures": []string{"Gemma3ForConditionalGeneration"},
+			"model_type": "gemma3", "text_config": h.config}, tensors: map[string]*hfTensor{}}
+		for name, ten := range h.tensors {
+			n := prefix + name
+			if prefix == "model.language_model." {
+				n = prefix + name[len("model."):]
+			}
+			mm.tensors[n] = ten
+		}
+		mm.add("vision_tower.vision_model.embeddings.patch_embedding.weight", "BF16", []int64{4, 4}, make([]float32, 16))
+		mm.add("multi_modal_projector.mm_input_projection_weight", "BF16", []int64{4, 4}, make([]float32, 16))
+		got, sum := convertDir(t, mm.write(t, 2), "bf16", Options{})
+		if sum.Arch != "gemma3" {
+			t.Fatalf("%s: architecture %s", prefix, sum.Arch)
+		}
+		fa, fb := openGGUF(t, text), openGGUF(t, got)
+		if len(fa.Tensors) != len(fb.Tensors) {
+			t.Fatalf("%s: %d tensors, want %d", prefix, len(fb.Tensors), len(fa.Tensors))
+		}
+		for i := range fa.Tensors {
+			tb, ok := fb.Tensor(fa.Tensors[i].Name)
+			if !ok || !bytes.Equal(tb.Data, fa.Tensors[i].Data) {
+				t.Fatalf("%s: tensor %s differs from the text-only checkpoint's", prefix, fa.Tensors[i].Name)
+			}
+		}
+	}
+}

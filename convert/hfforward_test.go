@@ -94,11 +94,32 @@ func hfForward(s tiny, h *hfCkpt, ids []int) [][]float64 {
 		}
 	}
 	// RoPE as transformers' apply_rotary_pos_emb: x*cos + rotate_half(x)*sin.
-	rope := func(x []float64, pos int, base float64) {
+	// inv_freq as transformers' rope initialisations compute it: linear
+	// divides by the factor (global layers only, for Gemma), llama3 scales
+	// the low frequencies by its wavelength bands.
+	invFreq := func(i int, base float64, local bool) float64 {
+		f := math.Pow(base, -2*float64(i)/float64(s.headDim))
+		if s.linear > 0 && !local {
+			f /= s.linear
+		}
+		if s.llama3 {
+			const factor, low, high, orig = 8.0, 1.0, 4.0, 1024.0
+			switch wl := 2 * math.Pi / f; {
+			case wl < orig/high:
+			case wl > orig/low:
+				f /= factor
+			default:
+				smooth := (orig/wl - low) / (high - low)
+				f = (1-smooth)*f/factor + smooth*f
+			}
+		}
+		return f
+	}
+	rope := func(x []float64, pos int, base float64, local bool) {
 		d := s.headDim
 		for h0 := 0; h0 < len(x); h0 += d {
 			for i := range d / 2 {
-				th := float64(pos) * math.Pow(base, -2*float64(i)/float64(d))
+				th := float64(pos) * invFreq(i, base, local)
 				c, sn := math.Cos(th), math.Sin(th)
 				a, b := x[h0+i], x[h0+i+d/2]
 				x[h0+i] = a*c - b*sn
@@ -159,8 +180,8 @@ func hfForward(s tiny, h *hfCkpt, ids []int) [][]float64 {
 			if isLocal(l) {
 				base = s.localTheta
 			}
-			rope(q, pos, base)
-			rope(k, pos, base)
+			rope(q, pos, base, isLocal(l))
+			rope(k, pos, base, isLocal(l))
 			keys[l] = append(keys[l], k)
 			vals[l] = append(vals[l], v)
 			scale := 1 / math.Sqrt(float64(s.headDim)) // Gemma: query_pre_attn_scalar = head_dim here
