@@ -304,7 +304,6 @@ func TestParseType(t *testing.T) {
 	}
 }
 
-
 // TestGemma3Multimodal: Gemma3ForConditionalGeneration (4B and up) keeps
 // its text model under language_model and its sizes in text_config; the
 // vision tower is dropped. Its text weights convert to the same tensors as
