@@ -152,6 +152,7 @@ type tiny struct {
 	dtype                      string // of the matrices and vectors
 	tied                       bool
 	bitnetPacked               bool // Falcon3-1.58bit-style packed ternary linear weights
+	autoBitLinear              bool // packed with linear_class autobitlinear (weight_scale multiplies)
 	act                        string
 	ropeTheta, localTheta, eps float64
 	window, period             int     // gemma3
@@ -291,7 +292,11 @@ func (s tiny) config() map[string]any {
 			"high_freq_factor": 4.0, "original_max_position_embeddings": 1024}
 	}
 	if s.bitnetPacked {
-		c["quantization_config"] = map[string]any{"quant_method": "bitnet", "linear_class": "bitlinear", "quantization_mode": "offline"}
+		lc := "bitlinear"
+		if s.autoBitLinear {
+			lc = "autobitlinear"
+		}
+		c["quantization_config"] = map[string]any{"quant_method": "bitnet", "linear_class": lc, "quantization_mode": "offline"}
 	}
 	return c
 }

@@ -72,6 +72,8 @@ func TestHFLogits(t *testing.T) {
 	llama3.llama3 = true
 	linear := tinyQwen3
 	linear.linear = 4
+	autoBit := tinyFalcon158 // AutoBitLinear: weight_scale multiplies
+	autoBit.autoBitLinear = true
 	gemmaLinear := tinyGemma3
 	gemmaLinear.linear = 8
 	cases := []struct {
@@ -98,6 +100,7 @@ func TestHFLogits(t *testing.T) {
 		{"bitnet-b1.58-master", tinyBitNet, 1, "f32", "bitnet-b1.58", 1e-5, false},
 		{"bitnet-1bitllm-master", oneBit, 1, "f32", "bitnet", 1e-5, false},
 		{"falcon3-1.58bit-packed", tinyFalcon158, 2, "f32", "llama", 1e-5, false},
+		{"falcon3-1.58bit-autobitlinear", autoBit, 1, "f32", "llama", 1e-5, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -321,8 +321,8 @@ func (cv *hfConverter) plan(t *stTensor, scales map[string]bool) (shape []int64,
 	if !cv.c.bitnetPacked() {
 		return nil, 0, fmt.Errorf("convert: tensor %q: dtype U8 is only read as BitNet-packed ternary weights (config has no bitnet quantization_config)", t.Name)
 	}
-	if lc := cv.c.QuantizationConfig.LinearClass; lc != "" && lc != "bitlinear" {
-		return nil, 0, fmt.Errorf("convert: tensor %q: BitNet linear_class %q is not supported (bitlinear is)", t.Name, lc)
+	if lc := cv.c.QuantizationConfig.LinearClass; lc != "" && lc != "bitlinear" && lc != "autobitlinear" {
+		return nil, 0, fmt.Errorf("convert: tensor %q: BitNet linear_class %q is not supported (bitlinear and autobitlinear are)", t.Name, lc)
 	}
 	scaleName := strings.TrimSuffix(t.Name, ".weight") + ".weight_scale"
 	st, ok := cv.ck.tensors[scaleName]
@@ -355,7 +355,10 @@ func (cv *hfConverter) read(t *stTensor, scale float32) ([]float32, error) {
 	if err != nil {
 		return nil, err
 	}
-	data, err := unpackTernary(packed, int(t.Shape[0]), int(t.Shape[1]), scale)
+	// transformers' BitLinear divides its output by weight_scale (as
+	// llama.cpp's dequant_bitnet does); AutoBitLinear multiplies by it.
+	mul := cv.c.QuantizationConfig.LinearClass == "autobitlinear"
+	data, err := unpackTernary(packed, int(t.Shape[0]), int(t.Shape[1]), scale, mul)
 	if err != nil {
 		return nil, fmt.Errorf("convert: tensor %q: %w", t.Name, err)
 	}
@@ -365,9 +368,8 @@ func (cv *hfConverter) read(t *stTensor, scale float32) ([]float32, error) {
 // unpackTernary undoes transformers' BitNet packing (integrations/
 // bitnet.py pack_weights): a [R/4, C] uint8 tensor holds, in bits 2i and
 // 2i+1 of byte (r, c), the value+1 of weight row i*R/4+r, column c. The
-// weights are the values divided by the scale (BitLinear divides its
-// output by weight_scale; llama.cpp's dequant_bitnet likewise).
-func unpackTernary(packed []byte, quarterRows, cols int, scale float32) ([]float32, error) {
+// weights are the values divided by the scale, or times it when mul.
+func unpackTernary(packed []byte, quarterRows, cols int, scale float32, mul bool) ([]float32, error) {
 	out := make([]float32, 4*quarterRows*cols)
 	for i := range 4 {
 		for r := range quarterRows {
@@ -378,7 +380,11 @@ func unpackTernary(packed []byte, quarterRows, cols int, scale float32) ([]float
 				if v == 3 {
 					return nil, fmt.Errorf("packed byte %#02x at [%d, %d] holds 3, not a ternary value+1", b, r, c)
 				}
-				row[c] = float32(v-1) / scale
+				if mul {
+					row[c] = float32(v-1) * scale
+				} else {
+					row[c] = float32(v-1) / scale
+				}
 			}
 		}
 	}

@@ -20,7 +20,7 @@ func hfForward(s tiny, h *hfCkpt, ids []int) [][]float64 {
 		if !ok {
 			panic("hfForward: no " + name)
 		}
-		if t.dtype == "U8" { // packed ternary: value-1, divided by the scale
+		if t.dtype == "U8" { // packed ternary: value-1, divided by the scale (BitLinear) or times it (AutoBitLinear)
 			scale := float64(h.tensors[name+"_scale"].f[0])
 			q, cols := int(t.shape[0]), int(t.shape[1])
 			out := make([]float64, 4*q*cols)
@@ -28,7 +28,11 @@ func hfForward(s tiny, h *hfCkpt, ids []int) [][]float64 {
 				for r := range q {
 					for c := range cols {
 						code := float64(int(t.raw[r*cols+c]>>(2*i))&3 - 1)
-						out[(i*q+r)*cols+c] = code / scale
+						if s.autoBitLinear {
+							out[(i*q+r)*cols+c] = code * scale
+						} else {
+							out[(i*q+r)*cols+c] = code / scale
+						}
 					}
 				}
 			}

@@ -157,7 +157,7 @@ func TestHFHostile(t *testing.T) {
 		{"zero scale", tinyFalcon158, func(h *hfCkpt) { h.tensors["model.layers.0.mlp.up_proj.weight_scale"].f[0] = 0 }, "finite non-zero"},
 		{"stray scale", tinyFalcon158, func(h *hfCkpt) { h.add("model.layers.0.mlp.nothing.weight_scale", "F32", []int64{1}, []float32{1}) }, "no packed ternary weight"},
 		{"not ternary", tinyFalcon158, func(h *hfCkpt) { h.tensors["model.layers.1.self_attn.k_proj.weight"].raw[5] = 0xff }, "not a ternary"},
-		{"autobitlinear", tinyFalcon158, set("quantization_config", map[string]any{"quant_method": "bitnet", "linear_class": "autobitlinear"}), "linear_class"},
+		{"unknown linear class", tinyFalcon158, set("quantization_config", map[string]any{"quant_method": "bitnet", "linear_class": "fancylinear"}), `linear_class "fancylinear"`},
 	}
 	for _, tc := range cases {
 		h := tc.s.generate(3)
