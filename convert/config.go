@@ -145,18 +145,28 @@ func (c *hfConfig) bitnetPacked() bool {
 	return c.QuantizationConfig != nil && c.QuantizationConfig.QuantMethod == "bitnet"
 }
 
-// loadConfig reads dir/config.json. A multimodal config's text_config
-// (Gemma 3 4B and up) is lifted to the top level, as llama.cpp does.
+// loadConfig reads dir/config.json.
 func loadConfig(dir string) (*hfConfig, error) {
 	path := filepath.Join(dir, "config.json")
 	var top map[string]json.RawMessage
 	if err := readJSON(path, &top); err != nil {
 		return nil, fmt.Errorf("convert: config: %w", err)
 	}
+	c, err := parseConfig(top)
+	if err != nil {
+		return nil, fmt.Errorf("convert: config: %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// parseConfig decodes config.json's object. A multimodal config's
+// text_config (Gemma 3 4B and up) is lifted to the top level, as
+// llama.cpp does.
+func parseConfig(top map[string]json.RawMessage) (*hfConfig, error) {
 	if tc, ok := top["text_config"]; ok {
 		var text map[string]json.RawMessage
 		if err := json.Unmarshal(tc, &text); err != nil {
-			return nil, fmt.Errorf("convert: config: %s: text_config: %w", path, err)
+			return nil, fmt.Errorf("text_config: %w", err)
 		}
 		for k, v := range text {
 			top[k] = v
@@ -164,14 +174,14 @@ func loadConfig(dir string) (*hfConfig, error) {
 	}
 	merged, err := json.Marshal(top)
 	if err != nil {
-		return nil, fmt.Errorf("convert: config: %w", err)
+		return nil, err
 	}
 	var c hfConfig
 	if err := json.Unmarshal(merged, &c); err != nil {
-		return nil, fmt.Errorf("convert: config: %s: %w", path, err)
+		return nil, err
 	}
 	if len(c.Architectures) == 0 {
-		return nil, fmt.Errorf("convert: config: %s names no architecture", path)
+		return nil, fmt.Errorf("names no architecture")
 	}
 	return &c, nil
 }

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/edgellm/edgellm/gguf"
 )
 
 // stHeader builds a safetensors file from a header (marshalled as is) and
@@ -234,4 +236,34 @@ func TestCheckpointFiles(t *testing.T) {
 	if len(entries) != 0 {
 		t.Errorf("a failed conversion left %d files beside the output", len(entries))
 	}
+}
+
+// FuzzConfig: any config.json either fails or gives metadata, through the
+// same steps HF takes before reading tensors, without a panic.
+func FuzzConfig(f *testing.F) {
+	for _, s := range []tiny{tinyLlama, tinyQwen2, tinyQwen3, tinyGemma3, tinyBitNet, tinyFalcon158} {
+		b, _ := json.Marshal(s.config())
+		f.Add(b)
+	}
+	f.Add([]byte(`{"architectures":["Gemma3ForConditionalGeneration"],"text_config":{"hidden_size":64,"num_hidden_layers":62,"num_attention_heads":0}}`))
+	f.Add([]byte(`{"architectures":["LlamaForCausalLM"],"rope_parameters":{"full_attention":{"rope_type":"llama3"}}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var top map[string]json.RawMessage
+		if json.Unmarshal(b, &top) != nil {
+			return
+		}
+		c, err := parseConfig(top)
+		if err != nil {
+			return
+		}
+		spec, err := resolveArch(c)
+		if err != nil || checkConfig(c) != nil {
+			return
+		}
+		if spec.writeKeys(c, gguf.NewWriter()) == nil && spec == llamaSpec && c.rope() != nil && c.rope().kind() == "llama3" {
+			if f := ropeFreqFactors(c); len(f) != c.headDim()/2 {
+				t.Fatalf("%d RoPE factors for head size %d", len(f), c.headDim())
+			}
+		}
+	})
 }
