@@ -505,4 +505,3 @@ func TestLlama2C(t *testing.T) {
 		t.Errorf("%d tokenizer keys compared, %d tokens", n, v.Len())
 	}
 }
-
