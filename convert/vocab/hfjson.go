@@ -162,6 +162,9 @@ func fromTokenizerJSON(c *checkpoint, opt Options) (*Vocab, error) {
 	if n == 0 {
 		return nil, fmt.Errorf("vocab: %s: no tokens", name)
 	}
+	if err := checkPadding(n, len(byID)+len(added)); err != nil {
+		return nil, fmt.Errorf("vocab: %s: %w", name, err)
+	}
 
 	v := &Vocab{Tokens: make([]string, n), Types: make([]int32, n)}
 	for id := range n {

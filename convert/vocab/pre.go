@@ -34,6 +34,9 @@ func identifyPre(v *Vocab, hfPre json.RawMessage, forced string) error {
 		if tokenizer.PreClass(forced) == "" {
 			return fmt.Errorf("pre-tokenizer %q is not one package tokenizer implements (%s)", forced, strings.Join(tokenizer.PreTokenizers(), ", "))
 		}
+		if _, err := chkHash(v, forced); err != nil {
+			return err
+		}
 		v.Pre, v.PreFrom = forced, "forced"
 		return nil
 	}
@@ -46,6 +49,7 @@ func identifyPre(v *Vocab, hfPre json.RawMessage, forced string) error {
 	candidates = append(candidates, chkhshOrder()...)
 	tried := map[string]bool{}
 	var unsupported []string
+	var firstErr error
 	for _, name := range candidates {
 		class := tokenizer.PreClass(name)
 		if class == "" || tried[class] {
@@ -54,7 +58,11 @@ func identifyPre(v *Vocab, hfPre json.RawMessage, forced string) error {
 		tried[class] = true
 		h, err := chkHash(v, name)
 		if err != nil {
-			return err
+			// e.g. a name whose default adds a BOS the vocabulary lacks
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue
 		}
 		m, ok := chkhshNames[h]
 		if ok && tokenizer.PreClass(m) == class {
@@ -75,6 +83,9 @@ func identifyPre(v *Vocab, hfPre json.RawMessage, forced string) error {
 	msg := fmt.Sprintf("unknown byte-level BPE pre-tokenizer: llama.cpp's check text tokenizes to no hash of llama.cpp's table with any pre-tokenizer package tokenizer implements, and the pre_tokenizer (%s) is no pattern we know", sig)
 	if len(unsupported) > 0 {
 		msg += fmt.Sprintf(" (llama.cpp's table names %s, which package tokenizer does not implement)", strings.Join(unsupported, ", "))
+	}
+	if firstErr != nil {
+		msg += fmt.Sprintf(" (%v)", firstErr)
 	}
 	return fmt.Errorf("%s; the converter's pre-tokenizer option forces a name", msg)
 }

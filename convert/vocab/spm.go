@@ -188,6 +188,9 @@ func fromSentencePiece(c *checkpoint) (*Vocab, error) {
 		}
 		n = c.vocabSize
 	}
+	if err := checkPadding(n, len(m.pieces)); err != nil {
+		return nil, fmt.Errorf("vocab: %s: %w", name, err)
+	}
 	v := &Vocab{
 		Model: "llama", Pre: "default", PreFrom: "fixed",
 		Tokens: make([]string, n), Scores: make([]float32, n), Types: make([]int32, n),

@@ -300,5 +300,15 @@ func (v *Vocab) Write(w *gguf.Writer) {
 	}
 }
 
+// maxPadding bounds the "[PAD{id}]" tokens a vocabulary may need beyond
+// its own: real checkpoints pad by up to a few thousand ids (Phi-3: 53,
+// Qwen2: 271), and a small hostile file must not make us write millions.
+func checkPadding(size, have int) error {
+	if size-have > have+1<<16 {
+		return fmt.Errorf("%d ids for %d tokens: too many to pad", size, have)
+	}
+	return nil
+}
+
 // padName is llama.cpp's text for an id the tokenizer leaves empty.
 func padName(id int) string { return "[PAD" + strconv.Itoa(id) + "]" }
