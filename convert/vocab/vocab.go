@@ -110,6 +110,9 @@ func LoadOptions(dir string, opt Options) (*Vocab, error) {
 	case c.tok != nil:
 		v, err = fromTokenizerJSON(c, opt)
 	default:
+		if _, err := os.Stat(filepath.Join(dir, "tekken.json")); err == nil {
+			return nil, fmt.Errorf("vocab: %s: Mistral's tekken.json is not supported (no tokenizer.json or tokenizer.model)", dir)
+		}
 		return nil, fmt.Errorf("vocab: %s: no tokenizer.json or tokenizer.model", dir)
 	}
 	if err != nil {

@@ -274,6 +274,7 @@ func TestHostileInputs(t *testing.T) {
 		want  string
 	}{
 		{"nothing", map[string]any{"config.json": map[string]any{}}, "no tokenizer.json or tokenizer.model"},
+		{"tekken", map[string]any{"tekken.json": map[string]any{}}, "tekken.json is not supported"},
 		{"truncated json", map[string]any{"tokenizer.json": []byte(`{"model": {"type": "BPE", "vocab": {"a": 0`)}, "unexpected end"},
 		{"not an object", map[string]any{"tokenizer.json": tinyBPE(llama3Pre), "config.json": []int{1}}, "config.json"},
 		{"unigram json", map[string]any{"tokenizer.json": map[string]any{"model": map[string]any{"type": "Unigram", "vocab": [][]any{{"a", -1.0}}}}}, `"Unigram"`},
