@@ -186,6 +186,7 @@ func fromTokenizerJSON(c *checkpoint, opt Options) (*Vocab, error) {
 	if spm {
 		v.Model, v.Pre, v.PreFrom = "llama", "default", "fixed"
 		v.Scores = mergeScores(v, t.merges, added)
+		c.spacePrefix(v, true)
 	} else {
 		v.Model = "gpt2"
 		if len(t.merges) == 0 {

@@ -231,15 +231,20 @@ func fromSentencePiece(c *checkpoint) (*Vocab, error) {
 			v.Scores[id] = -1000
 		}
 	}
-	// llama.cpp's Llama converter reads add_prefix_space; SentencePiece's
-	// own switch says the same where the config does not
-	if b, ok := c.tokConfig["add_prefix_space"].(bool); ok {
-		v.AddSpacePrefix = &b
-	} else if !m.addDummyPrefix {
-		v.AddSpacePrefix = &m.addDummyPrefix
-	}
+	c.spacePrefix(v, m.addDummyPrefix)
 	if err := c.specialVocab(v); err != nil {
 		return nil, err
 	}
 	return v, nil
+}
+
+// spacePrefix sets add_space_prefix from tokenizer_config.json's
+// add_prefix_space, as llama.cpp's Llama converter does, else from the
+// model's own switch where it is off (package tokenizer's default is on).
+func (c *checkpoint) spacePrefix(v *Vocab, model bool) {
+	if b, ok := c.tokConfig["add_prefix_space"].(bool); ok {
+		v.AddSpacePrefix = &b
+	} else if !model {
+		v.AddSpacePrefix = &model
+	}
 }

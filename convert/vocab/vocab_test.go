@@ -358,3 +358,41 @@ func TestLlama2CHostile(t *testing.T) {
 		t.Error("absent file: no error")
 	}
 }
+
+// TestByteFallbackJSON: a SentencePiece model converted by transformers
+// (BPE with byte fallback, a Sequence decoder) converts as "llama", scored
+// by its merge order.
+func TestByteFallbackJSON(t *testing.T) {
+	dir := writeFiles(t, map[string]any{
+		"tokenizer.json": map[string]any{
+			"model": map[string]any{
+				"type": "BPE", "byte_fallback": true, "unk_token": "<unk>",
+				"vocab":  map[string]int{"<unk>": 0, "<0x41>": 1, "▁": 2, "a": 3, "b": 4, "▁a": 5, "ab": 6, "▁ab": 7, "ba": 8},
+				"merges": [][]string{{"▁", "a"}, {"a", "b"}, {"▁a", "b"}, {"▁", "ab"}},
+			},
+			"added_tokens": []any{map[string]any{"id": 9, "content": "<s>", "special": true}},
+			"decoder":      map[string]any{"type": "Sequence", "decoders": []any{}},
+		},
+		"tokenizer_config.json": map[string]any{"add_prefix_space": false, "bos_token": "<s>"},
+	})
+	v, err := Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantTypes := []int32{TypeUnknown, TypeByte, 1, 1, 1, 1, 1, 1, 1, TypeControl}
+	// "ba" is made by no merge: merged last
+	wantScores := []float32{0, 0, 0, 0, 0, -1, -2, -3, -1e9, -1000}
+	if v.Model != "llama" || v.Pre != "default" || !slices.Equal(v.Types, wantTypes) || !slices.Equal(v.Scores, wantScores) {
+		t.Errorf("model %q pre %q types %v scores %v", v.Model, v.Pre, v.Types, v.Scores)
+	}
+	if v.AddSpacePrefix == nil || *v.AddSpacePrefix || v.Special["bos"] != 9 || v.Merges != nil {
+		t.Errorf("add_space_prefix %v bos %d merges %q", v.AddSpacePrefix, v.Special["bos"], v.Merges)
+	}
+	tok, err := tokenizer.FromGGUF(parseWritten(t, v))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := tok.Encode("ab aA", false, false); !slices.Equal(got, []int32{6, 5, 1}) {
+		t.Errorf("Encode = %v", got)
+	}
+}
