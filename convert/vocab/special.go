@@ -235,6 +235,7 @@ func (c *checkpoint) postProcessor(raw json.RawMessage, tc map[string]any, v *Vo
 			if f := p.Single[0].SpecialToken; f != nil && f.ID != "" {
 				switch {
 				case tc == nil:
+					bos = f.ID
 				case f.ID != bos && f.ID != cls:
 					if bos == "" {
 						tc["bos_token"], bos = f.ID, f.ID
@@ -246,7 +247,9 @@ func (c *checkpoint) postProcessor(raw json.RawMessage, tc map[string]any, v *Vo
 				v.AddToken["bos"] = f.ID == bos || f.ID == cls
 			}
 			if l := p.Single[len(p.Single)-1].SpecialToken; l != nil && l.ID != "" {
-				if tc != nil && l.ID != eos {
+				if tc == nil {
+					eos = l.ID
+				} else if l.ID != eos {
 					switch {
 					case !slices.Contains(*kinds, "eot"):
 						*kinds = append(*kinds, "eot")

@@ -258,6 +258,19 @@ func TestPostProcessor(t *testing.T) {
 	if _, ok := v.AddToken["eos"]; ok {
 		t.Error("add_eos set by a template that ends with the sequence")
 	}
+	// without tokenizer_config.json the template's own tokens are BOS and
+	// EOS, as SpecialVocab takes them
+	tj["post_processor"] = map[string]any{"type": "TemplateProcessing", "single": []any{
+		map[string]any{"SpecialToken": map[string]any{"id": "<|endoftext|>"}},
+		map[string]any{"Sequence": map[string]any{"id": "A"}},
+		map[string]any{"SpecialToken": map[string]any{"id": "<|im_end|>"}}}}
+	v, err = Load(writeFiles(t, map[string]any{"tokenizer.json": tj}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !v.AddToken["bos"] || !v.AddToken["eos"] {
+		t.Errorf("add_bos %v add_eos %v", v.AddToken["bos"], v.AddToken["eos"])
+	}
 }
 
 // TestHostileInputs: every bad checkpoint is an error, not a panic or a
