@@ -5,8 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"os"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -248,7 +248,6 @@ func TestResumeAfterCut(t *testing.T) {
 		t.Error("partial file left after success")
 	}
 }
-
 
 // TestAutoRetry: one Pull resumes by itself after a cut.
 func TestAutoRetry(t *testing.T) {
