@@ -63,6 +63,7 @@ func (r *reporter) report(p Progress) {
 				progressbar.OptionSetDescription(p.Status),
 				progressbar.OptionShowBytes(true),
 				progressbar.OptionShowTotalBytes(true),
+				progressbar.OptionShowCount(),
 				progressbar.OptionUseIECUnits(true),
 				progressbar.OptionSetPredictTime(true),
 				progressbar.OptionSetWidth(30),
