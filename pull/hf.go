@@ -77,7 +77,13 @@ func (p *puller) hf(ctx context.Context, n store.Name) (*store.Manifest, error) 
 	}
 
 	model := store.Layer{MediaType: store.MediaModel, Digest: "sha256:" + f.SHA256, Size: f.Size}
-	src := endpoint.JoinPath(n.Namespace, n.Model, "resolve", "main", f.Path).String()
+	// JoinPath takes escaped segments: a file name's '%' or '?' must stay
+	// part of the name.
+	segs := []string{n.Namespace, n.Model, "resolve", "main"}
+	for _, s := range strings.Split(f.Path, "/") {
+		segs = append(segs, url.PathEscape(s))
+	}
+	src := endpoint.JoinPath(segs...).String()
 	err = p.fetchBlob(ctx, model, func(ctx context.Context, from int64) (*http.Response, error) {
 		h := http.Header{}
 		if from > 0 {

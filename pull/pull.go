@@ -106,11 +106,15 @@ type puller struct {
 func newPuller(dir string, opt Options) *puller {
 	base := opt.Client
 	if base == nil {
-		t := http.DefaultTransport.(*http.Transport).Clone()
-		// Connecting has the default transport's limits (30s dial, 10s TLS);
-		// a server that accepts and then says nothing is given a minute.
-		t.ResponseHeaderTimeout = time.Minute
-		base = &http.Client{Transport: t}
+		base = &http.Client{}
+		if t, ok := http.DefaultTransport.(*http.Transport); ok {
+			t = t.Clone()
+			// Connecting has the default transport's limits (30s dial, 10s
+			// TLS); a server that accepts and then says nothing is given a
+			// minute. No overall timeout: a file may take hours.
+			t.ResponseHeaderTimeout = time.Minute
+			base.Transport = t
+		}
 	}
 	c := *base
 	rt := c.Transport

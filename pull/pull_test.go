@@ -581,3 +581,19 @@ func TestHFListingNextOffHost(t *testing.T) {
 		t.Errorf("err = %v", err)
 	}
 }
+
+// A file name with characters that URLs escape is asked for by its name.
+func TestHFOddFileName(t *testing.T) {
+	h, c, _ := hfRepo(t)
+	content := randBytes(30, 3000)
+	c.add(content)
+	h.files = append(h.files, lfsEntry("sub dir/m 100%#1?-Q8_0.gguf", content))
+	dir := t.TempDir()
+	_, m, err := Pull(context.Background(), dir, "hf.co/Owner/Repo:Q8_0", quick(Options{HFEndpoint: h.srv.URL}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(readBlob(t, dir, m.Layers[0].Digest), content) {
+		t.Error("blob differs")
+	}
+}
