@@ -597,3 +597,29 @@ func TestHFOddFileName(t *testing.T) {
 		t.Error("blob differs")
 	}
 }
+
+// Two pulls of one model at once (two /api/pull requests) take turns on
+// each blob instead of writing one partial file together.
+func TestConcurrentPulls(t *testing.T) {
+	h, c, files := hfRepo(t)
+	dir := t.TempDir()
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() {
+			_, _, err := Pull(context.Background(), dir, "hf.co/Owner/Repo", quick(Options{HFEndpoint: h.srv.URL}))
+			errs <- err
+		}()
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := files["ggml-model-i2_s.gguf"]
+	if !bytes.Equal(readBlob(t, dir, digestOf(want)), want) {
+		t.Error("blob differs")
+	}
+	if ranges, _ := c.requests(); len(ranges) != 1 {
+		t.Errorf("%d CDN requests, want 1 (the second pull finds the blob in place)", len(ranges))
+	}
+}
