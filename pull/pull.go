@@ -19,6 +19,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/edgellm/edgellm/store"
@@ -247,13 +248,19 @@ type retryable struct{ error }
 
 func (r retryable) Unwrap() error { return r.error }
 
+// isRetryable tells a transfer that broke on the way (a cut or reset
+// connection, a timeout, a marked server error) from one that will fail
+// the same way again (a refused connection, a bad certificate, a 404).
 func isRetryable(err error) bool {
 	var r retryable
 	if errors.As(err, &r) {
 		return true
 	}
 	var ne net.Error
-	return errors.As(err, &ne) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 // writeAtomic writes b to path through a temporary file in the same folder,

@@ -623,3 +623,18 @@ func TestConcurrentPulls(t *testing.T) {
 		t.Errorf("%d CDN requests, want 1 (the second pull finds the blob in place)", len(ranges))
 	}
 }
+
+// A blob host that refuses connections fails at once: only transfers that
+// broke on the way are retried.
+func TestRefusedNotRetried(t *testing.T) {
+	h, c, _ := hfRepo(t)
+	c.srv.Close()
+	start := time.Now()
+	_, _, err := Pull(context.Background(), t.TempDir(), "hf.co/Owner/Repo", Options{HFEndpoint: h.srv.URL})
+	if err == nil || isRetryable(err) {
+		t.Fatalf("err = %v", err)
+	}
+	if d := time.Since(start); d > 900*time.Millisecond {
+		t.Errorf("took %v: retried a refused connection", d)
+	}
+}
