@@ -7,6 +7,7 @@ import (
 	"os"
 
 	"github.com/edgellm/edgellm/convert"
+	"github.com/edgellm/edgellm/convert/vocab"
 )
 
 type convertCmd struct {
@@ -32,13 +33,21 @@ func (c *convertCmd) Run(log *slog.Logger) error {
 		if c.Tokenizer != "" {
 			return errors.New("--tokenizer is for llama2.c checkpoints; a Hugging Face folder's tokenizer is read from the folder")
 		}
-		o.Vocab = noVocab(log)
+		var v *vocab.Vocab
+		if v, err = vocab.Load(c.Input); err != nil {
+			return err
+		}
+		o.Vocab = v
 		sum, err = convert.HF(c.Input, c.Out, o)
 	} else {
 		if c.Tokenizer == "" {
 			return fmt.Errorf("%s is a file: a llama2.c checkpoint needs --tokenizer TOK.bin (a Hugging Face checkpoint is a folder)", c.Input)
 		}
-		o.Vocab = noVocab(log)
+		var v *vocab.Vocab
+		if v, err = vocab.FromLlama2C(c.Tokenizer); err != nil {
+			return err
+		}
+		o.Vocab = v
 		sum, err = convert.Llama2C(c.Input, c.Out, o)
 	}
 	if err != nil {
@@ -49,13 +58,5 @@ func (c *convertCmd) Run(log *slog.Logger) error {
 	}
 	log.Info("converted", "file", c.Out, "arch", sum.Arch, "tensors", sum.Tensors,
 		"bytes_in", sum.BytesIn, "bytes_out", sum.BytesOut, "took", sum.Took.Round(1e6))
-	return nil
-}
-
-// noVocab stands where the tokenizer converter (package convert/vocab,
-// written in parallel) plugs in: until it is merged the file carries the
-// weights only, and says so.
-func noVocab(log *slog.Logger) convert.VocabWriter {
-	log.Warn("the tokenizer is not converted yet (convert/vocab is not merged): the file has weights only (tokenizer.ggml.model none)")
 	return nil
 }
