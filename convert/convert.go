@@ -24,6 +24,16 @@ type VocabWriter interface {
 	Write(w *gguf.Writer)
 }
 
+// checkVocab fails when the tokenizer's token count (for a VocabWriter
+// that has Len, as convert/vocab's) is not the embedding's row count:
+// neither llama.cpp nor EdgeLLM loads such a file.
+func checkVocab(v VocabWriter, rows int) error {
+	if l, ok := v.(interface{ Len() int }); ok && l.Len() != rows {
+		return fmt.Errorf("convert: the tokenizer has %d tokens, the model's embedding %d rows", l.Len(), rows)
+	}
+	return nil
+}
+
 // Options tune a conversion.
 type Options struct {
 	// Type is the matrices' type: "auto" (or ""), "f32", "f16", "bf16" or

@@ -32,6 +32,9 @@ func HF(dir, out string, o Options) (*Summary, error) {
 	if err := checkConfig(c); err != nil {
 		return nil, err
 	}
+	if err := checkVocab(o.Vocab, c.VocabSize); err != nil {
+		return nil, err
+	}
 	ck, err := openCheckpoint(dir)
 	if err != nil {
 		return nil, err

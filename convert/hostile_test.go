@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/edgellm/edgellm/gguf"
+	"github.com/edgellm/edgellm/internal/testfiles"
 )
 
 // stHeader builds a safetensors file from a header (marshalled as is) and
@@ -173,6 +174,21 @@ func TestHFHostile(t *testing.T) {
 		if entries, _ := os.ReadDir(outDir); len(entries) != 0 {
 			t.Errorf("%s: the failed conversion left %s", tc.name, entries[0].Name())
 		}
+	}
+}
+
+// TestVocabMismatch: a tokenizer whose token count is not the
+// embedding's rows is refused before anything is written.
+func TestVocabMismatch(t *testing.T) {
+	dir := tinyLlama.generate(2).write(t, 1)
+	_, err := HF(dir, filepath.Join(t.TempDir(), "x.gguf"), Options{Vocab: spmVocab(300)})
+	if err == nil || !strings.Contains(err.Error(), "300 tokens, the model's embedding 48 rows") {
+		t.Fatalf("error %v", err)
+	}
+	bin := testfiles.Path(t, "models/stories260K/stories260K.bin")
+	_, err = Llama2C(bin, filepath.Join(t.TempDir(), "x.gguf"), Options{Vocab: spmVocab(1024)})
+	if err == nil || !strings.Contains(err.Error(), "1024 tokens, the model's embedding 512 rows") {
+		t.Fatalf("llama2.c: error %v", err)
 	}
 }
 

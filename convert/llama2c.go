@@ -30,6 +30,9 @@ func Llama2C(modelPath, out string, o Options) (*Summary, error) {
 		return nil, fmt.Errorf("convert: %w", err)
 	}
 	c := &w.Config
+	if err := checkVocab(o.Vocab, c.Vocab); err != nil {
+		return nil, err
+	}
 	e := newEmitter("llama", typ, o)
 	name := o.Name
 	if name == "" {

@@ -16,6 +16,8 @@ import (
 // llama.cpp to load a file whose ids the test feeds directly.
 type spmVocab int
 
+func (n spmVocab) Len() int { return max(int(n), 259) }
+
 func (n spmVocab) Write(w *gguf.Writer) {
 	toks := []string{"<unk>", "<s>", "</s>"}
 	types := []int32{2, 3, 3}
