@@ -394,7 +394,8 @@ func (l *loader) vector(name string, n int) []float32 {
 // bitnet.cpp's I2_S, or a repacked Q4_0/IQ4_NL type upstream ggml once gave
 // that id. We take it as I2_S only when the bytes the file reserves for the
 // tensor (up to the next tensor) are exactly I2_S's size, or, for the file's
-// last tensor, when the architecture is one bitnet.cpp writes.
+// last tensor, when the architecture is one bitnet.cpp writes or the file
+// has EdgeLLM's I2_S layout key.
 func (l *loader) tensorType(ti *gguf.TensorInfo) (quant.Type, error) {
 	if ti.Type != quant.I2_S {
 		if !ti.Type.Supported() {
@@ -412,7 +413,8 @@ func (l *loader) tensorType(ti *gguf.TensorInfo) (quant.Type, error) {
 	}
 	gap, ok := l.reserved(ti)
 	if !ok {
-		if !l.desc.tensorScales {
+		// Files `edgellm quantize` writes say so with their layout key.
+		if !l.desc.tensorScales && !l.f.Has(KeyI2SLayout) {
 			return 0, errors.New("type id 36 is ambiguous (bitnet.cpp's I2_S or an old upstream repacked type) and cannot be sized in a llama file's last tensor")
 		}
 		return l.i2s, nil

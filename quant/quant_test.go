@@ -414,3 +414,40 @@ func TestI2SLayoutsPermuteColumns(t *testing.T) {
 		t.Errorf("Known: I2_S_ARM %v, I2_S %v; want false, true", I2_S_ARM.Known(), I2_S.Known())
 	}
 }
+
+// TernaryScaler over pieces gives TernaryScale of the whole, exact ternary
+// inputs included; Ternarize keeps exactly what the quantizers keep.
+func TestTernaryScalerPieces(t *testing.T) {
+	rng := rand.New(rand.NewPCG(13, 14))
+	general := gaussian(rng, 1000, 0.02)
+	exact := make([]float32, 1000)
+	for i := range exact {
+		exact[i] = float32(rng.IntN(3)-1) * 0.0123
+	}
+	for _, x := range [][]float32{general, exact, make([]float32, 10)} {
+		var s TernaryScaler
+		for i := 0; i < len(x); i += 300 {
+			s.Add(x[i:min(i+300, len(x))])
+		}
+		if got, want := s.Scale(), TernaryScale(x); got != want {
+			t.Errorf("pieces give %g, whole %g", got, want)
+		}
+	}
+	if s := TernaryScale(exact); s != 0.0123 {
+		t.Errorf("exact ternary scale %g, want 0.0123", s)
+	}
+	got := make([]float32, len(general))
+	s := TernaryScale(general)
+	Ternarize(got, general, s)
+	for i, v := range general {
+		want := float32(0)
+		if r := v / s; r >= 0.5 {
+			want = s
+		} else if r <= -0.5 {
+			want = -s
+		}
+		if got[i] != want {
+			t.Fatalf("element %d: %g ternarized to %g, want %g", i, v, got[i], want)
+		}
+	}
+}

@@ -244,27 +244,59 @@ func encodeI2SARM(b []byte, c []int8) {
 // non-zero |x| equal), where it returns that common magnitude so packing
 // reproduces x exactly. All-zero (or empty) x gives 0.
 func TernaryScale(x []float32) float32 {
-	var sum float64
-	common := float32(-1)
-	exact := true
+	var s TernaryScaler
+	s.Add(x)
+	return s.Scale()
+}
+
+// TernaryScaler computes TernaryScale over values given in pieces (a
+// tensor's rows, decoded a chunk at a time), with the same result as one
+// call on them all.
+type TernaryScaler struct {
+	sum    float64
+	n      int
+	common float32 // the first non-zero |x|; 0 while none
+	mixed  bool    // some non-zero |x| differs from common
+}
+
+// Add takes more values into account.
+func (s *TernaryScaler) Add(x []float32) {
+	s.n += len(x)
 	for _, v := range x {
 		a := float32(math.Abs(float64(v)))
-		sum += float64(a)
+		s.sum += float64(a)
 		if a != 0 {
-			if common < 0 {
-				common = a
-			} else if a != common {
-				exact = false
+			if s.common == 0 {
+				s.common = a
+			} else if a != s.common {
+				s.mixed = true
 			}
 		}
 	}
+}
+
+// Scale is TernaryScale of the values added so far.
+func (s *TernaryScaler) Scale() float32 {
 	switch {
-	case common < 0:
+	case s.common == 0:
 		return 0
-	case exact:
-		return common
+	case !s.mixed:
+		return s.common
 	}
-	return float32(sum / float64(len(x)))
+	return float32(s.sum / float64(s.n))
+}
+
+// Ternarize writes clip(round(x/scale), -1, 1) * scale into dst, the
+// values ternary quantization keeps of x (0 where scale is 0).
+func Ternarize(dst, x []float32, scale float32) {
+	var c [256]int8
+	for i := 0; i < len(x); i += len(c) {
+		n := min(len(c), len(x)-i)
+		ternarize(c[:n], x[i:i+n], scale)
+		for j, v := range c[:n] {
+			dst[i+j] = float32(v) * scale
+		}
+	}
 }
 
 // ternarize writes clip(round(x/scale), -1, 1) into c (0 where scale is 0
