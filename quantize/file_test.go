@@ -329,8 +329,8 @@ func TestI2SLayoutRule(t *testing.T) {
 		want quant.Type
 		ok   bool // the logits are the model's
 	}{
-		{x86, "", "", quant.I2_S, true},                       // the file's key
-		{arm, "", "", quant.I2_S_ARM, true},                   // the file's key
+		{x86, "", "", quant.I2_S, true},     // the file's key
+		{arm, "", "", quant.I2_S_ARM, true}, // the file's key
 		{withoutKey(t, x86, model.KeyI2SLayout), "", "", quant.I2_S, true},
 		// bitnet.cpp's ARM files at BitNet's shapes: the default reads
 		// them wrong, and nothing in the bytes says so (the codes are

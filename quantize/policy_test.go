@@ -16,7 +16,7 @@ import (
 // write (Q4_K -> Q6_K, Q5_0 -> Q8_0) or stops with an error (F16 here).
 func TestChoose(t *testing.T) {
 	const (
-		F32, F16, Q8, Q4, Q6 = quant.F32, quant.F16, quant.Q8_0, quant.Q4_0, quant.Q6_K
+		F32, F16, Q8, Q4, Q6  = quant.F32, quant.F16, quant.Q8_0, quant.Q4_0, quant.Q6_K
 		TQ1, TQ2, Q2, I2, I2A = quant.TQ1_0, quant.TQ2_0, quant.Q2_0, quant.I2_S, quant.I2_S_ARM
 	)
 	type want struct{ w256, w576, w48 quant.Type }
