@@ -93,8 +93,15 @@ func TestLlamaCppReadsOurFiles(t *testing.T) {
 func TestMatchesLlamaQuantize(t *testing.T) {
 	tool := testfiles.LlamaCppTool(t, "llama-quantize")
 	substitute := map[quant.Type]quant.Type{quant.Q4_K: quant.Q6_K, quant.Q5_0: quant.Q8_0}
-	for _, shape := range [][2]int{{256, 512}, {576, 1536}} {
-		src := testmodel.Write(t, tiny("llama", shape[0], shape[1], quant.F16))
+	for _, c := range []struct {
+		dim, ffn int
+		untied   bool
+	}{{256, 512, false}, {576, 1536, false}, {256, 512, true}, {576, 1536, true}} {
+		shape := [2]int{c.dim, c.ffn}
+		src := testmodel.Write(t, tiny("llama", c.dim, c.ffn, quant.F16))
+		if c.untied {
+			src = withOutput(t, src)
+		}
 		for _, typ := range []quant.Type{quant.F16, quant.Q8_0, quant.Q4_0, quant.TQ2_0, quant.TQ1_0, quant.Q2_0} {
 			ours, _ := run(t, src, typ, nil)
 			theirs := filepath.Join(t.TempDir(), "lq.gguf")
@@ -118,6 +125,7 @@ func TestMatchesLlamaQuantize(t *testing.T) {
 			if len(a.Tensors) != len(b.Tensors) {
 				t.Fatalf("%d wide, %s: %d tensors, llama-quantize wrote %d", shape[0], typ, len(a.Tensors), len(b.Tensors))
 			}
+			subs := 0
 			for i := range b.Tensors { // llama-quantize orders them its way
 				tb := &b.Tensors[i]
 				ta, ok := a.Tensor(tb.Name)
@@ -128,9 +136,10 @@ func TestMatchesLlamaQuantize(t *testing.T) {
 				want := tb.Type
 				if s, ok := substitute[want]; ok {
 					want = s
+					subs++
 				}
 				if ta.Type != want {
-					t.Errorf("%d wide, %s: %s is %s, llama-quantize's %s", shape[0], typ, ta.Name, ta.Type, tb.Type)
+					t.Errorf("%d wide (untied %v), %s: %s is %s, llama-quantize's %s", shape[0], c.untied, typ, ta.Name, ta.Type, tb.Type)
 					continue
 				}
 				switch ta.Type {
@@ -140,8 +149,42 @@ func TestMatchesLlamaQuantize(t *testing.T) {
 					}
 				}
 			}
+			// The untied embedding of the ternary targets is where llama.cpp
+			// picks Q4_K: the substitution must have been met.
+			if ternaryTarget := typ == quant.TQ2_0 || typ == quant.TQ1_0 || typ == quant.Q2_0; c.untied && ternaryTarget && subs == 0 {
+				t.Errorf("%d wide, untied, %s: llama-quantize chose no type EdgeLLM substitutes", shape[0], typ)
+			}
 			a.Close()
 			b.Close()
 		}
 	}
+}
+
+// withOutput copies a tied model's file with an output.weight of its own
+// (the embedding's values), so the embedding and the LM head are untied.
+func withOutput(t *testing.T, path string) string {
+	t.Helper()
+	f, err := gguf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	w := gguf.NewWriter()
+	for _, kv := range f.KVs {
+		w.Add(kv.Key, kv.Value)
+	}
+	for _, ti := range f.Tensors {
+		if err := w.AddTensor(ti.Name, ti.Type, ti.Dims, ti.Data[:ti.Size]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	emb, _ := f.Tensor("token_embd.weight")
+	if err := w.AddTensor("output.weight", emb.Type, emb.Dims, emb.Data[:emb.Size]); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "untied-"+filepath.Base(path))
+	if err := w.WriteFile(out); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
