@@ -162,6 +162,7 @@ func fits(t quant.Type, cols uint64) bool {
 //     For I2_S: F16, as bitnet.cpp's published I2_S files have.
 //   - token_embd.weight (untied): for TQ1_0, TQ2_0 and Q2_0 llama.cpp
 //     picks Q4_K, which EdgeLLM does not write: Q6_K here. For I2_S: F16.
+//   - I2_S is I2_S_ARM (bitnet.cpp's ARM layout) when opt.I2SLayout is arm.
 //   - Fallback, where the rows are not whole blocks of the type: TQ1_0,
 //     TQ2_0, Q2_0 and I2_S to Q4_0, Q6_K to Q8_0, then F16 where even that
 //     does not fit (llama-quantize stops with an error for Q4_0 and Q8_0
