@@ -49,7 +49,7 @@ import (
 // codes within each 128 weights only, the same way in every row, so the
 // decoded rows of one layout are those of the other with their columns
 // permuted: nothing in one tensor's bytes tells them apart (see
-// model.I2SLayout for how the loader chooses).
+// model.ChooseI2SLayout for how the loader chooses).
 
 type ternaryCodec struct {
 	t     Type

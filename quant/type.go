@@ -60,38 +60,37 @@ type typeInfo struct {
 	blockSize  int
 	blockBytes int
 	supported  bool // we can dequantize it
-	memOnly    bool // an in-memory type, never a file's id
 }
 
 var types = map[Type]typeInfo{
-	F32:   {"F32", 1, 4, true, false},
-	F16:   {"F16", 1, 2, true, false},
-	BF16:  {"BF16", 1, 2, true, false},
-	Q4_0:  {"Q4_0", 32, 18, true, false},
-	Q4_1:  {"Q4_1", 32, 20, false, false},
-	Q5_0:  {"Q5_0", 32, 22, false, false},
-	Q5_1:  {"Q5_1", 32, 24, false, false},
-	Q8_0:  {"Q8_0", 32, 34, true, false},
-	Q8_1:  {"Q8_1", 32, 36, false, false},
-	Q2_K:  {"Q2_K", 256, 84, false, false},
-	Q3_K:  {"Q3_K", 256, 110, false, false},
-	Q4_K:  {"Q4_K", 256, 144, true, false},
-	Q5_K:  {"Q5_K", 256, 176, false, false},
-	Q6_K:  {"Q6_K", 256, 210, true, false},
-	Q8_K:  {"Q8_K", 256, 292, false, false},
-	I8:    {"I8", 1, 1, false, false},
-	I16:   {"I16", 1, 2, false, false},
-	I32:   {"I32", 1, 4, false, false},
-	I64:   {"I64", 1, 8, false, false},
-	F64:   {"F64", 1, 8, false, false},
-	TQ1_0: {"TQ1_0", 256, 54, true, false},
-	TQ2_0: {"TQ2_0", 256, 66, true, false},
+	F32:   {"F32", 1, 4, true},
+	F16:   {"F16", 1, 2, true},
+	BF16:  {"BF16", 1, 2, true},
+	Q4_0:  {"Q4_0", 32, 18, true},
+	Q4_1:  {"Q4_1", 32, 20, false},
+	Q5_0:  {"Q5_0", 32, 22, false},
+	Q5_1:  {"Q5_1", 32, 24, false},
+	Q8_0:  {"Q8_0", 32, 34, true},
+	Q8_1:  {"Q8_1", 32, 36, false},
+	Q2_K:  {"Q2_K", 256, 84, false},
+	Q3_K:  {"Q3_K", 256, 110, false},
+	Q4_K:  {"Q4_K", 256, 144, true},
+	Q5_K:  {"Q5_K", 256, 176, false},
+	Q6_K:  {"Q6_K", 256, 210, true},
+	Q8_K:  {"Q8_K", 256, 292, false},
+	I8:    {"I8", 1, 1, false},
+	I16:   {"I16", 1, 2, false},
+	I32:   {"I32", 1, 4, false},
+	I64:   {"I64", 1, 8, false},
+	F64:   {"F64", 1, 8, false},
+	TQ1_0: {"TQ1_0", 256, 54, true},
+	TQ2_0: {"TQ2_0", 256, 66, true},
 	// I2_S packs 4 weights per byte in 128-weight blocks; its one fp32
 	// scale per tensor follows the packed data (see TensorBytes).
-	I2_S: {"I2_S", 128, 32, true, false},
+	I2_S: {"I2_S", 128, 32, true},
 	// The same bytes in bitnet.cpp's ARM layout: 64-weight blocks.
-	I2_S_ARM: {"I2_S(arm)", 64, 16, true, true},
-	Q2_0:     {"Q2_0", 64, 18, true, false},
+	I2_S_ARM: {"I2_S(arm)", 64, 16, true},
+	Q2_0:     {"Q2_0", 64, 18, true},
 }
 
 // String returns the GGML name of the type, or "type(N)" when unknown.
@@ -104,7 +103,7 @@ func (t Type) String() string {
 
 // Known reports whether t is a file's type id whose layout we know (we can
 // size it). In-memory types (I2_S_ARM) are not.
-func (t Type) Known() bool { ti, ok := types[t]; return ok && !ti.memOnly }
+func (t Type) Known() bool { _, ok := types[t]; return ok && t != I2_S_ARM }
 
 // IsI2S reports whether t is bitnet.cpp's I2_S in either layout: codes
 // only, with one fp32 scale per tensor after them.
