@@ -80,8 +80,9 @@ func (s *Summary) Print(w io.Writer) {
 		100*float64(s.BytesOut)/float64(max(s.BytesIn, 1)), s.Duration.Seconds())
 }
 
-// progressMin is the input size from which File reports progress.
-const progressMin = 64 << 20
+// progressMin is the input size from which File reports progress (a
+// variable for tests).
+var progressMin int64 = 64 << 20
 
 // File writes in's model with its tensors in opt.Type (per Choose) to out:
 // to a temporary file beside out, checked to load, then renamed. Metadata

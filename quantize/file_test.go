@@ -457,3 +457,24 @@ func TestQuantizeErrors(t *testing.T) {
 		t.Errorf("cancelled: %v", err)
 	}
 }
+
+// Large inputs get progress lines, ending at 100%; the summary names the
+// embedding's type and why.
+func TestProgressAndSummary(t *testing.T) {
+	defer func(m int64) { progressMin = m }(progressMin)
+	progressMin = 1
+	src := testmodel.Write(t, tiny("llama", 256, 512, quant.F16))
+	var progress strings.Builder
+	_, sum := run(t, src, quant.TQ2_0, func(o *Options) { o.Progress = &progress })
+	lines := strings.Split(strings.TrimSpace(progress.String()), "\n")
+	if len(lines) < 2 || !strings.Contains(lines[len(lines)-1], "100%") {
+		t.Errorf("progress:\n%s", progress.String())
+	}
+	var out strings.Builder
+	sum.Print(&out)
+	for _, want := range []string{"F16 -> TQ2_0", "F32 -> F32", "Q6_K: tied embedding", "token_embd.weight", "bytes: "} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("summary lacks %q:\n%s", want, out.String())
+		}
+	}
+}
