@@ -9,13 +9,17 @@ package convert
 import (
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/edgellm/edgellm/gguf"
+	"github.com/edgellm/edgellm/model"
 	"github.com/edgellm/edgellm/quant"
+	"github.com/edgellm/edgellm/quantize"
 )
 
 // VocabWriter adds a tokenizer's tokenizer.ggml.* keys (and the chat
@@ -37,8 +41,10 @@ func checkVocab(v VocabWriter, rows int) error {
 // Options tune a conversion.
 type Options struct {
 	// Type is the matrices' type: "auto" (or ""), "f32", "f16", "bf16" or
-	// "q8_0". Auto is BF16 when the checkpoint's first matrix is BF16, else
-	// F16, as llama.cpp's converter chooses (llama2.c files: F32).
+	// "q8_0"; for ternary-trained checkpoints also "tq1_0", "tq2_0",
+	// "q2_0" or "i2_s" (package quantize's per-tensor policy). Auto is
+	// BF16 when the checkpoint's first matrix is BF16, else F16, as
+	// llama.cpp's converter chooses (llama2.c files: F32).
 	Type string
 	// Vocab, when not nil, writes the tokenizer; without it the file gets
 	// tokenizer.ggml.model "none" (weights only, as llama.cpp reads it).
@@ -64,8 +70,11 @@ func (s *Summary) String() string {
 		float64(s.BytesIn)/1e6, float64(s.BytesOut)/1e6, s.Took.Round(time.Millisecond))
 }
 
-// fileTypes are general.file_type's values (llama.cpp's LlamaFileType).
-var fileTypes = map[quant.Type]uint32{quant.F32: 0, quant.F16: 1, quant.Q8_0: 7, quant.BF16: 32}
+// ternaryTypes are the --type values for ternary-trained checkpoints:
+// their per-tensor types come from package quantize's policy (the
+// embedding and LM head kept finer, llama-quantize's fallbacks), and their
+// matrices are ternarized by BitNet's absmean, as edgellm quantize does.
+var ternaryTypes = []quant.Type{quant.TQ1_0, quant.TQ2_0, quant.Q2_0, quant.I2_S}
 
 // parseType reads Options.Type; auto says it is "auto" (or empty).
 func parseType(s string) (t quant.Type, auto bool, err error) {
@@ -80,17 +89,30 @@ func parseType(s string) (t quant.Type, auto bool, err error) {
 		return quant.BF16, false, nil
 	case "q8_0":
 		return quant.Q8_0, false, nil
-	case "tq1_0", "tq2_0", "i2_s":
-		return 0, false, fmt.Errorf("convert: type %s: ternary output is not written by convert yet; convert to f16 and quantize the file", s)
 	}
-	return 0, false, fmt.Errorf("convert: unknown type %q (want auto, f32, f16, bf16 or q8_0)", s)
+	if t, err := quantize.ParseType(s); err == nil && slices.Contains(ternaryTypes, t) {
+		return t, false, nil
+	}
+	return 0, false, fmt.Errorf("convert: unknown type %q (want auto, f32, f16, bf16 or q8_0; tq1_0, tq2_0, q2_0 or i2_s for ternary-trained checkpoints)", s)
+}
+
+// checkTernary refuses a ternary type for a checkpoint that was not
+// trained ternary: absmean would destroy its weights.
+func checkTernary(t quant.Type, arch string, ternaryTrained bool) error {
+	if slices.Contains(ternaryTypes, t) && !ternaryTrained {
+		return fmt.Errorf("convert: type %s is for ternary-trained checkpoints (BitNet, or a bitnet quantization_config); this %s checkpoint is not one: use f16, bf16 or q8_0", t, arch)
+	}
+	return nil
 }
 
 // emitter builds the output file: it picks each tensor's type, encodes it
 // as the file is written, reports progress and counts.
 type emitter struct {
-	w        *gguf.Writer
-	typ      quant.Type // the matrices' type
+	w   *gguf.Writer
+	typ quant.Type // the matrices' type
+	// policy, for ternary types, is package quantize's per-tensor choice.
+	policy   *quantize.Options
+	i2s      bool // some tensor is I2_S
 	progress io.Writer
 	sum      Summary
 	names    map[string]bool
@@ -98,16 +120,27 @@ type emitter struct {
 
 func newEmitter(arch string, typ quant.Type, o Options) *emitter {
 	e := &emitter{w: gguf.NewWriter(), typ: typ, progress: o.Progress, names: map[string]bool{}}
+	if slices.Contains(ternaryTypes, typ) {
+		e.policy = &quantize.Options{Type: typ}
+	}
 	e.sum.Arch = arch
 	e.w.AddString("general.architecture", arch)
 	e.w.AddString("general.type", "model")
 	return e
 }
 
-// tensorType is what a tensor is written as: F32 for vectors and norms
-// (llama.cpp's rule), else the asked type, falling back to F16 where a
-// Q8_0 block does not fit the row, as llama.cpp's converter does.
+// tensorType is what a tensor is written as. For ternary types, package
+// quantize's policy says; else F32 for vectors and norms (llama.cpp's
+// rule) and the asked type for matrices, falling back to F16 where a Q8_0
+// block does not fit the row, as llama.cpp's converter does.
 func (e *emitter) tensorType(name string, dims []uint64) quant.Type {
+	if e.policy != nil {
+		t, why := quantize.Choose(name, dims, quant.F32, *e.policy)
+		if why != "" && !strings.HasPrefix(why, "kept ") {
+			e.sum.Fallbacks = append(e.sum.Fallbacks, name+": "+why)
+		}
+		return t
+	}
 	if len(dims) < 2 || strings.HasSuffix(name, "_norm.weight") {
 		return quant.F32
 	}
@@ -133,6 +166,7 @@ func (e *emitter) add(name string, shape []int64, produce func() ([]float32, err
 		n *= int(d)
 	}
 	typ := e.tensorType(name, dims)
+	e.i2s = e.i2s || typ == quant.I2_S
 	index := e.sum.Tensors + 1
 	err := e.w.AddTensorFunc(name, typ, dims, func(dst []byte) error {
 		data, err := produce()
@@ -141,6 +175,18 @@ func (e *emitter) add(name string, shape []int64, produce func() ([]float32, err
 		}
 		if len(data) != n {
 			return fmt.Errorf("convert: tensor %q: %d values for shape %v", name, len(data), shape)
+		}
+		if quant.IsTernary(typ) {
+			// One absmean scale over the tensor, as edgellm quantize: a
+			// ternary-trained tensor's values are kept exactly (but for
+			// the blocks' fp16 scales).
+			var sc quant.TernaryScaler
+			sc.Add(data)
+			scale := sc.Scale()
+			if math.IsNaN(float64(scale)) || math.IsInf(float64(scale), 0) {
+				return fmt.Errorf("convert: tensor %q: absmean scale is %v", name, scale)
+			}
+			quant.Ternarize(data, data, scale)
 		}
 		if err := quant.Quantize(typ, dst, data); err != nil {
 			return fmt.Errorf("convert: tensor %q: %w", name, err)
@@ -160,12 +206,15 @@ func (e *emitter) add(name string, shape []int64, produce func() ([]float32, err
 // write finishes the metadata and writes the file to a temporary file
 // beside out, renamed to out once complete.
 func (e *emitter) write(out string, o Options, start time.Time) (*Summary, error) {
-	ft, ok := fileTypes[e.typ]
+	ft, ok := quantize.FileType(e.typ)
 	if !ok {
 		return nil, fmt.Errorf("convert: no file type for %s", e.typ)
 	}
 	e.w.AddUint32("general.file_type", ft)
 	e.w.AddUint32("general.quantization_version", 2)
+	if e.i2s {
+		e.w.AddString(model.KeyI2SLayout, string(model.I2SX86))
+	}
 	if o.Vocab != nil {
 		o.Vocab.Write(e.w)
 	} else {

@@ -6,12 +6,14 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/edgellm/edgellm/gguf"
 	"github.com/edgellm/edgellm/internal/testmodel"
 	"github.com/edgellm/edgellm/model"
 	"github.com/edgellm/edgellm/quant"
+	"github.com/edgellm/edgellm/quantize"
 )
 
 // convertDir converts a checkpoint folder to a GGUF file in a temp folder.
@@ -300,7 +302,12 @@ func TestParseType(t *testing.T) {
 			t.Errorf("%q: not auto (%v)", s, err)
 		}
 	}
-	for _, s := range []string{"tq2_0", "q4_k", "x"} {
+	for s, want := range map[string]quant.Type{"tq1_0": quant.TQ1_0, "TQ2_0": quant.TQ2_0, "q2_0": quant.Q2_0, "i2_s": quant.I2_S} {
+		if got, auto, err := parseType(s); err != nil || got != want || auto {
+			t.Errorf("%q: %v %v %v", s, got, auto, err)
+		}
+	}
+	for _, s := range []string{"q4_k", "q4_0", "x"} {
 		if _, _, err := parseType(s); err == nil {
 			t.Errorf("%q: no error", s)
 		}
@@ -340,5 +347,68 @@ func TestGemma3Multimodal(t *testing.T) {
 				t.Fatalf("%s: tensor %s differs from the text-only checkpoint's", prefix, fa.Tensors[i].Name)
 			}
 		}
+	}
+}
+
+// TestTernaryTypes converts a BitNet checkpoint straight to each ternary
+// type through package quantize's policy: every layer matrix keeps the
+// ternary values of the F32 conversion (to the blocks' fp16 scales), the
+// embedding gets the policy's type, and the logits stay close to the
+// Hugging Face forward pass. A checkpoint not trained ternary is refused.
+func TestTernaryTypes(t *testing.T) {
+	s := tinyBitNet
+	s.hidden, s.ffn, s.heads, s.kvHeads, s.headDim, s.layers, s.vocab = 256, 256, 4, 2, 64, 1, 64
+	h := s.generate(9)
+	dir := h.write(t, 1)
+	ref, _ := convertDir(t, dir, "f32", Options{})
+	fr := openGGUF(t, ref)
+	ids := testIDs(s.vocab, 6)
+	want := hfForward(s, h, ids)
+	for _, typ := range []quant.Type{quant.TQ1_0, quant.TQ2_0, quant.Q2_0, quant.I2_S} {
+		path, sum := convertDir(t, dir, typ.String(), Options{})
+		f := openGGUF(t, path)
+		for _, ti := range f.Tensors {
+			wantType, _ := quantize.Choose(ti.Name, ti.Dims, quant.F32, quantize.Options{Type: typ, Tied: true})
+			if ti.Type != wantType {
+				t.Fatalf("%s: tensor %s is %s, the policy says %s", typ, ti.Name, ti.Type, wantType)
+			}
+			if !quant.IsTernary(ti.Type) {
+				continue
+			}
+			n := int(ti.Dims[0] * ti.Dims[1])
+			got, exact := make([]float32, n), make([]float32, n)
+			if err := quant.Dequantize(ti.Type, got, ti.Data); err != nil {
+				t.Fatal(err)
+			}
+			if ti.Type == quant.I2_S {
+				sc, err := quant.I2SScale(ti.Data, n)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i := range got {
+					got[i] *= sc
+				}
+			}
+			rt, _ := fr.Tensor(ti.Name)
+			quant.Dequantize(rt.Type, exact, rt.Data)
+			var mag float32
+			for _, v := range exact {
+				mag = max(mag, float32(math.Abs(float64(v))))
+			}
+			for i := range got {
+				if d := math.Abs(float64(got[i] - exact[i])); d > float64(mag)/1024 {
+					t.Fatalf("%s: tensor %s element %d is %g, the ternary value is %g", typ, ti.Name, i, got[i], exact[i])
+				}
+			}
+		}
+		rms := worstRMS(t, path, ids, want)
+		t.Logf("%s: relative RMS %.2g against the Hugging Face forward (%s; %v)", typ, rms, sum, sum.Fallbacks)
+		if rms > 5e-2 {
+			t.Fatalf("%s: relative RMS %.3g", typ, rms)
+		}
+	}
+	_, err := HF(tinyLlama.generate(1).write(t, 1), filepath.Join(t.TempDir(), "x.gguf"), Options{Type: "tq2_0"})
+	if err == nil || !strings.Contains(err.Error(), "ternary-trained") {
+		t.Fatalf("llama to tq2_0: error %v", err)
 	}
 }

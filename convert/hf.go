@@ -32,6 +32,9 @@ func HF(dir, out string, o Options) (*Summary, error) {
 	if err := checkConfig(c); err != nil {
 		return nil, err
 	}
+	if err := checkTernary(typ, spec.arch, spec.ternarize || c.bitnetPacked()); err != nil {
+		return nil, err
+	}
 	if err := checkVocab(o.Vocab, c.VocabSize); err != nil {
 		return nil, err
 	}
@@ -44,6 +47,9 @@ func HF(dir, out string, o Options) (*Summary, error) {
 		typ = autoType(ck)
 	}
 	e := newEmitter(spec.arch, typ, o)
+	if e.policy != nil {
+		e.policy.Tied = !hasHead(ck)
+	}
 	name := o.Name
 	if name == "" {
 		name = filepath.Base(filepath.Clean(dir))
@@ -57,6 +63,16 @@ func HF(dir, out string, o Options) (*Summary, error) {
 		return nil, err
 	}
 	return e.write(out, o, start)
+}
+
+// hasHead tells whether the checkpoint has an LM head of its own.
+func hasHead(ck *checkpoint) bool {
+	for _, n := range []string{"lm_head.weight", "language_model.lm_head.weight"} {
+		if _, ok := ck.tensors[n]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 // checkConfig checks the sizes the conversion relies on, with the

@@ -25,6 +25,9 @@ func Llama2C(modelPath, out string, o Options) (*Summary, error) {
 	if auto {
 		typ = quant.F32
 	}
+	if err := checkTernary(typ, "llama2.c", false); err != nil {
+		return nil, err
+	}
 	w, err := model.LoadLlama2C(modelPath)
 	if err != nil {
 		return nil, fmt.Errorf("convert: %w", err)
