@@ -13,7 +13,7 @@ import (
 type convertCmd struct {
 	Input     string `arg:"" help:"A Hugging Face checkpoint folder (config.json and safetensors), or a llama2.c checkpoint (.bin, with --tokenizer)."`
 	Out       string `help:"Output GGUF file (written to a temporary file, then renamed)." short:"o" required:""`
-	Type      string `help:"Matrix type: auto (BF16 for a BF16 checkpoint, else F16; F32 for llama2.c), f32, f16, bf16 or q8_0. Vectors and norms stay F32." default:"auto"`
+	Type      string `help:"Matrix type: auto (BF16 for a BF16 checkpoint, else F16; F32 for llama2.c), f32, f16, bf16 or q8_0; for ternary-trained checkpoints also tq1_0, tq2_0, q2_0 or i2_s (edgellm quantize's per-tensor policy). Vectors and norms stay F32." default:"auto"`
 	Tokenizer string `help:"The llama2.c tokenizer (tok.bin) of a llama2.c checkpoint." type:"existingfile"`
 	Name      string `help:"general.name (default: the folder or file name)."`
 	Quiet     bool   `help:"No per-tensor progress on stderr." short:"q"`
