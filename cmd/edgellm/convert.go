@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/edgellm/edgellm/convert"
 	"github.com/edgellm/edgellm/convert/vocab"
+	"github.com/edgellm/edgellm/gguf"
 )
 
 type convertCmd struct {
@@ -57,6 +59,13 @@ func (c *convertCmd) Run(log *slog.Logger) error {
 		log.Info("type fallback", "note", f)
 	}
 	log.Info("converted", "file", c.Out, "arch", sum.Arch, "tensors", sum.Tensors,
-		"bytes_in", sum.BytesIn, "bytes_out", sum.BytesOut, "took", sum.Took.Round(1e6))
+		"bytes_in", sum.BytesIn, "bytes_out", sum.BytesOut, "took", sum.Took.Round(time.Millisecond))
+	// What show would say: bitnet-b1.58 and I2_S are bitnet.cpp's, not
+	// upstream llama.cpp's.
+	if f, err := gguf.Open(c.Out); err == nil {
+		ok, why := llamaCppReadable(f, sum.Arch)
+		f.Close()
+		log.Info("llama.cpp", "can_read", ok, "note", why)
+	}
 	return nil
 }
