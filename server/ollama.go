@@ -254,6 +254,9 @@ func (s *Server) ollamaStream(w http.ResponseWriter, r *http.Request, g *genRequ
 // the model (done_reason "load"), or with keep_alive 0 unloads it ("unload").
 func (s *Server) loadOrUnload(w http.ResponseWriter, r *http.Request, model string, o genOptions, ka time.Duration, chat bool) {
 	e, err := s.reg.lookup(model)
+	if err == nil {
+		o, err = e.options(o) // the params layer's num_ctx
+	}
 	if err != nil {
 		writeErr(w, err)
 		return
