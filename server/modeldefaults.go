@@ -113,12 +113,17 @@ func (base samplingIn) overlay(req *samplingIn) samplingIn {
 }
 
 // options gives a request's options under the model's params: the API's
-// defaults, then the params layer, then what the request says.
+// defaults, then the params layer, then what the request says. On the
+// OpenAI endpoints the model's temperature and top_p do not apply: Ollama's
+// OpenAI layer always sends both (1 where the request has none).
 func (d *modelDefaults) options(o genOptions) (genOptions, error) {
 	if reflect.ValueOf(d.params).IsZero() {
 		return o, nil
 	}
 	merged := d.params.overlay(&o.in)
+	if o.defaults == openaiDefaults {
+		merged.Temperature, merged.TopP = o.in.Temperature, o.in.TopP
+	}
 	return merged.options(o.defaults)
 }
 

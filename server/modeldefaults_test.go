@@ -237,6 +237,26 @@ func TestOllamaParamsLayer(t *testing.T) {
 	if m := psOf(t, h); len(m) != 2 || m[1].ContextLength != 256 {
 		t.Errorf("load: %+v", m)
 	}
+	// OpenAI requests sample at temperature 1 unless they say (as through
+	// Ollama's OpenAI layer), the params' other options still applying.
+	oai := func(body string) string {
+		t.Helper()
+		w := do(t, h, "POST", "/v1/completions", body)
+		var r struct{ Choices []struct{ Text string } }
+		if err := json.Unmarshal(w.Body.Bytes(), &r); err != nil || w.Code != 200 || len(r.Choices) != 1 {
+			t.Fatalf("%d %s", w.Code, w.Body)
+		}
+		return r.Choices[0].Text
+	}
+	dflt := oai(`{"model":"tuned","prompt":"Once upon a time","seed":3,"max_tokens":24,"stop":"zzz"}`)
+	hot := oai(`{"model":"tuned","prompt":"Once upon a time","seed":3,"max_tokens":24,"stop":"zzz","temperature":1,"top_p":1}`)
+	cold := oai(`{"model":"tuned","prompt":"Once upon a time","seed":3,"max_tokens":24,"stop":"zzz","temperature":0}`)
+	if dflt != hot || dflt == cold {
+		t.Errorf("OpenAI defaults: %q, at temperature 1 %q, at 0 %q", dflt, hot, cold)
+	}
+	if got := oai(`{"model":"tuned","prompt":"Once upon a time","temperature":0}`); got != cut {
+		t.Errorf("OpenAI with the params' stop: %q, want %q", got, cut)
+	}
 	logs.mu.Lock()
 	defer logs.mu.Unlock()
 	found = false
