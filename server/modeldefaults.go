@@ -157,3 +157,19 @@ func modelTemplate(ollamaTemplate string, fallback func() (*chattmpl.Template, e
 	fb, ferr := fallback()
 	return fb, errors.Join(fmt.Errorf("template layer: %w", err), ferr)
 }
+
+// show puts the layers into what /api/show says of the model's file: the
+// template layer for the file's template, the params' stop strings and
+// num_ctx for the file's.
+func (d *modelDefaults) show(desc description) description {
+	if d.ollamaTemplate != "" {
+		desc.template = d.ollamaTemplate
+	}
+	if d.params.Stop != nil {
+		desc.stops = d.params.Stop
+	}
+	if d.params.NumCtx != nil && *d.params.NumCtx > 0 {
+		desc.contextLen = *d.params.NumCtx
+	}
+	return desc
+}

@@ -162,6 +162,25 @@ func TestOllamaLayersPrompt(t *testing.T) {
 	}
 }
 
+// /api/show gives a model's template and system layers, and its params'
+// stops and num_ctx as its parameters.
+func TestOllamaLayersShow(t *testing.T) {
+	s := newTestServer(t, nil)
+	withLayers(t, s, "layered", "{{ .Prompt }}", "Be kind.", `{"num_ctx":256,"stop":["<|eot_id|>","END"],"temperature":0.5}`)
+	c := api.NewClient(startServer(t, s), http.DefaultClient)
+	got, err := c.Show(context.Background(), &api.ShowRequest{Model: "layered"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Template != "{{ .Prompt }}" || got.System != "Be kind." || got.Parameters != "num_ctx 256\nstop \"<|eot_id|>\"\nstop \"END\"" {
+		t.Errorf("show: template %q system %q parameters %q", got.Template, got.System, got.Parameters)
+	}
+	plain, err := c.Show(context.Background(), &api.ShowRequest{Model: "stories"})
+	if err != nil || plain.System != "" || plain.Template == got.Template || !strings.HasPrefix(plain.Parameters, "num_ctx 128") {
+		t.Errorf("plain model: %+v %v", plain, err)
+	}
+}
+
 // A template layer that does not parse falls back to the file's template
 // (stories260K has none: the plain one) with a warning.
 func TestOllamaBadTemplateLayer(t *testing.T) {

@@ -350,6 +350,7 @@ func (s *Server) handleShow(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
+	d = e.show(d)
 	var params strings.Builder
 	fmt.Fprintf(&params, "num_ctx %d\n", d.contextLen)
 	for _, st := range d.stops {
@@ -360,6 +361,7 @@ func (s *Server) handleShow(w http.ResponseWriter, r *http.Request) {
 		"details":      d.details,
 		"model_info":   d.info,
 		"template":     d.template,
+		"system":       e.system,
 		"parameters":   strings.TrimSuffix(params.String(), "\n"),
 		"capabilities": []string{"completion"},
 		"modified_at":  fi.modTime,
