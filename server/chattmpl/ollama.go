@@ -32,7 +32,9 @@ const maxOllamaOutput = 16 << 20
 // into .System); an older one that uses only .System/.Prompt/.Response is
 // run once per exchange and cut after the last .Response. Such templates
 // carry no stop strings (Ollama keeps them in the params layer), and write
-// no BOS (the tokenizer adds it, as Ollama's runner does).
+// no BOS (the tokenizer adds it, as Ollama's runner does). A template that
+// could run or allocate without bound is refused (checkBounded); a model's
+// thinking is not parsed out of its reply, which holds it as text.
 func ParseOllama(src string) (*Template, error) {
 	ot, err := otmpl.Parse(src)
 	if err == nil {
