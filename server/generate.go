@@ -26,6 +26,10 @@ type genOptions struct {
 	numPredict int // 0: until an end token or the context's end
 	numCtx     int // 0: the file's context length
 	stop       []string
+	// in and defaults are what these were made of, to redo them under a
+	// model's params (modelDefaults.options).
+	in       samplingIn
+	defaults samplingDefaults
 }
 
 // genRequest is the one internal request every endpoint translates to.
@@ -70,6 +74,10 @@ func (s *Server) generate(ctx context.Context, req *genRequest, emit func(text s
 	if err != nil {
 		return nil, err
 	}
+	if req.opts, err = e.options(req.opts); err != nil {
+		return nil, err
+	}
+	e.applySystem(req)
 	// A generation ends with its client or with the server's grace period.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -176,6 +184,7 @@ func buildPrompt(l *lease, req *genRequest) ([]int32, []string, error) {
 	if templated {
 		stops = mergeStops(stops, l.tmpl.Stops())
 	}
+	l.r.log.Debug("prompt", "model", l.e.name, "template", l.tmpl.Name(), "text", text)
 	// Special tokens: a template spells its markers as text (parse them);
 	// BOS is added unless the template already wrote it or this continues
 	// an earlier context. A raw prompt's text is taken literally.
@@ -239,7 +248,7 @@ var (
 
 // options validates sampling options; a bad one is a 400 naming it.
 func (in *samplingIn) options(d samplingDefaults) (genOptions, error) {
-	var o genOptions
+	o := genOptions{in: *in, defaults: d}
 	f := func(name string, p *float64, def, lo, hi float64) (float32, error) {
 		if p == nil {
 			return float32(def), nil

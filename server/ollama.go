@@ -254,6 +254,9 @@ func (s *Server) ollamaStream(w http.ResponseWriter, r *http.Request, g *genRequ
 // the model (done_reason "load"), or with keep_alive 0 unloads it ("unload").
 func (s *Server) loadOrUnload(w http.ResponseWriter, r *http.Request, model string, o genOptions, ka time.Duration, chat bool) {
 	e, err := s.reg.lookup(model)
+	if err == nil {
+		o, err = e.options(o) // the params layer's num_ctx
+	}
 	if err != nil {
 		writeErr(w, err)
 		return
@@ -347,6 +350,7 @@ func (s *Server) handleShow(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
+	d = e.show(d)
 	var params strings.Builder
 	fmt.Fprintf(&params, "num_ctx %d\n", d.contextLen)
 	for _, st := range d.stops {
@@ -357,6 +361,7 @@ func (s *Server) handleShow(w http.ResponseWriter, r *http.Request) {
 		"details":      d.details,
 		"model_info":   d.info,
 		"template":     d.template,
+		"system":       e.system,
 		"parameters":   strings.TrimSuffix(params.String(), "\n"),
 		"capabilities": []string{"completion"},
 		"modified_at":  fi.modTime,

@@ -41,6 +41,8 @@ type entry struct {
 	name, path string
 	q          *fifo
 
+	modelDefaults // an Ollama model's template, system and params layers (modeldefaults.go)
+
 	mu        sync.Mutex // guards the fields below
 	m         *engine.Model
 	tmpl      *chattmpl.Template
@@ -257,7 +259,7 @@ func (r *registry) loadLocked(e *entry, numCtx int) error {
 	if err != nil {
 		return fmt.Errorf("loading model %q: %w", e.name, err)
 	}
-	tm, err := templateFor(e.path, m)
+	tm, err := modelTemplate(e.ollamaTemplate, func() (*chattmpl.Template, error) { return templateFor(e.path, m) })
 	if err != nil {
 		// A broken file template falls back to a built-in one; say so.
 		r.log.Warn("chat template", "model", e.name, "err", err, "using", tm.Name())
