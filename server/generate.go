@@ -70,6 +70,13 @@ func (s *Server) generate(ctx context.Context, req *genRequest, emit func(text s
 	if err != nil {
 		return nil, err
 	}
+	// A prompt that cannot fit is refused before it waits, loads or is
+	// tokenized (tokenizing costs memory in proportion to the text).
+	if ctx, maxTok := e.bound(req.opts.numCtx); ctx > 0 {
+		if err := checkFits(req, ctx, maxTok); err != nil {
+			return nil, err
+		}
+	}
 	// A generation ends with its client or with the server's grace period.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -82,6 +89,9 @@ func (s *Server) generate(ctx context.Context, req *genRequest, emit func(text s
 	}
 	defer l.release(req.keepAlive)
 
+	if err := checkFits(req, l.m.ContextLen(), l.maxTok); err != nil {
+		return nil, err
+	}
 	tokens, stops, err := buildPrompt(l, req)
 	if err != nil {
 		return nil, err

@@ -87,7 +87,7 @@ func metricsOf(res *genResult) ollamaMetrics {
 
 // writeErr sends an error with the status it deserves.
 func writeErr(w http.ResponseWriter, err error) {
-	writeError(w, statusOf(err), err.Error())
+	writeError(w, statusOf(err), publicMessage(w, err))
 }
 
 // commonOllama validates what generate and chat share.
@@ -233,7 +233,7 @@ func (s *Server) ollamaStream(w http.ResponseWriter, r *http.Request, g *genRequ
 			s.log.Warn("generation failed", "model", g.model, "err", err)
 		}
 		if started {
-			enc.Encode(map[string]string{"error": err.Error()})
+			enc.Encode(map[string]string{"error": publicMessage(w, err)})
 			return
 		}
 		writeErr(w, err)
@@ -310,7 +310,7 @@ func digestOf(fi fileInfo) string {
 func (s *Server) handleTags(w http.ResponseWriter, r *http.Request) {
 	files, err := s.reg.list()
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, err.Error())
+		writeErr(w, err)
 		return
 	}
 	out := struct {
@@ -344,7 +344,7 @@ func (s *Server) handleShow(w http.ResponseWriter, r *http.Request) {
 	}
 	d, err := describe(e.path)
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, err.Error())
+		writeErr(w, err)
 		return
 	}
 	var params strings.Builder

@@ -178,11 +178,13 @@ func writeOAIError(w http.ResponseWriter, err error) {
 	switch {
 	case status == http.StatusNotFound:
 		code = "model_not_found"
+	case status == http.StatusUnauthorized:
+		code = "invalid_api_key"
 	case status >= 500:
 		typ = "server_error"
 	}
 	writeJSON(w, status, map[string]any{"error": map[string]any{
-		"message": err.Error(), "type": typ, "param": nil, "code": code,
+		"message": publicMessage(w, err), "type": typ, "param": nil, "code": code,
 	}})
 }
 
@@ -323,7 +325,7 @@ func (s *Server) oaiRun(w http.ResponseWriter, r *http.Request, g *genRequest, c
 			writeOAIError(w, err)
 			return
 		}
-		send(map[string]any{"error": map[string]any{"message": err.Error(), "type": "server_error"}})
+		send(map[string]any{"error": map[string]any{"message": publicMessage(w, err), "type": "server_error"}})
 		fmt.Fprint(w, "data: [DONE]\n\n")
 		return
 	}
