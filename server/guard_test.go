@@ -228,7 +228,7 @@ func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
 // Bodies past MaxBody get 413 (declared or streamed); bodies that do not
 // arrive within BodyTimeout get 408, and the connection is not held.
 func TestBodyLimits(t *testing.T) {
-	base := startServer(t, newTestServer(t, func(c *Config) { c.MaxBody, c.BodyTimeout = 1000, 300 * time.Millisecond }))
+	base := startServer(t, newTestServer(t, func(c *Config) { c.MaxBody, c.BodyTimeout = 1000, 300*time.Millisecond }))
 	big := `{"model":"stories","prompt":"` + strings.Repeat("a", 1000) + `"}`
 	for _, p := range []string{"/api/generate", "/v1/completions"} {
 		resp, body := rawDo(t, base, "POST", p, big, nil)
