@@ -256,6 +256,16 @@ func (w *reqWriter) Flush() {
 
 func (w *reqWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
+// loadError is a model that failed to load: the client learns which, the
+// log why (the reason names files).
+type loadError struct {
+	name string
+	err  error
+}
+
+func (e *loadError) Error() string { return fmt.Sprintf("loading model %q: %v", e.name, e.err) }
+func (e *loadError) Unwrap() error { return e.err }
+
 // publicMessage is what a client is told of err: its own message for a
 // 4xx, and for anything internal only a generic line and the request id;
 // the detail (paths, backend errors) goes to the log.
@@ -268,15 +278,22 @@ func publicMessage(w http.ResponseWriter, err error) string {
 	if errors.As(err, &ae) {
 		return err.Error() // written for the client (a 503's reason)
 	}
-	for {
+	id := ""
+	for w != nil {
 		if rw, ok := w.(*reqWriter); ok {
 			rw.log.Error("request failed", "request_id", rw.id, "status", status, "err", err)
-			return "internal error (request id " + rw.id + "; the server's log has the detail)"
+			id = " (request id " + rw.id + "; the server's log has the detail)"
+			break
 		}
 		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
 		if !ok {
-			return "internal error"
+			break
 		}
 		w = u.Unwrap()
 	}
+	var le *loadError
+	if errors.As(err, &le) {
+		return fmt.Sprintf("model %q could not be loaded%s", le.name, id)
+	}
+	return "internal error" + id
 }

@@ -264,7 +264,7 @@ func (r *registry) loadLocked(e *entry, numCtx int) error {
 	fi, _ := os.Stat(e.path)
 	m, err := engine.Load(e.path, opts)
 	if err != nil {
-		return fmt.Errorf("loading model %q: %w", e.name, err)
+		return &loadError{e.name, err}
 	}
 	if err := checkKVBudget(m, r.cfg.KVBudget); err != nil {
 		m.Close()
