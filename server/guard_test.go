@@ -318,3 +318,21 @@ func TestErrorsTellNothingOfTheHost(t *testing.T) {
 		t.Error("no request reached an internal error: the broken model should")
 	}
 }
+
+// EDGELLM_ORIGINS: comma-separated, spaces and empty entries ignored.
+func TestOriginsFromEnv(t *testing.T) {
+	t.Setenv("EDGELLM_ORIGINS", " https://a.example ,,https://*.b.example,")
+	got := OriginsFromEnv()
+	if len(got) != 2 || got[0] != "https://a.example" || got[1] != "https://*.b.example" {
+		t.Fatalf("%q", got)
+	}
+	for o, want := range map[string]bool{"https://a.example": true, "https://x.b.example": true, "https://b.example": false, "http://a.example": false} {
+		if originAllowed(o, got) != want {
+			t.Errorf("%s: allowed %v, want %v", o, !want, want)
+		}
+	}
+	t.Setenv("EDGELLM_ORIGINS", "")
+	if got := OriginsFromEnv(); len(got) != 0 {
+		t.Errorf("unset: %q", got)
+	}
+}
