@@ -70,7 +70,7 @@ func rssBytes() int64 {
 	return 0
 }
 
-func (c *loadtestCmd) soak(hc *http.Client, base, model string, clients int, inProcess bool) {
+func (c *loadtestCmd) soak(hc *http.Client, base, model string, clients int, inProcess bool) *soakStats {
 	goStart := runtime.NumGoroutine()
 	rssStart := rssBytes()
 	start := time.Now()
@@ -172,6 +172,7 @@ func (c *loadtestCmd) soak(hc *http.Client, base, model string, clients int, inP
 		fmt.Printf("  %-24s %s\n", k, strings.Join(parts, ", "))
 	}
 	fmt.Printf("  %-24s %d (%.1f/s)\n", "total", sum, float64(sum)/wall.Seconds())
+	return st
 }
 
 // soakBad are bad requests and the status each must get.
