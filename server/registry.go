@@ -301,11 +301,14 @@ func (e *entry) changedInPlace() bool {
 	return os.SameFile(fi, e.file) && (fi.Size() != e.file.Size() || !fi.ModTime().Equal(e.file.ModTime()))
 }
 
-// bound is what checkFits needs before the model is acquired, when an
-// earlier load told it (ctx 0: not known).
+// bound is what checkFits needs before the model is acquired, while it
+// is loaded (ctx 0: not known; an unloaded file may have changed).
 func (e *entry) bound(numCtx int) (ctx, maxTok int) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.m == nil {
+		return 0, 0
+	}
 	if numCtx == 0 {
 		numCtx = e.fileCtx
 	}
