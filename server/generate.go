@@ -78,6 +78,13 @@ func (s *Server) generate(ctx context.Context, req *genRequest, emit func(text s
 		return nil, err
 	}
 	e.applySystem(req)
+	// A prompt that cannot fit is refused before it waits, loads or is
+	// tokenized (tokenizing costs memory in proportion to the text).
+	if ctx, maxTok := e.bound(req.opts.numCtx); ctx > 0 {
+		if err := checkFits(req, ctx, maxTok); err != nil {
+			return nil, err
+		}
+	}
 	// A generation ends with its client or with the server's grace period.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -90,6 +97,9 @@ func (s *Server) generate(ctx context.Context, req *genRequest, emit func(text s
 	}
 	defer l.release(req.keepAlive)
 
+	if err := checkFits(req, l.m.ContextLen(), l.maxTok); err != nil {
+		return nil, err
+	}
 	tokens, stops, err := buildPrompt(l, req)
 	if err != nil {
 		return nil, err
@@ -229,6 +239,9 @@ type samplingIn struct {
 	NumPredict    *int     `json:"num_predict"`
 	NumCtx        *int     `json:"num_ctx"`
 	Stop          []string `json:"stop"`
+	// Penalties we do not implement: only their neutral value is accepted.
+	PresencePenalty  *float64 `json:"presence_penalty"`
+	FrequencyPenalty *float64 `json:"frequency_penalty"`
 }
 
 // samplingDefaults differ between the APIs. Ollama's endpoints take
@@ -276,7 +289,7 @@ func (in *samplingIn) options(d samplingDefaults) (genOptions, error) {
 	sp.TopK = d.topK
 	if in.TopK != nil {
 		if *in.TopK < 0 || *in.TopK > 1<<24 {
-			return o, badRequest("option top_k = %d must be >= 0", *in.TopK)
+			return o, badRequest("option top_k = %d out of range [0, %d]", *in.TopK, 1<<24)
 		}
 		sp.TopK = *in.TopK
 	}
@@ -300,19 +313,33 @@ func (in *samplingIn) options(d samplingDefaults) (genOptions, error) {
 			sp.RepeatLastN = n
 		}
 	}
+	for _, p := range []struct {
+		name string
+		v    *float64
+	}{{"presence_penalty", in.PresencePenalty}, {"frequency_penalty", in.FrequencyPenalty}} {
+		if p.v != nil && *p.v != 0 {
+			return o, badRequest("option %s = %v is not supported (only 0; repeat_penalty is)", p.name, *p.v)
+		}
+	}
+	// num_predict as Ollama's API: -1 generates until an end token (Ollama
+	// then shifts the context; we stop at its end), -2 until the context is
+	// full, 0 sets no limit (Ollama's runner limits only positive values).
 	if in.NumPredict != nil {
 		switch n := *in.NumPredict; {
-		case n == -1 || n == -2 || n == 0: // unlimited, fill the context; 0 as unset
+		case n == -1 || n == -2 || n == 0:
 		case n < 0:
 			return o, badRequest("option num_predict = %d must be positive, -1 or -2", n)
 		default:
 			o.numPredict = n
 		}
 	}
-	if in.Seed != nil && *in.Seed >= 0 {
-		sp.Seed = uint64(*in.Seed)
-	} else {
+	switch {
+	case in.Seed == nil || *in.Seed == -1: // Ollama's -1: a random seed
 		sp.Seed = rand.Uint64()
+	case *in.Seed < -1:
+		return o, badRequest("option seed = %d must be >= -1 (-1: random)", *in.Seed)
+	default:
+		sp.Seed = uint64(*in.Seed)
 	}
 	if len(in.Stop) > maxStops {
 		return o, badRequest("at most %d stop strings", maxStops)
