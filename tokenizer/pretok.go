@@ -2,6 +2,8 @@ package tokenizer
 
 import (
 	"fmt"
+	"math"
+	"sort"
 	"strings"
 
 	"github.com/dlclark/regexp2/v2"
@@ -172,67 +174,99 @@ func newSplitter(exprs []string) (*splitter, error) {
 // matched as if it were "\v", as llama.cpp's fallback does. The text is
 // decoded, and the words encoded again, as llama.cpp does (cptsFromUTF8).
 func (s *splitter) split(text string) ([]string, error) {
+	var words []string
+	err := s.eachWord(text, func(w string) { words = append(words, w) })
+	return words, err
+}
+
+// eachWord calls fn with each word of split(text) in order, without
+// holding them all: its memory is two runes and at most two int32 piece
+// lengths a character of text, whatever the number of words.
+func (s *splitter) eachWord(text string, fn func(word string)) error {
+	if len(text) > math.MaxInt32 {
+		return fmt.Errorf("tokenizer: text of %d bytes is too long", len(text))
+	}
 	cpts := cptsFromUTF8(text)
-	var raw, collapsed []rune
-	for _, c := range s.collapsed {
-		if c && collapsed == nil {
-			collapsed = make([]rune, len(cpts))
+	// match is what the current regex reads: the collapsed text or the code
+	// points with non-ASCII whitespace as "\v", rewritten only when the
+	// kind changes from one regex to the next.
+	match := make([]rune, len(cpts))
+	lens := []int32{int32(len(cpts))}
+	var next []int32
+	for k, re := range s.res {
+		if k == 0 || s.collapsed[k] != s.collapsed[k-1] {
 			for i, r := range cpts {
-				collapsed[i] = collapse(r)
-			}
-		}
-		if !c && raw == nil {
-			raw = make([]rune, len(cpts))
-			for i, r := range cpts {
-				if r > 0x7F && isSpace(r) {
+				switch {
+				case s.collapsed[k]:
+					r = collapse(r)
+				case r > 0x7F && isSpace(r):
 					r = '\v'
 				}
-				raw[i] = r
+				match[i] = r
 			}
-		}
-	}
-	lens := []int{len(cpts)}
-	var next []int
-	for k, re := range s.res {
-		match := raw
-		if s.collapsed[k] {
-			match = collapsed
 		}
 		next = next[:0]
 		start := 0
-		for _, n := range lens {
+		for _, n32 := range lens {
+			n := int(n32)
 			seg := match[start : start+n]
-			idx, err := re.FindAllRunesIndex(seg, -1)
-			if err != nil {
-				return nil, fmt.Errorf("tokenizer: pre-tokenizer: %w", err)
-			}
 			pos := 0
-			for _, m := range idx {
-				if m[0] > pos {
-					next = append(next, m[0]-pos)
+			// Matches are streamed (no slice of them); an empty match
+			// cuts nothing.
+			err := re.FindRunesMatches(seg, 0, func(m regexp2.MatchView) bool {
+				i, l, _ := m.GroupRange(0)
+				if i > pos {
+					next = append(next, int32(i-pos))
 				}
-				if m[1] > m[0] {
-					next = append(next, m[1]-m[0])
+				if l > 0 {
+					next = append(next, int32(l))
 				}
-				pos = m[1]
+				pos = i + l
+				return true
+			})
+			if err != nil {
+				return fmt.Errorf("tokenizer: pre-tokenizer: %w", err)
 			}
 			if pos < n {
-				next = append(next, n-pos)
+				next = append(next, int32(n-pos))
 			}
 			start += n
 		}
 		lens, next = next, lens
 	}
-	words := make([]string, 0, len(lens))
+	match = nil
 	start := 0
 	var buf []byte
 	for _, n := range lens {
 		buf = buf[:0]
-		for _, r := range cpts[start : start+n] {
+		for _, r := range cpts[start : start+int(n)] {
 			buf = appendCpt(buf, r)
 		}
-		words = append(words, string(buf))
-		start += n
+		fn(string(buf))
+		start += int(n)
 	}
-	return words, nil
+	return nil
+}
+
+// PreTokenizers lists the tokenizer.ggml.pre names this package
+// implements, sorted.
+func PreTokenizers() []string {
+	names := make([]string, 0, len(preNames))
+	for n := range preNames {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// PreClass names what a pre-tokenizer name does to Encode: two names of
+// one class split every text alike and add BOS alike by default (they may
+// still decode differently). A converter identifying a vocabulary's
+// pre-tokenizer needs to try one name per class. "" for an unknown name.
+func PreClass(name string) string {
+	s, ok := preNames[name]
+	if !ok {
+		return ""
+	}
+	return fmt.Sprintf("%s ignore_merges=%t add_bos=%t no_bos=%t", s.group, s.ignoreMerges, s.addBOS, s.noBOS)
 }

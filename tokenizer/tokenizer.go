@@ -111,6 +111,7 @@ const (
 	keyAddBOS         = "tokenizer.ggml.add_bos_token"
 	keyAddEOS         = "tokenizer.ggml.add_eos_token"
 	keyAddSpacePrefix = "tokenizer.ggml.add_space_prefix"
+	keyEOSIDs         = "tokenizer.ggml.eos_token_ids"
 	keyArch           = "general.architecture"
 	keyName           = "general.name"
 )
@@ -437,6 +438,17 @@ func (t *Tokenizer) finish(md metadata) {
 	for _, s := range []string{"<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"} {
 		if id, ok := t.toID[s]; ok {
 			t.attrs[id] = attrUserDefined
+		}
+	}
+	// generation_config.json's list of EOS ids, as Ollama's converter
+	// writes it (llama.cpp does not read the key)
+	if md != nil && md.Has(keyEOSIDs) {
+		if ids, err := md.Int32s(keyEOSIDs); err == nil {
+			for _, id := range ids {
+				if valid(id) {
+					t.eog[id] = true
+				}
+			}
 		}
 	}
 	t.eogExceptions()

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 )
 
 //go:generate go run ./internal/gen -o unicode_tables.go
@@ -122,7 +123,9 @@ func collapseRegex(expr string) (out string, ok bool, err error) {
 // U+10FFFF (lead bytes F4 to F7), which makes llama.cpp abort, is U+FFFD
 // for its lead byte here.
 func cptsFromUTF8(s string) []rune {
-	out := make([]rune, 0, len(s))
+	// Go counts at least as many code points (each byte of an overlong form
+	// or surrogate is one), and exactly as many in valid UTF-8.
+	out := make([]rune, 0, utf8.RuneCountInString(s))
 	for i := 0; i < len(s); {
 		c := s[i]
 		n := 0

@@ -21,6 +21,8 @@ type cli struct {
 	Logits   logitsCmd   `cmd:"" help:"Print the logits after every position of a sequence of token ids (llama.cpp's layout)."`
 	Show     showCmd     `cmd:"" help:"Describe a GGUF model file."`
 	Synth    synthCmd    `cmd:"" help:"Write a deterministic synthetic model at a preset shape."`
+	Convert  convertCmd  `cmd:"" help:"Convert a Hugging Face checkpoint folder or a llama2.c checkpoint to GGUF."`
+	Quantize quantizeCmd `cmd:"" help:"Rewrite a model's tensors in another type (ternary by absmean)."`
 	Bench    benchCmd    `cmd:"" help:"Benchmark a model (the built-in smollm-135m preset by default)."`
 	Selftest selftestCmd `cmd:"" help:"Check a backend against the CPU reference on real and synthetic models."`
 	Serve    serveCmd    `cmd:"" help:"Serve models over HTTP (Ollama- and OpenAI-compatible APIs)."`
