@@ -18,6 +18,8 @@ type Model struct {
 	// file's name without ".gguf", or a pulled model's Display form.
 	Name string
 	Path string // the GGUF file
+	// Dir is the store folder the model was found in; "" for a path.
+	Dir string
 	// Manifest is a pulled model's manifest; nil for a plain file.
 	Manifest *Manifest
 	// Template is the template layer (Ollama's Go text/template), System
@@ -79,7 +81,7 @@ func Lookup(dir, name string) (*Model, error) {
 	if plain, ok := plainName(name); ok {
 		p := filepath.Join(dir, plain+".gguf")
 		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() { // follows links
-			return &Model{Name: plain, Path: p}, nil
+			return &Model{Name: plain, Path: p, Dir: dir}, nil
 		}
 		tried = append(tried, p)
 	}
@@ -161,7 +163,7 @@ func (m *Manifest) layers() []Layer {
 // fromManifest checks a pulled model's blobs and reads its text layers. As
 // Ollama does, a later layer of a type replaces an earlier one.
 func fromManifest(dir string, n Name, man *Manifest) (*Model, error) {
-	m := &Model{Name: n.Display(), Manifest: man}
+	m := &Model{Name: n.Display(), Manifest: man, Dir: dir}
 	for _, l := range man.Layers {
 		var text *string
 		switch l.MediaType {
