@@ -303,6 +303,9 @@ type tagsModel struct {
 // time); it is not a hash of the content, which would mean reading
 // gigabytes to list models.
 func digestOf(fi fileInfo) string {
+	if fi.digest != "" {
+		return fi.digest // a pulled model's: its manifest's, as Ollama's
+	}
 	h := sha256.Sum256(fmt.Appendf(nil, "%s\x00%d\x00%d", fi.name, fi.size, fi.modTime.UnixNano()))
 	return hex.EncodeToString(h[:])
 }
@@ -337,12 +340,12 @@ func (s *Server) handleShow(w http.ResponseWriter, r *http.Request) {
 	if in.Model == "" {
 		in.Model = in.Name
 	}
-	e, err := s.reg.lookup(in.Model)
+	src, err := s.reg.find(in.Model)
 	if err != nil {
 		writeErr(w, err)
 		return
 	}
-	d, err := describe(e.path)
+	d, err := describe(src.Path)
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
@@ -352,15 +355,28 @@ func (s *Server) handleShow(w http.ResponseWriter, r *http.Request) {
 	for _, st := range d.stops {
 		fmt.Fprintf(&params, "stop %q\n", st)
 	}
-	fi, _ := statFile(e.path)
-	writeJSON(w, http.StatusOK, map[string]any{
+	out := map[string]any{
 		"details":      d.details,
 		"model_info":   d.info,
 		"template":     d.template,
-		"parameters":   strings.TrimSuffix(params.String(), "\n"),
 		"capabilities": []string{"completion"},
-		"modified_at":  fi.modTime,
-	})
+	}
+	if src.Manifest != nil { // a pulled model: its own layers, as Ollama shows them
+		if src.Template != "" {
+			out["template"] = src.Template
+		}
+		if src.System != "" {
+			out["system"] = src.System
+		}
+		if len(src.Params) > 0 {
+			params.Reset()
+			writeParams(&params, src.Params)
+		}
+	}
+	out["parameters"] = strings.TrimSuffix(params.String(), "\n")
+	fi, _ := statFile(src.Path)
+	out["modified_at"] = fi.modTime
+	writeJSON(w, http.StatusOK, out)
 }
 
 type psModel struct {

@@ -6,15 +6,14 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/edgellm/edgellm/engine"
 	"github.com/edgellm/edgellm/gguf"
 	"github.com/edgellm/edgellm/server/chattmpl"
+	"github.com/edgellm/edgellm/store"
 )
 
 // registry maps model names to files in the models directory and keeps the
@@ -38,10 +37,14 @@ type registry struct {
 // a backend that batches, else one; one until first loaded), so requests
 // past that wait here, fairly, rather than inside the engine.
 type entry struct {
-	name, path string
-	q          *fifo
+	name string
+	q    *fifo
 
-	mu        sync.Mutex // guards the fields below
+	mu sync.Mutex // guards the fields below
+	// path is the GGUF file; src the store's view of the model: for a
+	// pulled one, its template, system and params layers (Ollama's).
+	path      string
+	src       *store.Model
 	m         *engine.Model
 	tmpl      *chattmpl.Template
 	numCtx    int // num_ctx the model was loaded with (0: the file's)
@@ -51,6 +54,9 @@ type entry struct {
 	timer     *time.Timer
 	users     int
 	unloadGen uint64 // invalidates timers armed before the latest use
+	// removed: the model was deleted from the store; it unloads as soon
+	// as its last request ends.
+	removed bool
 	// draining counts requests waiting to reload the model with another
 	// num_ctx once its running generations end; others wait behind them.
 	draining int
@@ -86,72 +92,129 @@ func newRegistry(cfg Config, m *metrics, log *slog.Logger) *registry {
 	return &registry{cfg: cfg, metrics: m, log: log, entries: make(map[string]*entry)}
 }
 
-// canonical strips an optional ":latest" tag and checks the name is a plain
-// file name (no path tricks).
-func canonical(name string) (string, error) {
-	name = strings.TrimSuffix(name, ":latest")
-	if name == "" {
-		return "", badRequest("model name is required")
-	}
-	if strings.ContainsAny(name, `/\:`) || name == "." || name == ".." || strings.HasPrefix(name, ".") || len(name) > 255 {
-		return "", notFound("model %q not found", name)
-	}
-	return name, nil
-}
-
-// lookup finds the entry for a model name, creating it if the file exists.
+// lookup finds the entry for a model name (a store name, never a path:
+// store.Lookup), creating it the first time. Names of one model ("x",
+// "x:latest") share one entry, keyed by the store's name for it.
 func (r *registry) lookup(name string) (*entry, error) {
-	name, err := canonical(name)
+	src, err := r.find(name)
 	if err != nil {
 		return nil, err
 	}
-	path := filepath.Join(r.cfg.ModelsDir, name+".gguf")
-	fi, err := os.Stat(path) // follows symbolic links
-	if err != nil || !fi.Mode().IsRegular() {
-		return nil, notFound("model %q not found in %s", name, r.cfg.ModelsDir)
-	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if r.closed {
+		r.mu.Unlock()
 		return nil, &apiError{503, "server is shutting down"}
 	}
-	e, ok := r.entries[name]
+	e, ok := r.entries[src.Name]
 	if !ok {
-		e = &entry{name: name, path: path, q: newFIFO(1, r.cfg.MaxQueue)}
-		r.entries[name] = e
+		e = &entry{name: src.Name, path: src.Path, src: src, q: newFIFO(1, r.cfg.MaxQueue)}
+		r.entries[src.Name] = e
+	}
+	r.mu.Unlock()
+	if ok {
+		r.refresh(e, src)
 	}
 	return e, nil
 }
 
-// fileInfo is a model file in the models directory.
+// refresh points an entry at what its name names now (a model pulled again
+// or copied over): an idle loaded model is unloaded so that the next
+// request loads the new one; a busy one serves on and is replaced once a
+// lookup finds it idle.
+func (r *registry) refresh(e *entry, src *store.Model) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	old := e.src
+	if old.Path == src.Path && old.Template == src.Template && old.System == src.System && string(old.Params) == string(src.Params) {
+		return
+	}
+	if e.m != nil && e.users == 0 {
+		e.unloadGen++
+		r.unloadLocked(e)
+	}
+	if e.m == nil {
+		e.path, e.src = src.Path, src
+	}
+}
+
+// storeError turns a store lookup's error into the client's: never a path
+// of the models directory (the log has the detail).
+func (r *registry) storeError(name string, err error) error {
+	switch {
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrName):
+		return notFound("model %q not found", name)
+	case errors.Is(err, store.ErrDamaged):
+		return &apiError{500, err.Error()} // says what is wrong without paths
+	}
+	r.log.Error("model store", "model", name, "err", err)
+	return &apiError{500, fmt.Sprintf("model %q: cannot read the model store (the server's log says why)", name)}
+}
+
+// remove deletes a model from the store, unloading it first (Ollama's
+// DELETE /api/delete). A model in use is unloaded when its last request
+// ends; on Unix its open mapping keeps the deleted bytes readable till then.
+func (r *registry) remove(name string) (string, error) {
+	src, err := store.Lookup(r.cfg.ModelsDir, name)
+	key := ""
+	if err == nil {
+		key = src.Name
+	} else if !errors.Is(err, store.ErrDamaged) {
+		return "", r.storeError(name, err)
+	}
+	r.mu.Lock()
+	e := r.entries[key]
+	delete(r.entries, key)
+	r.mu.Unlock()
+	if e != nil {
+		e.mu.Lock()
+		e.removed = true
+		if e.users == 0 {
+			e.unloadGen++
+			r.unloadLocked(e)
+		}
+		e.mu.Unlock()
+	}
+	removed, err := store.Remove(r.cfg.ModelsDir, name)
+	if err != nil {
+		return "", r.storeError(name, err)
+	}
+	return removed, nil
+}
+
+// fileInfo is a model of the models directory.
 type fileInfo struct {
 	name    string
 	path    string
 	size    int64
 	modTime time.Time
+	digest  string // a pulled model's manifest digest ("" for a plain file)
 }
 
-// list returns the models directory's *.gguf files, sorted by name.
+// list returns the store's models, sorted by name: plain *.gguf files and
+// pulled models (store.Scan).
 func (r *registry) list() ([]fileInfo, error) {
-	des, err := os.ReadDir(r.cfg.ModelsDir)
+	es, err := store.Scan(r.cfg.ModelsDir)
 	if err != nil {
-		return nil, fmt.Errorf("reading models directory: %w", err)
+		r.log.Error("model store", "err", err)
+		return nil, errors.New("cannot read the model store (the server's log says why)")
 	}
-	var out []fileInfo
-	for _, de := range des {
-		n := de.Name()
-		if !strings.HasSuffix(n, ".gguf") || strings.HasPrefix(n, ".") {
-			continue
-		}
-		p := filepath.Join(r.cfg.ModelsDir, n)
-		fi, err := os.Stat(p)
-		if err != nil || !fi.Mode().IsRegular() {
-			continue // a dangling link or a directory
-		}
-		out = append(out, fileInfo{name: strings.TrimSuffix(n, ".gguf"), path: p, size: fi.Size(), modTime: fi.ModTime()})
+	out := make([]fileInfo, 0, len(es))
+	for _, e := range es {
+		out = append(out, fileInfo{name: e.Name, path: e.Path, size: e.Size, modTime: e.Modified, digest: e.Digest})
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
 	return out, nil
+}
+
+// find resolves a model name in the store, with the client's error.
+func (r *registry) find(name string) (*store.Model, error) {
+	if name == "" {
+		return nil, badRequest("model name is required")
+	}
+	src, err := store.Lookup(r.cfg.ModelsDir, name)
+	if err != nil {
+		return nil, r.storeError(name, err)
+	}
+	return src, nil
 }
 
 // lease is a held generation slot on a loaded model.
@@ -380,7 +443,7 @@ func (l *lease) release(keepAlive time.Duration) {
 	gen := e.unloadGen
 	switch {
 	case e.users > 0 || e.m == nil:
-	case keepAlive == 0:
+	case keepAlive == 0 || e.removed:
 		r.unloadLocked(e)
 	case keepAlive < 0:
 		e.expires = time.Time{}

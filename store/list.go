@@ -37,9 +37,22 @@ type Entry struct {
 }
 
 // List returns the models of the store folder dir sorted by name: the
-// plain DIR/*.gguf files (links followed) and the pulled models. A missing
-// folder is an empty store.
+// plain DIR/*.gguf files (links followed) and the pulled models, with
+// their GGUF headers' type and architecture. A missing folder is an empty
+// store.
 func List(dir string) ([]Entry, error) {
+	es, err := Scan(dir)
+	for i := range es {
+		if e := &es[i]; e.Err == nil {
+			e.Arch, e.Type, e.Err = Header(e.Path)
+		}
+	}
+	return es, err
+}
+
+// Scan is List without opening the GGUF files (no Type, Arch or header
+// errors): what a server listing its models often needs.
+func Scan(dir string) ([]Entry, error) {
 	des, err := os.ReadDir(dir)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -58,9 +71,7 @@ func List(dir string) ([]Entry, error) {
 		if err != nil || !fi.Mode().IsRegular() {
 			continue // a dangling link or a folder
 		}
-		e := Entry{Name: name, Path: p, Size: fi.Size(), Modified: fi.ModTime()}
-		e.Arch, e.Type, e.Err = Header(p)
-		out = append(out, e)
+		out = append(out, Entry{Name: name, Path: p, Size: fi.Size(), Modified: fi.ModTime()})
 	}
 	names, err := pulledNames(dir)
 	if err != nil {
@@ -94,7 +105,6 @@ func pulledEntry(dir string, n Name) Entry {
 		return e
 	}
 	e.Path = m.Path
-	e.Arch, e.Type, e.Err = Header(m.Path)
 	return e
 }
 

@@ -97,6 +97,9 @@ func usedBlobs(dir string) (map[string]bool, error) {
 	return used, nil
 }
 
+// ErrNameTaken reports a copy's destination that a plain file already has.
+var ErrNameTaken = errors.New("name taken by a file")
+
 // Copy makes dst name the model src names and returns both names as
 // stored. dst is a pulled-style name (ParseName) and gets a manifest: a
 // pulled source's manifest as it is, naming the same blobs; a plain file
@@ -111,7 +114,7 @@ func Copy(dir, src, dst string) (from, to string, err error) {
 	}
 	if plain, ok := plainName(dst); ok {
 		if _, err := os.Lstat(filepath.Join(dir, plain+".gguf")); err == nil {
-			return "", "", fmt.Errorf("store: %q is the name of the file %s.gguf in the store; pick another", dst, plain)
+			return "", "", fmt.Errorf("store: %w: %q is the file %s.gguf of the store; pick another name", ErrNameTaken, dst, plain)
 		}
 	}
 	m, err := Lookup(dir, src)

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -11,39 +9,9 @@ import (
 	"testing"
 
 	"github.com/edgellm/edgellm/internal/testfiles"
+	"github.com/edgellm/edgellm/internal/testmodel"
 	"github.com/edgellm/edgellm/store"
 )
-
-// pulledModel writes a pulled model called name into the store folder dir
-// as a pull would: the GGUF at src as its model blob, then text layers.
-func pulledModel(t *testing.T, dir, name, src string, texts map[string]string) {
-	t.Helper()
-	blob := func(media string, b []byte) store.Layer {
-		h := sha256.Sum256(b)
-		l := store.Layer{MediaType: media, Digest: "sha256:" + hex.EncodeToString(h[:]), Size: int64(len(b))}
-		p, _ := store.BlobPath(dir, l.Digest)
-		os.MkdirAll(filepath.Dir(p), 0o755)
-		if err := os.WriteFile(p, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return l
-	}
-	b, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := store.Manifest{SchemaVersion: 2, MediaType: store.MediaManifest, Layers: []store.Layer{blob(store.MediaModel, b)}}
-	for media, s := range texts {
-		m.Layers = append(m.Layers, blob(media, []byte(s)))
-	}
-	n, err := store.ParseName(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := store.WriteManifest(dir, n, &m); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // TestStoreCommands: list, cp, rm, and store names wherever a model is taken,
 // with a pulled model's params as run's defaults.
@@ -54,7 +22,7 @@ func TestStoreCommands(t *testing.T) {
 	t.Setenv("EDGELLM_MODELS", dir)
 	b, _ := os.ReadFile(stories)
 	os.WriteFile(filepath.Join(dir, "stories.gguf"), b, 0o644)
-	pulledModel(t, dir, "hf.co/Someone/Stories-GGUF:F32", stories, map[string]string{
+	testmodel.AddPulled(t, dir, "hf.co/Someone/Stories-GGUF:F32", stories, map[string]string{
 		store.MediaParams: `{"temperature": 0, "stop": [" named"], "num_predict": 20, "num_ctx": 64}`,
 		store.MediaSystem: "You tell stories."})
 

@@ -4,6 +4,8 @@
 package testmodel
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"math"
 	"os"
 	"path/filepath"
@@ -12,6 +14,7 @@ import (
 	"github.com/edgellm/edgellm/gguf"
 	"github.com/edgellm/edgellm/model"
 	"github.com/edgellm/edgellm/quant"
+	"github.com/edgellm/edgellm/store"
 	"github.com/edgellm/edgellm/synth"
 )
 
@@ -87,4 +90,45 @@ func RefRMS(t testing.TB, w *model.Weights, ids []int32, logits []float32) float
 		worst = max(worst, math.Sqrt(d2/r2))
 	}
 	return worst
+}
+
+// AddPulled writes a pulled model called name into the store folder dir, as
+// a pull leaves it: the GGUF file at src as its model blob, then a blob for
+// each text layer (store.MediaTemplate, MediaSystem, MediaParams: text). It
+// returns the manifest.
+func AddPulled(t testing.TB, dir, name, src string, texts map[string]string) *store.Manifest {
+	t.Helper()
+	blob := func(media string, b []byte) store.Layer {
+		h := sha256.Sum256(b)
+		l := store.Layer{MediaType: media, Digest: "sha256:" + hex.EncodeToString(h[:]), Size: int64(len(b))}
+		p, err := store.BlobPath(dir, l.Digest)
+		if err == nil {
+			err = os.MkdirAll(filepath.Dir(p), 0o755)
+		}
+		if err == nil {
+			err = os.WriteFile(p, b, 0o644)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &store.Manifest{SchemaVersion: 2, MediaType: store.MediaManifest, Layers: []store.Layer{blob(store.MediaModel, b)}}
+	for _, media := range []string{store.MediaTemplate, store.MediaSystem, store.MediaParams} {
+		if s, ok := texts[media]; ok {
+			m.Layers = append(m.Layers, blob(media, []byte(s)))
+		}
+	}
+	n, err := store.ParseName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.WriteManifest(dir, n, m); err != nil {
+		t.Fatal(err)
+	}
+	return m
 }

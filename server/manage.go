@@ -1,0 +1,182 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+
+	"github.com/edgellm/edgellm/store"
+)
+
+// Ollama's model management: DELETE /api/delete and POST /api/copy, on the
+// store (package store) that edgellm list, rm and cp manage too.
+
+func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		Model string `json:"model"`
+		Name  string `json:"name"` // older clients
+	}
+	if err := decodeBody(r, &in); err != nil {
+		writeErr(w, err)
+		return
+	}
+	if in.Model == "" {
+		in.Model = in.Name
+	}
+	if in.Model == "" {
+		writeErr(w, badRequest("model is required"))
+		return
+	}
+	name, err := s.reg.remove(in.Model)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	s.log.Info("model deleted", "model", name)
+	w.WriteHeader(http.StatusOK)
+}
+
+func (s *Server) handleCopy(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		Source      string `json:"source"`
+		Destination string `json:"destination"`
+	}
+	if err := decodeBody(r, &in); err != nil {
+		writeErr(w, err)
+		return
+	}
+	if in.Source == "" || in.Destination == "" {
+		writeErr(w, badRequest("source and destination are required"))
+		return
+	}
+	if _, err := store.ParseName(in.Destination); err != nil {
+		writeErr(w, badRequest("destination %q is not a valid model name", in.Destination))
+		return
+	}
+	from, to, err := store.Copy(s.cfg.ModelsDir, in.Source, in.Destination)
+	switch {
+	case err == nil:
+		s.log.Info("model copied", "from", from, "to", to)
+		w.WriteHeader(http.StatusOK)
+	case errors.Is(err, store.ErrNameTaken):
+		writeErr(w, badRequest("destination %q is the name of a model file; pick another", in.Destination))
+	default:
+		writeErr(w, s.reg.storeError(in.Source, err))
+	}
+}
+
+// writeParams writes a params layer (Ollama's JSON of options) as Ollama's
+// /api/show "parameters" text: one "key value" line per value, keys sorted.
+func writeParams(b *strings.Builder, raw []byte) {
+	var m map[string]any
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	if dec.Decode(&m) != nil {
+		return
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	line := func(k string, v any) {
+		if s, ok := v.(string); ok {
+			fmt.Fprintf(b, "%-30s %q\n", k, s)
+			return
+		}
+		fmt.Fprintf(b, "%-30s %v\n", k, v)
+	}
+	for _, k := range keys {
+		if vs, ok := m[k].([]any); ok {
+			for _, v := range vs {
+				line(k, v)
+			}
+			continue
+		}
+		line(k, m[k])
+	}
+}
+
+// handlePull is Ollama's POST /api/pull: progress objects as NDJSON, then
+// {"status":"success"}; an error after the stream began is an {"error"}
+// object, as Ollama sends it. With "stream": false, only the last object.
+func (s *Server) handlePull(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		Model    string `json:"model"`
+		Name     string `json:"name"` // older clients
+		Insecure bool   `json:"insecure"`
+		Stream   *bool  `json:"stream"`
+	}
+	if err := decodeBody(r, &in); err != nil {
+		writeErr(w, err)
+		return
+	}
+	if in.Model == "" {
+		in.Model = in.Name
+	}
+	if _, err := store.ParseName(in.Model); err != nil {
+		writeErr(w, badRequest("invalid model name %q", in.Model))
+		return
+	}
+	if s.cfg.Pull == nil {
+		writeError(w, http.StatusNotImplemented, "this server cannot pull models")
+		return
+	}
+	stream := in.Stream == nil || *in.Stream
+	enc := json.NewEncoder(w)
+	fl, _ := w.(http.Flusher)
+	started := false
+	var last PullProgress
+	progress := func(p PullProgress) {
+		last = p
+		if !stream || r.Context().Err() != nil {
+			return
+		}
+		if !started {
+			started = true
+			w.Header().Set("Content-Type", "application/x-ndjson")
+			w.WriteHeader(http.StatusOK)
+		}
+		enc.Encode(p)
+		if fl != nil {
+			fl.Flush()
+		}
+	}
+	err := s.cfg.Pull(r.Context(), s.cfg.ModelsDir, in.Model, in.Insecure, progress)
+	if err != nil {
+		s.log.Warn("pull failed", "model", in.Model, "err", err)
+		if r.Context().Err() != nil {
+			return // nobody to tell
+		}
+		// The pull's own words, less the models directory's path.
+		msg := strings.ReplaceAll(err.Error(), s.cfg.ModelsDir, "<models>")
+		if started {
+			enc.Encode(map[string]string{"error": msg})
+			return
+		}
+		writeError(w, pullStatus(err), msg)
+		return
+	}
+	s.log.Info("model pulled", "model", in.Model)
+	done := PullProgress{Status: "success"}
+	switch {
+	case !started:
+		writeJSON(w, http.StatusOK, done)
+	case last.Status != done.Status: // package pull ends with it; a PullFunc may not
+		enc.Encode(done)
+	}
+}
+
+// pullStatus is a failed pull's HTTP status before any progress was sent:
+// an unknown model (an error wrapping store.ErrNotFound) is a 404, as
+// Ollama answers it.
+func pullStatus(err error) int {
+	if errors.Is(err, store.ErrNotFound) {
+		return http.StatusNotFound
+	}
+	return http.StatusInternalServerError
+}
