@@ -85,6 +85,8 @@ func (v *testVocab) load(t testing.TB) *Tokenizer {
 			w.AddBool(k, x)
 		case int:
 			w.AddUint32(k, uint32(x))
+		case []int32:
+			w.AddInt32s(k, x)
 		default:
 			t.Fatalf("key %s: unsupported %T", k, val)
 		}
@@ -495,5 +497,12 @@ func TestEOGRules(t *testing.T) {
 	tok, id = build([]string{"<|tool_response>", "</s>"}, nil)
 	if s := id["</s>"]; tok.IsEOG(s) || tok.IsControl(s) || string(tok.Piece(s)) != "</s>" {
 		t.Errorf("gemma4: </s> EOG %v control %v", tok.IsEOG(s), tok.IsControl(s))
+	}
+
+	// generation_config.json's EOS ids, written as Ollama's converter does
+	// (ids 3 and 4 are "stop" and "go"; 99 is out of range)
+	tok, id = build([]string{"stop", "go"}, map[string]any{keyEOSIDs: []int32{3, 99}})
+	if !tok.IsEOG(id["stop"]) || tok.IsEOG(id["go"]) {
+		t.Errorf("eos_token_ids: IsEOG(stop) = %v, IsEOG(go) = %v", tok.IsEOG(id["stop"]), tok.IsEOG(id["go"]))
 	}
 }

@@ -2,6 +2,7 @@ package tokenizer
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 	"unicode"
 
@@ -209,4 +210,27 @@ func (s *splitter) split(text string) ([]string, error) {
 		start += n
 	}
 	return words, nil
+}
+
+// PreTokenizers lists the tokenizer.ggml.pre names this package
+// implements, sorted.
+func PreTokenizers() []string {
+	names := make([]string, 0, len(preNames))
+	for n := range preNames {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// PreClass names what a pre-tokenizer name does to Encode: two names of
+// one class split every text alike and add BOS alike by default (they may
+// still decode differently). A converter identifying a vocabulary's
+// pre-tokenizer needs to try one name per class. "" for an unknown name.
+func PreClass(name string) string {
+	s, ok := preNames[name]
+	if !ok {
+		return ""
+	}
+	return fmt.Sprintf("%s ignore_merges=%t add_bos=%t no_bos=%t", s.group, s.ignoreMerges, s.addBOS, s.noBOS)
 }

@@ -111,6 +111,7 @@ const (
 	keyAddBOS         = "tokenizer.ggml.add_bos_token"
 	keyAddEOS         = "tokenizer.ggml.add_eos_token"
 	keyAddSpacePrefix = "tokenizer.ggml.add_space_prefix"
+	keyEOSIDs         = "tokenizer.ggml.eos_token_ids"
 	keyArch           = "general.architecture"
 	keyName           = "general.name"
 )
@@ -430,6 +431,17 @@ func (t *Tokenizer) finish(md metadata) {
 	for _, id := range []int32{t.eos, t.eot, t.eom} {
 		if id != none {
 			t.eog[id] = true
+		}
+	}
+	// generation_config.json's list of EOS ids, as Ollama's converter
+	// writes it (llama.cpp does not read the key)
+	if md != nil && md.Has(keyEOSIDs) {
+		if ids, err := md.Int32s(keyEOSIDs); err == nil {
+			for _, id := range ids {
+				if valid(id) {
+					t.eog[id] = true
+				}
+			}
 		}
 	}
 	t.eogExceptions()

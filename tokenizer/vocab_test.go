@@ -104,3 +104,21 @@ func equalIDs(a, b []int32) bool {
 	}
 	return true
 }
+
+func TestPreClass(t *testing.T) {
+	if c := PreClass("llama-bpe"); c == "" || c != PreClass("falcon3") {
+		t.Errorf("llama-bpe %q and falcon3 %q differ", c, PreClass("falcon3"))
+	}
+	// dbrx splits as llama3 but adds no BOS by default
+	if PreClass("dbrx") == PreClass("llama-bpe") || PreClass("gpt-2") == PreClass("starcoder") {
+		t.Error("classes that tokenize differently are equal")
+	}
+	if PreClass("no-such-pre") != "" {
+		t.Error("unknown name has a class")
+	}
+	for _, n := range PreTokenizers() {
+		if PreClass(n) == "" {
+			t.Errorf("%s listed without a class", n)
+		}
+	}
+}
