@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/edgellm/edgellm/pull"
 	"github.com/edgellm/edgellm/store"
 )
 
@@ -130,8 +131,8 @@ func (s *Server) handlePull(w http.ResponseWriter, r *http.Request) {
 	enc := json.NewEncoder(w)
 	fl, _ := w.(http.Flusher)
 	started := false
-	var last PullProgress
-	progress := func(p PullProgress) {
+	var last pull.Progress
+	progress := func(p pull.Progress) {
 		last = p
 		if !stream || r.Context().Err() != nil {
 			return
@@ -146,7 +147,7 @@ func (s *Server) handlePull(w http.ResponseWriter, r *http.Request) {
 			fl.Flush()
 		}
 	}
-	err := s.cfg.Pull(r.Context(), s.cfg.ModelsDir, in.Model, in.Insecure, progress)
+	_, _, err := s.cfg.Pull(r.Context(), s.cfg.ModelsDir, in.Model, pull.Options{Insecure: in.Insecure, Progress: progress})
 	if err != nil {
 		s.log.Warn("pull failed", "model", in.Model, "err", err)
 		if r.Context().Err() != nil {
@@ -162,21 +163,23 @@ func (s *Server) handlePull(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("model pulled", "model", in.Model)
-	done := PullProgress{Status: "success"}
+	done := pull.Progress{Status: "success"}
 	switch {
 	case !started:
 		writeJSON(w, http.StatusOK, done)
-	case last.Status != done.Status: // package pull ends with it; a PullFunc may not
+	case last.Status != done.Status: // pull.Pull ends with it; a fake may not
 		enc.Encode(done)
 	}
 }
 
 // pullStatus is a failed pull's HTTP status before any progress was sent:
-// an unknown model (an error wrapping store.ErrNotFound) is a 404, as
-// Ollama answers it.
+// an unknown model is a 404, as Ollama answers it.
 func pullStatus(err error) int {
-	if errors.Is(err, store.ErrNotFound) {
+	switch {
+	case errors.Is(err, pull.ErrNotFound):
 		return http.StatusNotFound
+	case errors.Is(err, pull.ErrInsecure):
+		return http.StatusBadRequest
 	}
 	return http.StatusInternalServerError
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/edgellm/edgellm/internal/testmodel"
+	"github.com/edgellm/edgellm/pull"
 	"github.com/edgellm/edgellm/store"
 	"github.com/ollama/ollama/api"
 )
@@ -190,24 +191,26 @@ func TestDeleteInUseAndDamaged(t *testing.T) {
 func TestOllamaClientPull(t *testing.T) {
 	var gotInsecure bool
 	s := newTestServer(t, func(c *Config) {
-		c.Pull = func(ctx context.Context, dir, name string, insecure bool, progress func(PullProgress)) error {
-			gotInsecure = insecure
-			progress(PullProgress{Status: "pulling manifest"})
+		c.Pull = func(ctx context.Context, dir, name string, opt pull.Options) (store.Name, *store.Manifest, error) {
+			gotInsecure = opt.Insecure
+			progress := opt.Progress
+			progress(pull.Progress{Status: "pulling manifest"})
 			switch name {
 			case "hf.co/o/missing:Q4_0":
-				return fmt.Errorf("pull: %w: no such repository", store.ErrNotFound)
+				return store.Name{}, nil, fmt.Errorf("pull: %w: no such repository", pull.ErrNotFound)
 			case "hf.co/o/cut:Q4_0":
-				return fmt.Errorf("pull: writing %s/blobs/sha256-x-partial: connection reset", dir)
+				return store.Name{}, nil, fmt.Errorf("pull: writing %s/blobs/sha256-x-partial: connection reset", dir)
 			}
 			m := testmodel.AddPulled(t, dir, name, storiesPath(t), nil)
 			l := m.Layers[0]
 			for _, done := range []int64{0, l.Size / 2, l.Size} {
-				progress(PullProgress{Status: "pulling " + l.Digest[7:19], Digest: l.Digest, Total: l.Size, Completed: done})
+				progress(pull.Progress{Status: "pulling " + l.Digest[7:19], Digest: l.Digest, Total: l.Size, Completed: done})
 			}
-			progress(PullProgress{Status: "verifying sha256 digest"})
-			progress(PullProgress{Status: "writing manifest"})
-			progress(PullProgress{Status: "success"})
-			return nil
+			progress(pull.Progress{Status: "verifying sha256 digest"})
+			progress(pull.Progress{Status: "writing manifest"})
+			progress(pull.Progress{Status: "success"})
+			n, _ := store.ParseName(name)
+			return n, m, nil
 		}
 	})
 	dir := s.cfg.ModelsDir
@@ -281,5 +284,61 @@ func TestOllamaClientPull(t *testing.T) {
 	bare := api.NewClient(startServer(t, newTestServer(t, nil)), http.DefaultClient)
 	if code, _ := status(bare.Pull(ctx, &api.PullRequest{Model: "x"}, func(api.ProgressResponse) error { return nil })); code != 501 {
 		t.Errorf("pull without a puller: status %d, want 501", code)
+	}
+}
+
+// The server pulls with package pull from a registry on loopback: the model
+// and its layers land in the store, the name works at once, and /api/show
+// gives the registry's template and system.
+func TestPullFromRegistry(t *testing.T) {
+	model, err := os.ReadFile(storiesPath(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := testmodel.Registry(t, model, map[string]string{store.MediaTemplate: "{{ .Prompt }}",
+		store.MediaSystem: "Be kind.", store.MediaParams: `{"temperature":0.1}`})
+	s := newTestServer(t, func(c *Config) { c.Pull = pull.Pull })
+	c := api.NewClient(startServer(t, s), http.DefaultClient)
+	ctx := context.Background()
+	name := strings.TrimPrefix(reg.URL, "http://") + "/library/stories"
+
+	// Plain http needs insecure, as Ollama's.
+	err = c.Pull(ctx, &api.PullRequest{Model: name}, func(api.ProgressResponse) error { return nil })
+	if err == nil || !strings.Contains(err.Error(), "insecure") {
+		t.Errorf("pull over http without insecure: %v", err)
+	}
+	var last api.ProgressResponse
+	var bytesSeen int64
+	err = c.Pull(ctx, &api.PullRequest{Model: name, Insecure: true}, func(p api.ProgressResponse) error {
+		last = p
+		if p.Total == int64(len(model)) {
+			bytesSeen = max(bytesSeen, p.Completed)
+		}
+		return nil
+	})
+	if err != nil || last.Status != "success" || bytesSeen != int64(len(model)) {
+		t.Fatalf("pull: %v, last %+v, model bytes seen %d of %d", err, last, bytesSeen, len(model))
+	}
+	show, err := c.Show(ctx, &api.ShowRequest{Model: name + ":latest"})
+	if err != nil || show.Template != "{{ .Prompt }}" || show.System != "Be kind." || !strings.Contains(show.Parameters, "temperature") {
+		t.Errorf("show after pull: %+v, %v", show, err)
+	}
+	l, err := c.List(ctx)
+	if err != nil || len(l.Models) != 2 || l.Models[0].Name != name+":latest" {
+		t.Errorf("list after pull: %+v, %v", l, err)
+	}
+	no := false
+	var text string
+	err = c.Generate(ctx, &api.GenerateRequest{Model: name, Prompt: "Once upon a time", Raw: true, Stream: &no,
+		Options: greedy(map[string]any{"num_predict": 4})}, func(r api.GenerateResponse) error { text = r.Response; return nil })
+	if _, ref := referenceGreedy(t); err != nil || text == "" || !strings.HasPrefix(ref, text) {
+		t.Errorf("generate with the pulled model: %q, %v", text, err)
+	}
+	// Unknown on the registry: a 404, as Ollama's.
+	err = c.Pull(ctx, &api.PullRequest{Model: strings.TrimSuffix(name, "stories") + "nope", Insecure: true, Stream: &no},
+		func(api.ProgressResponse) error { return nil })
+	var se api.StatusError
+	if !errors.As(err, &se) || se.StatusCode != 404 {
+		t.Errorf("pull of an unknown model: %v, want a 404", err)
 	}
 }

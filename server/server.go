@@ -46,6 +46,8 @@ import (
 	"time"
 
 	"github.com/edgellm/edgellm/engine"
+	"github.com/edgellm/edgellm/pull"
+	"github.com/edgellm/edgellm/store"
 )
 
 // DefaultParallel is Config.Parallel's default.
@@ -80,22 +82,10 @@ type Config struct {
 	// for running generations before cancelling them. 0 means 10 s.
 	ShutdownGrace time.Duration
 	Logger        *slog.Logger
-	// Pull downloads a model into ModelsDir for POST /api/pull (package
-	// pull's Pull, wired by the CLI); nil answers 501.
-	Pull PullFunc
-}
-
-// PullFunc downloads the model called name into the store folder dir,
-// reporting progress as it goes; insecure allows plain-HTTP registries. An
-// error wrapping store.ErrNotFound says the model does not exist (a 404).
-type PullFunc func(ctx context.Context, dir, name string, insecure bool, progress func(PullProgress)) error
-
-// PullProgress is one of Ollama's /api/pull progress objects.
-type PullProgress struct {
-	Status    string `json:"status"`
-	Digest    string `json:"digest,omitempty"`
-	Total     int64  `json:"total,omitempty"`
-	Completed int64  `json:"completed,omitempty"`
+	// Pull downloads a model into ModelsDir for POST /api/pull: pull.Pull
+	// (the CLI sets it; tests may fake it). The server sets the options'
+	// Insecure and Progress. nil answers 501: this server does not pull.
+	Pull func(ctx context.Context, dir, name string, opt pull.Options) (store.Name, *store.Manifest, error)
 }
 
 // Server serves models over HTTP. Its methods are safe for concurrent use.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/edgellm/edgellm/engine"
+	"github.com/edgellm/edgellm/pull"
 	"github.com/edgellm/edgellm/server"
 	"github.com/edgellm/edgellm/store"
 )
@@ -72,6 +73,7 @@ func (c *serveCmd) Run(log *slog.Logger) error {
 		MaxLoaded: c.MaxLoaded,
 		Parallel:  c.Parallel,
 		Logger:    log,
+		Pull:      pull.Pull,
 	})
 	if err != nil {
 		return err

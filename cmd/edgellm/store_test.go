@@ -77,8 +77,23 @@ func TestStoreCommands(t *testing.T) {
 		t.Errorf("run the copy: %q", out)
 	}
 
+	// pull from a registry on loopback (--insecure: plain http), then run
+	// the model by the name pulled.
+	reg := testmodel.Registry(t, b, map[string]string{store.MediaParams: `{"temperature": 0, "num_predict": 3}`})
+	name := strings.TrimPrefix(reg.URL, "http://") + "/library/stories"
+	cmd := exec.Command(bin, "pull", name)
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "insecure") {
+		t.Errorf("pull over http without --insecure: %v\n%s", err, out)
+	}
+	if _, errOut := edgellm(t, bin, "", "pull", name, "--insecure"); !strings.Contains(errOut, "pulled "+name+":latest") {
+		t.Errorf("pull said: %s", errOut)
+	}
+	if out, _ := edgellm(t, bin, "", "run", name, "Once upon a time", "--backend", "cpu"); out != ", there was\n" {
+		t.Errorf("run the pulled model: %q", out)
+	}
+
 	// A name that is nowhere says where it looked.
-	cmd := exec.Command(bin, "run", "nope", "--backend", "cpu")
+	cmd = exec.Command(bin, "run", "nope", "--backend", "cpu")
 	errb, _ := cmd.CombinedOutput()
 	for _, s := range []string{filepath.Join(dir, "nope.gguf"), "registry.ollama.ai/library/nope:latest"} {
 		if !strings.Contains(string(errb), s) {
