@@ -342,3 +342,43 @@ func TestPullFromRegistry(t *testing.T) {
 		t.Errorf("pull of an unknown model: %v, want a 404", err)
 	}
 }
+
+// A name that comes to name other bytes (copied over, pulled again) is
+// served from them at the next request; the old model unloads.
+func TestNameRepointed(t *testing.T) {
+	s := newTestServer(t, nil)
+	dir := s.cfg.ModelsDir
+	testmodel.AddPulled(t, dir, "m", storiesPath(t), map[string]string{store.MediaSystem: "old"})
+	c := api.NewClient(startServer(t, s), http.DefaultClient)
+	ctx := context.Background()
+	gen := func() {
+		t.Helper()
+		no := false
+		err := c.Generate(ctx, &api.GenerateRequest{Model: "m", Prompt: "Once upon a time", Raw: true, Stream: &no,
+			Options: greedy(map[string]any{"num_predict": 2})}, func(api.GenerateResponse) error { return nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	gen()
+	old := s.reg.entries["m:latest"]
+	testmodel.AddPulled(t, dir, "m", storiesPath(t), map[string]string{store.MediaSystem: "new"})
+	gen()
+	e := s.reg.entries["m:latest"]
+	if e == old || e.src.System != "new" {
+		t.Fatalf("entry after the name changed: system %q (same entry: %v)", e.src.System, e == old)
+	}
+	old.mu.Lock()
+	loaded := old.m != nil
+	old.mu.Unlock()
+	if loaded {
+		t.Error("the old model stays loaded")
+	}
+	if ps, _ := c.ListRunning(ctx); len(ps.Models) != 1 {
+		t.Errorf("running: %+v, want the new model only", ps.Models)
+	}
+	gen()
+	if s.reg.entries["m:latest"] != e {
+		t.Error("an unchanged name got a new entry")
+	}
+}

@@ -37,14 +37,15 @@ type registry struct {
 // a backend that batches, else one; one until first loaded), so requests
 // past that wait here, fairly, rather than inside the engine.
 type entry struct {
-	name string
-	q    *fifo
+	name, path string
+	q          *fifo
+	// src is what the store said of the model when the entry was made: the
+	// file and, for a pulled model, its template, system and params layers.
+	// It never changes: when the name comes to name other bytes, lookup
+	// makes a new entry.
+	src *store.Model
 
-	mu sync.Mutex // guards the fields below
-	// path is the GGUF file; src the store's view of the model: for a
-	// pulled one, its template, system and params layers (Ollama's).
-	path      string
-	src       *store.Model
+	mu        sync.Mutex // guards the fields below
 	m         *engine.Model
 	tmpl      *chattmpl.Template
 	numCtx    int // num_ctx the model was loaded with (0: the file's)
@@ -101,40 +102,33 @@ func (r *registry) lookup(name string) (*entry, error) {
 		return nil, err
 	}
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	if r.closed {
-		r.mu.Unlock()
 		return nil, &apiError{503, "server is shutting down"}
 	}
 	e, ok := r.entries[src.Name]
+	// A name that names other bytes now (pulled again, copied over) gets a
+	// new entry once the old one is idle, which unloads; a busy one serves
+	// on till then. Only try-locked: a loading entry holds its lock and
+	// then takes r.mu (makeRoom).
+	if ok && !sameSource(e.src, src) && e.mu.TryLock() {
+		if e.users == 0 {
+			e.unloadGen++
+			r.unloadLocked(e)
+			e.removed = true // a request still queued on it unloads it when done
+			ok = false
+		}
+		e.mu.Unlock()
+	}
 	if !ok {
 		e = &entry{name: src.Name, path: src.Path, src: src, q: newFIFO(1, r.cfg.MaxQueue)}
 		r.entries[src.Name] = e
 	}
-	r.mu.Unlock()
-	if ok {
-		r.refresh(e, src)
-	}
 	return e, nil
 }
 
-// refresh points an entry at what its name names now (a model pulled again
-// or copied over): an idle loaded model is unloaded so that the next
-// request loads the new one; a busy one serves on and is replaced once a
-// lookup finds it idle.
-func (r *registry) refresh(e *entry, src *store.Model) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	old := e.src
-	if old.Path == src.Path && old.Template == src.Template && old.System == src.System && string(old.Params) == string(src.Params) {
-		return
-	}
-	if e.m != nil && e.users == 0 {
-		e.unloadGen++
-		r.unloadLocked(e)
-	}
-	if e.m == nil {
-		e.path, e.src = src.Path, src
-	}
+func sameSource(a, b *store.Model) bool {
+	return a.Path == b.Path && a.Template == b.Template && a.System == b.System && string(a.Params) == string(b.Params)
 }
 
 // storeError turns a store lookup's error into the client's: never a path
