@@ -1,12 +1,9 @@
 package server
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
-	"sort"
 	"strings"
 
 	"github.com/edgellm/edgellm/pull"
@@ -67,38 +64,6 @@ func (s *Server) handleCopy(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, badRequest("destination %q is the name of a model file; pick another", in.Destination))
 	default:
 		writeErr(w, s.reg.storeError(in.Source, err))
-	}
-}
-
-// writeParams writes a params layer (Ollama's JSON of options) as Ollama's
-// /api/show "parameters" text: one "key value" line per value, keys sorted.
-func writeParams(b *strings.Builder, raw []byte) {
-	var m map[string]any
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	if dec.Decode(&m) != nil {
-		return
-	}
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	line := func(k string, v any) {
-		if s, ok := v.(string); ok {
-			fmt.Fprintf(b, "%-30s %q\n", k, s)
-			return
-		}
-		fmt.Fprintf(b, "%-30s %v\n", k, v)
-	}
-	for _, k := range keys {
-		if vs, ok := m[k].([]any); ok {
-			for _, v := range vs {
-				line(k, v)
-			}
-			continue
-		}
-		line(k, m[k])
 	}
 }
 

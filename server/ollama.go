@@ -340,12 +340,12 @@ func (s *Server) handleShow(w http.ResponseWriter, r *http.Request) {
 	if in.Model == "" {
 		in.Model = in.Name
 	}
-	src, err := s.reg.find(in.Model)
+	e, err := s.reg.lookup(in.Model)
 	if err != nil {
 		writeErr(w, err)
 		return
 	}
-	d, err := describe(src.Path)
+	d, err := describe(e.path)
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
@@ -355,28 +355,15 @@ func (s *Server) handleShow(w http.ResponseWriter, r *http.Request) {
 	for _, st := range d.stops {
 		fmt.Fprintf(&params, "stop %q\n", st)
 	}
-	out := map[string]any{
+	fi, _ := statFile(e.path)
+	writeJSON(w, http.StatusOK, map[string]any{
 		"details":      d.details,
 		"model_info":   d.info,
 		"template":     d.template,
+		"parameters":   strings.TrimSuffix(params.String(), "\n"),
 		"capabilities": []string{"completion"},
-	}
-	if src.Manifest != nil { // a pulled model: its own layers, as Ollama shows them
-		if src.Template != "" {
-			out["template"] = src.Template
-		}
-		if src.System != "" {
-			out["system"] = src.System
-		}
-		if len(src.Params) > 0 {
-			params.Reset()
-			writeParams(&params, src.Params)
-		}
-	}
-	out["parameters"] = strings.TrimSuffix(params.String(), "\n")
-	fi, _ := statFile(src.Path)
-	out["modified_at"] = fi.modTime
-	writeJSON(w, http.StatusOK, out)
+		"modified_at":  fi.modTime,
+	})
 }
 
 type psModel struct {
