@@ -29,23 +29,25 @@ type showTensor struct {
 
 // showReport is what show prints.
 type showReport struct {
-	Name string `json:"name,omitempty"` // a store model's name
-	// A pulled model's template, system and params layers.
-	OllamaTemplate string            `json:"ollama_template,omitempty"`
-	System         string            `json:"system,omitempty"`
-	Params         string            `json:"params,omitempty"`
-	File           string            `json:"file"`
-	Version        uint32            `json:"gguf_version"`
-	Architecture   string            `json:"architecture"`
-	Config         *model.Config     `json:"config,omitempty"`
-	ConfigError    string            `json:"config_error,omitempty"`
-	Metadata       map[string]string `json:"metadata"`
-	Tensors        []showTensor      `json:"tensors"`
-	TypeCounts     map[string]int    `json:"type_counts"`
-	TensorBytes    uint64            `json:"tensor_bytes"`
-	Tokenizer      map[string]string `json:"tokenizer"`
-	LlamaCpp       bool              `json:"llama_cpp_can_read"`
-	LlamaCppWhy    string            `json:"llama_cpp_note"`
+	// A store model's name, and a pulled model's template, system and
+	// params layers.
+	Name           string `json:"name,omitempty"`
+	OllamaTemplate string `json:"ollama_template,omitempty"`
+	System         string `json:"system,omitempty"`
+	Params         string `json:"params,omitempty"`
+
+	File         string            `json:"file"`
+	Version      uint32            `json:"gguf_version"`
+	Architecture string            `json:"architecture"`
+	Config       *model.Config     `json:"config,omitempty"`
+	ConfigError  string            `json:"config_error,omitempty"`
+	Metadata     map[string]string `json:"metadata"`
+	Tensors      []showTensor      `json:"tensors"`
+	TypeCounts   map[string]int    `json:"type_counts"`
+	TensorBytes  uint64            `json:"tensor_bytes"`
+	Tokenizer    map[string]string `json:"tokenizer"`
+	LlamaCpp     bool              `json:"llama_cpp_can_read"`
+	LlamaCppWhy  string            `json:"llama_cpp_note"`
 }
 
 // llamaCppArchs are architectures upstream llama.cpp knows (of those we run).
