@@ -27,7 +27,7 @@ import (
 
 type loadtestCmd struct {
 	URL        string        `help:"Server to load (loopback only); empty starts one in this process on 127.0.0.1."`
-	Model      string        `help:"With --url: the model name. Without: a GGUF file or store name to serve." short:"m" required:""`
+	Model      string        `help:"With --url: the model name. Without: a GGUF file to serve." short:"m" required:""`
 	Clients    string        `help:"Concurrency levels, comma-separated." default:"1,4,16"`
 	Requests   int           `help:"Requests per level (at least one per client)." default:"32"`
 	MaxTime    time.Duration `help:"Time limit per level." name:"max-time" default:"60s"`
