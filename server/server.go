@@ -61,6 +61,10 @@ type Config struct {
 	// ModelsDir is the model store's folder: NAME.gguf files (symbolic
 	// links followed) and pulled models (package store).
 	ModelsDir string
+	// Pull downloads a model into ModelsDir for POST /api/pull: pull.Pull
+	// (the CLI sets it; tests may fake it). The server sets the options'
+	// Insecure and Progress. nil answers 501: this server does not pull.
+	Pull func(ctx context.Context, dir, name string, opt pull.Options) (store.Name, *store.Manifest, error)
 	// Engine is passed to engine.Load (Backend, Threads); ContextLen is set
 	// per request from num_ctx.
 	Engine engine.Options
@@ -82,10 +86,6 @@ type Config struct {
 	// for running generations before cancelling them. 0 means 10 s.
 	ShutdownGrace time.Duration
 	Logger        *slog.Logger
-	// Pull downloads a model into ModelsDir for POST /api/pull: pull.Pull
-	// (the CLI sets it; tests may fake it). The server sets the options'
-	// Insecure and Progress. nil answers 501: this server does not pull.
-	Pull func(ctx context.Context, dir, name string, opt pull.Options) (store.Name, *store.Manifest, error)
 }
 
 // Server serves models over HTTP. Its methods are safe for concurrent use.

@@ -67,13 +67,13 @@ func (c *serveCmd) Run(log *slog.Logger) error {
 	}
 	srv, err := server.New(server.Config{
 		ModelsDir: dir,
+		Pull:      pull.Pull,
 		Engine:    engine.Options{Backend: c.Backend, Threads: c.Threads},
 		KeepAlive: c.KeepAlive,
 		MaxQueue:  c.MaxQueue,
 		MaxLoaded: c.MaxLoaded,
 		Parallel:  c.Parallel,
 		Logger:    log,
-		Pull:      pull.Pull,
 	})
 	if err != nil {
 		return err
