@@ -18,7 +18,10 @@ import (
 // for shape and type, and every tensor of the file must be one the
 // description reads (as llama.cpp requires); the first problem is
 // returned, naming the tensor.
-func FromGGUF(f *gguf.File) (*Weights, error) {
+func FromGGUF(f *gguf.File) (*Weights, error) { return FromGGUFWith(f, LoadOptions{}) }
+
+// FromGGUFWith is FromGGUF with options (how to read I2_S tensors).
+func FromGGUFWith(f *gguf.File, opts LoadOptions) (*Weights, error) {
 	name, err := f.String("general.architecture")
 	if err != nil {
 		return nil, fmt.Errorf("model: %w", err)
@@ -27,7 +30,17 @@ func FromGGUF(f *gguf.File) (*Weights, error) {
 	if !ok {
 		return nil, fmt.Errorf("model: unsupported architecture %q (supported: %s)", name, strings.Join(Architectures(), ", "))
 	}
-	l := &loader{f: f, arch: Arch(name), desc: a, prefix: name + ".", used: map[string]bool{}}
+	l := &loader{f: f, arch: Arch(name), desc: a, prefix: name + ".", used: map[string]bool{}, i2s: quant.I2_S}
+	for i := range f.Tensors {
+		if f.Tensors[i].Type == quant.I2_S {
+			layout, _, err := ChooseI2SLayout(f, opts.I2SLayout)
+			if err != nil {
+				return nil, fmt.Errorf("model: I2_S layout: %w", err)
+			}
+			l.i2s = layout.Type()
+			break
+		}
+	}
 	c, err := l.config()
 	if err != nil {
 		return nil, err
@@ -51,6 +64,7 @@ type loader struct {
 	desc   *architecture
 	prefix string // "<arch>."
 	used   map[string]bool
+	i2s    quant.Type // how type id 36 is read: I2_S or I2_S_ARM
 	err    error
 }
 
@@ -337,7 +351,7 @@ func (l *loader) matrix(name string, rows, cols int) Tensor {
 		return Tensor{}
 	}
 	t := Tensor{Name: name, Type: typ, Rows: rows, Cols: cols, Data: ti.Data[:n:n], Scale: 1}
-	if typ == quant.I2_S {
+	if quant.IsI2S(typ) {
 		s, err := quant.I2SScale(ti.Data, rows*cols)
 		if err != nil {
 			l.fail("tensor %q: %w", name, err)
@@ -359,7 +373,7 @@ func (l *loader) vector(name string, n int) []float32 {
 		l.fail("tensor %q: %w", name, err)
 		return nil
 	}
-	if typ == quant.I2_S {
+	if quant.IsI2S(typ) {
 		l.fail("tensor %q: I2_S is not a type for a vector", name)
 		return nil
 	}
@@ -380,7 +394,8 @@ func (l *loader) vector(name string, n int) []float32 {
 // bitnet.cpp's I2_S, or a repacked Q4_0/IQ4_NL type upstream ggml once gave
 // that id. We take it as I2_S only when the bytes the file reserves for the
 // tensor (up to the next tensor) are exactly I2_S's size, or, for the file's
-// last tensor, when the architecture is one bitnet.cpp writes.
+// last tensor, when the architecture is one bitnet.cpp writes or the file
+// has EdgeLLM's I2_S layout key.
 func (l *loader) tensorType(ti *gguf.TensorInfo) (quant.Type, error) {
 	if ti.Type != quant.I2_S {
 		if !ti.Type.Supported() {
@@ -398,15 +413,16 @@ func (l *loader) tensorType(ti *gguf.TensorInfo) (quant.Type, error) {
 	}
 	gap, ok := l.reserved(ti)
 	if !ok {
-		if !l.desc.tensorScales {
+		// Files `edgellm quantize` writes say so with their layout key.
+		if !l.desc.tensorScales && !l.f.Has(KeyI2SLayout) {
 			return 0, errors.New("type id 36 is ambiguous (bitnet.cpp's I2_S or an old upstream repacked type) and cannot be sized in a llama file's last tensor")
 		}
-		return quant.I2_S, nil
+		return l.i2s, nil
 	}
 	if gap < want || gap >= want+l.alignment() {
 		return 0, fmt.Errorf("type id 36 taken as bitnet.cpp's I2_S (architecture %q), but the file reserves %d bytes for it where I2_S needs %d: not an I2_S tensor", l.arch, gap, want)
 	}
-	return quant.I2_S, nil
+	return l.i2s, nil
 }
 
 // reserved returns the bytes between a tensor's offset and the next

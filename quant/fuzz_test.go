@@ -12,8 +12,12 @@ func FuzzDecode(f *testing.F) {
 	f.Add(uint8(I2_S), uint16(128), filled(160, 0xff))
 	f.Add(uint8(Q4_K), uint16(256), filled(144, 0x7b))
 	f.Add(uint8(TQ1_0), uint16(256), filled(54, 0xff))
+	f.Add(uint8(255), uint16(64), filled(48, 0xe4))
 	f.Fuzz(func(t *testing.T, typ uint8, n uint16, data []byte) {
 		tt := Type(typ)
+		if typ == 255 { // no GGML id: stands for the in-memory I2_S_ARM
+			tt = I2_S_ARM
+		}
 		dst := make([]float32, n)
 		err := Dequantize(tt, dst, data)
 		_ = Dot(tt, data, dst)
@@ -38,7 +42,7 @@ func FuzzDecode(f *testing.F) {
 				}
 			}
 		}
-		if tt == I2_S {
+		if IsI2S(tt) {
 			_, _ = I2SScale(data, int(n))
 		}
 	})

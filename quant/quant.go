@@ -33,6 +33,8 @@ var kernels = map[Type]kernel{
 	TQ1_0: {dequant: dequantTQ1_0, quant: quantTQ1_0, dot: dotTQ1_0},
 	Q2_0:  {dequant: dequantQ2_0, quant: quantQ2_0, dot: dotQ2_0},
 	I2_S:  {dequant: dequantI2_S, quant: quantI2_S, dot: dotI2_S},
+	// I2_S_ARM: the same codes in bitnet.cpp's ARM layout.
+	I2_S_ARM: {dequant: dequantI2_S_ARM, quant: quantI2_S_ARM, dot: dotI2_S_ARM},
 }
 
 // checkSizes validates that n elements fill whole blocks of t and that src
@@ -46,7 +48,7 @@ func checkSizes(op string, t Type, n, srcLen int) (kernel, error) {
 	if err != nil {
 		return kernel{}, fmt.Errorf("quant: %s: %w", op, err)
 	}
-	if srcLen != need && !(t == I2_S && srcLen == need+I2SScaleBytes) {
+	if srcLen != need && !(IsI2S(t) && srcLen == need+I2SScaleBytes) {
 		return kernel{}, fmt.Errorf("quant: %s: %d %s elements need %d bytes, have %d", op, n, t, need, srcLen)
 	}
 	return k, nil

@@ -9,7 +9,7 @@ import (
 	"testing"
 )
 
-var allSupported = []Type{F32, F16, BF16, Q8_0, Q4_0, Q6_K, Q4_K, TQ2_0, TQ1_0, Q2_0, I2_S}
+var allSupported = []Type{F32, F16, BF16, Q8_0, Q4_0, Q6_K, Q4_K, TQ2_0, TQ1_0, Q2_0, I2_S, I2_S_ARM}
 
 func gaussian(rng *rand.Rand, n int, sigma float64) []float32 {
 	x := make([]float32, n)
@@ -95,7 +95,7 @@ func TestDotMatchesDequantize(t *testing.T) {
 // per tensor for I2_S) must survive quantization bit for bit.
 func TestTernaryRoundTripExact(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
-	for _, typ := range []Type{TQ2_0, TQ1_0, Q2_0, I2_S} {
+	for _, typ := range []Type{TQ2_0, TQ1_0, Q2_0, I2_S, I2_S_ARM} {
 		bs := typ.BlockSize()
 		for _, blocks := range []int{1, 3, 8} {
 			n := blocks * bs
@@ -105,7 +105,7 @@ func TestTernaryRoundTripExact(t *testing.T) {
 			tensorScale := F16ToF32(F32ToF16(float32(0.001 + rng.Float64())))
 			for b := 0; b < blocks; b++ {
 				s := F16ToF32(F32ToF16(float32(0.001 + rng.Float64()*0.1)))
-				if typ == I2_S {
+				if IsI2S(typ) {
 					s = tensorScale
 				}
 				if b%4 == 1 {
@@ -146,19 +146,22 @@ func TestTernaryRoundTripExact(t *testing.T) {
 			}
 			for i := range x {
 				want := x[i]
-				if typ == I2_S {
+				if IsI2S(typ) {
 					want = float32(codes[i]) // unscaled
 				}
 				if got[i] != want {
 					t.Fatalf("%s n=%d: element %d = %g, want %g", typ, n, i, got[i], want)
 				}
 			}
-			if typ == I2_S {
+			if IsI2S(typ) {
 				if gs != nil {
-					t.Errorf("I2_S: TernaryCodes returned block scales")
+					t.Errorf("%s: TernaryCodes returned block scales", typ)
 				}
 				full := make([]byte, rb+I2SScaleBytes)
-				s, err := QuantizeI2S(full, x)
+				s, err := tensorScale, Quantize(typ, full, x)
+				if typ == I2_S {
+					s, err = QuantizeI2S(full, x)
+				}
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -192,13 +195,13 @@ func int8Bytes(c []int8) []byte {
 // transcription of BitNet's rule.
 func TestTernaryAbsmean(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
-	for _, typ := range []Type{TQ2_0, TQ1_0, Q2_0, I2_S} {
+	for _, typ := range []Type{TQ2_0, TQ1_0, Q2_0, I2_S, I2_S_ARM} {
 		bs := typ.BlockSize()
 		n := 4 * bs
 		x := gaussian(rng, n, 0.02)
 		rb, _ := typ.RowBytes(n)
 		row := make([]byte, rb+I2SScaleBytes)
-		if typ != I2_S {
+		if !IsI2S(typ) {
 			row = row[:rb]
 		}
 		if err := Quantize(typ, row, x); err != nil {
@@ -209,7 +212,7 @@ func TestTernaryAbsmean(t *testing.T) {
 			t.Fatal(err)
 		}
 		group := bs
-		if typ == I2_S {
+		if IsI2S(typ) {
 			group = n
 			s, err := I2SScale(row, n)
 			if err != nil {
@@ -226,7 +229,7 @@ func TestTernaryAbsmean(t *testing.T) {
 				sum += math.Abs(float64(v))
 			}
 			scale := float32(sum / float64(group))
-			if typ != I2_S {
+			if !IsI2S(typ) {
 				scale = F16ToF32(F32ToF16(scale))
 			}
 			for i, v := range xs {
@@ -355,6 +358,96 @@ func TestTernaryCodesRejectsPlusTwo(t *testing.T) {
 		want := " element " + strconv.Itoa(c.elem) + " "
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: error %v, want one naming%q", c.typ, err, want)
+		}
+	}
+}
+
+// The two I2_S layouts hold the same codes permuted within each 128
+// weights, the same way in every row: x86 byte g, shift 6-2k holds element
+// 32k+g; ARM byte 16b+g, shift 6-2k holds element 64b+16k+g. Reading one
+// layout's bytes as the other permutes the columns and changes nothing
+// else, which is why no check on one tensor's bytes can tell them apart.
+func TestI2SLayoutsPermuteColumns(t *testing.T) {
+	const rows, cols = 3, 256
+	rng := rand.New(rand.NewPCG(11, 12))
+	x := make([]float32, rows*cols)
+	for i := range x {
+		x[i] = float32(rng.IntN(3) - 1)
+	}
+	arm := make([]byte, rows*cols/4)
+	if err := Quantize(I2_S_ARM, arm, x); err != nil {
+		t.Fatal(err)
+	}
+	asX86 := make([]float32, len(x))
+	if err := Dequantize(I2_S, asX86, arm); err != nil {
+		t.Fatal(err)
+	}
+	for r := 0; r < rows; r++ {
+		for e := 0; e < cols; e++ {
+			c, i := e/128*128, e%128 // i = 64b+16k+g in the ARM layout
+			b, k, g := i/64, i%64/16, i%16
+			if got, want := asX86[r*cols+c+32*k+16*b+g], x[r*cols+e]; got != want {
+				t.Fatalf("row %d: ARM element %d read as x86 element %d = %g, want %g", r, e, c+32*k+16*b+g, got, want)
+			}
+		}
+	}
+	// A known ARM block: element 0 in the high bits of byte 0, 16 next.
+	b := filled(16, 0x55)
+	b[0] = 0x1b // 00 01 10 11: el 0 -1, el 16 0, el 32 +1, el 48 +2
+	b[15] = 0x85
+	got := make([]float32, 64)
+	if err := Dequantize(I2_S_ARM, got, b); err != nil {
+		t.Fatal(err)
+	}
+	want := map[int]float32{0: -1, 16: 0, 32: 1, 48: 2, 15: 1, 31: -1, 47: 0, 63: 0, 1: 0}
+	for i, w := range want {
+		if got[i] != w {
+			t.Errorf("ARM element %d = %g, want %g", i, got[i], w)
+		}
+	}
+	// Id 36 is sized by either layout (64-weight rows too); the in-memory
+	// type is no file's.
+	if n, err := TensorBytes(I2_S, 64, 128); err != nil || n != 32+I2SScaleBytes {
+		t.Errorf("TensorBytes(I2_S, 64, 128) = %d, %v; want %d", n, err, 32+I2SScaleBytes)
+	}
+	if I2_S_ARM.Known() || !I2_S.Known() {
+		t.Errorf("Known: I2_S_ARM %v, I2_S %v; want false, true", I2_S_ARM.Known(), I2_S.Known())
+	}
+}
+
+// TernaryScaler over pieces gives TernaryScale of the whole, exact ternary
+// inputs included; Ternarize keeps exactly what the quantizers keep.
+func TestTernaryScalerPieces(t *testing.T) {
+	rng := rand.New(rand.NewPCG(13, 14))
+	general := gaussian(rng, 1000, 0.02)
+	exact := make([]float32, 1000)
+	for i := range exact {
+		exact[i] = float32(rng.IntN(3)-1) * 0.0123
+	}
+	for _, x := range [][]float32{general, exact, make([]float32, 10)} {
+		var s TernaryScaler
+		for i := 0; i < len(x); i += 300 {
+			s.Add(x[i:min(i+300, len(x))])
+		}
+		if got, want := s.Scale(), TernaryScale(x); got != want {
+			t.Errorf("pieces give %g, whole %g", got, want)
+		}
+	}
+	if s := TernaryScale(exact); s != 0.0123 {
+		t.Errorf("exact ternary scale %g, want 0.0123", s)
+	}
+	got := make([]float32, len(general))
+	s := TernaryScale(general)
+	Ternarize(got, general, s)
+	for i, v := range general {
+		want := float32(0)
+		if r := v / s; r >= 0.5 {
+			want = s
+		} else if r <= -0.5 {
+			want = -s
+		}
+		if got[i] != want {
+			t.Fatalf("element %d: %g ternarized to %g, want %g", i, v, got[i], want)
 		}
 	}
 }

@@ -38,7 +38,18 @@ import (
 // bitnet.cpp revision packs x86 I2_S this way only when built with
 // ACT_PARALLEL; otherwise it interleaves four rows (byte rg*cols+col holds
 // column col of rows 4rg..4rg+3 at shifts 6, 4, 2, 0), a tensor-level
-// layout of the same size that this row-level code does not read.
+// layout of the same size that this row-level code does not read
+// (bitnet.cpp's include/gemm-config.h defines ACT_PARALLEL, so its default
+// x86 builds write the row-level layout).
+//
+// I2_S in bitnet.cpp's ARM layout (I2_S_ARM here; 16 bytes per 64): the
+// same codes and tensor scale, but byte g of a block holds elements g,
+// g+16, g+32, g+48 at shifts 6, 4, 2, 0 (quantize_i2_s's __ARM_NEON branch,
+// QK_I2_S 64, since bitnet.cpp commit 112f853). Both layouts permute the
+// codes within each 128 weights only, the same way in every row, so the
+// decoded rows of one layout are those of the other with their columns
+// permuted: nothing in one tensor's bytes tells them apart (see
+// model.ChooseI2SLayout for how the loader chooses).
 
 type ternaryCodec struct {
 	t     Type
@@ -47,10 +58,11 @@ type ternaryCodec struct {
 }
 
 var ternaryCodecs = map[Type]ternaryCodec{
-	TQ2_0: {TQ2_0, 256, 66},
-	TQ1_0: {TQ1_0, 256, 54},
-	Q2_0:  {Q2_0, 64, 18},
-	I2_S:  {I2_S, 128, 32},
+	TQ2_0:    {TQ2_0, 256, 66},
+	TQ1_0:    {TQ1_0, 256, 54},
+	Q2_0:     {Q2_0, 64, 18},
+	I2_S:     {I2_S, 128, 32},
+	I2_S_ARM: {I2_S_ARM, 64, 16},
 }
 
 // decode writes the block's codes (-1..2) and returns its scale (1 for
@@ -64,6 +76,8 @@ func (tc ternaryCodec) decode(c []int8, b []byte) float32 {
 		return decodeTQ1_0(c, b)
 	case Q2_0:
 		return decodeQ2_0(c, b)
+	case I2_S_ARM:
+		return decodeI2SARM(c, b)
 	default:
 		return decodeI2_S(c, b)
 	}
@@ -78,6 +92,8 @@ func (tc ternaryCodec) encode(b []byte, c []int8, d float32) {
 		encodeTQ1_0(b, c, d)
 	case Q2_0:
 		encodeQ2_0(b, c, d)
+	case I2_S_ARM:
+		encodeI2SARM(b, c)
 	default:
 		encodeI2_S(b, c, d)
 	}
@@ -204,32 +220,83 @@ func encodeI2_S(b []byte, c []int8, _ float32) {
 	}
 }
 
+func decodeI2SARM(c []int8, b []byte) float32 {
+	for g := 0; g < 16; g++ {
+		for k := 0; k < 4; k++ {
+			c[16*k+g] = int8(b[g]>>(6-2*k)&3) - 1
+		}
+	}
+	return 1
+}
+
+func encodeI2SARM(b []byte, c []int8) {
+	for g := 0; g < 16; g++ {
+		var q byte
+		for k := 0; k < 4; k++ {
+			q |= byte(c[16*k+g]+1) << (6 - 2*k)
+		}
+		b[g] = q
+	}
+}
+
 // TernaryScale returns the scale ternary quantization uses for x: BitNet's
 // absmean, mean|x|, except when x is already exactly ternary (every
 // non-zero |x| equal), where it returns that common magnitude so packing
 // reproduces x exactly. All-zero (or empty) x gives 0.
 func TernaryScale(x []float32) float32 {
-	var sum float64
-	common := float32(-1)
-	exact := true
+	var s TernaryScaler
+	s.Add(x)
+	return s.Scale()
+}
+
+// TernaryScaler computes TernaryScale over values given in pieces (a
+// tensor's rows, decoded a chunk at a time), with the same result as one
+// call on them all.
+type TernaryScaler struct {
+	sum    float64
+	n      int
+	common float32 // the first non-zero |x|; 0 while none
+	mixed  bool    // some non-zero |x| differs from common
+}
+
+// Add takes more values into account.
+func (s *TernaryScaler) Add(x []float32) {
+	s.n += len(x)
 	for _, v := range x {
 		a := float32(math.Abs(float64(v)))
-		sum += float64(a)
+		s.sum += float64(a)
 		if a != 0 {
-			if common < 0 {
-				common = a
-			} else if a != common {
-				exact = false
+			if s.common == 0 {
+				s.common = a
+			} else if a != s.common {
+				s.mixed = true
 			}
 		}
 	}
+}
+
+// Scale is TernaryScale of the values added so far.
+func (s *TernaryScaler) Scale() float32 {
 	switch {
-	case common < 0:
+	case s.common == 0:
 		return 0
-	case exact:
-		return common
+	case !s.mixed:
+		return s.common
 	}
-	return float32(sum / float64(len(x)))
+	return float32(s.sum / float64(s.n))
+}
+
+// Ternarize writes clip(round(x/scale), -1, 1) * scale into dst, the
+// values ternary quantization keeps of x (0 where scale is 0).
+func Ternarize(dst, x []float32, scale float32) {
+	var c [256]int8
+	for i := 0; i < len(x); i += len(c) {
+		n := min(len(c), len(x)-i)
+		ternarize(c[:n], x[i:i+n], scale)
+		for j, v := range c[:n] {
+			dst[i+j] = float32(v) * scale
+		}
+	}
 }
 
 // ternarize writes clip(round(x/scale), -1, 1) into c (0 where scale is 0
@@ -292,32 +359,33 @@ func ternaryQuantBlocks(tc ternaryCodec) func([]byte, []float32) {
 }
 
 var (
-	dequantTQ2_0 = ternaryDequant(ternaryCodecs[TQ2_0])
-	dequantTQ1_0 = ternaryDequant(ternaryCodecs[TQ1_0])
-	dequantQ2_0  = ternaryDequant(ternaryCodecs[Q2_0])
-	dequantI2_S  = ternaryDequant(ternaryCodecs[I2_S])
-	dotTQ2_0     = ternaryDot(ternaryCodecs[TQ2_0])
-	dotTQ1_0     = ternaryDot(ternaryCodecs[TQ1_0])
-	dotQ2_0      = ternaryDot(ternaryCodecs[Q2_0])
-	dotI2_S      = ternaryDot(ternaryCodecs[I2_S])
-	quantTQ2_0   = ternaryQuantBlocks(ternaryCodecs[TQ2_0])
-	quantTQ1_0   = ternaryQuantBlocks(ternaryCodecs[TQ1_0])
-	quantQ2_0    = ternaryQuantBlocks(ternaryCodecs[Q2_0])
+	dequantTQ2_0    = ternaryDequant(ternaryCodecs[TQ2_0])
+	dequantTQ1_0    = ternaryDequant(ternaryCodecs[TQ1_0])
+	dequantQ2_0     = ternaryDequant(ternaryCodecs[Q2_0])
+	dequantI2_S     = ternaryDequant(ternaryCodecs[I2_S])
+	dequantI2_S_ARM = ternaryDequant(ternaryCodecs[I2_S_ARM])
+	dotTQ2_0        = ternaryDot(ternaryCodecs[TQ2_0])
+	dotTQ1_0        = ternaryDot(ternaryCodecs[TQ1_0])
+	dotQ2_0         = ternaryDot(ternaryCodecs[Q2_0])
+	dotI2_S         = ternaryDot(ternaryCodecs[I2_S])
+	dotI2_S_ARM     = ternaryDot(ternaryCodecs[I2_S_ARM])
+	quantTQ2_0      = ternaryQuantBlocks(ternaryCodecs[TQ2_0])
+	quantTQ1_0      = ternaryQuantBlocks(ternaryCodecs[TQ1_0])
+	quantQ2_0       = ternaryQuantBlocks(ternaryCodecs[Q2_0])
 )
 
-// quantI2_S quantizes the whole of src against one absmean scale (kept in
-// float32, as bitnet.cpp stores it) and, when dst has room for it, writes
-// the scale after the codes.
-func quantI2_S(dst []byte, src []float32) {
-	scale := TernaryScale(src)
-	packI2S(dst, src, scale)
-}
+// quantI2_S and quantI2_S_ARM quantize the whole of src against one
+// absmean scale (kept in float32, as bitnet.cpp stores it) and, when dst
+// has room for it, write the scale after the codes.
+func quantI2_S(dst []byte, src []float32)     { packI2S(I2_S, dst, src, TernaryScale(src)) }
+func quantI2_S_ARM(dst []byte, src []float32) { packI2S(I2_S_ARM, dst, src, TernaryScale(src)) }
 
-func packI2S(dst []byte, src []float32, scale float32) {
+func packI2S(t Type, dst []byte, src []float32, scale float32) {
+	tc := ternaryCodecs[t]
 	var c [128]int8
-	for i := 0; i < len(src)/128; i++ {
-		ternarize(c[:], src[i*128:(i+1)*128], scale)
-		encodeI2_S(dst[i*32:], c[:], 0)
+	for i := 0; i < len(src)/tc.block; i++ {
+		ternarize(c[:tc.block], src[i*tc.block:(i+1)*tc.block], scale)
+		tc.encode(dst[i*tc.bytes:], c[:tc.block], 0)
 	}
 	if n := len(src) / 4; len(dst) >= n+I2SScaleBytes {
 		clear(dst[n : n+I2SScaleBytes])
@@ -332,15 +400,15 @@ func QuantizeI2S(dst []byte, src []float32) (float32, error) {
 		return 0, err
 	}
 	scale := TernaryScale(src)
-	packI2S(dst, src, scale)
+	packI2S(I2_S, dst, src, scale)
 	return scale, nil
 }
 
 // I2SScale reads the per-tensor scale bitnet.cpp stores after the n/4
-// packed bytes of an I2_S tensor of n elements.
+// packed bytes of an I2_S tensor of n elements (either layout).
 func I2SScale(tensorData []byte, n int) (float32, error) {
-	if n <= 0 || n%128 != 0 {
-		return 0, fmt.Errorf("quant: I2_S tensor of %d elements is not a positive multiple of 128", n)
+	if n <= 0 || n%64 != 0 {
+		return 0, fmt.Errorf("quant: I2_S tensor of %d elements is not a positive multiple of 64", n)
 	}
 	off := n / 4
 	if len(tensorData) < off+4 {
@@ -360,7 +428,8 @@ func IsTernary(t Type) bool { _, ok := ternaryCodecs[t]; return ok }
 // for backends that repack weights at load time. It writes the len(dst)
 // weights' codes, each -1, 0 or +1, into dst, and returns one scale per
 // block of t.BlockSize() weights (weight = code * scale of its block). For
-// I2_S, whose only scale is per tensor (I2SScale), scales is nil. row must
+// I2_S (either layout), whose only scale is per tensor (I2SScale), scales
+// is nil. row must
 // hold exactly the row's packed bytes. A code that is not ternary (code 3,
 // +2 in Q2_0, TQ2_0 and I2_S) is an error naming the element.
 func TernaryCodes(t Type, row []byte, dst []int8) (scales []float32, err error) {
@@ -372,7 +441,7 @@ func TernaryCodes(t Type, row []byte, dst []int8) (scales []float32, err error) 
 		return nil, err
 	}
 	nb := len(dst) / tc.block
-	if t != I2_S {
+	if !IsI2S(t) {
 		scales = make([]float32, nb)
 	}
 	for i := 0; i < nb; i++ {

@@ -44,6 +44,14 @@ const (
 	TQ2_0 Type = 35
 	I2_S  Type = 36
 	Q2_0  Type = 42
+
+	// I2_S_ARM is no file's id: bitnet.cpp's ARM builds (since its commit
+	// 112f853, November 2025) write I2_S (id 36) in 64-weight blocks, and
+	// the file does not say which layout it holds. The model loader gives
+	// such tensors this in-memory type, so every decoder (Dequantize, Dot,
+	// TernaryCodes and the backends' repacking built on them) reads them
+	// right; Known is false for it, so no file can carry it.
+	I2_S_ARM Type = 1<<16 | 36
 )
 
 // typeInfo describes a block format: BlockSize elements take BlockBytes bytes.
@@ -80,7 +88,9 @@ var types = map[Type]typeInfo{
 	// I2_S packs 4 weights per byte in 128-weight blocks; its one fp32
 	// scale per tensor follows the packed data (see TensorBytes).
 	I2_S: {"I2_S", 128, 32, true},
-	Q2_0: {"Q2_0", 64, 18, true},
+	// The same bytes in bitnet.cpp's ARM layout: 64-weight blocks.
+	I2_S_ARM: {"I2_S(arm)", 64, 16, true},
+	Q2_0:     {"Q2_0", 64, 18, true},
 }
 
 // String returns the GGML name of the type, or "type(N)" when unknown.
@@ -91,8 +101,13 @@ func (t Type) String() string {
 	return fmt.Sprintf("type(%d)", uint32(t))
 }
 
-// Known reports whether t is a type id whose layout we know (we can size it).
-func (t Type) Known() bool { _, ok := types[t]; return ok }
+// Known reports whether t is a file's type id whose layout we know (we can
+// size it). In-memory types (I2_S_ARM) are not.
+func (t Type) Known() bool { _, ok := types[t]; return ok && t != I2_S_ARM }
+
+// IsI2S reports whether t is bitnet.cpp's I2_S in either layout: codes
+// only, with one fp32 scale per tensor after them.
+func IsI2S(t Type) bool { return t == I2_S || t == I2_S_ARM }
 
 // Supported reports whether we can dequantize t.
 func (t Type) Supported() bool { return types[t].supported }
@@ -129,6 +144,11 @@ func TensorBytes(t Type, rowLen, n uint64) (uint64, error) {
 		return 0, fmt.Errorf("quant: unknown tensor type %d", uint32(t))
 	}
 	bs := uint64(ti.blockSize)
+	if t == I2_S {
+		// Id 36 may hold either layout (see I2_S_ARM); both take n/4 bytes,
+		// so size it by the smaller block and let the loader pick.
+		bs = 64
+	}
 	if rowLen == 0 || rowLen%bs != 0 {
 		return 0, fmt.Errorf("quant: %s row of %d elements is not a multiple of the block size %d", ti.name, rowLen, bs)
 	}
@@ -139,9 +159,9 @@ func TensorBytes(t Type, rowLen, n uint64) (uint64, error) {
 	if n > limit {
 		return 0, fmt.Errorf("quant: %d elements is too many", n)
 	}
-	size := n / bs * uint64(ti.blockBytes)
-	if t == I2_S {
-		size += I2SScaleBytes
+	size := n / uint64(ti.blockSize) * uint64(ti.blockBytes)
+	if IsI2S(t) {
+		size = n/4 + I2SScaleBytes
 	}
 	return size, nil
 }

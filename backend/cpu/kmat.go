@@ -34,7 +34,7 @@ func newKernelMat(t *model.Tensor) matmul {
 		return nil
 	}
 	switch t.Type {
-	case quant.F16, quant.Q8_0, quant.Q4_0, quant.Q6_K, quant.TQ2_0, quant.TQ1_0, quant.Q2_0, quant.I2_S:
+	case quant.F16, quant.Q8_0, quant.Q4_0, quant.Q6_K, quant.TQ2_0, quant.TQ1_0, quant.Q2_0, quant.I2_S, quant.I2_S_ARM:
 	default:
 		return nil
 	}

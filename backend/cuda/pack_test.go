@@ -97,7 +97,7 @@ func ternaryTensor(t *testing.T, typ quant.Type, rows, cols int, a float32, rng 
 	scale := float32(1)
 	for r := 0; r < rows; r++ {
 		src := vals[r*cols : (r+1)*cols]
-		if typ == quant.I2_S { // I2_S holds the codes; its scale is the tensor's
+		if quant.IsI2S(typ) { // I2_S holds the codes; its scale is the tensor's
 			src = make([]float32, cols)
 			for i, v := range vals[r*cols : (r+1)*cols] {
 				src[i] = v / a
@@ -117,7 +117,7 @@ func TestPackTernaryTypes(t *testing.T) {
 	for _, tc := range []struct {
 		typ  quant.Type
 		cols int
-	}{{quant.Q2_0, 576}, {quant.Q2_0, 64}, {quant.TQ2_0, 512}, {quant.TQ1_0, 256}, {quant.I2_S, 640}} {
+	}{{quant.Q2_0, 576}, {quant.Q2_0, 64}, {quant.TQ2_0, 512}, {quant.TQ1_0, 256}, {quant.I2_S, 640}, {quant.I2_S_ARM, 576}} {
 		rows := 7
 		tn, vals := ternaryTensor(t, tc.typ, rows, tc.cols, a, rng)
 		m, ok, err := packTernary(tn)

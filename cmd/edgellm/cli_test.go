@@ -13,6 +13,9 @@ import (
 
 	"github.com/edgellm/edgellm/gguf"
 	"github.com/edgellm/edgellm/internal/testfiles"
+	"github.com/edgellm/edgellm/internal/testmodel"
+	"github.com/edgellm/edgellm/quant"
+	"github.com/edgellm/edgellm/synth"
 	"github.com/edgellm/edgellm/tokenizer"
 )
 
@@ -162,6 +165,43 @@ func TestCLI(t *testing.T) {
 		out, _ = edgellm(t, bin, "", "run", "-m", path, "-p", "1 2 3", "-n", "4", "--temp", "0", "--backend", "cpu")
 		if len(strings.Fields(out)) != 4 {
 			t.Fatalf("want 4 ids, got %q", out)
+		}
+	})
+
+	t.Run("quantize show", func(t *testing.T) {
+		in := testmodel.Write(t, synth.Preset{Name: "q", Arch: "bitnet", Dim: 128, FFN: 256, Layers: 1, Heads: 2,
+			KVHeads: 1, Vocab: 256, Context: 64, RopeBase: 10000, SubNorms: true, Type: quant.F16, EmbedType: quant.F16})
+		dir := t.TempDir()
+		for _, c := range []struct {
+			args     []string
+			llamaCpp bool
+			layout   string
+		}{
+			{[]string{"--type", "i2_s", "--i2s-layout", "arm"}, false, "arm (edgellm.i2_s.layout)"},
+			{[]string{"--type", "i2_s"}, false, "x86 (edgellm.i2_s.layout)"},
+			{[]string{"--type", "tq2_0"}, true, ""},
+		} {
+			out := filepath.Join(dir, strings.Join(c.args, "")+".gguf")
+			_, errOut := edgellm(t, bin, "", append([]string{"quantize", in, out}, c.args...)...)
+			if !strings.Contains(errOut, "tensors: ") || !strings.Contains(errOut, "bytes: ") {
+				t.Errorf("quantize %v: no summary on stderr:\n%s", c.args, errOut)
+			}
+			js, _ := edgellm(t, bin, "", "show", "--json", "-m", out)
+			var r struct {
+				LlamaCpp bool   `json:"llama_cpp_can_read"`
+				Note     string `json:"llama_cpp_note"`
+				Layout   string `json:"i2s_layout"`
+			}
+			if err := json.Unmarshal([]byte(js), &r); err != nil {
+				t.Fatal(err)
+			}
+			if r.LlamaCpp != c.llamaCpp || r.Layout != c.layout || (!c.llamaCpp && !strings.Contains(r.Note, "only bitnet.cpp")) {
+				t.Errorf("quantize %v, show: llama.cpp %v (%s), layout %q; want %v, %q", c.args, r.LlamaCpp, r.Note, r.Layout, c.llamaCpp, c.layout)
+			}
+		}
+		cmd := exec.Command(bin, "quantize", in, filepath.Join(dir, "x.gguf"), "--type", "q5_k")
+		if b, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(b), "unknown or unwritable type") {
+			t.Errorf("--type q5_k: %v %s", err, b)
 		}
 	})
 

@@ -48,6 +48,7 @@ type showReport struct {
 	Tokenizer    map[string]string `json:"tokenizer"`
 	LlamaCpp     bool              `json:"llama_cpp_can_read"`
 	LlamaCppWhy  string            `json:"llama_cpp_note"`
+	I2SLayout    string            `json:"i2s_layout,omitempty"` // how EdgeLLM reads the I2_S tensors, and why
 }
 
 // llamaCppArchs are architectures upstream llama.cpp knows (of those we run).
@@ -112,6 +113,13 @@ func (c *showCmd) Run(log *slog.Logger) error {
 		r.Tokenizer["chat_template"] = "yes"
 	}
 	r.LlamaCpp, r.LlamaCppWhy = llamaCppReadable(f, r.Architecture)
+	if r.TypeCounts[quant.I2_S.String()] > 0 {
+		if l, why, err := model.ChooseI2SLayout(f, model.I2SAuto); err != nil {
+			r.I2SLayout = err.Error()
+		} else {
+			r.I2SLayout = fmt.Sprintf("%s (%s)", l, why)
+		}
+	}
 
 	if c.JSON {
 		enc := json.NewEncoder(os.Stdout)
@@ -133,7 +141,7 @@ func llamaCppReadable(f *gguf.File, arch string) (bool, string) {
 	}
 	for _, ti := range f.Tensors {
 		if ti.Type == quant.I2_S {
-			return false, fmt.Sprintf("tensor %q is I2_S (type 36), which only bitnet.cpp reads", ti.Name)
+			return false, fmt.Sprintf("tensor %q is I2_S (type 36), which only bitnet.cpp reads (x86 builds the x86 layout, ARM builds the arm one)", ti.Name)
 		}
 	}
 	return true, "architecture and all tensor types are upstream llama.cpp's"
@@ -183,6 +191,9 @@ func printShow(r *showReport) {
 	}
 	fmt.Println()
 	fmt.Printf("llama.cpp:     %v (%s)\n", r.LlamaCpp, r.LlamaCppWhy)
+	if r.I2SLayout != "" {
+		fmt.Printf("i2_s layout:   %s\n", r.I2SLayout)
+	}
 	types := make([]string, 0, len(r.TypeCounts))
 	for t, n := range r.TypeCounts {
 		types = append(types, fmt.Sprintf("%s x%d", t, n))

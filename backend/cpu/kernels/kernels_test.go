@@ -469,7 +469,7 @@ func TestNewTernaryErrors(t *testing.T) {
 // weights' product with the int8 activations.
 func TestFromQuantTernary(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 10))
-	for _, typ := range []quant.Type{quant.TQ2_0, quant.TQ1_0, quant.Q2_0, quant.I2_S} {
+	for _, typ := range []quant.Type{quant.TQ2_0, quant.TQ1_0, quant.Q2_0, quant.I2_S, quant.I2_S_ARM} {
 		for _, cols := range []int{256, 512, 768} {
 			rows := 5
 			// BitNet-like weights: one magnitude per tensor, some zero blocks
@@ -482,12 +482,12 @@ func TestFromQuantTernary(t *testing.T) {
 			rb, _ := typ.RowBytes(cols)
 			data := make([]byte, rb*rows)
 			scale := float32(1)
-			if typ == quant.I2_S {
-				s, err := quant.QuantizeI2S(data, w)
-				if err != nil {
+			if quant.IsI2S(typ) {
+				// Codes only: the per-tensor scale is FromQuant's argument.
+				scale = quant.TernaryScale(w)
+				if err := quant.Quantize(typ, data, w); err != nil {
 					t.Fatal(err)
 				}
-				scale = s
 			} else if err := quant.Quantize(typ, data, w); err != nil {
 				t.Fatal(err)
 			}

@@ -33,7 +33,7 @@ func FromQuant(typ quant.Type, rows, cols int, data []byte, scale float32, opts 
 		codes := make([]int8, rows*cols)
 		group := typ.BlockSize()
 		var scales []float32
-		if typ == quant.I2_S {
+		if quant.IsI2S(typ) {
 			group, scales = rows*cols, []float32{scale}
 		} else {
 			scales = make([]float32, rows*cols/group)
