@@ -3,6 +3,8 @@ package gguf
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
+	"io"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -753,5 +755,56 @@ func TestWriteErrors(t *testing.T) {
 	}
 	if err := w.WriteFile(filepath.Join(t.TempDir(), "no", "such", "dir.gguf")); err == nil {
 		t.Error("WriteFile into a missing directory: no error")
+	}
+}
+
+// TestAddTensorFunc: a tensor filled at write time gives the same file
+// as one added with its bytes; a fill error stops the write.
+func TestAddTensorFunc(t *testing.T) {
+	data := make([]byte, 2*34) // two Q8_0 blocks
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	vec := []byte{1, 2, 3, 4, 5, 6, 7, 8}
+	var a, b bytes.Buffer
+	wa, wb := NewWriter(), NewWriter()
+	if err := wa.AddTensor("m", quant.Q8_0, []uint64{32, 2}, data); err != nil {
+		t.Fatal(err)
+	}
+	if err := wa.AddTensor("v", quant.F32, []uint64{2}, vec); err != nil {
+		t.Fatal(err)
+	}
+	if err := wb.AddTensorFunc("m", quant.Q8_0, []uint64{32, 2}, func(dst []byte) error {
+		if len(dst) != len(data) {
+			t.Fatalf("fill got %d bytes, want %d", len(dst), len(data))
+		}
+		copy(dst, data)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := wb.AddTensor("v", quant.F32, []uint64{2}, vec); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := wa.WriteTo(&a); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := wb.WriteTo(&b); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(a.Bytes(), b.Bytes()) {
+		t.Fatal("AddTensorFunc's file differs from AddTensor's")
+	}
+	if err := wb.AddTensorFunc("m", quant.F32, []uint64{1}, nil); err == nil {
+		t.Fatal("duplicate name: no error")
+	}
+	if err := wb.AddTensor("short", quant.F32, []uint64{4}, vec); err == nil {
+		t.Fatal("short data: no error")
+	}
+	if err := wb.AddTensorFunc("short", quant.F32, []uint64{1}, func([]byte) error { return errors.New("boom") }); err != nil {
+		t.Fatalf("a refused tensor's name is not free again: %v", err)
+	}
+	if _, err := wb.WriteTo(io.Discard); err == nil || !strings.Contains(err.Error(), "boom") {
+		t.Fatalf("fill error: %v", err)
 	}
 }

@@ -24,6 +24,7 @@ type Writer struct {
 	kvs       []KV
 	kvIndex   map[string]int
 	tensors   []TensorInfo
+	fills     []func([]byte) error // per tensor: nil, or AddTensorFunc's fill
 	tensIndex map[string]struct{}
 	err       error
 }
@@ -98,37 +99,69 @@ func (w *Writer) AddInt32s(key string, v []int32)     { w.Add(key, NewInt32s(v))
 // length); data must be exactly quant.TensorBytes of the shape and is kept,
 // not copied, until WriteTo.
 func (w *Writer) AddTensor(name string, typ quant.Type, dims []uint64, data []byte) error {
+	size, err := w.addTensor(name, typ, dims)
+	if err != nil {
+		return err
+	}
+	if uint64(len(data)) != size {
+		w.dropLast()
+		return fmt.Errorf("gguf: tensor %q: %s %v takes %d bytes, got %d", name, typ, dims, size, len(data))
+	}
+	w.tensors[len(w.tensors)-1].Data = data
+	return nil
+}
+
+// AddTensorFunc appends a tensor whose bytes fill writes, during WriteTo,
+// into a buffer of exactly the tensor's size, so a converter holds one
+// tensor at a time rather than the whole file. An error from fill stops
+// WriteTo and is returned by it.
+func (w *Writer) AddTensorFunc(name string, typ quant.Type, dims []uint64, fill func(dst []byte) error) error {
+	if _, err := w.addTensor(name, typ, dims); err != nil {
+		return err
+	}
+	w.fills[len(w.fills)-1] = fill
+	return nil
+}
+
+// addTensor checks a tensor's name, type and shape and appends its info,
+// returning its size in bytes.
+func (w *Writer) addTensor(name string, typ quant.Type, dims []uint64) (uint64, error) {
 	if _, dup := w.tensIndex[name]; dup {
-		return fmt.Errorf("gguf: tensor %q: duplicate tensor name", name)
+		return 0, fmt.Errorf("gguf: tensor %q: duplicate tensor name", name)
 	}
 	if len(dims) < 1 || len(dims) > MaxDims {
-		return fmt.Errorf("gguf: tensor %q: %d dimensions, want 1 to %d", name, len(dims), MaxDims)
+		return 0, fmt.Errorf("gguf: tensor %q: %d dimensions, want 1 to %d", name, len(dims), MaxDims)
 	}
 	if !typ.Known() {
-		return fmt.Errorf("gguf: tensor %q: unknown type %d", name, uint32(typ))
+		return 0, fmt.Errorf("gguf: tensor %q: unknown type %d", name, uint32(typ))
 	}
 	n := uint64(1)
 	for j, d := range dims {
 		if d == 0 {
-			return fmt.Errorf("gguf: tensor %q: dimension %d is 0", name, j)
+			return 0, fmt.Errorf("gguf: tensor %q: dimension %d is 0", name, j)
 		}
 		if n > maxElements/d {
-			return fmt.Errorf("gguf: tensor %q: dimensions %v: too many elements", name, dims)
+			return 0, fmt.Errorf("gguf: tensor %q: dimensions %v: too many elements", name, dims)
 		}
 		n *= d
 	}
 	size, err := quant.TensorBytes(typ, dims[0], n)
 	if err != nil {
-		return fmt.Errorf("gguf: tensor %q: %s %v: %w", name, typ, dims, err)
-	}
-	if uint64(len(data)) != size {
-		return fmt.Errorf("gguf: tensor %q: %s %v takes %d bytes, got %d", name, typ, dims, size, len(data))
+		return 0, fmt.Errorf("gguf: tensor %q: %s %v: %w", name, typ, dims, err)
 	}
 	w.tensIndex[name] = struct{}{}
 	w.tensors = append(w.tensors, TensorInfo{
-		Name: name, Dims: append([]uint64(nil), dims...), Type: typ, Size: size, Data: data,
+		Name: name, Dims: append([]uint64(nil), dims...), Type: typ, Size: size,
 	})
-	return nil
+	w.fills = append(w.fills, nil)
+	return size, nil
+}
+
+// dropLast removes the tensor addTensor just appended.
+func (w *Writer) dropLast() {
+	delete(w.tensIndex, w.tensors[len(w.tensors)-1].Name)
+	w.tensors = w.tensors[:len(w.tensors)-1]
+	w.fills = w.fills[:len(w.fills)-1]
 }
 
 // WriteFile writes the file to path (created or truncated).
@@ -192,8 +225,20 @@ func (w *Writer) WriteTo(out io.Writer) (int64, error) {
 	if len(w.tensors) > 0 {
 		e.pad(a)
 	}
-	for _, t := range w.tensors {
-		e.raw(t.Data)
+	var buf []byte // AddTensorFunc's tensors, one at a time
+	for i, t := range w.tensors {
+		data := t.Data
+		if fill := w.fills[i]; fill != nil && e.err == nil {
+			if uint64(cap(buf)) < t.Size {
+				buf = make([]byte, t.Size)
+			}
+			data = buf[:t.Size]
+			clear(data)
+			if err := fill(data); err != nil {
+				return cw.n, fmt.Errorf("gguf: tensor %q: %w", t.Name, err)
+			}
+		}
+		e.raw(data)
 		e.pad(a)
 	}
 	if e.err == nil {

@@ -224,7 +224,7 @@ var tinyTolerance = map[string]float64{
 	"f16": 2e-3, "q8_0": 4e-2, "q4_0": 4e-2, "q2_0": 4e-2, "tq2_0": 4e-2, "tq1_0": 4e-2,
 }
 
-// With llama.cpp's activation rounding mimicked (llamaCppMatVec) the
+// With llama.cpp's activation rounding mimicked (LlamaCppMatVec) the
 // reference reproduces llama.cpp's logits to float32 summation noise
 // (<= 5e-7 relative) wherever both round every activation the same way. A
 // last-bit difference (summation order) sometimes puts a value on the other
@@ -249,7 +249,7 @@ const tinyExactTol = 1e-5
 func tinyError(w *Weights, want [][]float32, rounded bool) (rel, maxAbs, rel0 float64) {
 	st := NewReference(w, 32)
 	if rounded {
-		st.SetMatVec(llamaCppMatVec)
+		st.SetMatVec(LlamaCppMatVec)
 	}
 	var num, den float64
 	for pos, id := range tinyIDs() {

@@ -2,7 +2,9 @@ package server
 
 import (
 	"bytes"
+	"net"
 	"net/http/httptest"
+	"strings"
 	"testing"
 )
 
@@ -32,6 +34,54 @@ func FuzzRequests(f *testing.F) {
 			}
 			if w.Code >= 500 {
 				t.Errorf("%s: %d %s", p, w.Code, w.Body)
+			}
+		}
+	})
+}
+
+// The guard's header checks never panic, and never let a foreign Host (on
+// a loopback listener) or a disallowed Origin through.
+func FuzzGuardHeaders(f *testing.F) {
+	for _, s := range [][3]string{
+		{"localhost:11434", "", ""},
+		{"evil.example", "http://localhost:3000", "Bearer k"},
+		{"[::1]:80", "https://*.example.org", "Bearer "},
+		{"127.0.0.1.nip.io", "null", "bearer k"},
+		{"[::ffff:127.0.0.1]", "app://x", "Basic k"},
+	} {
+		f.Add(s[0], s[1], s[2])
+	}
+	s, err := New(Config{ModelsDir: f.TempDir(), APIKey: "k"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	s.loopbackOnly.Store(true)
+	h := s.Handler()
+	f.Fuzz(func(t *testing.T, host, origin, auth string) {
+		req := httptest.NewRequest("GET", "/api/version", nil)
+		req.Host = host
+		if origin != "" {
+			req.Header["Origin"] = []string{origin}
+		}
+		req.Header["Authorization"] = []string{auth}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		hostOK := loopbackHost(host)
+		originOK := origin == "" || originAllowed(origin, defaultOrigins)
+		switch {
+		case w.Code >= 500:
+			t.Errorf("%d %s", w.Code, w.Body)
+		case w.Code == 200 && (!hostOK || !originOK || auth != "Bearer k"):
+			t.Errorf("host %q origin %q auth %q served", host, origin, auth)
+		case w.Code == 200 && !strings.HasPrefix(strings.ToLower(strings.Trim(host, "[]")), "localhost") && hostOK:
+			// A loopback address, checked independently of loopbackHost.
+			hn := host
+			if h, _, err := net.SplitHostPort(host); err == nil {
+				hn = h
+			}
+			hn = strings.TrimSuffix(strings.Trim(hn, "[]"), ".")
+			if ip := net.ParseIP(hn); hn != "" && !strings.HasSuffix(strings.ToLower(hn), ".localhost") && (ip == nil || !ip.IsLoopback()) {
+				t.Errorf("host %q served as loopback", host)
 			}
 		}
 	})

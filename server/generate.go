@@ -26,6 +26,10 @@ type genOptions struct {
 	numPredict int // 0: until an end token or the context's end
 	numCtx     int // 0: the file's context length
 	stop       []string
+	// in and defaults are what these were made of, to redo them under a
+	// model's params (modelDefaults.options).
+	in       samplingIn
+	defaults samplingDefaults
 }
 
 // genRequest is the one internal request every endpoint translates to.
@@ -70,6 +74,17 @@ func (s *Server) generate(ctx context.Context, req *genRequest, emit func(text s
 	if err != nil {
 		return nil, err
 	}
+	if req.opts, err = e.options(req.opts); err != nil {
+		return nil, err
+	}
+	e.applySystem(req)
+	// A prompt that cannot fit is refused before it waits, loads or is
+	// tokenized (tokenizing costs memory in proportion to the text).
+	if ctx, maxTok := e.bound(req.opts.numCtx); ctx > 0 {
+		if err := checkFits(req, ctx, maxTok); err != nil {
+			return nil, err
+		}
+	}
 	// A generation ends with its client or with the server's grace period.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -82,6 +97,9 @@ func (s *Server) generate(ctx context.Context, req *genRequest, emit func(text s
 	}
 	defer l.release(req.keepAlive)
 
+	if err := checkFits(req, l.m.ContextLen(), l.maxTok); err != nil {
+		return nil, err
+	}
 	tokens, stops, err := buildPrompt(l, req)
 	if err != nil {
 		return nil, err
@@ -176,6 +194,7 @@ func buildPrompt(l *lease, req *genRequest) ([]int32, []string, error) {
 	if templated {
 		stops = mergeStops(stops, l.tmpl.Stops())
 	}
+	l.r.log.Debug("prompt", "model", l.e.name, "template", l.tmpl.Name(), "text", text)
 	// Special tokens: a template spells its markers as text (parse them);
 	// BOS is added unless the template already wrote it or this continues
 	// an earlier context. A raw prompt's text is taken literally.
@@ -220,6 +239,9 @@ type samplingIn struct {
 	NumPredict    *int     `json:"num_predict"`
 	NumCtx        *int     `json:"num_ctx"`
 	Stop          []string `json:"stop"`
+	// Penalties we do not implement: only their neutral value is accepted.
+	PresencePenalty  *float64 `json:"presence_penalty"`
+	FrequencyPenalty *float64 `json:"frequency_penalty"`
 }
 
 // samplingDefaults differ between the APIs. Ollama's endpoints take
@@ -239,7 +261,7 @@ var (
 
 // options validates sampling options; a bad one is a 400 naming it.
 func (in *samplingIn) options(d samplingDefaults) (genOptions, error) {
-	var o genOptions
+	o := genOptions{in: *in, defaults: d}
 	f := func(name string, p *float64, def, lo, hi float64) (float32, error) {
 		if p == nil {
 			return float32(def), nil
@@ -267,7 +289,7 @@ func (in *samplingIn) options(d samplingDefaults) (genOptions, error) {
 	sp.TopK = d.topK
 	if in.TopK != nil {
 		if *in.TopK < 0 || *in.TopK > 1<<24 {
-			return o, badRequest("option top_k = %d must be >= 0", *in.TopK)
+			return o, badRequest("option top_k = %d out of range [0, %d]", *in.TopK, 1<<24)
 		}
 		sp.TopK = *in.TopK
 	}
@@ -291,19 +313,33 @@ func (in *samplingIn) options(d samplingDefaults) (genOptions, error) {
 			sp.RepeatLastN = n
 		}
 	}
+	for _, p := range []struct {
+		name string
+		v    *float64
+	}{{"presence_penalty", in.PresencePenalty}, {"frequency_penalty", in.FrequencyPenalty}} {
+		if p.v != nil && *p.v != 0 {
+			return o, badRequest("option %s = %v is not supported (only 0; repeat_penalty is)", p.name, *p.v)
+		}
+	}
+	// num_predict as Ollama's API: -1 generates until an end token (Ollama
+	// then shifts the context; we stop at its end), -2 until the context is
+	// full, 0 sets no limit (Ollama's runner limits only positive values).
 	if in.NumPredict != nil {
 		switch n := *in.NumPredict; {
-		case n == -1 || n == -2 || n == 0: // unlimited, fill the context; 0 as unset
+		case n == -1 || n == -2 || n == 0:
 		case n < 0:
 			return o, badRequest("option num_predict = %d must be positive, -1 or -2", n)
 		default:
 			o.numPredict = n
 		}
 	}
-	if in.Seed != nil && *in.Seed >= 0 {
-		sp.Seed = uint64(*in.Seed)
-	} else {
+	switch {
+	case in.Seed == nil || *in.Seed == -1: // Ollama's -1: a random seed
 		sp.Seed = rand.Uint64()
+	case *in.Seed < -1:
+		return o, badRequest("option seed = %d must be >= -1 (-1: random)", *in.Seed)
+	default:
+		sp.Seed = uint64(*in.Seed)
 	}
 	if len(in.Stop) > maxStops {
 		return o, badRequest("at most %d stop strings", maxStops)

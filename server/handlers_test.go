@@ -13,6 +13,9 @@ import (
 func do(t *testing.T, h http.Handler, method, path, body string) *httptest.ResponseRecorder {
 	t.Helper()
 	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	// A local client's Host: a server that also listens on loopback (tests
+	// that start one) refuses httptest's default example.com.
+	req.Host = "localhost"
 	w := httptest.NewRecorder()
 	h.ServeHTTP(w, req)
 	return w
@@ -60,7 +63,7 @@ func TestHandlerErrors(t *testing.T) {
 		{"show unknown", "POST", "/api/show", `{"model":"nope"}`, 404, "not found"},
 		{"show bad json", "POST", "/api/show", `nope`, 400, "invalid JSON"},
 		{"show no model", "POST", "/api/show", `{}`, 400, "model name is required"},
-		{"too large", "POST", "/api/generate", `{"model":"stories","prompt":"` + strings.Repeat("a", maxBody) + `"}`, 413, "larger"},
+		{"too large", "POST", "/api/generate", `{"model":"stories","prompt":"` + strings.Repeat("a", DefaultMaxBody) + `"}`, 413, "larger"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -216,9 +219,11 @@ func TestMiscEndpoints(t *testing.T) {
 			t.Errorf("metrics lack %s", m)
 		}
 	}
-	// A panicking handler answers 500 and the server lives on.
-	ph := s.wrap("boom", func(http.ResponseWriter, *http.Request) { panic("boom") })
-	if w := do(t, ph, "GET", "/", ""); w.Code != 500 || !strings.Contains(w.Body.String(), "boom") {
+	// A panicking handler answers 500 and the server lives on; the client
+	// gets the request id, the log the panic.
+	ph := s.guard(s.wrap("boom", func(http.ResponseWriter, *http.Request) { panic("boom") }))
+	if w := do(t, ph, "GET", "/", ""); w.Code != 500 || strings.Contains(w.Body.String(), "boom") ||
+		!strings.Contains(w.Body.String(), "request id "+w.Header().Get(requestIDHeader)) {
 		t.Errorf("panic: %d %s", w.Code, w.Body)
 	}
 }

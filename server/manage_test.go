@@ -388,3 +388,36 @@ func TestNameRepointed(t *testing.T) {
 		t.Error("an unchanged name got a new entry")
 	}
 }
+
+// A pulled model's layers reach the server through the store: its params
+// are the defaults of a request that gives none, its template renders the
+// prompt, and /api/show gives its template and system.
+func TestPulledLayersServed(t *testing.T) {
+	s := newTestServer(t, nil)
+	testmodel.AddPulled(t, s.cfg.ModelsDir, "hf.co/o/layered:F32", storiesPath(t), map[string]string{
+		store.MediaTemplate: "{{ .Prompt }}",
+		store.MediaSystem:   "Be kind.",
+		store.MediaParams:   `{"temperature":0,"num_predict":20,"stop":[" little"]}`,
+	})
+	c := api.NewClient(startServer(t, s), http.DefaultClient)
+	ctx := context.Background()
+	no := false
+	var got api.GenerateResponse
+	err := c.Generate(ctx, &api.GenerateRequest{Model: "hf.co/o/layered:F32", Prompt: "Once upon a time", Stream: &no},
+		func(r api.GenerateResponse) error { got = r; return nil })
+	if err != nil || got.Response != ", there was a" {
+		t.Errorf("generate with the params' defaults: %q, %v; want greedy up to the stop string", got.Response, err)
+	}
+	show, err := c.Show(ctx, &api.ShowRequest{Model: "hf.co/o/layered:F32"})
+	if err != nil || show.Template != "{{ .Prompt }}" || show.System != "Be kind." {
+		t.Errorf("show: template %q system %q, %v", show.Template, show.System, err)
+	}
+	// A params layer that is not Ollama's JSON is the model's fault: a 500
+	// that says so, naming no path.
+	testmodel.AddPulled(t, s.cfg.ModelsDir, "broken", storiesPath(t), map[string]string{store.MediaParams: `{"temperature":"hot"}`})
+	err = c.Generate(ctx, &api.GenerateRequest{Model: "broken", Prompt: "x", Stream: &no}, func(api.GenerateResponse) error { return nil })
+	var se api.StatusError
+	if !errors.As(err, &se) || se.StatusCode != 500 || !strings.Contains(se.ErrorMessage, "params layer") || strings.Contains(se.ErrorMessage, s.cfg.ModelsDir) {
+		t.Errorf("a broken params layer: %v", err)
+	}
+}

@@ -22,6 +22,7 @@ type metrics struct {
 	batchSize  *prometheus.HistogramVec // model
 	loads      *prometheus.CounterVec   // model
 	loaded     prometheus.Gauge
+	refused    *prometheus.CounterVec // reason: host, origin, auth, body
 }
 
 func newMetrics() *metrics {
@@ -60,8 +61,11 @@ func newMetrics() *metrics {
 		loaded: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "edgellm_models_loaded", Help: "Models loaded now.",
 		}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edgellm_http_refused_total", Help: "Requests refused before any endpoint by reason: host, origin, auth (API key), body (too large or too slow).",
+		}, []string{"reason"}),
 	}
-	m.reg.MustRegister(m.requests, m.tokensIn, m.tokensOut, m.ttft, m.tokenLat, m.queueDepth, m.active, m.batchSize, m.loads, m.loaded,
+	m.reg.MustRegister(m.requests, m.tokensIn, m.tokensOut, m.ttft, m.tokenLat, m.queueDepth, m.active, m.batchSize, m.loads, m.loaded, m.refused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -27,6 +27,28 @@ type ollamaGenerateRequest struct {
 	Images    []string        `json:"images"`
 	KeepAlive any             `json:"keep_alive"`
 	Options   *samplingIn     `json:"options"`
+	ollamaLacks
+}
+
+// ollamaLacks are Ollama request fields we cannot honour: refused unless
+// neutral (absent, null, false, 0, "").
+type ollamaLacks struct {
+	Suffix      json.RawMessage `json:"suffix"` // generate: fill-in-the-middle
+	Think       json.RawMessage `json:"think"`
+	Logprobs    json.RawMessage `json:"logprobs"`
+	TopLogprobs json.RawMessage `json:"top_logprobs"`
+}
+
+func (l *ollamaLacks) check() error {
+	for _, f := range []struct {
+		name string
+		v    json.RawMessage
+	}{{"suffix", l.Suffix}, {"think", l.Think}, {"logprobs", l.Logprobs}, {"top_logprobs", l.TopLogprobs}} {
+		if v := compactJSON(f.v); v != "" && v != "false" && v != "0" && v != `""` {
+			return badRequest("%s = %s is not supported", f.name, v)
+		}
+	}
+	return nil
 }
 
 type ollamaMessage struct {
@@ -43,6 +65,7 @@ type ollamaChatRequest struct {
 	Tools     json.RawMessage `json:"tools"`
 	KeepAlive any             `json:"keep_alive"`
 	Options   *samplingIn     `json:"options"`
+	ollamaLacks
 }
 
 // ollamaMetrics are the final object's figures, in nanoseconds.
@@ -87,7 +110,7 @@ func metricsOf(res *genResult) ollamaMetrics {
 
 // writeErr sends an error with the status it deserves.
 func writeErr(w http.ResponseWriter, err error) {
-	writeError(w, statusOf(err), err.Error())
+	writeError(w, statusOf(err), publicMessage(w, err))
 }
 
 // commonOllama validates what generate and chat share.
@@ -117,6 +140,9 @@ func (s *Server) handleGenerate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	o, ka, err := s.commonOllama(in.Model, in.Format, in.Options, in.KeepAlive)
+	if err == nil {
+		err = in.check()
+	}
 	if err == nil && len(in.Images) > 0 {
 		err = badRequest("images are not supported")
 	}
@@ -156,6 +182,9 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	o, ka, err := s.commonOllama(in.Model, in.Format, in.Options, in.KeepAlive)
+	if err == nil {
+		err = in.check()
+	}
 	if err == nil {
 		if t := strings.TrimSpace(string(in.Tools)); t != "" && t != "null" && t != "[]" {
 			err = badRequest("tools are not supported")
@@ -233,7 +262,7 @@ func (s *Server) ollamaStream(w http.ResponseWriter, r *http.Request, g *genRequ
 			s.log.Warn("generation failed", "model", g.model, "err", err)
 		}
 		if started {
-			enc.Encode(map[string]string{"error": err.Error()})
+			enc.Encode(map[string]string{"error": publicMessage(w, err)})
 			return
 		}
 		writeErr(w, err)
@@ -254,6 +283,9 @@ func (s *Server) ollamaStream(w http.ResponseWriter, r *http.Request, g *genRequ
 // the model (done_reason "load"), or with keep_alive 0 unloads it ("unload").
 func (s *Server) loadOrUnload(w http.ResponseWriter, r *http.Request, model string, o genOptions, ka time.Duration, chat bool) {
 	e, err := s.reg.lookup(model)
+	if err == nil {
+		o, err = e.options(o) // the params layer's num_ctx
+	}
 	if err != nil {
 		writeErr(w, err)
 		return
@@ -313,7 +345,7 @@ func digestOf(fi fileInfo) string {
 func (s *Server) handleTags(w http.ResponseWriter, r *http.Request) {
 	files, err := s.reg.list()
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, err.Error())
+		writeErr(w, err)
 		return
 	}
 	out := struct {
@@ -347,9 +379,10 @@ func (s *Server) handleShow(w http.ResponseWriter, r *http.Request) {
 	}
 	d, err := describe(e.path)
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, err.Error())
+		writeErr(w, err)
 		return
 	}
+	d = e.show(d)
 	var params strings.Builder
 	fmt.Fprintf(&params, "num_ctx %d\n", d.contextLen)
 	for _, st := range d.stops {
@@ -360,6 +393,7 @@ func (s *Server) handleShow(w http.ResponseWriter, r *http.Request) {
 		"details":      d.details,
 		"model_info":   d.info,
 		"template":     d.template,
+		"system":       e.system,
 		"parameters":   strings.TrimSuffix(params.String(), "\n"),
 		"capabilities": []string{"completion"},
 		"modified_at":  fi.modTime,

@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -20,6 +22,10 @@ import (
 type oaiStop []string
 
 func (s *oaiStop) UnmarshalJSON(b []byte) error {
+	if bytes.Equal(bytes.TrimSpace(b), []byte("null")) {
+		*s = nil // as absent
+		return nil
+	}
 	var one string
 	if err := json.Unmarshal(b, &one); err == nil {
 		*s = oaiStop{one}
@@ -100,6 +106,59 @@ type oaiCommon struct {
 	StreamOptions       *struct {
 		IncludeUsage bool `json:"include_usage"`
 	} `json:"stream_options"`
+	PresencePenalty  *float64 `json:"presence_penalty"`
+	FrequencyPenalty *float64 `json:"frequency_penalty"`
+	// What we lack is refused unless it holds its neutral value; raw so
+	// that any JSON type gets a 400 naming the field, not a parse error.
+	Logprobs       json.RawMessage `json:"logprobs"` // chat: bool; completions: int
+	TopLogprobs    json.RawMessage `json:"top_logprobs"`
+	Tools          json.RawMessage `json:"tools"`
+	ToolChoice     json.RawMessage `json:"tool_choice"`
+	Functions      json.RawMessage `json:"functions"`
+	FunctionCall   json.RawMessage `json:"function_call"`
+	ResponseFormat json.RawMessage `json:"response_format"`
+	LogitBias      json.RawMessage `json:"logit_bias"`
+	Echo           json.RawMessage `json:"echo"`    // completions
+	BestOf         json.RawMessage `json:"best_of"` // completions
+	Suffix         json.RawMessage `json:"suffix"`  // completions
+}
+
+// oaiMaxStops is the most stop sequences OpenAI's API takes.
+const oaiMaxStops = 4
+
+// unsupported is each field we cannot honour and the JSON values that
+// leave it at its neutral meaning (absent is always fine).
+func (c *oaiCommon) unsupported() []struct {
+	name    string
+	v       json.RawMessage
+	neutral []string
+} {
+	return []struct {
+		name    string
+		v       json.RawMessage
+		neutral []string
+	}{
+		{"logprobs", c.Logprobs, []string{"false", "0"}},
+		{"top_logprobs", c.TopLogprobs, []string{"0"}},
+		{"tools", c.Tools, []string{"[]"}},
+		{"tool_choice", c.ToolChoice, []string{`"none"`, `"auto"`}},
+		{"functions", c.Functions, []string{"[]"}},
+		{"function_call", c.FunctionCall, []string{`"none"`, `"auto"`}},
+		{"response_format", c.ResponseFormat, []string{`{"type":"text"}`}},
+		{"logit_bias", c.LogitBias, []string{"{}"}},
+		{"echo", c.Echo, []string{"false"}},
+		{"best_of", c.BestOf, []string{"1"}},
+		{"suffix", c.Suffix, []string{`""`}},
+	}
+}
+
+// compactJSON is v without insignificant spaces ("" for absent or null).
+func compactJSON(v json.RawMessage) string {
+	var b bytes.Buffer
+	if len(v) == 0 || json.Compact(&b, v) != nil || b.String() == "null" {
+		return ""
+	}
+	return b.String()
 }
 
 func (c *oaiCommon) options() (genOptions, error) {
@@ -107,20 +166,56 @@ func (c *oaiCommon) options() (genOptions, error) {
 		return genOptions{}, badRequest("model is required")
 	}
 	if c.N != nil && *c.N != 1 {
-		return genOptions{}, badRequest("n = %d: only one choice per request is supported", *c.N)
+		return genOptions{}, badRequest("n = %d: only one choice per request is supported (n must be 1)", *c.N)
 	}
 	if c.Temperature != nil && (*c.Temperature < 0 || *c.Temperature > 2) {
 		return genOptions{}, badRequest("temperature = %v out of range [0, 2]", *c.Temperature)
+	}
+	for _, p := range []struct {
+		name string
+		v    *float64
+	}{{"presence_penalty", c.PresencePenalty}, {"frequency_penalty", c.FrequencyPenalty}} {
+		if p.v == nil {
+			continue
+		}
+		if *p.v < -2 || *p.v > 2 {
+			return genOptions{}, badRequest("%s = %v out of range [-2, 2]", p.name, *p.v)
+		}
+		if *p.v != 0 {
+			return genOptions{}, badRequest("%s = %v is not supported (only 0)", p.name, *p.v)
+		}
+	}
+	for _, u := range c.unsupported() {
+		v := compactJSON(u.v)
+		if v == "" || slices.Contains(u.neutral, v) {
+			continue
+		}
+		return genOptions{}, badRequest("%s = %s is not supported", u.name, v)
+	}
+	// OpenAI's API takes at least 1; 0 is not "unset".
+	for _, p := range []struct {
+		name string
+		v    *int
+	}{{"max_tokens", c.MaxTokens}, {"max_completion_tokens", c.MaxCompletionTokens}} {
+		if p.v != nil && *p.v < 1 {
+			return genOptions{}, badRequest("%s = %d must be at least 1", p.name, *p.v)
+		}
 	}
 	maxTok := c.MaxCompletionTokens
 	if maxTok == nil {
 		maxTok = c.MaxTokens
 	}
-	if maxTok != nil && *maxTok < 0 {
-		return genOptions{}, badRequest("max_tokens = %d must not be negative", *maxTok)
+	if len(c.Stop) > oaiMaxStops {
+		return genOptions{}, badRequest("stop: at most %d sequences", oaiMaxStops)
+	}
+	var seed *int64
+	if c.Seed != nil {
+		// Any integer is a seed in OpenAI's API, negative ones too.
+		v := *c.Seed & math.MaxInt64
+		seed = &v
 	}
 	in := samplingIn{Temperature: c.Temperature, TopP: c.TopP, TopK: c.TopK, MinP: c.MinP,
-		RepeatPenalty: c.RepeatPenalty, Seed: c.Seed, NumPredict: maxTok, Stop: c.Stop}
+		RepeatPenalty: c.RepeatPenalty, Seed: seed, NumPredict: maxTok, Stop: c.Stop}
 	return in.options(openaiDefaults)
 }
 
@@ -178,11 +273,13 @@ func writeOAIError(w http.ResponseWriter, err error) {
 	switch {
 	case status == http.StatusNotFound:
 		code = "model_not_found"
+	case status == http.StatusUnauthorized:
+		code = "invalid_api_key"
 	case status >= 500:
 		typ = "server_error"
 	}
 	writeJSON(w, status, map[string]any{"error": map[string]any{
-		"message": err.Error(), "type": typ, "param": nil, "code": code,
+		"message": publicMessage(w, err), "type": typ, "param": nil, "code": code,
 	}})
 }
 
@@ -323,7 +420,7 @@ func (s *Server) oaiRun(w http.ResponseWriter, r *http.Request, g *genRequest, c
 			writeOAIError(w, err)
 			return
 		}
-		send(map[string]any{"error": map[string]any{"message": err.Error(), "type": "server_error"}})
+		send(map[string]any{"error": map[string]any{"message": publicMessage(w, err), "type": "server_error"}})
 		fmt.Fprint(w, "data: [DONE]\n\n")
 		return
 	}

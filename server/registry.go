@@ -45,11 +45,15 @@ type entry struct {
 	// makes a new entry.
 	src *store.Model
 
+	modelDefaults // an Ollama model's template, system and params layers (modeldefaults.go)
+
 	mu        sync.Mutex // guards the fields below
 	m         *engine.Model
 	tmpl      *chattmpl.Template
-	numCtx    int // num_ctx the model was loaded with (0: the file's)
-	fileCtx   int // the context length a load with num_ctx 0 gives (0: not known yet)
+	numCtx    int         // num_ctx the model was loaded with (0: the file's)
+	fileCtx   int         // the context length a load with num_ctx 0 gives (0: not known yet)
+	maxTok    int         // the loaded vocabulary's maxTokenBytes
+	file      os.FileInfo // the file as it was when loaded (nil: unknown)
 	lastUsed  time.Time
 	expires   time.Time // zero: never
 	timer     *time.Timer
@@ -121,7 +125,11 @@ func (r *registry) lookup(name string) (*entry, error) {
 		e.mu.Unlock()
 	}
 	if !ok {
-		e = &entry{name: src.Name, path: src.Path, src: src, q: newFIFO(1, r.cfg.MaxQueue)}
+		md, err := newModelDefaults(src.Template, src.System, src.Params, r.log)
+		if err != nil { // the model's own layers are broken (the text names no path)
+			return nil, &apiError{500, fmt.Sprintf("model %q: %v", src.Name, err)}
+		}
+		e = &entry{name: src.Name, path: src.Path, src: src, modelDefaults: md, q: newFIFO(1, r.cfg.MaxQueue)}
 		r.entries[src.Name] = e
 	}
 	return e, nil
@@ -217,6 +225,7 @@ type lease struct {
 	m       *engine.Model
 	tmpl    *chattmpl.Template
 	loadDur time.Duration // this request's load time (0 when it was loaded)
+	maxTok  int           // maxTokenBytes of the model's vocabulary
 	r       *registry
 	done    bool
 }
@@ -272,6 +281,11 @@ func (r *registry) acquire(ctx context.Context, e *entry, numCtx int) (*lease, e
 	if e.m != nil && !e.fits(numCtx) {
 		r.log.Info("reloading model for a new context length", "model", e.name, "from", e.numCtx, "to", numCtx)
 		r.unloadLocked(e)
+	} else if e.m != nil && e.users == 1 && e.changedInPlace() {
+		// Its mapping may now end before the data it reads (SIGBUS):
+		// drop it untouched and load the file as it is now.
+		r.log.Warn("model file changed in place since it was loaded; reloading", "model", e.name)
+		r.unloadLocked(e)
 	}
 	if e.m == nil {
 		start := time.Now()
@@ -283,7 +297,7 @@ func (r *registry) acquire(ctx context.Context, e *entry, numCtx int) (*lease, e
 		}
 		l.loadDur = time.Since(start)
 	}
-	l.m, l.tmpl = e.m, e.tmpl
+	l.m, l.tmpl, l.maxTok = e.m, e.tmpl, e.maxTok
 	return l, nil
 }
 
@@ -310,16 +324,22 @@ func (r *registry) loadLocked(e *entry, numCtx int) error {
 			hook(n)
 		}
 	}
+	fi, _ := os.Stat(e.path)
 	m, err := engine.Load(e.path, opts)
 	if err != nil {
-		return fmt.Errorf("loading model %q: %w", e.name, err)
+		return &loadError{e.name, err}
 	}
-	tm, err := templateFor(e.path, m)
+	if err := checkKVBudget(m, r.cfg.KVBudget); err != nil {
+		m.Close()
+		return err
+	}
+	tm, err := modelTemplate(e.ollamaTemplate, func() (*chattmpl.Template, error) { return templateFor(e.path, m) })
 	if err != nil {
 		// A broken file template falls back to a built-in one; say so.
 		r.log.Warn("chat template", "model", e.name, "err", err, "using", tm.Name())
 	}
 	e.m, e.tmpl, e.numCtx = m, tm, numCtx
+	e.maxTok, e.file = maxTokenBytes(m.Tokenizer()), fi
 	if numCtx == 0 {
 		e.fileCtx = m.ContextLen()
 	}
@@ -327,6 +347,35 @@ func (r *registry) loadLocked(e *entry, numCtx int) error {
 	r.metrics.loads.WithLabelValues(e.name).Inc()
 	r.metrics.loaded.Inc()
 	return nil
+}
+
+// changedInPlace reports whether the loaded file was rewritten or
+// truncated in place (same file, other size or time). A file replaced by
+// rename is another file: the loaded model keeps its old mapping until
+// unloaded, and the next load takes the new one.
+func (e *entry) changedInPlace() bool {
+	if e.file == nil {
+		return false
+	}
+	fi, err := os.Stat(e.path)
+	if err != nil {
+		return false // removed: the mapping keeps the old data
+	}
+	return os.SameFile(fi, e.file) && (fi.Size() != e.file.Size() || !fi.ModTime().Equal(e.file.ModTime()))
+}
+
+// bound is what checkFits needs before the model is acquired, while it
+// is loaded (ctx 0: not known; an unloaded file may have changed).
+func (e *entry) bound(numCtx int) (ctx, maxTok int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.m == nil {
+		return 0, 0
+	}
+	if numCtx == 0 {
+		numCtx = e.fileCtx
+	}
+	return numCtx, e.maxTok
 }
 
 // templateFor picks a loaded model's chat template from its file's metadata.

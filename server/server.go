@@ -35,6 +35,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -43,6 +44,7 @@ import (
 	"net"
 	"net/http"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	"github.com/edgellm/edgellm/engine"
@@ -86,6 +88,24 @@ type Config struct {
 	// for running generations before cancelling them. 0 means 10 s.
 	ShutdownGrace time.Duration
 	Logger        *slog.Logger
+
+	// MaxBody bounds a request body in bytes; past it a request gets 413.
+	// 0 means DefaultMaxBody (20 MB).
+	MaxBody int64
+	// BodyTimeout bounds the time to receive a request body (headers have
+	// 10 s); past it a request gets 408. 0 means DefaultBodyTimeout.
+	BodyTimeout time.Duration
+	// KVBudget bounds the KV cache memory of one model in bytes (every
+	// slot at its num_ctx, at 4 bytes an element): a num_ctx that needs
+	// more is a 400. 0 means DefaultKVBudget; negative, no bound.
+	KVBudget int64
+	// APIKey, when set, is required as "Authorization: Bearer KEY" by
+	// every endpoint but /health (and /metrics unless MetricsAuth).
+	APIKey      string
+	MetricsAuth bool
+	// Origins are allowed browser origins beyond the loopback defaults
+	// (EDGELLM_ORIGINS; "*" allows any). Requests without Origin pass.
+	Origins []string
 }
 
 // Server serves models over HTTP. Its methods are safe for concurrent use.
@@ -95,6 +115,10 @@ type Server struct {
 	reg     *registry
 	metrics *metrics
 	mux     *http.ServeMux
+	handler http.Handler // mux behind the guard
+	// loopbackOnly is set by Serve when it listens on loopback only: then
+	// the guard checks Host (Handler alone does not know the address).
+	loopbackOnly atomic.Bool
 	// base is the parent of every generation's context, cancelled when a
 	// shutdown's grace period is over.
 	base       context.Context
@@ -125,6 +149,15 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxBody <= 0 {
+		cfg.MaxBody = DefaultMaxBody
+	}
+	if cfg.BodyTimeout <= 0 {
+		cfg.BodyTimeout = DefaultBodyTimeout
+	}
+	if cfg.KVBudget == 0 {
+		cfg.KVBudget = DefaultKVBudget
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, metrics: newMetrics()}
 	s.base, s.cancelBase = context.WithCancel(context.Background())
@@ -159,10 +192,12 @@ func (s *Server) routes() {
 	})
 	m.Handle("GET /metrics", s.metrics.handler())
 	s.mux = m
+	s.handler = s.guard(m)
 }
 
-// Handler is the server's HTTP handler.
-func (s *Server) Handler() http.Handler { return s.mux }
+// Handler is the server's HTTP handler. It checks Origin, the API key and
+// bodies; Host only once Serve has seen a loopback listener.
+func (s *Server) Handler() http.Handler { return s.handler }
 
 // statusWriter remembers the status and whether anything was written, so
 // the recovery path knows whether it can still send an error.
@@ -205,7 +240,7 @@ func (s *Server) wrap(endpoint string, h func(http.ResponseWriter, *http.Request
 				}
 				s.log.Error("handler panic", "endpoint", endpoint, "panic", p, "stack", string(debug.Stack()))
 				if w.status == 0 {
-					writeError(w, http.StatusInternalServerError, fmt.Sprintf("internal error: %v", p))
+					writeAPIError(w, r, fmt.Errorf("handler panic: %v", p))
 				}
 			}
 			code := w.status
@@ -214,24 +249,21 @@ func (s *Server) wrap(endpoint string, h func(http.ResponseWriter, *http.Request
 			}
 			s.metrics.requests.WithLabelValues(endpoint, fmt.Sprint(code)).Inc()
 		}()
-		// Bodies are small JSON documents; bound them so a client cannot
-		// make the server buffer without end.
-		if r.Body != nil {
-			r.Body = http.MaxBytesReader(w, r.Body, maxBody)
-		}
 		h(w, r)
 	})
 }
-
-const maxBody = 16 << 20
 
 // Serve answers on ln until ctx is done, then shuts down gracefully: it
 // stops accepting, lets running requests finish for ShutdownGrace, cancels
 // the rest, and unloads every model.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	s.loopbackOnly.Store(listenerIsLoopback(ln.Addr()))
 	hs := &http.Server{
-		Handler:           s.mux,
+		Handler: s.handler,
+		// Slow clients: headers within 10 s, bodies within BodyTimeout
+		// (the guard's read deadline), idle connections closed.
 		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
 		BaseContext:       func(net.Listener) context.Context { return s.base },
 	}
 	errc := make(chan error, 1)
@@ -301,13 +333,24 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	json.NewEncoder(w).Encode(v)
 }
 
-// writeError sends Ollama's error shape: {"error": "..."}.
+// writeError sends Ollama's error shape: {"error": "..."}; msg must be
+// fit for the client (see publicMessage).
 func writeError(w http.ResponseWriter, status int, msg string) {
 	writeJSON(w, status, map[string]string{"error": msg})
 }
 
 // decodeBody reads one JSON object into v; a bad body is a 400 naming the problem.
 func decodeBody(r *http.Request, v any) error {
+	if bb, ok := r.Body.(bufferedBody); ok {
+		// Read in full by the guard: parsed in place, no second buffer.
+		if err := json.Unmarshal(bb.b, v); err != nil {
+			if _, ok := err.(*json.SyntaxError); ok && json.Valid(firstValue(bb.b)) {
+				return badRequest("invalid JSON body: more than one value")
+			}
+			return badRequest("invalid JSON body: %v", err)
+		}
+		return nil
+	}
 	dec := json.NewDecoder(r.Body)
 	if err := dec.Decode(v); err != nil {
 		var mbe *http.MaxBytesError
@@ -320,4 +363,15 @@ func decodeBody(r *http.Request, v any) error {
 		return badRequest("invalid JSON body: more than one value")
 	}
 	return nil
+}
+
+// firstValue is b up to the end of its first JSON value (all of b when
+// that cannot be found), to tell "two values" from a syntax error.
+func firstValue(b []byte) []byte {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	var raw json.RawMessage
+	if dec.Decode(&raw) != nil {
+		return b
+	}
+	return b[:dec.InputOffset()]
 }

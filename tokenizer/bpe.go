@@ -43,7 +43,7 @@ func byteEncode(s string) string {
 
 // bpeBigram is a candidate merge of two adjacent symbols.
 type bpeBigram struct {
-	left, right int
+	left, right int32
 	rank        int32
 	text        string
 }
@@ -70,23 +70,21 @@ func (q *bpeQueue) Pop() any {
 // encodeBPE is llama.cpp's byte-level BPE: pre-tokenize into words, map
 // their bytes to GPT-2 characters, merge by rank inside each word, emit.
 func (t *Tokenizer) encodeBPE(text string, out []int32) ([]int32, error) {
-	words, err := t.split.split(text)
-	if err != nil {
-		return nil, err
-	}
 	var syms []symbol
 	var q bpeQueue
-	for _, w := range words {
+	// Each word is merged as the splitter finds it: the words of a long
+	// text are never all held at once.
+	err := t.split.eachWord(text, func(w string) {
 		word := byteEncode(w)
 		if t.ignoreMerges {
 			if id, ok := t.toID[word]; ok {
 				out = append(out, id)
-				continue
+				return
 			}
 		}
 		syms = splitChars(word, syms)
 		q = q[:0]
-		add := func(l, r int) {
+		add := func(l, r int32) {
 			if l < 0 || r < 0 {
 				return
 			}
@@ -98,13 +96,13 @@ func (t *Tokenizer) encodeBPE(text string, out []int32) ([]int32, error) {
 			}
 			heap.Push(&q, bpeBigram{left: l, right: r, rank: rank, text: word[syms[l].start : syms[r].start+syms[r].n]})
 		}
-		for i := 1; i < len(syms); i++ {
+		for i := int32(1); i < int32(len(syms)); i++ {
 			add(i-1, i)
 		}
 		for q.Len() > 0 {
 			b := heap.Pop(&q).(bpeBigram)
 			l, r := &syms[b.left], &syms[b.right]
-			if l.n == 0 || r.n == 0 || l.n+r.n != len(b.text) || r.start != l.start+l.n {
+			if l.n == 0 || r.n == 0 || int(l.n+r.n) != len(b.text) || r.start != l.start+l.n {
 				continue // stale: a side was merged since
 			}
 			l.n += r.n
@@ -133,6 +131,9 @@ func (t *Tokenizer) encodeBPE(text string, out []int32) ([]int32, error) {
 				}
 			}
 		}
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }

@@ -2,6 +2,7 @@ package tokenizer
 
 import (
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 	"unicode"
@@ -167,6 +168,18 @@ func newSplitter(exprs []string) (*splitter, error) {
 // matched as if it were "\v", as llama.cpp's fallback does. Invalid UTF-8
 // bytes become U+FFFD.
 func (s *splitter) split(text string) ([]string, error) {
+	var words []string
+	err := s.eachWord(text, func(w string) { words = append(words, w) })
+	return words, err
+}
+
+// eachWord calls fn with each word of split(text) in order, without
+// holding them all: its memory is two runes and at most two int32 piece
+// lengths a character of text, whatever the number of words.
+func (s *splitter) eachWord(text string, fn func(word string)) error {
+	if len(text) > math.MaxInt32 {
+		return fmt.Errorf("tokenizer: text of %d bytes is too long", len(text))
+	}
 	cpts := []rune(text)
 	match := make([]rune, len(cpts))
 	for i, r := range cpts {
@@ -175,41 +188,45 @@ func (s *splitter) split(text string) ([]string, error) {
 		}
 		match[i] = r
 	}
-	lens := []int{len(cpts)}
-	var next []int
+	lens := []int32{int32(len(cpts))}
+	var next []int32
 	for _, re := range s.res {
 		next = next[:0]
 		start := 0
-		for _, n := range lens {
+		for _, n32 := range lens {
+			n := int(n32)
 			seg := match[start : start+n]
-			idx, err := re.FindAllRunesIndex(seg, -1)
-			if err != nil {
-				return nil, fmt.Errorf("tokenizer: pre-tokenizer: %w", err)
-			}
 			pos := 0
-			for _, m := range idx {
-				if m[0] > pos {
-					next = append(next, m[0]-pos)
+			// Matches are streamed (no slice of them); an empty match
+			// cuts nothing.
+			err := re.FindRunesMatches(seg, 0, func(m regexp2.MatchView) bool {
+				i, l, _ := m.GroupRange(0)
+				if i > pos {
+					next = append(next, int32(i-pos))
 				}
-				if m[1] > m[0] {
-					next = append(next, m[1]-m[0])
+				if l > 0 {
+					next = append(next, int32(l))
 				}
-				pos = m[1]
+				pos = i + l
+				return true
+			})
+			if err != nil {
+				return fmt.Errorf("tokenizer: pre-tokenizer: %w", err)
 			}
 			if pos < n {
-				next = append(next, n-pos)
+				next = append(next, int32(n-pos))
 			}
 			start += n
 		}
 		lens, next = next, lens
 	}
-	words := make([]string, 0, len(lens))
+	match = nil
 	start := 0
 	for _, n := range lens {
-		words = append(words, string(cpts[start:start+n]))
-		start += n
+		fn(string(cpts[start : start+int(n)]))
+		start += int(n)
 	}
-	return words, nil
+	return nil
 }
 
 // PreTokenizers lists the tokenizer.ggml.pre names this package

@@ -3,6 +3,8 @@ package tokenizer
 import (
 	"container/heap"
 	"fmt"
+	"math"
+	"unicode/utf8"
 )
 
 // spmSpace is SentencePiece's visible space, "▁" (U+2581).
@@ -10,16 +12,20 @@ const spmSpace = "\u2581"
 
 // symbol is a span of the text being merged, in a doubly linked list over
 // the initial characters; n == 0 marks a symbol merged into its left one.
+// int32 fields: a prompt makes one symbol per character, so their size is
+// most of the tokenizer's memory (texts are far below 2 GB: the server
+// bounds them by the context).
 type symbol struct {
-	start, n   int
-	prev, next int
+	start, n   int32
+	prev, next int32
 }
 
-// spmBigram is a candidate merge of two adjacent symbols.
+// spmBigram is a candidate merge of two adjacent symbols (16 bytes: the
+// queue holds up to two per character).
 type spmBigram struct {
-	left, right int
+	left, right int32
 	score       float32
-	size        int
+	size        int32
 }
 
 // spmQueue pops the highest score first, then the leftmost pair.
@@ -60,7 +66,7 @@ func splitChars(s string, syms []symbol) []symbol {
 	syms = syms[:0]
 	for off := 0; off < len(s); {
 		n := min(utf8Len(s[off]), len(s)-off)
-		syms = append(syms, symbol{start: off, n: n, prev: len(syms) - 1, next: len(syms) + 1})
+		syms = append(syms, symbol{start: int32(off), n: int32(n), prev: int32(len(syms) - 1), next: int32(len(syms) + 1)})
 		off += n
 	}
 	if len(syms) > 0 {
@@ -71,13 +77,22 @@ func splitChars(s string, syms []symbol) []symbol {
 
 // encodeSPM is llama.cpp's SentencePiece BPE: repeatedly merge the adjacent
 // pair whose concatenation is the highest-scoring token, then emit each
-// symbol as its token, or re-split it along the merges that built it, or
-// as byte tokens. text already has spaces replaced by "▁".
+// symbol as its token, else as byte tokens. text already has spaces
+// replaced by "▁".
+//
+// llama.cpp also keeps a map from each candidate pair's text to the pair,
+// to re-split a symbol whose text is not a token along the merges that
+// built it. Only merges whose text is a token are ever made, so a merged
+// symbol is always a token and the map is never consulted for one; a
+// single character that is not a token is not in it either (its keys are
+// pairs). It is left out: it was most of the memory a long prompt took.
 func (t *Tokenizer) encodeSPM(text string, out []int32) ([]int32, error) {
-	syms := splitChars(text, nil)
-	var q spmQueue
-	revMerge := map[string][2]int{}
-	tryAdd := func(l, r int) {
+	if len(text) > math.MaxInt32/2 {
+		return nil, fmt.Errorf("tokenizer: text of %d bytes is too long", len(text))
+	}
+	syms := splitChars(text, make([]symbol, 0, utf8.RuneCountInString(text)))
+	q := make(spmQueue, 0, len(syms))
+	tryAdd := func(l, r int32) {
 		if l < 0 || r < 0 {
 			return
 		}
@@ -86,10 +101,9 @@ func (t *Tokenizer) encodeSPM(text string, out []int32) ([]int32, error) {
 		if !ok {
 			return
 		}
-		heap.Push(&q, spmBigram{left: l, right: r, score: t.scores[id], size: len(s)})
-		revMerge[s] = [2]int{l, r}
+		heap.Push(&q, spmBigram{left: l, right: r, score: t.scores[id], size: int32(len(s))})
 	}
-	for i := 1; i < len(syms); i++ {
+	for i := int32(1); i < int32(len(syms)); i++ {
 		tryAdd(i-1, i)
 	}
 	for q.Len() > 0 {
@@ -107,35 +121,21 @@ func (t *Tokenizer) encodeSPM(text string, out []int32) ([]int32, error) {
 		tryAdd(l.prev, b.left)
 		tryAdd(b.left, l.next)
 	}
-	var err error
-	var resegment func(i int) // recursion depth is bounded by len(text)
-	resegment = func(i int) {
-		if err != nil {
-			return
-		}
+	for i := int32(0); i != -1 && len(syms) > 0; i = syms[i].next {
 		s := text[syms[i].start : syms[i].start+syms[i].n]
 		if id, ok := t.toID[s]; ok {
 			out = append(out, id)
-			return
-		}
-		if p, ok := revMerge[s]; ok {
-			resegment(p[0])
-			resegment(p[1])
-			return
+			continue
 		}
 		for j := 0; j < len(s); j++ {
-			id, e := t.byteToken(s[j])
-			if e != nil {
-				err = e
-				return
+			id, err := t.byteToken(s[j])
+			if err != nil {
+				return nil, err
 			}
 			out = append(out, id)
 		}
 	}
-	for i := 0; i != -1 && len(syms) > 0; i = syms[i].next {
-		resegment(i)
-	}
-	return out, err
+	return out, nil
 }
 
 // byteToken finds the token for one raw byte: "<0xXX>", else the byte as a

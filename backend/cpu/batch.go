@@ -3,6 +3,7 @@ package cpu
 import (
 	"errors"
 	"fmt"
+	"runtime/debug"
 
 	"github.com/edgellm/edgellm/backend"
 )
@@ -35,7 +36,9 @@ type batchState struct {
 
 // DecodeBatch implements backend.BatchDecoder. Batches larger than the
 // prefill batch (64) run in pieces of that size.
-func (m *Model) DecodeBatch(sessions []backend.Session, tokens []int32, logits [][]float32) error {
+func (m *Model) DecodeBatch(sessions []backend.Session, tokens []int32, logits [][]float32) (err error) {
+	defer recoverFault(&err)
+	defer debug.SetPanicOnFault(faultsPanic())
 	n := len(sessions)
 	if len(tokens) != n || len(logits) != n {
 		return fmt.Errorf("cpu: decode batch of %d sessions, %d tokens and %d logits buffers", n, len(tokens), len(logits))

@@ -44,6 +44,7 @@ type pool struct {
 	gen     atomic.Uint64 // bumped once per operation
 	pending atomic.Int32  // workers (other than the caller) still running it
 	cur     task
+	fault   atomic.Pointer[faultError] // a worker's memory fault in the current operation (fault.go)
 	stop    atomic.Bool
 	done    sync.WaitGroup
 }
@@ -84,7 +85,13 @@ func (p *pool) run(t task) {
 		p.cond.Broadcast()
 		p.mu.Unlock()
 	}
-	t.run(0, p.n)
+	// A fault in the caller's share waits for the workers before it
+	// unwinds, so that no worker still reads the operation's buffers.
+	var callerPanic any
+	func() {
+		defer func() { callerPanic = recover() }()
+		t.run(0, p.n)
+	}()
 	var start time.Time
 	for i := 0; p.pending.Load() != 0; i++ {
 		if i&63 == 63 {
@@ -98,10 +105,31 @@ func (p *pool) run(t task) {
 		}
 	}
 	p.cur = nil
+	if callerPanic != nil {
+		panic(callerPanic)
+	}
+	if f := p.fault.Swap(nil); f != nil {
+		panic(*f)
+	}
+}
+
+// runShare runs a worker's share of an operation; a memory fault in it is
+// kept for the caller (see fault.go), any other panic crashes as before.
+func (p *pool) runShare(w int) {
+	defer func() {
+		if r := recover(); r != nil {
+			if !isFault(r) {
+				panic(r)
+			}
+			p.fault.Store(&faultError{r})
+		}
+	}()
+	p.cur.run(w, p.n)
 }
 
 func (p *pool) worker(w int) {
 	defer p.done.Done()
+	faultsPanic()
 	// Generation 0 is the pool's start: a worker scheduled late must still
 	// see the first operation, so it must not read the counter here.
 	var seen uint64
@@ -111,7 +139,7 @@ func (p *pool) worker(w int) {
 			return
 		}
 		seen = g
-		p.cur.run(w, p.n)
+		p.runShare(w)
 		p.pending.Add(-1)
 	}
 }

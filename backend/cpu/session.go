@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"runtime/debug"
 	"unsafe"
 
 	"github.com/edgellm/edgellm/backend"
@@ -260,7 +261,9 @@ func (s *Session) PrefillLogits(tokens []int32, logits []float32) error {
 
 // run checks and runs tokens at Pos().. in chunks of the session's rows,
 // writing the logits of the last token, or with all of every token.
-func (s *Session) run(tokens []int32, logits []float32, all bool) error {
+func (s *Session) run(tokens []int32, logits []float32, all bool) (err error) {
+	defer recoverFault(&err)
+	defer debug.SetPanicOnFault(faultsPanic())
 	m := s.m
 	c := &m.cfg
 	switch {

@@ -26,16 +26,18 @@ import (
 )
 
 type loadtestCmd struct {
-	URL        string        `help:"Server to load (loopback only); empty starts one in this process on 127.0.0.1."`
-	Model      string        `help:"With --url: the model name. Without: a GGUF file to serve." short:"m" required:""`
-	Clients    string        `help:"Concurrency levels, comma-separated." default:"1,4,16"`
-	Requests   int           `help:"Requests per level (at least one per client)." default:"32"`
-	MaxTime    time.Duration `help:"Time limit per level." name:"max-time" default:"60s"`
-	NumPredict int           `help:"Tokens generated per request." name:"num-predict" default:"32"`
-	Prompt     string        `help:"Prompt of every request." default:"Once upon a time"`
-	Backend    string        `help:"Backend of an in-process server: auto, cpu or cuda." enum:"auto,cpu,cuda" default:"auto"`
-	Threads    int           `help:"CPU threads of an in-process server (default: the cores this process may use)."`
-	Parallel   int           `help:"Requests per model generating at once in an in-process server (1: one at a time, no batching)." default:"4"`
+	URL         string        `help:"Server to load (loopback only); empty starts one in this process on 127.0.0.1."`
+	Model       string        `help:"With --url: the model name. Without: a GGUF file to serve." short:"m" required:""`
+	Clients     string        `help:"Concurrency levels, comma-separated." default:"1,4,16"`
+	Requests    int           `help:"Requests per level (at least one per client)." default:"32"`
+	MaxTime     time.Duration `help:"Time limit per level." name:"max-time" default:"60s"`
+	NumPredict  int           `help:"Tokens generated per request." name:"num-predict" default:"32"`
+	Prompt      string        `help:"Prompt of every request." default:"Once upon a time"`
+	Backend     string        `help:"Backend of an in-process server: auto, cpu or cuda." enum:"auto,cpu,cuda" default:"auto"`
+	Threads     int           `help:"CPU threads of an in-process server (default: the cores this process may use)."`
+	Parallel    int           `help:"Requests per model generating at once in an in-process server (1: one at a time, no batching)." default:"4"`
+	Soak        time.Duration `help:"Instead of the levels: a soak run this long (mixed APIs, streaming and not, hang-ups, bad requests, reloads), reporting RSS over time, goroutines and requests by outcome."`
+	SoakClients int           `help:"Concurrent clients of the soak run." name:"soak-clients" default:"8"`
 }
 
 // loadResult is one concurrency level's figures.
@@ -54,6 +56,9 @@ func (c *loadtestCmd) Run(log *slog.Logger) error {
 	// Bounded by construction: a load test must stop by itself.
 	if c.Requests <= 0 || c.Requests > 100000 || c.NumPredict <= 0 || c.NumPredict > 1<<16 || c.MaxTime <= 0 || c.MaxTime > time.Hour {
 		return errors.New("loadtest: --requests (1..100000), --num-predict (1..65536) and --max-time (up to 1h) must be in range")
+	}
+	if c.Soak < 0 || c.Soak > 24*time.Hour || c.SoakClients <= 0 || c.SoakClients > 1024 {
+		return errors.New("loadtest: --soak (up to 24h) and --soak-clients (1..1024) must be in range")
 	}
 	base, model := c.URL, c.Model
 	if base == "" {
@@ -79,6 +84,10 @@ func (c *loadtestCmd) Run(log *slog.Logger) error {
 	wcancel()
 	if err != nil {
 		return fmt.Errorf("loadtest: warm-up request: %w", err)
+	}
+	if c.Soak > 0 {
+		c.soak(hc, base, model, c.SoakClients, c.URL == "")
+		return nil
 	}
 	fmt.Printf("model %s, prompt %q, %d tokens per request, greedy, %s\n", model, c.Prompt, c.NumPredict, base)
 	fmt.Printf("%8s %9s %7s %10s %10s %12s %12s\n", "clients", "requests", "failed", "req/s", "tok/s", "TTFT p50", "TTFT p99")

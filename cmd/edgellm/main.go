@@ -25,6 +25,7 @@ type cli struct {
 	Rm       rmCmd       `cmd:"" help:"Delete models from the store."`
 	Cp       cpCmd       `cmd:"" help:"Copy a store model to a new name (sharing its bytes on disk)."`
 	Synth    synthCmd    `cmd:"" help:"Write a deterministic synthetic model at a preset shape."`
+	Convert  convertCmd  `cmd:"" help:"Convert a Hugging Face checkpoint folder or a llama2.c checkpoint to GGUF."`
 	Quantize quantizeCmd `cmd:"" help:"Rewrite a model's tensors in another type (ternary by absmean)."`
 	Bench    benchCmd    `cmd:"" help:"Benchmark a model (the built-in smollm-135m preset by default)."`
 	Selftest selftestCmd `cmd:"" help:"Check a backend against the CPU reference on real and synthetic models."`

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -26,6 +27,12 @@ type serveCmd struct {
 	MaxQueue  int           `help:"Requests allowed to wait per model before 503." name:"max-queue" default:"512"`
 	MaxLoaded int           `help:"Models loaded at once; loading another unloads the least recently used idle one (0: no bound)." name:"max-loaded" default:"3"`
 	Parallel  int           `help:"Requests per model generating at once, their decode steps batched (backends that cannot batch, cuda today, run one at a time; each holds a KV cache)." default:"4"`
+
+	APIKey      string        `help:"Require 'Authorization: Bearer KEY' on every endpoint but /health (and /metrics unless --metrics-auth)." name:"api-key" env:"EDGELLM_API_KEY"`
+	MetricsAuth bool          `help:"/metrics needs the API key too." name:"metrics-auth"`
+	MaxBody     int64         `help:"Largest request body in bytes (larger: 413)." name:"max-body" default:"20971520"`
+	BodyTimeout time.Duration `help:"Time a client has to send its request body (then 408)." name:"body-timeout" default:"60s"`
+	KVBudget    int64         `help:"KV cache bytes one model may hold, all its parallel slots at num_ctx (more: 400; negative: no bound)." name:"kv-budget" default:"8589934592"`
 }
 
 const defaultAddr = "127.0.0.1:11434"
@@ -57,6 +64,17 @@ func modelsDir(flag string) (string, error) {
 	return store.Dir()
 }
 
+// exposureWarning is the warning for a listener beyond loopback without an
+// API key (anyone who can reach the port can use the models), else "".
+func exposureWarning(addr net.Addr, hasKey bool) string {
+	ap, err := netip.ParseAddrPort(addr.String())
+	if hasKey || (err == nil && ap.Addr().Unmap().IsLoopback()) {
+		return ""
+	}
+	return "listening beyond loopback without an API key: anyone who can reach " + addr.String() +
+		" can use the models; set --api-key or EDGELLM_API_KEY"
+}
+
 func (c *serveCmd) Run(log *slog.Logger) error {
 	dir, err := modelsDir(c.Models)
 	if err != nil {
@@ -74,6 +92,13 @@ func (c *serveCmd) Run(log *slog.Logger) error {
 		MaxLoaded: c.MaxLoaded,
 		Parallel:  c.Parallel,
 		Logger:    log,
+
+		APIKey:      c.APIKey,
+		MetricsAuth: c.MetricsAuth,
+		MaxBody:     c.MaxBody,
+		BodyTimeout: c.BodyTimeout,
+		KVBudget:    c.KVBudget,
+		Origins:     server.OriginsFromEnv(),
 	})
 	if err != nil {
 		return err
@@ -83,7 +108,10 @@ func (c *serveCmd) Run(log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
-	log.Info("serving", "addr", ln.Addr().String(), "models", dir, "backend", c.Backend)
+	log.Info("serving", "addr", ln.Addr().String(), "models", dir, "backend", c.Backend, "api_key", c.APIKey != "")
+	if warn := exposureWarning(ln.Addr(), c.APIKey != ""); warn != "" {
+		log.Warn(warn)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return srv.Serve(ctx, ln)

@@ -5,7 +5,8 @@
 // for common families (Llama 3, ChatML, Gemma and Phi-3 written as llama.cpp
 // writes them) when the file has none but its vocabulary says which family
 // it is, and to a documented plain format otherwise, so chat works on any
-// model.
+// model. A model pulled from an Ollama registry brings its own template
+// layer instead, Go text/template rendered by Ollama's package (ParseOllama).
 //
 // It knows nothing of HTTP, tokenization or generation: it maps messages to
 // a string and says which strings end an assistant turn.
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/ardanlabs/jinja"
+	otmpl "github.com/ollama/ollama/template"
 )
 
 // Message is one turn of a conversation.
@@ -35,6 +37,10 @@ type Template struct {
 	eos   string
 	stops []string
 	now   func() time.Time // the day templates print (Llama 3's "Today Date")
+	// ollama is set instead of tmpl for an Ollama template layer (ollama.go);
+	// think says whether Ollama would turn thinking on for it.
+	ollama *otmpl.Template
+	think  bool
 }
 
 // Family names of the built-in templates.
@@ -222,10 +228,11 @@ func familyOf(src string) string {
 	return ""
 }
 
-// Name is "gguf" for a file's own template, else the built-in family.
+// Name is "gguf" for a file's own template, "ollama" for an Ollama
+// template layer, else the built-in family.
 func (t *Template) Name() string { return t.name }
 
-// Source is the Jinja source.
+// Source is the template's source (Jinja, or Go template for "ollama").
 func (t *Template) Source() string { return t.src }
 
 // Stops are strings that end an assistant turn in this format.
@@ -236,14 +243,19 @@ func (t *Template) Stops() []string { return t.stops }
 // the variables llama.cpp's server gives them: messages, bos_token,
 // eos_token, add_generation_prompt, enable_thinking (true, its default) and
 // today's date as date_string ("06 Dec 2026") and datetime ("Dec 06 2026").
+// An Ollama template renders as Ollama does (see ParseOllama), always ready
+// for the assistant's turn.
 func (t *Template) Render(msgs []Message, addGenerationPrompt bool) (out string, err error) {
-	// The Jinja engine is third-party code running a file's template: turn
-	// a panic inside it into an error rather than a crashed request.
+	// The template engines are third-party code running a model's template:
+	// turn a panic inside them into an error rather than a crashed request.
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("chattmpl: %s template panicked: %v", t.name, r)
 		}
 	}()
+	if t.ollama != nil {
+		return t.renderOllama(msgs)
+	}
 	list := make([]any, len(msgs))
 	for i, m := range msgs {
 		list[i] = map[string]any{"role": m.Role, "content": m.Content}

@@ -10,7 +10,8 @@ import (
 // product: to the weight type's "vec_dot_type". These functions mimic that
 // rounding (ggml's quantize_row_q8_0_ref / quantize_row_q8_K_ref and the F16
 // conversion) so the reference can be compared with llama.cpp's logits
-// tightly, not only within the rounding noise.
+// tightly, not only within the rounding noise (RefState.SetMatVec with
+// LlamaCppMatVec). They are for checks, never on an inference path.
 
 // roundQ8_0 rounds x in 32-blocks as ggml's x86 quantize_row_q8_0 does:
 // q = round-half-even(x * 127/amax), value q * fp16(amax/127). (The scalar
@@ -64,9 +65,10 @@ func roundF16(dst, x []float32) {
 	}
 }
 
-// llamaCppMatVec is MatVec on activations rounded as llama.cpp's CPU does
-// for t's type.
-func llamaCppMatVec(out []float32, t *Tensor, x []float32) {
+// LlamaCppMatVec is MatVec on activations rounded as llama.cpp's CPU does
+// for t's type: a RefState.SetMatVec product for comparing the reference
+// with llama.cpp's logits tightly.
+func LlamaCppMatVec(out []float32, t *Tensor, x []float32) {
 	xr := make([]float32, len(x))
 	switch t.Type {
 	case quant.F32:
