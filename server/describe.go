@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/edgellm/edgellm/gguf"
-	"github.com/edgellm/edgellm/quant"
 	"github.com/edgellm/edgellm/server/chattmpl"
+	"github.com/edgellm/edgellm/store"
 )
 
 // description is what /api/show, /api/tags and /api/ps say about a file,
@@ -93,25 +93,12 @@ func readDescription(path string) (description, error) {
 		}
 	}
 	var params uint64
-	bytesByType := map[quant.Type]uint64{}
 	for _, t := range f.Tensors {
 		params += t.Elements()
-		if len(t.Dims) >= 2 {
-			bytesByType[t.Type] += t.Size
-		}
 	}
 	d.info["general.parameter_count"] = params
 	d.details.ParameterSize = humanCount(params)
-	var best quant.Type
-	var bestBytes uint64
-	for t, b := range bytesByType {
-		if b > bestBytes {
-			best, bestBytes = t, b
-		}
-	}
-	if bestBytes > 0 {
-		d.details.QuantizationLevel = best.String()
-	}
+	d.details.QuantizationLevel = store.FileType(f) // as edgellm list says
 
 	cm := chattmpl.Model{}
 	cm.ChatTemplate, _ = f.String("tokenizer.chat_template")

@@ -335,6 +335,9 @@ type tagsModel struct {
 // time); it is not a hash of the content, which would mean reading
 // gigabytes to list models.
 func digestOf(fi fileInfo) string {
+	if fi.digest != "" {
+		return fi.digest // a pulled model's: its manifest's, as Ollama's
+	}
 	h := sha256.Sum256(fmt.Appendf(nil, "%s\x00%d\x00%d", fi.name, fi.size, fi.modTime.UnixNano()))
 	return hex.EncodeToString(h[:])
 }

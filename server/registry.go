@@ -6,15 +6,14 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/edgellm/edgellm/engine"
 	"github.com/edgellm/edgellm/gguf"
 	"github.com/edgellm/edgellm/server/chattmpl"
+	"github.com/edgellm/edgellm/store"
 )
 
 // registry maps model names to files in the models directory and keeps the
@@ -40,6 +39,11 @@ type registry struct {
 type entry struct {
 	name, path string
 	q          *fifo
+	// src is what the store said of the model when the entry was made: the
+	// file and, for a pulled model, its template, system and params layers.
+	// It never changes: when the name comes to name other bytes, lookup
+	// makes a new entry.
+	src *store.Model
 
 	modelDefaults // an Ollama model's template, system and params layers (modeldefaults.go)
 
@@ -55,6 +59,9 @@ type entry struct {
 	timer     *time.Timer
 	users     int
 	unloadGen uint64 // invalidates timers armed before the latest use
+	// removed: the model was deleted from the store; it unloads as soon
+	// as its last request ends.
+	removed bool
 	// draining counts requests waiting to reload the model with another
 	// num_ctx once its running generations end; others wait behind them.
 	draining int
@@ -90,72 +97,126 @@ func newRegistry(cfg Config, m *metrics, log *slog.Logger) *registry {
 	return &registry{cfg: cfg, metrics: m, log: log, entries: make(map[string]*entry)}
 }
 
-// canonical strips an optional ":latest" tag and checks the name is a plain
-// file name (no path tricks).
-func canonical(name string) (string, error) {
-	name = strings.TrimSuffix(name, ":latest")
-	if name == "" {
-		return "", badRequest("model name is required")
-	}
-	if strings.ContainsAny(name, `/\:`) || name == "." || name == ".." || strings.HasPrefix(name, ".") || len(name) > 255 {
-		return "", notFound("model %q not found", name)
-	}
-	return name, nil
-}
-
-// lookup finds the entry for a model name, creating it if the file exists.
+// lookup finds the entry for a model name (a store name, never a path:
+// store.Lookup), creating it the first time. Names of one model ("x",
+// "x:latest") share one entry, keyed by the store's name for it.
 func (r *registry) lookup(name string) (*entry, error) {
-	name, err := canonical(name)
+	src, err := r.find(name)
 	if err != nil {
 		return nil, err
-	}
-	path := filepath.Join(r.cfg.ModelsDir, name+".gguf")
-	fi, err := os.Stat(path) // follows symbolic links
-	if err != nil || !fi.Mode().IsRegular() {
-		return nil, notFound("model %q not found", name) // the directory is the host's business
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
 		return nil, &apiError{503, "server is shutting down"}
 	}
-	e, ok := r.entries[name]
+	e, ok := r.entries[src.Name]
+	// A name that names other bytes now (pulled again, copied over) gets a
+	// new entry once the old one is idle, which unloads; a busy one serves
+	// on till then. Only try-locked: a loading entry holds its lock and
+	// then takes r.mu (makeRoom).
+	if ok && !sameSource(e.src, src) && e.mu.TryLock() {
+		if e.users == 0 {
+			e.unloadGen++
+			r.unloadLocked(e)
+			e.removed = true // a request still queued on it unloads it when done
+			ok = false
+		}
+		e.mu.Unlock()
+	}
 	if !ok {
-		e = &entry{name: name, path: path, q: newFIFO(1, r.cfg.MaxQueue)}
-		r.entries[name] = e
+		md, err := newModelDefaults(src.Template, src.System, src.Params, r.log)
+		if err != nil { // the model's own layers are broken (the text names no path)
+			return nil, &apiError{500, fmt.Sprintf("model %q: %v", src.Name, err)}
+		}
+		e = &entry{name: src.Name, path: src.Path, src: src, modelDefaults: md, q: newFIFO(1, r.cfg.MaxQueue)}
+		r.entries[src.Name] = e
 	}
 	return e, nil
 }
 
-// fileInfo is a model file in the models directory.
+func sameSource(a, b *store.Model) bool {
+	return a.Path == b.Path && a.Template == b.Template && a.System == b.System && string(a.Params) == string(b.Params)
+}
+
+// storeError turns a store lookup's error into the client's: never a path
+// of the models directory (the log has the detail).
+func (r *registry) storeError(name string, err error) error {
+	switch {
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrName):
+		return notFound("model %q not found", name)
+	case errors.Is(err, store.ErrDamaged):
+		return &apiError{500, err.Error()} // says what is wrong without paths
+	}
+	r.log.Error("model store", "model", name, "err", err)
+	return &apiError{500, fmt.Sprintf("model %q: cannot read the model store (the server's log says why)", name)}
+}
+
+// remove deletes a model from the store, unloading it first (Ollama's
+// DELETE /api/delete). A model in use is unloaded when its last request
+// ends; on Unix its open mapping keeps the deleted bytes readable till then.
+func (r *registry) remove(name string) (string, error) {
+	src, err := store.Lookup(r.cfg.ModelsDir, name)
+	key := ""
+	if err == nil {
+		key = src.Name
+	} else if !errors.Is(err, store.ErrDamaged) {
+		return "", r.storeError(name, err)
+	}
+	r.mu.Lock()
+	e := r.entries[key]
+	delete(r.entries, key)
+	r.mu.Unlock()
+	if e != nil {
+		e.mu.Lock()
+		e.removed = true
+		if e.users == 0 {
+			e.unloadGen++
+			r.unloadLocked(e)
+		}
+		e.mu.Unlock()
+	}
+	removed, err := store.Remove(r.cfg.ModelsDir, name)
+	if err != nil {
+		return "", r.storeError(name, err)
+	}
+	return removed, nil
+}
+
+// fileInfo is a model of the models directory.
 type fileInfo struct {
 	name    string
 	path    string
 	size    int64
 	modTime time.Time
+	digest  string // a pulled model's manifest digest ("" for a plain file)
 }
 
-// list returns the models directory's *.gguf files, sorted by name.
+// list returns the store's models, sorted by name: plain *.gguf files and
+// pulled models (store.Scan).
 func (r *registry) list() ([]fileInfo, error) {
-	des, err := os.ReadDir(r.cfg.ModelsDir)
+	es, err := store.Scan(r.cfg.ModelsDir)
 	if err != nil {
-		return nil, fmt.Errorf("reading models directory: %w", err)
+		r.log.Error("model store", "err", err)
+		return nil, errors.New("cannot read the model store (the server's log says why)")
 	}
-	var out []fileInfo
-	for _, de := range des {
-		n := de.Name()
-		if !strings.HasSuffix(n, ".gguf") || strings.HasPrefix(n, ".") {
-			continue
-		}
-		p := filepath.Join(r.cfg.ModelsDir, n)
-		fi, err := os.Stat(p)
-		if err != nil || !fi.Mode().IsRegular() {
-			continue // a dangling link or a directory
-		}
-		out = append(out, fileInfo{name: strings.TrimSuffix(n, ".gguf"), path: p, size: fi.Size(), modTime: fi.ModTime()})
+	out := make([]fileInfo, 0, len(es))
+	for _, e := range es {
+		out = append(out, fileInfo{name: e.Name, path: e.Path, size: e.Size, modTime: e.Modified, digest: e.Digest})
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
 	return out, nil
+}
+
+// find resolves a model name in the store, with the client's error.
+func (r *registry) find(name string) (*store.Model, error) {
+	if name == "" {
+		return nil, badRequest("model name is required")
+	}
+	src, err := store.Lookup(r.cfg.ModelsDir, name)
+	if err != nil {
+		return nil, r.storeError(name, err)
+	}
+	return src, nil
 }
 
 // lease is a held generation slot on a loaded model.
@@ -425,7 +486,7 @@ func (l *lease) release(keepAlive time.Duration) {
 	gen := e.unloadGen
 	switch {
 	case e.users > 0 || e.m == nil:
-	case keepAlive == 0:
+	case keepAlive == 0 || e.removed:
 		r.unloadLocked(e)
 	case keepAlive < 0:
 		e.expires = time.Time{}

@@ -1,5 +1,6 @@
 // Package server is EdgeLLM's HTTP model server: an Ollama-compatible API
-// (/api/generate, /api/chat, /api/tags, /api/show, /api/ps, /api/version),
+// (/api/generate, /api/chat, /api/tags, /api/show, /api/ps, /api/version,
+// /api/delete, /api/copy),
 // an OpenAI-compatible one (/v1/chat/completions, /v1/completions,
 // /v1/models) as a translation layer onto the same internal request,
 // Prometheus metrics (/metrics) and /health. It owns the model registry
@@ -11,7 +12,10 @@
 // or backends' internals.
 //
 // Facts a client may rely on:
-//   - A model is ModelsDir/NAME.gguf (links followed); "NAME:latest" is NAME.
+//   - Models are those of the store in ModelsDir (package store): a file
+//     ModelsDir/NAME.gguf (links followed), named NAME or NAME:latest, and
+//     pulled models named as pulled ("hf.co/owner/repo:Q4_K_M", "x:latest",
+//     "x"). A request names a model, never a path; errors name no path.
 //   - num_ctx defaults to the file's context length; another value reloads
 //     the model with that context. A prompt longer than it is a 400.
 //   - Ollama endpoints default to edgellm run's sampling (temperature 0.8,
@@ -44,6 +48,8 @@ import (
 	"time"
 
 	"github.com/edgellm/edgellm/engine"
+	"github.com/edgellm/edgellm/pull"
+	"github.com/edgellm/edgellm/store"
 )
 
 // DefaultParallel is Config.Parallel's default.
@@ -54,8 +60,13 @@ const maxParallel = 64
 
 // Config says how to serve.
 type Config struct {
-	// ModelsDir holds the models: NAME.gguf (symbolic links followed).
+	// ModelsDir is the model store's folder: NAME.gguf files (symbolic
+	// links followed) and pulled models (package store).
 	ModelsDir string
+	// Pull downloads a model into ModelsDir for POST /api/pull: pull.Pull
+	// (the CLI sets it; tests may fake it). The server sets the options'
+	// Insecure and Progress. nil answers 501: this server does not pull.
+	Pull func(ctx context.Context, dir, name string, opt pull.Options) (store.Name, *store.Manifest, error)
 	// Engine is passed to engine.Load (Backend, Threads); ContextLen is set
 	// per request from num_ctx.
 	Engine engine.Options
@@ -165,6 +176,9 @@ func (s *Server) routes() {
 	handle("GET /api/tags", "tags", s.handleTags)
 	handle("POST /api/show", "show", s.handleShow)
 	handle("GET /api/ps", "ps", s.handlePs)
+	handle("DELETE /api/delete", "delete", s.handleDelete)
+	handle("POST /api/copy", "copy", s.handleCopy)
+	handle("POST /api/pull", "pull", s.handlePull)
 	handle("GET /api/version", "version", s.handleVersion)
 	handle("POST /v1/chat/completions", "v1_chat", s.handleOAIChat)
 	handle("POST /v1/completions", "v1_completions", s.handleOAICompletions)

@@ -16,7 +16,7 @@ import (
 )
 
 type benchCmd struct {
-	Model      string `help:"GGUF model file (default: the --preset, written once to the user cache)." short:"m" type:"existingfile"`
+	Model      string `help:"GGUF model file or store name (default: the --preset, written once to the user cache)." short:"m"`
 	Preset     string `help:"Synthetic preset: smollm-135m or bitnet-2b." default:"smollm-135m"`
 	Type       string `help:"Preset matrix type (default: the preset's)."`
 	EmbedType  string `help:"Preset embedding type (default Q8_0)." name:"embed-type"`
@@ -60,12 +60,18 @@ func presetPath(log *slog.Logger, preset, typ, embed string) (string, error) {
 }
 
 func (c *benchCmd) Run(log *slog.Logger) error {
-	path := c.Model
-	if path == "" {
+	var path string
+	if c.Model == "" {
 		var err error
 		if path, err = presetPath(log, c.Preset, c.Type, c.EmbedType); err != nil {
 			return err
 		}
+	} else {
+		src, err := resolveModel(c.Model)
+		if err != nil {
+			return err
+		}
+		path = src.Path
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()

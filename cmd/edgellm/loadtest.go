@@ -22,6 +22,7 @@ import (
 
 	"github.com/edgellm/edgellm/engine"
 	"github.com/edgellm/edgellm/server"
+	"github.com/edgellm/edgellm/store"
 )
 
 type loadtestCmd struct {
@@ -61,7 +62,11 @@ func (c *loadtestCmd) Run(log *slog.Logger) error {
 	}
 	base, model := c.URL, c.Model
 	if base == "" {
-		stop, addr, name, err := startLocal(log, c.Model, c.Backend, c.Threads, c.Parallel)
+		src, err := resolveModel(c.Model)
+		if err != nil {
+			return err
+		}
+		stop, addr, name, err := startLocal(log, src, c.Backend, c.Threads, c.Parallel)
 		if err != nil {
 			return err
 		}
@@ -126,36 +131,41 @@ func checkLoopback(raw string) error {
 	return nil
 }
 
-// startLocal serves one model file from a temporary models directory.
-func startLocal(log *slog.Logger, path, backend string, threads, parallel int) (stop func(), addr, name string, err error) {
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return nil, "", "", err
-	}
-	dir, err := os.MkdirTemp("", "edgellm-loadtest-")
-	if err != nil {
-		return nil, "", "", err
-	}
-	name = strings.TrimSuffix(filepath.Base(abs), ".gguf")
-	if err := os.Symlink(abs, filepath.Join(dir, name+".gguf")); err != nil {
-		os.RemoveAll(dir)
-		return nil, "", "", err
+// startLocal serves one model: a store model from its store folder, a file
+// from a temporary folder holding a link to it.
+func startLocal(log *slog.Logger, src *store.Model, backend string, threads, parallel int) (stop func(), addr, name string, err error) {
+	dir, name := src.Dir, src.Name
+	cleanup := func() {}
+	if dir == "" {
+		abs, err := filepath.Abs(src.Path)
+		if err != nil {
+			return nil, "", "", err
+		}
+		if dir, err = os.MkdirTemp("", "edgellm-loadtest-"); err != nil {
+			return nil, "", "", err
+		}
+		cleanup = func() { os.RemoveAll(dir) }
+		name = strings.TrimSuffix(filepath.Base(abs), ".gguf")
+		if err := os.Symlink(abs, filepath.Join(dir, name+".gguf")); err != nil {
+			cleanup()
+			return nil, "", "", err
+		}
 	}
 	srv, err := server.New(server.Config{ModelsDir: dir, Engine: engine.Options{Backend: backend, Threads: threads},
 		KeepAlive: -1, Parallel: parallel, Logger: log})
 	if err != nil {
-		os.RemoveAll(dir)
+		cleanup()
 		return nil, "", "", err
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		os.RemoveAll(dir)
+		cleanup()
 		return nil, "", "", err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { srv.Serve(ctx, ln); close(done) }()
-	return func() { cancel(); <-done; os.RemoveAll(dir) }, ln.Addr().String(), name, nil
+	return func() { cancel(); <-done; cleanup() }, ln.Addr().String(), name, nil
 }
 
 // level runs n clients until the level's requests are done or its time is up.

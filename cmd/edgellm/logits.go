@@ -21,7 +21,7 @@ import (
 // in the layout of llama.cpp's teacher-forced logits (one line a position,
 // C's %.7g), so any architecture can be compared with llama.cpp's output.
 type logitsCmd struct {
-	Model   string `help:"Model file (GGUF, or a llama2.c checkpoint with tokenizer.bin beside it)." short:"m" required:"" type:"existingfile"`
+	Model   string `help:"Model file (GGUF, or a llama2.c checkpoint with tokenizer.bin beside it) or store name." short:"m" required:""`
 	IDs     string `help:"Token ids, space- or comma-separated, run from position 0 (no BOS added)." name:"ids" required:""`
 	Ctx     int    `help:"Context length (default: the file's trained length, at most 4096); the ids must fit it." short:"c"`
 	Threads int    `help:"CPU threads (default: the cores this process may use)."`
@@ -42,7 +42,11 @@ func (c *logitsCmd) write(out io.Writer, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	m, err := engine.Load(c.Model, engine.Options{Backend: c.Backend, Threads: c.Threads, ContextLen: c.Ctx, Logger: log})
+	src, err := resolveModel(c.Model)
+	if err != nil {
+		return err
+	}
+	m, err := engine.Load(src.Path, engine.Options{Backend: c.Backend, Threads: c.Threads, ContextLen: c.Ctx, Logger: log})
 	if err != nil {
 		return err
 	}

@@ -19,7 +19,11 @@ type cli struct {
 	Run      runCmd      `cmd:"" help:"Generate text from a prompt."`
 	Tokenize tokenizeCmd `cmd:"" help:"Print the token ids of stdin."`
 	Logits   logitsCmd   `cmd:"" help:"Print the logits after every position of a sequence of token ids (llama.cpp's layout)."`
-	Show     showCmd     `cmd:"" help:"Describe a GGUF model file."`
+	Show     showCmd     `cmd:"" help:"Describe a GGUF model file or a store model."`
+	Pull     pullCmd     `cmd:"" help:"Download a model into the store (Hugging Face hf.co/OWNER/REPO[:QUANT], or an Ollama registry)."`
+	List     listCmd     `cmd:"" help:"List the models of the store ($EDGELLM_MODELS, else ~/.edgellm/models)."`
+	Rm       rmCmd       `cmd:"" help:"Delete models from the store."`
+	Cp       cpCmd       `cmd:"" help:"Copy a store model to a new name (sharing its bytes on disk)."`
 	Synth    synthCmd    `cmd:"" help:"Write a deterministic synthetic model at a preset shape."`
 	Convert  convertCmd  `cmd:"" help:"Convert a Hugging Face checkpoint folder or a llama2.c checkpoint to GGUF."`
 	Quantize quantizeCmd `cmd:"" help:"Rewrite a model's tensors in another type (ternary by absmean)."`

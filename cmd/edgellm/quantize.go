@@ -13,7 +13,7 @@ import (
 )
 
 type quantizeCmd struct {
-	In        string `arg:"" help:"Input GGUF model."`
+	In        string `arg:"" help:"Input GGUF model: a file or a store name."`
 	Out       string `arg:"" help:"Output GGUF file (written to a temporary file, then renamed)."`
 	Type      string `help:"Target type: tq1_0, tq2_0, q2_0, i2_s, q4_0, q8_0 or f16." required:""`
 	TokenEmbd string `help:"Type of token_embd.weight (default: the policy's; see the README)." name:"token-embedding-type"`
@@ -48,7 +48,11 @@ func (c *quantizeCmd) Run(log *slog.Logger) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	sum, err := quantize.File(ctx, c.In, c.Out, opt)
+	src, err := resolveModel(c.In)
+	if err != nil {
+		return err
+	}
+	sum, err := quantize.File(ctx, src.Path, c.Out, opt)
 	if err != nil {
 		return err
 	}

@@ -11,28 +11,33 @@ import (
 	"strings"
 	"time"
 
+	"github.com/alecthomas/kong"
+
 	"github.com/edgellm/edgellm/engine"
 	"github.com/edgellm/edgellm/sample"
 )
 
 type runCmd struct {
-	Model         string  `help:"GGUF model file (or a llama2.c .bin with --tokenizer)." short:"m" required:"" type:"existingfile"`
-	Tokenizer     string  `help:"llama2.c tokenizer .bin, for a llama2.c checkpoint." type:"existingfile"`
-	Prompt        string  `help:"Prompt text (empty: BOS only where the model adds one)." short:"p"`
-	File          string  `help:"Read the prompt from a file." short:"f" type:"existingfile"`
-	N             int     `help:"Tokens to generate (default: until an end token or the context is full)." short:"n" default:"-1"`
-	Ctx           int     `help:"Context length (default: the file's trained length, at most 4096)." short:"c"`
-	Temp          float64 `help:"Temperature; 0 is greedy." default:"0.8"`
-	TopK          int     `help:"Top-k (0: off)." name:"top-k" default:"40"`
-	TopP          float64 `help:"Top-p (1: off)." name:"top-p" default:"0.95"`
-	MinP          float64 `help:"Min-p (0: off)." name:"min-p" default:"0.05"`
-	RepeatPenalty float64 `help:"Repetition penalty (1: off)." name:"repeat-penalty" default:"1.0"`
-	RepeatLastN   int     `help:"Tokens the repetition penalty looks back over." name:"repeat-last-n" default:"64"`
-	Seed          int64   `help:"Sampling seed (-1: random)." default:"-1"`
-	Threads       int     `help:"CPU threads (default: the cores this process may use)."`
-	Backend       string  `help:"auto, cpu or cuda." enum:"auto,cpu,cuda" default:"auto"`
-	IgnoreEOS     bool    `help:"Do not stop at end-of-generation tokens." name:"ignore-eos"`
-	Interactive   bool    `help:"Read prompts from stdin in a loop; the conversation carries on." short:"i"`
+	Model         string   `help:"GGUF model file or store name (or a llama2.c .bin with --tokenizer); or give it as the first argument." short:"m"`
+	Args          []string `arg:"" optional:"" name:"model" help:"The model (unless -m gives it), then the prompt's words (instead of -p)."`
+	Tokenizer     string   `help:"llama2.c tokenizer .bin, for a llama2.c checkpoint." type:"existingfile"`
+	Prompt        string   `help:"Prompt text (empty: BOS only where the model adds one)." short:"p"`
+	File          string   `help:"Read the prompt from a file." short:"f" type:"existingfile"`
+	N             int      `help:"Tokens to generate (default: until an end token or the context is full)." short:"n" default:"-1"`
+	Ctx           int      `help:"Context length (default: the file's trained length, at most 4096)." short:"c"`
+	Temp          float64  `help:"Temperature; 0 is greedy." default:"0.8"`
+	TopK          int      `help:"Top-k (0: off)." name:"top-k" default:"40"`
+	TopP          float64  `help:"Top-p (1: off)." name:"top-p" default:"0.95"`
+	MinP          float64  `help:"Min-p (0: off)." name:"min-p" default:"0.05"`
+	RepeatPenalty float64  `help:"Repetition penalty (1: off)." name:"repeat-penalty" default:"1.0"`
+	RepeatLastN   int      `help:"Tokens the repetition penalty looks back over." name:"repeat-last-n" default:"64"`
+	Seed          int64    `help:"Sampling seed (-1: random)." default:"-1"`
+	Threads       int      `help:"CPU threads (default: the cores this process may use)."`
+	Backend       string   `help:"auto, cpu or cuda." enum:"auto,cpu,cuda" default:"auto"`
+	IgnoreEOS     bool     `help:"Do not stop at end-of-generation tokens." name:"ignore-eos"`
+	Interactive   bool     `help:"Read prompts from stdin in a loop; the conversation carries on." short:"i"`
+
+	stops []string // a pulled model's stop strings (its params layer)
 }
 
 func (c *runCmd) sampling() sample.Params {
@@ -46,10 +51,27 @@ func (c *runCmd) sampling() sample.Params {
 	}
 }
 
-func (c *runCmd) Run(log *slog.Logger) error {
+func (c *runCmd) Run(log *slog.Logger, kctx *kong.Context) error {
+	args := c.Args
+	if c.Model == "" && len(args) > 0 {
+		c.Model, args = args[0], args[1:]
+	}
 	prompt := c.Prompt
+	if len(args) > 0 {
+		if c.Prompt != "" || c.File != "" {
+			return fmt.Errorf("give the prompt as arguments, -p or -f, not two of them")
+		}
+		prompt = strings.Join(args, " ")
+	}
+	src, err := resolveModel(c.Model)
+	if err != nil {
+		return err
+	}
+	if c.stops, err = c.applyParams(kctx, src.Name, src.Params); err != nil {
+		return err
+	}
 	if c.File != "" {
-		if c.Prompt != "" {
+		if prompt != "" {
 			return fmt.Errorf("give -p or -f, not both")
 		}
 		b, err := os.ReadFile(c.File)
@@ -58,7 +80,7 @@ func (c *runCmd) Run(log *slog.Logger) error {
 		}
 		prompt = string(b)
 	}
-	m, err := engine.Load(c.Model, engine.Options{
+	m, err := engine.Load(src.Path, engine.Options{
 		Backend: c.Backend, Threads: c.Threads, ContextLen: c.Ctx, TokenizerPath: c.Tokenizer, Logger: log,
 	})
 	if err != nil {
@@ -106,7 +128,7 @@ func (c *runCmd) generate(ctx context.Context, log *slog.Logger, m *engine.Model
 // generateTo streams the continuation of prompt to out (and to keep, when
 // non-nil), then prints the figures on stderr.
 func (c *runCmd) generateTo(ctx context.Context, log *slog.Logger, m *engine.Model, prompt string, out *bufio.Writer, keep *strings.Builder) error {
-	req := engine.Request{Prompt: prompt, MaxTokens: max(c.N, 0), Sampling: c.sampling(), IgnoreEOS: c.IgnoreEOS}
+	req := engine.Request{Prompt: prompt, MaxTokens: max(c.N, 0), Sampling: c.sampling(), IgnoreEOS: c.IgnoreEOS, Stop: c.stops}
 	st, err := m.Generate(ctx, req, func(t engine.Token) error {
 		out.WriteString(t.Text)
 		if keep != nil {

@@ -8,18 +8,19 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/edgellm/edgellm/engine"
+	"github.com/edgellm/edgellm/pull"
 	"github.com/edgellm/edgellm/server"
+	"github.com/edgellm/edgellm/store"
 )
 
 type serveCmd struct {
 	Addr      string        `help:"Address to listen on (default: $EDGELLM_HOST, else 127.0.0.1:11434)."`
-	Models    string        `help:"Models directory: NAME.gguf files or links to them (default: $EDGELLM_MODELS, else ~/.edgellm/models)."`
+	Models    string        `help:"Models directory, the model store: NAME.gguf files or links to them, and pulled models (default: $EDGELLM_MODELS, else ~/.edgellm/models)."`
 	Backend   string        `help:"auto, cpu or cuda." enum:"auto,cpu,cuda" default:"auto"`
 	Threads   int           `help:"CPU threads per model (default: the cores this process may use)."`
 	KeepAlive time.Duration `help:"How long an idle model stays loaded (negative: forever)." name:"keep-alive" default:"5m"`
@@ -54,20 +55,13 @@ func listenAddr(flag string) string {
 	return a
 }
 
-// modelsDir resolves the models directory: the flag, else EDGELLM_MODELS,
-// else ~/.edgellm/models.
+// modelsDir resolves the models directory: the flag, else the store's
+// (EDGELLM_MODELS, else ~/.edgellm/models).
 func modelsDir(flag string) (string, error) {
 	if flag != "" {
 		return flag, nil
 	}
-	if d := os.Getenv("EDGELLM_MODELS"); d != "" {
-		return d, nil
-	}
-	home, err := os.UserHomeDir()
-	if err != nil {
-		return "", fmt.Errorf("no models directory: give --models or set EDGELLM_MODELS (%w)", err)
-	}
-	return filepath.Join(home, ".edgellm", "models"), nil
+	return store.Dir()
 }
 
 // exposureWarning is the warning for a listener beyond loopback without an
@@ -91,6 +85,7 @@ func (c *serveCmd) Run(log *slog.Logger) error {
 	}
 	srv, err := server.New(server.Config{
 		ModelsDir: dir,
+		Pull:      pull.Pull,
 		Engine:    engine.Options{Backend: c.Backend, Threads: c.Threads},
 		KeepAlive: c.KeepAlive,
 		MaxQueue:  c.MaxQueue,

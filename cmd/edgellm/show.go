@@ -14,7 +14,8 @@ import (
 )
 
 type showCmd struct {
-	Model string `help:"GGUF file." short:"m" required:"" type:"existingfile"`
+	Model string `help:"GGUF file or store name; or give it as the argument." short:"m"`
+	Name  string `arg:"" optional:"" name:"model" help:"The model, instead of -m."`
 	JSON  bool   `help:"Print one JSON object."`
 }
 
@@ -28,6 +29,13 @@ type showTensor struct {
 
 // showReport is what show prints.
 type showReport struct {
+	// A store model's name, and a pulled model's template, system and
+	// params layers.
+	Name           string `json:"name,omitempty"`
+	OllamaTemplate string `json:"ollama_template,omitempty"`
+	System         string `json:"system,omitempty"`
+	Params         string `json:"params,omitempty"`
+
 	File         string            `json:"file"`
 	Version      uint32            `json:"gguf_version"`
 	Architecture string            `json:"architecture"`
@@ -47,13 +55,27 @@ type showReport struct {
 var llamaCppArchs = map[string]bool{"llama": true, "bitnet": true, "qwen2": true, "qwen3": true, "gemma3": true}
 
 func (c *showCmd) Run(log *slog.Logger) error {
-	f, err := gguf.Open(c.Model)
+	arg := c.Model
+	if arg == "" {
+		arg = c.Name
+	} else if c.Name != "" {
+		return fmt.Errorf("give the model as -m or as the argument, not both")
+	}
+	src, err := resolveModel(arg)
+	if err != nil {
+		return err
+	}
+	f, err := gguf.Open(src.Path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	r := showReport{File: c.Model, Version: f.Version, Metadata: map[string]string{},
-		TypeCounts: map[string]int{}, Tokenizer: map[string]string{}}
+	r := showReport{File: src.Path, Version: f.Version, Metadata: map[string]string{},
+		TypeCounts: map[string]int{}, Tokenizer: map[string]string{},
+		OllamaTemplate: src.Template, System: src.System, Params: string(src.Params)}
+	if src.Dir != "" {
+		r.Name = src.Name
+	}
 	r.Architecture, _ = f.String("general.architecture")
 	for _, kv := range f.KVs {
 		if strings.HasPrefix(kv.Key, "tokenizer.") {
@@ -126,6 +148,9 @@ func llamaCppReadable(f *gguf.File, arch string) (bool, string) {
 }
 
 func printShow(r *showReport) {
+	if r.Name != "" {
+		fmt.Printf("name:          %s\n", r.Name)
+	}
 	fmt.Printf("file:          %s (GGUF v%d)\n", r.File, r.Version)
 	fmt.Printf("architecture:  %s\n", r.Architecture)
 	if c := r.Config; c != nil {
@@ -177,6 +202,11 @@ func printShow(r *showReport) {
 	fmt.Printf("tensors:       %d, %.1f MB (%s)\n", len(r.Tensors), float64(r.TensorBytes)/1e6, strings.Join(types, ", "))
 	if v, ok := r.Metadata["edgellm.synth.fallbacks"]; ok {
 		fmt.Printf("fallbacks:     %s\n", v)
+	}
+	for _, l := range []struct{ what, text string }{{"template", r.OllamaTemplate}, {"system", r.System}, {"params", r.Params}} {
+		if l.text != "" {
+			fmt.Printf("%-15s%q\n", l.what+" layer:", l.text)
+		}
 	}
 	fmt.Println("metadata:")
 	mk := make([]string, 0, len(r.Metadata))

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/edgellm/edgellm/internal/testfiles"
+	"github.com/edgellm/edgellm/store"
 )
 
 // A short soak on stories260K: every kind of request runs, and each ends
@@ -19,7 +20,7 @@ func TestSoakShort(t *testing.T) {
 	}
 	c := &loadtestCmd{Model: testfiles.Path(t, "models/stories260K/stories260K-f32.gguf"), NumPredict: 8,
 		Prompt: "Once upon a time", Soak: 3 * time.Second}
-	stop, addr, name, err := startLocal(slog.New(slog.DiscardHandler), c.Model, "cpu", 1, 4)
+	stop, addr, name, err := startLocal(slog.New(slog.DiscardHandler), &store.Model{Name: c.Model, Path: c.Model}, "cpu", 1, 4)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,12 +13,16 @@ import (
 )
 
 type tokenizeCmd struct {
-	Model     string `help:"GGUF file (a vocab-only file is enough)." short:"m" required:"" type:"existingfile"`
+	Model     string `help:"GGUF file (a vocab-only file is enough) or store name." short:"m" required:""`
 	NoSpecial bool   `help:"Add no BOS/EOS and do not parse special-token text." name:"no-special"`
 }
 
 func (c *tokenizeCmd) Run(log *slog.Logger) error {
-	f, err := gguf.Open(c.Model)
+	src, err := resolveModel(c.Model)
+	if err != nil {
+		return err
+	}
+	f, err := gguf.Open(src.Path)
 	if err != nil {
 		return err
 	}
