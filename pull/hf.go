@@ -9,11 +9,13 @@ import (
 	"net/url"
 	"os"
 	"path"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/edgellm/edgellm/internal/atomicfile"
 	"github.com/edgellm/edgellm/store"
 )
 
@@ -119,7 +121,10 @@ func (p *puller) writeBlob(mediaType string, b []byte) (store.Layer, error) {
 	if err != nil {
 		return l, err
 	}
-	return l, writeAtomic(path, b)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return l, err
+	}
+	return l, atomicfile.WriteFile(path, b)
 }
 
 // hfList lists the repository's files at main, following the API's
