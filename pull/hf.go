@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/edgellm/edgellm/internal/atomicfile"
@@ -86,13 +85,7 @@ func (p *puller) hf(ctx context.Context, n store.Name) (*store.Manifest, error) 
 		segs = append(segs, url.PathEscape(s))
 	}
 	src := endpoint.JoinPath(segs...).String()
-	err = p.fetchBlob(ctx, model, func(ctx context.Context, from int64) (*http.Response, error) {
-		h := http.Header{}
-		if from > 0 {
-			h.Set("Range", "bytes="+strconv.FormatInt(from, 10)+"-")
-		}
-		return p.get(ctx, src, h)
-	})
+	err = p.fetchBlob(ctx, model, ranged(p.get, src))
 	if err != nil {
 		return nil, err
 	}
