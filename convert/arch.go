@@ -81,14 +81,19 @@ var bitnetLayer = layerMap(map[string]string{
 
 var bitnetRequired = append(slices.Clone(baseRequired), "attn_sub_norm.weight", "ffn_sub_norm.weight")
 
+// vocabRopeKeys are the keys llama.cpp's converter writes for llama and
+// bitnet-b1.58 beyond the common ones: the vocabulary size and RoPE's
+// dimension count.
+func vocabRopeKeys(c *hfConfig, k keyWriter) error {
+	k.u32("vocab_size", c.VocabSize)
+	k.u32("rope.dimension_count", c.headDim())
+	return nil
+}
+
 var (
 	llamaSpec = &archSpec{
 		arch: "llama", permuteQK: true, layer: baseLayer, required: baseRequired,
-		keys: func(c *hfConfig, k keyWriter) error {
-			k.u32("vocab_size", c.VocabSize)
-			k.u32("rope.dimension_count", c.headDim())
-			return nil
-		},
+		keys: vocabRopeKeys,
 	}
 	qwen2Spec = &archSpec{
 		arch: "qwen2", required: baseRequired,
@@ -119,11 +124,7 @@ var (
 	// ReLU²); upstream llama.cpp does not read it.
 	bitnet158Spec = &archSpec{
 		arch: "bitnet-b1.58", ternarize: true, layer: bitnetLayer, required: bitnetRequired,
-		keys: func(c *hfConfig, k keyWriter) error {
-			k.u32("vocab_size", c.VocabSize)
-			k.u32("rope.dimension_count", c.headDim())
-			return nil
-		},
+		keys: vocabRopeKeys,
 	}
 	// bitnet is llama.cpp's BitnetForCausalLM (1bitLLM, SiLU).
 	bitnetSpec = &archSpec{

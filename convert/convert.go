@@ -10,13 +10,12 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/edgellm/edgellm/gguf"
+	"github.com/edgellm/edgellm/internal/atomicfile"
 	"github.com/edgellm/edgellm/model"
 	"github.com/edgellm/edgellm/quant"
 	"github.com/edgellm/edgellm/quantize"
@@ -203,8 +202,8 @@ func (e *emitter) add(name string, shape []int64, produce func() ([]float32, err
 	return nil
 }
 
-// write finishes the metadata and writes the file to a temporary file
-// beside out, renamed to out once complete.
+// write finishes the metadata and writes the file to out atomically
+// (internal/atomicfile), so a failed conversion leaves no half file.
 func (e *emitter) write(out string, o Options, start time.Time) (*Summary, error) {
 	ft, ok := quantize.FileType(e.typ)
 	if !ok {
@@ -220,29 +219,14 @@ func (e *emitter) write(out string, o Options, start time.Time) (*Summary, error
 	} else {
 		e.w.AddString("tokenizer.ggml.model", "none")
 	}
-	dir := filepath.Dir(out)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(out)+".*.tmp")
-	if err != nil {
-		return nil, fmt.Errorf("convert: %w", err)
-	}
-	done := false
-	defer func() {
-		if !done {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	n, err := e.w.WriteTo(tmp)
+	var n int64
+	err := atomicfile.Write(out, func(w io.Writer) (err error) {
+		n, err = e.w.WriteTo(w)
+		return err
+	}, nil)
 	if err != nil {
 		return nil, fmt.Errorf("convert: writing %s: %w", out, err)
 	}
-	if err := tmp.Close(); err != nil {
-		return nil, fmt.Errorf("convert: writing %s: %w", out, err)
-	}
-	if err := os.Rename(tmp.Name(), out); err != nil {
-		return nil, fmt.Errorf("convert: %w", err)
-	}
-	done = true
 	e.sum.BytesOut = n
 	e.sum.Took = time.Since(start)
 	return &e.sum, nil

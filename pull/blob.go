@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -19,6 +20,18 @@ import (
 // fetchFunc starts the transfer of a blob from byte offset from (from > 0:
 // the caller wants `Range: bytes=from-`).
 type fetchFunc func(ctx context.Context, from int64) (*http.Response, error)
+
+// ranged is the fetchFunc of the blob at u, fetched with get (which sends
+// the headers it is given): a transfer from byte from > 0 asks for the rest.
+func ranged(get func(ctx context.Context, u string, h http.Header) (*http.Response, error), u string) fetchFunc {
+	return func(ctx context.Context, from int64) (*http.Response, error) {
+		h := http.Header{}
+		if from > 0 {
+			h.Set("Range", "bytes="+strconv.FormatInt(from, 10)+"-")
+		}
+		return get(ctx, u, h)
+	}
+}
 
 var errStalled = errors.New("no data received for too long")
 

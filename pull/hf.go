@@ -9,11 +9,12 @@ import (
 	"net/url"
 	"os"
 	"path"
+	"path/filepath"
 	"regexp"
 	"slices"
-	"strconv"
 	"strings"
 
+	"github.com/edgellm/edgellm/internal/atomicfile"
 	"github.com/edgellm/edgellm/store"
 )
 
@@ -84,13 +85,7 @@ func (p *puller) hf(ctx context.Context, n store.Name) (*store.Manifest, error) 
 		segs = append(segs, url.PathEscape(s))
 	}
 	src := endpoint.JoinPath(segs...).String()
-	err = p.fetchBlob(ctx, model, func(ctx context.Context, from int64) (*http.Response, error) {
-		h := http.Header{}
-		if from > 0 {
-			h.Set("Range", "bytes="+strconv.FormatInt(from, 10)+"-")
-		}
-		return p.get(ctx, src, h)
-	})
+	err = p.fetchBlob(ctx, model, ranged(p.get, src))
 	if err != nil {
 		return nil, err
 	}
@@ -119,7 +114,10 @@ func (p *puller) writeBlob(mediaType string, b []byte) (store.Layer, error) {
 	if err != nil {
 		return l, err
 	}
-	return l, writeAtomic(path, b)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return l, err
+	}
+	return l, atomicfile.WriteFile(path, b)
 }
 
 // hfList lists the repository's files at main, following the API's

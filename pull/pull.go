@@ -14,8 +14,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -81,11 +79,7 @@ func Pull(ctx context.Context, dir, name string, opt Options) (store.Name, *stor
 		return n, nil, fmt.Errorf("pull %s: %w", n.Display(), err)
 	}
 	p.progress(Progress{Status: "writing manifest"})
-	b, err := json.Marshal(m)
-	if err != nil {
-		return n, nil, fmt.Errorf("pull %s: %w", n.Display(), err)
-	}
-	if err := writeAtomic(store.ManifestPath(dir, n), b); err != nil {
+	if err := store.WriteManifest(dir, n, m); err != nil {
 		return n, nil, fmt.Errorf("pull %s: manifest: %w", n.Display(), err)
 	}
 	p.progress(Progress{Status: "success"})
@@ -261,31 +255,4 @@ func isRetryable(err error) bool {
 		return true
 	}
 	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
-}
-
-// writeAtomic writes b to path through a temporary file in the same folder,
-// synced and renamed, so a reader sees the old file or the whole new one.
-func writeAtomic(path string, b []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 
 	"github.com/edgellm/edgellm/store"
@@ -55,13 +54,7 @@ func (p *puller) registry(ctx context.Context, n store.Name) (*store.Manifest, e
 		}
 		done[l.Digest] = true
 		u := base.JoinPath("blobs", l.Digest).String()
-		err := p.fetchBlob(ctx, l, func(ctx context.Context, from int64) (*http.Response, error) {
-			h := http.Header{}
-			if from > 0 {
-				h.Set("Range", "bytes="+strconv.FormatInt(from, 10)+"-")
-			}
-			return p.registryGet(ctx, u, h)
-		})
+		err := p.fetchBlob(ctx, l, ranged(p.registryGet, u))
 		if err != nil {
 			return nil, err
 		}

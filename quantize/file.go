@@ -7,13 +7,13 @@ import (
 	"io"
 	"math"
 	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/edgellm/edgellm/gguf"
+	"github.com/edgellm/edgellm/internal/atomicfile"
 	"github.com/edgellm/edgellm/internal/par"
 	"github.com/edgellm/edgellm/model"
 	"github.com/edgellm/edgellm/quant"
@@ -204,41 +204,30 @@ func File(ctx context.Context, in, out string, opt Options) (*Summary, error) {
 	return sum, nil
 }
 
-// writeChecked writes w to a temporary file beside out, checks that it
-// loads, and renames it to out.
+// writeChecked writes w to out atomically (internal/atomicfile), checking
+// that the temporary file loads before it is renamed to out.
 func writeChecked(w *gguf.Writer, out string, lo model.LoadOptions) (int64, error) {
-	tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".tmp*")
-	if err != nil {
-		return 0, fmt.Errorf("quantize: %w", err)
-	}
-	name := tmp.Name()
-	fail := func(err error) (int64, error) {
-		tmp.Close()
-		os.Remove(name)
-		return 0, err
-	}
-	n, err := w.WriteTo(tmp)
-	if err != nil {
-		return fail(fmt.Errorf("quantize: %s: %w", out, err))
-	}
-	if err := tmp.Sync(); err != nil {
-		return fail(fmt.Errorf("quantize: %s: %w", out, err))
-	}
-	if err := tmp.Close(); err != nil {
-		return fail(fmt.Errorf("quantize: %s: %w", out, err))
-	}
-	g, err := gguf.Open(name)
-	if err == nil {
-		_, err = model.FromGGUFWith(g, lo)
-		g.Close()
+	var n int64
+	var loadErr error
+	err := atomicfile.Write(out, func(f io.Writer) (err error) {
+		n, err = w.WriteTo(f)
+		return err
+	}, func(tmp string) error {
+		g, err := gguf.Open(tmp)
+		if err == nil {
+			_, err = model.FromGGUFWith(g, lo)
+			g.Close()
+		}
+		if err != nil {
+			loadErr = fmt.Errorf("quantize: the written file does not load: %w", err)
+		}
+		return loadErr
+	})
+	if loadErr != nil {
+		return 0, loadErr
 	}
 	if err != nil {
-		os.Remove(name)
-		return 0, fmt.Errorf("quantize: the written file does not load: %w", err)
-	}
-	if err := os.Rename(name, out); err != nil {
-		os.Remove(name)
-		return 0, fmt.Errorf("quantize: %w", err)
+		return 0, fmt.Errorf("quantize: %s: %w", out, err)
 	}
 	return n, nil
 }

@@ -275,9 +275,10 @@ func TestI2SLayoutsMatchTQ2(t *testing.T) {
 	}
 }
 
-// withoutKey copies a GGUF file without one metadata key, as bitnet.cpp's
-// files come (they do not record their I2_S layout).
-func withoutKey(t *testing.T, path, key string) string {
+// rewrite copies the GGUF file at path to a temporary file called name:
+// each metadata pair through kv and each tensor through tensor (nil: copied
+// as they are).
+func rewrite(t *testing.T, path, name string, kv func(w *gguf.Writer, kv gguf.KV), tensor func(w *gguf.Writer, ti gguf.TensorInfo) error) string {
 	t.Helper()
 	f, err := gguf.Open(path)
 	if err != nil {
@@ -285,21 +286,42 @@ func withoutKey(t *testing.T, path, key string) string {
 	}
 	defer f.Close()
 	w := gguf.NewWriter()
-	for _, kv := range f.KVs {
-		if kv.Key != key {
-			w.Add(kv.Key, kv.Value)
+	for _, p := range f.KVs {
+		if kv == nil {
+			w.Add(p.Key, p.Value)
+		} else {
+			kv(w, p)
 		}
 	}
 	for _, ti := range f.Tensors {
-		if err := w.AddTensor(ti.Name, ti.Type, ti.Dims, ti.Data[:ti.Size]); err != nil {
+		if tensor == nil {
+			err = sameTensor(w, ti)
+		} else {
+			err = tensor(w, ti)
+		}
+		if err != nil {
 			t.Fatal(err)
 		}
 	}
-	out := filepath.Join(t.TempDir(), "nokey-"+filepath.Base(path))
+	out := filepath.Join(t.TempDir(), name)
 	if err := w.WriteFile(out); err != nil {
 		t.Fatal(err)
 	}
 	return out
+}
+
+func sameTensor(w *gguf.Writer, ti gguf.TensorInfo) error {
+	return w.AddTensor(ti.Name, ti.Type, ti.Dims, ti.Data[:ti.Size])
+}
+
+// withoutKey copies a GGUF file without one metadata key, as bitnet.cpp's
+// files come (they do not record their I2_S layout).
+func withoutKey(t *testing.T, path, key string) string {
+	return rewrite(t, path, "nokey-"+filepath.Base(path), func(w *gguf.Writer, kv gguf.KV) {
+		if kv.Key != key {
+			w.Add(kv.Key, kv.Value)
+		}
+	}, nil)
 }
 
 func loadWith(t *testing.T, path string, l model.I2SLayout) (*model.Weights, error) {
@@ -411,43 +433,21 @@ func TestQuantizeErrors(t *testing.T) {
 	check("missing input", filepath.Join(dir, "none.gguf"), Options{Type: quant.Q8_0}, "no such file")
 
 	// An architecture EdgeLLM does not read.
-	f, err := gguf.Open(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	rewrite := func(name string, edit func(w *gguf.Writer, ti gguf.TensorInfo) error, arch string) string {
-		w := gguf.NewWriter()
-		for _, kv := range f.KVs {
-			if kv.Key == "general.architecture" && arch != "" {
-				w.AddString(kv.Key, arch)
-				continue
-			}
-			w.Add(kv.Key, kv.Value)
+	mamba := rewrite(t, src, "mamba.gguf", func(w *gguf.Writer, kv gguf.KV) {
+		if kv.Key == "general.architecture" {
+			kv.Value = gguf.NewString("mamba")
 		}
-		for _, ti := range f.Tensors {
-			if err := edit(w, ti); err != nil {
-				t.Fatal(err)
-			}
-		}
-		p := filepath.Join(t.TempDir(), name)
-		if err := w.WriteFile(p); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	same := func(w *gguf.Writer, ti gguf.TensorInfo) error {
-		return w.AddTensor(ti.Name, ti.Type, ti.Dims, ti.Data[:ti.Size])
-	}
-	check("unknown architecture", rewrite("mamba.gguf", same, "mamba"), Options{Type: quant.Q8_0}, `unsupported architecture "mamba"`)
+		w.Add(kv.Key, kv.Value)
+	}, nil)
+	check("unknown architecture", mamba, Options{Type: quant.Q8_0}, `unsupported architecture "mamba"`)
 	// A tensor in a type EdgeLLM cannot decode (Q5_0).
-	q5 := rewrite("q5.gguf", func(w *gguf.Writer, ti gguf.TensorInfo) error {
+	q5 := rewrite(t, src, "q5.gguf", nil, func(w *gguf.Writer, ti gguf.TensorInfo) error {
 		if ti.Name != "blk.0.attn_k.weight" {
-			return same(w, ti)
+			return sameTensor(w, ti)
 		}
 		n, _ := quant.TensorBytes(quant.Q5_0, ti.Dims[0], ti.Elements())
 		return w.AddTensor(ti.Name, quant.Q5_0, ti.Dims, make([]byte, n))
-	}, "")
+	})
 	check("undecodable tensor", q5, Options{Type: quant.Q8_0}, `"blk.0.attn_k.weight": unsupported tensor type Q5_0`)
 
 	// A cancelled context stops the work.

@@ -163,28 +163,10 @@ func TestMatchesLlamaQuantize(t *testing.T) {
 // withOutput copies a tied model's file with an output.weight of its own
 // (the embedding's values), so the embedding and the LM head are untied.
 func withOutput(t *testing.T, path string) string {
-	t.Helper()
-	f, err := gguf.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	w := gguf.NewWriter()
-	for _, kv := range f.KVs {
-		w.Add(kv.Key, kv.Value)
-	}
-	for _, ti := range f.Tensors {
-		if err := w.AddTensor(ti.Name, ti.Type, ti.Dims, ti.Data[:ti.Size]); err != nil {
-			t.Fatal(err)
+	return rewrite(t, path, "untied-"+filepath.Base(path), nil, func(w *gguf.Writer, ti gguf.TensorInfo) error {
+		if err := sameTensor(w, ti); err != nil || ti.Name != "token_embd.weight" {
+			return err
 		}
-	}
-	emb, _ := f.Tensor("token_embd.weight")
-	if err := w.AddTensor("output.weight", emb.Type, emb.Dims, emb.Data[:emb.Size]); err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(t.TempDir(), "untied-"+filepath.Base(path))
-	if err := w.WriteFile(out); err != nil {
-		t.Fatal(err)
-	}
-	return out
+		return w.AddTensor("output.weight", ti.Type, ti.Dims, ti.Data[:ti.Size])
+	})
 }

@@ -11,14 +11,15 @@ import (
 	"github.com/edgellm/edgellm/engine"
 	"github.com/edgellm/edgellm/sample"
 	"github.com/edgellm/edgellm/server/chattmpl"
+	"github.com/edgellm/edgellm/store"
 )
 
 // maxNumCtx bounds num_ctx so that a request cannot make the server
 // allocate a KV cache of any size it likes.
-const maxNumCtx = 1 << 17
+const maxNumCtx = store.MaxNumCtx
 
 // maxStops bounds the stop strings of one request.
-const maxStops = 16
+const maxStops = store.MaxStops
 
 // genOptions are a request's sampling and stopping options, validated.
 type genOptions struct {
@@ -228,21 +229,7 @@ func mergeStops(a, b []string) []string {
 
 // samplingIn are sampling options as the APIs give them; nil is "not given".
 // The JSON names are Ollama's options; other keys are ignored.
-type samplingIn struct {
-	Temperature   *float64 `json:"temperature"`
-	TopK          *int     `json:"top_k"`
-	TopP          *float64 `json:"top_p"`
-	MinP          *float64 `json:"min_p"`
-	Seed          *int64   `json:"seed"`
-	RepeatPenalty *float64 `json:"repeat_penalty"`
-	RepeatLastN   *int     `json:"repeat_last_n"`
-	NumPredict    *int     `json:"num_predict"`
-	NumCtx        *int     `json:"num_ctx"`
-	Stop          []string `json:"stop"`
-	// Penalties we do not implement: only their neutral value is accepted.
-	PresencePenalty  *float64 `json:"presence_penalty"`
-	FrequencyPenalty *float64 `json:"frequency_penalty"`
-}
+type samplingIn store.Params
 
 // samplingDefaults differ between the APIs. Ollama's endpoints take
 // `edgellm run`'s defaults (llama.cpp's: no repetition penalty, top-p 0.95,
@@ -259,98 +246,52 @@ var (
 	openaiDefaults = samplingDefaults{temperature: 1, topK: 0, topP: 1, minP: 0, repeatPenalty: 1, repeatLastN: 64}
 )
 
-// options validates sampling options; a bad one is a 400 naming it.
+// options validates sampling options (store.Params.Check, the params
+// layer's rules); a bad one is a 400 naming it.
 func (in *samplingIn) options(d samplingDefaults) (genOptions, error) {
 	o := genOptions{in: *in, defaults: d}
-	f := func(name string, p *float64, def, lo, hi float64) (float32, error) {
+	if err := (*store.Params)(in).Check(); err != nil {
+		return o, badRequest("%s", err.Error())
+	}
+	f := func(p *float64, def float64) float32 {
 		if p == nil {
-			return float32(def), nil
+			return float32(def)
 		}
-		v := *p
-		if math.IsNaN(v) || v < lo || v > hi {
-			return 0, badRequest("option %s = %v out of range [%v, %v]", name, v, lo, hi)
-		}
-		return float32(v), nil
+		return float32(*p)
 	}
-	var err error
 	sp := &o.sampling
-	if sp.Temperature, err = f("temperature", in.Temperature, d.temperature, 0, 100); err != nil {
-		return o, err
-	}
-	if sp.TopP, err = f("top_p", in.TopP, d.topP, 0, 1); err != nil {
-		return o, err
-	}
-	if sp.MinP, err = f("min_p", in.MinP, d.minP, 0, 1); err != nil {
-		return o, err
-	}
-	if sp.RepeatPenalty, err = f("repeat_penalty", in.RepeatPenalty, d.repeatPenalty, 0, 100); err != nil {
-		return o, err
-	}
+	sp.Temperature = f(in.Temperature, d.temperature)
+	sp.TopP = f(in.TopP, d.topP)
+	sp.MinP = f(in.MinP, d.minP)
+	sp.RepeatPenalty = f(in.RepeatPenalty, d.repeatPenalty)
 	sp.TopK = d.topK
 	if in.TopK != nil {
-		if *in.TopK < 0 || *in.TopK > 1<<24 {
-			return o, badRequest("option top_k = %d out of range [0, %d]", *in.TopK, 1<<24)
-		}
 		sp.TopK = *in.TopK
 	}
 	if in.NumCtx != nil {
-		if *in.NumCtx < 0 || *in.NumCtx > maxNumCtx {
-			return o, badRequest("option num_ctx = %d out of range [0, %d]", *in.NumCtx, maxNumCtx)
-		}
 		o.numCtx = *in.NumCtx
 	}
 	sp.RepeatLastN = d.repeatLastN
-	if in.RepeatLastN != nil {
-		switch n := *in.RepeatLastN; {
-		case n == -1: // Ollama: the whole context
-			sp.RepeatLastN = maxNumCtx
-			if o.numCtx > 0 {
-				sp.RepeatLastN = o.numCtx
-			}
-		case n < 0 || n > maxNumCtx:
-			return o, badRequest("option repeat_last_n = %d out of range [-1, %d]", n, maxNumCtx)
-		default:
-			sp.RepeatLastN = n
+	switch {
+	case in.RepeatLastN == nil:
+	case *in.RepeatLastN == -1: // Ollama: the whole context
+		sp.RepeatLastN = maxNumCtx
+		if o.numCtx > 0 {
+			sp.RepeatLastN = o.numCtx
 		}
-	}
-	for _, p := range []struct {
-		name string
-		v    *float64
-	}{{"presence_penalty", in.PresencePenalty}, {"frequency_penalty", in.FrequencyPenalty}} {
-		if p.v != nil && *p.v != 0 {
-			return o, badRequest("option %s = %v is not supported (only 0; repeat_penalty is)", p.name, *p.v)
-		}
+	default:
+		sp.RepeatLastN = *in.RepeatLastN
 	}
 	// num_predict as Ollama's API: -1 generates until an end token (Ollama
 	// then shifts the context; we stop at its end), -2 until the context is
 	// full, 0 sets no limit (Ollama's runner limits only positive values).
-	if in.NumPredict != nil {
-		switch n := *in.NumPredict; {
-		case n == -1 || n == -2 || n == 0:
-		case n < 0:
-			return o, badRequest("option num_predict = %d must be positive, -1 or -2", n)
-		default:
-			o.numPredict = n
-		}
+	if in.NumPredict != nil && *in.NumPredict > 0 {
+		o.numPredict = *in.NumPredict
 	}
-	switch {
-	case in.Seed == nil || *in.Seed == -1: // Ollama's -1: a random seed
+	if in.Seed == nil || *in.Seed == -1 { // Ollama's -1: a random seed
 		sp.Seed = rand.Uint64()
-	case *in.Seed < -1:
-		return o, badRequest("option seed = %d must be >= -1 (-1: random)", *in.Seed)
-	default:
+	} else {
 		sp.Seed = uint64(*in.Seed)
-	}
-	if len(in.Stop) > maxStops {
-		return o, badRequest("at most %d stop strings", maxStops)
-	}
-	for _, s := range in.Stop {
-		if s == "" {
-			return o, badRequest("empty stop string")
-		}
-		if len(s) > 256 {
-			return o, badRequest("stop string longer than 256 bytes")
-		}
 	}
 	o.stop = in.Stop
 	return o, nil

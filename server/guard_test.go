@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgellm/edgellm/internal/testmodel"
 	"github.com/ollama/ollama/api"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
@@ -277,12 +278,18 @@ func TestErrorsTellNothingOfTheHost(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "broken.gguf"), []byte("GGUF\x03\x00\x00\x00garbage"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// A pulled model whose GGUF blob is broken: its path is the blob's.
+	bad := filepath.Join(t.TempDir(), "bad.gguf")
+	if err := os.WriteFile(bad, []byte("GGUF\x03\x00\x00\x00garbage and more garbage"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	testmodel.AddPulled(t, dir, "pulled-broken", bad, nil)
 	s := newTestServer(t, func(c *Config) { c.ModelsDir = dir })
 	base := startServer(t, s)
-	leaks := []string{dir, filepath.Base(dir), storiesPath(t), "/tmp/", "gguf:", "engine:", ".go:", "goroutine", "runtime."}
+	leaks := []string{dir, filepath.Base(dir), storiesPath(t), bad, "/tmp/", "blobs", "sha256-", "gguf:", "engine:", ".go:", "goroutine", "runtime."}
 	type req struct{ method, path, body string }
 	var reqs []req
-	for _, m := range []string{"nope", "../stories", "broken", "stories/../../etc/passwd", ".hidden", "x:tag"} {
+	for _, m := range []string{"nope", "../stories", "broken", "pulled-broken", "stories/../../etc/passwd", ".hidden", "x:tag"} {
 		reqs = append(reqs,
 			req{"POST", "/api/generate", `{"model":"` + m + `","prompt":"x"}`},
 			req{"POST", "/api/generate", `{"model":"` + m + `","prompt":"x","stream":false}`},

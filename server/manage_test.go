@@ -75,6 +75,16 @@ func TestOllamaClientManage(t *testing.T) {
 	if got, err := gen(pulled, 8); err != nil || got == "" || !strings.HasPrefix(refText, got) {
 		t.Errorf("generate with %s: %q, %v; want a prefix of %q", pulled, got, err, refText)
 	}
+	// ListRunning gives each loaded model the digest List gives it: a
+	// pulled model's manifest's, not its blob's.
+	if _, err := gen("stories", 1); err != nil {
+		t.Fatal(err)
+	}
+	running, err := c.ListRunning(ctx)
+	if err != nil || len(running.Models) != 2 || running.Models[0].Digest != p.Digest || running.Models[1].Digest != f.Digest {
+		t.Errorf("ListRunning = %+v, %v; want digests %s, %s", running, err, p.Digest, f.Digest)
+	}
+	do(t, s.Handler(), "POST", "/api/generate", `{"model":"stories","keep_alive":0}`) // unloaded again
 
 	// Show describes the pulled model's GGUF (its layers' part is the
 	// template code's: modelDefaults).

@@ -9,19 +9,15 @@ package server
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"reflect"
-	"slices"
 	"strings"
 
 	"github.com/edgellm/edgellm/server/chattmpl"
+	"github.com/edgellm/edgellm/store"
 )
-
-// maxParamsLayer bounds a params layer (Ollama's are a few hundred bytes).
-const maxParamsLayer = 1 << 20
 
 // modelDefaults are an Ollama model's template, system and params layers.
 // The store sets them when it makes the model's entry (newModelDefaults);
@@ -50,50 +46,19 @@ func newModelDefaults(template, system string, params []byte, log *slog.Logger) 
 	return d, nil
 }
 
-// parseParams reads a params layer: a JSON object of Ollama's options. The
-// options EdgeLLM implements are checked as a request's are; the others
-// (num_gpu, mirostat, num_keep...) are ignored with a debug log, as a
-// request's unknown options are ignored. A wrong type or a value out of
-// range is an error.
+// parseParams reads a params layer (store.ParseParams: the rules a
+// request's options follow too) and logs the options it ignores, as a
+// request's unknown options are ignored. Its errors are plain: the model's
+// fault, not a request's (no 400).
 func parseParams(js []byte, log *slog.Logger) (samplingIn, error) {
-	if len(js) > maxParamsLayer {
-		return samplingIn{}, fmt.Errorf("params layer: %d bytes, more than %d", len(js), maxParamsLayer)
-	}
-	var keys map[string]json.RawMessage
-	if err := json.Unmarshal(js, &keys); err != nil {
-		return samplingIn{}, fmt.Errorf("params layer: %w", err)
-	}
-	var p samplingIn
-	if err := json.Unmarshal(js, &p); err != nil {
-		return samplingIn{}, fmt.Errorf("params layer: %w", err)
-	}
-	if _, err := p.options(ollamaDefaults); err != nil {
-		// A plain error: the model's fault, not the request's (no 400).
-		return samplingIn{}, fmt.Errorf("params layer: %s", err.Error())
-	}
-	known := optionNames()
-	var ignored []string
-	for k := range keys {
-		if !slices.Contains(known, k) {
-			ignored = append(ignored, k)
-		}
+	p, ignored, err := store.ParseParams(js)
+	if err != nil {
+		return samplingIn{}, err
 	}
 	if len(ignored) > 0 && log != nil {
-		slices.Sort(ignored)
 		log.Debug("params layer: options not used", "options", strings.Join(ignored, ","))
 	}
-	return p, nil
-}
-
-// optionNames are samplingIn's JSON names.
-func optionNames() []string {
-	var out []string
-	for _, f := range reflect.VisibleFields(reflect.TypeFor[samplingIn]()) {
-		if name, _, _ := strings.Cut(f.Tag.Get("json"), ","); name != "" && name != "-" {
-			out = append(out, name)
-		}
-	}
-	return out
+	return samplingIn(p), nil
 }
 
 // overlay returns base with each option that req gives (a non-nil pointer

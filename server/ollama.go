@@ -418,6 +418,7 @@ func (s *Server) handlePs(w http.ResponseWriter, r *http.Request) {
 	for _, lm := range s.reg.loaded() {
 		d, _ := describe(lm.path)
 		fi, _ := statFile(lm.path)
+		fi.digest = lm.digest // as /api/tags: a pulled model's manifest's, not its blob's
 		exp := lm.expires
 		if exp.IsZero() {
 			exp = time.Now().Add(100 * 365 * 24 * time.Hour) // "forever", as Ollama shows it

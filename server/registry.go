@@ -507,6 +507,7 @@ func (l *lease) release(keepAlive time.Duration) {
 // loadedModel describes a loaded model for /api/ps.
 type loadedModel struct {
 	name, path string
+	digest     string // a pulled model's manifest digest (store.Model.Digest)
 	ctx        int
 	expires    time.Time
 	size       int64
@@ -523,7 +524,7 @@ func (r *registry) loaded() []loadedModel {
 	for _, e := range es {
 		e.mu.Lock()
 		if e.m != nil {
-			lm := loadedModel{name: e.name, path: e.path, ctx: e.m.ContextLen(), expires: e.expires}
+			lm := loadedModel{name: e.name, path: e.path, digest: e.src.Digest, ctx: e.m.ContextLen(), expires: e.expires}
 			if fi, err := os.Stat(e.path); err == nil {
 				lm.size = fi.Size()
 			}

@@ -1,8 +1,6 @@
 package store
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -94,12 +92,11 @@ func pulledEntry(dir string, n Name) Entry {
 		e.Err = err
 		return e
 	}
-	h := sha256.Sum256(b)
-	e.Digest = hex.EncodeToString(h[:])
+	e.Digest = manifestDigest(b)
 	for _, l := range man.layers() {
 		e.Size += l.Size
 	}
-	m, err := fromManifest(dir, n, man)
+	m, err := fromManifest(dir, n, man, b)
 	if err != nil {
 		e.Err = err
 		return e

@@ -10,6 +10,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/edgellm/edgellm/internal/atomicfile"
 )
 
 // Remove deletes the model name from the store folder dir and returns the
@@ -191,25 +193,13 @@ func copyAtomic(path string, r io.Reader) error {
 	return copyAtomicFrom(path, func(w io.Writer) error { _, err := io.Copy(w, r); return err })
 }
 
-// copyAtomicFrom writes path through a hidden temporary file beside it (a
-// name List skips) renamed into place, so readers never see half a file.
+// copyAtomicFrom makes path's folder and writes path through
+// internal/atomicfile, whose hidden temporary name List skips.
 func copyAtomicFrom(path string, write func(io.Writer) error) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
-	if err != nil {
-		return fmt.Errorf("store: %w", err)
-	}
-	err = write(f)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
+	if err := atomicfile.Write(path, write, nil); err != nil {
 		return fmt.Errorf("store: writing %s: %w", path, err)
 	}
 	return nil

@@ -1,6 +1,8 @@
 package store
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,6 +24,9 @@ type Model struct {
 	Dir string
 	// Manifest is a pulled model's manifest; nil for a plain file.
 	Manifest *Manifest
+	// Digest is a pulled model's manifest digest as Entry has it; "" for a
+	// plain file.
+	Digest string
 	// Template is the template layer (Ollama's Go text/template), System
 	// the system layer, Params the params layer (Ollama's JSON of default
 	// options); empty when the model has none.
@@ -92,14 +97,14 @@ func Lookup(dir, name string) (*Model, error) {
 		}
 		return nil, &NotFoundError{Name: name, Tried: append(tried, "no pulled model: "+err.Error())}
 	}
-	man, _, err := ReadManifest(dir, n)
+	man, b, err := ReadManifest(dir, n)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, &NotFoundError{Name: name, Tried: append(tried, "the pulled model "+n.String()+" ("+ManifestPath(dir, n)+")")}
 	}
 	if err != nil {
 		return nil, err
 	}
-	return fromManifest(dir, n, man)
+	return fromManifest(dir, n, man, b)
 }
 
 // plainName is name without an optional ":latest" when it can be a plain
@@ -160,10 +165,18 @@ func (m *Manifest) layers() []Layer {
 	return append([]Layer{m.Config}, m.Layers...)
 }
 
-// fromManifest checks a pulled model's blobs and reads its text layers. As
-// Ollama does, a later layer of a type replaces an earlier one.
-func fromManifest(dir string, n Name, man *Manifest) (*Model, error) {
-	m := &Model{Name: n.Display(), Manifest: man, Dir: dir}
+// manifestDigest is a pulled model's digest, as Ollama reports it: the
+// sha256 of its manifest's bytes, in hex.
+func manifestDigest(b []byte) string {
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+// fromManifest checks a pulled model's blobs and reads its text layers
+// (raw: the manifest's bytes). As Ollama does, a later layer of a type
+// replaces an earlier one.
+func fromManifest(dir string, n Name, man *Manifest, raw []byte) (*Model, error) {
+	m := &Model{Name: n.Display(), Manifest: man, Digest: manifestDigest(raw), Dir: dir}
 	for _, l := range man.Layers {
 		var text *string
 		switch l.MediaType {

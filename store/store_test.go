@@ -306,6 +306,13 @@ func TestList(t *testing.T) {
 		e.Digest != hex.EncodeToString(h[:]) || e.Modified.IsZero() {
 		t.Errorf("pulled entry = %+v (size want %d)", e, total)
 	}
+	// A looked-up model has the digest its entry lists; a plain file none.
+	if lm, err := Lookup(dir, "hf.co/O/R:TQ2_0"); err != nil || lm.Digest != e.Digest {
+		t.Errorf("Lookup's digest %v %v, want %s", lm, err, e.Digest)
+	}
+	if lm, err := Lookup(dir, "b-plain"); err != nil || lm.Digest != "" {
+		t.Errorf("plain file's digest: %v %v", lm, err)
+	}
 	if es, err := List(filepath.Join(dir, "none")); err != nil || len(es) != 0 {
 		t.Errorf("List of a missing folder = %v, %v; want an empty store", es, err)
 	}

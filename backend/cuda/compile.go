@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/edgellm/edgellm/internal/atomicfile"
 )
 
 // kernelFiles are the kernels' source files, in the order they are joined
@@ -363,13 +365,8 @@ func compileCached(n *nvrtcAPI, dims kernelDims, arch string, driverVer int) (cu
 	if err != nil {
 		return nil, false, err
 	}
-	if path != "" {
-		if os.MkdirAll(dir, 0o755) == nil {
-			tmp := path + ".tmp" + strconv.Itoa(os.Getpid())
-			if os.WriteFile(tmp, cubin, 0o644) == nil {
-				_ = os.Rename(tmp, path) // atomic: readers never see half a file
-			}
-		}
+	if path != "" && os.MkdirAll(dir, 0o755) == nil {
+		_ = atomicfile.WriteFile(path, cubin) // readers (other processes) never see half a file
 	}
 	return cubin, false, nil
 }

@@ -140,31 +140,17 @@ func (c *cpCmd) Run(log *slog.Logger) error {
 	return nil
 }
 
-// modelParams are the options of a pulled model's params layer (Ollama's
-// JSON of default options) that edgellm run has flags for; others are
-// ignored, as Ollama ignores options it does not know.
-type modelParams struct {
-	Temperature   *float64 `json:"temperature"`
-	TopK          *int     `json:"top_k"`
-	TopP          *float64 `json:"top_p"`
-	MinP          *float64 `json:"min_p"`
-	RepeatPenalty *float64 `json:"repeat_penalty"`
-	RepeatLastN   *int     `json:"repeat_last_n"`
-	Seed          *int64   `json:"seed"`
-	NumPredict    *int     `json:"num_predict"`
-	NumCtx        *int     `json:"num_ctx"`
-	Stop          []string `json:"stop"`
-}
-
-// applyParams sets run's options from a params layer where the user gave no
-// flag, and returns its stop strings.
+// applyParams sets run's options from a params layer (store.ParseParams:
+// checked as the server checks it) where the user gave no flag, and returns
+// its stop strings. Options run has no flag for are ignored, as Ollama
+// ignores options it does not know.
 func (c *runCmd) applyParams(kctx *kong.Context, name string, raw []byte) ([]string, error) {
 	if len(raw) == 0 {
 		return nil, nil
 	}
-	var p modelParams
-	if err := json.Unmarshal(raw, &p); err != nil {
-		return nil, fmt.Errorf("model %q: params layer: %w", name, err)
+	p, _, err := store.ParseParams(raw)
+	if err != nil {
+		return nil, fmt.Errorf("model %q: %w", name, err)
 	}
 	// The flags on the command line (kong's Value.Set also marks defaults).
 	set := map[string]bool{}

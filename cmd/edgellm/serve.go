@@ -64,6 +64,15 @@ func modelsDir(flag string) (string, error) {
 	return store.Dir()
 }
 
+// makeModelsDir creates the models folder (and its parents) when missing, as
+// Ollama does, so that a fresh machine can serve and pull at once.
+func makeModelsDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("models directory: %w", err)
+	}
+	return nil
+}
+
 // exposureWarning is the warning for a listener beyond loopback without an
 // API key (anyone who can reach the port can use the models), else "".
 func exposureWarning(addr net.Addr, hasKey bool) string {
@@ -80,8 +89,8 @@ func (c *serveCmd) Run(log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-		return fmt.Errorf("models directory %s: not a directory (create it and put NAME.gguf files or links there)", dir)
+	if err := makeModelsDir(dir); err != nil {
+		return err
 	}
 	srv, err := server.New(server.Config{
 		ModelsDir: dir,

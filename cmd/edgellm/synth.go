@@ -3,10 +3,11 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"log/slog"
-	"os"
 	"time"
 
+	"github.com/edgellm/edgellm/internal/atomicfile"
 	"github.com/edgellm/edgellm/synth"
 )
 
@@ -43,31 +44,23 @@ func synthOptions(preset, typ, embed string, seed uint64) (synth.Preset, synth.O
 	return p, o, nil
 }
 
-// writeSynth writes a preset to path atomically (a temporary file renamed).
+// writeSynth writes a preset to path atomically (internal/atomicfile).
 func writeSynth(log *slog.Logger, preset, typ, embed string, seed uint64, path string) error {
 	p, o, err := synthOptions(preset, typ, embed, seed)
 	if err != nil {
 		return err
 	}
 	start := time.Now()
-	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
+	var rep synth.Report
+	err = atomicfile.Write(path, func(w io.Writer) error {
+		bw := bufio.NewWriterSize(w, 1<<20)
+		var err error
+		if rep, err = synth.Write(bw, p, o); err != nil {
+			return err
+		}
+		return bw.Flush()
+	}, nil)
 	if err != nil {
-		return err
-	}
-	bw := bufio.NewWriterSize(f, 1<<20)
-	rep, err := synth.Write(bw, p, o)
-	if err == nil {
-		err = bw.Flush()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
 		return err
 	}
 	for _, fb := range rep.Fallbacks {
