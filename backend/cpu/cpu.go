@@ -84,7 +84,10 @@ type layer struct {
 // features are the model.Features the CPU backend implements: all of them.
 var features = model.AllFeatures
 
-var _ backend.Model = (*Model)(nil)
+var (
+	_ backend.Model        = (*Model)(nil)
+	_ backend.WeightMemory = (*Model)(nil)
+)
 
 // Load checks every tensor's shape and type against the config, builds the
 // matmuls and starts the worker pool.
@@ -240,6 +243,15 @@ func (m *Model) Close() error {
 	m.closed = true
 	m.pool.close()
 	return nil
+}
+
+// VisitWeightMemory implements backend.WeightMemory: every product's
+// resident bytes (a tied embedding shares the LM head's, visited once; a
+// decode step reads one row of an embedding of its own, left out).
+func (m *Model) VisitWeightMemory(fn func([]byte)) {
+	for _, mm := range m.matmuls() {
+		mm.memory(fn)
+	}
 }
 
 // matmuls lists every product of the model.
