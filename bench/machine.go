@@ -21,7 +21,7 @@ import (
 // control loop that streams one token's bytes per step (control_p99_p50,
 // the jitter floor).
 
-// Machine is what measureMachine found.
+// Machine is what a run found of the machine.
 type Machine struct {
 	StreamGBPerS  float64 // median over passes of bytes read / time, all threads together
 	StreamBytes   int64   // bytes one pass reads
@@ -201,83 +201,90 @@ func (g *gang) close() {
 	g.done.Wait()
 }
 
-// machineOptions shape measureMachine; zero values take the defaults.
-type machineOptions struct {
+// machine measures the machine between a run's repeats, so its figures
+// come from the same minutes as the decode they judge: after each repeat,
+// stream passes and that repeat's control steps.
+type machine struct {
+	s          *span
 	threads    int
-	stepBytes  int64         // bytes per control step (weight_bytes_per_token)
-	steps      int           // control steps (tokens timed)
-	llc        int64         // last-level cache; 0: ask the system
-	streamTime time.Duration // least time the stream runs (default 0.5 s)
+	stepBytes  int64 // bytes per control step (weight_bytes_per_token)
+	buffer     bool
+	llc        int64
+	llcAssumed bool
+	rates      []float64       // GB/s of each pass
+	lat        []time.Duration // each control step
 }
 
-// measureMachine streams weights (or, where they fit the last-level cache,
-// a buffer of 4x it) with o.threads threads: whole passes for the
-// bandwidth, then o.steps steps of o.stepBytes each for the control loop's
-// per-step times.
-func measureMachine(weights [][]byte, o machineOptions) Machine {
-	var m Machine
-	m.LLCBytes = o.llc
-	if m.LLCBytes <= 0 {
-		if m.LLCBytes = lastLevelCache(); m.LLCBytes <= 0 {
-			m.LLCBytes, m.LLCAssumed = assumedLLC, true
+// newMachine prepares to stream weights (or, where they fit the last-level
+// cache llc, 0 to ask the system, a buffer of 4x it) with threads threads.
+func newMachine(weights [][]byte, threads int, stepBytes, llc int64) *machine {
+	m := &machine{threads: max(threads, 1), stepBytes: stepBytes, llc: llc}
+	if m.llc <= 0 {
+		if m.llc = lastLevelCache(); m.llc <= 0 {
+			m.llc, m.llcAssumed = assumedLLC, true
 		}
 	}
-	s := newSpan(weights)
-	if s.total < m.LLCBytes {
+	m.s = newSpan(weights)
+	if m.s.total < m.llc {
 		// Reads would hit the cache: stream memory the cache cannot hold.
 		// Written, so every page is a page of its own (untouched pages all
 		// map the one zero page, which stays cached).
-		buf := make([]byte, 4*m.LLCBytes)
+		buf := make([]byte, 4*m.llc)
 		for i := range buf {
 			buf[i] = byte(i*131 + 7)
 		}
-		s, m.Buffer = newSpan([][]byte{buf}), true
+		m.s, m.buffer = newSpan([][]byte{buf}), true
 	}
-	m.StreamBytes = s.total
+	return m
+}
+
+// measure streams whole passes for at least minTime (and 3 passes), then
+// runs steps control steps of stepBytes each, moving on through the memory.
+// Its threads exist only while it runs, so they never compete with decode.
+func (m *machine) measure(minTime time.Duration, steps int) {
+	s := m.s
 	if s.total == 0 {
-		return m
+		return
 	}
-	g := newGang(o.threads)
+	g := newGang(m.threads)
 	defer g.close()
 	n := int64(g.n)
-
 	pass := func(w int) { g.sink[8*w] += s.sum(s.total*int64(w)/n, s.total*int64(w+1)/n) }
-	g.run(pass) // warm-up: pages and TLB
-	minTime := o.streamTime
-	if minTime <= 0 {
-		minTime = 500 * time.Millisecond
-	}
-	var rates []float64
-	for t0 := time.Now(); len(rates) < 3 || time.Since(t0) < minTime; {
+	g.run(pass) // warm-up: the threads, pages and TLB
+	for t0, k := time.Now(), 0; k < 3 || time.Since(t0) < minTime; k++ {
 		p0 := time.Now()
 		g.run(pass)
 		if d := time.Since(p0).Seconds(); d > 0 {
-			rates = append(rates, float64(s.total)/d/1e9)
+			m.rates = append(m.rates, float64(s.total)/d/1e9)
 		}
 	}
-	m.StreamGBPerS = Median(rates)
-
-	if o.steps > 0 && o.stepBytes > 0 {
-		lat := make([]time.Duration, 0, o.steps)
-		var off int64
-		step := func(w int) {
-			lo, hi := o.stepBytes*int64(w)/n, o.stepBytes*int64(w+1)/n
-			g.sink[8*w] += s.sumRing(off+lo, hi-lo)
-		}
+	if steps <= 0 || m.stepBytes <= 0 {
+		return
+	}
+	var off int64
+	step := func(w int) {
+		lo, hi := m.stepBytes*int64(w)/n, m.stepBytes*int64(w+1)/n
+		g.sink[8*w] += s.sumRing(off+lo, hi-lo)
+	}
+	g.run(step)
+	prev := time.Now()
+	for range steps {
+		off = (off + m.stepBytes) % s.total
 		g.run(step)
-		prev := time.Now()
-		for i := 0; i < o.steps; i++ {
-			off = (off + o.stepBytes) % s.total
-			g.run(step)
-			now := time.Now()
-			lat = append(lat, now.Sub(prev))
-			prev = now
-		}
-		l := Summarize(lat)
-		m.ControlP50MS, m.ControlJitter = l.P50, l.Jitter
+		now := time.Now()
+		m.lat = append(m.lat, now.Sub(prev))
+		prev = now
 	}
-	runtime.KeepAlive(g.sink)
-	return m
+}
+
+// result is the median pass rate and the control steps' percentiles.
+func (m *machine) result() Machine {
+	r := Machine{StreamGBPerS: Median(m.rates), StreamBytes: m.s.total, Buffer: m.buffer, LLCBytes: m.llc, LLCAssumed: m.llcAssumed}
+	if len(m.lat) > 0 {
+		l := Summarize(m.lat)
+		r.ControlP50MS, r.ControlJitter = l.P50, l.Jitter
+	}
+	return r
 }
 
 // Fraction is the share of the streaming bandwidth a decode uses:

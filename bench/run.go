@@ -166,6 +166,17 @@ func Run(ctx context.Context, m backend.Model, weightBytes int64, o Options) (Re
 	}
 
 	dev, _ := m.(backend.DeviceInfo)
+	// On the CPU, the machine is measured after each repeat (machine.go).
+	var mach *machine
+	if wm, ok := m.(backend.WeightMemory); ok && dev == nil {
+		threads := o.Threads
+		if t, ok := m.(interface{ Threads() int }); ok && threads <= 0 {
+			threads = t.Threads()
+		}
+		var parts [][]byte
+		wm.VisitWeightMemory(func(b []byte) { parts = append(parts, b) })
+		mach = newMachine(parts, threads, r.WeightBytesPerToken, o.llc)
+	}
 	var c0, c1 backend.Counters
 	lat := make([]time.Duration, 0, o.Gen*o.Repeat)
 	pos := make([]float64, 0, o.Gen*o.Repeat) // each latency's position
@@ -201,6 +212,13 @@ func Run(ctx context.Context, m backend.Model, weightBytes int64, o Options) (Re
 		if dev != nil {
 			c1 = dev.Counters()
 		}
+		if mach != nil {
+			st := o.streamTime
+			if st <= 0 {
+				st = 500 * time.Millisecond
+			}
+			mach.measure(st/time.Duration(o.Repeat), o.Gen)
+		}
 	}
 	r.PrefillTokPerS = Median(prefillRates)
 	r.DecodeTokPerS = Median(decodeRates)
@@ -216,15 +234,8 @@ func Run(ctx context.Context, m backend.Model, weightBytes int64, o Options) (Re
 	}
 	r.P99P50Detrended = Detrended(pos, ms)
 
-	if wm, ok := m.(backend.WeightMemory); ok && dev == nil {
-		threads := o.Threads
-		if t, ok := m.(interface{ Threads() int }); ok && threads <= 0 {
-			threads = t.Threads()
-		}
-		var parts [][]byte
-		wm.VisitWeightMemory(func(b []byte) { parts = append(parts, b) })
-		mc := measureMachine(parts, machineOptions{threads: max(threads, 1), stepBytes: r.WeightBytesPerToken,
-			steps: len(lat), llc: o.llc, streamTime: o.streamTime})
+	if mach != nil {
+		mc := mach.result()
 		if mc.StreamGBPerS > 0 {
 			frac := Fraction(r.WeightBytesPerToken, r.DecodeTokPerS, mc.StreamGBPerS)
 			r.StreamGBPerS, r.BandwidthFraction = &mc.StreamGBPerS, &frac
