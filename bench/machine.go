@@ -21,8 +21,8 @@ import (
 // control loop that streams one token's bytes per step (control_p99_p50,
 // the jitter floor).
 
-// Machine is what a run found of the machine.
-type Machine struct {
+// figures is what a run found of the machine.
+type figures struct {
 	StreamGBPerS  float64 // median over passes of bytes read / time, all threads together
 	StreamBytes   int64   // bytes one pass reads
 	Buffer        bool    // the weights fit the LLC: a buffer of 4x LLC was streamed instead
@@ -278,8 +278,8 @@ func (m *machine) measure(minTime time.Duration, steps int) {
 }
 
 // result is the median pass rate and the control steps' percentiles.
-func (m *machine) result() Machine {
-	r := Machine{StreamGBPerS: Median(m.rates), StreamBytes: m.s.total, Buffer: m.buffer, LLCBytes: m.llc, LLCAssumed: m.llcAssumed}
+func (m *machine) result() figures {
+	r := figures{StreamGBPerS: Median(m.rates), StreamBytes: m.s.total, Buffer: m.buffer, LLCBytes: m.llc, LLCAssumed: m.llcAssumed}
 	if len(m.lat) > 0 {
 		l := Summarize(m.lat)
 		r.ControlP50MS, r.ControlJitter = l.P50, l.Jitter
