@@ -97,6 +97,17 @@ type WeightBytes interface {
 	WeightBytesPerToken() int64
 }
 
+// WeightMemory is implemented by models whose weights sit in host memory
+// (the CPU backend's repacked matrices), so that a benchmark can stream the
+// very pages a decode step reads to measure the machine's bandwidth,
+// without allocating a buffer of its own.
+type WeightMemory interface {
+	// VisitWeightMemory calls fn with each slice of the weights a decode
+	// step reads (the layers' matrices and the LM head, as resident),
+	// read-only; fn must not keep a slice past the model's Close.
+	VisitWeightMemory(fn func([]byte))
+}
+
 // BatchDecoder is implemented by models that can run one decode step for
 // several sessions at once, each at its own position with its own KV
 // cache, reading every weight matrix once for the whole batch (a

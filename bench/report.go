@@ -21,13 +21,33 @@ func (r *Result) Print(w io.Writer) {
 	fmt.Fprintf(w, "prefill          %.1f tok/s\n", r.PrefillTokPerS)
 	fmt.Fprintf(w, "decode           %.1f tok/s (%.3f ms/token)\n", r.DecodeTokPerS, r.MSPerToken)
 	fmt.Fprintf(w, "latency ms       p50 %.3f  p90 %.3f  p99 %.3f  max %.3f  std %.3f\n", r.P50MS, r.P90MS, r.P99MS, r.MaxMS, r.StdMS)
-	fmt.Fprintf(w, "jitter           p99/p50 %.3f\n", r.Jitter)
+	fmt.Fprintf(w, "jitter           p99/p50 %.3f, detrended over position %.3f", r.Jitter, r.P99P50Detrended)
+	if r.ControlP99P50 != nil {
+		fmt.Fprintf(w, "; control loop %.3f (p50 %.3f ms/step)", *r.ControlP99P50, *r.ControlP50MS)
+	}
+	fmt.Fprintln(w)
 	fmt.Fprintf(w, "peak RSS         %.1f MB", float64(r.PeakRSSBytes)/1e6)
 	if r.FileBytes > 0 {
 		fmt.Fprintf(w, " (file %.1f MB)", float64(r.FileBytes)/1e6)
 	}
 	fmt.Fprintln(w)
-	fmt.Fprintf(w, "weights/token    %.1f MB, %.2f GB/s\n", float64(r.WeightBytesPerToken)/1e6, r.WeightGBPerS)
+	fmt.Fprintf(w, "weights/token    %.1f MB, %.2f GB/s", float64(r.WeightBytesPerToken)/1e6, r.WeightGBPerS)
+	if r.StreamGBPerS != nil {
+		fmt.Fprintf(w, " = %.1f%% of the stream", 100**r.BandwidthFraction)
+	}
+	fmt.Fprintln(w)
+	if r.StreamGBPerS != nil {
+		src := "the model's weight memory"
+		if r.StreamBuffer {
+			src = "a buffer of 4x LLC (the weights fit the LLC; RSS grew by it)"
+		}
+		llc := "LLC"
+		if r.LLCAssumed {
+			llc = "LLC assumed"
+		}
+		fmt.Fprintf(w, "stream           %.2f GB/s reading %.1f MB of %s (%s %.0f MB)\n",
+			*r.StreamGBPerS, float64(r.StreamBytes)/1e6, src, llc, float64(r.LLCBytes)/1e6)
+	}
 	if r.H2DBytesPerToken != nil {
 		fmt.Fprintf(w, "bus/token        H2D %.1f B, D2H %.1f B, %.0f launches\n", *r.H2DBytesPerToken, *r.D2HBytesPerToken, *r.LaunchesPerToken)
 	}

@@ -18,6 +18,12 @@ type Options struct {
 	Repeat int  // repeats; figures are medians over them
 	Ops    bool // also time each operation (an extra, profiled pass)
 	Seed   uint64
+	// Threads streams the machine's figures with this many threads; 0
+	// takes the model's own count where it has one (the CPU backend).
+	Threads int
+
+	llc        int64         // tests: the last-level cache size (0: ask the system)
+	streamTime time.Duration // tests: the stream's least time (0: 0.5 s)
 }
 
 // OpRow is one line of the per-operation table.
@@ -29,35 +35,51 @@ type OpRow struct {
 
 // Result is the report; its JSON names are the ones documented in README.md.
 type Result struct {
-	Model               string  `json:"model"`
-	Backend             string  `json:"backend"`
-	Threads             int     `json:"threads"`
-	PromptTokens        int     `json:"prompt_tokens"`
-	GenTokens           int     `json:"gen_tokens"`
-	Repeat              int     `json:"repeat"`
-	LoadMS              float64 `json:"load_ms"`
-	PrefillTokPerS      float64 `json:"prefill_tok_per_s"`
-	DecodeTokPerS       float64 `json:"decode_tok_per_s"`
-	MSPerToken          float64 `json:"ms_per_token"`
-	P50MS               float64 `json:"p50_ms"`
-	P90MS               float64 `json:"p90_ms"`
-	P99MS               float64 `json:"p99_ms"`
-	MaxMS               float64 `json:"max_ms"`
-	StdMS               float64 `json:"std_ms"`
-	Jitter              float64 `json:"jitter_p99_p50"`
+	Model          string  `json:"model"`
+	Backend        string  `json:"backend"`
+	Threads        int     `json:"threads"`
+	PromptTokens   int     `json:"prompt_tokens"`
+	GenTokens      int     `json:"gen_tokens"`
+	Repeat         int     `json:"repeat"`
+	LoadMS         float64 `json:"load_ms"`
+	PrefillTokPerS float64 `json:"prefill_tok_per_s"`
+	DecodeTokPerS  float64 `json:"decode_tok_per_s"`
+	MSPerToken     float64 `json:"ms_per_token"`
+	P50MS          float64 `json:"p50_ms"`
+	P90MS          float64 `json:"p90_ms"`
+	P99MS          float64 `json:"p99_ms"`
+	MaxMS          float64 `json:"max_ms"`
+	StdMS          float64 `json:"std_ms"`
+	Jitter         float64 `json:"jitter_p99_p50"`
+	// P99P50Detrended is p99/p50 of the per-token times divided by their
+	// least-squares line over position (see Detrended).
+	P99P50Detrended     float64 `json:"p99_p50_detrended"`
 	PeakRSSBytes        int64   `json:"peak_rss_bytes"`
 	FileBytes           int64   `json:"file_bytes,omitempty"`
 	WeightBytesPerToken int64   `json:"weight_bytes_per_token"`
 	WeightGBPerS        float64 `json:"weight_gb_per_s"`
 	Ops                 []OpRow `json:"ops,omitempty"`
 
-	// Device backends only.
-	Device            string   `json:"device,omitempty"`
-	H2DBytesPerToken  *float64 `json:"h2d_bytes_per_token,omitempty"`
-	D2HBytesPerToken  *float64 `json:"d2h_bytes_per_token,omitempty"`
-	LaunchesPerToken  *float64 `json:"launches_per_token,omitempty"`
-	CopyGBPerS        *float64 `json:"copy_gb_per_s,omitempty"`
+	// The machine in the same run (CPU backend): see machine.go.
+	StreamGBPerS  *float64 `json:"stream_gb_per_s,omitempty"`
+	StreamBytes   int64    `json:"stream_bytes,omitempty"`
+	StreamBuffer  bool     `json:"stream_buffer,omitempty"` // weights fit the LLC: a 4x LLC buffer was streamed (RSS grew by it)
+	LLCBytes      int64    `json:"llc_bytes,omitempty"`
+	LLCAssumed    bool     `json:"llc_assumed,omitempty"`
+	ControlP50MS  *float64 `json:"control_p50_ms,omitempty"`
+	ControlP99P50 *float64 `json:"control_p99_p50,omitempty"`
+
+	// BandwidthFraction is, on the CPU, weight_bytes_per_token x
+	// decode_tok_per_s over stream_gb_per_s; on a device, the weights'
+	// rate over the device's copy bandwidth.
 	BandwidthFraction *float64 `json:"bandwidth_fraction,omitempty"`
+
+	// Device backends only.
+	Device           string   `json:"device,omitempty"`
+	H2DBytesPerToken *float64 `json:"h2d_bytes_per_token,omitempty"`
+	D2HBytesPerToken *float64 `json:"d2h_bytes_per_token,omitempty"`
+	LaunchesPerToken *float64 `json:"launches_per_token,omitempty"`
+	CopyGBPerS       *float64 `json:"copy_gb_per_s,omitempty"`
 
 	LlamaBench *LlamaBench `json:"llama_bench,omitempty"`
 }
@@ -144,8 +166,20 @@ func Run(ctx context.Context, m backend.Model, weightBytes int64, o Options) (Re
 	}
 
 	dev, _ := m.(backend.DeviceInfo)
+	// On the CPU, the machine is measured after each repeat (machine.go).
+	var mach *machine
+	if wm, ok := m.(backend.WeightMemory); ok && dev == nil {
+		threads := o.Threads
+		if t, ok := m.(interface{ Threads() int }); ok && threads <= 0 {
+			threads = t.Threads()
+		}
+		var parts [][]byte
+		wm.VisitWeightMemory(func(b []byte) { parts = append(parts, b) })
+		mach = newMachine(parts, threads, r.WeightBytesPerToken, o.llc)
+	}
 	var c0, c1 backend.Counters
 	lat := make([]time.Duration, 0, o.Gen*o.Repeat)
+	pos := make([]float64, 0, o.Gen*o.Repeat) // each latency's position
 	var prefillRates, decodeRates []float64
 	for rep := 0; rep < o.Repeat; rep++ {
 		if err := ctx.Err(); err != nil {
@@ -171,11 +205,19 @@ func Run(ctx context.Context, m backend.Model, weightBytes int64, o Options) (Re
 			}
 			now := time.Now()
 			lat = append(lat, now.Sub(prev))
+			pos = append(pos, float64(o.Prompt+i))
 			prev = now
 		}
 		decodeRates = append(decodeRates, float64(o.Gen)/prev.Sub(tStart).Seconds())
 		if dev != nil {
 			c1 = dev.Counters()
+		}
+		if mach != nil {
+			st := o.streamTime
+			if st <= 0 {
+				st = 500 * time.Millisecond
+			}
+			mach.measure(st/time.Duration(o.Repeat), o.Gen)
 		}
 	}
 	r.PrefillTokPerS = Median(prefillRates)
@@ -186,6 +228,21 @@ func Run(ctx context.Context, m backend.Model, weightBytes int64, o Options) (Re
 	}
 	l := Summarize(lat)
 	r.P50MS, r.P90MS, r.P99MS, r.MaxMS, r.StdMS, r.Jitter = l.P50, l.P90, l.P99, l.Max, l.Std, l.Jitter
+	ms := make([]float64, len(lat))
+	for i, d := range lat {
+		ms[i] = float64(d) / 1e6
+	}
+	r.P99P50Detrended = Detrended(pos, ms)
+
+	if mach != nil {
+		mc := mach.result()
+		if mc.StreamGBPerS > 0 {
+			frac := Fraction(r.WeightBytesPerToken, r.DecodeTokPerS, mc.StreamGBPerS)
+			r.StreamGBPerS, r.BandwidthFraction = &mc.StreamGBPerS, &frac
+			r.ControlP50MS, r.ControlP99P50 = &mc.ControlP50MS, &mc.ControlJitter
+		}
+		r.StreamBytes, r.StreamBuffer, r.LLCBytes, r.LLCAssumed = mc.StreamBytes, mc.Buffer, mc.LLCBytes, mc.LLCAssumed
+	}
 
 	if dev != nil {
 		n := float64(o.Gen)

@@ -1,7 +1,9 @@
 // Package bench measures a loaded model the way `edgellm bench` reports it:
 // prefill and decode throughput, per-token latency percentiles and jitter,
-// peak memory, bytes streamed per token, per-operation times, and the same
-// figures from llama.cpp's llama-bench for a side-by-side row. It drives a
+// peak memory, bytes streamed per token, per-operation times, the machine
+// itself in the same run (CPU: stream bandwidth over the weights, a control
+// loop's jitter; machine.go), and the same figures from llama.cpp's
+// llama-bench for a side-by-side row. It drives a
 // backend directly and knows nothing of HTTP.
 package bench
 

@@ -84,7 +84,11 @@ type layer struct {
 // features are the model.Features the CPU backend implements: all of them.
 var features = model.AllFeatures
 
-var _ backend.Model = (*Model)(nil)
+var (
+	_ backend.Model        = (*Model)(nil)
+	_ backend.WeightMemory = (*Model)(nil)
+	_ backend.WeightBytes  = (*Model)(nil)
+)
 
 // Load checks every tensor's shape and type against the config, builds the
 // matmuls and starts the worker pool.
@@ -240,6 +244,27 @@ func (m *Model) Close() error {
 	m.closed = true
 	m.pool.close()
 	return nil
+}
+
+// VisitWeightMemory implements backend.WeightMemory: every product's
+// resident bytes (a tied embedding shares the LM head's, visited once; a
+// decode step reads one row of an embedding of its own, left out).
+func (m *Model) VisitWeightMemory(fn func([]byte)) {
+	for _, mm := range m.matmuls() {
+		mm.memory(fn)
+	}
+}
+
+// WeightBytesPerToken implements backend.WeightBytes: the resident bytes a
+// decode step reads, every product's and one embedding row. It differs
+// from the file's where the repacking does (Q4_0 and Q6_K become int8
+// rows; ternary rows keep one scale), so bench's bandwidth figures count
+// what is read.
+func (m *Model) WeightBytesPerToken() int64 {
+	var n, e int64
+	m.VisitWeightMemory(func(b []byte) { n += int64(len(b)) })
+	m.embed.memory(func(b []byte) { e += int64(len(b)) })
+	return n + e/int64(max(m.cfg.Vocab, 1))
 }
 
 // matmuls lists every product of the model.

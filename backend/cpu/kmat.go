@@ -27,6 +27,8 @@ func (m *kernelMat) mulRows(out []float32, _ int, _ []float32, nb, r0, r1 int, _
 
 func (m *kernelMat) acts() bool { return true }
 
+func (m *kernelMat) memory(fn func([]byte)) { m.k.Memory(fn) }
+
 // newKernelMat repacks t when the kernels cover its type and shape, or
 // returns nil so the caller keeps the plain path.
 func newKernelMat(t *model.Tensor) matmul {

@@ -28,6 +28,8 @@ type matmul interface {
 	cols() int
 	acts() bool
 	mulRows(out []float32, ldo int, x []float32, nb, r0, r1 int, scratch []float32, a *kernels.Acts)
+	// memory calls fn with the resident bytes the products read.
+	memory(fn func([]byte))
 }
 
 // newMatmul picks the implementation for a tensor's type, checking its
@@ -86,6 +88,12 @@ func (m *f32Mat) cols() int { return m.c }
 
 func (m *f32Mat) acts() bool { return false }
 
+func (m *f32Mat) memory(fn func([]byte)) {
+	if len(m.w) > 0 {
+		fn(unsafe.Slice((*byte)(unsafe.Pointer(&m.w[0])), 4*len(m.w)))
+	}
+}
+
 func (m *f32Mat) mulRows(out []float32, ldo int, x []float32, nb, r0, r1 int, _ []float32, _ *kernels.Acts) {
 	c := m.c
 	for r := r0; r < r1; r++ {
@@ -112,6 +120,12 @@ func (m *dequantMat) rows() int { return m.r }
 func (m *dequantMat) cols() int { return m.c }
 
 func (m *dequantMat) acts() bool { return false }
+
+func (m *dequantMat) memory(fn func([]byte)) {
+	if n := m.rowBytes * m.r; n > 0 {
+		fn(m.data[:n])
+	}
+}
 
 func (m *dequantMat) mulRows(out []float32, ldo int, x []float32, nb, r0, r1 int, scratch []float32, _ *kernels.Acts) {
 	c := m.c

@@ -139,7 +139,8 @@ func TestCLI(t *testing.T) {
 			t.Fatalf("stdout is not one JSON object: %v\n%s", err, out)
 		}
 		for _, k := range []string{"model", "backend", "threads", "prompt_tokens", "gen_tokens", "load_ms", "prefill_tok_per_s",
-			"decode_tok_per_s", "p50_ms", "p90_ms", "p99_ms", "max_ms", "peak_rss_bytes", "weight_bytes_per_token", "weight_gb_per_s"} {
+			"decode_tok_per_s", "p50_ms", "p90_ms", "p99_ms", "max_ms", "peak_rss_bytes", "weight_bytes_per_token", "weight_gb_per_s",
+			"stream_gb_per_s", "bandwidth_fraction", "control_p99_p50", "p99_p50_detrended"} {
 			if _, ok := r[k]; !ok {
 				t.Errorf("JSON lacks %q", k)
 			}
@@ -149,6 +150,10 @@ func TestCLI(t *testing.T) {
 		}
 		if v, _ := r["decode_tok_per_s"].(float64); v <= 0 {
 			t.Errorf("decode_tok_per_s %v", r["decode_tok_per_s"])
+		}
+		// stories260K's 1.2 MB fit any last-level cache: a buffer is streamed.
+		if r["stream_buffer"] != true {
+			t.Errorf("stream_buffer %v for a 1.2 MB model", r["stream_buffer"])
 		}
 	})
 

@@ -46,6 +46,9 @@ func (m *F16Mat) Cols() int { return m.cols }
 // Bytes is the resident size.
 func (m *F16Mat) Bytes() int { return 2 * len(m.w) }
 
+// Memory implements Matrix.
+func (m *F16Mat) Memory(fn func([]byte)) { visit(fn, asBytes(m.w)) }
+
 // MatVec sets dst[r] = row r · x for r in [r0, r1), x the first token's
 // float input held by a.
 func (m *F16Mat) MatVec(dst []float32, a *Acts, r0, r1 int) {

@@ -183,6 +183,11 @@ func (m *Int8Mat) Group() int { return m.group }
 // Bytes is the resident size.
 func (m *Int8Mat) Bytes() int { return len(m.vals) + 4*len(m.scales) + 2*len(m.hscales) }
 
+// Memory implements Matrix.
+func (m *Int8Mat) Memory(fn func([]byte)) {
+	visit(fn, asBytes(m.vals), asBytes(m.scales), asBytes(m.hscales))
+}
+
 // MatVec sets dst[r] = row r · x for r in [r0, r1), x the first token of a.
 func (m *Int8Mat) MatVec(dst []float32, a *Acts, r0, r1 int) {
 	checkArgs("Int8Mat.MatVec", m.rows, m.cols, len(dst), a, r0, r1, false)

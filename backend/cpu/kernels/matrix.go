@@ -1,5 +1,7 @@
 package kernels
 
+import "unsafe"
+
 // Matrix is what every packed matrix here offers the backend. Row ranges let
 // the caller's workers split one product; dst is indexed by absolute row
 // (MatMat: dst[token*Rows()+row]). Misuse (wrong widths, ranges past the
@@ -8,6 +10,10 @@ type Matrix interface {
 	Rows() int
 	Cols() int
 	Bytes() int
+	// Memory calls fn with each slice of the matrix's resident memory
+	// (values, then scales), read-only: Bytes() bytes in all. A benchmark
+	// streams it to measure the machine's bandwidth over the same pages.
+	Memory(fn func([]byte))
 	MatVec(dst []float32, a *Acts, r0, r1 int)
 	MatMat(dst []float32, a *Acts, r0, r1 int)
 }
@@ -26,3 +32,20 @@ func tooLarge(rows, cols int) bool {
 }
 
 const maxInt = int(^uint(0) >> 1)
+
+// asBytes views s's elements as bytes, without copying.
+func asBytes[T any](s []T) []byte {
+	if len(s) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(&s[0])), len(s)*int(unsafe.Sizeof(s[0])))
+}
+
+// visit calls fn with each non-empty slice.
+func visit(fn func([]byte), parts ...[]byte) {
+	for _, b := range parts {
+		if len(b) > 0 {
+			fn(b)
+		}
+	}
+}

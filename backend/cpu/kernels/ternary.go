@@ -310,6 +310,11 @@ func (t *Ternary) BlockScales() bool { return t.blockScale != nil }
 // Bytes is the resident size of the packed matrix.
 func (t *Ternary) Bytes() int { return len(t.data) + 4*len(t.rowScale) + 4*len(t.blockScale) }
 
+// Memory implements Matrix.
+func (t *Ternary) Memory(fn func([]byte)) {
+	visit(fn, t.data, asBytes(t.rowScale), asBytes(t.blockScale))
+}
+
 // checkArgs panics on a misuse that would otherwise read or write out of
 // bounds (a caller bug, like a bad slice index).
 func checkArgs(name string, rows, cols int, dstLen int, a *Acts, r0, r1 int, batch bool) {

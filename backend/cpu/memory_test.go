@@ -1,0 +1,71 @@
+package cpu
+
+import (
+	"testing"
+
+	"github.com/edgellm/edgellm/internal/testmodel"
+	"github.com/edgellm/edgellm/model"
+	"github.com/edgellm/edgellm/quant"
+)
+
+// TestVisitWeightMemory: the model visits the bytes a decode step's
+// products read. Q8_0 repacked for the kernels keeps its 34 bytes per 32
+// weights (int8 values, float16 scales), so both paths visit exactly the
+// file's bytes of the layers' matrices and the LM head.
+func TestVisitWeightMemory(t *testing.T) {
+	for _, c := range []struct {
+		typ       quant.Type
+		noKernels bool
+	}{{quant.Q8_0, false}, {quant.Q8_0, true}, {quant.F32, true}} {
+		w := testmodel.Weights(t, testmodel.Write(t, testmodel.Tiny("llama", c.typ)))
+		var want int
+		for i := range w.Layers {
+			l := &w.Layers[i]
+			for _, m := range []*model.Tensor{&l.Wq, &l.Wk, &l.Wv, &l.Wo, &l.Wgate, &l.Wup, &l.Wdown} {
+				want += len(m.Data)
+			}
+		}
+		want += len(w.Output.Data)
+		m, err := load(w, Options{Threads: 1, NoKernels: c.noKernels})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got, n int
+		m.VisitWeightMemory(func(b []byte) {
+			got += len(b)
+			n++
+		})
+		perToken := m.WeightBytesPerToken()
+		m.Close()
+		if got != want || n < 1+7*len(w.Layers) {
+			t.Errorf("%v noKernels=%v: visited %d bytes in %d slices, want %d bytes", c.typ, c.noKernels, got, n, want)
+		}
+		// The tiny model's embedding is F32 (tied): one row is 4*Dim bytes.
+		if rowBytes := int64(4 * w.Dim); perToken != int64(want)+rowBytes {
+			t.Errorf("%v noKernels=%v: %d bytes per token, want %d", c.typ, c.noKernels, perToken, int64(want)+rowBytes)
+		}
+	}
+}
+
+// TestWeightBytesRepacked: Q4_0 matrices are read as int8 rows with float16
+// scales (34 bytes per 32 weights, not the file's 18), and the bytes per
+// token say so.
+func TestWeightBytesRepacked(t *testing.T) {
+	w := testmodel.Weights(t, testmodel.Write(t, testmodel.Tiny("llama", quant.Q4_0)))
+	var q4 int
+	for i := range w.Layers {
+		l := &w.Layers[i]
+		for _, m := range []*model.Tensor{&l.Wq, &l.Wk, &l.Wv, &l.Wo, &l.Wgate, &l.Wup, &l.Wdown} {
+			q4 += len(m.Data)
+		}
+	}
+	want := int64(q4/18*34 + len(w.Output.Data) + 4*w.Dim)
+	m, err := load(w, Options{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if got := m.WeightBytesPerToken(); got != want {
+		t.Fatalf("%d bytes per token, want %d", got, want)
+	}
+}

@@ -1,0 +1,194 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"math"
+	"math/rand/v2"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/edgellm/edgellm/backend"
+	"github.com/edgellm/edgellm/backend/cpu"
+	"github.com/edgellm/edgellm/internal/testmodel"
+	"github.com/edgellm/edgellm/quant"
+)
+
+// TestDetrended: a series rising linearly with position (a growing KV
+// cache) has a large plain p99/p50 and a detrended one of 1; outliers on
+// top of it show as their own size.
+func TestDetrended(t *testing.T) {
+	const n = 1000
+	pos, times := make([]float64, n), make([]float64, n)
+	for i := range n {
+		pos[i] = float64(128 + i)
+		times[i] = 1 + 0.002*float64(i) // 1 ms to 3 ms
+	}
+	if d := Detrended(pos, times); math.Abs(d-1) > 1e-9 {
+		t.Fatalf("straight line: detrended %v, want 1", d)
+	}
+	for i := 0; i < n; i += 50 { // 2% of tokens 1.5x slower: p99 is one
+		times[i] *= 1.5
+	}
+	sorted := append([]float64(nil), times...)
+	sort.Float64s(sorted)
+	plain := Percentile(sorted, 99) / Percentile(sorted, 50)
+	d := Detrended(pos, times)
+	if math.Abs(d-1.5) > 0.02 || plain < 1.4 {
+		t.Fatalf("outliers: detrended %v (want ~1.5), plain %v", d, plain)
+	}
+	// Flat series: the same as the plain ratio.
+	flat := []float64{2, 2, 2, 2, 8}
+	if d := Detrended([]float64{0, 1, 2, 3, 4}, flat); d <= 1 {
+		t.Fatalf("flat with outlier: %v", d)
+	}
+	// A line that falls through zero has no meaning: plain p99/p50.
+	if d := Detrended([]float64{0, 1, 2, 3}, []float64{10, 0.1, 0.1, 0.1}); d != 100 {
+		t.Fatalf("falling line: %v, want the plain 100", d)
+	}
+	if Detrended(nil, nil) != 0 || Detrended([]float64{1}, []float64{1, 2}) != 0 {
+		t.Fatal("empty or mismatched input not 0")
+	}
+}
+
+func TestFraction(t *testing.T) {
+	// 500 MB per token at 30 tok/s is 15 GB/s: half of a 30 GB/s stream.
+	if f := Fraction(500e6, 30, 30); math.Abs(f-0.5) > 1e-12 {
+		t.Fatal(f)
+	}
+	if Fraction(500e6, 30, 0) != 0 {
+		t.Fatal("unknown stream not 0")
+	}
+}
+
+func TestParseCacheSize(t *testing.T) {
+	for s, want := range map[string]int64{"32768K\n": 32 << 20, "32M": 32 << 20, "1G": 1 << 30, "512": 512, "": 0, "xK": 0, "-1K": 0} {
+		if got := parseCacheSize(s); got != want {
+			t.Errorf("%q: %d, want %d", s, got, want)
+		}
+	}
+}
+
+// TestSpanSum: every byte of a range across slices is read once, whatever
+// the alignment and tails, and a ring wraps.
+func TestSpanSum(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	var parts [][]byte
+	var all []byte
+	for _, n := range []int{0, 7, 64, 200, 1, 1000, 63} {
+		p := make([]byte, n)
+		for i := range p {
+			p[i] = byte(rng.IntN(256))
+		}
+		parts, all = append(parts, p), append(all, p...)
+	}
+	s := newSpan(parts)
+	if s.total != int64(len(all)) {
+		t.Fatal(s.total)
+	}
+	for range 200 {
+		lo := rng.Int64N(s.total + 1)
+		hi := lo + rng.Int64N(s.total-lo+1)
+		// Poison every byte outside [lo, hi) and the sum must not move;
+		// bump one inside and it must.
+		before := s.sum(lo, hi)
+		if hi > lo {
+			k := lo + rng.Int64N(hi-lo)
+			i := partOf(s, k)
+			parts[i][k-s.start[i]]++
+			if s.sum(lo, hi) == before {
+				t.Fatalf("[%d,%d): byte %d not read", lo, hi, k)
+			}
+			parts[i][k-s.start[i]]--
+		}
+		for k := range s.total {
+			if k >= lo && k < hi {
+				continue
+			}
+			i := partOf(s, k)
+			parts[i][k-s.start[i]] ^= 0xff
+		}
+		if s.sum(lo, hi) != before {
+			t.Fatalf("[%d,%d): bytes outside read", lo, hi)
+		}
+		for k := range s.total {
+			if k < lo || k >= hi {
+				i := partOf(s, k)
+				parts[i][k-s.start[i]] ^= 0xff
+			}
+		}
+	}
+	if s.sumRing(s.total-5, 10) != s.sum(s.total-5, s.total)+s.sum(0, 5) {
+		t.Fatal("ring does not wrap")
+	}
+	if s.sumRing(3, 3*s.total) != 3*s.sum(0, s.total) {
+		t.Fatal("three laps of the ring")
+	}
+}
+
+func partOf(s *span, k int64) int {
+	for i := len(s.start) - 1; i >= 0; i-- {
+		if s.start[i] <= k && k < s.start[i]+int64(len(s.parts[i])) {
+			return i
+		}
+	}
+	panic("no part")
+}
+
+// TestRunMachineFields: on the CPU backend bench measures the machine in
+// the same run, over the model's own weights or (when they fit the LLC) a
+// buffer of 4x it, and the JSON carries the fields by their names.
+func TestRunMachineFields(t *testing.T) {
+	w := testmodel.Weights(t, testmodel.Write(t, testmodel.Tiny("llama", quant.Q8_0)))
+	bm, err := cpu.Load(w, cpu.Options{Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bm.Close()
+	var resident int64
+	bm.(backend.WeightMemory).VisitWeightMemory(func(b []byte) { resident += int64(len(b)) })
+	for _, c := range []struct {
+		llc    int64
+		buffer bool
+	}{{resident / 2, false}, {256 << 10, true}} {
+		o := Options{Prompt: 4, Gen: 24, Repeat: 2, Seed: 1, llc: c.llc, streamTime: 1}
+		r, err := Run(context.Background(), bm, WeightBytesPerToken(w), o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.StreamGBPerS == nil || r.BandwidthFraction == nil || r.ControlP99P50 == nil {
+			t.Fatalf("machine figures missing: %+v", r)
+		}
+		if s := *r.StreamGBPerS; !(s > 0) || math.IsInf(s, 0) {
+			t.Fatalf("stream %v GB/s", s)
+		}
+		if want := Fraction(r.WeightBytesPerToken, r.DecodeTokPerS, *r.StreamGBPerS); *r.BandwidthFraction != want || !(want > 0) {
+			t.Fatalf("fraction %v, want %v", *r.BandwidthFraction, want)
+		}
+		if *r.ControlP99P50 < 1 || r.P99P50Detrended < 1 || *r.ControlP50MS <= 0 {
+			t.Fatalf("control p99/p50 %v, detrended %v, control p50 %v", *r.ControlP99P50, r.P99P50Detrended, *r.ControlP50MS)
+		}
+		wantBytes := resident
+		if c.buffer {
+			wantBytes = 4 * c.llc
+		}
+		if r.StreamBuffer != c.buffer || r.StreamBytes != wantBytes || r.LLCBytes != c.llc {
+			t.Fatalf("llc %d: buffer %v, %d bytes streamed (want %v, %d)", c.llc, r.StreamBuffer, r.StreamBytes, c.buffer, wantBytes)
+		}
+		js, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range []string{`"stream_gb_per_s":`, `"bandwidth_fraction":`, `"control_p99_p50":`, `"p99_p50_detrended":`} {
+			if !strings.Contains(string(js), k) {
+				t.Errorf("JSON lacks %s: %s", k, js)
+			}
+		}
+		var sb strings.Builder
+		r.Print(&sb)
+		if !strings.Contains(sb.String(), "control loop") || !strings.Contains(sb.String(), "of the stream") {
+			t.Errorf("text report lacks the machine's figures:\n%s", sb.String())
+		}
+	}
+}
