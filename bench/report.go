@@ -60,6 +60,15 @@ func (r *Result) Print(w io.Writer) {
 			fmt.Fprintf(w, "%-20s %12.4f %7.1f%%\n", o.Op, o.MSPerTk, 100*o.Share)
 		}
 	}
+	if len(r.Batches) > 0 {
+		fmt.Fprintf(w, "\nbatched decode   %d steps a size; KV cache %.1f MB a session at %d positions\n",
+			r.GenTokens, float64(r.KVBytesPerSession)/1e6, r.PromptTokens+r.GenTokens)
+		fmt.Fprintf(w, "%-8s %16s %12s %12s %14s\n", "batch", "decode tok/s", "step p50 ms", "step p99 ms", "KV cache MB")
+		for _, b := range r.Batches {
+			fmt.Fprintf(w, "%-8d %16.1f %12.3f %12.3f %14.1f\n", b.Batch, b.DecodeTokPerS, b.P50MS, b.P99MS,
+				float64(r.KVBytesPerSession)*float64(b.Batch)/1e6)
+		}
+	}
 	if lb := r.LlamaBench; lb != nil {
 		fmt.Fprintf(w, "\n%-12s %14s %14s\n", "engine", "prefill tok/s", "decode tok/s")
 		fmt.Fprintf(w, "%-12s %14.1f %14.1f\n", "edgellm", r.PrefillTokPerS, r.DecodeTokPerS)

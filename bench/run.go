@@ -21,6 +21,9 @@ type Options struct {
 	// Threads streams the machine's figures with this many threads; 0
 	// takes the model's own count where it has one (the CPU backend).
 	Threads int
+	// Batches lists batch sizes to measure through the backend's batched
+	// decode step (batch.go), in this order; nil or [1] measures none.
+	Batches []int
 
 	llc        int64         // tests: the last-level cache size (0: ask the system)
 	streamTime time.Duration // tests: the stream's least time (0: 0.5 s)
@@ -82,6 +85,11 @@ type Result struct {
 	CopyGBPerS       *float64 `json:"copy_gb_per_s,omitempty"`
 
 	LlamaBench *LlamaBench `json:"llama_bench,omitempty"`
+
+	// Batched decode (Options.Batches), measured after the rest, so the
+	// fields above (peak RSS included) are those of batch 1 alone.
+	Batches           []BatchRow `json:"batches,omitempty"`
+	KVBytesPerSession int64      `json:"kv_bytes_per_session,omitempty"` // at prompt+gen positions
 }
 
 // WeightBytesPerToken is what one decode step reads of w as stored in the
@@ -135,6 +143,9 @@ func Run(ctx context.Context, m backend.Model, weightBytes int64, o Options) (Re
 	r := Result{Backend: m.Name(), PromptTokens: o.Prompt, GenTokens: o.Gen, Repeat: o.Repeat, WeightBytesPerToken: weightBytes}
 	if o.Prompt < 1 || o.Gen < 1 || o.Repeat < 1 {
 		return r, fmt.Errorf("bench: prompt, gen and repeat must be at least 1")
+	}
+	if err := checkBatches(m, o.Batches, o.Prompt+o.Gen); err != nil {
+		return r, err
 	}
 	if wb, ok := m.(backend.WeightBytes); ok {
 		r.WeightBytesPerToken = wb.WeightBytesPerToken()
@@ -265,6 +276,18 @@ func Run(ctx context.Context, m backend.Model, weightBytes int64, o Options) (Re
 		r.Ops = rows
 	}
 	r.PeakRSSBytes = PeakRSS()
+
+	if batched(o.Batches) {
+		bd := m.(backend.BatchDecoder) // checkBatches made sure
+		r.KVBytesPerSession = kvBytes(m, o.Prompt+o.Gen)
+		for _, n := range o.Batches {
+			row, err := runBatch(ctx, m, bd, n, o)
+			if err != nil {
+				return r, err
+			}
+			r.Batches = append(r.Batches, row)
+		}
+	}
 	return r, nil
 }
 

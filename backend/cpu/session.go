@@ -139,17 +139,23 @@ func (m *Model) newPass(rows int) (*pass, error) {
 	return p, nil
 }
 
+// KVBytes is the size of one session's KV cache for ctx positions: K and
+// V, every layer, float16 or float32 elements as the model keeps them.
+func (m *Model) KVBytes(ctx int) int64 {
+	esz := int64(4)
+	if m.kvHalf {
+		esz = 2
+	}
+	return 2 * esz * int64(m.cfg.Layers) * int64(ctx) * int64(m.cfg.KVDim())
+}
+
 func (m *Model) newSession(ctx int) (*Session, error) {
 	c := &m.cfg
 	if ctx <= 0 {
 		return nil, fmt.Errorf("cpu: context length %d must be positive", ctx)
 	}
 	kvDim := c.KVDim()
-	esz := int64(4)
-	if m.kvHalf {
-		esz = 2
-	}
-	if kv := 2 * esz * int64(c.Layers) * int64(ctx) * int64(kvDim); kv > maxKVBytes {
+	if kv := m.KVBytes(ctx); kv > maxKVBytes {
 		return nil, fmt.Errorf("cpu: a %d-position KV cache needs %d bytes, more than the limit %d", ctx, kv, int64(maxKVBytes))
 	}
 	m.mu.Lock()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -25,6 +26,7 @@ type benchCmd struct {
 	Prompt     int    `help:"Prompt tokens." short:"p" default:"128"`
 	Gen        int    `help:"Generated tokens." short:"n" default:"256"`
 	Repeat     int    `help:"Repeats (figures are medians)." default:"3"`
+	Batch      []int  `help:"Batch sizes to decode together, a comma list (1..256, in this order): adds aggregate tok/s and step latency per size." sep:"," default:"1"`
 	JSON       bool   `help:"Print one JSON object on stdout and nothing else."`
 	Ops        bool   `help:"Also print per-operation times."`
 	LlamaBench string `help:"Path to llama.cpp's llama-bench: run it on the same file and print both." name:"llama-bench"`
@@ -59,7 +61,15 @@ func presetPath(log *slog.Logger, preset, typ, embed string) (string, error) {
 	return path, writeSynth(log, preset, typ, embed, 1, path)
 }
 
-func (c *benchCmd) Run(log *slog.Logger) error {
+// Validate checks the batch sizes before a model is loaded (kong calls it).
+func (c *benchCmd) Validate() error {
+	return bench.CheckBatchSizes(c.Batch)
+}
+
+func (c *benchCmd) Run(log *slog.Logger) error { return c.write(os.Stdout, log) }
+
+// write runs the bench and prints its report to w.
+func (c *benchCmd) write(w io.Writer, log *slog.Logger) error {
 	var path string
 	if c.Model == "" {
 		var err error
@@ -86,7 +96,7 @@ func (c *benchCmd) Run(log *slog.Logger) error {
 	log.Info("loaded", "backend", m.Backend().Name(), "ms", loadMS)
 
 	r, err := bench.Run(ctx, m.Backend(), bench.WeightBytesPerToken(m.Weights()),
-		bench.Options{Prompt: c.Prompt, Gen: c.Gen, Repeat: c.Repeat, Ops: c.Ops, Seed: 1})
+		bench.Options{Prompt: c.Prompt, Gen: c.Gen, Repeat: c.Repeat, Ops: c.Ops, Seed: 1, Batches: c.Batch})
 	if err != nil {
 		return err
 	}
@@ -104,8 +114,8 @@ func (c *benchCmd) Run(log *slog.Logger) error {
 		r.LlamaBench = lb
 	}
 	if c.JSON {
-		return json.NewEncoder(os.Stdout).Encode(r)
+		return json.NewEncoder(w).Encode(r)
 	}
-	r.Print(os.Stdout)
+	r.Print(w)
 	return nil
 }
