@@ -44,14 +44,15 @@ func kvBytes(m backend.Model, ctx int) int64 {
 }
 
 // CheckBatchSizes refuses a size outside 1..MaxBatch or one given twice.
+// Its errors have no prefix: the CLI's parser adds the command's.
 func CheckBatchSizes(sizes []int) error {
 	seen := map[int]bool{}
 	for _, n := range sizes {
 		if n < 1 || n > MaxBatch {
-			return fmt.Errorf("bench: batch size %d outside 1..%d", n, MaxBatch)
+			return fmt.Errorf("batch size %d outside 1..%d", n, MaxBatch)
 		}
 		if seen[n] {
-			return fmt.Errorf("bench: batch size %d given twice", n)
+			return fmt.Errorf("batch size %d given twice", n)
 		}
 		seen[n] = true
 	}
@@ -61,7 +62,7 @@ func CheckBatchSizes(sizes []int) error {
 // checkBatches validates sizes against m before anything is measured.
 func checkBatches(m backend.Model, sizes []int, ctx int) error {
 	if err := CheckBatchSizes(sizes); err != nil {
-		return err
+		return fmt.Errorf("bench: %w", err)
 	}
 	for _, n := range sizes {
 		if kv := kvBytes(m, ctx) * int64(n); kv > maxBatchKVBytes {
