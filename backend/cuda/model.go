@@ -3,6 +3,7 @@ package cuda
 import (
 	"fmt"
 	"runtime"
+	"runtime/debug"
 	"sync"
 
 	"github.com/edgellm/edgellm/backend"
@@ -119,6 +120,12 @@ type Model struct {
 
 var _ backend.Model = (*Model)(nil)
 
+// layerMatrices are a layer's seven matrices in the order the device
+// stacks them: q, k, v (one qkv product), o, gate, up (one), down.
+func layerMatrices(L *model.Layer) []*model.Tensor {
+	return []*model.Tensor{&L.Wq, &L.Wk, &L.Wv, &L.Wo, &L.Wgate, &L.Wup, &L.Wdown}
+}
+
 // Load repacks w for the GPU, uploads it once and compiles the kernels for
 // the card found (or takes them from the disk cache).
 func Load(w *model.Weights, opts Options) (backend.Model, error) {
@@ -171,44 +178,24 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 		return nil, fmt.Errorf("cuda: output_norm has %d values, want %d", len(w.OutNorm), c.Dim)
 	}
 
-	// Pack the layer matrices: ternary when every one of them is uniformly
-	// ternary, else one dense kind for all (so the kernels are compiled once).
-	type layerMats struct{ q, k, v, o, g, u, d *hostMat }
-	packed := make([]layerMats, c.Layers)
-	wk := kindTernary
-	if opts.Dense {
-		wk = kindQ8
-	}
-	if wk == kindTernary {
-	tern:
-		for l := range w.Layers {
-			L := &w.Layers[l]
-			ts := []*model.Tensor{&L.Wq, &L.Wk, &L.Wv, &L.Wo, &L.Wgate, &L.Wup, &L.Wdown}
-			var out [7]*hostMat
-			for i, t := range ts {
-				m, ok, err := packTernary(t)
-				if err != nil {
-					return nil, err
-				}
-				if !ok {
-					wk = kindQ8
-					break tern
-				}
-				out[i] = m
-			}
-			packed[l] = layerMats{out[0], out[1], out[2], out[3], out[4], out[5], out[6]}
-		}
-	}
-	if wk != kindTernary {
-		wk = kindQ8
-		for l := range w.Layers {
-			L := &w.Layers[l]
-			for _, t := range []*model.Tensor{&L.Wq, &L.Wk, &L.Wv, &L.Wo, &L.Wgate, &L.Wup, &L.Wdown} {
-				if !quant.IsTernary(t.Type) {
-					wk = widest(wk, denseKindFor(t.Type))
-				}
+	// The layer matrices are ternary on the device when every one of them is
+	// uniformly ternary, else one dense kind for all (so the kernels are
+	// compiled once). The dense kind is known from the types alone; whether
+	// the ternary types really are {-a, 0, +a} per row shows only while
+	// packing, so a layer that is not sends the upload back to the start in
+	// the dense kind (files of one quantizer are all or nothing).
+	dense, allTernary := kindQ8, true
+	for l := range w.Layers {
+		for _, t := range layerMatrices(&w.Layers[l]) {
+			if !quant.IsTernary(t.Type) {
+				allTernary = false
+				dense = widest(dense, denseKindFor(t.Type))
 			}
 		}
+	}
+	wk := dense
+	if allTernary && !opts.Dense {
+		wk = kindTernary
 	}
 
 	runtime.LockOSThread()
@@ -253,40 +240,63 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 	}
 	upVec := func(v []float32, what string) (uint64, error) { return up(f32Bytes(v), what) }
 
-	m.layers = make([]devLayer, c.Layers)
-	for l := range w.Layers {
-		L := &w.Layers[l]
-		lm := packed[l]
-		if wk != kindTernary {
-			ts := []*model.Tensor{&L.Wq, &L.Wk, &L.Wv, &L.Wo, &L.Wgate, &L.Wup, &L.Wdown}
-			var out [7]*hostMat
-			for i, t := range ts {
-				if out[i], err = packDense(t, wk); err != nil {
-					return nil, err
+	// Each layer is packed, uploaded and dropped before the next, and its
+	// file pages released (the uploads are staged copies, so neither host
+	// copy is needed after them): the host holds about one layer at a time
+	// beside the file's mapping, not the whole repacked model.
+	upLayers := func(wk kind) (uniform bool, err error) {
+		m.layers = make([]devLayer, c.Layers)
+		for l := range w.Layers {
+			L := &w.Layers[l]
+			var lm [7]*hostMat
+			for i, t := range layerMatrices(L) {
+				if wk == kindTernary {
+					var good bool
+					if lm[i], good, err = packTernary(t); err != nil || !good {
+						return false, err
+					}
+				} else if lm[i], err = packDense(t, wk); err != nil {
+					return false, err
 				}
 			}
-			lm = layerMats{out[0], out[1], out[2], out[3], out[4], out[5], out[6]}
-		}
-		dl := &m.layers[l]
-		name := fmt.Sprintf("blk.%d", l)
-		if dl.qkv, err = upMat(stackRows(lm.q, lm.k, lm.v), name+".attn_qkv"); err != nil {
-			return nil, err
-		}
-		if dl.wo, err = upMat(lm.o, name+".attn_output"); err != nil {
-			return nil, err
-		}
-		if dl.gateUp, err = upMat(stackRows(lm.g, lm.u), name+".ffn_gate_up"); err != nil {
-			return nil, err
-		}
-		if dl.down, err = upMat(lm.d, name+".ffn_down"); err != nil {
-			return nil, err
-		}
-		for _, v := range layerVecs(&c, L) {
-			if *v.dst(dl), err = upVec(v.v, name+"."+v.name); err != nil {
-				return nil, err
+			dl := &m.layers[l]
+			name := fmt.Sprintf("blk.%d", l)
+			if dl.qkv, err = upMat(stackRows(lm[0], lm[1], lm[2]), name+".attn_qkv"); err != nil {
+				return false, err
+			}
+			if dl.wo, err = upMat(lm[3], name+".attn_output"); err != nil {
+				return false, err
+			}
+			if dl.gateUp, err = upMat(stackRows(lm[4], lm[5]), name+".ffn_gate_up"); err != nil {
+				return false, err
+			}
+			if dl.down, err = upMat(lm[6], name+".ffn_down"); err != nil {
+				return false, err
+			}
+			for _, v := range layerVecs(&c, L) {
+				if *v.dst(dl), err = upVec(v.v, name+"."+v.name); err != nil {
+					return false, err
+				}
+			}
+			for _, t := range layerMatrices(L) {
+				w.ReleaseTensor(t)
 			}
 		}
-		packed[l] = layerMats{} // let the GC take the host copy
+		return true, nil
+	}
+	uniform, err := upLayers(wk)
+	if err != nil {
+		return nil, err
+	}
+	if !uniform {
+		for _, p := range m.allocs {
+			dev.d.cuMemFree(p)
+		}
+		m.allocs, m.weightBytes = nil, 0
+		wk = dense
+		if _, err := upLayers(wk); err != nil {
+			return nil, err
+		}
 	}
 
 	// LM head and embedding. Tied weights share one device copy.
@@ -298,6 +308,7 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 	if m.head, err = upMat(hm, "output"); err != nil {
 		return nil, err
 	}
+	w.ReleaseTensor(&w.Output)
 	tied := w.Tied || (&w.Embed.Data[0] == &w.Output.Data[0] && w.Embed.Type == w.Output.Type)
 	ek := hk
 	if tied {
@@ -312,6 +323,7 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 		if m.embed, err = upMat(em, "token_embd"); err != nil {
 			return nil, err
 		}
+		w.ReleaseTensor(&w.Embed)
 		// A step reads one row of a separate embedding table, not all of it.
 		m.embedBytes = m.weightBytes - before
 	}
@@ -343,6 +355,11 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 		return nil, err
 	}
 	ok = true
+	// The host copies made while packing are garbage now: hand their pages
+	// back, so a model living on the GPU does not keep its repacked size
+	// resident on the host too (on boards that share one memory, that is
+	// the GPU's memory).
+	debug.FreeOSMemory()
 	return m, nil
 }
 
