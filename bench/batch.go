@@ -39,8 +39,7 @@ func kvBytes(m backend.Model, ctx int) int64 {
 	if k, ok := m.(interface{ KVBytes(ctx int) int64 }); ok {
 		return k.KVBytes(ctx)
 	}
-	c := m.Config()
-	return 2 * 4 * int64(c.Layers) * int64(ctx) * int64(c.KVDim())
+	return m.Config().KVBytes(ctx, 4)
 }
 
 // CheckBatchSizes refuses a size outside 1..MaxBatch or one given twice.

@@ -85,6 +85,12 @@ type Config struct {
 // KVDim is the width of one position's K (or V) for one layer.
 func (c *Config) KVDim() int { return c.KVHeads * c.HeadDim }
 
+// KVBytes is the size of one sequence's KV cache for ctx positions: K and
+// V of every layer, elemBytes a value (2 for float16, 4 for float32).
+func (c *Config) KVBytes(ctx, elemBytes int) int64 {
+	return 2 * int64(elemBytes) * int64(c.Layers) * int64(ctx) * int64(c.KVDim())
+}
+
 // QDim is the width of the queries (and of the attention output) of one
 // position: Heads*HeadDim, which need not equal Dim.
 func (c *Config) QDim() int { return c.Heads * c.HeadDim }

@@ -18,8 +18,7 @@ const DefaultKVBudget = 8 << 30
 // sequences can allocate: K and V, every layer, 4 bytes an element (the
 // widest cache any backend keeps).
 func kvBytes(m *engine.Model, ctx, slots int) int64 {
-	c := m.Config()
-	return 2 * 4 * int64(c.Layers) * int64(ctx) * int64(c.KVDim()) * int64(max(slots, 1))
+	return m.Config().KVBytes(ctx, 4) * int64(max(slots, 1))
 }
 
 // checkKVBudget refuses a loaded model whose caches could exceed budget.

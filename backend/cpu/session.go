@@ -142,11 +142,11 @@ func (m *Model) newPass(rows int) (*pass, error) {
 // KVBytes is the size of one session's KV cache for ctx positions: K and
 // V, every layer, float16 or float32 elements as the model keeps them.
 func (m *Model) KVBytes(ctx int) int64 {
-	esz := int64(4)
+	esz := 4
 	if m.kvHalf {
 		esz = 2
 	}
-	return 2 * esz * int64(m.cfg.Layers) * int64(ctx) * int64(m.cfg.KVDim())
+	return m.cfg.KVBytes(ctx, esz)
 }
 
 func (m *Model) newSession(ctx int) (*Session, error) {
