@@ -123,6 +123,18 @@ type BatchDecoder interface {
 	DecodeBatch(sessions []Session, tokens []int32, logits [][]float32) error
 }
 
+// BatchSampler is implemented by models whose batched step can also pick
+// each session's next token on the device, so only token ids cross the
+// bus: the argmax, or a draw under the parameters the session's last
+// SetSampling accepted (SamplingDecoder).
+type BatchSampler interface {
+	// DecodeBatchSample runs tokens[i] at sessions[i].Pos(), as
+	// DecodeBatch does, and writes each session's next token to next[i]
+	// instead of its logits. Errors as DecodeBatch's: then no session has
+	// advanced.
+	DecodeBatchSample(sessions []Session, tokens []int32, next []int32) error
+}
+
 // LogitsPrefiller is implemented by sessions that can prefill a batch and
 // keep the logits after every position, not only the last (for checks
 // against llama.cpp's teacher-forced logits).

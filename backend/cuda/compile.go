@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -16,9 +17,9 @@ import (
 // kernelFiles are the kernels' source files, in the order they are joined
 // into one NVRTC program: each may use what the files before it define
 // (common.cuh says what each holds).
-var kernelFiles = []string{"common.cuh", "stage.cu", "products.cu", "attention.cu", "step.cu", "sample.cu"}
+var kernelFiles = []string{"common.cuh", "stage.cu", "products.cu", "attention.cu", "step.cu", "rows.cu", "mm.cu", "mattn.cu", "sample.cu"}
 
-//go:embed common.cuh stage.cu products.cu attention.cu step.cu sample.cu
+//go:embed common.cuh stage.cu products.cu attention.cu step.cu rows.cu mm.cu mattn.cu sample.cu
 var kernelFS embed.FS
 
 // kernelSource is the kernels' one program: kernelFiles joined, each after
@@ -301,8 +302,8 @@ next:
 }
 
 // kernelNames are the entry points every module must have.
-var kernelNames = append([]string{"k_embed", "k_qkv", "k_qkv_post", "k_attn", "k_attn_w", "k_qkv_attn", "k_wo", "k_postnorm",
-	"k_gateup", "k_down", "k_lmhead", "k_sample"}, batchNames()...)
+var kernelNames = slices.Concat([]string{"k_embed", "k_qkv", "k_qkv_post", "k_attn", "k_attn_w", "k_qkv_attn", "k_wo", "k_postnorm",
+	"k_gateup", "k_down", "k_lmhead", "k_sample"}, batchNames(), rowsKernels, mmKernels, rowAttnKernels)
 
 // batchKernels are the products with a prefill entry point of their own.
 var batchKernels = []string{"k_qkv", "k_wo", "k_gateup", "k_down"}
