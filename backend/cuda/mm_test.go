@@ -155,6 +155,43 @@ func TestMMTiles(t *testing.T) {
 	}
 }
 
+// TestMMTernaryFragment checks the layout fact mm.cu's ternary tiles rest
+// on, against pack.go's packing: in a 64-weight chunk, k-step h (32
+// weights) gives lane t (of 4 in a group) the m16n8k32 A fragment's
+// weights 32h+4t.. and 32h+16+4t.. as shift t of words 2h and 2h+1, the
+// codes (w+1) one a byte.
+func TestMMTernaryFragment(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	codes := make([]int8, 200) // 4 chunks, the last part padding
+	for i := range codes {
+		codes[i] = int8(rng.IntN(3) - 1)
+	}
+	dst := make([]byte, padK(len(codes))/4)
+	putTernary(dst, codes)
+	weight := func(k int) int {
+		if k < len(codes) {
+			return int(codes[k])
+		}
+		return 0 // padding: code 1
+	}
+	for c := 0; c < len(dst)/16; c++ {
+		word := func(j int) uint32 { return binary.LittleEndian.Uint32(dst[c*16+4*j:]) }
+		for h := range 2 {
+			for lane := range 4 {
+				for half, w := range []uint32{word(2 * h), word(2*h + 1)} {
+					frag := (w >> (2 * lane)) & 0x03030303
+					for b := range 4 {
+						k := c*64 + 32*h + 16*half + 4*lane + b
+						if got := int(frag>>(8*b)&0xff) - 1; got != weight(k) {
+							t.Fatalf("chunk %d k-step %d lane %d: byte %d of the fragment is %d, weight %d is %d", c, h, lane, b, got, k, weight(k))
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
 // ---------------------------------------------------------------- device harness
 
 // The harness of mm.cu: each k_rnorm_* and k_mm_* of every kernelCases
