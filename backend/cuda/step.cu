@@ -182,16 +182,12 @@ extern "C" __global__ void __launch_bounds__(128) k_qkv_post(const int *__restri
     pdl_after_work(P_QKV);
 }
 
-// k_postnorm: x += RMSNorm(y) with weight w, token blockIdx.y: a block's
-// post-norm (POST_NORM, Gemma), after k_wo or k_down wrote its product to y.
-extern "C" __global__ void __launch_bounds__(256) k_postnorm(const float *y, const float *__restrict__ w, float *x) {
+// postnorm_row: x += RMSNorm(y) with weight w for one row of DIM values,
+// by a block of 256 threads; red holds 64 floats. k_postnorm (a token
+// blockIdx.y) and rows.cu k_rpostnorm (a row blockIdx.x) share it.
+__device__ __forceinline__ void postnorm_row(const float *y, const float *__restrict__ w, float *x, float *red) {
     constexpr int BT = 256, PER = (DIM + BT - 1) / BT;
-    __shared__ float red[64];
     const int tid = threadIdx.x;
-    y += (size_t)blockIdx.y * DIM;
-    x += (size_t)blockIdx.y * DIM;
-    grid_dep_wait();
-    pdl_after_wait(P_POST);
     float v[PER], ss = 0.f, unused = 0.f;
 #pragma unroll
     for (int j = 0; j < PER; j++) {
@@ -206,6 +202,17 @@ extern "C" __global__ void __launch_bounds__(256) k_postnorm(const float *y, con
         const int i = tid + j * BT;
         if (i < DIM) x[i] = ldcg(x + i) + v[j] * r * w[i];
     }
+}
+
+// k_postnorm: x += RMSNorm(y) with weight w, token blockIdx.y: a block's
+// post-norm (POST_NORM, Gemma), after k_wo or k_down wrote its product to y.
+extern "C" __global__ void __launch_bounds__(256) k_postnorm(const float *y, const float *__restrict__ w, float *x) {
+    __shared__ float red[64];
+    y += (size_t)blockIdx.y * DIM;
+    x += (size_t)blockIdx.y * DIM;
+    grid_dep_wait();
+    pdl_after_wait(P_POST);
+    postnorm_row(y, w, x, red);
     pdl_after_work(P_POST);
 }
 
