@@ -965,7 +965,7 @@ func checkSample(h *kernelHarness, tb testing.TB, rng *rand.Rand, pos int, l *la
 			tb.Fatalf("SetSampling(%+v): %v, %v", p, ok, err)
 		}
 		h.put(tb, b.logits, logits)
-		if err := h.s.uploadSampling(token); err != nil {
+		if err := h.s.uploadSampling(token, h.s.stream); err != nil {
 			tb.Fatal(err)
 		}
 		h.putTP(tb, -1, pos)
