@@ -79,10 +79,10 @@ type Session struct {
 	// prefillBatch where the legacy prefill runs (knobs.Knobs.LegacyPrefill);
 	// the rows step's prefill uses the Model's workspace.
 	prefillRows int
-	stream uintptr
-	allocs []uint64
-	pinned unsafe.Pointer // pinned host memory: [0] token, [1] position, [2] argmax out (int32)
-	buf    buffers
+	stream      uintptr
+	allocs      []uint64
+	pinned      unsafe.Pointer // pinned host memory: [0] token, [1] position, [2] argmax out (int32)
+	buf         buffers
 
 	plan    []launch // the decode step
 	prefill []launch // a prefill batch's step, up to the LM head
