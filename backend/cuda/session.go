@@ -601,15 +601,18 @@ func (s *Session) DecodeArgmax(token int32) (int32, error) {
 	return pinnedInt32(s.pinned, 2), nil
 }
 
-// prefillBatch is the most tokens one prefill launch carries (the
-// activation buffers have a row for each).
+// prefillBatch is the most tokens one launch of the legacy prefill
+// carries (knobs.Knobs.LegacyPrefill; the activation buffers then have a
+// row for each).
 const prefillBatch = 64
 
-// Prefill implements backend.Session. Tokens go in batches of up to
-// prefillBatch: each kernel of the step runs once for the whole batch
-// (gridDim.y = tokens, each at its own position; attention is causal
-// because the batch's keys and values are written before it runs), and
-// the LM head runs once, for the last token, when logits are wanted.
+// Prefill implements backend.Session. The tokens run through the Model's
+// many-row step (rowsstep.go) in chunks of up to rowsPromptMax rows, and
+// the LM head runs for the last token when logits are wanted. The legacy
+// prefill (the harness's knobs.Knobs.LegacyPrefill) runs the decode step's
+// kernels over batches of prefillBatch tokens instead (gridDim.y = tokens,
+// each at its own position; attention is causal because the batch's keys
+// and values are written before it runs).
 func (s *Session) Prefill(tokens []int32, logits []float32) error {
 	if logits != nil && len(logits) < s.m.cfg.Vocab {
 		return fmt.Errorf("cuda: logits buffer of %d, want %d", len(logits), s.m.cfg.Vocab)
@@ -618,8 +621,8 @@ func (s *Session) Prefill(tokens []int32, logits []float32) error {
 }
 
 // PrefillLogits implements backend.LogitsPrefiller: Prefill, with the LM
-// head run for every token of each batch (one launch a token) and each
-// token's logits brought back.
+// head run for every token (in groups of rowsBatchMax rows; the legacy
+// prefill one launch a token) and each token's logits brought back.
 func (s *Session) PrefillLogits(tokens []int32, logits []float32) error {
 	if v := s.m.cfg.Vocab; len(logits) != len(tokens)*v {
 		return fmt.Errorf("cuda: logits buffer of %d for %d tokens, want %d", len(logits), len(tokens), len(tokens)*v)
