@@ -354,3 +354,22 @@ func TestDecodeBatchChecks(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestRowsSplits: a batch row's attention slices its positions as the
+// lone decode step of a session of any context holding it would
+// (attention.cu att_slices: min(ceil(positions/16), nsplit)), whatever
+// the batch.
+func TestRowsSplits(t *testing.T) {
+	m, _, _ := planModel(testDims()[0], 1)
+	slices := func(pos, nsplit int) int { return min((pos+1+15)/16, nsplit) }
+	for _, ctx := range []int{1, 15, 16, 17, 100, 1000, 1024, 1025, 4096, 1 << 20} {
+		for _, pos := range []int{0, 1, 15, 16, 17, ctx / 2, ctx - 1} {
+			if pos < 0 || pos >= ctx {
+				continue
+			}
+			if got, want := slices(pos, m.rowsSplits()), slices(pos, attnSplits(ctx)); got != want {
+				t.Fatalf("position %d of %d: %d slices in a batch, %d alone", pos, ctx, got, want)
+			}
+		}
+	}
+}

@@ -221,7 +221,10 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 // enough (head, slice) items to spread long contexts over the GPU
 // (attention.cu ATT_CHUNK = 16 positions a slice while they last; its
 // merge handles up to 64 slices).
-func attnSplits(ctx int) int { return min(max((ctx+15)/16, 1), 64) }
+func attnSplits(ctx int) int { return min(max((ctx+15)/16, 1), attnMaxSplits) }
+
+// attnMaxSplits is the most slices attention.cu's merge takes.
+const attnMaxSplits = 64
 
 // allocBuffers allocates the session's device memory (s.buf), zeroed, and
 // uploads its RoPE table; the KV cache takes kvBytes. It first checks that
