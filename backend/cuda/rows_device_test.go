@@ -1,11 +1,16 @@
 package cuda
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
+	"slices"
 	"testing"
+	"unsafe"
 
 	"github.com/edgellm/edgellm/backend"
+	"github.com/edgellm/edgellm/model"
 	"github.com/edgellm/edgellm/sample"
 	"github.com/edgellm/edgellm/synth"
 )
@@ -287,5 +292,159 @@ func TestDecodeBatchAllocs(t *testing.T) {
 	t.Logf("allocations a step: batch of 16 %.1f, lone decode %.1f", batched, alone)
 	if batched > alone {
 		t.Fatalf("a batch step allocates %.1f times, a lone step %.1f", batched, alone)
+	}
+}
+
+// TestRowsKernels checks rows.cu's and sample.cu's many-row kernels alone
+// in the kernel harness (kernel_test.go), launched as the rows plan
+// launches them, outputs poisoned first: k_rembed against model.EmbedRow,
+// k_rpostnorm against the reference's post-norm, k_rargmax against
+// sample.Argmax (ties to the lowest id, an all-NaN row to 0), and
+// k_rsample: a row without a sampler takes the argmax, a padding row
+// writes nothing, and a sampling row's draws follow package sample's
+// distribution (as checkSample checks k_sample's).
+func TestRowsKernels(t *testing.T) {
+	for _, name := range []string{"smollm-135m", "features-q8_0"} {
+		t.Run(name, func(t *testing.T) {
+			var c kernelCase
+			for _, kc := range kernelCases() {
+				if kc.name == name {
+					c = kc
+				}
+			}
+			h := kernelHarnessFor(t, c)
+			done := h.enter(t)
+			defer done()
+			m, cfg := h.m, h.cfg()
+			m.rowsMu.Lock()
+			r, err := m.rowsWorkspace()
+			m.rowsMu.Unlock()
+			if err != nil {
+				t.Fatal(err)
+			}
+			const n = 3
+			plan := m.rowsPlan(&r.buf, n, false, tailSample)
+			plan = append(plan, m.rowsPlan(&r.buf, n, false, tailArgmax)...)
+			var pin runtime.Pinner
+			defer pin.Unpin()
+			find := func(name string) *launch {
+				for i := range plan {
+					if plan[i].name == name {
+						pinLaunch(&pin, &plan[i])
+						return &plan[i]
+					}
+				}
+				return nil
+			}
+			d := m.dev.d
+			run := func(l *launch) {
+				t.Helper()
+				if err := r.launch(d, l); err != nil {
+					t.Fatal(err)
+				}
+				h.do(t, d.cuStreamSynchronize(r.stream), "cuStreamSynchronize("+l.name+")")
+			}
+			rng := rand.New(rand.NewPCG(31, 32))
+			v, dim := cfg.Vocab, cfg.Dim
+			putRows := func(rows []rowDesc, slots []slotDesc) {
+				h.putBytes(t, r.buf.rows, unsafe.Slice((*byte)(unsafe.Pointer(&rows[0])), len(rows)*int(unsafe.Sizeof(rows[0]))))
+				h.putBytes(t, r.buf.slots, unsafe.Slice((*byte)(unsafe.Pointer(&slots[0])), len(slots)*int(unsafe.Sizeof(slots[0]))))
+			}
+
+			// k_rembed
+			toks := []int32{0, int32(v - 1), int32(rng.IntN(v))}
+			putRows([]rowDesc{{Tok: toks[0]}, {Tok: toks[1], Pos: 5}, {Tok: toks[2], Slot: -1}}, []slotDesc{{}})
+			h.poison(t, r.buf.x, 4*dim*n)
+			h.do(t, d.cuStreamSynchronize(h.s.stream), "poison")
+			run(find("k_rembed"))
+			got := h.get(t, r.buf.x, dim*n)
+			for i, tok := range toks {
+				want := make([]float32, dim)
+				model.EmbedRow(want, &h.w.Embed, int(tok))
+				model.Scale(want, cfg.EmbedMul())
+				h.expect(t, fmt.Sprintf("row %d: embedding of token %d", i, tok), got[i*dim:(i+1)*dim], want, 1e-6)
+			}
+
+			// k_rpostnorm
+			if l := find("k_rpostnorm"); l != nil {
+				y, x := randVec(rng, dim*n, 1), randVec(rng, dim*n, 1)
+				h.put(t, r.buf.post, y)
+				h.put(t, r.buf.x, x)
+				run(l)
+				got := h.get(t, r.buf.x, dim*n)
+				w := h.w.Layers[0].AttnPostNorm
+				for i := range n {
+					want := append([]float32(nil), y[i*dim:(i+1)*dim]...)
+					model.RMSNorm(want, want, w, cfg.NormEps)
+					model.Add(want, x[i*dim:(i+1)*dim])
+					h.expect(t, fmt.Sprintf("row %d: post-norm", i), got[i*dim:(i+1)*dim], want, tolFloat)
+				}
+			} else if cfg.PostNorms {
+				t.Fatal("no k_rpostnorm in a plan with post-norms")
+			}
+
+			// k_rargmax: a tie in row 0, NaN in row 1
+			logits := randVec(rng, v*n, 3)
+			a, b := rng.IntN(v/2), v/2+rng.IntN(v/2)
+			logits[a], logits[b] = 100, 100
+			for i := v; i < 2*v; i++ {
+				logits[i] = float32(math.NaN())
+			}
+			h.put(t, r.buf.logits, logits)
+			h.poison(t, r.buf.next, 4*n)
+			h.do(t, d.cuStreamSynchronize(h.s.stream), "poison")
+			run(find("k_rargmax"))
+			next := h.get(t, r.buf.next, n)
+			for i := range n {
+				if id := int32(math.Float32bits(next[i])); id != sample.Argmax(logits[i*v:(i+1)*v]) || (i == 0 && id != int32(a)) {
+					t.Fatalf("row %d: k_rargmax %d, want %d", i, id, sample.Argmax(logits[i*v:(i+1)*v]))
+				}
+			}
+
+			// k_rsample: row 0 no sampler (argmax), row 1 samples, row 2 padding
+			ls := find("k_rsample")
+			hist := []int32{int32(rng.IntN(v)), int32(rng.IntN(v))}
+			token := int32(rng.IntN(v))
+			host, err := sample.New(v, sampleParams)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, tk := range append(slices.Clone(hist), token) {
+				host.Accept(tk)
+			}
+			row := randVec(rng, v, 3)
+			ids, probs, err := host.Distribution(slices.Clone(row))
+			if err != nil {
+				t.Fatal(err)
+			}
+			putRows([]rowDesc{{Slot: 0}, {Slot: 1}, {Slot: -1}}, []slotDesc{{}, {Sample: h.s.buf.sampleP}})
+			draws := make([]int32, 0, sampleDraws)
+			for i := range sampleDraws {
+				p := sampleParams
+				p.Seed = uint64(i)
+				if ok, err := h.s.SetSampling(p, hist); !ok || err != nil {
+					t.Fatalf("SetSampling: %v %v", ok, err)
+				}
+				if err := h.s.uploadSampling(token, r.stream); err != nil {
+					t.Fatal(err)
+				}
+				h.put(t, r.buf.logits, append(append(slices.Clone(logits[:v]), row...), logits[2*v:]...))
+				h.poison(t, r.buf.next, 4*n)
+				h.do(t, d.cuStreamSynchronize(h.s.stream), "poison")
+				run(ls)
+				next := h.get(t, r.buf.next, n)
+				if id := int32(math.Float32bits(next[0])); id != int32(a) {
+					t.Fatalf("draw %d: row 0 without a sampler took %d, its argmax is %d", i, id, a)
+				}
+				if pad := int32(math.Float32bits(next[2])); pad != -1 {
+					t.Fatalf("draw %d: the padding row wrote %d", i, pad)
+				}
+				draws = append(draws, int32(math.Float32bits(next[1])))
+			}
+			tv, outside := drawStats(draws, ids, probs)
+			if outside > 0 || tv > sampleMaxTV {
+				t.Errorf("%d draws over %d candidates: total variation %.3f (max %.2f), %d outside", len(draws), len(ids), tv, sampleMaxTV, outside)
+			}
+		})
 	}
 }
