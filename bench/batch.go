@@ -32,16 +32,6 @@ func batched(sizes []int) bool {
 	return len(sizes) > 1 || len(sizes) == 1 && sizes[0] != 1
 }
 
-// kvBytes is one session's KV cache at ctx positions: the backend's own
-// figure where it gives one, else float32 K and V for every layer (the
-// widest cache any backend keeps).
-func kvBytes(m backend.Model, ctx int) int64 {
-	if k, ok := m.(interface{ KVBytes(ctx int) int64 }); ok {
-		return k.KVBytes(ctx)
-	}
-	return m.Config().KVBytes(ctx, 4)
-}
-
 // CheckBatchSizes refuses a size outside 1..MaxBatch or one given twice.
 // Its errors have no prefix: the CLI's parser adds the command's.
 func CheckBatchSizes(sizes []int) error {
@@ -64,7 +54,7 @@ func checkBatches(m backend.Model, sizes []int, ctx int) error {
 		return fmt.Errorf("bench: %w", err)
 	}
 	for _, n := range sizes {
-		if kv := kvBytes(m, ctx) * int64(n); kv > maxBatchKVBytes {
+		if kv := backend.KVBytes(m, ctx) * int64(n); kv > maxBatchKVBytes {
 			return fmt.Errorf("bench: batch %d needs %d bytes of KV cache at %d positions, more than the limit %d", n, kv, ctx, int64(maxBatchKVBytes))
 		}
 	}

@@ -46,7 +46,7 @@ func TestRunBatches(t *testing.T) {
 			t.Errorf("batch %d: %.1f tok/s, p50 %.4f ms, p99 %.4f ms", b.Batch, b.DecodeTokPerS, b.P50MS, b.P99MS)
 		}
 	}
-	if want := m.(interface{ KVBytes(int) int64 }).KVBytes(4 + 16); r.KVBytesPerSession != want || want <= 0 {
+	if want := m.(backend.KVSizer).KVBytes(4 + 16); r.KVBytesPerSession != want || want <= 0 {
 		t.Errorf("KV bytes a session %d, want %d", r.KVBytesPerSession, want)
 	}
 	js, err := json.Marshal(r)

@@ -279,7 +279,7 @@ func Run(ctx context.Context, m backend.Model, weightBytes int64, o Options) (Re
 
 	if batched(o.Batches) {
 		bd := m.(backend.BatchDecoder) // checkBatches made sure
-		r.KVBytesPerSession = kvBytes(m, o.Prompt+o.Gen)
+		r.KVBytesPerSession = backend.KVBytes(m, o.Prompt+o.Gen)
 		for _, n := range o.Batches {
 			row, err := runBatch(ctx, m, bd, n, o)
 			if err != nil {
