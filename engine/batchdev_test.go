@@ -25,15 +25,15 @@ import (
 // session's whole cache as history.
 type devModel struct {
 	*cpu.Model
-	mu        sync.Mutex
-	inner     []backend.Session
-	logits    [][]float32
-	batches   atomic.Int64 // DecodeBatch calls
-	samples   atomic.Int64 // DecodeBatchSample calls
-	armed     atomic.Int64 // SetSampling calls that returned ok
-	disarmed  atomic.Int64 // SetSampling calls that returned not ok
-	badHist   atomic.Int64 // SetSampling calls whose history was not the cache
-	fail      atomic.Bool  // DecodeBatchSample fails
+	mu       sync.Mutex
+	inner    []backend.Session
+	logits   [][]float32
+	batches  atomic.Int64 // DecodeBatch calls
+	samples  atomic.Int64 // DecodeBatchSample calls
+	armed    atomic.Int64 // SetSampling calls that returned ok
+	disarmed atomic.Int64 // SetSampling calls that returned not ok
+	badHist  atomic.Int64 // SetSampling calls whose history was not the cache
+	fail     atomic.Bool  // DecodeBatchSample fails
 }
 
 type devSession struct {
