@@ -66,8 +66,12 @@ func checkBatches(m backend.Model, sizes []int, ctx int) error {
 
 // runBatch measures batch sessions decoded together: each is prefilled
 // with its own random prompt of o.Prompt ids, then o.Gen batched steps
-// are timed one by one, each session taking its greedy next token.
+// are timed one by one, each session taking its greedy next token: picked
+// on the device where the model is a BatchSampler (fresh sessions, never
+// given SetSampling, take the argmax; only ids cross), else on the host
+// from the logits of DecodeBatch.
 func runBatch(ctx context.Context, m backend.Model, bd backend.BatchDecoder, batch int, o Options) (BatchRow, error) {
+	bs, _ := m.(backend.BatchSampler)
 	row := BatchRow{Batch: batch}
 	vocab := m.Config().Vocab
 	rng := rand.New(rand.NewPCG(o.Seed, uint64(batch)))
@@ -77,7 +81,7 @@ func runBatch(ctx context.Context, m backend.Model, bd backend.BatchDecoder, bat
 			s.Close()
 		}
 	}()
-	toks := make([]int32, batch)
+	toks, next := make([]int32, batch), make([]int32, batch)
 	logits := make([][]float32, batch)
 	prompt := make([]int32, o.Prompt)
 	for i := 0; i < batch; i++ {
@@ -96,6 +100,13 @@ func runBatch(ctx context.Context, m backend.Model, bd backend.BatchDecoder, bat
 		toks[i] = sample.Argmax(logits[i])
 	}
 	step := func() error {
+		if bs != nil {
+			if err := bs.DecodeBatchSample(sess, toks, next); err != nil {
+				return fmt.Errorf("bench: batch %d: decode: %w", batch, err)
+			}
+			copy(toks, next)
+			return nil
+		}
 		if err := bd.DecodeBatch(sess, toks, logits); err != nil {
 			return fmt.Errorf("bench: batch %d: decode: %w", batch, err)
 		}

@@ -3,6 +3,8 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"math"
+	"slices"
 	"strings"
 	"testing"
 
@@ -10,6 +12,7 @@ import (
 	"github.com/edgellm/edgellm/backend/cpu"
 	"github.com/edgellm/edgellm/internal/testmodel"
 	"github.com/edgellm/edgellm/quant"
+	"github.com/edgellm/edgellm/sample"
 )
 
 func tinyCPU(t *testing.T) (backend.Model, int64) {
@@ -147,4 +150,114 @@ func TestCheckBatchSizes(t *testing.T) {
 			t.Errorf("%v: error %v, want %q", c.sizes, err, c.want)
 		}
 	}
+}
+
+// picker is the CPU model as a device that picks the batch's greedy tokens
+// itself (backend.BatchSampler); it checks that each step is given the ids
+// it picked the step before.
+type picker struct {
+	*cpu.Model
+	calls, fed int
+	last       []int32
+	logits     [][]float32
+}
+
+func (p *picker) DecodeBatchSample(sessions []backend.Session, tokens []int32, next []int32) error {
+	p.calls++
+	if slices.Equal(tokens, p.last) {
+		p.fed++
+	}
+	for len(p.logits) < len(sessions) {
+		p.logits = append(p.logits, make([]float32, p.Config().Vocab))
+	}
+	if err := p.DecodeBatch(sessions, tokens, p.logits[:len(sessions)]); err != nil {
+		return err
+	}
+	for i := range next {
+		next[i] = sample.Argmax(p.logits[i])
+	}
+	p.last = slices.Clone(next)
+	return nil
+}
+
+// TestRunBatchesOnDevice: a model that picks the batch's tokens itself is
+// measured through DecodeBatchSample, fed its own picks, and says so.
+func TestRunBatchesOnDevice(t *testing.T) {
+	m, wb := tinyCPU(t)
+	p := &picker{Model: m.(*cpu.Model)}
+	r, err := Run(context.Background(), p, wb, fast(Options{Prompt: 4, Gen: 16, Batches: []int{1, 3}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Per size: 4 warm-up steps, then 16 timed; all but the first of each
+	// run (after a prefill or the rewind) take the ids of the one before.
+	if len(r.Batches) != 2 || !r.BatchDevicePick || p.calls != 2*(4+16) || p.fed < 2*(4+16-2) {
+		t.Fatalf("%d batches, device pick %v, %d calls, %d fed their picks", len(r.Batches), r.BatchDevicePick, p.calls, p.fed)
+	}
+	var sb strings.Builder
+	r.Print(&sb)
+	if !strings.Contains(sb.String(), "picked on the device") {
+		t.Errorf("text report does not say where the tokens were picked:\n%s", sb.String())
+	}
+}
+
+// TestRunOps: --ops gives decode's per-operation table and prefill's,
+// each summing to the whole, and says when a backend does not time its
+// prefill.
+func TestRunOps(t *testing.T) {
+	m, wb := tinyCPU(t)
+	r, err := Run(context.Background(), m, wb, fast(Options{Prompt: 6, Gen: 8, Ops: true}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, rows := range map[string][]OpRow{"decode": r.Ops, "prefill": r.PrefillOps} {
+		sum, ms := 0.0, 0.0
+		for _, o := range rows {
+			sum += o.Share
+			ms += o.MSPerTk
+		}
+		if len(rows) == 0 || math.Abs(sum-1) > 1e-9 || !(ms > 0) {
+			t.Errorf("%s: %d rows, shares sum to %v, %v ms a token", name, len(rows), sum, ms)
+		}
+	}
+	var sb strings.Builder
+	r.Print(&sb)
+	if !strings.Contains(sb.String(), "decode, per operation (cpu") || !strings.Contains(sb.String(), "prefill of 6 tokens, per operation (cpu") {
+		t.Errorf("text report:\n%s", sb.String())
+	}
+
+	r, err = Run(context.Background(), noPrefillTimes{m}, wb, fast(Options{Prompt: 6, Gen: 8, Ops: true}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb.Reset()
+	r.Print(&sb)
+	if len(r.Ops) == 0 || r.PrefillOps != nil || !strings.Contains(sb.String(), "prefill, per operation: not timed") {
+		t.Errorf("a backend that does not time its prefill: %d decode rows, %d prefill rows\n%s", len(r.Ops), len(r.PrefillOps), sb.String())
+	}
+}
+
+// noPrefillTimes is the CPU model with sessions that time only decode
+// steps, as a backend whose prefill records nothing.
+type noPrefillTimes struct{ backend.Model }
+
+type quietPrefill struct {
+	*cpu.Session
+	on bool
+}
+
+func (n noPrefillTimes) NewSession(ctx int) (backend.Session, error) {
+	s, err := n.Model.NewSession(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &quietPrefill{Session: s.(*cpu.Session)}, nil
+}
+
+func (q *quietPrefill) Profile(on bool) { q.on = on; q.Session.Profile(on) }
+
+func (q *quietPrefill) Prefill(tokens []int32, logits []float32) error {
+	q.Session.Profile(false)
+	defer q.Session.Profile(q.on)
+	return q.Session.Prefill(tokens, logits)
 }
