@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"math"
-	"slices"
 	"strings"
 	"testing"
 
@@ -12,7 +11,6 @@ import (
 	"github.com/edgellm/edgellm/backend/cpu"
 	"github.com/edgellm/edgellm/internal/testmodel"
 	"github.com/edgellm/edgellm/quant"
-	"github.com/edgellm/edgellm/sample"
 )
 
 func tinyCPU(t *testing.T) (backend.Model, int64) {
@@ -152,47 +150,23 @@ func TestCheckBatchSizes(t *testing.T) {
 	}
 }
 
-// picker is the CPU model as a device that picks the batch's greedy tokens
-// itself (backend.BatchSampler); it checks that each step is given the ids
-// it picked the step before.
-type picker struct {
-	*cpu.Model
-	calls, fed int
-	last       []int32
-	logits     [][]float32
-}
-
-func (p *picker) DecodeBatchSample(sessions []backend.Session, tokens []int32, next []int32) error {
-	p.calls++
-	if slices.Equal(tokens, p.last) {
-		p.fed++
-	}
-	for len(p.logits) < len(sessions) {
-		p.logits = append(p.logits, make([]float32, p.Config().Vocab))
-	}
-	if err := p.DecodeBatch(sessions, tokens, p.logits[:len(sessions)]); err != nil {
-		return err
-	}
-	for i := range next {
-		next[i] = sample.Argmax(p.logits[i])
-	}
-	p.last = slices.Clone(next)
-	return nil
-}
-
 // TestRunBatchesOnDevice: a model that picks the batch's tokens itself is
 // measured through DecodeBatchSample, fed its own picks, and says so.
 func TestRunBatchesOnDevice(t *testing.T) {
 	m, wb := tinyCPU(t)
-	p := &picker{Model: m.(*cpu.Model)}
-	r, err := Run(context.Background(), p, wb, fast(Options{Prompt: 4, Gen: 16, Batches: []int{1, 3}}))
+	d, err := testmodel.NewDevice(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Run(context.Background(), d, wb, fast(Options{Prompt: 4, Gen: 16, Batches: []int{1, 3}}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Per size: 4 warm-up steps, then 16 timed; all but the first of each
-	// run (after a prefill or the rewind) take the ids of the one before.
-	if len(r.Batches) != 2 || !r.BatchDevicePick || p.calls != 2*(4+16) || p.fed < 2*(4+16-2) {
-		t.Fatalf("%d batches, device pick %v, %d calls, %d fed their picks", len(r.Batches), r.BatchDevicePick, p.calls, p.fed)
+	// run (after a prefill or the rewind) take each session's last pick.
+	if len(r.Batches) != 2 || !r.BatchDevicePick || d.Samples.Load() != 2*(4+16) || d.Batches.Load() != 0 || d.Fed.Load() != (1+3)*(4+16-2) {
+		t.Fatalf("%d batches, device pick %v, %d device steps, %d host steps, %d picks fed", len(r.Batches), r.BatchDevicePick,
+			d.Samples.Load(), d.Batches.Load(), d.Fed.Load())
 	}
 	var sb strings.Builder
 	r.Print(&sb)

@@ -13,7 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgellm/edgellm/backend"
+	"github.com/edgellm/edgellm/backend/cpu"
 	"github.com/edgellm/edgellm/engine"
+	"github.com/edgellm/edgellm/internal/testmodel"
+	"github.com/edgellm/edgellm/model"
 	"github.com/edgellm/edgellm/version"
 	"github.com/ollama/ollama/api"
 	"github.com/openai/openai-go/v3"
@@ -318,6 +322,30 @@ func TestCancelMidStream(t *testing.T) {
 //	EDGELLM_TEST_BACKEND=cuda EDGELLM_TEST_PARALLEL=16 ./server.test -test.run TestConcurrentGreedy -test.v
 func TestConcurrentGreedy(t *testing.T) {
 	be, par := batchBackend(t)
+	concurrentGreedy(t, be, par)
+}
+
+// The same on a stand-in for the GPU (testmodel.Device: the CPU backend
+// picking tokens as a device does) with 16 slots: every step picks on the
+// device, none brings logits back.
+func TestConcurrentGreedyDevice(t *testing.T) {
+	var dev *testmodel.Device
+	engine.RegisterBackend(testmodel.DeviceName, func(w *model.Weights, o engine.Options) (backend.Model, error) {
+		m, err := cpu.Load(w, cpu.Options{Threads: o.Threads})
+		if err != nil {
+			return nil, err
+		}
+		dev, err = testmodel.NewDevice(m)
+		return dev, err
+	})
+	concurrentGreedy(t, testmodel.DeviceName, 16)
+	if dev.Samples.Load() == 0 || dev.Batches.Load() != 0 {
+		t.Fatalf("%d steps on the device, %d with logits", dev.Samples.Load(), dev.Batches.Load())
+	}
+}
+
+// concurrentGreedy is TestConcurrentGreedy on backend be with par slots.
+func concurrentGreedy(t *testing.T, be string, par int) {
 	s := newTestServer(t, func(c *Config) { c.Engine.Backend, c.Parallel = be, par })
 	// Once armed, the first batched step waits until min(par, 16) requests
 	// are in the batch, so that batching surely happens however the
