@@ -11,6 +11,7 @@ import (
 var (
 	_ backend.BatchDecoder = (*Model)(nil)
 	_ backend.BatchSampler = (*Model)(nil)
+	_ backend.KVSizer      = (*Model)(nil)
 )
 
 // rowsState is the Model's many-row workspace (rowsBuffers) and what runs
