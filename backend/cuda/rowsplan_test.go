@@ -373,3 +373,45 @@ func TestRowsSplits(t *testing.T) {
 		}
 	}
 }
+
+// TestHeadGroups: a prompt's LM head launches over its chunks cover every
+// row once, in groups the logits buffer holds, each to its own row of the
+// caller's buffer (PrefillLogits); or the last row only (Prefill); or none.
+func TestHeadGroups(t *testing.T) {
+	for _, total := range []int{1, 63, 64, 65, 511, 512, 513, 1100} {
+		seen := make([]int, total)
+		last := 0
+		for off := 0; off < total; off += rowsPromptMax {
+			n := min(rowsPromptMax, total-off)
+			for _, g := range headGroups(off, n, total, true, true) {
+				if g.n < 1 || g.n > rowsBatchMax || g.from < 0 || g.from+g.n > n || g.dst != off+g.from {
+					t.Fatalf("prompt of %d, chunk at %d: group %+v", total, off, g)
+				}
+				for r := range g.n {
+					seen[g.dst+r]++
+				}
+			}
+			gs := headGroups(off, n, total, true, false)
+			if off+n < total && len(gs) != 0 {
+				t.Fatalf("prompt of %d: the head of chunk %d before the last: %+v", total, off, gs)
+			}
+			if off+n == total {
+				if len(gs) != 1 || gs[0] != (headGroup{n - 1, 1, 0}) {
+					t.Fatalf("prompt of %d: last chunk's head %+v", total, gs)
+				}
+				last++
+			}
+			if gs := headGroups(off, n, total, false, false); len(gs) != 0 {
+				t.Fatalf("no logits wanted, head %+v", gs)
+			}
+		}
+		for r, c := range seen {
+			if c != 1 {
+				t.Fatalf("prompt of %d: row %d has logits %d times", total, r, c)
+			}
+		}
+		if last != 1 {
+			t.Fatalf("prompt of %d: %d last chunks", total, last)
+		}
+	}
+}

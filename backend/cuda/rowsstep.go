@@ -189,18 +189,7 @@ func (m *Model) rowsPrefill(s *Session, tokens []int32, logits []float32, all bo
 			return err
 		}
 		plan := m.rowsPlan(&r.buf, n, true, tailNone)
-		// The LM head: of every row in groups (each group's logits copied
-		// out before the next overwrites them), or of the prompt's last row.
-		type group struct{ from, n int }
-		var groups []group
-		switch {
-		case all:
-			for g := 0; g < n; g += rowsBatchMax {
-				groups = append(groups, group{g, min(rowsBatchMax, n-g)})
-			}
-		case logits != nil && off+n == len(tokens):
-			groups = append(groups, group{n - 1, 1})
-		}
+		groups := headGroups(off, n, len(tokens), logits != nil, all)
 		for _, g := range groups {
 			plan = append(plan, m.rowsHead(&r.buf, g.from, g.n)...)
 		}
@@ -209,10 +198,7 @@ func (m *Model) rowsPrefill(s *Session, tokens []int32, logits []float32, all bo
 		}
 		if err := m.runPrefillChunk(r, s, plan, func(gi int) error {
 			g := groups[gi]
-			dst := logits[(off+g.from)*v:]
-			if !all {
-				dst = logits
-			}
+			dst := logits[g.dst*v:]
 			err := d.check(d.cuMemcpyDtoHAsync(unsafe.Pointer(&dst[0]), r.buf.logits, uint64(4*v*g.n), r.stream), "cuMemcpyDtoHAsync(prefill logits)")
 			s.stats.D2HBytes += 4 * v * g.n
 			return err
@@ -224,6 +210,28 @@ func (m *Model) rowsPrefill(s *Session, tokens []int32, logits []float32, all bo
 		m.traffic.add(n*int(unsafe.Sizeof(rowDesc{})), 0, len(plan))
 	}
 	return d.check(d.cuStreamSynchronize(r.stream), "prefill")
+}
+
+// headGroup is one LM head launch of a prompt chunk: n rows from the
+// chunk's row from on, whose logits go to row dst of the caller's buffer.
+type headGroup struct{ from, n, dst int }
+
+// headGroups are the LM head launches of the chunk of n rows at token off
+// of a prompt of total: with all, every row in groups of rowsBatchMax (the
+// logits buffer's rows; each group's copied out before the next overwrites
+// them), to rows off+from; else with logits the prompt's last row, in its
+// last chunk, to row 0; else none.
+func headGroups(off, n, total int, logits, all bool) []headGroup {
+	var gs []headGroup
+	switch {
+	case all:
+		for g := 0; g < n; g += rowsBatchMax {
+			gs = append(gs, headGroup{g, min(rowsBatchMax, n-g), off + g})
+		}
+	case logits && off+n == total:
+		gs = append(gs, headGroup{n - 1, 1, 0})
+	}
+	return gs
 }
 
 // runPrefillChunk issues a prompt chunk's plan on the workspace's stream,
