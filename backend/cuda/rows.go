@@ -15,5 +15,5 @@ type slotDesc struct {
 var (
 	rowsKernels    = []string{} // rows.cu, sample.cu: k_rembed, k_rpostnorm, k_rargmax, k_rsample
 	mmKernels      = []string{} // mm.cu: k_rnorm_*, k_mm_*
-	rowAttnKernels = []string{} // mattn.cu: k_rqkv, k_pattn, k_battn
+	rowAttnKernels = []string{"k_rqkv", "k_pattn", "k_battn"}
 )
