@@ -352,8 +352,9 @@ func checkBattn(h *kernelHarness, tb testing.TB, rb *rowBufs, rng *rand.Rand, n,
 	h.expectRows(tb, fmt.Sprintf("k_battn output (%d slices)", nsplit), h.get(tb, rb.out, n*qd), want, isLive, tolFloat)
 }
 
-// BenchmarkRowAttn times mattn.cu's attention on the presets' shapes, one
-// layer, inputs in L2 (us-hot, the median launch): k_pattn on a 512-row
+// BenchmarkRowAttn times mattn.cu's attention on the presets' shapes with
+// either cache, one layer, right after one another (us-hot, the median
+// launch; what fits stays in L2): k_pattn on a 512-row
 // prompt from position 0 (TFLOP/s: 4 * heads * head dim * the causal
 // pairs, the useful work of QK^T and PV), and k_battn on 16 and 64 rows at
 // positions ~256 and ~1024 (GB/s: the rows' cached keys and values read).
@@ -361,7 +362,13 @@ func BenchmarkRowAttn(b *testing.B) {
 	if err := Available(); err != nil {
 		b.Skipf("no GPU: %v", err)
 	}
-	for _, c := range kernelCases()[:2] { // smollm-135m, bitnet-2b
+	var cases []kernelCase
+	for _, c := range kernelCases()[:2] { // smollm-135m, bitnet-2b: float32 and float16 caches
+		half := c
+		half.name, half.opts.KVHalf = c.name+"-kvhalf", true
+		cases = append(cases, c, half)
+	}
+	for _, c := range cases {
 		type run struct {
 			name string
 			n    int
