@@ -17,5 +17,5 @@ type slotDesc struct {
 var (
 	rowsKernels    = []string{"k_rembed", "k_rpostnorm", "k_rargmax", "k_rsample"}                                                                        // rows.cu, sample.cu
 	mmKernels      = []string{"k_rnorm_dim", "k_rnorm_qd", "k_rnorm_ffn", "k_rnorm_head", "k_mm_qkv", "k_mm_wo", "k_mm_gateup", "k_mm_down", "k_mm_head"} // mm.cu
-	rowAttnKernels = []string{}                                                                                                                           // mattn.cu: k_rqkv, k_pattn, k_battn
+	rowAttnKernels = []string{"k_rqkv", "k_pattn", "k_battn"}                                                                                             // mattn.cu: k_rqkv, k_pattn, k_battn
 )
