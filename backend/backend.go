@@ -137,6 +137,23 @@ type BatchSampler interface {
 	DecodeBatchSample(sessions []Session, tokens []int32, next []int32) error
 }
 
+// Batching is implemented by a BatchDecoder whose batched step can be
+// off (the CUDA backend's, until its many-row step is checked on a card):
+// callers batch only where Batching returns true.
+type Batching interface {
+	Batching() bool
+}
+
+// Batches tells whether m runs batched decode: it is a BatchDecoder and,
+// where it implements Batching, says so.
+func Batches(m Model) (BatchDecoder, bool) {
+	bd, ok := m.(BatchDecoder)
+	if b, has := m.(Batching); ok && has && !b.Batching() {
+		return nil, false
+	}
+	return bd, ok
+}
+
 // LogitsPrefiller is implemented by sessions that can prefill a batch and
 // keep the logits after every position, not only the last (for checks
 // against llama.cpp's teacher-forced logits).

@@ -58,8 +58,8 @@ func checkBatches(m backend.Model, sizes []int, ctx int) error {
 			return fmt.Errorf("bench: batch %d needs %d bytes of KV cache at %d positions, more than the limit %d", n, kv, ctx, int64(maxBatchKVBytes))
 		}
 	}
-	if _, ok := m.(backend.BatchDecoder); !ok && batched(sizes) {
-		return fmt.Errorf("bench: the %s backend cannot decode a batch (no batched decode step yet); use batch size 1", m.Name())
+	if _, ok := backend.Batches(m); !ok && batched(sizes) {
+		return fmt.Errorf("bench: the %s backend as loaded cannot decode a batch (no batched decode step, or it is switched off: EDGELLM_CUDA_ROWS=1 on cuda); use batch size 1", m.Name())
 	}
 	return nil
 }

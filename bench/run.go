@@ -282,7 +282,7 @@ func Run(ctx context.Context, m backend.Model, weightBytes int64, o Options) (Re
 	r.PeakRSSBytes = PeakRSS()
 
 	if batched(o.Batches) {
-		bd := m.(backend.BatchDecoder) // checkBatches made sure
+		bd, _ := backend.Batches(m) // checkBatches made sure
 		r.KVBytesPerSession = backend.KVBytes(m, o.Prompt+o.Gen)
 		_, r.BatchDevicePick = m.(backend.BatchSampler)
 		for _, n := range o.Batches {

@@ -31,6 +31,13 @@ type Options struct {
 	// reference to 1e-6). Off by default: it decodes no faster, and
 	// float32 keeps the logits nearer the reference.
 	KVHalf bool
+	// Rows runs prefill and batched decode (backend.BatchDecoder,
+	// BatchSampler) through the many-row step (rows.cu: int8 tensor-core
+	// products, tiled causal attention). Off by default until the step is
+	// checked on a card (docs/gpu-notes.md v16): prefill then runs the
+	// decode step's kernels a token per block row, and the model does not
+	// batch (Batching is false).
+	Rows bool
 }
 
 // devMat is a matrix in device memory.
@@ -110,6 +117,7 @@ type Model struct {
 	pdl         bool           // launch with programmatic stream serialization
 	resident    map[string]int // product kernel -> blocks resident at once over the device
 	knobs       knobs.Knobs    // the harness's switches when the model was loaded
+	manyRows    bool           // Options.Rows: prefill and batches through the many-row step
 	weightBytes int
 	embedBytes  int  // of a separate (untied) embedding table
 	cached      bool // kernels came from the disk cache
@@ -210,7 +218,7 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Model{dev: dev, cfg: c, fn: map[string]uintptr{}, knobs: knobs.Get()}
+	m := &Model{dev: dev, cfg: c, fn: map[string]uintptr{}, knobs: knobs.Get(), manyRows: opts.Rows}
 	m.pdl = !opts.NoPDL && dev.info.ComputeMajor >= 9 && dev.d.cuLaunchKernelEx != nil
 	ok := false
 	defer func() {

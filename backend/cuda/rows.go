@@ -1,5 +1,7 @@
 package cuda
 
+import "os"
+
 // rowDesc mirrors rows.cu Row: one token of a many-row step.
 type rowDesc struct {
 	Tok, Pos, Slot, Flags int32
@@ -19,3 +21,11 @@ var (
 	mmKernels      = []string{"k_rnorm_dim", "k_rnorm_qd", "k_rnorm_ffn", "k_rnorm_head", "k_mm_qkv", "k_mm_wo", "k_mm_gateup", "k_mm_down", "k_mm_head"} // mm.cu
 	rowAttnKernels = []string{"k_rqkv", "k_pattn", "k_battn"}                                                                                             // mattn.cu: k_rqkv, k_pattn, k_battn
 )
+
+// RowsEnv is the environment variable that turns Options.Rows on in the
+// programs that take it from the environment (the engine, selftest) while
+// the many-row step is off by default.
+const RowsEnv = "EDGELLM_CUDA_ROWS"
+
+// RowsFromEnv tells whether RowsEnv is "1".
+func RowsFromEnv() bool { return os.Getenv(RowsEnv) == "1" }

@@ -38,7 +38,9 @@ func rowsModel(t *testing.T, name string) *Model {
 		if c.feat != nil {
 			c.feat(w, rand.New(rand.NewPCG(22, 23)))
 		}
-		m, err := load(w, c.opts)
+		opts := c.opts
+		opts.Rows = true // the step under test
+		m, err := load(w, opts)
 		if err != nil {
 			t.Fatal(err)
 		}

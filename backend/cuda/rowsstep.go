@@ -1,6 +1,7 @@
 package cuda
 
 import (
+	"errors"
 	"fmt"
 	"runtime"
 	"unsafe"
@@ -277,6 +278,13 @@ func (m *Model) runPrefillChunk(r *rowsState, s *Session, plan []launch, head fu
 	return nil
 }
 
+// errNoRows is batched decode asked of a model loaded without Options.Rows.
+var errNoRows = errors.New("cuda: batched decode needs the many-row step (Options.Rows; EDGELLM_CUDA_ROWS=1 in the engine)")
+
+// Batching implements backend.Batching: the model batches where it was
+// loaded with Options.Rows.
+func (m *Model) Batching() bool { return m.manyRows }
+
 // DecodeBatch implements backend.BatchDecoder: one many-row step for the
 // sessions (in groups of up to rowsBatchMax), each row at its session's
 // position over its own KV cache; each session's logits come back.
@@ -307,6 +315,9 @@ func (m *Model) DecodeBatchSample(sessions []backend.Session, tokens []int32, ne
 // tail tailSample runs k_rargmax instead where no session of a group
 // samples. On a checking error no session has advanced.
 func (m *Model) decodeBatch(sessions []backend.Session, tokens []int32, tail rowsTail, logits [][]float32, next []int32) error {
+	if !m.manyRows {
+		return errNoRows
+	}
 	m.rowsMu.Lock()
 	defer m.rowsMu.Unlock()
 	if err := m.checkBatch(sessions, tokens); err != nil {

@@ -76,8 +76,8 @@ type Session struct {
 	pos    int
 	nsplit int
 	// prefillRows is the tokens the activation buffers hold: 1, or
-	// prefillBatch where the legacy prefill runs (knobs.Knobs.LegacyPrefill);
-	// the rows step's prefill uses the Model's workspace.
+	// prefillBatch where the many-row step is off (Options.Rows); its
+	// prefill uses the Model's workspace.
 	prefillRows int
 	stream      uintptr
 	allocs      []uint64
@@ -145,7 +145,7 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 		return nil, err
 	}
 	s := &Session{m: m, ctx: ctx, prefillRows: 1}
-	if m.knobs.LegacyPrefill {
+	if !m.manyRows {
 		s.prefillRows = prefillBatch
 	}
 	ok := false
@@ -604,15 +604,15 @@ func (s *Session) DecodeArgmax(token int32) (int32, error) {
 	return pinnedInt32(s.pinned, 2), nil
 }
 
-// prefillBatch is the most tokens one launch of the legacy prefill
-// carries (knobs.Knobs.LegacyPrefill; the activation buffers then have a
+// prefillBatch is the most tokens one launch of the one-token kernels'
+// prefill carries (Options.Rows off; the activation buffers then have a
 // row for each).
 const prefillBatch = 64
 
-// Prefill implements backend.Session. The tokens run through the Model's
-// many-row step (rowsstep.go) in chunks of up to rowsPromptMax rows, and
-// the LM head runs for the last token when logits are wanted. The legacy
-// prefill (the harness's knobs.Knobs.LegacyPrefill) runs the decode step's
+// Prefill implements backend.Session. With Options.Rows the tokens run
+// through the Model's many-row step (rowsstep.go) in chunks of up to
+// rowsPromptMax rows, and the LM head runs for the last token when logits
+// are wanted. Without it, prefill runs the decode step's
 // kernels over batches of prefillBatch tokens instead (gridDim.y = tokens,
 // each at its own position; attention is causal because the batch's keys
 // and values are written before it runs).
@@ -651,7 +651,7 @@ func (s *Session) prefillRun(tokens []int32, logits []float32, all bool) error {
 			return fmt.Errorf("cuda: token %d out of range [0, %d)", t, c.Vocab)
 		}
 	}
-	if !s.m.knobs.LegacyPrefill {
+	if s.m.manyRows {
 		return s.m.rowsPrefill(s, tokens, logits, all)
 	}
 	d := s.m.dev.d
