@@ -272,3 +272,32 @@ func fitsFree(need, free, total uint64, what, device string) error {
 	}
 	return nil
 }
+
+// streamRes is what a stream's owner (a Session, the Model's many-row
+// workspace) allocates around it, freed together.
+type streamRes struct {
+	stream uintptr
+	allocs []uint64       // device memory
+	pinned unsafe.Pointer // pinned host memory
+	events []uintptr
+}
+
+// free releases r's events, memory and stream.
+func (r *streamRes) free(d *driverAPI) {
+	for _, e := range r.events {
+		d.cuEventDestroy(e)
+	}
+	r.events = nil
+	for _, p := range r.allocs {
+		d.cuMemFree(p)
+	}
+	r.allocs = nil
+	if r.pinned != nil {
+		d.cuMemFreeHost(r.pinned)
+		r.pinned = nil
+	}
+	if r.stream != 0 {
+		d.cuStreamDestroy(r.stream)
+		r.stream = 0
+	}
+}

@@ -21,12 +21,11 @@ var (
 // one at a time (Model.rowsMu): 64 sessions hold one 512-row workspace,
 // not one each.
 type rowsState struct {
-	buf    rowsBuffers
-	allocs []uint64
-	stream uintptr
-	// pinned is the batch graphs' host memory: the rows and slots they
-	// upload and the tokens they bring back (pin* offsets).
-	pinned unsafe.Pointer
+	buf rowsBuffers
+	// streamRes: pinned is the batch graphs' host memory, the rows and
+	// slots they upload and the tokens they bring back (pin* offsets);
+	// events are the profiler's, between a prompt chunk's launches.
+	streamRes
 	// A prompt chunk's tables, copied from pageable memory (staged before
 	// the copy returns, so the next chunk may rewrite them).
 	hostRows []rowDesc
@@ -34,7 +33,6 @@ type rowsState struct {
 	// graphs are the decode batch's steps by tail (tailLogits, tailArgmax,
 	// tailSample) and bucket, captured on first use.
 	graphs [3][len(rowsBuckets)]rowsGraph
-	events []uintptr // the profiler's, between a prompt chunk's launches
 }
 
 // rowsGraph is one captured decode batch step.
@@ -123,22 +121,7 @@ func (r *rowsState) free(d *driverAPI) {
 			*g = rowsGraph{}
 		}
 	}
-	for _, e := range r.events {
-		d.cuEventDestroy(e)
-	}
-	r.events = nil
-	for _, p := range r.allocs {
-		d.cuMemFree(p)
-	}
-	r.allocs = nil
-	if r.pinned != nil {
-		d.cuMemFreeHost(r.pinned)
-		r.pinned = nil
-	}
-	if r.stream != 0 {
-		d.cuStreamDestroy(r.stream)
-		r.stream = 0
-	}
+	r.streamRes.free(d)
 }
 
 // launch issues l on the workspace's stream.

@@ -79,10 +79,10 @@ type Session struct {
 	// prefillBatch where the many-row step is off (Options.Rows); its
 	// prefill uses the Model's workspace.
 	prefillRows int
-	stream      uintptr
-	allocs      []uint64
-	pinned      unsafe.Pointer // pinned host memory: [0] token, [1] position, [2] argmax out (int32)
-	buf         buffers
+	// streamRes: pinned holds [0] token, [1] position, [2] argmax out
+	// (int32); events are the profiler's.
+	streamRes
+	buf buffers
 
 	plan    []launch // the decode step
 	prefill []launch // a prefill batch's step, up to the LM head
@@ -103,7 +103,6 @@ type Session struct {
 	graph, exec uintptr // the decode step captured
 
 	profile bool
-	events  []uintptr
 	times   backend.OpTimes
 
 	stats  Stats
@@ -821,22 +820,7 @@ func (s *Session) free() {
 	d := s.m.dev.d
 	s.destroyGraph(&s.graph, &s.exec)
 	s.destroyGraph(&s.sampleGraph, &s.sampleExec)
-	for _, e := range s.events {
-		d.cuEventDestroy(e)
-	}
-	s.events = nil
-	for _, p := range s.allocs {
-		d.cuMemFree(p)
-	}
-	s.allocs = nil
-	if s.pinned != nil {
-		d.cuMemFreeHost(s.pinned)
-		s.pinned = nil
-	}
-	if s.stream != 0 {
-		d.cuStreamDestroy(s.stream)
-		s.stream = 0
-	}
+	s.streamRes.free(d)
 	s.pinner.Unpin()
 }
 
