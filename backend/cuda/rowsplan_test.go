@@ -1,6 +1,7 @@
 package cuda
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -352,6 +353,14 @@ func TestDecodeBatchChecks(t *testing.T) {
 	// An empty batch is nothing to do.
 	if err := m.DecodeBatch(nil, nil, nil); err != nil {
 		t.Fatal(err)
+	}
+	// A good batch on a model loaded without Options.Rows: refused, no
+	// session moved, and the model says it does not batch.
+	if m.Batching() {
+		t.Fatal("Batching true without Options.Rows")
+	}
+	if err := m.DecodeBatch([]backend.Session{a, b}, []int32{1, 2}, logits(2)); !errors.Is(err, errNoRows) || a.pos != 3 || b.pos != 0 {
+		t.Fatalf("without Options.Rows: %v, positions %d %d", err, a.pos, b.pos)
 	}
 }
 

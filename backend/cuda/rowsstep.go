@@ -298,9 +298,6 @@ func (m *Model) DecodeBatchSample(sessions []backend.Session, tokens []int32, ne
 // tail tailSample runs k_rargmax instead where no session of a group
 // samples. On a checking error no session has advanced.
 func (m *Model) decodeBatch(sessions []backend.Session, tokens []int32, tail rowsTail, logits [][]float32, next []int32) error {
-	if !m.manyRows {
-		return errNoRows
-	}
 	m.rowsMu.Lock()
 	defer m.rowsMu.Unlock()
 	if err := m.checkBatch(sessions, tokens); err != nil {
@@ -308,6 +305,9 @@ func (m *Model) decodeBatch(sessions []backend.Session, tokens []int32, tail row
 	}
 	if len(sessions) == 0 {
 		return nil
+	}
+	if !m.manyRows {
+		return errNoRows
 	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
