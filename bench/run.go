@@ -61,7 +61,10 @@ type Result struct {
 	FileBytes           int64   `json:"file_bytes,omitempty"`
 	WeightBytesPerToken int64   `json:"weight_bytes_per_token"`
 	WeightGBPerS        float64 `json:"weight_gb_per_s"`
-	Ops                 []OpRow `json:"ops,omitempty"`
+	Ops                 []OpRow `json:"ops,omitempty"` // decode's, ms per generated token
+	// PrefillOps is prefill's per-operation times, ms per prompt token;
+	// empty when the backend does not time its prefill's operations.
+	PrefillOps []OpRow `json:"prefill_ops,omitempty"`
 
 	// The machine in the same run (CPU backend): see machine.go.
 	StreamGBPerS  *float64 `json:"stream_gb_per_s,omitempty"`
@@ -90,6 +93,9 @@ type Result struct {
 	// fields above (peak RSS included) are those of batch 1 alone.
 	Batches           []BatchRow `json:"batches,omitempty"`
 	KVBytesPerSession int64      `json:"kv_bytes_per_session,omitempty"` // at prompt+gen positions
+	// BatchDevicePick: the batches' tokens were picked on the device
+	// (backend.BatchSampler), only ids crossing; else on the host.
+	BatchDevicePick bool `json:"batch_device_pick,omitempty"`
 }
 
 // WeightBytesPerToken is what one decode step reads of w as stored in the
@@ -269,17 +275,16 @@ func Run(ctx context.Context, m backend.Model, weightBytes int64, o Options) (Re
 	}
 
 	if o.Ops {
-		rows, err := profile(sess, dec, prompt, o.Gen)
-		if err != nil {
+		if r.PrefillOps, r.Ops, err = profile(sess, dec, prompt, o.Gen); err != nil {
 			return r, err
 		}
-		r.Ops = rows
 	}
 	r.PeakRSSBytes = PeakRSS()
 
 	if batched(o.Batches) {
-		bd := m.(backend.BatchDecoder) // checkBatches made sure
-		r.KVBytesPerSession = kvBytes(m, o.Prompt+o.Gen)
+		bd, _ := backend.Batches(m) // checkBatches made sure
+		r.KVBytesPerSession = backend.KVBytes(m, o.Prompt+o.Gen)
+		_, r.BatchDevicePick = m.(backend.BatchSampler)
 		for _, n := range o.Batches {
 			row, err := runBatch(ctx, m, bd, n, o)
 			if err != nil {
@@ -291,29 +296,33 @@ func Run(ctx context.Context, m backend.Model, weightBytes int64, o Options) (Re
 	return r, nil
 }
 
-// profile decodes gen tokens with per-operation timing on.
-func profile(sess backend.Session, dec *decoder, prompt []int32, gen int) ([]OpRow, error) {
+// profile prefills the prompt, then decodes gen tokens, with per-operation
+// timing on: the prefill's table (nil when the backend records nothing
+// for a prefill) and the decode's.
+func profile(sess backend.Session, dec *decoder, prompt []int32, gen int) (prefill, decode []OpRow, err error) {
 	p, ok := sess.(backend.Profiler)
 	if !ok {
-		return nil, fmt.Errorf("bench: this backend cannot time its operations")
+		return nil, nil, fmt.Errorf("bench: this backend cannot time its operations")
 	}
 	if err := sess.Rewind(0); err != nil {
-		return nil, err
-	}
-	if err := sess.Prefill(prompt, nil); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	p.Profile(true)
 	defer p.Profile(false)
 	p.OpTimes() // reset
+	if err := sess.Prefill(prompt, nil); err != nil {
+		return nil, nil, err
+	}
+	if t := p.OpTimes(); t != (backend.OpTimes{}) {
+		prefill = opRows(t, len(prompt))
+	}
 	tok := prompt[len(prompt)-1]
-	var err error
 	for i := 0; i < gen; i++ {
 		if tok, err = dec.step(tok); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	return opRows(p.OpTimes(), gen), nil
+	return prefill, opRows(p.OpTimes(), gen), nil
 }
 
 // opRows is the per-operation table of t, measured over gen tokens.

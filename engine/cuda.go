@@ -18,7 +18,9 @@ func init() {
 		if err := cuda.Available(); err != nil {
 			return nil, err
 		}
-		return cuda.Load(w, cuda.Options{})
+		// EDGELLM_CUDA_ROWS=1: prefill and batched decode through the
+		// many-row step, off until it is checked on a card (cuda.Options.Rows).
+		return cuda.Load(w, cuda.Options{Rows: cuda.RowsFromEnv()})
 	})
 }
 

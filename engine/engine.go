@@ -216,7 +216,7 @@ func Load(path string, opts Options) (*Model, error) {
 	m.seq = newSeq(m.ctxLen, m.weights.Vocab)
 	m.lat = make([]time.Duration, 0, m.ctxLen+1)
 	if opts.Parallel > 1 {
-		if bd, ok := m.be.(backend.BatchDecoder); ok {
+		if bd, ok := backend.Batches(m.be); ok {
 			m.sched = newScheduler(m, bd, opts.Parallel, opts.OnStep)
 			go m.sched.loop()
 		} else {

@@ -21,6 +21,12 @@ func (c *selftestCmd) Run(log *slog.Logger) error {
 	if err := cuda.Available(); err != nil {
 		return fmt.Errorf("selftest: %w", err)
 	}
+	// The many-row step (prefill in chunks, batched decode) is checked
+	// where it is on: cuda.RowsEnv=1.
+	opts := cuda.Options{Rows: cuda.RowsFromEnv()}
+	if !opts.Rows {
+		fmt.Printf("many-row step off (%s=1 checks it too)\n", cuda.RowsEnv)
+	}
 	failed := 0
 	report := func(r cuda.SelfTestResult) {
 		fmt.Println(r.String())
@@ -47,7 +53,7 @@ func (c *selftestCmd) Run(log *slog.Logger) error {
 			return err
 		}
 		// The reference forward of a 2B model is slow: a short prompt.
-		report(cuda.SelfTest(cuda.SelfTestCase{Name: "preset " + name, Weights: w, Prompt: countingPrompt(4, w.Vocab), Greedy: 4}))
+		report(cuda.SelfTest(cuda.SelfTestCase{Name: "preset " + name, Weights: w, Prompt: countingPrompt(4, w.Vocab), Greedy: 4, Opts: opts}))
 	}
 	for _, path := range c.Models {
 		f, err := gguf.Open(path)
@@ -59,7 +65,7 @@ func (c *selftestCmd) Run(log *slog.Logger) error {
 			f.Close()
 			return err
 		}
-		tc := cuda.SelfTestCase{Name: filepath.Base(path), Weights: w}
+		tc := cuda.SelfTestCase{Name: filepath.Base(path), Weights: w, Opts: opts}
 		if tok, err := tokenizer.FromGGUF(f); err == nil && tok.Model() != "none" {
 			tc.Prompt, err = tok.Encode("Once upon a time", true, false)
 			if err != nil {
