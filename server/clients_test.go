@@ -319,7 +319,7 @@ func TestCancelMidStream(t *testing.T) {
 // so that a test binary checks the GPU on its machine:
 //
 //	go test -c -o server.test ./server
-//	EDGELLM_TEST_BACKEND=cuda EDGELLM_TEST_PARALLEL=16 ./server.test -test.run TestConcurrentGreedy -test.v
+//	EDGELLM_CUDA_ROWS=1 EDGELLM_TEST_BACKEND=cuda EDGELLM_TEST_PARALLEL=16 ./server.test -test.run TestConcurrentGreedy -test.v
 func TestConcurrentGreedy(t *testing.T) {
 	be, par := batchBackend(t)
 	concurrentGreedy(t, be, par)
