@@ -32,9 +32,16 @@ func avx512Only() bool {
 	}
 	ConstraintExpr("amd64,!noasm")
 	zconsts()
+	// Decode reads one row after another: a core's share of a product is
+	// then one sequential run, which streams at the machine's read rate,
+	// where rows taken four (or two) at a time, each its own run, streamed
+	// a third slower (docs/cpu-notes.md). Short rows (SmolLM's 576) keep
+	// four rows a pass: there the four runs are a few lines apart and the
+	// shared activation loads and one reduction for four sums win.
 	for nt := 1; nt <= 4; nt++ {
-		ternaryDotBatchZ(nt)
+		ternaryDotBatchZ(fmt.Sprintf("ternaryDotT%dZ", nt), nt, 1)
 	}
+	ternaryDotBatchZ("ternaryDotS4Z", 1, 4)
 	for nt := 1; nt <= 4; nt++ {
 		int8DotBatchZ(nt, false)
 		int8DotBatchZ(nt, true)
@@ -128,18 +135,22 @@ func reduce1fZ(acc reg.VecVirtual, dst Mem) {
 // tail (16 bytes, byte m holding m, m+16, m+32, m+48) is broadcast to the
 // four 128-bit lanes and shifted by 0, 2, 4, 6.
 //
-// One row at a time, two sets of accumulators (even and odd blocks) keep
-// four VPDPBUSD chains per token in flight. With one token (decode), rows
-// go four at a time while four remain: eight chains, each block's
+// One row at a time (so the codes are read as one sequential run), two
+// sets of accumulators (even and odd blocks) keep four VPDPBUSD chains per
+// token in flight. With rowsAPass 4 (one token, short rows: ternaryDotS4Z)
+// rows go four at a time while four remain: eight chains, each block's
 // activations loaded once for the four rows, and one transposing
 // reduction for the four sums (short rows, like SmolLM's 576, spend much
 // of their time there); with four tokens one transposing reduction serves
 // the row's four sums.
-func ternaryDotBatchZ(nt int) {
-	name := fmt.Sprintf("ternaryDotT%dZ", nt)
+func ternaryDotBatchZ(name string, nt, rowsAPass int) {
 	TEXT(name, NOSPLIT, "func(w *byte, stride int, act *int8, as int, n128 int, tail int, dst *int32, rows int)")
 	Pragma("noescape")
-	Doc(fmt.Sprintf("%s is ternaryDotT%d with AVX-512 VNNI; see ternaryDotBatchZ in _gen.", name, nt))
+	if rowsAPass == 1 {
+		Doc(fmt.Sprintf("%s is ternaryDotT%d with AVX-512 VNNI; see ternaryDotBatchZ in _gen.", name, nt))
+	} else {
+		Doc(fmt.Sprintf("%s is ternaryDotT%dZ taking %d rows a pass while %d remain (short rows); see ternaryDotBatchZ in _gen.", name, nt, rowsAPass, rowsAPass))
+	}
 	w := Load(Param("w"), GP64())
 	stride := Load(Param("stride"), GP64())
 	stride3 := GP64()
@@ -293,7 +304,7 @@ func ternaryDotBatchZ(nt int) {
 		JMP(LabelRef(lbl + "_row"))
 		Label(lbl + "_end")
 	}
-	if nt == 1 {
+	if rowsAPass == 4 {
 		body(4)
 	}
 	body(1)
@@ -345,8 +356,10 @@ func hsum4Z(a []reg.VecVirtual, dst reg.Register, step int) {
 // AVX2 kernel's bit for bit. nblk (32-blocks) is even: rows are multiples
 // of 64.
 //
-// For one token the accumulator is one chain of dependent FMAs, so two rows
-// are taken at a time (independent chains) while two remain. Blocks go four
+// Rows go one at a time, so a core reads its rows as one sequential run:
+// two rows a pass (two FMA chains, but two runs of values and two of
+// scales) streamed a third slower from memory on the Zen 5 VM
+// (docs/cpu-notes.md). Blocks go four
 // at a time (one 8-byte load and one conversion for four float16 scales)
 // while four remain, then one pair.
 func int8DotBatchZ(nt int, half bool) {
@@ -461,9 +474,6 @@ func int8DotBatchZ(nt int, half bool) {
 		SUBQ(Imm(uint64(nr)), rows)
 		JMP(LabelRef(lbl + "_row"))
 		Label(lbl + "_end")
-	}
-	if nt == 1 {
-		body(2)
 	}
 	body(1)
 	VZEROUPPER()
