@@ -60,6 +60,9 @@ func (r *Result) Print(w io.Writer) {
 			fmt.Fprintf(w, "%-20s %12.4f %7.1f%%\n", o.Op, o.MSPerTk, 100*o.Share)
 		}
 	}
+	if r.Timeline != nil {
+		r.Timeline.Print(w)
+	}
 	if len(r.Batches) > 0 {
 		fmt.Fprintf(w, "\nbatched decode   %d steps a size; KV cache %.1f MB a session at %d positions\n",
 			r.GenTokens, float64(r.KVBytesPerSession)/1e6, r.PromptTokens+r.GenTokens)

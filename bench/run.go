@@ -17,7 +17,10 @@ type Options struct {
 	Gen    int  // tokens decoded per repeat
 	Repeat int  // repeats; figures are medians over them
 	Ops    bool // also time each operation (an extra, profiled pass)
-	Seed   uint64
+	// Timeline records each token of the profiled pass: its operations'
+	// times and the process's and runtime's counts (timeline.go).
+	Timeline bool
+	Seed     uint64
 	// Threads streams the machine's figures with this many threads; 0
 	// takes the model's own count where it has one (the CPU backend).
 	Threads int
@@ -62,6 +65,8 @@ type Result struct {
 	WeightBytesPerToken int64   `json:"weight_bytes_per_token"`
 	WeightGBPerS        float64 `json:"weight_gb_per_s"`
 	Ops                 []OpRow `json:"ops,omitempty"`
+	// Timeline: Options.Timeline's per-token record of the profiled pass.
+	Timeline *Timeline `json:"timeline,omitempty"`
 
 	// The machine in the same run (CPU backend): see machine.go.
 	StreamGBPerS  *float64 `json:"stream_gb_per_s,omitempty"`
@@ -268,12 +273,15 @@ func Run(ctx context.Context, m backend.Model, weightBytes int64, o Options) (Re
 		}
 	}
 
-	if o.Ops {
-		rows, err := profile(sess, dec, prompt, o.Gen)
+	if o.Ops || o.Timeline {
+		rows, tl, err := profile(sess, dec, prompt, o.Gen, o.Timeline)
 		if err != nil {
 			return r, err
 		}
-		r.Ops = rows
+		if o.Ops {
+			r.Ops = rows
+		}
+		r.Timeline = tl
 	}
 	r.PeakRSSBytes = PeakRSS()
 
@@ -289,31 +297,6 @@ func Run(ctx context.Context, m backend.Model, weightBytes int64, o Options) (Re
 		}
 	}
 	return r, nil
-}
-
-// profile decodes gen tokens with per-operation timing on.
-func profile(sess backend.Session, dec *decoder, prompt []int32, gen int) ([]OpRow, error) {
-	p, ok := sess.(backend.Profiler)
-	if !ok {
-		return nil, fmt.Errorf("bench: this backend cannot time its operations")
-	}
-	if err := sess.Rewind(0); err != nil {
-		return nil, err
-	}
-	if err := sess.Prefill(prompt, nil); err != nil {
-		return nil, err
-	}
-	p.Profile(true)
-	defer p.Profile(false)
-	p.OpTimes() // reset
-	tok := prompt[len(prompt)-1]
-	var err error
-	for i := 0; i < gen; i++ {
-		if tok, err = dec.step(tok); err != nil {
-			return nil, err
-		}
-	}
-	return opRows(p.OpTimes(), gen), nil
 }
 
 // opRows is the per-operation table of t, measured over gen tokens.
