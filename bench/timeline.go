@@ -17,8 +17,12 @@ import (
 // while it ran. Counters the system does not give stay 0 (see Timeline's
 // Counters).
 type TimelineRow struct {
-	Token int                `json:"token"`
-	Pos   int                `json:"pos"`
+	Token int `json:"token"`
+	Pos   int `json:"pos"`
+	// AtMS is when the token started, in ms since the pass's first token
+	// (Timeline.StartUnixMS): to line tokens up with other records of
+	// the machine.
+	AtMS  float64            `json:"at_ms"`
 	MS    float64            `json:"ms"`
 	Ratio float64            `json:"ratio_to_trend"`
 	OpsMS map[string]float64 `json:"ops_ms"`
@@ -42,8 +46,9 @@ type timelineCounts struct {
 type Timeline struct {
 	// Counters names the process counters this system gave (getrusage,
 	// /proc/self/task/*/schedstat and sched); the runtime's always count.
-	Counters []string      `json:"counters"`
-	Rows     []TimelineRow `json:"rows"`
+	Counters    []string      `json:"counters"`
+	StartUnixMS int64         `json:"start_unix_ms"`
+	Rows        []TimelineRow `json:"rows"`
 	// Slow are the tokens over SlowRatio times the trend; SlowMean and
 	// RestMean their mean time, operation times and counts, and the other
 	// tokens'.
@@ -147,12 +152,19 @@ func profile(sess backend.Session, dec *decoder, prompt []int32, gen int, timeli
 	var total backend.OpTimes
 	tok := prompt[len(prompt)-1]
 	var err error
+	var start time.Time
 	for i := 0; i < gen; i++ {
 		var c0 counterSample
 		if timeline {
 			c0 = rc.sample(true)
 		}
 		t0 := time.Now()
+		if i == 0 {
+			start = t0
+			if tl != nil {
+				tl.StartUnixMS = t0.UnixMilli()
+			}
+		}
 		if tok, err = dec.step(tok); err != nil {
 			return nil, nil, err
 		}
@@ -163,7 +175,7 @@ func profile(sess backend.Session, dec *decoder, prompt []int32, gen int, timeli
 		c1 := rc.sample(false)
 		ot := p.OpTimes()
 		addOpTimes(&total, ot)
-		row := TimelineRow{Token: i, Pos: len(prompt) + i, MS: float64(d) / 1e6, OpsMS: map[string]float64{}, timelineCounts: diff(c0, c1)}
+		row := TimelineRow{Token: i, Pos: len(prompt) + i, AtMS: float64(t0.Sub(start)) / 1e6, MS: float64(d) / 1e6, OpsMS: map[string]float64{}, timelineCounts: diff(c0, c1)}
 		for _, o := range opRows(ot, 1) {
 			row.OpsMS[o.Op] = o.MSPerTk
 		}

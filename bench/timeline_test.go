@@ -21,13 +21,14 @@ func TestRunTimeline(t *testing.T) {
 		t.Fatal(err)
 	}
 	tl := r.Timeline
-	if tl == nil || len(tl.Rows) != gen {
+	if tl == nil || len(tl.Rows) != gen || tl.StartUnixMS <= 0 {
 		t.Fatalf("timeline %+v, want %d rows", tl, gen)
 	}
 	sums := map[string]float64{}
 	slow := 0
 	for i, row := range tl.Rows {
-		if row.Token != i || row.Pos != prompt+i || !(row.MS > 0) || !(row.Ratio > 0) || math.IsInf(row.Ratio, 0) {
+		if row.Token != i || row.Pos != prompt+i || !(row.MS > 0) || !(row.Ratio > 0) || math.IsInf(row.Ratio, 0) ||
+			(i == 0) != (row.AtMS == 0) || (i > 0 && row.AtMS < tl.Rows[i-1].AtMS+tl.Rows[i-1].MS) {
 			t.Fatalf("row %d: %+v", i, row)
 		}
 		var ops float64
