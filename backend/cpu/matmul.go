@@ -2,7 +2,6 @@ package cpu
 
 import (
 	"fmt"
-	"sync/atomic"
 	"unsafe"
 
 	"github.com/edgellm/edgellm/backend/cpu/kernels"
@@ -200,12 +199,8 @@ func dot(a, b []float32) float32 {
 }
 
 // matTask runs up to three matmuls that share their input (Q, K and V;
-// gate and up) as one pool operation, so they cost one synchronisation.
-// Workers claim shares of the products' rows (one after another) as they
-// go, each a contiguous run, largest first (guided self-scheduling): a
-// worker the OS holds off its core for a while leaves its rows to the
-// others instead of stalling the operation, which a fixed split did
-// (docs/cpu-notes.md).
+// gate and up) as one pool operation, so they cost one synchronisation:
+// each worker takes a contiguous range of rows of each.
 type matTask struct {
 	n       int
 	m       [3]matmul
@@ -220,26 +215,6 @@ type matTask struct {
 	// (DecodeBatch) then rounds as each session alone. The row is read
 	// from memory once and from cache for the other tokens.
 	tokenwise bool
-
-	// claimed is the first row not yet claimed, counting each product's
-	// rows rounded up to 4 one after another (span rows in all), so that
-	// shares of 4s start on a 4 in every product.
-	claimed atomic.Int64
-	span    int
-}
-
-// minShareWeights is the fewest weights a claimed share holds (rounded up
-// to whole rows in 4s): 64 KiB of ternary codes, enough that starting a
-// new run costs little against streaming it.
-const minShareWeights = 1 << 18
-
-// begin resets the claims before the pool hands the task out.
-func (t *matTask) begin() {
-	t.span = 0
-	for _, m := range t.m[:t.n] {
-		t.span += (m.rows() + 3) &^ 3
-	}
-	t.claimed.Store(0)
 }
 
 // mul3 runs up to three products of x (nb tokens; nil matmuls are
@@ -269,62 +244,31 @@ func (t *matTask) mul3(pool *pool, acts actsSet, x []float32, nb int, w0 matmul,
 }
 
 func (t *matTask) run(w, n int) {
-	if n == 1 {
-		for i := range t.n {
-			t.mulRange(i, 0, t.m[i].rows(), w)
+	for i := range t.n {
+		m := t.m[i]
+		r0, r1 := split(m.rows(), w, n)
+		if r0 >= r1 {
+			continue
 		}
-		return
-	}
-	minRows := 4
-	if t.n > 0 {
-		minRows = max(4, (minShareWeights/t.m[0].cols()+3)&^3)
-	}
-	for {
-		r0, r1, ok := t.claim(n, minRows)
-		if !ok {
-			return
-		}
-		base := 0
-		for i := range t.n {
-			rows := t.m[i].rows()
-			if lo, hi := max(r0-base, 0), min(r1-base, rows); lo < hi {
-				t.mulRange(i, lo, hi, w)
+		if dm, ok := m.(*dequantMat); ok && t.tokenwise && t.nb > 1 {
+			c, out := dm.c, t.out[i]
+			for r := r0; r < r1; r++ {
+				row := dm.data[r*dm.rowBytes : (r+1)*dm.rowBytes]
+				for b := range t.nb {
+					out[b*dm.r+r] = dm.scale * quant.Dot(dm.typ, row, t.x[b*c:(b+1)*c])
+				}
 			}
-			base += (rows + 3) &^ 3
+			continue
 		}
+		m.mulRows(t.out[i], m.rows(), t.x, t.nb, r0, r1, t.scratch[w], t.a)
 	}
 }
 
-// claim takes the next share of the span for one of n workers: a
-// 2n-th of what is left, at least minRows, in 4s (so neighbouring shares
-// do not write the same cache line often). ok is false when none is left.
-func (t *matTask) claim(n, minRows int) (r0, r1 int, ok bool) {
-	for {
-		cur := t.claimed.Load()
-		left := int64(t.span) - cur
-		if left <= 0 {
-			return 0, 0, false
-		}
-		size := (max(left/int64(2*n), int64(minRows)) + 3) &^ 3
-		end := min(cur+size, int64(t.span))
-		if t.claimed.CompareAndSwap(cur, end) {
-			return int(cur), int(end), true
-		}
-	}
-}
-
-// mulRange computes rows [r0, r1) of product i on worker w.
-func (t *matTask) mulRange(i, r0, r1, w int) {
-	m := t.m[i]
-	if dm, ok := m.(*dequantMat); ok && t.tokenwise && t.nb > 1 {
-		c, out := dm.c, t.out[i]
-		for r := r0; r < r1; r++ {
-			row := dm.data[r*dm.rowBytes : (r+1)*dm.rowBytes]
-			for b := range t.nb {
-				out[b*dm.r+r] = dm.scale * quant.Dot(dm.typ, row, t.x[b*c:(b+1)*c])
-			}
-		}
-		return
-	}
-	m.mulRows(t.out[i], m.rows(), t.x, t.nb, r0, r1, t.scratch[w], t.a)
+// split gives worker w of n its contiguous share of [0, total), in chunks
+// of 4 rows so neighbouring workers do not write the same cache line often.
+func split(total, w, n int) (int, int) {
+	chunks := (total + 3) / 4
+	c0 := chunks * w / n
+	c1 := chunks * (w + 1) / n
+	return min(c0*4, total), min(c1*4, total)
 }

@@ -13,12 +13,6 @@ type task interface {
 	run(w, n int)
 }
 
-// beginner is a task whose workers share state (claims of work): begin
-// resets it before the pool hands the task out.
-type beginner interface {
-	begin()
-}
-
 // spinFor is how long an idle worker keeps polling for the next operation
 // before it parks. A token is ~200 operations separated by microseconds of
 // serial work, so workers never park inside a token; between tokens they
@@ -79,9 +73,6 @@ func newPool(n int) *pool {
 // run executes t on every worker and returns when all are done. Only one
 // goroutine may call run at a time (the model's lock ensures it).
 func (p *pool) run(t task) {
-	if b, ok := t.(beginner); ok {
-		b.begin()
-	}
 	if p.n == 1 {
 		t.run(0, 1)
 		return
