@@ -374,108 +374,92 @@ func int8DotBatchZ(nt int, half bool) {
 	zero := ZMM()
 	VPXORD(zero, zero, zero)
 
-	body := func(nr int) {
-		lbl := fmt.Sprintf("%s_r%d", name, nr)
-		Label(lbl + "_row")
-		CMPQ(rows, Imm(uint64(nr)))
-		JB(LabelRef(lbl + "_end"))
-		acc := make([][]reg.VecVirtual, nr) // acc[row][token]
-		for r := range acc {
-			acc[r] = make([]reg.VecVirtual, nt)
-			for i := range acc[r] {
-				acc[r][i] = YMM()
-				VPXORD(acc[r][i], acc[r][i], acc[r][i])
-			}
-		}
-		p, wc, scc, n := GP64(), GP64(), GP64(), GP64()
-		Load(Param("act"), p)
-		MOVQ(w, wc)
-		MOVQ(sc, scc)
-		Load(Param("nblk"), n)
-
-		// pairs runs np pairs of blocks (np*64 weights) of every row.
-		pairs := func(np int) {
-			for r := 0; r < nr; r++ {
-				wm := Mem{Base: wc}
-				sm := Mem{Base: scc}
-				if r == 1 {
-					wm = Mem{Base: wc, Index: stride, Scale: 1}
-					sm = Mem{Base: scc, Index: sstride, Scale: 1}
-				}
-				f := make([]reg.VecVirtual, 2*np) // the blocks' scales
-				for j := range f {
-					f[j] = YMM()
-				}
-				switch {
-				case half && np == 2:
-					// four float16 scales in one load and one conversion
-					h := YMM()
-					VPBROADCASTQ(sm, h.AsX())
-					VCVTPH2PS(h.AsX(), h)
-					for j := range f {
-						VSHUFPS(U8(0x55*j), h, h, f[j])
-					}
-				case half:
-					for j := range f {
-						VPBROADCASTW(sm.Offset(j*scSize), f[j].AsX())
-						VCVTPH2PS(f[j].AsX(), f[j])
-					}
-				default:
-					for j := range f {
-						VBROADCASTSS(sm.Offset(j*scSize), f[j])
-					}
-				}
-				for pr := 0; pr < np; pr++ {
-					PREFETCHT0(wm.Offset(prefetchAhead + 64*pr))
-					wv, aw, k := ZMM(), ZMM(), K()
-					VMOVDQU64(wm.Offset(64*pr), wv)
-					VPABSB(wv, aw)
-					VPMOVB2M(wv, k)
-					for i := 0; i < nt; i++ {
-						t, d, hi := ZMM(), ZMM(), YMM()
-						VMOVDQU64(tokAddr(p, as, as3, i, 64*pr), t)
-						VPSUBB(t, zero, k, t) // t = -t where w < 0
-						VPXORD(d, d, d)
-						VPDPBUSD(t, aw, d)
-						VCVTDQ2PS(d, d)
-						VFMADD231PS(f[2*pr], d.AsY(), acc[r][i])
-						VEXTRACTF64X4(U8(1), d, hi)
-						VFMADD231PS(f[2*pr+1], hi, acc[r][i])
-					}
-				}
-			}
-			ADDQ(U32(uint32(64*np)), p)
-			ADDQ(U32(uint32(64*np)), wc)
-			ADDQ(Imm(uint64(2*np*scSize)), scc)
-			SUBQ(Imm(uint64(2*np)), n)
-		}
-
-		Label(lbl + "_quad")
-		CMPQ(n, Imm(4))
-		JB(LabelRef(lbl + "_pair"))
-		pairs(2)
-		JMP(LabelRef(lbl + "_quad"))
-		Label(lbl + "_pair")
-		CMPQ(n, Imm(0))
-		JE(LabelRef(lbl + "_reduce"))
-		pairs(1)
-
-		Label(lbl + "_reduce")
-		for r := 0; r < nr; r++ {
-			for i := 0; i < nt; i++ {
-				reduce1fZ(acc[r][i], Mem{Base: dst, Disp: 16*r + 4*i})
-			}
-		}
-		for r := 0; r < nr; r++ {
-			ADDQ(stride, w)
-			ADDQ(sstride, sc)
-		}
-		ADDQ(U32(uint32(16*nr)), dst)
-		SUBQ(Imm(uint64(nr)), rows)
-		JMP(LabelRef(lbl + "_row"))
-		Label(lbl + "_end")
+	lbl := name + "_r1" // one row a pass
+	Label(lbl + "_row")
+	CMPQ(rows, Imm(1))
+	JB(LabelRef(lbl + "_end"))
+	acc := make([]reg.VecVirtual, nt) // one a token
+	for i := range acc {
+		acc[i] = YMM()
+		VPXORD(acc[i], acc[i], acc[i])
 	}
-	body(1)
+	p, wc, scc, n := GP64(), GP64(), GP64(), GP64()
+	Load(Param("act"), p)
+	MOVQ(w, wc)
+	MOVQ(sc, scc)
+	Load(Param("nblk"), n)
+
+	// pairs runs np pairs of blocks (np*64 weights) of the row.
+	pairs := func(np int) {
+		wm := Mem{Base: wc}
+		sm := Mem{Base: scc}
+		f := make([]reg.VecVirtual, 2*np) // the blocks' scales
+		for j := range f {
+			f[j] = YMM()
+		}
+		switch {
+		case half && np == 2:
+			// four float16 scales in one load and one conversion
+			h := YMM()
+			VPBROADCASTQ(sm, h.AsX())
+			VCVTPH2PS(h.AsX(), h)
+			for j := range f {
+				VSHUFPS(U8(0x55*j), h, h, f[j])
+			}
+		case half:
+			for j := range f {
+				VPBROADCASTW(sm.Offset(j*scSize), f[j].AsX())
+				VCVTPH2PS(f[j].AsX(), f[j])
+			}
+		default:
+			for j := range f {
+				VBROADCASTSS(sm.Offset(j*scSize), f[j])
+			}
+		}
+		for pr := 0; pr < np; pr++ {
+			PREFETCHT0(wm.Offset(prefetchAhead + 64*pr))
+			wv, aw, k := ZMM(), ZMM(), K()
+			VMOVDQU64(wm.Offset(64*pr), wv)
+			VPABSB(wv, aw)
+			VPMOVB2M(wv, k)
+			for i := 0; i < nt; i++ {
+				t, d, hi := ZMM(), ZMM(), YMM()
+				VMOVDQU64(tokAddr(p, as, as3, i, 64*pr), t)
+				VPSUBB(t, zero, k, t) // t = -t where w < 0
+				VPXORD(d, d, d)
+				VPDPBUSD(t, aw, d)
+				VCVTDQ2PS(d, d)
+				VFMADD231PS(f[2*pr], d.AsY(), acc[i])
+				VEXTRACTF64X4(U8(1), d, hi)
+				VFMADD231PS(f[2*pr+1], hi, acc[i])
+			}
+		}
+		ADDQ(U32(uint32(64*np)), p)
+		ADDQ(U32(uint32(64*np)), wc)
+		ADDQ(Imm(uint64(2*np*scSize)), scc)
+		SUBQ(Imm(uint64(2*np)), n)
+	}
+
+	Label(lbl + "_quad")
+	CMPQ(n, Imm(4))
+	JB(LabelRef(lbl + "_pair"))
+	pairs(2)
+	JMP(LabelRef(lbl + "_quad"))
+	Label(lbl + "_pair")
+	CMPQ(n, Imm(0))
+	JE(LabelRef(lbl + "_reduce"))
+	pairs(1)
+
+	Label(lbl + "_reduce")
+	for i := 0; i < nt; i++ {
+		reduce1fZ(acc[i], Mem{Base: dst, Disp: 4 * i})
+	}
+	ADDQ(stride, w)
+	ADDQ(sstride, sc)
+	ADDQ(U32(16), dst)
+	SUBQ(Imm(1), rows)
+	JMP(LabelRef(lbl + "_row"))
+	Label(lbl + "_end")
 	VZEROUPPER()
 	RET()
 }
