@@ -125,8 +125,10 @@ type BatchDecoder interface {
 
 // BatchSampler is implemented by models whose batched step can also pick
 // each session's next token on the device, so only token ids cross the
-// bus: the argmax, or a draw under the parameters the session's last
-// SetSampling accepted (SamplingDecoder).
+// bus: a draw under the parameters of the session's last SetSampling call
+// (SamplingDecoder) when that call returned ok, else (ok false, or no call
+// yet) the argmax. The engine disarms a session for a greedy request by
+// calling SetSampling with its greedy parameters.
 type BatchSampler interface {
 	// DecodeBatchSample runs tokens[i] at sessions[i].Pos(), as
 	// DecodeBatch does, and writes each session's next token to next[i]
@@ -143,4 +145,22 @@ type LogitsPrefiller interface {
 	// after each of them to logits, position by position: len(tokens)
 	// rows of Vocab values.
 	PrefillLogits(tokens []int32, logits []float32) error
+}
+
+// KVSizer is implemented by models that know one session's KV cache size
+// in their own layout (a GPU's f16 cache on the device), for the memory
+// budgets of the server and the bench.
+type KVSizer interface {
+	// KVBytes is the KV cache of one session of ctx positions, in bytes.
+	KVBytes(ctx int) int64
+}
+
+// KVBytes is one session's KV cache at ctx positions: m's own figure where
+// it is a KVSizer, else float32 K and V for every layer (the widest cache
+// any backend keeps).
+func KVBytes(m Model, ctx int) int64 {
+	if k, ok := m.(KVSizer); ok {
+		return k.KVBytes(ctx)
+	}
+	return m.Config().KVBytes(ctx, 4)
 }

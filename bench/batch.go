@@ -32,16 +32,6 @@ func batched(sizes []int) bool {
 	return len(sizes) > 1 || len(sizes) == 1 && sizes[0] != 1
 }
 
-// kvBytes is one session's KV cache at ctx positions: the backend's own
-// figure where it gives one, else float32 K and V for every layer (the
-// widest cache any backend keeps).
-func kvBytes(m backend.Model, ctx int) int64 {
-	if k, ok := m.(interface{ KVBytes(ctx int) int64 }); ok {
-		return k.KVBytes(ctx)
-	}
-	return m.Config().KVBytes(ctx, 4)
-}
-
 // CheckBatchSizes refuses a size outside 1..MaxBatch or one given twice.
 // Its errors have no prefix: the CLI's parser adds the command's.
 func CheckBatchSizes(sizes []int) error {
@@ -64,7 +54,7 @@ func checkBatches(m backend.Model, sizes []int, ctx int) error {
 		return fmt.Errorf("bench: %w", err)
 	}
 	for _, n := range sizes {
-		if kv := kvBytes(m, ctx) * int64(n); kv > maxBatchKVBytes {
+		if kv := backend.KVBytes(m, ctx) * int64(n); kv > maxBatchKVBytes {
 			return fmt.Errorf("bench: batch %d needs %d bytes of KV cache at %d positions, more than the limit %d", n, kv, ctx, int64(maxBatchKVBytes))
 		}
 	}
@@ -76,8 +66,12 @@ func checkBatches(m backend.Model, sizes []int, ctx int) error {
 
 // runBatch measures batch sessions decoded together: each is prefilled
 // with its own random prompt of o.Prompt ids, then o.Gen batched steps
-// are timed one by one, each session taking its greedy next token.
+// are timed one by one, each session taking its greedy next token: picked
+// on the device where the model is a BatchSampler (fresh sessions, never
+// given SetSampling, take the argmax; only ids cross), else on the host
+// from the logits of DecodeBatch.
 func runBatch(ctx context.Context, m backend.Model, bd backend.BatchDecoder, batch int, o Options) (BatchRow, error) {
+	bs, _ := m.(backend.BatchSampler)
 	row := BatchRow{Batch: batch}
 	vocab := m.Config().Vocab
 	rng := rand.New(rand.NewPCG(o.Seed, uint64(batch)))
@@ -87,7 +81,7 @@ func runBatch(ctx context.Context, m backend.Model, bd backend.BatchDecoder, bat
 			s.Close()
 		}
 	}()
-	toks := make([]int32, batch)
+	toks, next := make([]int32, batch), make([]int32, batch)
 	logits := make([][]float32, batch)
 	prompt := make([]int32, o.Prompt)
 	for i := 0; i < batch; i++ {
@@ -106,6 +100,13 @@ func runBatch(ctx context.Context, m backend.Model, bd backend.BatchDecoder, bat
 		toks[i] = sample.Argmax(logits[i])
 	}
 	step := func() error {
+		if bs != nil {
+			if err := bs.DecodeBatchSample(sess, toks, next); err != nil {
+				return fmt.Errorf("bench: batch %d: decode: %w", batch, err)
+			}
+			copy(toks, next)
+			return nil
+		}
 		if err := bd.DecodeBatch(sess, toks, logits); err != nil {
 			return fmt.Errorf("bench: batch %d: decode: %w", batch, err)
 		}

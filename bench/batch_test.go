@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"math"
 	"strings"
 	"testing"
 
@@ -46,7 +47,7 @@ func TestRunBatches(t *testing.T) {
 			t.Errorf("batch %d: %.1f tok/s, p50 %.4f ms, p99 %.4f ms", b.Batch, b.DecodeTokPerS, b.P50MS, b.P99MS)
 		}
 	}
-	if want := m.(interface{ KVBytes(int) int64 }).KVBytes(4 + 16); r.KVBytesPerSession != want || want <= 0 {
+	if want := m.(backend.KVSizer).KVBytes(4 + 16); r.KVBytesPerSession != want || want <= 0 {
 		t.Errorf("KV bytes a session %d, want %d", r.KVBytesPerSession, want)
 	}
 	js, err := json.Marshal(r)
@@ -147,4 +148,90 @@ func TestCheckBatchSizes(t *testing.T) {
 			t.Errorf("%v: error %v, want %q", c.sizes, err, c.want)
 		}
 	}
+}
+
+// TestRunBatchesOnDevice: a model that picks the batch's tokens itself is
+// measured through DecodeBatchSample, fed its own picks, and says so.
+func TestRunBatchesOnDevice(t *testing.T) {
+	m, wb := tinyCPU(t)
+	d, err := testmodel.NewDevice(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Run(context.Background(), d, wb, fast(Options{Prompt: 4, Gen: 16, Batches: []int{1, 3}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Per size: 4 warm-up steps, then 16 timed; all but the first of each
+	// run (after a prefill or the rewind) take each session's last pick.
+	if len(r.Batches) != 2 || !r.BatchDevicePick || d.Samples.Load() != 2*(4+16) || d.Batches.Load() != 0 || d.Fed.Load() != (1+3)*(4+16-2) {
+		t.Fatalf("%d batches, device pick %v, %d device steps, %d host steps, %d picks fed", len(r.Batches), r.BatchDevicePick,
+			d.Samples.Load(), d.Batches.Load(), d.Fed.Load())
+	}
+	var sb strings.Builder
+	r.Print(&sb)
+	if !strings.Contains(sb.String(), "picked on the device") {
+		t.Errorf("text report does not say where the tokens were picked:\n%s", sb.String())
+	}
+}
+
+// TestRunOps: --ops gives decode's per-operation table and prefill's,
+// each summing to the whole, and says when a backend does not time its
+// prefill.
+func TestRunOps(t *testing.T) {
+	m, wb := tinyCPU(t)
+	r, err := Run(context.Background(), m, wb, fast(Options{Prompt: 6, Gen: 8, Ops: true}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, rows := range map[string][]OpRow{"decode": r.Ops, "prefill": r.PrefillOps} {
+		sum, ms := 0.0, 0.0
+		for _, o := range rows {
+			sum += o.Share
+			ms += o.MSPerTk
+		}
+		if len(rows) == 0 || math.Abs(sum-1) > 1e-9 || !(ms > 0) {
+			t.Errorf("%s: %d rows, shares sum to %v, %v ms a token", name, len(rows), sum, ms)
+		}
+	}
+	var sb strings.Builder
+	r.Print(&sb)
+	if !strings.Contains(sb.String(), "decode, per operation (cpu") || !strings.Contains(sb.String(), "prefill of 6 tokens, per operation (cpu") {
+		t.Errorf("text report:\n%s", sb.String())
+	}
+
+	r, err = Run(context.Background(), noPrefillTimes{m}, wb, fast(Options{Prompt: 6, Gen: 8, Ops: true}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb.Reset()
+	r.Print(&sb)
+	if len(r.Ops) == 0 || r.PrefillOps != nil || !strings.Contains(sb.String(), "prefill, per operation: not timed") {
+		t.Errorf("a backend that does not time its prefill: %d decode rows, %d prefill rows\n%s", len(r.Ops), len(r.PrefillOps), sb.String())
+	}
+}
+
+// noPrefillTimes is the CPU model with sessions that time only decode
+// steps, as a backend whose prefill records nothing.
+type noPrefillTimes struct{ backend.Model }
+
+type quietPrefill struct {
+	*cpu.Session
+	on bool
+}
+
+func (n noPrefillTimes) NewSession(ctx int) (backend.Session, error) {
+	s, err := n.Model.NewSession(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &quietPrefill{Session: s.(*cpu.Session)}, nil
+}
+
+func (q *quietPrefill) Profile(on bool) { q.on = on; q.Session.Profile(on) }
+
+func (q *quietPrefill) Prefill(tokens []int32, logits []float32) error {
+	q.Session.Profile(false)
+	defer q.Session.Profile(q.on)
+	return q.Session.Prefill(tokens, logits)
 }

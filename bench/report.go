@@ -55,17 +55,25 @@ func (r *Result) Print(w io.Writer) {
 		fmt.Fprintf(w, "device copy      %.0f GB/s; weights stream at %.1f%% of it\n", *r.CopyGBPerS, 100**r.BandwidthFraction)
 	}
 	if len(r.Ops) > 0 {
-		fmt.Fprintf(w, "\n%-20s %12s %8s\n", "operation", "ms/token", "share")
-		for _, o := range r.Ops {
-			fmt.Fprintf(w, "%-20s %12.4f %7.1f%%\n", o.Op, o.MSPerTk, 100*o.Share)
+		fmt.Fprintf(w, "\ndecode, per operation (%s; ms per generated token)\n", r.Backend)
+		printOps(w, r.Ops)
+		if len(r.PrefillOps) > 0 {
+			fmt.Fprintf(w, "\nprefill of %d tokens, per operation (%s; ms per prompt token)\n", r.PromptTokens, r.Backend)
+			printOps(w, r.PrefillOps)
+		} else {
+			fmt.Fprintf(w, "\nprefill, per operation: not timed by the %s backend\n", r.Backend)
 		}
 	}
 	if r.Timeline != nil {
 		r.Timeline.Print(w)
 	}
 	if len(r.Batches) > 0 {
-		fmt.Fprintf(w, "\nbatched decode   %d steps a size; KV cache %.1f MB a session at %d positions\n",
-			r.GenTokens, float64(r.KVBytesPerSession)/1e6, r.PromptTokens+r.GenTokens)
+		pick := "on the host from the logits"
+		if r.BatchDevicePick {
+			pick = "on the device, only ids crossing"
+		}
+		fmt.Fprintf(w, "\nbatched decode   %d steps a size, greedy tokens picked %s; KV cache %.1f MB a session at %d positions\n",
+			r.GenTokens, pick, float64(r.KVBytesPerSession)/1e6, r.PromptTokens+r.GenTokens)
 		fmt.Fprintf(w, "%-8s %16s %12s %12s %14s\n", "batch", "decode tok/s", "step p50 ms", "step p99 ms", "KV cache MB")
 		for _, b := range r.Batches {
 			fmt.Fprintf(w, "%-8d %16.1f %12.3f %12.3f %14.1f\n", b.Batch, b.DecodeTokPerS, b.P50MS, b.P99MS,
@@ -77,5 +85,13 @@ func (r *Result) Print(w io.Writer) {
 		fmt.Fprintf(w, "%-12s %14.1f %14.1f\n", "edgellm", r.PrefillTokPerS, r.DecodeTokPerS)
 		fmt.Fprintf(w, "%-12s %14.1f %14.1f\n", "llama.cpp", lb.PrefillTokPerS, lb.DecodeTokPerS)
 		fmt.Fprintf(w, "%-12s %13.2fx %13.2fx\n", "ratio", lb.PrefillRatio, lb.DecodeRatio)
+	}
+}
+
+// printOps prints a per-operation table.
+func printOps(w io.Writer, ops []OpRow) {
+	fmt.Fprintf(w, "%-20s %12s %8s\n", "operation", "ms/token", "share")
+	for _, o := range ops {
+		fmt.Fprintf(w, "%-20s %12.4f %7.1f%%\n", o.Op, o.MSPerTk, 100*o.Share)
 	}
 }

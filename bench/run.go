@@ -64,7 +64,10 @@ type Result struct {
 	FileBytes           int64   `json:"file_bytes,omitempty"`
 	WeightBytesPerToken int64   `json:"weight_bytes_per_token"`
 	WeightGBPerS        float64 `json:"weight_gb_per_s"`
-	Ops                 []OpRow `json:"ops,omitempty"`
+	Ops                 []OpRow `json:"ops,omitempty"` // decode's, ms per generated token
+	// PrefillOps is prefill's per-operation times, ms per prompt token;
+	// empty when the backend does not time its prefill's operations.
+	PrefillOps []OpRow `json:"prefill_ops,omitempty"`
 	// Timeline: Options.Timeline's per-token record of the profiled pass.
 	Timeline *Timeline `json:"timeline,omitempty"`
 
@@ -95,6 +98,9 @@ type Result struct {
 	// fields above (peak RSS included) are those of batch 1 alone.
 	Batches           []BatchRow `json:"batches,omitempty"`
 	KVBytesPerSession int64      `json:"kv_bytes_per_session,omitempty"` // at prompt+gen positions
+	// BatchDevicePick: the batches' tokens were picked on the device
+	// (backend.BatchSampler), only ids crossing; else on the host.
+	BatchDevicePick bool `json:"batch_device_pick,omitempty"`
 }
 
 // WeightBytesPerToken is what one decode step reads of w as stored in the
@@ -274,12 +280,12 @@ func Run(ctx context.Context, m backend.Model, weightBytes int64, o Options) (Re
 	}
 
 	if o.Ops || o.Timeline {
-		rows, tl, err := profile(sess, dec, prompt, o.Gen, o.Timeline)
+		pre, rows, tl, err := profile(sess, dec, prompt, o.Gen, o.Timeline)
 		if err != nil {
 			return r, err
 		}
 		if o.Ops {
-			r.Ops = rows
+			r.PrefillOps, r.Ops = pre, rows
 		}
 		r.Timeline = tl
 	}
@@ -287,7 +293,8 @@ func Run(ctx context.Context, m backend.Model, weightBytes int64, o Options) (Re
 
 	if batched(o.Batches) {
 		bd := m.(backend.BatchDecoder) // checkBatches made sure
-		r.KVBytesPerSession = kvBytes(m, o.Prompt+o.Gen)
+		r.KVBytesPerSession = backend.KVBytes(m, o.Prompt+o.Gen)
+		_, r.BatchDevicePick = m.(backend.BatchSampler)
 		for _, n := range o.Batches {
 			row, err := runBatch(ctx, m, bd, n, o)
 			if err != nil {

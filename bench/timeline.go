@@ -127,31 +127,34 @@ func diff(a, b counterSample) timelineCounts {
 	}
 }
 
-// profile decodes gen tokens after prompt with per-operation timing on and
-// returns the per-operation table; with timeline, also each token's row.
-// The counters are read between tokens, outside the tokens' times.
-func profile(sess backend.Session, dec *decoder, prompt []int32, gen int, timeline bool) ([]OpRow, *Timeline, error) {
+// profile prefills the prompt, then decodes gen tokens, with per-operation
+// timing on: the prefill's table (nil when the backend records nothing
+// for a prefill) and the decode's; with timeline, also each decoded
+// token's row. The counters are read between tokens, outside the tokens'
+// times.
+func profile(sess backend.Session, dec *decoder, prompt []int32, gen int, timeline bool) (prefill, decode []OpRow, tl *Timeline, err error) {
 	p, ok := sess.(backend.Profiler)
 	if !ok {
-		return nil, nil, fmt.Errorf("bench: this backend cannot time its operations")
+		return nil, nil, nil, fmt.Errorf("bench: this backend cannot time its operations")
 	}
 	if err := sess.Rewind(0); err != nil {
-		return nil, nil, err
-	}
-	if err := sess.Prefill(prompt, nil); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	p.Profile(true)
 	defer p.Profile(false)
 	p.OpTimes() // reset
+	if err := sess.Prefill(prompt, nil); err != nil {
+		return nil, nil, nil, err
+	}
+	if t := p.OpTimes(); t != (backend.OpTimes{}) {
+		prefill = opRows(t, len(prompt))
+	}
 	rc := newRuntimeCounters()
-	var tl *Timeline
 	if timeline {
 		tl = &Timeline{Counters: procCounterNames(), SlowRatio: slowRatio, Rows: make([]TimelineRow, 0, gen)}
 	}
 	var total backend.OpTimes
 	tok := prompt[len(prompt)-1]
-	var err error
 	var start time.Time
 	for i := 0; i < gen; i++ {
 		var c0 counterSample
@@ -166,7 +169,7 @@ func profile(sess backend.Session, dec *decoder, prompt []int32, gen int, timeli
 			}
 		}
 		if tok, err = dec.step(tok); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		d := time.Since(t0)
 		if !timeline {
@@ -187,7 +190,7 @@ func profile(sess backend.Session, dec *decoder, prompt []int32, gen int, timeli
 	if tl != nil {
 		tl.summarize()
 	}
-	return opRows(total, gen), tl, nil
+	return prefill, opRows(total, gen), tl, nil
 }
 
 // addOpTimes adds b's times to a.

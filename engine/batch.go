@@ -34,6 +34,17 @@ import (
 // Since the backend's batched step is batch-invariant, a request's tokens
 // do not depend on what else runs: greedy output is the same alone or
 // batched.
+//
+// On a backend that also implements backend.BatchSampler (the GPU), a
+// request decides when it joins whether the device picks its tokens:
+// greedy ones always (the argmax), sampled ones when its session's
+// SetSampling accepts the parameters (with the prompt as history, as the
+// serial path does); the rest sample on the host. A step where every
+// request is on the device runs DecodeBatchSample, so only ids cross the
+// bus; one host request makes the step a DecodeBatch with host sampling
+// for all, after which a device-drawing request re-arms its session's
+// sampler with its whole history before its next device step (the draw
+// then continues from a fresh stream of its seed, not the one it had).
 
 var errClosed = errors.New("engine: model is closed")
 
@@ -41,6 +52,7 @@ var errClosed = errors.New("engine: model is closed")
 type scheduler struct {
 	m      *Model
 	bd     backend.BatchDecoder
+	bs     backend.BatchSampler // nil: the host samples every token
 	onStep func(int)
 	slots  []*slot // fixed at start
 
@@ -60,6 +72,7 @@ type scheduler struct {
 	bsess   []backend.Session
 	btoks   []int32
 	blogits [][]float32
+	bnext   []int32 // DecodeBatchSample's ids
 
 	steps, batched atomic.Int64
 	inBatch        atomic.Int32 // jobs joined and not finished
@@ -87,6 +100,13 @@ type job struct {
 	err   error     // why it ended, published as res
 	abort atomic.Bool
 
+	// The device's part (BatchSampler), decided at join: dev, the device
+	// may pick this job's tokens; draws, by SetSampling's parameters (not
+	// the argmax), so a host step leaves its sampler to re-arm (rearm).
+	dev, draws, rearm bool
+	nextID            int32 // the device's pick for the next token, when hasNext
+	hasNext           bool
+
 	mu   sync.Mutex
 	out  []Token // generated, not yet given to the consumer
 	fin  bool
@@ -102,7 +122,9 @@ func newScheduler(m *Model, bd backend.BatchDecoder, n int, onStep func(int)) *s
 		quit: make(chan struct{}), done: make(chan struct{}),
 		active: make([]*job, 0, n), batch: make([]*job, 0, n),
 		bsess: make([]backend.Session, 0, n), btoks: make([]int32, 0, n), blogits: make([][]float32, 0, n),
+		bnext: make([]int32, n),
 	}
+	sc.bs, _ = bd.(backend.BatchSampler)
 	for i := range sc.slots {
 		sc.slots[i] = &slot{seq: newSeq(m.ctxLen, m.weights.Vocab), lat: make([]time.Duration, 0, m.ctxLen+1)}
 		sc.sem <- struct{}{}
@@ -173,6 +195,10 @@ func (sc *scheduler) run(ctx context.Context, req *Request, fn func(Token) error
 		smp.Accept(t)
 	}
 	j := &job{ctx: ctx, req: req, sl: sl, smp: smp, dec: m.tok.NewDecoder(), st: *st, wake: make(chan struct{}, 1)}
+	if err := sc.pickSampler(j); err != nil {
+		sc.release(sl)
+		return err
+	}
 	sl.lat = sl.lat[:0]
 	genStart := time.Now()
 	j.t = genStart
@@ -255,6 +281,29 @@ func (sc *scheduler) release(sl *slot) {
 	sc.sem <- struct{}{}
 }
 
+// pickSampler decides whether the device picks j's tokens (see the top of
+// the file). Its SetSampling call also disarms a session that drew for a
+// previous request when j is greedy or needs the host (ok false leaves the
+// session on the argmax: backend.BatchSampler).
+func (sc *scheduler) pickSampler(j *job) error {
+	if sc.bs == nil {
+		return nil
+	}
+	greedy := j.req.Sampling.IsGreedy()
+	sd, ok := j.sl.sess.(backend.SamplingDecoder)
+	if !ok {
+		j.dev = greedy
+		return nil
+	}
+	on, err := sd.SetSampling(j.req.Sampling, j.sl.hist)
+	if err != nil {
+		return fmt.Errorf("engine: %w", err)
+	}
+	j.draws = on && !greedy
+	j.dev = greedy || j.draws
+	return nil
+}
+
 // join hands a prefilled job to the loop; false when the model is closing.
 func (sc *scheduler) join(j *job) bool {
 	sc.mu.Lock()
@@ -332,8 +381,9 @@ func (sc *scheduler) shutdown() {
 }
 
 // step is one scheduler step: every job samples its next token (or
-// leaves), then the chosen tokens are decoded as one batch. Besides each
-// token's text it allocates nothing.
+// leaves), then the chosen tokens are decoded as one batch, on the device
+// with its picks when every job can (onDevice). Besides each token's text
+// it allocates nothing.
 func (sc *scheduler) step() {
 	sc.batch, sc.bsess, sc.btoks, sc.blogits = sc.batch[:0], sc.bsess[:0], sc.btoks[:0], sc.blogits[:0]
 	n := len(sc.active)
@@ -357,7 +407,13 @@ func (sc *scheduler) step() {
 	for _, j := range sc.batch {
 		j.t = now
 	}
-	err := sc.bd.DecodeBatch(sc.bsess, sc.btoks, sc.blogits)
+	dev := sc.onDevice()
+	var err error
+	if dev {
+		err = sc.bs.DecodeBatchSample(sc.bsess, sc.btoks, sc.bnext[:len(sc.batch)])
+	} else {
+		err = sc.bd.DecodeBatch(sc.bsess, sc.btoks, sc.blogits)
+	}
 	sc.steps.Add(1)
 	if len(sc.batch) > 1 {
 		sc.batched.Add(1)
@@ -378,9 +434,43 @@ func (sc *scheduler) step() {
 	}
 	for i, j := range sc.batch {
 		j.sl.hist = append(j.sl.hist, sc.btoks[i])
+		if dev {
+			j.nextID, j.hasNext = sc.bnext[i], true
+		} else {
+			j.rearm = j.draws // its device sampler missed this token
+		}
 	}
 	clear(sc.batch)
 	clear(sc.bsess)
+}
+
+// onDevice reports whether this step's batch can run DecodeBatchSample:
+// every job is on the device. It first re-arms the samplers of the jobs
+// that went through a host step, with their whole history (the tokens
+// in the cache; the device adds the one this step decodes).
+func (sc *scheduler) onDevice() bool {
+	if sc.bs == nil {
+		return false
+	}
+	for _, j := range sc.batch {
+		if !j.dev {
+			return false
+		}
+	}
+	all := true
+	for _, j := range sc.batch {
+		if !j.rearm {
+			continue
+		}
+		j.rearm = false
+		ok, err := j.sl.sess.(backend.SamplingDecoder).SetSampling(j.req.Sampling, j.sl.hist)
+		if err != nil || !ok {
+			// It took them at join; should it not now, the host samples
+			// for it from here on, which gives a draw as valid.
+			j.dev, j.draws, all = false, false, false
+		}
+	}
+	return all
 }
 
 // next is the serial loop's body for one job (see Model.generate): it
@@ -395,10 +485,15 @@ func (j *job) next(m *Model) (int32, bool) {
 		j.st.DoneReason, j.err = DoneCancel, err
 		return 0, false
 	}
-	id, err := j.smp.Sample(j.sl.logits)
-	if err != nil {
-		j.err = fmt.Errorf("engine: %w", err)
-		return 0, false
+	var id int32
+	if j.hasNext {
+		id, j.hasNext = j.nextID, false
+	} else {
+		var err error
+		if id, err = j.smp.Sample(j.sl.logits); err != nil {
+			j.err = fmt.Errorf("engine: %w", err)
+			return 0, false
+		}
 	}
 	j.smp.Accept(id)
 	req := j.req

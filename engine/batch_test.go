@@ -302,6 +302,14 @@ type noBatch struct{ backend.Model }
 // The scheduler's step allocates nothing but each token's text.
 func TestStepBatchAllocs(t *testing.T) {
 	m := loadStories(t, Options{})
+	if allocs := stepAllocs(t, m, sample.Params{Temperature: 0.8, TopK: 40}); allocs > 4 {
+		t.Fatalf("%v allocations per step of 4 sequences", allocs)
+	}
+}
+
+// stepAllocs is the allocations of one scheduler step of 4 sequences on m
+// sampling under p (each its own seed).
+func stepAllocs(t *testing.T, m *Model, p sample.Params) float64 {
 	bd := m.be.(backend.BatchDecoder)
 	sc := newScheduler(m, bd, 4, nil)
 	t.Cleanup(func() { sc.closeSessions() })
@@ -314,12 +322,17 @@ func TestStepBatchAllocs(t *testing.T) {
 		if err := m.prefill(context.Background(), &sl.seq, onceprompt[:2+i], &st); err != nil {
 			t.Fatal(err)
 		}
-		smp, err := sample.New(m.Config().Vocab, sample.Params{Temperature: 0.8, TopK: 40, Seed: uint64(i)})
+		p.Seed = uint64(i)
+		smp, err := sample.New(m.Config().Vocab, p)
 		if err != nil {
 			t.Fatal(err)
 		}
-		sc.active = append(sc.active, &job{ctx: context.Background(), req: &Request{IgnoreEOS: true}, sl: sl, smp: smp,
-			dec: m.tok.NewDecoder(), wake: make(chan struct{}, 1), out: make([]Token, 0, 8)})
+		j := &job{ctx: context.Background(), req: &Request{IgnoreEOS: true, Sampling: p}, sl: sl, smp: smp,
+			dec: m.tok.NewDecoder(), wake: make(chan struct{}, 1), out: make([]Token, 0, 8)}
+		if err := sc.pickSampler(j); err != nil {
+			t.Fatal(err)
+		}
+		sc.active = append(sc.active, j)
 	}
 	step := func() {
 		sc.step()
@@ -332,9 +345,7 @@ func TestStepBatchAllocs(t *testing.T) {
 	if len(sc.active) != 4 {
 		t.Fatalf("%d jobs left the batch", len(sc.active))
 	}
-	if allocs > 4 {
-		t.Fatalf("%v allocations per step of 4 sequences", allocs)
-	}
+	return allocs
 }
 
 // A request takes the slot whose cache shares the longest prefix with its

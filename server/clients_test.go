@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -12,7 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgellm/edgellm/backend"
+	"github.com/edgellm/edgellm/backend/cpu"
 	"github.com/edgellm/edgellm/engine"
+	"github.com/edgellm/edgellm/internal/testmodel"
+	"github.com/edgellm/edgellm/model"
 	"github.com/edgellm/edgellm/version"
 	"github.com/ollama/ollama/api"
 	"github.com/openai/openai-go/v3"
@@ -308,16 +313,48 @@ func TestCancelMidStream(t *testing.T) {
 
 // 16 concurrent clients with greedy sampling each get exactly the tokens a
 // lone client gets, batched (4 at a time, the default).
+//
+// It runs on the CPU with the server's default slots, or on the backend
+// EDGELLM_TEST_BACKEND names with EDGELLM_TEST_PARALLEL slots (batchBackend),
+// so that a test binary checks the GPU on its machine:
+//
+//	go test -c -o server.test ./server
+//	EDGELLM_TEST_BACKEND=cuda EDGELLM_TEST_PARALLEL=16 ./server.test -test.run TestConcurrentGreedy -test.v
 func TestConcurrentGreedy(t *testing.T) {
-	s := newTestServer(t, nil)
-	// Once armed, the first batched step waits until 4 requests are in the
-	// batch, so that batching surely happens however the clients are
-	// scheduled.
+	be, par := batchBackend(t)
+	concurrentGreedy(t, be, par)
+}
+
+// The same on a stand-in for the GPU (testmodel.Device: the CPU backend
+// picking tokens as a device does) with 16 slots: every step picks on the
+// device, none brings logits back.
+func TestConcurrentGreedyDevice(t *testing.T) {
+	var dev *testmodel.Device
+	engine.RegisterBackend(testmodel.DeviceName, func(w *model.Weights, o engine.Options) (backend.Model, error) {
+		m, err := cpu.Load(w, cpu.Options{Threads: o.Threads})
+		if err != nil {
+			return nil, err
+		}
+		dev, err = testmodel.NewDevice(m)
+		return dev, err
+	})
+	concurrentGreedy(t, testmodel.DeviceName, 16)
+	if dev.Samples.Load() == 0 || dev.Batches.Load() != 0 {
+		t.Fatalf("%d steps on the device, %d with logits", dev.Samples.Load(), dev.Batches.Load())
+	}
+}
+
+// concurrentGreedy is TestConcurrentGreedy on backend be with par slots.
+func concurrentGreedy(t *testing.T, be string, par int) {
+	s := newTestServer(t, func(c *Config) { c.Engine.Backend, c.Parallel = be, par })
+	// Once armed, the first batched step waits until min(par, 16) requests
+	// are in the batch, so that batching surely happens however the
+	// clients are scheduled.
 	var armed atomic.Pointer[engine.Model]
 	var gathered sync.Once
 	s.reg.stepHook = func(int) {
 		if m := armed.Load(); m != nil {
-			gathered.Do(func() { waitInBatch(t, m, 4) })
+			gathered.Do(func() { waitInBatch(t, m, min(par, 16)) })
 		}
 	}
 	base := startServer(t, s)
@@ -360,7 +397,11 @@ func TestConcurrentGreedy(t *testing.T) {
 	var wg sync.WaitGroup
 	outs := make([]string, 16)
 	errs := make([]error, 16)
-	armed.Store(modelOf(t, s, "stories"))
+	m := modelOf(t, s, "stories")
+	if m.Backend().Name() != be || m.Parallel() != par {
+		t.Fatalf("model on %s with %d slots, want %s with %d (can the backend batch?)", m.Backend().Name(), m.Parallel(), be, par)
+	}
+	armed.Store(m)
 	for i := range 16 {
 		if i%2 == 1 {
 			wg.Go(func() { outs[i], errs[i] = genOAI(prompts[i%len(prompts)]) })
@@ -388,6 +429,33 @@ func TestConcurrentGreedy(t *testing.T) {
 	if all-ones == 0 || all-upTo3 == 0 {
 		t.Errorf("batch sizes: %d steps, %d of one sequence, %d of up to 3: never batched 4", all, ones, upTo3)
 	}
+}
+
+// batchBackend is the backend and slot count of TestConcurrentGreedy: the
+// CPU with the server's default, or EDGELLM_TEST_BACKEND (cuda, say) with
+// EDGELLM_TEST_PARALLEL slots. It skips when that backend cannot load
+// here (no GPU, or a nocuda build).
+func batchBackend(t *testing.T) (string, int) {
+	t.Helper()
+	par := DefaultParallel
+	if v := os.Getenv("EDGELLM_TEST_PARALLEL"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 4 || n > maxParallel {
+			t.Fatalf("EDGELLM_TEST_PARALLEL=%q: want 4..%d", v, maxParallel)
+		}
+		par = n
+	}
+	be := os.Getenv("EDGELLM_TEST_BACKEND")
+	if be == "" || be == "cpu" {
+		return "cpu", par
+	}
+	m, err := engine.Load(storiesPath(t), engine.Options{Backend: be, ContextLen: 64})
+	if err != nil {
+		t.Skipf("backend %s is not available: %v", be, err)
+	}
+	m.Close()
+	t.Logf("backend %s, %d slots", be, par)
+	return be, par
 }
 
 // modelOf is the loaded model of a name.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/edgellm/edgellm/backend"
 	"github.com/edgellm/edgellm/engine"
 	"github.com/edgellm/edgellm/tokenizer"
 )
@@ -15,10 +16,11 @@ import (
 const DefaultKVBudget = 8 << 30
 
 // kvBytes bounds the KV cache a model loaded with ctx positions and slots
-// sequences can allocate: K and V, every layer, 4 bytes an element (the
-// widest cache any backend keeps).
+// sequences can allocate: the backend's own size of a session's cache
+// where it gives one (the GPU's, which lives on the device), else K and V
+// of every layer at 4 bytes an element (the widest any backend keeps).
 func kvBytes(m *engine.Model, ctx, slots int) int64 {
-	return m.Config().KVBytes(ctx, 4) * int64(max(slots, 1))
+	return backend.KVBytes(m.Backend(), ctx) * int64(max(slots, 1))
 }
 
 // checkKVBudget refuses a loaded model whose caches could exceed budget.

@@ -5,7 +5,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/edgellm/edgellm/backend"
+	"github.com/edgellm/edgellm/backend/cpu"
 	"github.com/edgellm/edgellm/engine"
+	"github.com/edgellm/edgellm/model"
 )
 
 // The byte bound never refuses a text that fits: every text's length is at
@@ -95,6 +98,31 @@ func TestKVBudget(t *testing.T) {
 		t.Errorf("num_ctx 512 after a refusal: %d %s", w.Code, w.Body)
 	}
 }
+
+// The budget counts the backend's own KV size where it gives one (the GPU
+// keeps its cache on the device, in its own layout), not the 4-byte rule.
+func TestKVBudgetBackendSize(t *testing.T) {
+	engine.RegisterBackend("test-kvsize", func(w *model.Weights, o engine.Options) (backend.Model, error) {
+		m, err := cpu.Load(w, cpu.Options{Threads: o.Threads})
+		return kvSized{m}, err
+	})
+	gen := `{"model":"stories","prompt":"Once","stream":false,"options":{"num_predict":2,"num_ctx":256}}`
+	for _, c := range []struct {
+		budget int64
+		code   int
+	}{{256 * 100, 200}, {256*100 - 1, 400}} {
+		s := newTestServer(t, func(cfg *Config) { cfg.KVBudget, cfg.Engine.Backend = c.budget, "test-kvsize" })
+		if w := do(t, s.Handler(), "POST", "/api/generate", gen); w.Code != c.code {
+			t.Errorf("budget %d for a cache of %d: %d %s", c.budget, 256*100, w.Code, w.Body)
+		}
+	}
+}
+
+// kvSized says a session of ctx positions keeps 100 bytes a position, far
+// below the 4-byte rule's figure for stories260K.
+type kvSized struct{ backend.Model }
+
+func (kvSized) KVBytes(ctx int) int64 { return 100 * int64(ctx) }
 
 // A prompt too long for the context by its bytes alone is refused before
 // it is tokenized, on a loaded model as on one not loaded yet.

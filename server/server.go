@@ -31,7 +31,9 @@
 //     joins the running batch once its prompt is prefilled, leaves when
 //     done); more wait in arrival order. Batching does not change a
 //     request's tokens: greedy output is the same alone or batched.
-//     Backends that cannot batch (cuda today) run one request at a time.
+//     On the GPU the batch's tokens are picked on the device (only ids
+//     cross the bus) and its KV caches live there; a backend that cannot
+//     batch runs one request at a time.
 package server
 
 import (

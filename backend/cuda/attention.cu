@@ -197,12 +197,13 @@ struct AttState {
 // before this launch) may load before the caller's wait; the rest, written
 // by this step's QKV, only after it. attn_warp calls wait() once, after the
 // first batch of old rows is in flight, so that round trip overlaps the
-// previous kernel instead of following it. LOCAL: a sliding-window layer.
-template <bool LOCAL, class Wait>
-__device__ void attn_warp(int h, int s, int pos, int old, const float *q, const kv_t *kc, const kv_t *vc, float *out,
+// previous kernel instead of following it. The query at pos sees positions
+// lo..pos (lo > 0 in a sliding-window layer). The decode step's k_attn and
+// a batch's rows (mattn.cu k_battn, each row with its own cache) run it.
+template <class Wait>
+__device__ void attn_warp(int h, int s, int pos, int lo, int old, const float *q, const kv_t *kc, const kv_t *vc, float *out,
                           float *part, u32 *counters, int nsplit, Wait wait) {
     const int lane = threadIdx.x & 31;
-    const int lo = att_first<LOCAL>(pos);
     const int nact = att_slices(lo, pos, nsplit);
     int t0, t1;
     if (!attn_range(s, lo, pos, nsplit, t0, t1)) return;
@@ -385,7 +386,7 @@ __device__ __forceinline__ void k_attn_run(const int *__restrict__ tp, const flo
         pdl_after_wait(P_ATTN);
     };
     if (item < NH * nsplit)
-        attn_warp<LOCAL>(item / nsplit, item % nsplit, tp[1] + y, tp[1], q + (size_t)y * QD, kc, vc, out + (size_t)y * QD,
+        attn_warp(item / nsplit, item % nsplit, tp[1] + y, att_first<LOCAL>(tp[1] + y), tp[1], q + (size_t)y * QD, kc, vc, out + (size_t)y * QD,
                          part + (size_t)y * NH * nsplit * (HD + 2), counters + y * NH, nsplit, wait);
     else
         wait();

@@ -252,3 +252,23 @@ func u64Bytes(v []uint64) []byte {
 	}
 	return unsafe.Slice((*byte)(unsafe.Pointer(&v[0])), 8*len(v))
 }
+
+// checkFree refuses, before allocating, need bytes of device memory that
+// the device's free memory (cuMemGetInfo) cannot hold; what names the
+// allocation in the error.
+func (dev *device) checkFree(need uint64, what string) error {
+	var free, total uint64
+	if err := dev.d.check(dev.d.cuMemGetInfo(&free, &total), "cuMemGetInfo"); err != nil {
+		return err
+	}
+	return fitsFree(need, free, total, what, dev.info.Name)
+}
+
+// fitsFree is checkFree's rule: need must fit in free.
+func fitsFree(need, free, total uint64, what, device string) error {
+	if need > free {
+		return fmt.Errorf("cuda: %s needs %d bytes (%.1f MiB) of device memory, %s has %d free (%.1f MiB) of %d",
+			what, need, float64(need)/(1<<20), device, free, float64(free)/(1<<20), total)
+	}
+	return nil
+}

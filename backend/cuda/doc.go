@@ -5,7 +5,10 @@
 // dimensions as compile-time constants, cached on disk), the repacking of
 // weights into device layouts, and the decode step: one launch plan of
 // separate kernels (Session.steps), captured once as a CUDA graph and
-// replayed per token, prefill running the same plan over a batch.
+// replayed per token. Prefill and batched decode (Model.DecodeBatch,
+// DecodeBatchSample) run the many-row step (Model.rowsPlan: a prompt's
+// chunk of up to 512 rows, or a row for each of up to 64 sessions) in a
+// workspace the Model's sessions share.
 //
 // It knows nothing of the CPU kernels, the CLI or HTTP: callers reach it
 // through backend.Model / backend.Session, Available, Load, SelfTest and the

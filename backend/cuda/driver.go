@@ -49,6 +49,8 @@ type driverAPI struct {
 	cuFuncSetAttribute func(fn uintptr, attr int32, v int32) cuResult
 	// CUresult cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytesize);
 	cuMemAlloc func(p *uint64, n uint64) cuResult
+	// CUresult cuMemGetInfo_v2(size_t *free, size_t *total);
+	cuMemGetInfo func(free, total *uint64) cuResult
 	// CUresult cuMemFree_v2(CUdeviceptr dptr);
 	cuMemFree func(p uint64) cuResult
 	// CUresult cuMemHostAlloc(void **pp, size_t bytesize, unsigned int Flags);
@@ -191,6 +193,7 @@ func loadDriver() (*driverAPI, error) {
 			{"cuFuncSetAttribute", &d.cuFuncSetAttribute},
 			{"cuMemAlloc_v2", &d.cuMemAlloc},
 			{"cuMemFree_v2", &d.cuMemFree},
+			{"cuMemGetInfo_v2", &d.cuMemGetInfo},
 			{"cuMemHostAlloc", &d.cuMemHostAlloc},
 			{"cuMemFreeHost", &d.cuMemFreeHost},
 			{"cuMemcpyHtoD_v2", &d.cuMemcpyHtoD},

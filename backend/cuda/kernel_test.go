@@ -386,10 +386,11 @@ func (h *kernelHarness) poison(tb testing.TB, dst uint64, n int) {
 	h.do(tb, h.m.dev.d.cuMemsetD8Async(dst, 0xff, uint64(n), h.s.stream), "cuMemsetD8Async(poison)")
 }
 
-// run launches l alone (one token: grid y 1) and waits for it.
+// run launches l alone (its grid: y 1, one token, for the plans'
+// launches) and waits for it.
 func (h *kernelHarness) run(tb testing.TB, l *launch) {
 	tb.Helper()
-	if err := h.s.launchOn(l, 1, "harness "+l.name); err != nil {
+	if err := h.s.launchOn(l, l.grid[1], "harness "+l.name); err != nil {
 		tb.Fatal(err)
 	}
 	h.do(tb, h.m.dev.d.cuStreamSynchronize(h.s.stream), "cuStreamSynchronize("+l.name+")")
@@ -404,7 +405,7 @@ func (h *kernelHarness) time(tb testing.TB, l *launch, flush bool) float64 {
 		h.do(tb, d.cuMemsetD8Async(h.flush, 0, flushBytes, st), "cuMemsetD8Async(L2 flush)")
 	}
 	h.do(tb, d.cuEventRecord(h.e0, st), "cuEventRecord")
-	if err := h.s.launchOn(l, 1, "harness "+l.name); err != nil {
+	if err := h.s.launchOn(l, l.grid[1], "harness "+l.name); err != nil {
 		tb.Fatal(err)
 	}
 	h.do(tb, d.cuEventRecord(h.e1, st), "cuEventRecord")
@@ -422,24 +423,26 @@ func (h *kernelHarness) kvElem() int { return h.m.dims.kvElemBytes() }
 // returns them as the cache holds them (rounded to float16 where it is).
 func (h *kernelHarness) putCache(tb testing.TB, keys, vals []float32) (k, v []float32) {
 	tb.Helper()
-	enc := func(x []float32) ([]byte, []float32) {
-		if h.kvElem() == 4 {
-			return f32Bytes(x), x
-		}
-		b := make([]byte, 2*len(x))
-		r := make([]float32, len(x))
-		for i, f := range x {
-			hf := quant.F32ToF16(f)
-			b[2*i], b[2*i+1] = byte(hf), byte(hf>>8)
-			r[i] = quant.F16ToF32(hf)
-		}
-		return b, r
+	return h.putKV(tb, h.s.buf.kc, keys), h.putKV(tb, h.s.buf.vc, vals)
+}
+
+// putKV writes x as cached values at dst and returns them as the cache
+// holds them (rounded to float16 where it is).
+func (h *kernelHarness) putKV(tb testing.TB, dst uint64, x []float32) []float32 {
+	tb.Helper()
+	if h.kvElem() == 4 {
+		h.putBytes(tb, dst, f32Bytes(x))
+		return x
 	}
-	kb, k := enc(keys)
-	vb, v := enc(vals)
-	h.putBytes(tb, h.s.buf.kc, kb)
-	h.putBytes(tb, h.s.buf.vc, vb)
-	return k, v
+	b := make([]byte, 2*len(x))
+	r := make([]float32, len(x))
+	for i, f := range x {
+		hf := quant.F32ToF16(f)
+		b[2*i], b[2*i+1] = byte(hf), byte(hf>>8)
+		r[i] = quant.F16ToF32(hf)
+	}
+	h.putBytes(tb, dst, b)
+	return r
 }
 
 // cacheRow reads row pos of layer 0's key (or value) cache.
@@ -745,7 +748,7 @@ func checkQKV(h *kernelHarness, tb testing.TB, rng *rand.Rand, pos int, l *launc
 // biases added, each head of q and k RMS-normed, RoPE with layer 0's
 // frequencies, as the reference forward does.
 func checkQKVPost(h *kernelHarness, tb testing.TB, rng *rand.Rand, pos int, l *launch) {
-	c, b, L := h.cfg(), &h.s.buf, &h.w.Layers[0]
+	c, b := h.cfg(), &h.s.buf
 	qd, kvd := c.QDim(), c.KVDim()
 	raw := randVec(rng, qd+2*kvd, 1)
 	h.put(tb, b.raw, raw)
@@ -753,7 +756,18 @@ func checkQKVPost(h *kernelHarness, tb testing.TB, rng *rand.Rand, pos int, l *l
 	h.poison(tb, b.q, 4*qd)
 	h.poisonCacheRow(tb, pos)
 	h.run(tb, l)
-	q, k, v := slices.Clone(raw[:qd]), slices.Clone(raw[qd:qd+kvd]), slices.Clone(raw[qd+kvd:])
+	q, k, v := h.postRef(raw, pos)
+	h.expect(tb, "q", h.get(tb, b.q, qd), q, tolFloat)
+	h.expect(tb, "cached k", h.cacheRow(tb, b.kc, pos), k, h.cacheTol())
+	h.expect(tb, "cached v", h.cacheRow(tb, b.vc, pos), v, h.cacheTol())
+}
+
+// postRef is layer 0's q, k and v at pos from the raw q|k|v products raw
+// (QD + 2*KVD values), as the reference forward finishes them.
+func (h *kernelHarness) postRef(raw []float32, pos int) (q, k, v []float32) {
+	c, L := h.cfg(), &h.w.Layers[0]
+	qd, kvd := c.QDim(), c.KVDim()
+	q, k, v = slices.Clone(raw[:qd]), slices.Clone(raw[qd:qd+kvd]), slices.Clone(raw[qd+kvd:qd+2*kvd])
 	if c.QKVBias {
 		model.Add(q, L.Bq)
 		model.Add(k, L.Bk)
@@ -765,9 +779,7 @@ func checkQKVPost(h *kernelHarness, tb testing.TB, rng *rand.Rand, pos int, l *l
 	}
 	model.RoPE(q, c.HeadDim, pos, h.freqs, c.RopeStyle)
 	model.RoPE(k, c.HeadDim, pos, h.freqs, c.RopeStyle)
-	h.expect(tb, "q", h.get(tb, b.q, qd), q, tolFloat)
-	h.expect(tb, "cached k", h.cacheRow(tb, b.kc, pos), k, h.cacheTol())
-	h.expect(tb, "cached v", h.cacheRow(tb, b.vc, pos), v, h.cacheTol())
+	return q, k, v
 }
 
 // checkPostNorm: x += RMSNorm(y) with the attention block's post-norm (the
@@ -965,7 +977,7 @@ func checkSample(h *kernelHarness, tb testing.TB, rng *rand.Rand, pos int, l *la
 			tb.Fatalf("SetSampling(%+v): %v, %v", p, ok, err)
 		}
 		h.put(tb, b.logits, logits)
-		if err := h.s.uploadSampling(token); err != nil {
+		if err := h.s.uploadSampling(token, h.s.stream); err != nil {
 			tb.Fatal(err)
 		}
 		h.putTP(tb, -1, pos)

@@ -116,6 +116,12 @@ type Model struct {
 	sessions    int
 	closed      bool
 	traffic     counters
+
+	// rowsMu makes the forward passes of the many-row step (prompt chunks
+	// and decode batches) take turns on rows, its workspace, which is
+	// allocated at the first (rowsstep.go).
+	rowsMu sync.Mutex
+	rows   *rowsState
 }
 
 var _ backend.Model = (*Model)(nil)
@@ -399,6 +405,25 @@ func (m *Model) loadKernels() error {
 			return err
 		}
 	}
+	// The many-row kernels' dynamic shared memory beyond the default 48 KB,
+	// the most any n asks for (their authors' shapes).
+	for _, name := range rowsShaped {
+		most := 0
+		for n := 1; n <= rowsPromptMax; n++ {
+			_, _, sm := m.rowShape(name, n)
+			most = max(most, sm)
+		}
+		if most <= 48<<10 {
+			continue
+		}
+		if most+1024 > dev.maxSmem {
+			return fmt.Errorf("cuda: %s needs %d bytes of shared memory, %s allows %d", name, most, dev.info.Name, dev.maxSmem)
+		}
+		if err := dev.d.check(dev.d.cuFuncSetAttribute(m.fn[name], funcAttrMaxDynamicShared, int32(most)),
+			fmt.Sprintf("cuFuncSetAttribute(%s, dynamic shared memory %d)", name, most)); err != nil {
+			return err
+		}
+	}
 	// How many blocks of each product are resident at once: its grid's cap.
 	qkv, wo, gateUp, down, head := m.dims.products()
 	m.resident = map[string]int{}
@@ -414,6 +439,10 @@ func (m *Model) loadKernels() error {
 }
 
 func (m *Model) free() {
+	if m.rows != nil {
+		m.rows.free(m.dev.d)
+		m.rows = nil
+	}
 	for _, p := range m.allocs {
 		m.dev.d.cuMemFree(p)
 	}
@@ -463,3 +492,10 @@ func (m *Model) Close() error {
 	m.closed = true
 	return nil
 }
+
+// KVBytes is the device memory of a session's KV cache at ctx positions:
+// ctx x layers x KV width x 2 (keys and values) x the cache's element
+// bytes (4, or 2 with Options.KVHalf). A session also holds a few
+// vectors of activations and its RoPE table beside it; NewSession refuses
+// a session the device's free memory cannot hold.
+func (m *Model) KVBytes(ctx int) int64 { return m.cfg.KVBytes(ctx, m.dims.kvElemBytes()) }

@@ -59,9 +59,11 @@ func planModel(d kernelDims, layers int) (m *Model, names map[uint64]string, fnN
 		}
 	}
 	fnNames = map[uintptr]string{}
-	for _, n := range kernelNames {
-		m.fn[n] = uintptr(len(m.fn) + 1)
-		fnNames[m.fn[n]] = n
+	for _, n := range append(append([]string(nil), kernelNames...), rowsShaped...) {
+		if _, ok := m.fn[n]; !ok {
+			m.fn[n] = uintptr(len(m.fn) + 1)
+			fnNames[m.fn[n]] = n
+		}
 	}
 	for _, n := range []string{"k_qkv", "k_wo", "k_gateup", "k_down", "k_lmhead"} {
 		m.resident[n] = 2 * max(d.SMs, 1)

@@ -6,7 +6,7 @@
 // attention goes row by row over each row's own KV cache (mattn.cu: causal
 // tiles for a prompt, flash-decoding splits for a batch).
 //
-// The plan (session.go rowsSteps):
+// The plan (rowsplan.go Model.rowsPlan):
 //   k_rembed                        x[r] = embedding of rows[r].tok
 //   per layer l:
 //     k_rnorm_dim  (attn norm)      xq/xs/xf = quantized RMSNorm(x)
@@ -20,8 +20,11 @@
 //     k_mm_gateup                   hb[r] = act(gate) * up       [n][FFN]
 //     k_rnorm_ffn  (ffn sub-norm)
 //     k_mm_down                     x[r] += Wdown hb[r] (POST_NORM as k_mm_wo)
-//   k_rnorm_dim (output norm), k_mm_head   logits[r]             [n][VOCAB]
+//   k_rnorm_head (output norm), k_mm_head  logits[r]             [n][VOCAB]
 //   k_rargmax | k_rsample           next[r]
+//
+// A prompt chunk's LM head (PrefillLogits) runs k_rnorm_head and
+// k_mm_head on groups of at most 64 rows of x (logits holds 64 rows).
 //
 // Every kernel takes n, the rows of the launch (a CUDA graph is captured
 // per bucket of n; rows past the live ones are padding rows, slot -1).
@@ -42,11 +45,33 @@ struct Row {
     int flags; // reserved, 0
 };
 
-// Slot is one sequence's KV cache and RoPE tables (session.go slotDesc
+struct SampleP; // sample.cu
+
+// Slot is one sequence's KV cache and RoPE tables (rows.go slotDesc
 // mirrors it). Layer l's cache is k + l * layer (elements), [pos][KVD].
 struct Slot {
     kv_t *k, *v;
     const float2 *rope, *rope_local; // model.RopeTable of its context: [pos][HD/2] (cos, sin); rope_local 0 when none
     long long layer;                 // elements between layers
     long long ctx;                   // positions the cache holds
+    SampleP *sp;                     // the session's sampling block (SetSampling), which k_rsample draws with
+                                     // and advances; nullptr: the argmax
 };
+
+// k_rembed: x[r] = embedding row of rows[r].tok times escale; row
+// blockIdx.y (a padding row embeds its token 0, which nothing reads).
+extern "C" __global__ void __launch_bounds__(256) k_rembed(int n, const Row *__restrict__ rows, const u8 *__restrict__ E,
+                                                           const u16 *__restrict__ ED, float escale, float *__restrict__ x) {
+    const int r = blockIdx.y;
+    if (r >= n) return;
+    embed_body(rows[r].tok, E, ED, escale, x + (size_t)r * DIM);
+}
+
+// k_rpostnorm: x[r] += RMSNorm(y[r]) * w (POST_NORM), row blockIdx.x, as
+// the decode step's k_postnorm does it.
+extern "C" __global__ void __launch_bounds__(256) k_rpostnorm(int n, const float *y, const float *__restrict__ w, float *x) {
+    __shared__ float red[64];
+    const int r = blockIdx.x;
+    if (r >= n) return;
+    postnorm_row(y + (size_t)r * DIM, w, x + (size_t)r * DIM, red);
+}

@@ -5,15 +5,17 @@ type rowDesc struct {
 	Tok, Pos, Slot, Flags int32
 }
 
-// slotDesc mirrors rows.cu Slot: one sequence's KV cache and RoPE tables.
+// slotDesc mirrors rows.cu Slot: one sequence's KV cache and RoPE tables,
+// and its sampling block (k_rsample; 0: the argmax).
 type slotDesc struct {
 	K, V, Rope, RopeLocal uint64
 	Layer, Ctx            int64
+	Sample                uint64
 }
 
 // The many-row step's entry points, by file (rows.cu says what each does).
 var (
-	rowsKernels    = []string{} // rows.cu, sample.cu: k_rembed, k_rpostnorm, k_rargmax, k_rsample
-	mmKernels      = []string{} // mm.cu: k_rnorm_*, k_mm_*
-	rowAttnKernels = []string{} // mattn.cu: k_rqkv, k_pattn, k_battn
+	rowsKernels    = []string{"k_rembed", "k_rpostnorm", "k_rargmax", "k_rsample"}                                                                        // rows.cu, sample.cu
+	mmKernels      = []string{"k_rnorm_dim", "k_rnorm_qd", "k_rnorm_ffn", "k_rnorm_head", "k_mm_qkv", "k_mm_wo", "k_mm_gateup", "k_mm_down", "k_mm_head"} // mm.cu
+	rowAttnKernels = []string{"k_rqkv", "k_pattn", "k_battn"}                                                                                             // mattn.cu: k_rqkv, k_pattn, k_battn
 )

@@ -56,14 +56,17 @@ __device__ int block_scan(int v, int *ws, int *total) {
     return base + x - v;
 }
 
-extern "C" __global__ void __launch_bounds__(SMP_NT) k_sample(float *logits, SampleP *sp, int *tp, int *tok_out) {
+// sample_block draws one token from a row of VOCAB logits under sp and
+// advances sp's counter and repetition window; all SMP_NT threads of the
+// block call it, and thread 0 gets the token (the others -1). k_sample
+// (the lone decode step) and k_rsample (a batch's rows) share it.
+__device__ int sample_block(float *logits, SampleP *sp) {
     __shared__ u32 bins[256];
     __shared__ int ws[32];
     __shared__ u32 prefix_s;
     __shared__ int want_s;
     __shared__ float cv[SMP_MAXK];
     __shared__ int ci[SMP_MAXK];
-    grid_dep_wait();
     const int tid = threadIdx.x;
     const int k = min(max(sp->topk, 1), SMP_MAXK);
     const float pen = sp->penalty;
@@ -152,7 +155,7 @@ extern "C" __global__ void __launch_bounds__(SMP_NT) k_sample(float *logits, Sam
             __syncthreads();
         }
     }
-    if (tid != 0) return;
+    if (tid != 0) return -1;
     // Softmax at temperature 1 over the k, then top-p and min-p cuts (the
     // candidates are sorted, so each keeps a prefix), then the draw at the
     // temperature.
@@ -187,13 +190,60 @@ extern "C" __global__ void __launch_bounds__(SMP_NT) k_sample(float *logits, Sam
         cum += expf((cv[i] - m) * inv);
         if (target < cum) { pick = ci[i]; break; }
     }
-    tp[0] = pick;
-    tok_out[0] = pick;
     sp->counter++;
     if (sp->lastn > 0) {
         sp->hist[sp->hpos] = pick;
         sp->hpos = (sp->hpos + 1) % sp->lastn;
         sp->hlen = min(sp->hlen + 1, sp->lastn);
     }
+    return pick;
+}
+
+extern "C" __global__ void __launch_bounds__(SMP_NT) k_sample(float *logits, SampleP *sp, int *tp, int *tok_out) {
+    grid_dep_wait();
+    const int pick = sample_block(logits, sp);
+    if (threadIdx.x == 0) {
+        tp[0] = pick;
+        tok_out[0] = pick;
+    }
+}
+
+// argmax_block is the id of the largest of a row of VOCAB logits, the
+// lowest id on ties (as k_lmhead's argmax and package sample's Argmax),
+// 0 when all are NaN; all BT threads call it, thread 0 gets the id.
+template <int BT> __device__ int argmax_block(const float *logits) {
+    __shared__ float wv[BT / 32];
+    __shared__ int wi[BT / 32];
+    float bv = -3.0e38f;
+    int bi = 0x7fffffff;
+    for (int i = threadIdx.x; i < VOCAB; i += BT) {
+        const float v = ldcg(logits + i);
+        if (v > bv) { bv = v; bi = i; } // ascending ids: the first of equals stays
+    }
+    block_argmax<BT>(bv, bi, wv, wi);
+    return bi < 0 || bi >= VOCAB ? 0 : bi;
+}
+
+// k_rargmax: next[r] = the argmax of logits row r, a block a row.
+#define RARG_BT 256
+extern "C" __global__ void __launch_bounds__(RARG_BT) k_rargmax(int n, const float *logits, int *next) {
+    const int r = blockIdx.x;
+    if (r >= n) return;
+    const int id = argmax_block<RARG_BT>(logits + (size_t)r * VOCAB);
+    if (threadIdx.x == 0) next[r] = id;
+}
+
+// k_rsample: next[r] = a draw from logits row r under the sampling block of
+// the row's slot (slots[rows[r].slot].sp, advanced as k_sample advances
+// it), or the argmax where the slot has none or its temperature is 0. A
+// block a row; padding rows (slot < 0) write nothing.
+extern "C" __global__ void __launch_bounds__(SMP_NT) k_rsample(int n, float *logits, const Row *__restrict__ rows,
+                                                               const Slot *__restrict__ slots, int *next) {
+    const int r = blockIdx.x;
+    if (r >= n || rows[r].slot < 0) return;
+    SampleP *sp = slots[rows[r].slot].sp;
+    float *row = logits + (size_t)r * VOCAB;
+    const int id = sp == nullptr || !(sp->temp > 0.f) ? argmax_block<SMP_NT>(row) : sample_block(row, sp);
+    if (threadIdx.x == 0) next[r] = id;
 }
 

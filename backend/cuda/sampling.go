@@ -35,6 +35,9 @@ func deviceTopK(p sample.Params, vocab int) (int, bool) {
 // tokens); the next DecodeSample call adds its token to it. ok is false,
 // with no error, when p needs the host sampler.
 func (s *Session) SetSampling(p sample.Params, history []int32) (ok bool, err error) {
+	// Until one is taken, the session has no device sampler: a batch step
+	// (DecodeBatchSample) then takes its argmax.
+	s.sampleHost = nil
 	if p.Temperature <= 0 || p.Validate() != nil {
 		return false, nil // greedy (DecodeArgmax) or invalid: the host decides
 	}
@@ -81,7 +84,7 @@ func (s *Session) DecodeSample(token int32) (int32, error) {
 			return 0, err
 		}
 	}
-	if err := s.uploadSampling(token); err != nil {
+	if err := s.uploadSampling(token, s.stream); err != nil {
 		return 0, err
 	}
 	if err := s.step(token, true); err != nil {
@@ -90,10 +93,10 @@ func (s *Session) DecodeSample(token int32) (int32, error) {
 	return pinnedInt32(s.pinned, 2), nil
 }
 
-// uploadSampling sends SetSampling's parameter block, once per SetSampling:
-// the repetition window is the history and token, the newest lastn of them,
-// oldest first (the kernel's ring at hpos 0 once full).
-func (s *Session) uploadSampling(token int32) error {
+// uploadSampling sends SetSampling's parameter block on stream, once per
+// SetSampling: the repetition window is the history and token, the newest
+// lastn of them, oldest first (the kernel's ring at hpos 0 once full).
+func (s *Session) uploadSampling(token int32, stream uintptr) error {
 	if !s.samplePending {
 		return nil
 	}
@@ -118,7 +121,7 @@ func (s *Session) uploadSampling(token int32) error {
 	le.PutUint32(b[28:], uint32(hpos))
 	// In stream order (the previous step's k_sample may still be writing
 	// the block); pageable, so staged before the call returns.
-	if err := d.check(d.cuMemcpyHtoDAsync(s.buf.sampleP, unsafePtr(b), uint64(len(b)), s.stream), "cuMemcpyHtoDAsync(sampling parameters)"); err != nil {
+	if err := d.check(d.cuMemcpyHtoDAsync(s.buf.sampleP, unsafePtr(b), uint64(len(b)), stream), "cuMemcpyHtoDAsync(sampling parameters)"); err != nil {
 		return err
 	}
 	s.stats.H2DBytes += len(b)

@@ -3,6 +3,8 @@ package cuda
 import (
 	"fmt"
 	"math"
+	"runtime"
+	"sync"
 
 	"github.com/edgellm/edgellm/model"
 	"github.com/edgellm/edgellm/sample"
@@ -45,6 +47,13 @@ type SelfTestResult struct {
 	SampleTV         float64 // total variation between the draws and package sample's distribution
 	SampleOutside    int     // draws of tokens package sample could not draw
 	ArgmaxMismatches int     // steps where the device argmax differed from the argmax of the device logits
+	// The many-row step (selftest_rows.go): prefills of selfPrefillLens
+	// tokens, every position of the longest against the lone decode, and
+	// batches of selfBatchSizes sessions.
+	Prefills         []PrefillCheck
+	PrefillAllTokens int
+	PrefillAllRelErr float64
+	Batches          []BatchCheck
 	Pass             bool
 	Err              error
 }
@@ -74,6 +83,7 @@ func (r SelfTestResult) String() string {
 	if r.ArgmaxMismatches > 0 {
 		s += fmt.Sprintf(", %d device argmax mismatches", r.ArgmaxMismatches)
 	}
+	s += r.rowsString()
 	if r.Err != nil {
 		s += ": " + r.Err.Error()
 	}
@@ -123,8 +133,34 @@ func stagedMatVec(w *model.Weights, layers, head kind) func(out []float32, t *mo
 			}
 			x = buf
 		}
-		model.MatVec(out, t, x)
+		matVecRows(out, t, x)
 	}
+}
+
+// matVecRows is model.MatVec over row ranges of a big matrix on every CPU:
+// each output row is the same sum, so the result is bit for bit
+// model.MatVec's, in a fraction of the time (the many-row checks run the
+// reference over hundreds of positions).
+func matVecRows(out []float32, t *model.Tensor, x []float32) {
+	workers := runtime.GOMAXPROCS(0)
+	rb, err := t.Type.RowBytes(t.Cols)
+	if workers == 1 || err != nil || t.Rows*t.Cols < 1<<18 {
+		model.MatVec(out, t, x)
+		return
+	}
+	per := (len(out) + workers - 1) / workers
+	var wg sync.WaitGroup
+	for a := 0; a < len(out); a += per {
+		b := min(a+per, len(out))
+		sub := *t
+		sub.Rows, sub.Data = b-a, t.Data[a*rb:b*rb]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			model.MatVec(out[a:b], &sub, x)
+		}()
+	}
+	wg.Wait()
 }
 
 // roundInt8 rounds x in place to the int8 grid of its largest magnitude,
@@ -242,7 +278,11 @@ func SelfTest(c SelfTestCase) SelfTestResult {
 		res.Err = fmt.Errorf("device sampling: %w", err)
 		return res
 	}
-	res.Pass = res.Err == nil && !math.IsNaN(res.MaxRelErr) && res.MaxRelErr <= res.Tol &&
+	if err := rowsSelfTest(c, m, seq, &res); err != nil {
+		res.Err = fmt.Errorf("many-row step: %w", err)
+		return res
+	}
+	res.Pass = res.Err == nil && !math.IsNaN(res.MaxRelErr) && res.MaxRelErr <= res.Tol && res.rowsPass(res.Tol) &&
 		res.GreedyMatched == c.Greedy && res.ArgmaxMismatches == 0 &&
 		!math.IsNaN(res.PrefillRelErr) && res.PrefillRelErr <= res.Tol &&
 		res.SampleOutside == 0 && res.SampleTV <= sampleMaxTV

@@ -75,10 +75,14 @@ type Session struct {
 	ctx    int
 	pos    int
 	nsplit int
-	stream uintptr
-	allocs []uint64
-	pinned unsafe.Pointer // pinned host memory: [0] token, [1] position, [2] argmax out (int32)
-	buf    buffers
+	// prefillRows is the tokens the activation buffers hold: 1, or
+	// prefillBatch where the legacy prefill runs (knobs.Knobs.LegacyPrefill);
+	// the rows step's prefill uses the Model's workspace.
+	prefillRows int
+	stream      uintptr
+	allocs      []uint64
+	pinned      unsafe.Pointer // pinned host memory: [0] token, [1] position, [2] argmax out (int32)
+	buf         buffers
 
 	plan    []launch // the decode step
 	prefill []launch // a prefill batch's step, up to the LM head
@@ -131,22 +135,19 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 	if m.closed {
 		return nil, errClosed
 	}
-	c := &m.cfg
-	kvd := c.KVDim()
 	if ctx <= 0 || ctx > 1<<20 {
 		return nil, fmt.Errorf("cuda: context %d out of range", ctx)
 	}
-	kvElem := m.dims.kvElemBytes()
-	kvBytes := 2 * uint64(c.Layers) * uint64(ctx) * uint64(kvd) * uint64(kvElem)
-	if kvBytes > m.dev.info.TotalMemory {
-		return nil, fmt.Errorf("cuda: a KV cache of %d positions needs %d bytes, %s has %d", ctx, kvBytes, m.dev.info.Name, m.dev.info.TotalMemory)
-	}
+	kvBytes := uint64(m.KVBytes(ctx))
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	if err := m.dev.bind(); err != nil {
 		return nil, err
 	}
-	s := &Session{m: m, ctx: ctx}
+	s := &Session{m: m, ctx: ctx, prefillRows: 1}
+	if m.knobs.LegacyPrefill {
+		s.prefillRows = prefillBatch
+	}
 	ok := false
 	defer func() {
 		if !ok {
@@ -220,10 +221,16 @@ func (m *Model) newSession(ctx int) (*Session, error) {
 // enough (head, slice) items to spread long contexts over the GPU
 // (attention.cu ATT_CHUNK = 16 positions a slice while they last; its
 // merge handles up to 64 slices).
-func attnSplits(ctx int) int { return min(max((ctx+15)/16, 1), 64) }
+func attnSplits(ctx int) int { return min(max((ctx+15)/16, 1), attnMaxSplits) }
+
+// attnMaxSplits is the most slices attention.cu's merge takes.
+const attnMaxSplits = 64
 
 // allocBuffers allocates the session's device memory (s.buf), zeroed, and
-// uploads its RoPE table; the KV cache takes kvBytes.
+// uploads its RoPE table; the KV cache takes kvBytes. It first checks that
+// the device's free memory holds all of it, so a session too big is
+// refused with the bytes needed and free rather than failing in the
+// middle with an out-of-memory error.
 func (s *Session) allocBuffers(kvBytes uint64) error {
 	m, c, d := s.m, &s.m.cfg, s.m.dev.d
 	qd := c.Heads * c.HeadDim
@@ -231,24 +238,33 @@ func (s *Session) allocBuffers(kvBytes uint64) error {
 	_, splits, _ := m.dims.fusedAttention()
 	lmGrid := m.gemvGrid("k_lmhead", m.dims.HK, c.Dim, pHead)
 	b := &s.buf
-	for _, a := range []struct {
+	rows := s.prefillRows
+	bufs := []struct {
 		p    *uint64
 		n    int
 		what string
 	}{
-		{&b.tp, 8, "token and position"}, {&b.toks, 4 * prefillBatch, "prefill tokens"},
-		{&b.x, 4 * c.Dim * prefillBatch, "residual"}, {&b.q, 4 * qd * prefillBatch, "queries"},
-		{&b.att, 4 * qd * prefillBatch, "attention output"}, {&b.hb, 4 * c.FFNDim * prefillBatch, "FFN hidden"},
+		{&b.tp, 8, "token and position"}, {&b.toks, 4 * rows, "prefill tokens"},
+		{&b.x, 4 * c.Dim * rows, "residual"}, {&b.q, 4 * qd * rows, "queries"},
+		{&b.att, 4 * qd * rows, "attention output"}, {&b.hb, 4 * c.FFNDim * rows, "FFN hidden"},
 		{&b.logits, 4 * c.Vocab, "logits"},
-		{&b.part, 4 * c.Heads * max(s.nsplit*prefillBatch*(c.HeadDim+2), fusedPartials(splits, c.HeadDim)), "attention partials"},
-		{&b.counters, 4 * c.Heads * prefillBatch, "attention counters"},
+		{&b.part, 4 * c.Heads * max(s.nsplit*rows*(c.HeadDim+2), fusedPartials(splits, c.HeadDim)), "attention partials"},
+		{&b.counters, 4 * c.Heads * rows, "attention counters"},
 		{&b.sampleP, sampleParamBytes, "sampling parameters"},
 		{&b.bestv, 4 * lmGrid, "argmax values"}, {&b.besti, 4 * lmGrid, "argmax ids"}, {&b.lmCounter, 4, "argmax counter"},
 		{&b.tokOut, 4, "argmax token"}, {&b.trace, 8 * faTraceMarks, "phase clocks"},
 		{&b.kc, int(kvBytes / 2), "key cache"}, {&b.vc, int(kvBytes / 2), "value cache"},
-		{&b.raw, 4 * (qd + 2*c.KVDim()) * prefillBatch * b2i(m.dims.rawQKV()), "raw QKV products"},
-		{&b.post, 4 * c.Dim * prefillBatch * b2i(c.PostNorms), "block outputs before their post-norm"},
-	} {
+		{&b.raw, 4 * (qd + 2*c.KVDim()) * rows * b2i(m.dims.rawQKV()), "raw QKV products"},
+		{&b.post, 4 * c.Dim * rows * b2i(c.PostNorms), "block outputs before their post-norm"},
+	}
+	need := uint64(8 * c.HeadDim / 2 * s.ctx * len(model.RopeSets(c))) // the RoPE tables
+	for _, a := range bufs {
+		need += uint64(a.n)
+	}
+	if err := m.dev.checkFree(need, fmt.Sprintf("a session of %d positions (KV cache %d bytes)", s.ctx, kvBytes)); err != nil {
+		return err
+	}
+	for _, a := range bufs {
 		if a.n == 0 {
 			continue // a path this model does not take
 		}
@@ -288,7 +304,7 @@ func (s *Session) steps(prefill bool) []launch {
 	c := &m.cfg
 	var plan []launch
 	add := func(name string, op int, grid [3]uint32, block, smem int, args ...uint64) {
-		if skip := m.knobs.Skip; skip != "" && strings.Contains(","+skip+",", ","+name+",") {
+		if m.skipped(name) {
 			return
 		}
 		fn := m.fn[name]
@@ -361,15 +377,25 @@ func (s *Session) steps(prefill bool) []launch {
 	return plan
 }
 
+// skipped tells whether the harness leaves kernel name out of the plans
+// (knobs.Knobs.Skip).
+func (m *Model) skipped(name string) bool {
+	skip := m.knobs.Skip
+	return skip != "" && strings.Contains(","+skip+",", ","+name+",")
+}
+
 // pinArgs points l.ptrs at l.args, what cuLaunchKernel reads, and pins
 // both for the session's life (the graph and later launches use them).
-func (s *Session) pinArgs(l *launch) {
+func (s *Session) pinArgs(l *launch) { pinLaunch(&s.pinner, l) }
+
+// pinLaunch points l.ptrs at l.args and pins both with p.
+func pinLaunch(p *runtime.Pinner, l *launch) {
 	l.ptrs = make([]unsafe.Pointer, len(l.args))
 	for j := range l.args {
 		l.ptrs[j] = unsafe.Pointer(&l.args[j])
 	}
-	s.pinner.Pin(&l.args[0])
-	s.pinner.Pin(&l.ptrs[0])
+	p.Pin(&l.args[0])
+	p.Pin(&l.ptrs[0])
 }
 
 // floatArg is v as a kernel argument slot (its bits in the low four bytes).
@@ -578,15 +604,18 @@ func (s *Session) DecodeArgmax(token int32) (int32, error) {
 	return pinnedInt32(s.pinned, 2), nil
 }
 
-// prefillBatch is the most tokens one prefill launch carries (the
-// activation buffers have a row for each).
+// prefillBatch is the most tokens one launch of the legacy prefill
+// carries (knobs.Knobs.LegacyPrefill; the activation buffers then have a
+// row for each).
 const prefillBatch = 64
 
-// Prefill implements backend.Session. Tokens go in batches of up to
-// prefillBatch: each kernel of the step runs once for the whole batch
-// (gridDim.y = tokens, each at its own position; attention is causal
-// because the batch's keys and values are written before it runs), and
-// the LM head runs once, for the last token, when logits are wanted.
+// Prefill implements backend.Session. The tokens run through the Model's
+// many-row step (rowsstep.go) in chunks of up to rowsPromptMax rows, and
+// the LM head runs for the last token when logits are wanted. The legacy
+// prefill (the harness's knobs.Knobs.LegacyPrefill) runs the decode step's
+// kernels over batches of prefillBatch tokens instead (gridDim.y = tokens,
+// each at its own position; attention is causal because the batch's keys
+// and values are written before it runs).
 func (s *Session) Prefill(tokens []int32, logits []float32) error {
 	if logits != nil && len(logits) < s.m.cfg.Vocab {
 		return fmt.Errorf("cuda: logits buffer of %d, want %d", len(logits), s.m.cfg.Vocab)
@@ -595,8 +624,8 @@ func (s *Session) Prefill(tokens []int32, logits []float32) error {
 }
 
 // PrefillLogits implements backend.LogitsPrefiller: Prefill, with the LM
-// head run for every token of each batch (one launch a token) and each
-// token's logits brought back.
+// head run for every token (in groups of rowsBatchMax rows; the legacy
+// prefill one launch a token) and each token's logits brought back.
 func (s *Session) PrefillLogits(tokens []int32, logits []float32) error {
 	if v := s.m.cfg.Vocab; len(logits) != len(tokens)*v {
 		return fmt.Errorf("cuda: logits buffer of %d for %d tokens, want %d", len(logits), len(tokens), len(tokens)*v)
@@ -621,6 +650,9 @@ func (s *Session) prefillRun(tokens []int32, logits []float32, all bool) error {
 		if t < 0 || int(t) >= c.Vocab {
 			return fmt.Errorf("cuda: token %d out of range [0, %d)", t, c.Vocab)
 		}
+	}
+	if !s.m.knobs.LegacyPrefill {
+		return s.m.rowsPrefill(s, tokens, logits, all)
 	}
 	d := s.m.dev.d
 	h := &s.prefillHead
@@ -747,30 +779,33 @@ func (s *Session) Profile(on bool) {
 	s.profile = on && s.events != nil
 }
 
-func (s *Session) collect() {
-	d := s.m.dev.d
-	for i := range s.plan {
+func (s *Session) collect() { addOpTimes(&s.times, s.m.dev.d, s.plan, s.events) }
+
+// addOpTimes adds the times between plan's launches, recorded by events
+// (one before the first launch and one after each), to t by op category.
+func addOpTimes(t *backend.OpTimes, d *driverAPI, plan []launch, events []uintptr) {
+	for i := range plan {
 		var ms float32
-		if d.cuEventElapsedTime(&ms, s.events[i], s.events[i+1]) != 0 {
+		if d.cuEventElapsedTime(&ms, events[i], events[i+1]) != 0 {
 			continue
 		}
-		t := float64(ms) * 1e-3
-		switch s.plan[i].op {
+		sec := float64(ms) * 1e-3
+		switch plan[i].op {
 		case opEmbedding:
-			s.times.Embedding += t
+			t.Embedding += sec
 		case opQKV:
-			s.times.QKV += t
+			t.QKV += sec
 		case opAttention:
-			s.times.Attention += t
-			s.times.QKVInAttention = s.plan[i].name == "k_qkv_attn"
+			t.Attention += sec
+			t.QKVInAttention = plan[i].name == "k_qkv_attn"
 		case opOutput:
-			s.times.Output += t
+			t.Output += sec
 		case opFFNUpGate:
-			s.times.FFNUpGate += t
+			t.FFNUpGate += sec
 		case opFFNDown:
-			s.times.FFNDown += t
+			t.FFNDown += sec
 		case opLMHead:
-			s.times.LMHead += t
+			t.LMHead += sec
 		}
 	}
 }

@@ -124,74 +124,80 @@ PRODUCT_KERNELS(k_gateup, BT_GATEUP,
 
 RESIDUAL_KERNEL(k_down, BT_DOWN, FFN, R_DOWN, down_body, P_DOWN, 0)
 
-// k_qkv_post finishes k_qkv's raw products where QKV_RAW: one warp a head
-// of q, k or v (NH + 2*NKV of them, 4 a block), token blockIdx.y: adds the
-// bias (QKV_BIAS), RMS-normalises q and k heads with their weights qn, kn
-// (QK_NORM), rotates them with the layer's RoPE table, and writes q to q,
-// k and v into the layer's cache at the position. As the reference: bias,
-// then norm, then RoPE.
+// qkv_post_head finishes head `head` of one token's raw q|k|v products r
+// (QD + 2*KVD values: NH q heads, NKV k heads, NKV v heads) at pos, one
+// warp, v the warp's HD floats of shared memory: adds the bias (QKV_BIAS),
+// RMS-normalises q and k heads with their weights qn, kn (QK_NORM),
+// rotates them with the RoPE table, and writes q to the token's q row and
+// k and v into the layer's cache kc, vc at pos. As the reference: bias,
+// then norm, then RoPE. k_qkv_post (a decode step's or prefill's token)
+// and mattn.cu's k_rqkv (a row's) both run it.
+__device__ __forceinline__ void qkv_post_head(int head, int pos, const float *raw, const float *__restrict__ bias,
+                                              const float *__restrict__ qn, const float *__restrict__ kn,
+                                              const float2 *__restrict__ rope, float *q, kv_t *kc, kv_t *vc, float *v) {
+    const int lane = threadIdx.x & 31;
+    const int region = head < NH ? 0 : head < NH + NKV ? 1 : 2;
+    const int hh = region == 0 ? head : region == 1 ? head - NH : head - NH - NKV;
+    const int base = (region == 0 ? 0 : region == 1 ? QD : QD + KVD) + hh * HD;
+    const float *r = raw + base;
+    float ss = 0.f;
+    for (int d = lane; d < HD; d += 32) {
+        float a = ldcg(r + d);
+        if (QKV_BIAS) a += bias[base + d];
+        v[d] = a;
+        ss += a * a;
+    }
+    if (QK_NORM && region < 2) {
+        const float inv = 1.f / sqrtf(warp_sum(ss) / (float)HD + EPS);
+        const float *w = region == 0 ? qn : kn;
+        for (int d = lane; d < HD; d += 32) v[d] = v[d] * inv * w[d];
+    }
+    __syncwarp();
+    if (region < 2) {
+        for (int i = lane; i < HD / 2; i += 32) {
+            const int a = ROPE_NEOX ? i : 2 * i, b = ROPE_NEOX ? i + HD / 2 : 2 * i + 1;
+            float v0 = v[a], v1 = v[b];
+            const float2 cs = rope_at(rope, pos, i);
+            rotate(v0, v1, cs.x, cs.y);
+            if (region == 0) {
+                float *o = q + hh * HD;
+                o[a] = v0;
+                o[b] = v1;
+            } else {
+                kv_t *c = kc + (size_t)pos * KVD + hh * HD;
+                c[a] = kv_of(v0);
+                c[b] = kv_of(v1);
+            }
+        }
+    } else {
+        kv_t *c = vc + (size_t)pos * KVD + hh * HD;
+        for (int d = lane; d < HD; d += 32) c[d] = kv_of(v[d]);
+    }
+}
+
+// k_qkv_post finishes k_qkv's raw products where QKV_RAW (qkv_post_head):
+// one warp a head of q, k or v (NH + 2*NKV of them, 4 a block), token
+// blockIdx.y at position tp[1] + y.
 extern "C" __global__ void __launch_bounds__(128) k_qkv_post(const int *__restrict__ tp, const float *raw,
                                                              const float *__restrict__ bias, const float *__restrict__ qn,
                                                              const float *__restrict__ kn, const float2 *__restrict__ rope,
                                                              float *q, kv_t *kc, kv_t *vc) {
     __shared__ float hv[4][HD];
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, y = blockIdx.y;
+    const int warp = threadIdx.x >> 5, y = blockIdx.y;
     const int head = blockIdx.x * 4 + warp, pos = tp[1] + y;
     grid_dep_wait();
     pdl_after_wait(P_QKV);
-    if (head < NH + 2 * NKV) {
-        const int region = head < NH ? 0 : head < NH + NKV ? 1 : 2;
-        const int hh = region == 0 ? head : region == 1 ? head - NH : head - NH - NKV;
-        const int base = (region == 0 ? 0 : region == 1 ? QD : QD + KVD) + hh * HD;
-        const float *r = raw + (size_t)y * QROW + base;
-        float *v = hv[warp];
-        float ss = 0.f;
-        for (int d = lane; d < HD; d += 32) {
-            float a = ldcg(r + d);
-            if (QKV_BIAS) a += bias[base + d];
-            v[d] = a;
-            ss += a * a;
-        }
-        if (QK_NORM && region < 2) {
-            const float inv = 1.f / sqrtf(warp_sum(ss) / (float)HD + EPS);
-            const float *w = region == 0 ? qn : kn;
-            for (int d = lane; d < HD; d += 32) v[d] = v[d] * inv * w[d];
-        }
-        __syncwarp();
-        if (region < 2) {
-            for (int i = lane; i < HD / 2; i += 32) {
-                const int a = ROPE_NEOX ? i : 2 * i, b = ROPE_NEOX ? i + HD / 2 : 2 * i + 1;
-                float v0 = v[a], v1 = v[b];
-                const float2 cs = rope_at(rope, pos, i);
-                rotate(v0, v1, cs.x, cs.y);
-                if (region == 0) {
-                    float *o = q + (size_t)y * QD + hh * HD;
-                    o[a] = v0;
-                    o[b] = v1;
-                } else {
-                    kv_t *c = kc + (size_t)pos * KVD + hh * HD;
-                    c[a] = kv_of(v0);
-                    c[b] = kv_of(v1);
-                }
-            }
-        } else {
-            kv_t *c = vc + (size_t)pos * KVD + hh * HD;
-            for (int d = lane; d < HD; d += 32) c[d] = kv_of(v[d]);
-        }
-    }
+    if (head < NH + 2 * NKV)
+        qkv_post_head(head, pos, raw + (size_t)y * QROW, bias, qn, kn, rope, q + (size_t)y * QD, kc, vc, hv[warp]);
     pdl_after_work(P_QKV);
 }
 
-// k_postnorm: x += RMSNorm(y) with weight w, token blockIdx.y: a block's
-// post-norm (POST_NORM, Gemma), after k_wo or k_down wrote its product to y.
-extern "C" __global__ void __launch_bounds__(256) k_postnorm(const float *y, const float *__restrict__ w, float *x) {
+// postnorm_row: x += RMSNorm(y) with weight w for one row of DIM values,
+// by a block of 256 threads; red holds 64 floats. k_postnorm (a token
+// blockIdx.y) and rows.cu k_rpostnorm (a row blockIdx.x) share it.
+__device__ __forceinline__ void postnorm_row(const float *y, const float *__restrict__ w, float *x, float *red) {
     constexpr int BT = 256, PER = (DIM + BT - 1) / BT;
-    __shared__ float red[64];
     const int tid = threadIdx.x;
-    y += (size_t)blockIdx.y * DIM;
-    x += (size_t)blockIdx.y * DIM;
-    grid_dep_wait();
-    pdl_after_wait(P_POST);
     float v[PER], ss = 0.f, unused = 0.f;
 #pragma unroll
     for (int j = 0; j < PER; j++) {
@@ -206,6 +212,17 @@ extern "C" __global__ void __launch_bounds__(256) k_postnorm(const float *y, con
         const int i = tid + j * BT;
         if (i < DIM) x[i] = ldcg(x + i) + v[j] * r * w[i];
     }
+}
+
+// k_postnorm: x += RMSNorm(y) with weight w, token blockIdx.y: a block's
+// post-norm (POST_NORM, Gemma), after k_wo or k_down wrote its product to y.
+extern "C" __global__ void __launch_bounds__(256) k_postnorm(const float *y, const float *__restrict__ w, float *x) {
+    __shared__ float red[64];
+    y += (size_t)blockIdx.y * DIM;
+    x += (size_t)blockIdx.y * DIM;
+    grid_dep_wait();
+    pdl_after_wait(P_POST);
+    postnorm_row(y, w, x, red);
     pdl_after_work(P_POST);
 }
 

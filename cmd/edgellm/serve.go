@@ -26,7 +26,7 @@ type serveCmd struct {
 	KeepAlive time.Duration `help:"How long an idle model stays loaded (negative: forever)." name:"keep-alive" default:"5m"`
 	MaxQueue  int           `help:"Requests allowed to wait per model before 503." name:"max-queue" default:"512"`
 	MaxLoaded int           `help:"Models loaded at once; loading another unloads the least recently used idle one (0: no bound)." name:"max-loaded" default:"3"`
-	Parallel  int           `help:"Requests per model generating at once, their decode steps batched (backends that cannot batch, cuda today, run one at a time; each holds a KV cache)." default:"4"`
+	Parallel  int           `help:"Requests per model generating at once, their decode steps batched, on cpu and cuda (each holds a KV cache)." default:"4"`
 
 	APIKey      string        `help:"Require 'Authorization: Bearer KEY' on every endpoint but /health (and /metrics unless --metrics-auth)." name:"api-key" env:"EDGELLM_API_KEY"`
 	MetricsAuth bool          `help:"/metrics needs the API key too." name:"metrics-auth"`

@@ -46,7 +46,7 @@ func main() {
 	both := flag.Bool("both", true, "also bench without programmatic dependent launch")
 	skip := flag.Int("skip", 0, "tokens decoded untimed before each bench's timed ones (a prompt's positions)")
 	defs := flag.String("defs", "", "knobs.Knobs.Defines of the checks and the main benches (NAME=V,NAME=V)")
-	more := flag.String("variants", "", "more variants to bench, ';'-separated, each a ','-separated list of nopdl kvhalf dense skip=K1+K2 def=NAME=V+NAME=V")
+	more := flag.String("variants", "", "more variants to bench, ';'-separated, each a ','-separated list of nopdl kvhalf dense legacyprefill skip=K1+K2 def=NAME=V+NAME=V")
 	flag.Parse()
 	fail := false
 	var table []string
@@ -185,7 +185,8 @@ func loadGGUF(path string) (*model.Weights, error) {
 // parseVariant reads one -variants entry.
 func parseVariant(spec string) (variant, error) {
 	var v variant
-	flags := map[string]*bool{"nopdl": &v.opts.NoPDL, "kvhalf": &v.opts.KVHalf, "dense": &v.opts.Dense}
+	flags := map[string]*bool{"nopdl": &v.opts.NoPDL, "kvhalf": &v.opts.KVHalf, "dense": &v.opts.Dense,
+		"legacyprefill": &v.knobs.LegacyPrefill}
 	for _, kv := range strings.Split(spec, ",") {
 		k, val, _ := strings.Cut(strings.TrimSpace(kv), "=")
 		if p, ok := flags[k]; ok {

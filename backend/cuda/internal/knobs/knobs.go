@@ -19,6 +19,11 @@ type Knobs struct {
 	// that the difference to the full step times each in place (ablation);
 	// the results are wrong.
 	Skip string
+	// LegacyPrefill runs prefill as before the many-row step: the decode
+	// step's kernels' batch entry points, 64 tokens a launch (gridDim.y),
+	// each session holding 64 rows of activations. Kept until the rows
+	// step is proven on the device, to compare against.
+	LegacyPrefill bool
 }
 
 var (
