@@ -32,9 +32,16 @@ func avx512Only() bool {
 	}
 	ConstraintExpr("amd64,!noasm")
 	zconsts()
+	// Decode reads one row after another: a core's share of a product is
+	// then one sequential run, which streams at the machine's read rate,
+	// where rows taken four (or two) at a time, each its own run, streamed
+	// a third slower (docs/cpu-notes.md). Short rows (SmolLM's 576) keep
+	// four rows a pass: there the four runs are a few lines apart and the
+	// shared activation loads and one reduction for four sums win.
 	for nt := 1; nt <= 4; nt++ {
-		ternaryDotBatchZ(nt)
+		ternaryDotBatchZ(fmt.Sprintf("ternaryDotT%dZ", nt), nt, 1)
 	}
+	ternaryDotBatchZ("ternaryDotS4Z", 1, 4)
 	for nt := 1; nt <= 4; nt++ {
 		int8DotBatchZ(nt, false)
 		int8DotBatchZ(nt, true)
@@ -128,18 +135,22 @@ func reduce1fZ(acc reg.VecVirtual, dst Mem) {
 // tail (16 bytes, byte m holding m, m+16, m+32, m+48) is broadcast to the
 // four 128-bit lanes and shifted by 0, 2, 4, 6.
 //
-// One row at a time, two sets of accumulators (even and odd blocks) keep
-// four VPDPBUSD chains per token in flight. With one token (decode), rows
-// go four at a time while four remain: eight chains, each block's
+// One row at a time (so the codes are read as one sequential run), two
+// sets of accumulators (even and odd blocks) keep four VPDPBUSD chains per
+// token in flight. With rowsAPass 4 (one token, short rows: ternaryDotS4Z)
+// rows go four at a time while four remain: eight chains, each block's
 // activations loaded once for the four rows, and one transposing
 // reduction for the four sums (short rows, like SmolLM's 576, spend much
 // of their time there); with four tokens one transposing reduction serves
 // the row's four sums.
-func ternaryDotBatchZ(nt int) {
-	name := fmt.Sprintf("ternaryDotT%dZ", nt)
+func ternaryDotBatchZ(name string, nt, rowsAPass int) {
 	TEXT(name, NOSPLIT, "func(w *byte, stride int, act *int8, as int, n128 int, tail int, dst *int32, rows int)")
 	Pragma("noescape")
-	Doc(fmt.Sprintf("%s is ternaryDotT%d with AVX-512 VNNI; see ternaryDotBatchZ in _gen.", name, nt))
+	if rowsAPass == 1 {
+		Doc(fmt.Sprintf("%s is ternaryDotT%d with AVX-512 VNNI; see ternaryDotBatchZ in _gen.", name, nt))
+	} else {
+		Doc(fmt.Sprintf("%s is ternaryDotT%dZ taking %d rows a pass while %d remain (short rows); see ternaryDotBatchZ in _gen.", name, nt, rowsAPass, rowsAPass))
+	}
 	w := Load(Param("w"), GP64())
 	stride := Load(Param("stride"), GP64())
 	stride3 := GP64()
@@ -293,7 +304,7 @@ func ternaryDotBatchZ(nt int) {
 		JMP(LabelRef(lbl + "_row"))
 		Label(lbl + "_end")
 	}
-	if nt == 1 {
+	if rowsAPass == 4 {
 		body(4)
 	}
 	body(1)
@@ -345,8 +356,10 @@ func hsum4Z(a []reg.VecVirtual, dst reg.Register, step int) {
 // AVX2 kernel's bit for bit. nblk (32-blocks) is even: rows are multiples
 // of 64.
 //
-// For one token the accumulator is one chain of dependent FMAs, so two rows
-// are taken at a time (independent chains) while two remain. Blocks go four
+// Rows go one at a time, so a core reads its rows as one sequential run:
+// two rows a pass (two FMA chains, but two runs of values and two of
+// scales) streamed a third slower from memory on the Zen 5 VM
+// (docs/cpu-notes.md). Blocks go four
 // at a time (one 8-byte load and one conversion for four float16 scales)
 // while four remain, then one pair.
 func int8DotBatchZ(nt int, half bool) {
@@ -361,111 +374,92 @@ func int8DotBatchZ(nt int, half bool) {
 	zero := ZMM()
 	VPXORD(zero, zero, zero)
 
-	body := func(nr int) {
-		lbl := fmt.Sprintf("%s_r%d", name, nr)
-		Label(lbl + "_row")
-		CMPQ(rows, Imm(uint64(nr)))
-		JB(LabelRef(lbl + "_end"))
-		acc := make([][]reg.VecVirtual, nr) // acc[row][token]
-		for r := range acc {
-			acc[r] = make([]reg.VecVirtual, nt)
-			for i := range acc[r] {
-				acc[r][i] = YMM()
-				VPXORD(acc[r][i], acc[r][i], acc[r][i])
+	lbl := name + "_r1" // one row a pass
+	Label(lbl + "_row")
+	CMPQ(rows, Imm(1))
+	JB(LabelRef(lbl + "_end"))
+	acc := make([]reg.VecVirtual, nt) // one a token
+	for i := range acc {
+		acc[i] = YMM()
+		VPXORD(acc[i], acc[i], acc[i])
+	}
+	p, wc, scc, n := GP64(), GP64(), GP64(), GP64()
+	Load(Param("act"), p)
+	MOVQ(w, wc)
+	MOVQ(sc, scc)
+	Load(Param("nblk"), n)
+
+	// pairs runs np pairs of blocks (np*64 weights) of the row.
+	pairs := func(np int) {
+		wm := Mem{Base: wc}
+		sm := Mem{Base: scc}
+		f := make([]reg.VecVirtual, 2*np) // the blocks' scales
+		for j := range f {
+			f[j] = YMM()
+		}
+		switch {
+		case half && np == 2:
+			// four float16 scales in one load and one conversion
+			h := YMM()
+			VPBROADCASTQ(sm, h.AsX())
+			VCVTPH2PS(h.AsX(), h)
+			for j := range f {
+				VSHUFPS(U8(0x55*j), h, h, f[j])
+			}
+		case half:
+			for j := range f {
+				VPBROADCASTW(sm.Offset(j*scSize), f[j].AsX())
+				VCVTPH2PS(f[j].AsX(), f[j])
+			}
+		default:
+			for j := range f {
+				VBROADCASTSS(sm.Offset(j*scSize), f[j])
 			}
 		}
-		p, wc, scc, n := GP64(), GP64(), GP64(), GP64()
-		Load(Param("act"), p)
-		MOVQ(w, wc)
-		MOVQ(sc, scc)
-		Load(Param("nblk"), n)
-
-		// pairs runs np pairs of blocks (np*64 weights) of every row.
-		pairs := func(np int) {
-			for r := 0; r < nr; r++ {
-				wm := Mem{Base: wc}
-				sm := Mem{Base: scc}
-				if r == 1 {
-					wm = Mem{Base: wc, Index: stride, Scale: 1}
-					sm = Mem{Base: scc, Index: sstride, Scale: 1}
-				}
-				f := make([]reg.VecVirtual, 2*np) // the blocks' scales
-				for j := range f {
-					f[j] = YMM()
-				}
-				switch {
-				case half && np == 2:
-					// four float16 scales in one load and one conversion
-					h := YMM()
-					VPBROADCASTQ(sm, h.AsX())
-					VCVTPH2PS(h.AsX(), h)
-					for j := range f {
-						VSHUFPS(U8(0x55*j), h, h, f[j])
-					}
-				case half:
-					for j := range f {
-						VPBROADCASTW(sm.Offset(j*scSize), f[j].AsX())
-						VCVTPH2PS(f[j].AsX(), f[j])
-					}
-				default:
-					for j := range f {
-						VBROADCASTSS(sm.Offset(j*scSize), f[j])
-					}
-				}
-				for pr := 0; pr < np; pr++ {
-					PREFETCHT0(wm.Offset(prefetchAhead + 64*pr))
-					wv, aw, k := ZMM(), ZMM(), K()
-					VMOVDQU64(wm.Offset(64*pr), wv)
-					VPABSB(wv, aw)
-					VPMOVB2M(wv, k)
-					for i := 0; i < nt; i++ {
-						t, d, hi := ZMM(), ZMM(), YMM()
-						VMOVDQU64(tokAddr(p, as, as3, i, 64*pr), t)
-						VPSUBB(t, zero, k, t) // t = -t where w < 0
-						VPXORD(d, d, d)
-						VPDPBUSD(t, aw, d)
-						VCVTDQ2PS(d, d)
-						VFMADD231PS(f[2*pr], d.AsY(), acc[r][i])
-						VEXTRACTF64X4(U8(1), d, hi)
-						VFMADD231PS(f[2*pr+1], hi, acc[r][i])
-					}
-				}
-			}
-			ADDQ(U32(uint32(64*np)), p)
-			ADDQ(U32(uint32(64*np)), wc)
-			ADDQ(Imm(uint64(2*np*scSize)), scc)
-			SUBQ(Imm(uint64(2*np)), n)
-		}
-
-		Label(lbl + "_quad")
-		CMPQ(n, Imm(4))
-		JB(LabelRef(lbl + "_pair"))
-		pairs(2)
-		JMP(LabelRef(lbl + "_quad"))
-		Label(lbl + "_pair")
-		CMPQ(n, Imm(0))
-		JE(LabelRef(lbl + "_reduce"))
-		pairs(1)
-
-		Label(lbl + "_reduce")
-		for r := 0; r < nr; r++ {
+		for pr := 0; pr < np; pr++ {
+			PREFETCHT0(wm.Offset(prefetchAhead + 64*pr))
+			wv, aw, k := ZMM(), ZMM(), K()
+			VMOVDQU64(wm.Offset(64*pr), wv)
+			VPABSB(wv, aw)
+			VPMOVB2M(wv, k)
 			for i := 0; i < nt; i++ {
-				reduce1fZ(acc[r][i], Mem{Base: dst, Disp: 16*r + 4*i})
+				t, d, hi := ZMM(), ZMM(), YMM()
+				VMOVDQU64(tokAddr(p, as, as3, i, 64*pr), t)
+				VPSUBB(t, zero, k, t) // t = -t where w < 0
+				VPXORD(d, d, d)
+				VPDPBUSD(t, aw, d)
+				VCVTDQ2PS(d, d)
+				VFMADD231PS(f[2*pr], d.AsY(), acc[i])
+				VEXTRACTF64X4(U8(1), d, hi)
+				VFMADD231PS(f[2*pr+1], hi, acc[i])
 			}
 		}
-		for r := 0; r < nr; r++ {
-			ADDQ(stride, w)
-			ADDQ(sstride, sc)
-		}
-		ADDQ(U32(uint32(16*nr)), dst)
-		SUBQ(Imm(uint64(nr)), rows)
-		JMP(LabelRef(lbl + "_row"))
-		Label(lbl + "_end")
+		ADDQ(U32(uint32(64*np)), p)
+		ADDQ(U32(uint32(64*np)), wc)
+		ADDQ(Imm(uint64(2*np*scSize)), scc)
+		SUBQ(Imm(uint64(2*np)), n)
 	}
-	if nt == 1 {
-		body(2)
+
+	Label(lbl + "_quad")
+	CMPQ(n, Imm(4))
+	JB(LabelRef(lbl + "_pair"))
+	pairs(2)
+	JMP(LabelRef(lbl + "_quad"))
+	Label(lbl + "_pair")
+	CMPQ(n, Imm(0))
+	JE(LabelRef(lbl + "_reduce"))
+	pairs(1)
+
+	Label(lbl + "_reduce")
+	for i := 0; i < nt; i++ {
+		reduce1fZ(acc[i], Mem{Base: dst, Disp: 4 * i})
 	}
-	body(1)
+	ADDQ(stride, w)
+	ADDQ(sstride, sc)
+	ADDQ(U32(16), dst)
+	SUBQ(Imm(1), rows)
+	JMP(LabelRef(lbl + "_row"))
+	Label(lbl + "_end")
 	VZEROUPPER()
 	RET()
 }

@@ -301,9 +301,26 @@ func Fraction(weightBytes int64, tokPerS, streamGBPerS float64) float64 {
 // position (the KV cache) is not counted as jitter. Where the line is not
 // positive at every position (no meaningful trend) it is the plain p99/p50.
 func Detrended(pos, times []float64) float64 {
+	r := detrendRatios(pos, times)
+	if r == nil {
+		return 0
+	}
+	sort.Float64s(r)
+	p50 := Percentile(r, 50)
+	if !(p50 > 0) || math.IsInf(p50, 0) {
+		return 0
+	}
+	return Percentile(r, 99) / p50
+}
+
+// detrendRatios is each time over the least-squares line of times against
+// pos, in order (the plain times where the line is not positive at every
+// position: a ratio of their percentiles ignores one common scale); nil
+// for no times.
+func detrendRatios(pos, times []float64) []float64 {
 	n := len(times)
 	if n == 0 || len(pos) != n {
-		return 0
+		return nil
 	}
 	var mx, my float64
 	for i := range n {
@@ -324,15 +341,10 @@ func Detrended(pos, times []float64) float64 {
 	for i := range n {
 		fit := my + slope*(pos[i]-mx)
 		if !(fit > 0) {
-			copy(r, times) // the plain ratio: p99/p50 ignores one common scale
+			copy(r, times)
 			break
 		}
 		r[i] = times[i] / fit
 	}
-	sort.Float64s(r)
-	p50 := Percentile(r, 50)
-	if !(p50 > 0) || math.IsInf(p50, 0) {
-		return 0
-	}
-	return Percentile(r, 99) / p50
+	return r
 }

@@ -64,6 +64,9 @@ func (r *Result) Print(w io.Writer) {
 			fmt.Fprintf(w, "\nprefill, per operation: not timed by the %s backend\n", r.Backend)
 		}
 	}
+	if r.Timeline != nil {
+		r.Timeline.Print(w)
+	}
 	if len(r.Batches) > 0 {
 		pick := "on the host from the logits"
 		if r.BatchDevicePick {

@@ -17,7 +17,10 @@ type Options struct {
 	Gen    int  // tokens decoded per repeat
 	Repeat int  // repeats; figures are medians over them
 	Ops    bool // also time each operation (an extra, profiled pass)
-	Seed   uint64
+	// Timeline records each token of the profiled pass: its operations'
+	// times and the process's and runtime's counts (timeline.go).
+	Timeline bool
+	Seed     uint64
 	// Threads streams the machine's figures with this many threads; 0
 	// takes the model's own count where it has one (the CPU backend).
 	Threads int
@@ -65,6 +68,8 @@ type Result struct {
 	// PrefillOps is prefill's per-operation times, ms per prompt token;
 	// empty when the backend does not time its prefill's operations.
 	PrefillOps []OpRow `json:"prefill_ops,omitempty"`
+	// Timeline: Options.Timeline's per-token record of the profiled pass.
+	Timeline *Timeline `json:"timeline,omitempty"`
 
 	// The machine in the same run (CPU backend): see machine.go.
 	StreamGBPerS  *float64 `json:"stream_gb_per_s,omitempty"`
@@ -274,10 +279,15 @@ func Run(ctx context.Context, m backend.Model, weightBytes int64, o Options) (Re
 		}
 	}
 
-	if o.Ops {
-		if r.PrefillOps, r.Ops, err = profile(sess, dec, prompt, o.Gen); err != nil {
+	if o.Ops || o.Timeline {
+		pre, rows, tl, err := profile(sess, dec, prompt, o.Gen, o.Timeline)
+		if err != nil {
 			return r, err
 		}
+		if o.Ops {
+			r.PrefillOps, r.Ops = pre, rows
+		}
+		r.Timeline = tl
 	}
 	r.PeakRSSBytes = PeakRSS()
 
@@ -294,35 +304,6 @@ func Run(ctx context.Context, m backend.Model, weightBytes int64, o Options) (Re
 		}
 	}
 	return r, nil
-}
-
-// profile prefills the prompt, then decodes gen tokens, with per-operation
-// timing on: the prefill's table (nil when the backend records nothing
-// for a prefill) and the decode's.
-func profile(sess backend.Session, dec *decoder, prompt []int32, gen int) (prefill, decode []OpRow, err error) {
-	p, ok := sess.(backend.Profiler)
-	if !ok {
-		return nil, nil, fmt.Errorf("bench: this backend cannot time its operations")
-	}
-	if err := sess.Rewind(0); err != nil {
-		return nil, nil, err
-	}
-	p.Profile(true)
-	defer p.Profile(false)
-	p.OpTimes() // reset
-	if err := sess.Prefill(prompt, nil); err != nil {
-		return nil, nil, err
-	}
-	if t := p.OpTimes(); t != (backend.OpTimes{}) {
-		prefill = opRows(t, len(prompt))
-	}
-	tok := prompt[len(prompt)-1]
-	for i := 0; i < gen; i++ {
-		if tok, err = dec.step(tok); err != nil {
-			return nil, nil, err
-		}
-	}
-	return prefill, opRows(p.OpTimes(), gen), nil
 }
 
 // opRows is the per-operation table of t, measured over gen tokens.

@@ -29,6 +29,7 @@ type benchCmd struct {
 	Batch      []int  `help:"Batch sizes to decode together, a comma list (1..256, in this order): adds aggregate tok/s and step latency per size." sep:"," default:"1"`
 	JSON       bool   `help:"Print one JSON object on stdout and nothing else."`
 	Ops        bool   `help:"Also print per-operation times."`
+	Timeline   bool   `help:"Also record each token of the profiled pass (operation times, page faults, context switches, runqueue wait, migrations, GC) and compare the slow tokens with the rest."`
 	LlamaBench string `help:"Path to llama.cpp's llama-bench: run it on the same file and print both." name:"llama-bench"`
 }
 
@@ -96,7 +97,7 @@ func (c *benchCmd) write(w io.Writer, log *slog.Logger) error {
 	log.Info("loaded", "backend", m.Backend().Name(), "ms", loadMS)
 
 	r, err := bench.Run(ctx, m.Backend(), bench.WeightBytesPerToken(m.Weights()),
-		bench.Options{Prompt: c.Prompt, Gen: c.Gen, Repeat: c.Repeat, Ops: c.Ops, Seed: 1, Batches: c.Batch})
+		bench.Options{Prompt: c.Prompt, Gen: c.Gen, Repeat: c.Repeat, Ops: c.Ops, Timeline: c.Timeline, Seed: 1, Batches: c.Batch})
 	if err != nil {
 		return err
 	}

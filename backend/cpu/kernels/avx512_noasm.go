@@ -11,6 +11,10 @@ func ternaryDotT1Z(w *byte, stride int, act *int8, as int, n128 int, tail int, d
 	panic("kernels: no assembly in this build")
 }
 
+func ternaryDotS4Z(w *byte, stride int, act *int8, as int, n128 int, tail int, dst *int32, rows int) {
+	panic("kernels: no assembly in this build")
+}
+
 func ternaryDotT2Z(w *byte, stride int, act *int8, as int, n128 int, tail int, dst *int32, rows int) {
 	panic("kernels: no assembly in this build")
 }

@@ -24,6 +24,11 @@ func ternaryDotT3Z(w *byte, stride int, act *int8, as int, n128 int, tail int, d
 //go:noescape
 func ternaryDotT4Z(w *byte, stride int, act *int8, as int, n128 int, tail int, dst *int32, rows int)
 
+// ternaryDotS4Z is ternaryDotT1Z taking 4 rows a pass while 4 remain (short rows); see ternaryDotBatchZ in _gen.
+//
+//go:noescape
+func ternaryDotS4Z(w *byte, stride int, act *int8, as int, n128 int, tail int, dst *int32, rows int)
+
 // int8DotT1g32Z is int8DotT1g32 with AVX-512 VNNI, the same results bit for bit; see int8DotBatchZ in _gen.
 //
 //go:noescape

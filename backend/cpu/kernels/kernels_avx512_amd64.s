@@ -118,178 +118,21 @@ TEXT ·ternaryDotT1Z(SB), NOSPLIT, $0-64
 	MOVQ      w+0(FP), AX
 	MOVQ      stride+8(FP), CX
 	LEAQ      (CX)(CX*2), DX
-	MOVQ      as+24(FP), BX
-	LEAQ      (BX)(BX*2), BX
-	MOVQ      dst+48(FP), BX
-	MOVQ      rows+56(FP), SI
+	MOVQ      as+24(FP), DX
+	LEAQ      (DX)(DX*2), DX
+	MOVQ      dst+48(FP), DX
+	MOVQ      rows+56(FP), BX
 	VMOVDQU64 z_mask01<>+0(SB), Z0
 	VMOVDQU64 z_mask23<>+0(SB), Z1
 
-ternaryDotT1Z_r4_row:
-	CMPQ   SI, $0x04
-	JB     ternaryDotT1Z_r4_end
+ternaryDotT1Z_r1_row:
+	CMPQ   BX, $0x01
+	JB     ternaryDotT1Z_r1_end
 	VPXORD Z2, Z2, Z2
 	VPXORD Z3, Z3, Z3
 	VPXORD Z4, Z4, Z4
 	VPXORD Z5, Z5, Z5
-	VPXORD Z6, Z6, Z6
-	VPXORD Z7, Z7, Z7
-	VPXORD Z8, Z8, Z8
-	VPXORD Z9, Z9, Z9
-	MOVQ   act+16(FP), DI
-	MOVQ   AX, R8
-	MOVQ   n128+32(FP), R9
-
-ternaryDotT1Z_r4_b2:
-	CMPQ            R9, $0x02
-	JB              ternaryDotT1Z_r4_b1
-	PREFETCHT0      4096(R8)
-	PREFETCHT0      4096(R8)(CX*1)
-	PREFETCHT0      4096(R8)(CX*2)
-	PREFETCHT0      4096(R8)(DX*1)
-	VMOVDQU64       (DI), Z10
-	VMOVDQU64       64(DI), Z11
-	VBROADCASTI64X4 (R8), Z12
-	VPANDD          Z0, Z12, Z13
-	VPANDD          Z1, Z12, Z12
-	VPDPBUSD        Z10, Z13, Z2
-	VPDPBUSD        Z11, Z12, Z3
-	VBROADCASTI64X4 (R8)(CX*1), Z12
-	VPANDD          Z0, Z12, Z13
-	VPANDD          Z1, Z12, Z12
-	VPDPBUSD        Z10, Z13, Z4
-	VPDPBUSD        Z11, Z12, Z5
-	VBROADCASTI64X4 (R8)(CX*2), Z12
-	VPANDD          Z0, Z12, Z13
-	VPANDD          Z1, Z12, Z12
-	VPDPBUSD        Z10, Z13, Z6
-	VPDPBUSD        Z11, Z12, Z7
-	VBROADCASTI64X4 (R8)(DX*1), Z12
-	VPANDD          Z0, Z12, Z13
-	VPANDD          Z1, Z12, Z12
-	VPDPBUSD        Z10, Z13, Z8
-	VPDPBUSD        Z11, Z12, Z9
-	VMOVDQU64       128(DI), Z10
-	VMOVDQU64       192(DI), Z11
-	VBROADCASTI64X4 32(R8), Z12
-	VPANDD          Z0, Z12, Z13
-	VPANDD          Z1, Z12, Z12
-	VPDPBUSD        Z10, Z13, Z2
-	VPDPBUSD        Z11, Z12, Z3
-	VBROADCASTI64X4 32(R8)(CX*1), Z12
-	VPANDD          Z0, Z12, Z13
-	VPANDD          Z1, Z12, Z12
-	VPDPBUSD        Z10, Z13, Z4
-	VPDPBUSD        Z11, Z12, Z5
-	VBROADCASTI64X4 32(R8)(CX*2), Z12
-	VPANDD          Z0, Z12, Z13
-	VPANDD          Z1, Z12, Z12
-	VPDPBUSD        Z10, Z13, Z6
-	VPDPBUSD        Z11, Z12, Z7
-	VBROADCASTI64X4 32(R8)(DX*1), Z12
-	VPANDD          Z0, Z12, Z13
-	VPANDD          Z1, Z12, Z12
-	VPDPBUSD        Z10, Z13, Z8
-	VPDPBUSD        Z11, Z12, Z9
-	ADDQ            $0x00000100, DI
-	ADDQ            $0x00000040, R8
-	SUBQ            $0x02, R9
-	JMP             ternaryDotT1Z_r4_b2
-
-ternaryDotT1Z_r4_b1:
-	CMPQ            R9, $0x00
-	JE              ternaryDotT1Z_r4_sum
-	VMOVDQU64       (DI), Z10
-	VMOVDQU64       64(DI), Z11
-	VBROADCASTI64X4 (R8), Z12
-	VPANDD          Z0, Z12, Z13
-	VPANDD          Z1, Z12, Z12
-	VPDPBUSD        Z10, Z13, Z2
-	VPDPBUSD        Z11, Z12, Z3
-	VBROADCASTI64X4 (R8)(CX*1), Z12
-	VPANDD          Z0, Z12, Z13
-	VPANDD          Z1, Z12, Z12
-	VPDPBUSD        Z10, Z13, Z4
-	VPDPBUSD        Z11, Z12, Z5
-	VBROADCASTI64X4 (R8)(CX*2), Z12
-	VPANDD          Z0, Z12, Z13
-	VPANDD          Z1, Z12, Z12
-	VPDPBUSD        Z10, Z13, Z6
-	VPDPBUSD        Z11, Z12, Z7
-	VBROADCASTI64X4 (R8)(DX*1), Z12
-	VPANDD          Z0, Z12, Z13
-	VPANDD          Z1, Z12, Z12
-	VPDPBUSD        Z10, Z13, Z8
-	VPDPBUSD        Z11, Z12, Z9
-	ADDQ            $0x00000080, DI
-	ADDQ            $0x00000020, R8
-
-ternaryDotT1Z_r4_sum:
-	VPSRAVD         z_cnt01<>+0(SB), Z2, Z2
-	VPSRAVD         z_cnt23<>+0(SB), Z3, Z3
-	VPADDD          Z3, Z2, Z2
-	VPSRAVD         z_cnt01<>+0(SB), Z4, Z4
-	VPSRAVD         z_cnt23<>+0(SB), Z5, Z5
-	VPADDD          Z5, Z4, Z4
-	VPSRAVD         z_cnt01<>+0(SB), Z6, Z6
-	VPSRAVD         z_cnt23<>+0(SB), Z7, Z7
-	VPADDD          Z7, Z6, Z6
-	VPSRAVD         z_cnt01<>+0(SB), Z8, Z8
-	VPSRAVD         z_cnt23<>+0(SB), Z9, Z9
-	VPADDD          Z9, Z8, Z8
-	MOVQ            tail+40(FP), R9
-	CMPQ            R9, $0x00
-	JE              ternaryDotT1Z_r4_reduce
-	VMOVDQU64       (DI), Z10
-	VBROADCASTI32X4 (R8), Z11
-	VPSRLVQ         z_tailshift<>+0(SB), Z11, Z11
-	VPANDD          z_mask3<>+0(SB), Z11, Z11
-	VPDPBUSD        Z10, Z11, Z2
-	VBROADCASTI32X4 (R8)(CX*1), Z11
-	VPSRLVQ         z_tailshift<>+0(SB), Z11, Z11
-	VPANDD          z_mask3<>+0(SB), Z11, Z11
-	VPDPBUSD        Z10, Z11, Z4
-	VBROADCASTI32X4 (R8)(CX*2), Z11
-	VPSRLVQ         z_tailshift<>+0(SB), Z11, Z11
-	VPANDD          z_mask3<>+0(SB), Z11, Z11
-	VPDPBUSD        Z10, Z11, Z6
-	VBROADCASTI32X4 (R8)(DX*1), Z11
-	VPSRLVQ         z_tailshift<>+0(SB), Z11, Z11
-	VPANDD          z_mask3<>+0(SB), Z11, Z11
-	VPDPBUSD        Z10, Z11, Z8
-
-ternaryDotT1Z_r4_reduce:
-	VPUNPCKLDQ    Z4, Z2, Z10
-	VPUNPCKHDQ    Z4, Z2, Z11
-	VPADDD        Z11, Z10, Z2
-	VPUNPCKLDQ    Z8, Z6, Z10
-	VPUNPCKHDQ    Z8, Z6, Z11
-	VPADDD        Z11, Z10, Z6
-	VPUNPCKLQDQ   Z6, Z2, Z10
-	VPUNPCKHQDQ   Z6, Z2, Z11
-	VPADDD        Z11, Z10, Z10
-	VEXTRACTI64X4 $0x01, Z10, Y11
-	VPADDD        Y11, Y10, Y11
-	VEXTRACTI32X4 $0x01, Y11, X10
-	VPADDD        X10, X11, X10
-	VMOVD         X10, (BX)
-	VEXTRACTPS    $0x01, X10, 16(BX)
-	VEXTRACTPS    $0x02, X10, 32(BX)
-	VEXTRACTPS    $0x03, X10, 48(BX)
-	LEAQ          (AX)(CX*4), AX
-	ADDQ          $0x00000040, BX
-	SUBQ          $0x04, SI
-	JMP           ternaryDotT1Z_r4_row
-
-ternaryDotT1Z_r4_end:
-ternaryDotT1Z_r1_row:
-	CMPQ   SI, $0x01
-	JB     ternaryDotT1Z_r1_end
-	VPXORD Z14, Z14, Z14
-	VPXORD Z15, Z15, Z15
-	VPXORD Z16, Z16, Z16
-	VPXORD Z17, Z17, Z17
-	MOVQ   act+16(FP), DX
+	MOVQ   act+16(FP), SI
 	MOVQ   AX, DI
 	MOVQ   n128+32(FP), R8
 
@@ -297,17 +140,17 @@ ternaryDotT1Z_r1_b2:
 	CMPQ            R8, $0x02
 	JB              ternaryDotT1Z_r1_b1
 	PREFETCHT0      4096(DI)
-	VBROADCASTI64X4 (DI), Z2
-	VPANDD          Z0, Z2, Z3
-	VPANDD          Z1, Z2, Z2
-	VPDPBUSD        (DX), Z3, Z14
-	VPDPBUSD        64(DX), Z2, Z15
-	VBROADCASTI64X4 32(DI), Z2
-	VPANDD          Z0, Z2, Z3
-	VPANDD          Z1, Z2, Z2
-	VPDPBUSD        128(DX), Z3, Z16
-	VPDPBUSD        192(DX), Z2, Z17
-	ADDQ            $0x00000100, DX
+	VBROADCASTI64X4 (DI), Z6
+	VPANDD          Z0, Z6, Z7
+	VPANDD          Z1, Z6, Z6
+	VPDPBUSD        (SI), Z7, Z2
+	VPDPBUSD        64(SI), Z6, Z3
+	VBROADCASTI64X4 32(DI), Z6
+	VPANDD          Z0, Z6, Z7
+	VPANDD          Z1, Z6, Z6
+	VPDPBUSD        128(SI), Z7, Z4
+	VPDPBUSD        192(SI), Z6, Z5
+	ADDQ            $0x00000100, SI
 	ADDQ            $0x00000040, DI
 	SUBQ            $0x02, R8
 	JMP             ternaryDotT1Z_r1_b2
@@ -315,41 +158,41 @@ ternaryDotT1Z_r1_b2:
 ternaryDotT1Z_r1_b1:
 	CMPQ            R8, $0x00
 	JE              ternaryDotT1Z_r1_sum
-	VBROADCASTI64X4 (DI), Z2
-	VPANDD          Z0, Z2, Z3
-	VPANDD          Z1, Z2, Z2
-	VPDPBUSD        (DX), Z3, Z14
-	VPDPBUSD        64(DX), Z2, Z15
-	ADDQ            $0x00000080, DX
+	VBROADCASTI64X4 (DI), Z6
+	VPANDD          Z0, Z6, Z7
+	VPANDD          Z1, Z6, Z6
+	VPDPBUSD        (SI), Z7, Z2
+	VPDPBUSD        64(SI), Z6, Z3
+	ADDQ            $0x00000080, SI
 	ADDQ            $0x00000020, DI
 
 ternaryDotT1Z_r1_sum:
-	VPADDD          Z16, Z14, Z14
-	VPADDD          Z17, Z15, Z15
-	VPSRAVD         z_cnt01<>+0(SB), Z14, Z14
-	VPSRAVD         z_cnt23<>+0(SB), Z15, Z15
-	VPADDD          Z15, Z14, Z14
+	VPADDD          Z4, Z2, Z2
+	VPADDD          Z5, Z3, Z3
+	VPSRAVD         z_cnt01<>+0(SB), Z2, Z2
+	VPSRAVD         z_cnt23<>+0(SB), Z3, Z3
+	VPADDD          Z3, Z2, Z2
 	MOVQ            tail+40(FP), R8
 	CMPQ            R8, $0x00
 	JE              ternaryDotT1Z_r1_reduce
-	VBROADCASTI32X4 (DI), Z2
-	VPSRLVQ         z_tailshift<>+0(SB), Z2, Z2
-	VPANDD          z_mask3<>+0(SB), Z2, Z2
-	VPDPBUSD        (DX), Z2, Z14
+	VBROADCASTI32X4 (DI), Z6
+	VPSRLVQ         z_tailshift<>+0(SB), Z6, Z6
+	VPANDD          z_mask3<>+0(SB), Z6, Z6
+	VPDPBUSD        (SI), Z6, Z2
 
 ternaryDotT1Z_r1_reduce:
-	VEXTRACTI64X4 $0x01, Z14, Y2
-	VPADDD        Y2, Y14, Y2
-	VEXTRACTI32X4 $0x01, Y2, X3
-	VPADDD        X3, X2, X3
-	VPSHUFD       $0x4e, X3, X2
-	VPADDD        X2, X3, X3
-	VPSHUFD       $0xb1, X3, X2
-	VPADDD        X2, X3, X3
-	VMOVD         X3, (BX)
+	VEXTRACTI64X4 $0x01, Z2, Y6
+	VPADDD        Y6, Y2, Y6
+	VEXTRACTI32X4 $0x01, Y6, X7
+	VPADDD        X7, X6, X7
+	VPSHUFD       $0x4e, X7, X6
+	VPADDD        X6, X7, X7
+	VPSHUFD       $0xb1, X7, X6
+	VPADDD        X6, X7, X7
+	VMOVD         X7, (DX)
 	ADDQ          CX, AX
-	ADDQ          $0x00000010, BX
-	SUBQ          $0x01, SI
+	ADDQ          $0x00000010, DX
+	SUBQ          $0x01, BX
 	JMP           ternaryDotT1Z_r1_row
 
 ternaryDotT1Z_r1_end:
@@ -745,6 +588,250 @@ ternaryDotT4Z_r1_end:
 	VZEROUPPER
 	RET
 
+// func ternaryDotS4Z(w *byte, stride int, act *int8, as int, n128 int, tail int, dst *int32, rows int)
+// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512VNNI, MMX+
+TEXT ·ternaryDotS4Z(SB), NOSPLIT, $0-64
+	MOVQ      w+0(FP), AX
+	MOVQ      stride+8(FP), CX
+	LEAQ      (CX)(CX*2), DX
+	MOVQ      as+24(FP), BX
+	LEAQ      (BX)(BX*2), BX
+	MOVQ      dst+48(FP), BX
+	MOVQ      rows+56(FP), SI
+	VMOVDQU64 z_mask01<>+0(SB), Z0
+	VMOVDQU64 z_mask23<>+0(SB), Z1
+
+ternaryDotS4Z_r4_row:
+	CMPQ   SI, $0x04
+	JB     ternaryDotS4Z_r4_end
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	MOVQ   act+16(FP), DI
+	MOVQ   AX, R8
+	MOVQ   n128+32(FP), R9
+
+ternaryDotS4Z_r4_b2:
+	CMPQ            R9, $0x02
+	JB              ternaryDotS4Z_r4_b1
+	PREFETCHT0      4096(R8)
+	PREFETCHT0      4096(R8)(CX*1)
+	PREFETCHT0      4096(R8)(CX*2)
+	PREFETCHT0      4096(R8)(DX*1)
+	VMOVDQU64       (DI), Z10
+	VMOVDQU64       64(DI), Z11
+	VBROADCASTI64X4 (R8), Z12
+	VPANDD          Z0, Z12, Z13
+	VPANDD          Z1, Z12, Z12
+	VPDPBUSD        Z10, Z13, Z2
+	VPDPBUSD        Z11, Z12, Z3
+	VBROADCASTI64X4 (R8)(CX*1), Z12
+	VPANDD          Z0, Z12, Z13
+	VPANDD          Z1, Z12, Z12
+	VPDPBUSD        Z10, Z13, Z4
+	VPDPBUSD        Z11, Z12, Z5
+	VBROADCASTI64X4 (R8)(CX*2), Z12
+	VPANDD          Z0, Z12, Z13
+	VPANDD          Z1, Z12, Z12
+	VPDPBUSD        Z10, Z13, Z6
+	VPDPBUSD        Z11, Z12, Z7
+	VBROADCASTI64X4 (R8)(DX*1), Z12
+	VPANDD          Z0, Z12, Z13
+	VPANDD          Z1, Z12, Z12
+	VPDPBUSD        Z10, Z13, Z8
+	VPDPBUSD        Z11, Z12, Z9
+	VMOVDQU64       128(DI), Z10
+	VMOVDQU64       192(DI), Z11
+	VBROADCASTI64X4 32(R8), Z12
+	VPANDD          Z0, Z12, Z13
+	VPANDD          Z1, Z12, Z12
+	VPDPBUSD        Z10, Z13, Z2
+	VPDPBUSD        Z11, Z12, Z3
+	VBROADCASTI64X4 32(R8)(CX*1), Z12
+	VPANDD          Z0, Z12, Z13
+	VPANDD          Z1, Z12, Z12
+	VPDPBUSD        Z10, Z13, Z4
+	VPDPBUSD        Z11, Z12, Z5
+	VBROADCASTI64X4 32(R8)(CX*2), Z12
+	VPANDD          Z0, Z12, Z13
+	VPANDD          Z1, Z12, Z12
+	VPDPBUSD        Z10, Z13, Z6
+	VPDPBUSD        Z11, Z12, Z7
+	VBROADCASTI64X4 32(R8)(DX*1), Z12
+	VPANDD          Z0, Z12, Z13
+	VPANDD          Z1, Z12, Z12
+	VPDPBUSD        Z10, Z13, Z8
+	VPDPBUSD        Z11, Z12, Z9
+	ADDQ            $0x00000100, DI
+	ADDQ            $0x00000040, R8
+	SUBQ            $0x02, R9
+	JMP             ternaryDotS4Z_r4_b2
+
+ternaryDotS4Z_r4_b1:
+	CMPQ            R9, $0x00
+	JE              ternaryDotS4Z_r4_sum
+	VMOVDQU64       (DI), Z10
+	VMOVDQU64       64(DI), Z11
+	VBROADCASTI64X4 (R8), Z12
+	VPANDD          Z0, Z12, Z13
+	VPANDD          Z1, Z12, Z12
+	VPDPBUSD        Z10, Z13, Z2
+	VPDPBUSD        Z11, Z12, Z3
+	VBROADCASTI64X4 (R8)(CX*1), Z12
+	VPANDD          Z0, Z12, Z13
+	VPANDD          Z1, Z12, Z12
+	VPDPBUSD        Z10, Z13, Z4
+	VPDPBUSD        Z11, Z12, Z5
+	VBROADCASTI64X4 (R8)(CX*2), Z12
+	VPANDD          Z0, Z12, Z13
+	VPANDD          Z1, Z12, Z12
+	VPDPBUSD        Z10, Z13, Z6
+	VPDPBUSD        Z11, Z12, Z7
+	VBROADCASTI64X4 (R8)(DX*1), Z12
+	VPANDD          Z0, Z12, Z13
+	VPANDD          Z1, Z12, Z12
+	VPDPBUSD        Z10, Z13, Z8
+	VPDPBUSD        Z11, Z12, Z9
+	ADDQ            $0x00000080, DI
+	ADDQ            $0x00000020, R8
+
+ternaryDotS4Z_r4_sum:
+	VPSRAVD         z_cnt01<>+0(SB), Z2, Z2
+	VPSRAVD         z_cnt23<>+0(SB), Z3, Z3
+	VPADDD          Z3, Z2, Z2
+	VPSRAVD         z_cnt01<>+0(SB), Z4, Z4
+	VPSRAVD         z_cnt23<>+0(SB), Z5, Z5
+	VPADDD          Z5, Z4, Z4
+	VPSRAVD         z_cnt01<>+0(SB), Z6, Z6
+	VPSRAVD         z_cnt23<>+0(SB), Z7, Z7
+	VPADDD          Z7, Z6, Z6
+	VPSRAVD         z_cnt01<>+0(SB), Z8, Z8
+	VPSRAVD         z_cnt23<>+0(SB), Z9, Z9
+	VPADDD          Z9, Z8, Z8
+	MOVQ            tail+40(FP), R9
+	CMPQ            R9, $0x00
+	JE              ternaryDotS4Z_r4_reduce
+	VMOVDQU64       (DI), Z10
+	VBROADCASTI32X4 (R8), Z11
+	VPSRLVQ         z_tailshift<>+0(SB), Z11, Z11
+	VPANDD          z_mask3<>+0(SB), Z11, Z11
+	VPDPBUSD        Z10, Z11, Z2
+	VBROADCASTI32X4 (R8)(CX*1), Z11
+	VPSRLVQ         z_tailshift<>+0(SB), Z11, Z11
+	VPANDD          z_mask3<>+0(SB), Z11, Z11
+	VPDPBUSD        Z10, Z11, Z4
+	VBROADCASTI32X4 (R8)(CX*2), Z11
+	VPSRLVQ         z_tailshift<>+0(SB), Z11, Z11
+	VPANDD          z_mask3<>+0(SB), Z11, Z11
+	VPDPBUSD        Z10, Z11, Z6
+	VBROADCASTI32X4 (R8)(DX*1), Z11
+	VPSRLVQ         z_tailshift<>+0(SB), Z11, Z11
+	VPANDD          z_mask3<>+0(SB), Z11, Z11
+	VPDPBUSD        Z10, Z11, Z8
+
+ternaryDotS4Z_r4_reduce:
+	VPUNPCKLDQ    Z4, Z2, Z10
+	VPUNPCKHDQ    Z4, Z2, Z11
+	VPADDD        Z11, Z10, Z2
+	VPUNPCKLDQ    Z8, Z6, Z10
+	VPUNPCKHDQ    Z8, Z6, Z11
+	VPADDD        Z11, Z10, Z6
+	VPUNPCKLQDQ   Z6, Z2, Z10
+	VPUNPCKHQDQ   Z6, Z2, Z11
+	VPADDD        Z11, Z10, Z10
+	VEXTRACTI64X4 $0x01, Z10, Y11
+	VPADDD        Y11, Y10, Y11
+	VEXTRACTI32X4 $0x01, Y11, X10
+	VPADDD        X10, X11, X10
+	VMOVD         X10, (BX)
+	VEXTRACTPS    $0x01, X10, 16(BX)
+	VEXTRACTPS    $0x02, X10, 32(BX)
+	VEXTRACTPS    $0x03, X10, 48(BX)
+	LEAQ          (AX)(CX*4), AX
+	ADDQ          $0x00000040, BX
+	SUBQ          $0x04, SI
+	JMP           ternaryDotS4Z_r4_row
+
+ternaryDotS4Z_r4_end:
+ternaryDotS4Z_r1_row:
+	CMPQ   SI, $0x01
+	JB     ternaryDotS4Z_r1_end
+	VPXORD Z14, Z14, Z14
+	VPXORD Z15, Z15, Z15
+	VPXORD Z16, Z16, Z16
+	VPXORD Z17, Z17, Z17
+	MOVQ   act+16(FP), DX
+	MOVQ   AX, DI
+	MOVQ   n128+32(FP), R8
+
+ternaryDotS4Z_r1_b2:
+	CMPQ            R8, $0x02
+	JB              ternaryDotS4Z_r1_b1
+	PREFETCHT0      4096(DI)
+	VBROADCASTI64X4 (DI), Z2
+	VPANDD          Z0, Z2, Z3
+	VPANDD          Z1, Z2, Z2
+	VPDPBUSD        (DX), Z3, Z14
+	VPDPBUSD        64(DX), Z2, Z15
+	VBROADCASTI64X4 32(DI), Z2
+	VPANDD          Z0, Z2, Z3
+	VPANDD          Z1, Z2, Z2
+	VPDPBUSD        128(DX), Z3, Z16
+	VPDPBUSD        192(DX), Z2, Z17
+	ADDQ            $0x00000100, DX
+	ADDQ            $0x00000040, DI
+	SUBQ            $0x02, R8
+	JMP             ternaryDotS4Z_r1_b2
+
+ternaryDotS4Z_r1_b1:
+	CMPQ            R8, $0x00
+	JE              ternaryDotS4Z_r1_sum
+	VBROADCASTI64X4 (DI), Z2
+	VPANDD          Z0, Z2, Z3
+	VPANDD          Z1, Z2, Z2
+	VPDPBUSD        (DX), Z3, Z14
+	VPDPBUSD        64(DX), Z2, Z15
+	ADDQ            $0x00000080, DX
+	ADDQ            $0x00000020, DI
+
+ternaryDotS4Z_r1_sum:
+	VPADDD          Z16, Z14, Z14
+	VPADDD          Z17, Z15, Z15
+	VPSRAVD         z_cnt01<>+0(SB), Z14, Z14
+	VPSRAVD         z_cnt23<>+0(SB), Z15, Z15
+	VPADDD          Z15, Z14, Z14
+	MOVQ            tail+40(FP), R8
+	CMPQ            R8, $0x00
+	JE              ternaryDotS4Z_r1_reduce
+	VBROADCASTI32X4 (DI), Z2
+	VPSRLVQ         z_tailshift<>+0(SB), Z2, Z2
+	VPANDD          z_mask3<>+0(SB), Z2, Z2
+	VPDPBUSD        (DX), Z2, Z14
+
+ternaryDotS4Z_r1_reduce:
+	VEXTRACTI64X4 $0x01, Z14, Y2
+	VPADDD        Y2, Y14, Y2
+	VEXTRACTI32X4 $0x01, Y2, X3
+	VPADDD        X3, X2, X3
+	VPSHUFD       $0x4e, X3, X2
+	VPADDD        X2, X3, X3
+	VPSHUFD       $0xb1, X3, X2
+	VPADDD        X2, X3, X3
+	VMOVD         X3, (BX)
+	ADDQ          CX, AX
+	ADDQ          $0x00000010, BX
+	SUBQ          $0x01, SI
+	JMP           ternaryDotS4Z_r1_row
+
+ternaryDotS4Z_r1_end:
+	VZEROUPPER
+	RET
+
 // func int8DotT1g32Z(w *int8, stride int, sc *float32, sstride int, act *int8, as int, nblk int, dst *float32, rows int)
 // Requires: AVX, AVX512BW, AVX512F, AVX512VL, AVX512VNNI, FMA3, MMX+
 TEXT ·int8DotT1g32Z(SB), NOSPLIT, $0-72
@@ -758,145 +845,10 @@ TEXT ·int8DotT1g32Z(SB), NOSPLIT, $0-72
 	MOVQ   rows+64(FP), DI
 	VPXORD Z0, Z0, Z0
 
-int8DotT1g32Z_r2_row:
-	CMPQ   DI, $0x02
-	JB     int8DotT1g32Z_r2_end
-	VPXORD Y1, Y1, Y1
-	VPXORD Y2, Y2, Y2
-	MOVQ   act+32(FP), R8
-	MOVQ   AX, R9
-	MOVQ   DX, R10
-	MOVQ   nblk+48(FP), R11
-
-int8DotT1g32Z_r2_quad:
-	CMPQ          R11, $0x04
-	JB            int8DotT1g32Z_r2_pair
-	VBROADCASTSS  (R10), Y3
-	VBROADCASTSS  4(R10), Y4
-	VBROADCASTSS  8(R10), Y5
-	VBROADCASTSS  12(R10), Y6
-	PREFETCHT0    4096(R9)
-	VMOVDQU64     (R9), Z7
-	VPABSB        Z7, Z8
-	VPMOVB2M      Z7, K1
-	VMOVDQU64     (R8), Z7
-	VPSUBB        Z7, Z0, K1, Z7
-	VPXORD        Z9, Z9, Z9
-	VPDPBUSD      Z7, Z8, Z9
-	VCVTDQ2PS     Z9, Z9
-	VFMADD231PS   Y3, Y9, Y1
-	VEXTRACTF64X4 $0x01, Z9, Y3
-	VFMADD231PS   Y4, Y3, Y1
-	PREFETCHT0    4160(R9)
-	VMOVDQU64     64(R9), Z3
-	VPABSB        Z3, Z4
-	VPMOVB2M      Z3, K1
-	VMOVDQU64     64(R8), Z3
-	VPSUBB        Z3, Z0, K1, Z3
-	VPXORD        Z10, Z10, Z10
-	VPDPBUSD      Z3, Z4, Z10
-	VCVTDQ2PS     Z10, Z10
-	VFMADD231PS   Y5, Y10, Y1
-	VEXTRACTF64X4 $0x01, Z10, Y3
-	VFMADD231PS   Y6, Y3, Y1
-	VBROADCASTSS  (R10)(BX*1), Y3
-	VBROADCASTSS  4(R10)(BX*1), Y4
-	VBROADCASTSS  8(R10)(BX*1), Y5
-	VBROADCASTSS  12(R10)(BX*1), Y6
-	PREFETCHT0    4096(R9)(CX*1)
-	VMOVDQU64     (R9)(CX*1), Z7
-	VPABSB        Z7, Z8
-	VPMOVB2M      Z7, K1
-	VMOVDQU64     (R8), Z7
-	VPSUBB        Z7, Z0, K1, Z7
-	VPXORD        Z11, Z11, Z11
-	VPDPBUSD      Z7, Z8, Z11
-	VCVTDQ2PS     Z11, Z11
-	VFMADD231PS   Y3, Y11, Y2
-	VEXTRACTF64X4 $0x01, Z11, Y3
-	VFMADD231PS   Y4, Y3, Y2
-	PREFETCHT0    4160(R9)(CX*1)
-	VMOVDQU64     64(R9)(CX*1), Z3
-	VPABSB        Z3, Z4
-	VPMOVB2M      Z3, K1
-	VMOVDQU64     64(R8), Z3
-	VPSUBB        Z3, Z0, K1, Z3
-	VPXORD        Z12, Z12, Z12
-	VPDPBUSD      Z3, Z4, Z12
-	VCVTDQ2PS     Z12, Z12
-	VFMADD231PS   Y5, Y12, Y2
-	VEXTRACTF64X4 $0x01, Z12, Y3
-	VFMADD231PS   Y6, Y3, Y2
-	ADDQ          $0x00000080, R8
-	ADDQ          $0x00000080, R9
-	ADDQ          $0x10, R10
-	SUBQ          $0x04, R11
-	JMP           int8DotT1g32Z_r2_quad
-
-int8DotT1g32Z_r2_pair:
-	CMPQ          R11, $0x00
-	JE            int8DotT1g32Z_r2_reduce
-	VBROADCASTSS  (R10), Y3
-	VBROADCASTSS  4(R10), Y4
-	PREFETCHT0    4096(R9)
-	VMOVDQU64     (R9), Z5
-	VPABSB        Z5, Z6
-	VPMOVB2M      Z5, K1
-	VMOVDQU64     (R8), Z5
-	VPSUBB        Z5, Z0, K1, Z5
-	VPXORD        Z13, Z13, Z13
-	VPDPBUSD      Z5, Z6, Z13
-	VCVTDQ2PS     Z13, Z13
-	VFMADD231PS   Y3, Y13, Y1
-	VEXTRACTF64X4 $0x01, Z13, Y3
-	VFMADD231PS   Y4, Y3, Y1
-	VBROADCASTSS  (R10)(BX*1), Y3
-	VBROADCASTSS  4(R10)(BX*1), Y4
-	PREFETCHT0    4096(R9)(CX*1)
-	VMOVDQU64     (R9)(CX*1), Z5
-	VPABSB        Z5, Z6
-	VPMOVB2M      Z5, K1
-	VMOVDQU64     (R8), Z5
-	VPSUBB        Z5, Z0, K1, Z5
-	VPXORD        Z14, Z14, Z14
-	VPDPBUSD      Z5, Z6, Z14
-	VCVTDQ2PS     Z14, Z14
-	VFMADD231PS   Y3, Y14, Y2
-	VEXTRACTF64X4 $0x01, Z14, Y3
-	VFMADD231PS   Y4, Y3, Y2
-	ADDQ          $0x00000040, R8
-	ADDQ          $0x00000040, R9
-	ADDQ          $0x08, R10
-	SUBQ          $0x02, R11
-
-int8DotT1g32Z_r2_reduce:
-	VEXTRACTF32X4 $0x01, Y1, X3
-	VADDPS        X3, X1, X3
-	VPSHUFD       $0x4e, X3, X4
-	VADDPS        X4, X3, X3
-	VPSHUFD       $0xb1, X3, X4
-	VADDPS        X4, X3, X3
-	VMOVSS        X3, (SI)
-	VEXTRACTF32X4 $0x01, Y2, X3
-	VADDPS        X3, X2, X3
-	VPSHUFD       $0x4e, X3, X4
-	VADDPS        X4, X3, X3
-	VPSHUFD       $0xb1, X3, X4
-	VADDPS        X4, X3, X3
-	VMOVSS        X3, 16(SI)
-	ADDQ          CX, AX
-	ADDQ          BX, DX
-	ADDQ          CX, AX
-	ADDQ          BX, DX
-	ADDQ          $0x00000020, SI
-	SUBQ          $0x02, DI
-	JMP           int8DotT1g32Z_r2_row
-
-int8DotT1g32Z_r2_end:
 int8DotT1g32Z_r1_row:
 	CMPQ   DI, $0x01
 	JB     int8DotT1g32Z_r1_end
-	VPXORD Y15, Y15, Y15
+	VPXORD Y1, Y1, Y1
 	MOVQ   act+32(FP), R8
 	MOVQ   AX, R9
 	MOVQ   DX, R10
@@ -905,34 +857,34 @@ int8DotT1g32Z_r1_row:
 int8DotT1g32Z_r1_quad:
 	CMPQ          R11, $0x04
 	JB            int8DotT1g32Z_r1_pair
-	VBROADCASTSS  (R10), Y1
-	VBROADCASTSS  4(R10), Y2
-	VBROADCASTSS  8(R10), Y3
-	VBROADCASTSS  12(R10), Y4
+	VBROADCASTSS  (R10), Y2
+	VBROADCASTSS  4(R10), Y3
+	VBROADCASTSS  8(R10), Y4
+	VBROADCASTSS  12(R10), Y5
 	PREFETCHT0    4096(R9)
-	VMOVDQU64     (R9), Z5
-	VPABSB        Z5, Z6
-	VPMOVB2M      Z5, K1
-	VMOVDQU64     (R8), Z5
-	VPSUBB        Z5, Z0, K1, Z5
-	VPXORD        Z16, Z16, Z16
-	VPDPBUSD      Z5, Z6, Z16
-	VCVTDQ2PS     Z16, Z16
-	VFMADD231PS   Y1, Y16, Y15
-	VEXTRACTF64X4 $0x01, Z16, Y1
-	VFMADD231PS   Y2, Y1, Y15
+	VMOVDQU64     (R9), Z6
+	VPABSB        Z6, Z7
+	VPMOVB2M      Z6, K1
+	VMOVDQU64     (R8), Z6
+	VPSUBB        Z6, Z0, K1, Z6
+	VPXORD        Z8, Z8, Z8
+	VPDPBUSD      Z6, Z7, Z8
+	VCVTDQ2PS     Z8, Z8
+	VFMADD231PS   Y2, Y8, Y1
+	VEXTRACTF64X4 $0x01, Z8, Y2
+	VFMADD231PS   Y3, Y2, Y1
 	PREFETCHT0    4160(R9)
-	VMOVDQU64     64(R9), Z1
-	VPABSB        Z1, Z2
-	VPMOVB2M      Z1, K1
-	VMOVDQU64     64(R8), Z1
-	VPSUBB        Z1, Z0, K1, Z1
-	VPXORD        Z17, Z17, Z17
-	VPDPBUSD      Z1, Z2, Z17
-	VCVTDQ2PS     Z17, Z17
-	VFMADD231PS   Y3, Y17, Y15
-	VEXTRACTF64X4 $0x01, Z17, Y1
-	VFMADD231PS   Y4, Y1, Y15
+	VMOVDQU64     64(R9), Z2
+	VPABSB        Z2, Z3
+	VPMOVB2M      Z2, K1
+	VMOVDQU64     64(R8), Z2
+	VPSUBB        Z2, Z0, K1, Z2
+	VPXORD        Z9, Z9, Z9
+	VPDPBUSD      Z2, Z3, Z9
+	VCVTDQ2PS     Z9, Z9
+	VFMADD231PS   Y4, Y9, Y1
+	VEXTRACTF64X4 $0x01, Z9, Y2
+	VFMADD231PS   Y5, Y2, Y1
 	ADDQ          $0x00000080, R8
 	ADDQ          $0x00000080, R9
 	ADDQ          $0x10, R10
@@ -942,33 +894,33 @@ int8DotT1g32Z_r1_quad:
 int8DotT1g32Z_r1_pair:
 	CMPQ          R11, $0x00
 	JE            int8DotT1g32Z_r1_reduce
-	VBROADCASTSS  (R10), Y1
-	VBROADCASTSS  4(R10), Y2
+	VBROADCASTSS  (R10), Y2
+	VBROADCASTSS  4(R10), Y3
 	PREFETCHT0    4096(R9)
-	VMOVDQU64     (R9), Z3
-	VPABSB        Z3, Z4
-	VPMOVB2M      Z3, K1
-	VMOVDQU64     (R8), Z3
-	VPSUBB        Z3, Z0, K1, Z3
-	VPXORD        Z18, Z18, Z18
-	VPDPBUSD      Z3, Z4, Z18
-	VCVTDQ2PS     Z18, Z18
-	VFMADD231PS   Y1, Y18, Y15
-	VEXTRACTF64X4 $0x01, Z18, Y1
-	VFMADD231PS   Y2, Y1, Y15
+	VMOVDQU64     (R9), Z4
+	VPABSB        Z4, Z5
+	VPMOVB2M      Z4, K1
+	VMOVDQU64     (R8), Z4
+	VPSUBB        Z4, Z0, K1, Z4
+	VPXORD        Z10, Z10, Z10
+	VPDPBUSD      Z4, Z5, Z10
+	VCVTDQ2PS     Z10, Z10
+	VFMADD231PS   Y2, Y10, Y1
+	VEXTRACTF64X4 $0x01, Z10, Y2
+	VFMADD231PS   Y3, Y2, Y1
 	ADDQ          $0x00000040, R8
 	ADDQ          $0x00000040, R9
 	ADDQ          $0x08, R10
 	SUBQ          $0x02, R11
 
 int8DotT1g32Z_r1_reduce:
-	VEXTRACTF32X4 $0x01, Y15, X1
-	VADDPS        X1, X15, X1
-	VPSHUFD       $0x4e, X1, X2
-	VADDPS        X2, X1, X1
-	VPSHUFD       $0xb1, X1, X2
-	VADDPS        X2, X1, X1
-	VMOVSS        X1, (SI)
+	VEXTRACTF32X4 $0x01, Y1, X2
+	VADDPS        X2, X1, X2
+	VPSHUFD       $0x4e, X2, X3
+	VADDPS        X3, X2, X2
+	VPSHUFD       $0xb1, X2, X3
+	VADDPS        X3, X2, X2
+	VMOVSS        X2, (SI)
 	ADDQ          CX, AX
 	ADDQ          BX, DX
 	ADDQ          $0x00000010, SI
@@ -992,153 +944,10 @@ TEXT ·int8DotT1h32Z(SB), NOSPLIT, $0-72
 	MOVQ   rows+64(FP), DI
 	VPXORD Z0, Z0, Z0
 
-int8DotT1h32Z_r2_row:
-	CMPQ   DI, $0x02
-	JB     int8DotT1h32Z_r2_end
-	VPXORD Y1, Y1, Y1
-	VPXORD Y2, Y2, Y2
-	MOVQ   act+32(FP), R8
-	MOVQ   AX, R9
-	MOVQ   DX, R10
-	MOVQ   nblk+48(FP), R11
-
-int8DotT1h32Z_r2_quad:
-	CMPQ          R11, $0x04
-	JB            int8DotT1h32Z_r2_pair
-	VPBROADCASTQ  (R10), X6
-	VCVTPH2PS     X6, Y6
-	VSHUFPS       $0x00, Y6, Y6, Y3
-	VSHUFPS       $0x55, Y6, Y6, Y4
-	VSHUFPS       $0xaa, Y6, Y6, Y5
-	VSHUFPS       $0xff, Y6, Y6, Y6
-	PREFETCHT0    4096(R9)
-	VMOVDQU64     (R9), Z7
-	VPABSB        Z7, Z8
-	VPMOVB2M      Z7, K1
-	VMOVDQU64     (R8), Z7
-	VPSUBB        Z7, Z0, K1, Z7
-	VPXORD        Z9, Z9, Z9
-	VPDPBUSD      Z7, Z8, Z9
-	VCVTDQ2PS     Z9, Z9
-	VFMADD231PS   Y3, Y9, Y1
-	VEXTRACTF64X4 $0x01, Z9, Y3
-	VFMADD231PS   Y4, Y3, Y1
-	PREFETCHT0    4160(R9)
-	VMOVDQU64     64(R9), Z3
-	VPABSB        Z3, Z4
-	VPMOVB2M      Z3, K1
-	VMOVDQU64     64(R8), Z3
-	VPSUBB        Z3, Z0, K1, Z3
-	VPXORD        Z10, Z10, Z10
-	VPDPBUSD      Z3, Z4, Z10
-	VCVTDQ2PS     Z10, Z10
-	VFMADD231PS   Y5, Y10, Y1
-	VEXTRACTF64X4 $0x01, Z10, Y3
-	VFMADD231PS   Y6, Y3, Y1
-	VPBROADCASTQ  (R10)(BX*1), X6
-	VCVTPH2PS     X6, Y6
-	VSHUFPS       $0x00, Y6, Y6, Y3
-	VSHUFPS       $0x55, Y6, Y6, Y4
-	VSHUFPS       $0xaa, Y6, Y6, Y5
-	VSHUFPS       $0xff, Y6, Y6, Y6
-	PREFETCHT0    4096(R9)(CX*1)
-	VMOVDQU64     (R9)(CX*1), Z7
-	VPABSB        Z7, Z8
-	VPMOVB2M      Z7, K1
-	VMOVDQU64     (R8), Z7
-	VPSUBB        Z7, Z0, K1, Z7
-	VPXORD        Z11, Z11, Z11
-	VPDPBUSD      Z7, Z8, Z11
-	VCVTDQ2PS     Z11, Z11
-	VFMADD231PS   Y3, Y11, Y2
-	VEXTRACTF64X4 $0x01, Z11, Y3
-	VFMADD231PS   Y4, Y3, Y2
-	PREFETCHT0    4160(R9)(CX*1)
-	VMOVDQU64     64(R9)(CX*1), Z3
-	VPABSB        Z3, Z4
-	VPMOVB2M      Z3, K1
-	VMOVDQU64     64(R8), Z3
-	VPSUBB        Z3, Z0, K1, Z3
-	VPXORD        Z12, Z12, Z12
-	VPDPBUSD      Z3, Z4, Z12
-	VCVTDQ2PS     Z12, Z12
-	VFMADD231PS   Y5, Y12, Y2
-	VEXTRACTF64X4 $0x01, Z12, Y3
-	VFMADD231PS   Y6, Y3, Y2
-	ADDQ          $0x00000080, R8
-	ADDQ          $0x00000080, R9
-	ADDQ          $0x08, R10
-	SUBQ          $0x04, R11
-	JMP           int8DotT1h32Z_r2_quad
-
-int8DotT1h32Z_r2_pair:
-	CMPQ          R11, $0x00
-	JE            int8DotT1h32Z_r2_reduce
-	VPBROADCASTW  (R10), X3
-	VCVTPH2PS     X3, Y3
-	VPBROADCASTW  2(R10), X4
-	VCVTPH2PS     X4, Y4
-	PREFETCHT0    4096(R9)
-	VMOVDQU64     (R9), Z5
-	VPABSB        Z5, Z6
-	VPMOVB2M      Z5, K1
-	VMOVDQU64     (R8), Z5
-	VPSUBB        Z5, Z0, K1, Z5
-	VPXORD        Z13, Z13, Z13
-	VPDPBUSD      Z5, Z6, Z13
-	VCVTDQ2PS     Z13, Z13
-	VFMADD231PS   Y3, Y13, Y1
-	VEXTRACTF64X4 $0x01, Z13, Y3
-	VFMADD231PS   Y4, Y3, Y1
-	VPBROADCASTW  (R10)(BX*1), X3
-	VCVTPH2PS     X3, Y3
-	VPBROADCASTW  2(R10)(BX*1), X4
-	VCVTPH2PS     X4, Y4
-	PREFETCHT0    4096(R9)(CX*1)
-	VMOVDQU64     (R9)(CX*1), Z5
-	VPABSB        Z5, Z6
-	VPMOVB2M      Z5, K1
-	VMOVDQU64     (R8), Z5
-	VPSUBB        Z5, Z0, K1, Z5
-	VPXORD        Z14, Z14, Z14
-	VPDPBUSD      Z5, Z6, Z14
-	VCVTDQ2PS     Z14, Z14
-	VFMADD231PS   Y3, Y14, Y2
-	VEXTRACTF64X4 $0x01, Z14, Y3
-	VFMADD231PS   Y4, Y3, Y2
-	ADDQ          $0x00000040, R8
-	ADDQ          $0x00000040, R9
-	ADDQ          $0x04, R10
-	SUBQ          $0x02, R11
-
-int8DotT1h32Z_r2_reduce:
-	VEXTRACTF32X4 $0x01, Y1, X3
-	VADDPS        X3, X1, X3
-	VPSHUFD       $0x4e, X3, X4
-	VADDPS        X4, X3, X3
-	VPSHUFD       $0xb1, X3, X4
-	VADDPS        X4, X3, X3
-	VMOVSS        X3, (SI)
-	VEXTRACTF32X4 $0x01, Y2, X3
-	VADDPS        X3, X2, X3
-	VPSHUFD       $0x4e, X3, X4
-	VADDPS        X4, X3, X3
-	VPSHUFD       $0xb1, X3, X4
-	VADDPS        X4, X3, X3
-	VMOVSS        X3, 16(SI)
-	ADDQ          CX, AX
-	ADDQ          BX, DX
-	ADDQ          CX, AX
-	ADDQ          BX, DX
-	ADDQ          $0x00000020, SI
-	SUBQ          $0x02, DI
-	JMP           int8DotT1h32Z_r2_row
-
-int8DotT1h32Z_r2_end:
 int8DotT1h32Z_r1_row:
 	CMPQ   DI, $0x01
 	JB     int8DotT1h32Z_r1_end
-	VPXORD Y15, Y15, Y15
+	VPXORD Y1, Y1, Y1
 	MOVQ   act+32(FP), R8
 	MOVQ   AX, R9
 	MOVQ   DX, R10
@@ -1147,36 +956,36 @@ int8DotT1h32Z_r1_row:
 int8DotT1h32Z_r1_quad:
 	CMPQ          R11, $0x04
 	JB            int8DotT1h32Z_r1_pair
-	VPBROADCASTQ  (R10), X4
-	VCVTPH2PS     X4, Y4
-	VSHUFPS       $0x00, Y4, Y4, Y1
-	VSHUFPS       $0x55, Y4, Y4, Y2
-	VSHUFPS       $0xaa, Y4, Y4, Y3
-	VSHUFPS       $0xff, Y4, Y4, Y4
+	VPBROADCASTQ  (R10), X5
+	VCVTPH2PS     X5, Y5
+	VSHUFPS       $0x00, Y5, Y5, Y2
+	VSHUFPS       $0x55, Y5, Y5, Y3
+	VSHUFPS       $0xaa, Y5, Y5, Y4
+	VSHUFPS       $0xff, Y5, Y5, Y5
 	PREFETCHT0    4096(R9)
-	VMOVDQU64     (R9), Z5
-	VPABSB        Z5, Z6
-	VPMOVB2M      Z5, K1
-	VMOVDQU64     (R8), Z5
-	VPSUBB        Z5, Z0, K1, Z5
-	VPXORD        Z16, Z16, Z16
-	VPDPBUSD      Z5, Z6, Z16
-	VCVTDQ2PS     Z16, Z16
-	VFMADD231PS   Y1, Y16, Y15
-	VEXTRACTF64X4 $0x01, Z16, Y1
-	VFMADD231PS   Y2, Y1, Y15
+	VMOVDQU64     (R9), Z6
+	VPABSB        Z6, Z7
+	VPMOVB2M      Z6, K1
+	VMOVDQU64     (R8), Z6
+	VPSUBB        Z6, Z0, K1, Z6
+	VPXORD        Z8, Z8, Z8
+	VPDPBUSD      Z6, Z7, Z8
+	VCVTDQ2PS     Z8, Z8
+	VFMADD231PS   Y2, Y8, Y1
+	VEXTRACTF64X4 $0x01, Z8, Y2
+	VFMADD231PS   Y3, Y2, Y1
 	PREFETCHT0    4160(R9)
-	VMOVDQU64     64(R9), Z1
-	VPABSB        Z1, Z2
-	VPMOVB2M      Z1, K1
-	VMOVDQU64     64(R8), Z1
-	VPSUBB        Z1, Z0, K1, Z1
-	VPXORD        Z17, Z17, Z17
-	VPDPBUSD      Z1, Z2, Z17
-	VCVTDQ2PS     Z17, Z17
-	VFMADD231PS   Y3, Y17, Y15
-	VEXTRACTF64X4 $0x01, Z17, Y1
-	VFMADD231PS   Y4, Y1, Y15
+	VMOVDQU64     64(R9), Z2
+	VPABSB        Z2, Z3
+	VPMOVB2M      Z2, K1
+	VMOVDQU64     64(R8), Z2
+	VPSUBB        Z2, Z0, K1, Z2
+	VPXORD        Z9, Z9, Z9
+	VPDPBUSD      Z2, Z3, Z9
+	VCVTDQ2PS     Z9, Z9
+	VFMADD231PS   Y4, Y9, Y1
+	VEXTRACTF64X4 $0x01, Z9, Y2
+	VFMADD231PS   Y5, Y2, Y1
 	ADDQ          $0x00000080, R8
 	ADDQ          $0x00000080, R9
 	ADDQ          $0x08, R10
@@ -1186,35 +995,35 @@ int8DotT1h32Z_r1_quad:
 int8DotT1h32Z_r1_pair:
 	CMPQ          R11, $0x00
 	JE            int8DotT1h32Z_r1_reduce
-	VPBROADCASTW  (R10), X1
-	VCVTPH2PS     X1, Y1
-	VPBROADCASTW  2(R10), X2
+	VPBROADCASTW  (R10), X2
 	VCVTPH2PS     X2, Y2
+	VPBROADCASTW  2(R10), X3
+	VCVTPH2PS     X3, Y3
 	PREFETCHT0    4096(R9)
-	VMOVDQU64     (R9), Z3
-	VPABSB        Z3, Z4
-	VPMOVB2M      Z3, K1
-	VMOVDQU64     (R8), Z3
-	VPSUBB        Z3, Z0, K1, Z3
-	VPXORD        Z18, Z18, Z18
-	VPDPBUSD      Z3, Z4, Z18
-	VCVTDQ2PS     Z18, Z18
-	VFMADD231PS   Y1, Y18, Y15
-	VEXTRACTF64X4 $0x01, Z18, Y1
-	VFMADD231PS   Y2, Y1, Y15
+	VMOVDQU64     (R9), Z4
+	VPABSB        Z4, Z5
+	VPMOVB2M      Z4, K1
+	VMOVDQU64     (R8), Z4
+	VPSUBB        Z4, Z0, K1, Z4
+	VPXORD        Z10, Z10, Z10
+	VPDPBUSD      Z4, Z5, Z10
+	VCVTDQ2PS     Z10, Z10
+	VFMADD231PS   Y2, Y10, Y1
+	VEXTRACTF64X4 $0x01, Z10, Y2
+	VFMADD231PS   Y3, Y2, Y1
 	ADDQ          $0x00000040, R8
 	ADDQ          $0x00000040, R9
 	ADDQ          $0x04, R10
 	SUBQ          $0x02, R11
 
 int8DotT1h32Z_r1_reduce:
-	VEXTRACTF32X4 $0x01, Y15, X1
-	VADDPS        X1, X15, X1
-	VPSHUFD       $0x4e, X1, X2
-	VADDPS        X2, X1, X1
-	VPSHUFD       $0xb1, X1, X2
-	VADDPS        X2, X1, X1
-	VMOVSS        X1, (SI)
+	VEXTRACTF32X4 $0x01, Y1, X2
+	VADDPS        X2, X1, X2
+	VPSHUFD       $0x4e, X2, X3
+	VADDPS        X3, X2, X2
+	VPSHUFD       $0xb1, X2, X3
+	VADDPS        X3, X2, X2
+	VMOVSS        X2, (SI)
 	ADDQ          CX, AX
 	ADDQ          BX, DX
 	ADDQ          $0x00000010, SI

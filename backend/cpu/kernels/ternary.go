@@ -421,12 +421,14 @@ func dotsBatch(out []int32, w []byte, stride int, q []int8, cols, nt int) {
 	_ = q[nt*cols-1]
 	if avx512On(cols) {
 		n128, tail := cols/128, cols%128/64
-		switch nt {
-		case 1:
+		switch {
+		case nt == 1 && shortRows(cols):
+			ternaryDotS4Z(&w[0], stride, &q[0], cols, n128, tail, &out[0], n)
+		case nt == 1:
 			ternaryDotT1Z(&w[0], stride, &q[0], cols, n128, tail, &out[0], n)
-		case 2:
+		case nt == 2:
 			ternaryDotT2Z(&w[0], stride, &q[0], cols, n128, tail, &out[0], n)
-		case 3:
+		case nt == 3:
 			ternaryDotT3Z(&w[0], stride, &q[0], cols, n128, tail, &out[0], n)
 		default:
 			ternaryDotT4Z(&w[0], stride, &q[0], cols, n128, tail, &out[0], n)
@@ -554,11 +556,12 @@ func (t *Ternary) rowsTok(dst []float32, a *Acts, i, r0, r1 int) {
 	}
 }
 
-// shortRows reports whether rows of cols weights take the short-row kernel
+// shortRows reports whether rows of cols weights take the short-row kernels
 // (ternaryDotS4: one int16 sum per row, at most 8 blocks of 128, the last
-// of which may be a 64-weight tail). On such rows (SmolLM's 576) four rows
-// sharing the activation loads, scaled in the kernel, beat the two-row
-// kernel and its Go scaling loop (docs/cpu-notes.md).
+// of which may be a 64-weight tail; ternaryDotS4Z on AVX-512). On such rows
+// (SmolLM's 576) four rows sharing the activation loads beat one or two
+// rows at a time; longer rows go one at a time, one sequential run
+// (docs/cpu-notes.md).
 func shortRows(cols int) bool {
 	return cols >= 128 && cols/128+cols%128/64 <= 8
 }
