@@ -7,8 +7,8 @@ package cuda
 
 // Limits of a launch's rows.
 const (
-	pattnMaxRows = 512 // a prompt chunk (k_pattn)
-	battnMaxRows = 64  // a decode batch (k_battn; mattn.cu BA_MAXR: its tickets' room in part)
+	pattnMaxRows = rowsPromptMax // a prompt chunk (k_pattn)
+	battnMaxRows = rowsBatchMax  // a decode batch (k_battn; mattn.cu BA_MAXR: its tickets' room in part)
 )
 
 // k_pattn's block: pattnWarps warps of 16 query rows each (mattn.cu PA_W),

@@ -154,34 +154,41 @@ func TestStepsPlan(t *testing.T) {
 	for name, d := range planCases() {
 		s, names, fnNames := planSession(d, planLayers, 1000)
 		got := "decode\n" + formatPlan(s.steps(false), names, fnNames) + "prefill\n" + formatPlan(s.steps(true), names, fnNames)
-		path := filepath.Join("testdata", "steps", name+".txt")
-		if *updatePlans {
-			if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			continue
+		checkGolden(t, filepath.Join("testdata", "steps", name+".txt"), got)
+	}
+}
+
+// checkGolden compares got with the golden file at path, or with
+// -update-plans writes it there.
+func checkGolden(t *testing.T, path, got string) {
+	t.Helper()
+	if *updatePlans {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
 		}
-		want, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatalf("%s: %v (run with -update-plans to write it)", name, err)
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
 		}
-		if got != string(want) {
-			gl, wl := strings.Split(got, "\n"), strings.Split(string(want), "\n")
-			for i := range max(len(gl), len(wl)) {
-				var g, w string
-				if i < len(gl) {
-					g = gl[i]
-				}
-				if i < len(wl) {
-					w = wl[i]
-				}
-				if g != w {
-					t.Fatalf("%s: launch plan differs from %s at line %d:\n got  %s\n want %s", name, path, i+1, g, w)
-				}
-			}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update-plans to write it)", err)
+	}
+	if got == string(want) {
+		return
+	}
+	gl, wl := strings.Split(got, "\n"), strings.Split(string(want), "\n")
+	for i := range max(len(gl), len(wl)) {
+		var g, w string
+		if i < len(gl) {
+			g = gl[i]
+		}
+		if i < len(wl) {
+			w = wl[i]
+		}
+		if g != w {
+			t.Fatalf("plan differs from %s at line %d:\n got  %s\n want %s", path, i+1, g, w)
 		}
 	}
 }

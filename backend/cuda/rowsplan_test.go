@@ -3,7 +3,6 @@ package cuda
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -243,29 +242,7 @@ func TestRowsPlanPinned(t *testing.T) {
 		b := planRows(m, names)
 		got := "prompt 100\n" + formatPlan(m.rowsPlan(b, 100, true, tailNone), names, fnNames) +
 			"batch 16\n" + formatPlan(m.rowsPlan(b, 16, false, tailSample), names, fnNames)
-		path := filepath.Join("testdata", "rows", name+".txt")
-		if *updatePlans {
-			if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			continue
-		}
-		want, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatalf("%s: %v (run with -update-plans to write it)", name, err)
-		}
-		if got != string(want) {
-			gl, wl := strings.Split(got, "\n"), strings.Split(string(want), "\n")
-			for i := range min(len(gl), len(wl)) {
-				if gl[i] != wl[i] {
-					t.Fatalf("%s: rows plan differs from %s at line %d:\n got  %s\n want %s", name, path, i+1, gl[i], wl[i])
-				}
-			}
-			t.Fatalf("%s: rows plan of %d lines, %s has %d", name, len(gl), path, len(wl))
-		}
+		checkGolden(t, filepath.Join("testdata", "rows", name+".txt"), got)
 	}
 }
 
