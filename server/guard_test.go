@@ -309,8 +309,14 @@ func TestErrorsTellNothingOfTheHost(t *testing.T) {
 		if resp.StatusCode < 400 {
 			t.Errorf("%s %s: %d", r.path, r.body[:min(len(r.body), 80)], resp.StatusCode)
 		}
+		// The request id is random hex: it may contain the models
+		// directory's base name (t.TempDir's "001") by chance.
+		scanned := body
+		if id := resp.Header.Get(requestIDHeader); id != "" {
+			scanned = strings.ReplaceAll(scanned, id, "<id>")
+		}
 		for _, l := range leaks {
-			if strings.Contains(body, l) {
+			if strings.Contains(scanned, l) {
 				t.Errorf("%s %.80s: the answer tells %q: %s", r.path, r.body, l, body)
 			}
 		}
