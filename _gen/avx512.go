@@ -38,10 +38,13 @@ func avx512Only() bool {
 	// a third slower (docs/cpu-notes.md). Short rows (SmolLM's 576) keep
 	// four rows a pass: there the four runs are a few lines apart and the
 	// shared activation loads and one reduction for four sums win.
-	for nt := 1; nt <= 4; nt++ {
+	// One token (decode) scales its sums in the kernel: a Go loop over the
+	// int32 results was 5-6% of smollm-135m's decode (docs/cpu-notes.md).
+	ternaryDotBatchZ("ternaryVecT1Z", 1, 1)
+	ternaryDotBatchZ("ternaryVecS4Z", 1, 4)
+	for nt := 2; nt <= 4; nt++ {
 		ternaryDotBatchZ(fmt.Sprintf("ternaryDotT%dZ", nt), nt, 1)
 	}
-	ternaryDotBatchZ("ternaryDotS4Z", 1, 4)
 	for nt := 1; nt <= 4; nt++ {
 		int8DotBatchZ(nt, false)
 		int8DotBatchZ(nt, true)
@@ -90,6 +93,11 @@ func zconsts() {
 
 // hsumZ sums the 16 int32 lanes of z and stores the sum at dst.
 func hsumZ(z reg.VecVirtual, dst Mem) {
+	VMOVD(hsumZx(z), dst)
+}
+
+// hsumZx sums the 16 int32 lanes of z into lane 0 of the XMM it returns.
+func hsumZx(z reg.VecVirtual) reg.VecVirtual {
 	y := YMM()
 	VEXTRACTI64X4(U8(1), z, y)
 	VPADDD(y, z.AsY(), y)
@@ -101,7 +109,7 @@ func hsumZ(z reg.VecVirtual, dst Mem) {
 	VPADDD(u, x, x)
 	VPSHUFD(U8(0xb1), x, u)
 	VPADDD(u, x, x)
-	VMOVD(x, dst)
+	return x
 }
 
 // reduce1fZ is reduce1 (float) with EVEX-encodable instructions: the same
@@ -143,21 +151,46 @@ func reduce1fZ(acc reg.VecVirtual, dst Mem) {
 // reduction for the four sums (short rows, like SmolLM's 576, spend much
 // of their time there); with four tokens one transposing reduction serves
 // the row's four sums.
+//
+// With one token (scaled: the ternaryVec kernels) the kernel finishes each
+// row as MatVec's Go expression does, float32(dot - *sum) * rs[r] * *inv
+// (the same conversion and two roundings), and writes floats.
 func ternaryDotBatchZ(name string, nt, rowsAPass int) {
-	TEXT(name, NOSPLIT, "func(w *byte, stride int, act *int8, as int, n128 int, tail int, dst *int32, rows int)")
-	Pragma("noescape")
-	if rowsAPass == 1 {
-		Doc(fmt.Sprintf("%s is ternaryDotT%d with AVX-512 VNNI; see ternaryDotBatchZ in _gen.", name, nt))
+	scaled := nt == 1
+	if scaled {
+		TEXT(name, NOSPLIT, "func(w *byte, stride int, act *int8, n128 int, tail int, rs *float32, sum *int32, inv *float32, dst *float32, rows int)")
 	} else {
-		Doc(fmt.Sprintf("%s is ternaryDotT%dZ taking %d rows a pass while %d remain (short rows); see ternaryDotBatchZ in _gen.", name, nt, rowsAPass, rowsAPass))
+		TEXT(name, NOSPLIT, "func(w *byte, stride int, act *int8, as int, n128 int, tail int, dst *int32, rows int)")
+	}
+	Pragma("noescape")
+	switch {
+	case scaled && rowsAPass == 1:
+		Doc(fmt.Sprintf("%s writes (code·act - *sum) * rs[r] * *inv for each row, one row after another, with AVX-512 VNNI; see ternaryDotBatchZ in _gen.", name))
+	case scaled:
+		Doc(fmt.Sprintf("%s is ternaryVecT1Z taking %d rows a pass while %d remain (short rows); see ternaryDotBatchZ in _gen.", name, rowsAPass, rowsAPass))
+	default:
+		Doc(fmt.Sprintf("%s is ternaryDotT%d with AVX-512 VNNI; see ternaryDotBatchZ in _gen.", name, nt))
 	}
 	w := Load(Param("w"), GP64())
 	stride := Load(Param("stride"), GP64())
 	stride3 := GP64()
 	LEAQ(Mem{Base: stride, Index: stride, Scale: 2}, stride3)
-	as := Load(Param("as"), GP64())
-	as3 := GP64()
-	LEAQ(Mem{Base: as, Index: as, Scale: 2}, as3)
+	var as, as3, rs reg.Register
+	var sumv, invv reg.VecVirtual
+	if scaled {
+		rs = Load(Param("rs"), GP64())
+		sp, ip := GP64(), GP64()
+		Load(Param("sum"), sp)
+		Load(Param("inv"), ip)
+		sumv, invv = XMM(), XMM()
+		VPBROADCASTD(Mem{Base: sp}, sumv)
+		VBROADCASTSS(Mem{Base: ip}, invv)
+	} else {
+		as = Load(Param("as"), GP64())
+		g := GP64()
+		LEAQ(Mem{Base: as, Index: as, Scale: 2}, g)
+		as3 = g
+	}
 	dst := Load(Param("dst"), GP64())
 	rows := Load(Param("rows"), GP64())
 
@@ -283,8 +316,26 @@ func ternaryDotBatchZ(name string, nt, rowsAPass int) {
 
 		Label(lbl + "_reduce")
 		switch {
-		case nr == 4 && nt == 1:
-			hsum4Z([]reg.VecVirtual{acc[0][0][0], acc[1][0][0], acc[2][0][0], acc[3][0][0]}, dst, 16)
+		case scaled:
+			// dot - sum, converted, times rs[r], times inv: nr rows.
+			var x reg.VecVirtual
+			if nr == 4 {
+				x = hsum4Zx([]reg.VecVirtual{acc[0][0][0], acc[1][0][0], acc[2][0][0], acc[3][0][0]})
+			} else {
+				x = hsumZx(acc[0][0][0])
+			}
+			VPSUBD(sumv, x, x)
+			VCVTDQ2PS(x, x)
+			if nr == 4 {
+				VMULPS(Mem{Base: rs}, x, x)
+				VMULPS(invv, x, x)
+				VMOVUPS(x, Mem{Base: dst})
+			} else {
+				VMULSS(Mem{Base: rs}, x, x)
+				VMULSS(invv, x, x)
+				VMOVSS(x, Mem{Base: dst})
+			}
+			ADDQ(U32(uint32(4*nr)), rs)
 		case nr == 1 && nt == 4:
 			hsum4Z([]reg.VecVirtual{acc[0][0][0], acc[0][1][0], acc[0][2][0], acc[0][3][0]}, dst, 4)
 		default:
@@ -299,7 +350,11 @@ func ternaryDotBatchZ(name string, nt, rowsAPass int) {
 		} else {
 			ADDQ(stride, w)
 		}
-		ADDQ(U32(uint32(16*nr)), dst)
+		if scaled {
+			ADDQ(U32(uint32(4*nr)), dst)
+		} else {
+			ADDQ(U32(uint32(16*nr)), dst)
+		}
 		SUBQ(Imm(uint64(nr)), rows)
 		JMP(LabelRef(lbl + "_row"))
 		Label(lbl + "_end")
@@ -317,6 +372,19 @@ func ternaryDotBatchZ(name string, nt, rowsAPass int) {
 // dst[4*row+token] for four tokens): unpacks pair the four vectors' lanes
 // so that one vector of adds serves all four.
 func hsum4Z(a []reg.VecVirtual, dst reg.Register, step int) {
+	x := hsum4Zx(a)
+	if step == 4 {
+		VMOVDQU32(x, Mem{Base: dst})
+		return
+	}
+	VMOVD(x, Mem{Base: dst})
+	for r := 1; r < 4; r++ {
+		VEXTRACTPS(U8(r), x, Mem{Base: dst, Disp: step * r})
+	}
+}
+
+// hsum4Zx is hsum4Z's reduction: lane r of the XMM it returns is a[r]'s sum.
+func hsum4Zx(a []reg.VecVirtual) reg.VecVirtual {
 	lo, hi := ZMM(), ZMM()
 	// per 128-bit lane: [a0_0+a0_2, a1_0+a1_2, a0_1+a0_3, a1_1+a1_3]
 	VPUNPCKLDQ(a[1], a[0], lo)
@@ -335,14 +403,7 @@ func hsum4Z(a []reg.VecVirtual, dst reg.Register, step int) {
 	x := XMM()
 	VEXTRACTI32X4(U8(1), y, x)
 	VPADDD(x, y.AsX(), x)
-	if step == 4 {
-		VMOVDQU32(x, Mem{Base: dst})
-		return
-	}
-	VMOVD(x, Mem{Base: dst})
-	for r := 1; r < 4; r++ {
-		VEXTRACTPS(U8(r), x, Mem{Base: dst, Disp: step * r})
-	}
+	return x
 }
 
 // int8DotBatchZ is int8DotBatch with VPDPBUSD, two 32-weight blocks per ZMM

@@ -71,6 +71,8 @@ func main() {
 	softmaxExp()
 	siluMul()
 	absMax()
+	sumSquares()
+	scaleMul()
 	quantI8()
 	tlTiles()
 
@@ -776,6 +778,78 @@ func absMax() {
 // quantI8 writes q[i] = round-half-even(x[i]*scale) for n (a multiple of
 // 64) floats whose products lie in [-127, 127], and each 64's sum of q to
 // bsum.
+// sumSquares adds float64(x[i]*x[i]) (the square rounded to float32, as
+// the reference's RMSNorm) into lanes[i%16] for n (a multiple of 16)
+// floats, element after element in each lane: the order kernels.RMSNorm's
+// Go code sums in, so both give the same bits. Four YMM accumulators of
+// four doubles are the 16 lanes; a lane's chain is one VADDPD per 16
+// floats.
+func sumSquares() {
+	TEXT("sumSquares", NOSPLIT, "func(x *float32, n int, lanes *[16]float64)")
+	Pragma("noescape")
+	Doc("sumSquares adds float64(x[i]*x[i]) to lanes[i%16] for n (a multiple of 16) floats; see _gen.")
+	x := Load(Param("x"), GP64())
+	n := Load(Param("n"), GP64())
+	l := Load(Param("lanes"), GP64())
+	acc := []reg.VecVirtual{YMM(), YMM(), YMM(), YMM()}
+	for k, a := range acc {
+		VMOVUPD(Mem{Base: l, Disp: 32 * k}, a)
+	}
+	Label("ss_loop")
+	CMPQ(n, Imm(0))
+	JE(LabelRef("ss_done"))
+	for h := 0; h < 2; h++ {
+		v := YMM()
+		VMOVUPS(Mem{Base: x, Disp: 32 * h}, v)
+		VMULPS(v, v, v)
+		d0, d1 := YMM(), YMM()
+		VCVTPS2PD(v.AsX(), d0)
+		hi := XMM()
+		VEXTRACTF128(U8(1), v, hi)
+		VCVTPS2PD(hi, d1)
+		VADDPD(d0, acc[2*h], acc[2*h])
+		VADDPD(d1, acc[2*h+1], acc[2*h+1])
+	}
+	ADDQ(Imm(64), x)
+	SUBQ(Imm(16), n)
+	JMP(LabelRef("ss_loop"))
+	Label("ss_done")
+	for k, a := range acc {
+		VMOVUPD(a, Mem{Base: l, Disp: 32 * k})
+	}
+	VZEROUPPER()
+	RET()
+}
+
+// scaleMul sets out[i] = (x[i]*scale)*w[i] for n (a multiple of 8) floats,
+// two roundings as the reference's RMSNorm; out may be x.
+func scaleMul() {
+	TEXT("scaleMul", NOSPLIT, "func(out *float32, x *float32, w *float32, n int, scale float32)")
+	Pragma("noescape")
+	Doc("scaleMul sets out[i] = (x[i]*scale)*w[i] for n (a multiple of 8) floats; out may be x.")
+	out := Load(Param("out"), GP64())
+	x := Load(Param("x"), GP64())
+	w := Load(Param("w"), GP64())
+	n := Load(Param("n"), GP64())
+	sc := YMM()
+	VBROADCASTSS(argAddr(Param("scale")), sc)
+	Label("sm_loop")
+	CMPQ(n, Imm(0))
+	JE(LabelRef("sm_done"))
+	v := YMM()
+	VMULPS(Mem{Base: x}, sc, v)
+	VMULPS(Mem{Base: w}, v, v)
+	VMOVUPS(v, Mem{Base: out})
+	ADDQ(Imm(32), x)
+	ADDQ(Imm(32), w)
+	ADDQ(Imm(32), out)
+	SUBQ(Imm(8), n)
+	JMP(LabelRef("sm_loop"))
+	Label("sm_done")
+	VZEROUPPER()
+	RET()
+}
+
 func quantI8() {
 	TEXT("quantI8", NOSPLIT, "func(x *float32, n int, scale float32, q *int8, bsum *int32)")
 	Pragma("noescape")

@@ -217,10 +217,12 @@ func (p *pass) rope(v []float32, b, set int, c *model.Config) {
 }
 
 // rmsNormRows normalises nb rows of width n of x into dst (which may be x
-// itself) with the reference's RMSNorm, row by row.
+// itself), row by row, with the kernels' RMSNorm (the reference's, its sum
+// of squares in vector lanes): it runs on the caller between the pool's
+// operations, where the other threads wait.
 func rmsNormRows(dst, x, w []float32, nb, n int, eps float32) {
 	for b := range nb {
-		model.RMSNorm(dst[b*n:(b+1)*n], x[b*n:(b+1)*n], w, eps)
+		kernels.RMSNorm(dst[b*n:(b+1)*n], x[b*n:(b+1)*n], w, eps)
 	}
 }
 

@@ -7,11 +7,11 @@ const cpuAVX512 = false
 // The AVX-512 entry points do not exist in this build; useAVX512 is always
 // false here, so these are never called.
 
-func ternaryDotT1Z(w *byte, stride int, act *int8, as int, n128 int, tail int, dst *int32, rows int) {
+func ternaryVecT1Z(w *byte, stride int, act *int8, n128 int, tail int, rs *float32, sum *int32, inv *float32, dst *float32, rows int) {
 	panic("kernels: no assembly in this build")
 }
 
-func ternaryDotS4Z(w *byte, stride int, act *int8, as int, n128 int, tail int, dst *int32, rows int) {
+func ternaryVecS4Z(w *byte, stride int, act *int8, n128 int, tail int, rs *float32, sum *int32, inv *float32, dst *float32, rows int) {
 	panic("kernels: no assembly in this build")
 }
 

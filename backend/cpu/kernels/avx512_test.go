@@ -86,8 +86,18 @@ func TestTernaryZLimits(t *testing.T) {
 					q[i] = sign
 				}
 				out := make([]int32, 4)
-				dotsBatch(out, m.data, m.stride, q, cols, nt)
 				want := int32(2 * int(sign) * cols)
+				if nt == 1 {
+					// One token runs the scaled kernel: scale 1, sum 0.
+					var f [1]float32
+					sum, inv := int32(0), float32(1)
+					vecScaled(f[:], m.data, m.stride, q, cols, []float32{1}, &sum, &inv)
+					if f[0] != float32(want) {
+						t.Fatalf("cols %d sign %d: one token %v, want %d", cols, sign, f[0], want)
+					}
+					continue
+				}
+				dotsBatch(out, m.data, m.stride, q, cols, nt)
 				for k := 0; k < nt; k++ {
 					if out[k] != want {
 						t.Fatalf("cols %d sign %d tokens %d: token %d dot %d, want %d", cols, sign, nt, k, out[k], want)

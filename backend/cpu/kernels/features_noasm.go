@@ -170,3 +170,11 @@ func ternaryDotS4(w *byte, stride int, act *int8, n128 int, tail int, rs *float3
 func int8DotV1h32(w *int8, stride int, sc *uint16, sstride int, act *int8, nblk int, inv *float32, dst *float32, rows int) {
 	panic("kernels: no assembly in this build")
 }
+
+func sumSquares(x *float32, n int, lanes *[16]float64) {
+	panic("kernels: no assembly in this build")
+}
+
+func scaleMul(out *float32, x *float32, w *float32, n int, scale float32) {
+	panic("kernels: no assembly in this build")
+}

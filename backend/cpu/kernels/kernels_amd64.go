@@ -199,6 +199,16 @@ func siluMul(x *float32, u *float32, n int)
 //go:noescape
 func absMax(x *float32, n int) (m float32, nan int)
 
+// sumSquares adds float64(x[i]*x[i]) to lanes[i%16] for n (a multiple of 16) floats; see _gen.
+//
+//go:noescape
+func sumSquares(x *float32, n int, lanes *[16]float64)
+
+// scaleMul sets out[i] = (x[i]*scale)*w[i] for n (a multiple of 8) floats; out may be x.
+//
+//go:noescape
+func scaleMul(out *float32, x *float32, w *float32, n int, scale float32)
+
 // quantI8 rounds x*scale to int8 (half to even) and writes each 64's sum.
 //
 //go:noescape

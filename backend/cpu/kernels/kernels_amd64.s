@@ -6759,6 +6759,71 @@ am_done:
 	VZEROUPPER
 	RET
 
+// func sumSquares(x *float32, n int, lanes *[16]float64)
+// Requires: AVX
+TEXT ·sumSquares(SB), NOSPLIT, $0-24
+	MOVQ    x+0(FP), AX
+	MOVQ    n+8(FP), CX
+	MOVQ    lanes+16(FP), DX
+	VMOVUPD (DX), Y0
+	VMOVUPD 32(DX), Y1
+	VMOVUPD 64(DX), Y2
+	VMOVUPD 96(DX), Y3
+
+ss_loop:
+	CMPQ         CX, $0x00
+	JE           ss_done
+	VMOVUPS      (AX), Y4
+	VMULPS       Y4, Y4, Y4
+	VCVTPS2PD    X4, Y5
+	VEXTRACTF128 $0x01, Y4, X4
+	VCVTPS2PD    X4, Y4
+	VADDPD       Y5, Y0, Y0
+	VADDPD       Y4, Y1, Y1
+	VMOVUPS      32(AX), Y4
+	VMULPS       Y4, Y4, Y4
+	VCVTPS2PD    X4, Y5
+	VEXTRACTF128 $0x01, Y4, X4
+	VCVTPS2PD    X4, Y4
+	VADDPD       Y5, Y2, Y2
+	VADDPD       Y4, Y3, Y3
+	ADDQ         $0x40, AX
+	SUBQ         $0x10, CX
+	JMP          ss_loop
+
+ss_done:
+	VMOVUPD Y0, (DX)
+	VMOVUPD Y1, 32(DX)
+	VMOVUPD Y2, 64(DX)
+	VMOVUPD Y3, 96(DX)
+	VZEROUPPER
+	RET
+
+// func scaleMul(out *float32, x *float32, w *float32, n int, scale float32)
+// Requires: AVX
+TEXT ·scaleMul(SB), NOSPLIT, $0-36
+	MOVQ         out+0(FP), AX
+	MOVQ         x+8(FP), CX
+	MOVQ         w+16(FP), DX
+	MOVQ         n+24(FP), BX
+	VBROADCASTSS scale+32(FP), Y0
+
+sm_loop:
+	CMPQ    BX, $0x00
+	JE      sm_done
+	VMULPS  (CX), Y0, Y1
+	VMULPS  (DX), Y1, Y1
+	VMOVUPS Y1, (AX)
+	ADDQ    $0x20, CX
+	ADDQ    $0x20, DX
+	ADDQ    $0x20, AX
+	SUBQ    $0x08, BX
+	JMP     sm_loop
+
+sm_done:
+	VZEROUPPER
+	RET
+
 // func quantI8(x *float32, n int, scale float32, q *int8, bsum *int32)
 // Requires: AVX, AVX2
 TEXT ·quantI8(SB), NOSPLIT, $0-40

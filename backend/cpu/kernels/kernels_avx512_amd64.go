@@ -4,10 +4,15 @@
 
 package kernels
 
-// ternaryDotT1Z is ternaryDotT1 with AVX-512 VNNI; see ternaryDotBatchZ in _gen.
+// ternaryVecT1Z writes (code·act - *sum) * rs[r] * *inv for each row, one row after another, with AVX-512 VNNI; see ternaryDotBatchZ in _gen.
 //
 //go:noescape
-func ternaryDotT1Z(w *byte, stride int, act *int8, as int, n128 int, tail int, dst *int32, rows int)
+func ternaryVecT1Z(w *byte, stride int, act *int8, n128 int, tail int, rs *float32, sum *int32, inv *float32, dst *float32, rows int)
+
+// ternaryVecS4Z is ternaryVecT1Z taking 4 rows a pass while 4 remain (short rows); see ternaryDotBatchZ in _gen.
+//
+//go:noescape
+func ternaryVecS4Z(w *byte, stride int, act *int8, n128 int, tail int, rs *float32, sum *int32, inv *float32, dst *float32, rows int)
 
 // ternaryDotT2Z is ternaryDotT2 with AVX-512 VNNI; see ternaryDotBatchZ in _gen.
 //
@@ -23,11 +28,6 @@ func ternaryDotT3Z(w *byte, stride int, act *int8, as int, n128 int, tail int, d
 //
 //go:noescape
 func ternaryDotT4Z(w *byte, stride int, act *int8, as int, n128 int, tail int, dst *int32, rows int)
-
-// ternaryDotS4Z is ternaryDotT1Z taking 4 rows a pass while 4 remain (short rows); see ternaryDotBatchZ in _gen.
-//
-//go:noescape
-func ternaryDotS4Z(w *byte, stride int, act *int8, as int, n128 int, tail int, dst *int32, rows int)
 
 // int8DotT1g32Z is int8DotT1g32 with AVX-512 VNNI, the same results bit for bit; see int8DotBatchZ in _gen.
 //

@@ -112,90 +112,352 @@ DATA z_mask3<>+56(SB)/4, $0x03030303
 DATA z_mask3<>+60(SB)/4, $0x03030303
 GLOBL z_mask3<>(SB), RODATA|NOPTR, $64
 
-// func ternaryDotT1Z(w *byte, stride int, act *int8, as int, n128 int, tail int, dst *int32, rows int)
+// func ternaryVecT1Z(w *byte, stride int, act *int8, n128 int, tail int, rs *float32, sum *int32, inv *float32, dst *float32, rows int)
 // Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512VNNI, MMX+
-TEXT ·ternaryDotT1Z(SB), NOSPLIT, $0-64
-	MOVQ      w+0(FP), AX
-	MOVQ      stride+8(FP), CX
-	LEAQ      (CX)(CX*2), DX
-	MOVQ      as+24(FP), DX
-	LEAQ      (DX)(DX*2), DX
-	MOVQ      dst+48(FP), DX
-	MOVQ      rows+56(FP), BX
-	VMOVDQU64 z_mask01<>+0(SB), Z0
-	VMOVDQU64 z_mask23<>+0(SB), Z1
+TEXT ·ternaryVecT1Z(SB), NOSPLIT, $0-80
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	LEAQ         (CX)(CX*2), DX
+	MOVQ         rs+40(FP), DX
+	MOVQ         sum+48(FP), BX
+	MOVQ         inv+56(FP), SI
+	VPBROADCASTD (BX), X0
+	VBROADCASTSS (SI), X1
+	MOVQ         dst+64(FP), BX
+	MOVQ         rows+72(FP), SI
+	VMOVDQU64    z_mask01<>+0(SB), Z2
+	VMOVDQU64    z_mask23<>+0(SB), Z3
 
-ternaryDotT1Z_r1_row:
-	CMPQ   BX, $0x01
-	JB     ternaryDotT1Z_r1_end
-	VPXORD Z2, Z2, Z2
-	VPXORD Z3, Z3, Z3
+ternaryVecT1Z_r1_row:
+	CMPQ   SI, $0x01
+	JB     ternaryVecT1Z_r1_end
 	VPXORD Z4, Z4, Z4
 	VPXORD Z5, Z5, Z5
-	MOVQ   act+16(FP), SI
-	MOVQ   AX, DI
-	MOVQ   n128+32(FP), R8
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	MOVQ   act+16(FP), DI
+	MOVQ   AX, R8
+	MOVQ   n128+24(FP), R9
 
-ternaryDotT1Z_r1_b2:
-	CMPQ            R8, $0x02
-	JB              ternaryDotT1Z_r1_b1
-	PREFETCHT0      4096(DI)
-	VBROADCASTI64X4 (DI), Z6
-	VPANDD          Z0, Z6, Z7
-	VPANDD          Z1, Z6, Z6
-	VPDPBUSD        (SI), Z7, Z2
-	VPDPBUSD        64(SI), Z6, Z3
-	VBROADCASTI64X4 32(DI), Z6
-	VPANDD          Z0, Z6, Z7
-	VPANDD          Z1, Z6, Z6
-	VPDPBUSD        128(SI), Z7, Z4
-	VPDPBUSD        192(SI), Z6, Z5
-	ADDQ            $0x00000100, SI
-	ADDQ            $0x00000040, DI
-	SUBQ            $0x02, R8
-	JMP             ternaryDotT1Z_r1_b2
+ternaryVecT1Z_r1_b2:
+	CMPQ            R9, $0x02
+	JB              ternaryVecT1Z_r1_b1
+	PREFETCHT0      4096(R8)
+	VBROADCASTI64X4 (R8), Z8
+	VPANDD          Z2, Z8, Z9
+	VPANDD          Z3, Z8, Z8
+	VPDPBUSD        (DI), Z9, Z4
+	VPDPBUSD        64(DI), Z8, Z5
+	VBROADCASTI64X4 32(R8), Z8
+	VPANDD          Z2, Z8, Z9
+	VPANDD          Z3, Z8, Z8
+	VPDPBUSD        128(DI), Z9, Z6
+	VPDPBUSD        192(DI), Z8, Z7
+	ADDQ            $0x00000100, DI
+	ADDQ            $0x00000040, R8
+	SUBQ            $0x02, R9
+	JMP             ternaryVecT1Z_r1_b2
 
-ternaryDotT1Z_r1_b1:
-	CMPQ            R8, $0x00
-	JE              ternaryDotT1Z_r1_sum
-	VBROADCASTI64X4 (DI), Z6
-	VPANDD          Z0, Z6, Z7
-	VPANDD          Z1, Z6, Z6
-	VPDPBUSD        (SI), Z7, Z2
-	VPDPBUSD        64(SI), Z6, Z3
-	ADDQ            $0x00000080, SI
-	ADDQ            $0x00000020, DI
+ternaryVecT1Z_r1_b1:
+	CMPQ            R9, $0x00
+	JE              ternaryVecT1Z_r1_sum
+	VBROADCASTI64X4 (R8), Z8
+	VPANDD          Z2, Z8, Z9
+	VPANDD          Z3, Z8, Z8
+	VPDPBUSD        (DI), Z9, Z4
+	VPDPBUSD        64(DI), Z8, Z5
+	ADDQ            $0x00000080, DI
+	ADDQ            $0x00000020, R8
 
-ternaryDotT1Z_r1_sum:
-	VPADDD          Z4, Z2, Z2
-	VPADDD          Z5, Z3, Z3
-	VPSRAVD         z_cnt01<>+0(SB), Z2, Z2
-	VPSRAVD         z_cnt23<>+0(SB), Z3, Z3
-	VPADDD          Z3, Z2, Z2
-	MOVQ            tail+40(FP), R8
-	CMPQ            R8, $0x00
-	JE              ternaryDotT1Z_r1_reduce
-	VBROADCASTI32X4 (DI), Z6
-	VPSRLVQ         z_tailshift<>+0(SB), Z6, Z6
-	VPANDD          z_mask3<>+0(SB), Z6, Z6
-	VPDPBUSD        (SI), Z6, Z2
+ternaryVecT1Z_r1_sum:
+	VPADDD          Z6, Z4, Z4
+	VPADDD          Z7, Z5, Z5
+	VPSRAVD         z_cnt01<>+0(SB), Z4, Z4
+	VPSRAVD         z_cnt23<>+0(SB), Z5, Z5
+	VPADDD          Z5, Z4, Z4
+	MOVQ            tail+32(FP), R9
+	CMPQ            R9, $0x00
+	JE              ternaryVecT1Z_r1_reduce
+	VBROADCASTI32X4 (R8), Z8
+	VPSRLVQ         z_tailshift<>+0(SB), Z8, Z8
+	VPANDD          z_mask3<>+0(SB), Z8, Z8
+	VPDPBUSD        (DI), Z8, Z4
 
-ternaryDotT1Z_r1_reduce:
-	VEXTRACTI64X4 $0x01, Z2, Y6
-	VPADDD        Y6, Y2, Y6
-	VEXTRACTI32X4 $0x01, Y6, X7
-	VPADDD        X7, X6, X7
-	VPSHUFD       $0x4e, X7, X6
-	VPADDD        X6, X7, X7
-	VPSHUFD       $0xb1, X7, X6
-	VPADDD        X6, X7, X7
-	VMOVD         X7, (DX)
+ternaryVecT1Z_r1_reduce:
+	VEXTRACTI64X4 $0x01, Z4, Y8
+	VPADDD        Y8, Y4, Y8
+	VEXTRACTI32X4 $0x01, Y8, X9
+	VPADDD        X9, X8, X9
+	VPSHUFD       $0x4e, X9, X8
+	VPADDD        X8, X9, X9
+	VPSHUFD       $0xb1, X9, X8
+	VPADDD        X8, X9, X9
+	VPSUBD        X0, X9, X9
+	VCVTDQ2PS     X9, X9
+	VMULSS        (DX), X9, X9
+	VMULSS        X1, X9, X9
+	VMOVSS        X9, (BX)
+	ADDQ          $0x00000004, DX
 	ADDQ          CX, AX
-	ADDQ          $0x00000010, DX
-	SUBQ          $0x01, BX
-	JMP           ternaryDotT1Z_r1_row
+	ADDQ          $0x00000004, BX
+	SUBQ          $0x01, SI
+	JMP           ternaryVecT1Z_r1_row
 
-ternaryDotT1Z_r1_end:
+ternaryVecT1Z_r1_end:
+	VZEROUPPER
+	RET
+
+// func ternaryVecS4Z(w *byte, stride int, act *int8, n128 int, tail int, rs *float32, sum *int32, inv *float32, dst *float32, rows int)
+// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512VNNI, MMX+
+TEXT ·ternaryVecS4Z(SB), NOSPLIT, $0-80
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	LEAQ         (CX)(CX*2), DX
+	MOVQ         rs+40(FP), BX
+	MOVQ         sum+48(FP), SI
+	MOVQ         inv+56(FP), DI
+	VPBROADCASTD (SI), X0
+	VBROADCASTSS (DI), X1
+	MOVQ         dst+64(FP), SI
+	MOVQ         rows+72(FP), DI
+	VMOVDQU64    z_mask01<>+0(SB), Z2
+	VMOVDQU64    z_mask23<>+0(SB), Z3
+
+ternaryVecS4Z_r4_row:
+	CMPQ   DI, $0x04
+	JB     ternaryVecS4Z_r4_end
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	MOVQ   act+16(FP), R8
+	MOVQ   AX, R9
+	MOVQ   n128+24(FP), R10
+
+ternaryVecS4Z_r4_b2:
+	CMPQ            R10, $0x02
+	JB              ternaryVecS4Z_r4_b1
+	PREFETCHT0      4096(R9)
+	PREFETCHT0      4096(R9)(CX*1)
+	PREFETCHT0      4096(R9)(CX*2)
+	PREFETCHT0      4096(R9)(DX*1)
+	VMOVDQU64       (R8), Z12
+	VMOVDQU64       64(R8), Z13
+	VBROADCASTI64X4 (R9), Z14
+	VPANDD          Z2, Z14, Z15
+	VPANDD          Z3, Z14, Z14
+	VPDPBUSD        Z12, Z15, Z4
+	VPDPBUSD        Z13, Z14, Z5
+	VBROADCASTI64X4 (R9)(CX*1), Z14
+	VPANDD          Z2, Z14, Z15
+	VPANDD          Z3, Z14, Z14
+	VPDPBUSD        Z12, Z15, Z6
+	VPDPBUSD        Z13, Z14, Z7
+	VBROADCASTI64X4 (R9)(CX*2), Z14
+	VPANDD          Z2, Z14, Z15
+	VPANDD          Z3, Z14, Z14
+	VPDPBUSD        Z12, Z15, Z8
+	VPDPBUSD        Z13, Z14, Z9
+	VBROADCASTI64X4 (R9)(DX*1), Z14
+	VPANDD          Z2, Z14, Z15
+	VPANDD          Z3, Z14, Z14
+	VPDPBUSD        Z12, Z15, Z10
+	VPDPBUSD        Z13, Z14, Z11
+	VMOVDQU64       128(R8), Z12
+	VMOVDQU64       192(R8), Z13
+	VBROADCASTI64X4 32(R9), Z14
+	VPANDD          Z2, Z14, Z15
+	VPANDD          Z3, Z14, Z14
+	VPDPBUSD        Z12, Z15, Z4
+	VPDPBUSD        Z13, Z14, Z5
+	VBROADCASTI64X4 32(R9)(CX*1), Z14
+	VPANDD          Z2, Z14, Z15
+	VPANDD          Z3, Z14, Z14
+	VPDPBUSD        Z12, Z15, Z6
+	VPDPBUSD        Z13, Z14, Z7
+	VBROADCASTI64X4 32(R9)(CX*2), Z14
+	VPANDD          Z2, Z14, Z15
+	VPANDD          Z3, Z14, Z14
+	VPDPBUSD        Z12, Z15, Z8
+	VPDPBUSD        Z13, Z14, Z9
+	VBROADCASTI64X4 32(R9)(DX*1), Z14
+	VPANDD          Z2, Z14, Z15
+	VPANDD          Z3, Z14, Z14
+	VPDPBUSD        Z12, Z15, Z10
+	VPDPBUSD        Z13, Z14, Z11
+	ADDQ            $0x00000100, R8
+	ADDQ            $0x00000040, R9
+	SUBQ            $0x02, R10
+	JMP             ternaryVecS4Z_r4_b2
+
+ternaryVecS4Z_r4_b1:
+	CMPQ            R10, $0x00
+	JE              ternaryVecS4Z_r4_sum
+	VMOVDQU64       (R8), Z12
+	VMOVDQU64       64(R8), Z13
+	VBROADCASTI64X4 (R9), Z14
+	VPANDD          Z2, Z14, Z15
+	VPANDD          Z3, Z14, Z14
+	VPDPBUSD        Z12, Z15, Z4
+	VPDPBUSD        Z13, Z14, Z5
+	VBROADCASTI64X4 (R9)(CX*1), Z14
+	VPANDD          Z2, Z14, Z15
+	VPANDD          Z3, Z14, Z14
+	VPDPBUSD        Z12, Z15, Z6
+	VPDPBUSD        Z13, Z14, Z7
+	VBROADCASTI64X4 (R9)(CX*2), Z14
+	VPANDD          Z2, Z14, Z15
+	VPANDD          Z3, Z14, Z14
+	VPDPBUSD        Z12, Z15, Z8
+	VPDPBUSD        Z13, Z14, Z9
+	VBROADCASTI64X4 (R9)(DX*1), Z14
+	VPANDD          Z2, Z14, Z15
+	VPANDD          Z3, Z14, Z14
+	VPDPBUSD        Z12, Z15, Z10
+	VPDPBUSD        Z13, Z14, Z11
+	ADDQ            $0x00000080, R8
+	ADDQ            $0x00000020, R9
+
+ternaryVecS4Z_r4_sum:
+	VPSRAVD         z_cnt01<>+0(SB), Z4, Z4
+	VPSRAVD         z_cnt23<>+0(SB), Z5, Z5
+	VPADDD          Z5, Z4, Z4
+	VPSRAVD         z_cnt01<>+0(SB), Z6, Z6
+	VPSRAVD         z_cnt23<>+0(SB), Z7, Z7
+	VPADDD          Z7, Z6, Z6
+	VPSRAVD         z_cnt01<>+0(SB), Z8, Z8
+	VPSRAVD         z_cnt23<>+0(SB), Z9, Z9
+	VPADDD          Z9, Z8, Z8
+	VPSRAVD         z_cnt01<>+0(SB), Z10, Z10
+	VPSRAVD         z_cnt23<>+0(SB), Z11, Z11
+	VPADDD          Z11, Z10, Z10
+	MOVQ            tail+32(FP), R10
+	CMPQ            R10, $0x00
+	JE              ternaryVecS4Z_r4_reduce
+	VMOVDQU64       (R8), Z12
+	VBROADCASTI32X4 (R9), Z13
+	VPSRLVQ         z_tailshift<>+0(SB), Z13, Z13
+	VPANDD          z_mask3<>+0(SB), Z13, Z13
+	VPDPBUSD        Z12, Z13, Z4
+	VBROADCASTI32X4 (R9)(CX*1), Z13
+	VPSRLVQ         z_tailshift<>+0(SB), Z13, Z13
+	VPANDD          z_mask3<>+0(SB), Z13, Z13
+	VPDPBUSD        Z12, Z13, Z6
+	VBROADCASTI32X4 (R9)(CX*2), Z13
+	VPSRLVQ         z_tailshift<>+0(SB), Z13, Z13
+	VPANDD          z_mask3<>+0(SB), Z13, Z13
+	VPDPBUSD        Z12, Z13, Z8
+	VBROADCASTI32X4 (R9)(DX*1), Z13
+	VPSRLVQ         z_tailshift<>+0(SB), Z13, Z13
+	VPANDD          z_mask3<>+0(SB), Z13, Z13
+	VPDPBUSD        Z12, Z13, Z10
+
+ternaryVecS4Z_r4_reduce:
+	VPUNPCKLDQ    Z6, Z4, Z12
+	VPUNPCKHDQ    Z6, Z4, Z13
+	VPADDD        Z13, Z12, Z4
+	VPUNPCKLDQ    Z10, Z8, Z12
+	VPUNPCKHDQ    Z10, Z8, Z13
+	VPADDD        Z13, Z12, Z8
+	VPUNPCKLQDQ   Z8, Z4, Z12
+	VPUNPCKHQDQ   Z8, Z4, Z13
+	VPADDD        Z13, Z12, Z12
+	VEXTRACTI64X4 $0x01, Z12, Y13
+	VPADDD        Y13, Y12, Y13
+	VEXTRACTI32X4 $0x01, Y13, X12
+	VPADDD        X12, X13, X12
+	VPSUBD        X0, X12, X12
+	VCVTDQ2PS     X12, X12
+	VMULPS        (BX), X12, X12
+	VMULPS        X1, X12, X12
+	VMOVUPS       X12, (SI)
+	ADDQ          $0x00000010, BX
+	LEAQ          (AX)(CX*4), AX
+	ADDQ          $0x00000010, SI
+	SUBQ          $0x04, DI
+	JMP           ternaryVecS4Z_r4_row
+
+ternaryVecS4Z_r4_end:
+ternaryVecS4Z_r1_row:
+	CMPQ   DI, $0x01
+	JB     ternaryVecS4Z_r1_end
+	VPXORD Z16, Z16, Z16
+	VPXORD Z17, Z17, Z17
+	VPXORD Z18, Z18, Z18
+	VPXORD Z19, Z19, Z19
+	MOVQ   act+16(FP), DX
+	MOVQ   AX, R8
+	MOVQ   n128+24(FP), R9
+
+ternaryVecS4Z_r1_b2:
+	CMPQ            R9, $0x02
+	JB              ternaryVecS4Z_r1_b1
+	PREFETCHT0      4096(R8)
+	VBROADCASTI64X4 (R8), Z4
+	VPANDD          Z2, Z4, Z5
+	VPANDD          Z3, Z4, Z4
+	VPDPBUSD        (DX), Z5, Z16
+	VPDPBUSD        64(DX), Z4, Z17
+	VBROADCASTI64X4 32(R8), Z4
+	VPANDD          Z2, Z4, Z5
+	VPANDD          Z3, Z4, Z4
+	VPDPBUSD        128(DX), Z5, Z18
+	VPDPBUSD        192(DX), Z4, Z19
+	ADDQ            $0x00000100, DX
+	ADDQ            $0x00000040, R8
+	SUBQ            $0x02, R9
+	JMP             ternaryVecS4Z_r1_b2
+
+ternaryVecS4Z_r1_b1:
+	CMPQ            R9, $0x00
+	JE              ternaryVecS4Z_r1_sum
+	VBROADCASTI64X4 (R8), Z4
+	VPANDD          Z2, Z4, Z5
+	VPANDD          Z3, Z4, Z4
+	VPDPBUSD        (DX), Z5, Z16
+	VPDPBUSD        64(DX), Z4, Z17
+	ADDQ            $0x00000080, DX
+	ADDQ            $0x00000020, R8
+
+ternaryVecS4Z_r1_sum:
+	VPADDD          Z18, Z16, Z16
+	VPADDD          Z19, Z17, Z17
+	VPSRAVD         z_cnt01<>+0(SB), Z16, Z16
+	VPSRAVD         z_cnt23<>+0(SB), Z17, Z17
+	VPADDD          Z17, Z16, Z16
+	MOVQ            tail+32(FP), R9
+	CMPQ            R9, $0x00
+	JE              ternaryVecS4Z_r1_reduce
+	VBROADCASTI32X4 (R8), Z4
+	VPSRLVQ         z_tailshift<>+0(SB), Z4, Z4
+	VPANDD          z_mask3<>+0(SB), Z4, Z4
+	VPDPBUSD        (DX), Z4, Z16
+
+ternaryVecS4Z_r1_reduce:
+	VEXTRACTI64X4 $0x01, Z16, Y4
+	VPADDD        Y4, Y16, Y4
+	VEXTRACTI32X4 $0x01, Y4, X5
+	VPADDD        X5, X4, X5
+	VPSHUFD       $0x4e, X5, X4
+	VPADDD        X4, X5, X5
+	VPSHUFD       $0xb1, X5, X4
+	VPADDD        X4, X5, X5
+	VPSUBD        X0, X5, X5
+	VCVTDQ2PS     X5, X5
+	VMULSS        (BX), X5, X5
+	VMULSS        X1, X5, X5
+	VMOVSS        X5, (SI)
+	ADDQ          $0x00000004, BX
+	ADDQ          CX, AX
+	ADDQ          $0x00000004, SI
+	SUBQ          $0x01, DI
+	JMP           ternaryVecS4Z_r1_row
+
+ternaryVecS4Z_r1_end:
 	VZEROUPPER
 	RET
 
@@ -585,250 +847,6 @@ ternaryDotT4Z_r1_reduce:
 	JMP           ternaryDotT4Z_r1_row
 
 ternaryDotT4Z_r1_end:
-	VZEROUPPER
-	RET
-
-// func ternaryDotS4Z(w *byte, stride int, act *int8, as int, n128 int, tail int, dst *int32, rows int)
-// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512VNNI, MMX+
-TEXT ·ternaryDotS4Z(SB), NOSPLIT, $0-64
-	MOVQ      w+0(FP), AX
-	MOVQ      stride+8(FP), CX
-	LEAQ      (CX)(CX*2), DX
-	MOVQ      as+24(FP), BX
-	LEAQ      (BX)(BX*2), BX
-	MOVQ      dst+48(FP), BX
-	MOVQ      rows+56(FP), SI
-	VMOVDQU64 z_mask01<>+0(SB), Z0
-	VMOVDQU64 z_mask23<>+0(SB), Z1
-
-ternaryDotS4Z_r4_row:
-	CMPQ   SI, $0x04
-	JB     ternaryDotS4Z_r4_end
-	VPXORD Z2, Z2, Z2
-	VPXORD Z3, Z3, Z3
-	VPXORD Z4, Z4, Z4
-	VPXORD Z5, Z5, Z5
-	VPXORD Z6, Z6, Z6
-	VPXORD Z7, Z7, Z7
-	VPXORD Z8, Z8, Z8
-	VPXORD Z9, Z9, Z9
-	MOVQ   act+16(FP), DI
-	MOVQ   AX, R8
-	MOVQ   n128+32(FP), R9
-
-ternaryDotS4Z_r4_b2:
-	CMPQ            R9, $0x02
-	JB              ternaryDotS4Z_r4_b1
-	PREFETCHT0      4096(R8)
-	PREFETCHT0      4096(R8)(CX*1)
-	PREFETCHT0      4096(R8)(CX*2)
-	PREFETCHT0      4096(R8)(DX*1)
-	VMOVDQU64       (DI), Z10
-	VMOVDQU64       64(DI), Z11
-	VBROADCASTI64X4 (R8), Z12
-	VPANDD          Z0, Z12, Z13
-	VPANDD          Z1, Z12, Z12
-	VPDPBUSD        Z10, Z13, Z2
-	VPDPBUSD        Z11, Z12, Z3
-	VBROADCASTI64X4 (R8)(CX*1), Z12
-	VPANDD          Z0, Z12, Z13
-	VPANDD          Z1, Z12, Z12
-	VPDPBUSD        Z10, Z13, Z4
-	VPDPBUSD        Z11, Z12, Z5
-	VBROADCASTI64X4 (R8)(CX*2), Z12
-	VPANDD          Z0, Z12, Z13
-	VPANDD          Z1, Z12, Z12
-	VPDPBUSD        Z10, Z13, Z6
-	VPDPBUSD        Z11, Z12, Z7
-	VBROADCASTI64X4 (R8)(DX*1), Z12
-	VPANDD          Z0, Z12, Z13
-	VPANDD          Z1, Z12, Z12
-	VPDPBUSD        Z10, Z13, Z8
-	VPDPBUSD        Z11, Z12, Z9
-	VMOVDQU64       128(DI), Z10
-	VMOVDQU64       192(DI), Z11
-	VBROADCASTI64X4 32(R8), Z12
-	VPANDD          Z0, Z12, Z13
-	VPANDD          Z1, Z12, Z12
-	VPDPBUSD        Z10, Z13, Z2
-	VPDPBUSD        Z11, Z12, Z3
-	VBROADCASTI64X4 32(R8)(CX*1), Z12
-	VPANDD          Z0, Z12, Z13
-	VPANDD          Z1, Z12, Z12
-	VPDPBUSD        Z10, Z13, Z4
-	VPDPBUSD        Z11, Z12, Z5
-	VBROADCASTI64X4 32(R8)(CX*2), Z12
-	VPANDD          Z0, Z12, Z13
-	VPANDD          Z1, Z12, Z12
-	VPDPBUSD        Z10, Z13, Z6
-	VPDPBUSD        Z11, Z12, Z7
-	VBROADCASTI64X4 32(R8)(DX*1), Z12
-	VPANDD          Z0, Z12, Z13
-	VPANDD          Z1, Z12, Z12
-	VPDPBUSD        Z10, Z13, Z8
-	VPDPBUSD        Z11, Z12, Z9
-	ADDQ            $0x00000100, DI
-	ADDQ            $0x00000040, R8
-	SUBQ            $0x02, R9
-	JMP             ternaryDotS4Z_r4_b2
-
-ternaryDotS4Z_r4_b1:
-	CMPQ            R9, $0x00
-	JE              ternaryDotS4Z_r4_sum
-	VMOVDQU64       (DI), Z10
-	VMOVDQU64       64(DI), Z11
-	VBROADCASTI64X4 (R8), Z12
-	VPANDD          Z0, Z12, Z13
-	VPANDD          Z1, Z12, Z12
-	VPDPBUSD        Z10, Z13, Z2
-	VPDPBUSD        Z11, Z12, Z3
-	VBROADCASTI64X4 (R8)(CX*1), Z12
-	VPANDD          Z0, Z12, Z13
-	VPANDD          Z1, Z12, Z12
-	VPDPBUSD        Z10, Z13, Z4
-	VPDPBUSD        Z11, Z12, Z5
-	VBROADCASTI64X4 (R8)(CX*2), Z12
-	VPANDD          Z0, Z12, Z13
-	VPANDD          Z1, Z12, Z12
-	VPDPBUSD        Z10, Z13, Z6
-	VPDPBUSD        Z11, Z12, Z7
-	VBROADCASTI64X4 (R8)(DX*1), Z12
-	VPANDD          Z0, Z12, Z13
-	VPANDD          Z1, Z12, Z12
-	VPDPBUSD        Z10, Z13, Z8
-	VPDPBUSD        Z11, Z12, Z9
-	ADDQ            $0x00000080, DI
-	ADDQ            $0x00000020, R8
-
-ternaryDotS4Z_r4_sum:
-	VPSRAVD         z_cnt01<>+0(SB), Z2, Z2
-	VPSRAVD         z_cnt23<>+0(SB), Z3, Z3
-	VPADDD          Z3, Z2, Z2
-	VPSRAVD         z_cnt01<>+0(SB), Z4, Z4
-	VPSRAVD         z_cnt23<>+0(SB), Z5, Z5
-	VPADDD          Z5, Z4, Z4
-	VPSRAVD         z_cnt01<>+0(SB), Z6, Z6
-	VPSRAVD         z_cnt23<>+0(SB), Z7, Z7
-	VPADDD          Z7, Z6, Z6
-	VPSRAVD         z_cnt01<>+0(SB), Z8, Z8
-	VPSRAVD         z_cnt23<>+0(SB), Z9, Z9
-	VPADDD          Z9, Z8, Z8
-	MOVQ            tail+40(FP), R9
-	CMPQ            R9, $0x00
-	JE              ternaryDotS4Z_r4_reduce
-	VMOVDQU64       (DI), Z10
-	VBROADCASTI32X4 (R8), Z11
-	VPSRLVQ         z_tailshift<>+0(SB), Z11, Z11
-	VPANDD          z_mask3<>+0(SB), Z11, Z11
-	VPDPBUSD        Z10, Z11, Z2
-	VBROADCASTI32X4 (R8)(CX*1), Z11
-	VPSRLVQ         z_tailshift<>+0(SB), Z11, Z11
-	VPANDD          z_mask3<>+0(SB), Z11, Z11
-	VPDPBUSD        Z10, Z11, Z4
-	VBROADCASTI32X4 (R8)(CX*2), Z11
-	VPSRLVQ         z_tailshift<>+0(SB), Z11, Z11
-	VPANDD          z_mask3<>+0(SB), Z11, Z11
-	VPDPBUSD        Z10, Z11, Z6
-	VBROADCASTI32X4 (R8)(DX*1), Z11
-	VPSRLVQ         z_tailshift<>+0(SB), Z11, Z11
-	VPANDD          z_mask3<>+0(SB), Z11, Z11
-	VPDPBUSD        Z10, Z11, Z8
-
-ternaryDotS4Z_r4_reduce:
-	VPUNPCKLDQ    Z4, Z2, Z10
-	VPUNPCKHDQ    Z4, Z2, Z11
-	VPADDD        Z11, Z10, Z2
-	VPUNPCKLDQ    Z8, Z6, Z10
-	VPUNPCKHDQ    Z8, Z6, Z11
-	VPADDD        Z11, Z10, Z6
-	VPUNPCKLQDQ   Z6, Z2, Z10
-	VPUNPCKHQDQ   Z6, Z2, Z11
-	VPADDD        Z11, Z10, Z10
-	VEXTRACTI64X4 $0x01, Z10, Y11
-	VPADDD        Y11, Y10, Y11
-	VEXTRACTI32X4 $0x01, Y11, X10
-	VPADDD        X10, X11, X10
-	VMOVD         X10, (BX)
-	VEXTRACTPS    $0x01, X10, 16(BX)
-	VEXTRACTPS    $0x02, X10, 32(BX)
-	VEXTRACTPS    $0x03, X10, 48(BX)
-	LEAQ          (AX)(CX*4), AX
-	ADDQ          $0x00000040, BX
-	SUBQ          $0x04, SI
-	JMP           ternaryDotS4Z_r4_row
-
-ternaryDotS4Z_r4_end:
-ternaryDotS4Z_r1_row:
-	CMPQ   SI, $0x01
-	JB     ternaryDotS4Z_r1_end
-	VPXORD Z14, Z14, Z14
-	VPXORD Z15, Z15, Z15
-	VPXORD Z16, Z16, Z16
-	VPXORD Z17, Z17, Z17
-	MOVQ   act+16(FP), DX
-	MOVQ   AX, DI
-	MOVQ   n128+32(FP), R8
-
-ternaryDotS4Z_r1_b2:
-	CMPQ            R8, $0x02
-	JB              ternaryDotS4Z_r1_b1
-	PREFETCHT0      4096(DI)
-	VBROADCASTI64X4 (DI), Z2
-	VPANDD          Z0, Z2, Z3
-	VPANDD          Z1, Z2, Z2
-	VPDPBUSD        (DX), Z3, Z14
-	VPDPBUSD        64(DX), Z2, Z15
-	VBROADCASTI64X4 32(DI), Z2
-	VPANDD          Z0, Z2, Z3
-	VPANDD          Z1, Z2, Z2
-	VPDPBUSD        128(DX), Z3, Z16
-	VPDPBUSD        192(DX), Z2, Z17
-	ADDQ            $0x00000100, DX
-	ADDQ            $0x00000040, DI
-	SUBQ            $0x02, R8
-	JMP             ternaryDotS4Z_r1_b2
-
-ternaryDotS4Z_r1_b1:
-	CMPQ            R8, $0x00
-	JE              ternaryDotS4Z_r1_sum
-	VBROADCASTI64X4 (DI), Z2
-	VPANDD          Z0, Z2, Z3
-	VPANDD          Z1, Z2, Z2
-	VPDPBUSD        (DX), Z3, Z14
-	VPDPBUSD        64(DX), Z2, Z15
-	ADDQ            $0x00000080, DX
-	ADDQ            $0x00000020, DI
-
-ternaryDotS4Z_r1_sum:
-	VPADDD          Z16, Z14, Z14
-	VPADDD          Z17, Z15, Z15
-	VPSRAVD         z_cnt01<>+0(SB), Z14, Z14
-	VPSRAVD         z_cnt23<>+0(SB), Z15, Z15
-	VPADDD          Z15, Z14, Z14
-	MOVQ            tail+40(FP), R8
-	CMPQ            R8, $0x00
-	JE              ternaryDotS4Z_r1_reduce
-	VBROADCASTI32X4 (DI), Z2
-	VPSRLVQ         z_tailshift<>+0(SB), Z2, Z2
-	VPANDD          z_mask3<>+0(SB), Z2, Z2
-	VPDPBUSD        (DX), Z2, Z14
-
-ternaryDotS4Z_r1_reduce:
-	VEXTRACTI64X4 $0x01, Z14, Y2
-	VPADDD        Y2, Y14, Y2
-	VEXTRACTI32X4 $0x01, Y2, X3
-	VPADDD        X3, X2, X3
-	VPSHUFD       $0x4e, X3, X2
-	VPADDD        X2, X3, X3
-	VPSHUFD       $0xb1, X3, X2
-	VPADDD        X2, X3, X3
-	VMOVD         X3, (BX)
-	ADDQ          CX, AX
-	ADDQ          $0x00000010, BX
-	SUBQ          $0x01, SI
-	JMP           ternaryDotS4Z_r1_row
-
-ternaryDotS4Z_r1_end:
 	VZEROUPPER
 	RET
 

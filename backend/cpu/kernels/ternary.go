@@ -387,6 +387,11 @@ const batchChunk = 64 << 10
 // Each result equals MatVec's for that token: the int dot is exact and the
 // scaling is the same expression.
 func (t *Ternary) matMat2Bit(dst []float32, a *Acts, tokens, r0, r1 int) {
+	if tokens == 1 && avx512On(t.cols) {
+		// Decode: one sequential run over the rows, scaled in the kernel.
+		vecScaled(dst[r0:r1], t.data[r0*t.stride:r1*t.stride], t.stride, a.Q[:t.cols], t.cols, t.rowScale[r0:r1], &a.Sum[0], &a.InvScale[0])
+		return
+	}
 	step := max(batchChunk/t.stride, 1)
 	var buf [4 * batchRows]int32
 	for r := r0; r < r1; r += step {
@@ -394,6 +399,11 @@ func (t *Ternary) matMat2Bit(dst []float32, a *Acts, tokens, r0, r1 int) {
 		for i := 0; i < tokens; i += 4 {
 			nt := min(4, tokens-i)
 			q := a.Q[i*t.cols : (i+nt)*t.cols]
+			if nt == 1 && avx512On(t.cols) {
+				// One token: the kernel scales its sums itself.
+				vecScaled(dst[i*t.rows+r:i*t.rows+e], t.data[r*t.stride:e*t.stride], t.stride, q, t.cols, t.rowScale[r:e], &a.Sum[i], &a.InvScale[i])
+				continue
+			}
 			for s := r; s < e; s += batchRows {
 				se := min(s+batchRows, e)
 				dotsBatch(buf[:4*(se-s)], t.data[s*t.stride:se*t.stride], t.stride, q, t.cols, nt)
@@ -409,6 +419,25 @@ func (t *Ternary) matMat2Bit(dst []float32, a *Acts, tokens, r0, r1 int) {
 	}
 }
 
+// vecScaled writes float32(c·q - *sum) * rs[r] * *inv for each row of w
+// (len(dst) rows, stride bytes apart) on the AVX-512 kernels (the caller
+// checks avx512On): one token's MatVec, scaled as matMat2Bit scales.
+func vecScaled(dst []float32, w []byte, stride int, q []int8, cols int, rs []float32, sum *int32, inv *float32) {
+	n := len(dst)
+	if n == 0 {
+		return
+	}
+	_ = w[n*stride-1]
+	_ = q[cols-1]
+	_ = rs[n-1]
+	n128, tail := cols/128, cols%128/64
+	if shortRows(cols) {
+		ternaryVecS4Z(&w[0], stride, &q[0], n128, tail, &rs[0], sum, inv, &dst[0], n)
+		return
+	}
+	ternaryVecT1Z(&w[0], stride, &q[0], n128, tail, &rs[0], sum, inv, &dst[0], n)
+}
+
 // dotsBatch writes sum(c*q_t) of each row of w (len(out)/4 rows, stride
 // bytes apart) with each of the nt (1..4) tokens of q (cols apart) to
 // out[4*row+t].
@@ -422,10 +451,10 @@ func dotsBatch(out []int32, w []byte, stride int, q []int8, cols, nt int) {
 	if avx512On(cols) {
 		n128, tail := cols/128, cols%128/64
 		switch {
-		case nt == 1 && shortRows(cols):
-			ternaryDotS4Z(&w[0], stride, &q[0], cols, n128, tail, &out[0], n)
 		case nt == 1:
-			ternaryDotT1Z(&w[0], stride, &q[0], cols, n128, tail, &out[0], n)
+			// One token takes the scaled kernels (vecScaled): here, in
+			// tests only, the AVX2 kernel.
+			ternaryDotT1(&w[0], stride, &q[0], cols, n128, tail, &out[0], n)
 		case nt == 2:
 			ternaryDotT2Z(&w[0], stride, &q[0], cols, n128, tail, &out[0], n)
 		case nt == 3:
