@@ -83,10 +83,8 @@ func BenchmarkMatVec(b *testing.B) {
 					defer p.close()
 					x := make([]float32, 576)
 					out := make([]float32, 1536)
-					task := &matTask{n: 1, m: [3]matmul{mm}, out: [3][]float32{out}, x: x, nb: 1, scratch: make([][]float32, threads)}
-					for i := range task.scratch {
-						task.scratch[i] = make([]float32, 576)
-					}
+					task := newMatTask(threads, 576)
+					task.n, task.m, task.out, task.x, task.nb = 1, [3]matmul{mm}, [3][]float32{out}, x, 1
 					b.SetBytes(int64(len(w.Data)))
 					b.ResetTimer()
 					if mm.acts() {
@@ -98,6 +96,7 @@ func BenchmarkMatVec(b *testing.B) {
 						task.a = a
 					}
 					for range b.N {
+						task.deal(threads)
 						p.run(task)
 					}
 				})

@@ -2,6 +2,7 @@ package cpu
 
 import (
 	"fmt"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/edgellm/edgellm/backend/cpu/kernels"
@@ -199,8 +200,15 @@ func dot(a, b []float32) float32 {
 }
 
 // matTask runs up to three matmuls that share their input (Q, K and V;
-// gate and up) as one pool operation, so they cost one synchronisation:
-// each worker takes a contiguous range of rows of each.
+// gate and up) as one pool operation, so they cost one synchronisation.
+// Each worker owns a contiguous range of rows of each matrix (split) and
+// reads it front to back in chunks; a worker done with its own chunks
+// takes the others' from their ends. The threads of a small shared
+// machine do not run at the same speed (one is often held off its core
+// for a while), and a fixed split made the faster one wait for the slower
+// one's share (docs/cpu-notes.md); stealing from the end keeps each
+// thread's reads one sequential run but the last few chunks. A row's
+// result does not depend on the worker that computes it.
 type matTask struct {
 	n       int
 	m       [3]matmul
@@ -215,6 +223,48 @@ type matTask struct {
 	// (DecodeBatch) then rounds as each session alone. The row is read
 	// from memory once and from cache for the other tokens.
 	tokenwise bool
+
+	shares []share // per worker: its chunks not yet taken
+	chunk  [3]int  // rows a chunk of each matrix
+}
+
+// share is a worker's untaken chunks, [front, end) of its own list, in one
+// word: the owner takes from the front, other workers from the end. Each
+// on its own cache line: the owner's claims touch no other worker's line.
+type share struct {
+	v atomic.Uint64 // front<<32 | end
+	_ [56]byte
+}
+
+// take claims chunk front (fromEnd false) or end-1 of the share.
+func (s *share) take(fromEnd bool) (int, bool) {
+	for {
+		old := s.v.Load()
+		f, e := old>>32, old&0xffffffff
+		if f >= e {
+			return 0, false
+		}
+		next, j := (f+1)<<32|e, f
+		if fromEnd {
+			next, j = f<<32|(e-1), e-1
+		}
+		if s.v.CompareAndSwap(old, next) {
+			return int(j), true
+		}
+	}
+}
+
+// chunkWeights is about the weights of a chunk: 64 KB of ternary codes,
+// about 3 µs of one core's stream, so the last chunk a worker waits for
+// is short, while claims (one atomic each) stay rare.
+const chunkWeights = 256 << 10
+
+func newMatTask(threads, maxCol int) *matTask {
+	t := &matTask{scratch: make([][]float32, threads), shares: make([]share, threads)}
+	for w := range t.scratch {
+		t.scratch[w] = make([]float32, maxCol)
+	}
+	return t
 }
 
 // mul3 runs up to three products of x (nb tokens; nil matmuls are
@@ -239,29 +289,92 @@ func (t *matTask) mul3(pool *pool, acts actsSet, x []float32, nb int, w0 matmul,
 			break
 		}
 	}
+	t.deal(pool.n)
 	pool.run(t)
 	t.m, t.out, t.x, t.a = [3]matmul{}, [3][]float32{}, nil, nil
 }
 
-func (t *matTask) run(w, n int) {
-	for i := range t.n {
-		m := t.m[i]
-		r0, r1 := split(m.rows(), w, n)
-		if r0 >= r1 {
-			continue
-		}
-		if dm, ok := m.(*dequantMat); ok && t.tokenwise && t.nb > 1 {
-			c, out := dm.c, t.out[i]
-			for r := r0; r < r1; r++ {
-				row := dm.data[r*dm.rowBytes : (r+1)*dm.rowBytes]
-				for b := range t.nb {
-					out[b*dm.r+r] = dm.scale * quant.Dot(dm.typ, row, t.x[b*c:(b+1)*c])
-				}
-			}
-			continue
-		}
-		m.mulRows(t.out[i], m.rows(), t.x, t.nb, r0, r1, t.scratch[w], t.a)
+// deal sets each of n workers' shares to all of its chunks (one worker
+// takes its rows whole: run).
+func (t *matTask) deal(n int) {
+	if n == 1 {
+		return
 	}
+	for i, m := range t.m[:t.n] {
+		t.chunk[i] = max(chunkWeights/m.cols()&^3, 4)
+	}
+	for w := range n {
+		t.shares[w].v.Store(uint64(t.chunks(w, n)))
+	}
+}
+
+// chunks counts worker w's chunks.
+func (t *matTask) chunks(w, n int) int {
+	c := 0
+	for i, m := range t.m[:t.n] {
+		r0, r1 := split(m.rows(), w, n)
+		c += (r1 - r0 + t.chunk[i] - 1) / t.chunk[i]
+	}
+	return c
+}
+
+func (t *matTask) run(w, n int) {
+	if n == 1 {
+		for i := range t.n {
+			t.rows(i, 0, 0, t.m[i].rows())
+		}
+		return
+	}
+	for {
+		j, ok := t.shares[w].take(false)
+		if !ok {
+			break
+		}
+		t.chunkRun(w, w, n, j)
+	}
+	for d := 1; d < n; d++ {
+		v := (w + d) % n
+		for {
+			j, ok := t.shares[v].take(true)
+			if !ok {
+				break
+			}
+			t.chunkRun(w, v, n, j)
+		}
+	}
+}
+
+// chunkRun computes, on worker w, chunk j of worker v's share.
+func (t *matTask) chunkRun(w, v, n, j int) {
+	for i, m := range t.m[:t.n] {
+		r0, r1 := split(m.rows(), v, n)
+		c := (r1 - r0 + t.chunk[i] - 1) / t.chunk[i]
+		if j < c {
+			s := r0 + j*t.chunk[i]
+			t.rows(i, w, s, min(s+t.chunk[i], r1))
+			return
+		}
+		j -= c
+	}
+}
+
+// rows computes rows [r0, r1) of product i on worker w.
+func (t *matTask) rows(i, w, r0, r1 int) {
+	m := t.m[i]
+	if r0 >= r1 {
+		return
+	}
+	if dm, ok := m.(*dequantMat); ok && t.tokenwise && t.nb > 1 {
+		c, out := dm.c, t.out[i]
+		for r := r0; r < r1; r++ {
+			row := dm.data[r*dm.rowBytes : (r+1)*dm.rowBytes]
+			for b := range t.nb {
+				out[b*dm.r+r] = dm.scale * quant.Dot(dm.typ, row, t.x[b*c:(b+1)*c])
+			}
+		}
+		return
+	}
+	m.mulRows(t.out[i], m.rows(), t.x, t.nb, r0, r1, t.scratch[w], t.a)
 }
 
 // split gives worker w of n its contiguous share of [0, total), in chunks

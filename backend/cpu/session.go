@@ -126,10 +126,7 @@ func (m *Model) newPass(rows int) (*pass, error) {
 		kb: make([]float32, rows*kvDim), vb: make([]float32, rows*kvDim),
 		hb: make([]float32, rows*c.FFNDim), hb2: make([]float32, rows*c.FFNDim),
 		cos: make([]float32, rows*len(m.ropeSets)*half), sin: make([]float32, rows*len(m.ropeSets)*half),
-		mt: &matTask{scratch: make([][]float32, m.threads)},
-	}
-	for w := range p.mt.scratch {
-		p.mt.scratch[w] = make([]float32, m.maxCol)
+		mt: newMatTask(m.threads, m.maxCol),
 	}
 	var err error
 	if p.acts, err = m.newActsSet(rows); err != nil {
