@@ -53,6 +53,12 @@ func avx512Only() bool {
 	return true
 }
 
+// prefetchAheadZ is prefetchAhead for the AVX-512 kernels, which read one
+// row after another: on the Zen 5 VM 8 KiB ahead decoded faster than 4 at
+// 1 and 2 threads, and 16 faster again at 1 thread but not at 2
+// (docs/cpu-notes.md). The AVX2 kernels keep the distance measured for them.
+const prefetchAheadZ = 8192
+
 // zc holds the 64-byte constants of the AVX-512 kernels.
 var zc struct {
 	mask01, mask23 Mem // code masks of a 128-weight block broadcast to both halves
@@ -256,7 +262,7 @@ func ternaryDotBatchZ(name string, nt, rowsAPass int) {
 		}
 		prefetch := func() {
 			for r := 0; r < nr; r++ {
-				PREFETCHT0(rowAddr(wc, stride, stride3, r, prefetchAhead))
+				PREFETCHT0(rowAddr(wc, stride, stride3, r, prefetchAheadZ))
 			}
 		}
 
@@ -478,7 +484,7 @@ func int8DotBatchZ(nt int, half bool) {
 			}
 		}
 		for pr := 0; pr < np; pr++ {
-			PREFETCHT0(wm.Offset(prefetchAhead + 64*pr))
+			PREFETCHT0(wm.Offset(prefetchAheadZ + 64*pr))
 			wv, aw, k := ZMM(), ZMM(), K()
 			VMOVDQU64(wm.Offset(64*pr), wv)
 			VPABSB(wv, aw)

@@ -25,8 +25,9 @@
 // Paths, fastest first, chosen once from the CPU (golang.org/x/sys/cpu):
 //
 //   - AVX-512 VNNI (F, BW, VL and VNNI, e.g. Intel Ice Lake server and
-//     later, AMD Zen 4 and later): the batched ternary kernels (ternaryDotT1Z
-//     to T4Z: prefill, and on this path every ternary MatVec too) and the
+//     later, AMD Zen 4 and later): the ternary kernels (ternaryVecT1Z and
+//     ternaryVecS4Z for one token, scaled in the kernel; ternaryDotT2Z to
+//     T4Z for prefill's groups of tokens) and the
 //     group-32 int8 kernels (int8DotT*g32Z/h32Z: the Q8_0/Q4_0 LM head, decode
 //     and prefill), with VPDPBUSD on 512-bit registers. They read the same
 //     packed data as the AVX2 kernels and give the same results bit for bit.

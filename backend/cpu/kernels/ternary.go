@@ -587,7 +587,7 @@ func (t *Ternary) rowsTok(dst []float32, a *Acts, i, r0, r1 int) {
 
 // shortRows reports whether rows of cols weights take the short-row kernels
 // (ternaryDotS4: one int16 sum per row, at most 8 blocks of 128, the last
-// of which may be a 64-weight tail; ternaryDotS4Z on AVX-512). On such rows
+// of which may be a 64-weight tail; ternaryVecS4Z on AVX-512). On such rows
 // (SmolLM's 576) four rows sharing the activation loads beat one or two
 // rows at a time; longer rows go one at a time, one sequential run
 // (docs/cpu-notes.md).
