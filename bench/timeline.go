@@ -3,6 +3,8 @@ package bench
 import (
 	"fmt"
 	"io"
+	"runtime"
+	"runtime/debug"
 	"runtime/metrics"
 	"sort"
 	"time"
@@ -64,6 +66,10 @@ type TimelineMean struct {
 	OpsMS map[string]float64 `json:"ops_ms"`
 	timelineCounts
 }
+
+// gcEvery is how many timeline tokens go between collections: about 3 MB
+// of the /proc reads' garbage.
+const gcEvery = 32
 
 // slowRatio is how far over the trend a token must be to count as slow:
 // above the control loop's p99/p50 on a quiet machine (1.05-1.13).
@@ -152,6 +158,12 @@ func profile(sess backend.Session, dec *decoder, prompt []int32, gen int, timeli
 	rc := newRuntimeCounters()
 	if timeline {
 		tl = &Timeline{Counters: procCounterNames(), SlowRatio: slowRatio, Rows: make([]TimelineRow, 0, gen)}
+		// The timeline's own reads of /proc allocate between tokens; a
+		// collection of that garbage, started there, could run on into
+		// a token and be counted as the token's (and slow it). So the
+		// collector runs only between tokens, every gcEvery of them.
+		defer debug.SetGCPercent(debug.SetGCPercent(-1))
+		runtime.GC()
 	}
 	var total backend.OpTimes
 	tok := prompt[len(prompt)-1]
@@ -183,6 +195,9 @@ func profile(sess backend.Session, dec *decoder, prompt []int32, gen int, timeli
 			row.OpsMS[o.Op] = o.MSPerTk
 		}
 		tl.Rows = append(tl.Rows, row)
+		if (i+1)%gcEvery == 0 {
+			runtime.GC()
+		}
 	}
 	if !timeline {
 		total = p.OpTimes()
