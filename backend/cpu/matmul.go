@@ -311,11 +311,17 @@ func (t *matTask) deal(n int) {
 // chunks counts worker w's chunks.
 func (t *matTask) chunks(w, n int) int {
 	c := 0
-	for i, m := range t.m[:t.n] {
-		r0, r1 := split(m.rows(), w, n)
-		c += (r1 - r0 + t.chunk[i] - 1) / t.chunk[i]
+	for i := range t.n {
+		_, _, ci := t.own(i, w, n)
+		c += ci
 	}
 	return c
+}
+
+// own is worker w's rows [r0, r1) of product i and how many chunks they make.
+func (t *matTask) own(i, w, n int) (r0, r1, chunks int) {
+	r0, r1 = split(t.m[i].rows(), w, n)
+	return r0, r1, (r1 - r0 + t.chunk[i] - 1) / t.chunk[i]
 }
 
 func (t *matTask) run(w, n int) {
@@ -346,9 +352,8 @@ func (t *matTask) run(w, n int) {
 
 // chunkRun computes, on worker w, chunk j of worker v's share.
 func (t *matTask) chunkRun(w, v, n, j int) {
-	for i, m := range t.m[:t.n] {
-		r0, r1 := split(m.rows(), v, n)
-		c := (r1 - r0 + t.chunk[i] - 1) / t.chunk[i]
+	for i := range t.n {
+		r0, r1, c := t.own(i, v, n)
 		if j < c {
 			s := r0 + j*t.chunk[i]
 			t.rows(i, w, s, min(s+t.chunk[i], r1))

@@ -387,12 +387,12 @@ const batchChunk = 64 << 10
 // Each result equals MatVec's for that token: the int dot is exact and the
 // scaling is the same expression.
 func (t *Ternary) matMat2Bit(dst []float32, a *Acts, tokens, r0, r1 int) {
-	if tokens == 1 && avx512On(t.cols) {
-		// Decode: one sequential run over the rows, scaled in the kernel.
-		vecScaled(dst[r0:r1], t.data[r0*t.stride:r1*t.stride], t.stride, a.Q[:t.cols], t.cols, t.rowScale[r0:r1], &a.Sum[0], &a.InvScale[0])
-		return
-	}
 	step := max(batchChunk/t.stride, 1)
+	if tokens == 1 {
+		// The chunks keep rows in L2 for the next group of tokens; one
+		// token (decode) reads its rows as one sequential run.
+		step = max(r1-r0, 1)
+	}
 	var buf [4 * batchRows]int32
 	for r := r0; r < r1; r += step {
 		e := min(r+step, r1)
