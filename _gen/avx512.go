@@ -39,7 +39,7 @@ func avx512Only() bool {
 	// four rows a pass: there the four runs are a few lines apart and the
 	// shared activation loads and one reduction for four sums win.
 	// One token (decode) scales its sums in the kernel: a Go loop over the
-	// int32 results was 5-6% of smollm-135m's decode (docs/cpu-notes.md).
+	// int32 results showed in the decode profile (docs/cpu-notes.md).
 	ternaryDotBatchZ("ternaryVecT1Z", 1, 1)
 	ternaryDotBatchZ("ternaryVecS4Z", 1, 4)
 	for nt := 2; nt <= 4; nt++ {
@@ -54,9 +54,9 @@ func avx512Only() bool {
 }
 
 // prefetchAheadZ is prefetchAhead for the AVX-512 kernels, which read one
-// row after another: on the Zen 5 VM 8 KiB ahead decoded faster than 4 at
-// 1 and 2 threads, and 16 faster again at 1 thread but not at 2
-// (docs/cpu-notes.md). The AVX2 kernels keep the distance measured for them.
+// row after another: farther ahead suits that one sequential run
+// (docs/cpu-notes.md has the distances tried). The AVX2 kernels keep the
+// distance measured for them.
 const prefetchAheadZ = 8192
 
 // zc holds the 64-byte constants of the AVX-512 kernels.
