@@ -193,23 +193,25 @@ __device__ __forceinline__ void mm_tile(int n, const i8 *__restrict__ xq, const 
             const u8 *src = W + (size_t)row * RB + (size_t)c0 * (KIND == KT ? 16 : 64) + q * 16;
             cp_async<16>(A + j * T::ASTR + q * 16, ok ? src : W, ok);
         }
-        if constexpr (KIND == KQ8)
+        if constexpr (KIND == KQ8) {
             for (int p = tid; p < BM * CH; p += T::THREADS) {
                 const int j = p / CH, cc = p % CH, row = rm.row(bx, j, BM);
                 const bool ok = row >= 0 && c0 + cc < KC;
                 cp_async<4>(AD + (j * CH + cc) * 4, D + (ok ? (size_t)row * (KP / 32) + 2 * (c0 + cc) : 0), ok);
             }
+        }
         for (int p = tid; p < BN * CH * 4; p += T::THREADS) {
             const int r = p / (CH * 4), q = p % (CH * 4), tok = r0 + r;
             const bool ok = tok < n && c0 + q / 4 < KC;
             cp_async<16>(B + r * T::BSTR + q * 16, xq + (ok ? (size_t)tok * KP + (size_t)c0 * 64 + q * 16 : 0), ok);
         }
-        if constexpr (KIND == KQ8)
+        if constexpr (KIND == KQ8) {
             for (int p = tid; p < BN * CH; p += T::THREADS) {
                 const int r = p / CH, cc = p % CH, tok = r0 + r;
                 const bool ok = tok < n && c0 + cc < KC;
                 cp_async<8>(BD + (r * CH + cc) * 8, xs + (ok ? (size_t)tok * (KP / 32) + 2 * (c0 + cc) : 0), ok);
             }
+        }
     };
 
     int acc[MT][NT][4];
@@ -241,13 +243,14 @@ __device__ __forceinline__ void mm_tile(int n, const i8 *__restrict__ xq, const 
 #pragma unroll
         for (int cc = wk; cc < CH; cc += KS) {
             U4 aw[KIND == KT ? MT : 1][2]; // ternary: rows g and g+8's 16-byte chunk
-            if constexpr (KIND == KT)
+            if constexpr (KIND == KT) {
 #pragma unroll
                 for (int mt = 0; mt < MT; mt++) {
                     const int j = wm * WM + mt * 16 + g;
                     aw[mt][0] = *(const U4 *)(A + j * T::ASTR + cc * 16);
                     aw[mt][1] = *(const U4 *)(A + (j + 8) * T::ASTR + cc * 16);
                 }
+            }
 #pragma unroll
             for (int h = 0; h < 2; h++) {
                 const int ko = cc * 64 + h * 32; // the k-step's byte offset in an int8 row
@@ -369,8 +372,11 @@ __device__ __forceinline__ void mm_tile(int n, const i8 *__restrict__ xq, const 
                 const int row = rm.row(bx, j0 + mt * 16 + g + 8 * (e >> 1), BM);
                 float val = 0.f;
                 if (row >= 0 && tok < n) {
-                    if constexpr (KIND == KT) val = (float)(acc[mt][nt][e] - tsum[e & 1]) * sx * rs[row];
-                    else val = facc[mt][nt][e] * rs[row];
+                    if constexpr (KIND == KT) {
+                        val = (float)(acc[mt][nt][e] - tsum[e & 1]) * sx * rs[row];
+                    } else {
+                        val = facc[mt][nt][e] * rs[row];
+                    }
                 }
                 v[mt][nt][e] = val;
             }
