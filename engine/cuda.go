@@ -18,8 +18,8 @@ func init() {
 		if err := cuda.Available(); err != nil {
 			return nil, err
 		}
-		// EDGELLM_CUDA_ROWS=1: prefill and batched decode through the
-		// many-row step, off until it is checked on a card (cuda.Options.Rows).
+		// EDGELLM_CUDA_ROWS (cuda.RowsFromEnv): where prefill and batched
+		// decode run through the many-row step (cuda.Options.Rows).
 		return cuda.Load(w, cuda.Options{Rows: cuda.RowsFromEnv()})
 	})
 }

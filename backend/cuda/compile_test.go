@@ -134,6 +134,22 @@ func TestSourceFiles(t *testing.T) {
 	}
 }
 
+// NVRTC 12.4 and 13.0 misparse an unbraced if constexpr body in some
+// places that NVRTC 11.8 (CI's) accepts: a discarded body that starts with
+// #pragma unroll, and a for loop under one inside a lambda, end the
+// enclosing block early (mm.cu failed so on the H100's NVRTC 13.0). Every
+// if constexpr body is braced, so CI catches the pattern without those
+// compilers.
+func TestIfConstexprBraced(t *testing.T) {
+	for i, line := range strings.Split(kernelSource, "\n") {
+		code, _, _ := strings.Cut(line, "//")
+		code = strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(code), "\\"))
+		if strings.Contains(code, "if constexpr") && !strings.HasSuffix(code, "{") {
+			t.Errorf("kernel source line %d: if constexpr without a braced body: %s", i+1, strings.TrimSpace(line))
+		}
+	}
+}
+
 func TestOptionsEps(t *testing.T) {
 	d := kernelDims{Eps: 1e-5}
 	for _, o := range d.options("sm_90") {

@@ -203,11 +203,20 @@ func TestRowAttn(t *testing.T) {
 			defer done()
 			rb := h.rowBufs(t)
 			seed := func(k int) *rand.Rand { return rand.New(rand.NewPCG(uint64(1000*ci+k), 79)) }
-			t.Run("k_rqkv", func(t *testing.T) { checkRQKV(h, t, rb, seed(0), 17) })
+			// A subtest runs on a goroutine of its own, so on an OS thread
+			// where the context may not be current: each binds it again.
+			run := func(name string, f func(t *testing.T)) {
+				t.Run(name, func(t *testing.T) {
+					done := h.enter(t)
+					defer done()
+					f(t)
+				})
+			}
+			run("k_rqkv", func(t *testing.T) { checkRQKV(h, t, rb, seed(0), 17) })
 			for _, n := range []int{1, 17, 64, 512} {
 				for _, prefix := range []int{0, 100} {
 					for _, window := range []int{0, 50} {
-						t.Run(fmt.Sprintf("k_pattn/n=%d,prefix=%d,window=%d", n, prefix, window), func(t *testing.T) {
+						run(fmt.Sprintf("k_pattn/n=%d,prefix=%d,window=%d", n, prefix, window), func(t *testing.T) {
 							live := n
 							if n == 17 {
 								live = 13
@@ -222,7 +231,7 @@ func TestRowAttn(t *testing.T) {
 				if n == 3 || n == 64 {
 					window = 300
 				}
-				t.Run(fmt.Sprintf("k_battn/n=%d,window=%d", n, window), func(t *testing.T) {
+				run(fmt.Sprintf("k_battn/n=%d,window=%d", n, window), func(t *testing.T) {
 					checkBattn(h, t, rb, seed(10000+n), n, window, 2000)
 				})
 			}

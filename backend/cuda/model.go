@@ -31,14 +31,29 @@ type Options struct {
 	// reference to 1e-6). Off by default: it decodes no faster, and
 	// float32 keeps the logits nearer the reference.
 	KVHalf bool
-	// Rows runs prefill and batched decode (backend.BatchDecoder,
-	// BatchSampler) through the many-row step (rows.cu: int8 tensor-core
-	// products, tiled causal attention). Off by default until the step is
-	// checked on a card (docs/gpu-notes.md v16): prefill then runs the
-	// decode step's kernels a token per block row, and the model does not
-	// batch (Batching is false).
-	Rows bool
+	// Rows says where prefill and batched decode (backend.BatchDecoder,
+	// BatchSampler) run through the many-row step (rows.cu: int8
+	// tensor-core products, tiled causal attention with f16 operands).
+	// Where it is off, prefill runs the decode step's kernels a token per
+	// block row and the model does not batch (Batching is false).
+	Rows RowsMode
 }
+
+// RowsMode is Options.Rows.
+type RowsMode int
+
+const (
+	// RowsAuto turns the many-row step on for ternary layers, where every
+	// selftest check passes (docs/gpu-notes.md v16), and leaves it off for
+	// float and q8_0 layers: its f16 attention moves their logits by more
+	// than their bounds on some test models.
+	RowsAuto RowsMode = iota
+	RowsOn
+	RowsOff
+)
+
+// on tells whether the many-row step runs for layers of kind wk.
+func (r RowsMode) on(wk kind) bool { return r == RowsOn || r == RowsAuto && wk == kindTernary }
 
 // devMat is a matrix in device memory.
 type devMat struct {
@@ -218,7 +233,7 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Model{dev: dev, cfg: c, fn: map[string]uintptr{}, knobs: knobs.Get(), manyRows: opts.Rows}
+	m := &Model{dev: dev, cfg: c, fn: map[string]uintptr{}, knobs: knobs.Get()}
 	m.pdl = !opts.NoPDL && dev.info.ComputeMajor >= 9 && dev.d.cuLaunchKernelEx != nil
 	ok := false
 	defer func() {
@@ -351,6 +366,7 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 		GELU: c.Act == model.GELUTanh, SubNorms: c.SubNorms, QKVBias: c.QKVBias, QKNorm: c.QKNorm, PostNorms: c.PostNorms,
 		AttnScale: c.AttnScale, LogitCap: c.LogitSoftcap,
 		WK: wk, HK: hk, EK: ek, SMs: dev.sms, KVHalf: opts.KVHalf && kvHalfFor(wk), Defines: m.knobs.Defines}
+	m.manyRows = opts.Rows.on(wk) // the layers' kind as packed (rows that don't fit fall back to dense)
 	if c.Local != nil {
 		m.dims.Window = c.Window
 	}

@@ -22,10 +22,18 @@ var (
 	rowAttnKernels = []string{"k_rqkv", "k_pattn", "k_battn"}                                                                                             // mattn.cu: k_rqkv, k_pattn, k_battn
 )
 
-// RowsEnv is the environment variable that turns Options.Rows on in the
-// programs that take it from the environment (the engine, selftest) while
-// the many-row step is off by default.
+// RowsEnv is the environment variable that sets Options.Rows in the
+// programs that take it from the environment (the engine, selftest): "1"
+// on for every model, "0" off, anything else RowsAuto.
 const RowsEnv = "EDGELLM_CUDA_ROWS"
 
-// RowsFromEnv tells whether RowsEnv is "1".
-func RowsFromEnv() bool { return os.Getenv(RowsEnv) == "1" }
+// RowsFromEnv is Options.Rows as RowsEnv says.
+func RowsFromEnv() RowsMode {
+	switch os.Getenv(RowsEnv) {
+	case "1":
+		return RowsOn
+	case "0":
+		return RowsOff
+	}
+	return RowsAuto
+}

@@ -86,10 +86,11 @@ PRODUCT_KERNELS(k_qkv, BT_QKV,
         pdl_after_wait(P);                                                                                \
         if (!POST_NORM && pre.item >= 0)                                                                  \
             for (int r = 0; r < R; r++) pre.x[r] = ldcg(x + pre.item * R + r);                            \
-        if constexpr (STEP && MERGE && FUSE_ATT)                                                          \
+        if constexpr (STEP && MERGE && FUSE_ATT) {                                                        \
             BODY<BT, R>(MergeLoad{in}, nw, W, D, rs, x, sm, red, pre);                                    \
-        else                                                                                              \
+        } else {                                                                                          \
             BODY<BT, R>(VecLoad{in + (size_t)blockIdx.y * K}, nw, W, D, rs, x, sm, red, pre);             \
+        }                                                                                                 \
         pdl_after_work(P);                                                                                \
     }                                                                                                     \
     PRODUCT_KERNELS(NAME, BTV,                                                                            \

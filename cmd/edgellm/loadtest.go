@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -217,7 +218,8 @@ func (c *loadtestCmd) one(ctx context.Context, hc *http.Client, base, model stri
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return 0, 0, fmt.Errorf("status %s", resp.Status)
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return 0, 0, fmt.Errorf("status %s: %s", resp.Status, bytes.TrimSpace(msg))
 	}
 	var ttft time.Duration
 	sc := bufio.NewScanner(resp.Body)

@@ -22,10 +22,11 @@ func (c *selftestCmd) Run(log *slog.Logger) error {
 		return fmt.Errorf("selftest: %w", err)
 	}
 	// The many-row step (prefill in chunks, batched decode) is checked
-	// where it is on: cuda.RowsEnv=1.
+	// where it is on: by default for ternary layers, every model with
+	// cuda.RowsEnv=1.
 	opts := cuda.Options{Rows: cuda.RowsFromEnv()}
-	if !opts.Rows {
-		fmt.Printf("many-row step off (%s=1 checks it too)\n", cuda.RowsEnv)
+	if opts.Rows == cuda.RowsAuto {
+		fmt.Printf("many-row step on for ternary layers (%s=1: every model, 0: none)\n", cuda.RowsEnv)
 	}
 	failed := 0
 	report := func(r cuda.SelfTestResult) {

@@ -185,12 +185,15 @@ func loadGGUF(path string) (*model.Weights, error) {
 // parseVariant reads one -variants entry.
 func parseVariant(spec string) (variant, error) {
 	var v variant
-	flags := map[string]*bool{"nopdl": &v.opts.NoPDL, "kvhalf": &v.opts.KVHalf, "dense": &v.opts.Dense,
-		"rows": &v.opts.Rows}
+	flags := map[string]*bool{"nopdl": &v.opts.NoPDL, "kvhalf": &v.opts.KVHalf, "dense": &v.opts.Dense}
 	for _, kv := range strings.Split(spec, ",") {
 		k, val, _ := strings.Cut(strings.TrimSpace(kv), "=")
 		if p, ok := flags[k]; ok {
 			*p = true
+		} else if k == "rows" {
+			v.opts.Rows = cuda.RowsOn
+		} else if k == "norows" {
+			v.opts.Rows = cuda.RowsOff
 		} else if k == "def" {
 			v.knobs.Defines = strings.ReplaceAll(val, "+", ",")
 		} else if k == "skip" {
