@@ -10,6 +10,7 @@ package bench
 import (
 	"math"
 	"os"
+	"runtime/debug"
 	"sort"
 	"strconv"
 	"strings"
@@ -75,6 +76,15 @@ func Median(v []float64) float64 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// ResetPeakRSS returns the heap's free pages to the system and starts
+// PeakRSS again from the resident size now (Linux: clear_refs 5), so that
+// work before a measurement (writing a synthetic preset in the same
+// process) is not counted in it. It tells whether the system allowed it.
+func ResetPeakRSS() bool {
+	debug.FreeOSMemory()
+	return os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) == nil
 }
 
 // PeakRSS returns the process's peak resident set size in bytes (Linux's

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"math"
+	"runtime"
 	"testing"
 	"time"
 
@@ -37,6 +38,31 @@ func TestMedian(t *testing.T) {
 	}
 	if m := Median([]float64{4, 1, 3, 2}); m != 2.5 {
 		t.Fatal(m)
+	}
+}
+
+// A peak from before ResetPeakRSS (256 MB touched, then dropped) is not
+// in PeakRSS after it.
+func TestResetPeakRSS(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("PeakRSS reads Linux's /proc")
+	}
+	const big = 256 << 20
+	b := make([]byte, big)
+	for i := range b {
+		b[i] = byte(i)
+	}
+	runtime.KeepAlive(b)
+	b = nil
+	before := PeakRSS()
+	if before < big {
+		t.Fatalf("peak RSS %d after touching %d bytes", before, big)
+	}
+	if !ResetPeakRSS() {
+		t.Fatal("/proc/self/clear_refs refused")
+	}
+	if after := PeakRSS(); after > before-big/2 {
+		t.Errorf("peak RSS %d after the reset, %d before: the dropped %d bytes still counted", after, before, big)
 	}
 }
 

@@ -59,7 +59,12 @@ func presetPath(log *slog.Logger, preset, typ, embed string) (string, error) {
 		return path, nil
 	}
 	log.Info("writing synthetic preset (once)", "preset", p.Name, "file", path)
-	return path, writeSynth(log, preset, typ, embed, 1, path)
+	if err := writeSynth(log, preset, typ, embed, 1, path); err != nil {
+		return "", err
+	}
+	// The writer held the whole model: the run's peak RSS starts after it.
+	bench.ResetPeakRSS()
+	return path, nil
 }
 
 // Validate checks the batch sizes before a model is loaded (kong calls it).
