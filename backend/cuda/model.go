@@ -44,7 +44,7 @@ type RowsMode int
 
 const (
 	// RowsAuto turns the many-row step on for ternary layers, where every
-	// selftest check passes (docs/gpu-notes.md v16), and leaves it off for
+	// selftest check passes on an H100 (docs/gpu-notes.md v17), and leaves it off for
 	// float and q8_0 layers: its f16 attention moves their logits by more
 	// than their bounds on some test models.
 	RowsAuto RowsMode = iota

@@ -54,7 +54,6 @@ type SelfTestResult struct {
 	PrefillAllTokens int
 	PrefillAllRelErr float64
 	Batches          []BatchCheck
-	RowsTol          float64 // the many-row checks' bound: RowsTolerance(Tol)
 	Pass             bool
 	Err              error
 }
@@ -215,7 +214,6 @@ func SelfTest(c SelfTestCase) SelfTestResult {
 	if res.Tol == 0 {
 		res.Tol = DefaultTolerance(res.LayerKind, res.HeadKind)
 	}
-	res.RowsTol = RowsTolerance(res.Tol)
 	ctx := len(c.Prompt) + max(c.Greedy-1, 0) // the last greedy token needs no step
 	s, err := m.newSession(ctx)
 	if err != nil {
@@ -305,11 +303,11 @@ func SelfTest(c SelfTestCase) SelfTestResult {
 // step was on, so its checks ran (and the prompt's prefill went through
 // it, to be judged at its bound).
 func (r SelfTestResult) passes(manyRows bool) bool {
-	prefillTol := r.Tol
+	rowsTol, prefillTol := RowsTolerance(r.Tol), r.Tol
 	if manyRows {
-		prefillTol = r.RowsTol
+		prefillTol = rowsTol
 	}
-	return r.Err == nil && !math.IsNaN(r.MaxRelErr) && r.MaxRelErr <= r.Tol && (!manyRows || r.rowsPass(r.RowsTol)) &&
+	return r.Err == nil && !math.IsNaN(r.MaxRelErr) && r.MaxRelErr <= r.Tol && (!manyRows || r.rowsPass(rowsTol)) &&
 		r.GreedyMatched == r.GreedyWanted && r.ArgmaxMismatches == 0 &&
 		!math.IsNaN(r.PrefillRelErr) && r.PrefillRelErr <= prefillTol &&
 		r.SampleOutside == 0 && r.SampleTV <= sampleMaxTV

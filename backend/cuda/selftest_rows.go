@@ -98,7 +98,7 @@ func (r SelfTestResult) rowsString() string {
 	if len(parts) == 0 {
 		return ""
 	}
-	return fmt.Sprintf("; many-row checks (tol %.3g): ", r.RowsTol) + strings.Join(parts, "; ")
+	return fmt.Sprintf("; many-row checks (tol %.3g): ", RowsTolerance(r.Tol)) + strings.Join(parts, "; ")
 }
 
 // rowsPass tells whether the many-row checks passed at tolerance tol.

@@ -6,7 +6,7 @@ import "testing"
 // was off, needs every many-row check where it was on, and judges the
 // prompt's prefill at the many-row bound only where that step ran it.
 func TestSelfTestPasses(t *testing.T) {
-	base := SelfTestResult{Tol: 1e-4, RowsTol: RowsTolerance(1e-4), MaxRelErr: 1e-6, GreedyWanted: 8, GreedyMatched: 8,
+	base := SelfTestResult{Tol: 1e-4, MaxRelErr: 1e-6, GreedyWanted: 8, GreedyMatched: 8,
 		PrefillRelErr: 1e-7, SampleTV: 0.02}
 	if !base.passes(false) {
 		t.Error("one-token checks passed, step off: fails")
@@ -26,12 +26,12 @@ func TestSelfTestPasses(t *testing.T) {
 	}
 	over := rows
 	over.Batches = append([]BatchCheck(nil), rows.Batches...)
-	over.Batches[2].MaxRelErr = 2 * rows.RowsTol
+	over.Batches[2].MaxRelErr = 2 * RowsTolerance(rows.Tol)
 	if over.passes(true) {
 		t.Error("a batch past the many-row bound: passes")
 	}
 	f16Prompt := rows
-	f16Prompt.PrefillRelErr = 1e-3 // past Tol, within RowsTol
+	f16Prompt.PrefillRelErr = 1e-3 // past Tol, within RowsTolerance(Tol)
 	if !f16Prompt.passes(true) || f16Prompt.passes(false) {
 		t.Errorf("prompt prefill at 1e-3: passes %v with the step, %v without; want true, false",
 			f16Prompt.passes(true), f16Prompt.passes(false))
