@@ -108,6 +108,20 @@ type WeightMemory interface {
 	VisitWeightMemory(fn func([]byte))
 }
 
+// ThreadRunner is implemented by models that compute on a pool of host
+// threads (the CPU backend), so that a benchmark can run its own loop on
+// the very threads, and with the very hand-off, a decode step's operations
+// use: a control loop judging the decode then competes for nothing the
+// decode does not.
+type ThreadRunner interface {
+	// Threads is the number of threads.
+	Threads() int
+	// RunThreads calls fn(w, n) once on each of the n threads, w in
+	// [0, n), and returns when all have returned. It waits for a forward
+	// pass in progress, and does nothing after the model's Close.
+	RunThreads(fn func(w, n int))
+}
+
 // BatchDecoder is implemented by models that can run one decode step for
 // several sessions at once, each at its own position with its own KV
 // cache, reading every weight matrix once for the whole batch (a

@@ -5,13 +5,12 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
+
+	"github.com/edgellm/edgellm/backend"
 )
 
 // The machine's own figures, measured in the same run as the model so each
@@ -142,83 +141,34 @@ func sumBytes(b []byte) uint64 {
 	return s0 + s1 + s2 + s3 + s4 + s5 + s6 + s7
 }
 
-// gang runs one job on n threads (the caller is thread 0) and returns when
-// all are done: one hand-off per job, the workers spinning in between with
-// a yield every 256 polls, as the CPU backend's pool waits on a small
-// machine.
-type gang struct {
-	n       int
-	gen     atomic.Uint64
-	pending atomic.Int32
-	job     func(w int)
-	stop    atomic.Bool
-	done    sync.WaitGroup
-	sink    []uint64 // one per thread, a cache line apart
-}
-
-func newGang(n int) *gang {
-	g := &gang{n: max(n, 1), sink: make([]uint64, 8*max(n, 1))}
-	for w := 1; w < g.n; w++ {
-		g.done.Add(1)
-		go g.worker(w)
-	}
-	return g
-}
-
-func (g *gang) worker(w int) {
-	defer g.done.Done()
-	var seen uint64
-	for {
-		for i := 0; g.gen.Load() == seen; i++ {
-			if i&255 == 255 {
-				runtime.Gosched()
-			}
-		}
-		seen = g.gen.Load()
-		if g.stop.Load() {
-			return
-		}
-		g.job(w)
-		g.pending.Add(-1)
-	}
-}
-
-func (g *gang) run(job func(w int)) {
-	g.job = job
-	g.pending.Store(int32(g.n - 1))
-	g.gen.Add(1)
-	job(0)
-	for i := 0; g.pending.Load() != 0; i++ {
-		if i&63 == 63 {
-			runtime.Gosched()
-		}
-	}
-}
-
-func (g *gang) close() {
-	g.stop.Store(true)
-	g.gen.Add(1)
-	g.done.Wait()
-}
-
 // machine measures the machine between a run's repeats, so its figures
 // come from the same minutes as the decode they judge: after each repeat,
-// stream passes and that repeat's control steps.
+// stream passes and that repeat's control steps. It runs on the model's
+// own threads (backend.ThreadRunner: the CPU backend's pool, with the
+// hand-off a decode's operations use), so the control competes for
+// nothing the decode does not. (A control step after each token instead
+// would pair them in time, but it slowed the decode it judged:
+// docs/cpu-notes.md.)
 type machine struct {
 	s          *span
-	threads    int
-	stepBytes  int64 // bytes per control step (weight_bytes_per_token)
+	threads    backend.ThreadRunner
+	sink       []uint64       // one per thread, a cache line apart
+	pass       func(w, n int) // thread w's share of one stream pass
+	step       func(w, n int) // thread w's share of one control step, from off
+	stepBytes  int64          // bytes per control step (weight_bytes_per_token)
+	off        int64          // where the next control step starts
 	buffer     bool
 	llc        int64
 	llcAssumed bool
 	rates      []float64       // GB/s of each pass
 	lat        []time.Duration // each control step
+	onStep     func()          // tests: called as each control step starts
 }
 
 // newMachine prepares to stream weights (or, where they fit the last-level
-// cache llc, 0 to ask the system, a buffer of 4x it) with threads threads.
-func newMachine(weights [][]byte, threads int, stepBytes, llc int64) *machine {
-	m := &machine{threads: max(threads, 1), stepBytes: stepBytes, llc: llc}
+// cache llc, 0 to ask the system, a buffer of 4x it) on threads.
+func newMachine(weights [][]byte, threads backend.ThreadRunner, stepBytes, llc int64) *machine {
+	m := &machine{threads: threads, stepBytes: stepBytes, llc: llc, sink: make([]uint64, 8*max(threads.Threads(), 1))}
 	if m.llc <= 0 {
 		if m.llc = lastLevelCache(); m.llc <= 0 {
 			m.llc, m.llcAssumed = assumedLLC, true
@@ -235,46 +185,50 @@ func newMachine(weights [][]byte, threads int, stepBytes, llc int64) *machine {
 		}
 		m.s, m.buffer = newSpan([][]byte{buf}), true
 	}
+	// Made once: a closure per step would allocate between tokens.
+	m.pass = func(w, n int) {
+		t := m.s.total
+		m.sink[8*w] += m.s.sum(t*int64(w)/int64(n), t*int64(w+1)/int64(n))
+	}
+	m.step = func(w, n int) {
+		lo, hi := m.stepBytes*int64(w)/int64(n), m.stepBytes*int64(w+1)/int64(n)
+		m.sink[8*w] += m.s.sumRing(m.off+lo, hi-lo)
+	}
 	return m
 }
 
-// measure streams whole passes for at least minTime (and 3 passes), then
-// runs steps control steps of stepBytes each, moving on through the memory.
-// Its threads exist only while it runs, so they never compete with decode.
-func (m *machine) measure(minTime time.Duration, steps int) {
-	s := m.s
-	if s.total == 0 {
+// timed runs fn on the threads and returns how long it took.
+func (m *machine) timed(fn func(w, n int)) time.Duration {
+	t0 := time.Now()
+	m.threads.RunThreads(fn)
+	return time.Since(t0)
+}
+
+// stream reads whole passes over the memory for at least minTime (and 3
+// passes), after one untimed pass (pages and TLB).
+func (m *machine) stream(minTime time.Duration) {
+	if m.s.total == 0 {
 		return
 	}
-	g := newGang(m.threads)
-	defer g.close()
-	n := int64(g.n)
-	pass := func(w int) { g.sink[8*w] += s.sum(s.total*int64(w)/n, s.total*int64(w+1)/n) }
-	g.run(pass) // warm-up: the threads, pages and TLB
+	m.timed(m.pass)
 	for t0, k := time.Now(), 0; k < 3 || time.Since(t0) < minTime; k++ {
-		p0 := time.Now()
-		g.run(pass)
-		if d := time.Since(p0).Seconds(); d > 0 {
-			m.rates = append(m.rates, float64(s.total)/d/1e9)
+		if d := m.timed(m.pass).Seconds(); d > 0 {
+			m.rates = append(m.rates, float64(m.s.total)/d/1e9)
 		}
 	}
-	if steps <= 0 || m.stepBytes <= 0 {
+}
+
+// control runs one control step: stepBytes read by the threads together,
+// moving on through the memory (wrapping), its time kept.
+func (m *machine) control() {
+	if m.s.total == 0 || m.stepBytes <= 0 {
 		return
 	}
-	var off int64
-	step := func(w int) {
-		lo, hi := m.stepBytes*int64(w)/n, m.stepBytes*int64(w+1)/n
-		g.sink[8*w] += s.sumRing(off+lo, hi-lo)
+	if m.onStep != nil {
+		m.onStep()
 	}
-	g.run(step)
-	prev := time.Now()
-	for range steps {
-		off = (off + m.stepBytes) % s.total
-		g.run(step)
-		now := time.Now()
-		m.lat = append(m.lat, now.Sub(prev))
-		prev = now
-	}
+	m.lat = append(m.lat, m.timed(m.step))
+	m.off = (m.off + m.stepBytes) % m.s.total
 }
 
 // result is the median pass rate and the control steps' percentiles.

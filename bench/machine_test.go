@@ -180,7 +180,7 @@ func TestRunMachineFields(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, k := range []string{`"stream_gb_per_s":`, `"bandwidth_fraction":`, `"control_p99_p50":`, `"p99_p50_detrended":`} {
+		for _, k := range []string{`"stream_gb_per_s":`, `"bandwidth_fraction":`, `"control_p99_p50":`, `"p99_p50_detrended":`, `"kernels":`} {
 			if !strings.Contains(string(js), k) {
 				t.Errorf("JSON lacks %s: %s", k, js)
 			}
@@ -189,6 +189,63 @@ func TestRunMachineFields(t *testing.T) {
 		r.Print(&sb)
 		if !strings.Contains(sb.String(), "control loop") || !strings.Contains(sb.String(), "of the stream") {
 			t.Errorf("text report lacks the machine's figures:\n%s", sb.String())
+		}
+	}
+}
+
+// tracedModel records its sessions' decodes in events ("d" each), beside
+// the control steps ("c" each) a test's onControl records.
+type tracedModel struct {
+	backend.Model
+	backend.WeightMemory
+	backend.ThreadRunner
+	events *[]byte
+}
+
+type tracedSession struct {
+	backend.Session
+	events *[]byte
+}
+
+func (m tracedModel) NewSession(ctx int) (backend.Session, error) {
+	s, err := m.Model.NewSession(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return tracedSession{s, m.events}, nil
+}
+
+func (s tracedSession) Decode(tok int32, logits []float32) error {
+	*s.events = append(*s.events, 'd')
+	return s.Session.Decode(tok, logits)
+}
+
+// TestControlSteps: after each repeat's decode, the control loop runs as
+// many steps as tokens were timed, back to back, on the model's threads;
+// the warm-up's tokens have none.
+func TestControlSteps(t *testing.T) {
+	w := testmodel.Weights(t, testmodel.Write(t, testmodel.Tiny("llama", quant.Q8_0)))
+	for _, threads := range []int{1, 2} {
+		bm, err := cpu.Load(w, cpu.Options{Threads: threads})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var events []byte
+		tm := tracedModel{bm, bm.(backend.WeightMemory), bm.(backend.ThreadRunner), &events}
+		const gen, repeat = 12, 2
+		o := Options{Prompt: 4, Gen: gen, Repeat: repeat, Seed: 1, streamTime: 1,
+			onControl: func() { events = append(events, 'c') }}
+		r, err := Run(context.Background(), tm, WeightBytesPerToken(w), o)
+		bm.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := strings.Repeat("d", gen) + strings.Repeat(strings.Repeat("d", gen)+strings.Repeat("c", gen), repeat) // warm-up, then each repeat
+		if string(events) != want {
+			t.Fatalf("%d threads: decodes and control steps ran as\n%s\nwant\n%s", threads, events, want)
+		}
+		if r.ControlP99P50 == nil || *r.ControlP99P50 < 1 || *r.ControlP50MS <= 0 {
+			t.Fatalf("%d threads: control figures %v %v", threads, r.ControlP99P50, r.ControlP50MS)
 		}
 	}
 }

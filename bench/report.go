@@ -15,6 +15,9 @@ func (r *Result) Print(w io.Writer) {
 	if r.Threads > 0 {
 		fmt.Fprintf(w, ", %d threads", r.Threads)
 	}
+	if r.Kernels != "" {
+		fmt.Fprintf(w, ", %s kernels", r.Kernels)
+	}
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "tokens           prompt %d, generated %d, repeats %d (medians)\n", r.PromptTokens, r.GenTokens, r.Repeat)
 	fmt.Fprintf(w, "load             %.1f ms\n", r.LoadMS)

@@ -21,14 +21,12 @@ type Options struct {
 	// times and the process's and runtime's counts (timeline.go).
 	Timeline bool
 	Seed     uint64
-	// Threads streams the machine's figures with this many threads; 0
-	// takes the model's own count where it has one (the CPU backend).
-	Threads int
 	// Batches lists batch sizes to measure through the backend's batched
 	// decode step (batch.go), in this order; nil or [1] measures none.
 	Batches []int
 
 	llc        int64         // tests: the last-level cache size (0: ask the system)
+	onControl  func()        // tests: called as each control step starts
 	streamTime time.Duration // tests: the stream's least time (0: 0.5 s)
 }
 
@@ -41,9 +39,12 @@ type OpRow struct {
 
 // Result is the report; its JSON names are the ones documented in README.md.
 type Result struct {
-	Model          string  `json:"model"`
-	Backend        string  `json:"backend"`
-	Threads        int     `json:"threads"`
+	Model   string `json:"model"`
+	Backend string `json:"backend"`
+	Threads int    `json:"threads"`
+	// Kernels names the host kernel set the products ran on (the CPU
+	// backend: "avx512-vnni", "avx2", "go" or "reference").
+	Kernels        string  `json:"kernels,omitempty"`
 	PromptTokens   int     `json:"prompt_tokens"`
 	GenTokens      int     `json:"gen_tokens"`
 	Repeat         int     `json:"repeat"`
@@ -161,6 +162,9 @@ func Run(ctx context.Context, m backend.Model, weightBytes int64, o Options) (Re
 	if wb, ok := m.(backend.WeightBytes); ok {
 		r.WeightBytesPerToken = wb.WeightBytesPerToken()
 	}
+	if k, ok := m.(interface{ Kernels() string }); ok {
+		r.Kernels = k.Kernels()
+	}
 	rng := rand.New(rand.NewPCG(o.Seed, 0x62656e6368))
 	prompt := make([]int32, o.Prompt)
 	for i := range prompt {
@@ -190,14 +194,13 @@ func Run(ctx context.Context, m backend.Model, weightBytes int64, o Options) (Re
 	dev, _ := m.(backend.DeviceInfo)
 	// On the CPU, the machine is measured after each repeat (machine.go).
 	var mach *machine
-	if wm, ok := m.(backend.WeightMemory); ok && dev == nil {
-		threads := o.Threads
-		if t, ok := m.(interface{ Threads() int }); ok && threads <= 0 {
-			threads = t.Threads()
-		}
+	wm, ok := m.(backend.WeightMemory)
+	if tr, ok2 := m.(backend.ThreadRunner); ok && ok2 && dev == nil {
 		var parts [][]byte
 		wm.VisitWeightMemory(func(b []byte) { parts = append(parts, b) })
-		mach = newMachine(parts, threads, r.WeightBytesPerToken, o.llc)
+		mach = newMachine(parts, tr, r.WeightBytesPerToken, o.llc)
+		mach.lat = make([]time.Duration, 0, o.Gen*o.Repeat)
+		mach.onStep = o.onControl
 	}
 	var c0, c1 backend.Counters
 	lat := make([]time.Duration, 0, o.Gen*o.Repeat)
@@ -239,7 +242,10 @@ func Run(ctx context.Context, m backend.Model, weightBytes int64, o Options) (Re
 			if st <= 0 {
 				st = 500 * time.Millisecond
 			}
-			mach.measure(st/time.Duration(o.Repeat), o.Gen)
+			mach.stream(st / time.Duration(o.Repeat))
+			for range o.Gen {
+				mach.control()
+			}
 		}
 	}
 	r.PrefillTokPerS = Median(prefillRates)

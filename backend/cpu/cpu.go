@@ -26,6 +26,7 @@ import (
 	"sync"
 
 	"github.com/edgellm/edgellm/backend"
+	"github.com/edgellm/edgellm/backend/cpu/kernels"
 	"github.com/edgellm/edgellm/model"
 )
 
@@ -69,6 +70,8 @@ type Model struct {
 	// per token, so decode slows less as the context grows. Models on the
 	// plain path keep float32, exact as the reference.
 	kvHalf bool
+	// repacked: some product runs on the kernels (Kernels).
+	repacked bool
 	// batch holds DecodeBatch's buffers (batch.go), grown on demand and
 	// guarded by mu.
 	batch *batchState
@@ -132,6 +135,7 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 		mm, err := newMatmul(t, rows, cols, kern)
 		if _, repacked := mm.(*kernelMat); repacked {
 			w.ReleaseTensor(t)
+			m.repacked = true
 		}
 		return mm, err
 	}
@@ -233,6 +237,36 @@ func (m *Model) Config() *model.Config { return &m.cfg }
 
 // Threads is the size of the worker pool.
 func (m *Model) Threads() int { return m.threads }
+
+// Kernels names the kernel set the products run on, for reports: the
+// kernels' "avx512-vnni", "avx2" or "go" (their pure-Go fallback), or
+// "reference" where no product was repacked for them (Options.NoKernels,
+// or only types and widths they do not take).
+func (m *Model) Kernels() string {
+	switch {
+	case !m.repacked:
+		return "reference"
+	case kernels.AVX512():
+		return "avx512-vnni"
+	case kernels.AVX2():
+		return "avx2"
+	}
+	return "go"
+}
+
+// RunThreads implements backend.ThreadRunner on the worker pool.
+func (m *Model) RunThreads(fn func(w, n int)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.closed {
+		m.pool.run(threadFunc(fn))
+	}
+}
+
+// threadFunc is a function run as a pool task.
+type threadFunc func(w, n int)
+
+func (f threadFunc) run(w, n int) { f(w, n) }
 
 // Close stops the worker pool. Sessions must be closed first.
 func (m *Model) Close() error {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/edgellm/edgellm/backend"
+	"github.com/edgellm/edgellm/backend/cpu/kernels"
 	"github.com/edgellm/edgellm/internal/testfiles"
 	"github.com/edgellm/edgellm/internal/testmodel"
 	"github.com/edgellm/edgellm/model"
@@ -674,5 +675,77 @@ func TestLongDecode(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestRunThreads: RunThreads calls its function once on each of the pool's
+// threads, between forward passes, and after Close calls nothing (and
+// returns).
+func TestRunThreads(t *testing.T) {
+	w := testmodel.Weights(t, testmodel.Write(t, testmodel.Tiny("llama", quant.Q8_0)))
+	for _, threads := range []int{1, 3} {
+		m := loadOpts(t, w, Options{Threads: threads})
+		var tr backend.ThreadRunner = m
+		if tr.Threads() != threads {
+			t.Fatalf("Threads() = %d, want %d", tr.Threads(), threads)
+		}
+		s := newSess(t, m, 8)
+		logits := make([]float32, m.cfg.Vocab)
+		for range 3 {
+			if err := s.Decode(1, logits); err != nil {
+				t.Fatal(err)
+			}
+			calls := make([]int, threads)
+			tr.RunThreads(func(w, n int) {
+				if n != threads {
+					t.Errorf("n = %d, want %d", n, threads)
+				}
+				calls[w]++
+			})
+			for w, c := range calls {
+				if c != 1 {
+					t.Fatalf("%d threads: thread %d called %d times", threads, w, c)
+				}
+			}
+		}
+		s.Close()
+		m.Close()
+		called := false
+		tr.RunThreads(func(int, int) { called = true })
+		if called {
+			t.Fatal("RunThreads ran after Close")
+		}
+	}
+}
+
+// TestKernelsName: Kernels names the set the products run on, following
+// the kernels' switches, and "reference" on the plain path.
+func TestKernelsName(t *testing.T) {
+	w := testmodel.Weights(t, testmodel.Write(t, testmodel.Tiny("llama", quant.Q8_0)))
+	if k := loadT(t, w, 1).Kernels(); k != "reference" {
+		t.Fatalf("NoKernels: %q", k)
+	}
+	m := loadOpts(t, w, Options{Threads: 1})
+	prev2, prev512 := kernels.SetAVX2(true), kernels.SetAVX512(true)
+	defer func() { kernels.SetAVX2(prev2); kernels.SetAVX512(prev512) }()
+	want := "go"
+	if kernels.AVX512() {
+		want = "avx512-vnni"
+	} else if kernels.AVX2() {
+		want = "avx2"
+	}
+	if k := m.Kernels(); k != want {
+		t.Fatalf("default: %q, want %q", k, want)
+	}
+	kernels.SetAVX512(false)
+	if want == "avx512-vnni" {
+		want = "avx2"
+	}
+	if k := m.Kernels(); k != want {
+		t.Fatalf("AVX-512 off: %q, want %q", k, want)
+	}
+	kernels.SetAVX2(false)
+	if k := m.Kernels(); k != "go" {
+		t.Fatalf("assembly off: %q, want go", k)
 	}
 }

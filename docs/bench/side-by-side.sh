@@ -15,7 +15,7 @@ set -eu
 E=$1 L=$2 OUT=$3 R=$4 TS=$5; shift 5
 mkdir -p "$OUT"
 echo "# $(date -u +%FT%TZ) $(uname -m) $(nproc) CPUs; edgellm $("$E" version 2>/dev/null | head -1)"
-echo "round model threads ours_tok_s llama_tok_s ratio ours_pp llama_pp pp_ratio bwf detrended control+0.05 rss_MB"
+echo "round model threads ours_tok_s llama_tok_s ratio ours_pp llama_pp pp_ratio bwf detrended control+0.05 rss_MB kernels"
 for r in $(seq "$R"); do
   for spec in "$@"; do
     name=${spec%%=*} files=${spec#*=}
@@ -36,7 +36,7 @@ pp = max(x["avg_ts"] for x in l if x["n_prompt"] > 0)
 d, p = o["decode_tok_per_s"], o["prefill_tok_per_s"]
 print(sys.argv[3], sys.argv[4], sys.argv[5], f"{d:.1f} {tg:.2f} {d/tg:.2f}x {p:.1f} {pp:.1f} {p/pp:.2f}x",
       f"{o['bandwidth_fraction']:.3f} {o['p99_p50_detrended']:.3f} {o['control_p99_p50']+0.05:.3f}",
-      f"{o['peak_rss_bytes']/1e6:.0f}")
+      f"{o['peak_rss_bytes']/1e6:.0f}", o.get("kernels", "?"))
 PY
     done
   done
