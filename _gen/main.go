@@ -75,6 +75,7 @@ func main() {
 	scaleMul()
 	quantI8()
 	tlTiles()
+	streamSum()
 
 	Generate()
 }
@@ -1955,6 +1956,52 @@ func attnMixG(g int) {
 		JMP(LabelRef(lbl + "_chunk"))
 	}
 	Label(name + "_done")
+	VZEROUPPER()
+	RET()
+}
+
+// streamAhead is how far ahead streamSum prefetches: as far as the
+// AVX-512 kernels read ahead in their weights (prefetchAheadZ), so that
+// bench's stream loop reads memory as the kernels do, not only as fast as
+// a core's demand misses allow (docs/cpu-notes.md).
+const streamAhead = 8192
+
+// streamSum adds the 8-byte words of n128*128 bytes at p, mod 2^64: four
+// YMM chains of VPADDQ, one line prefetched streamAhead bytes ahead per
+// line read. It is the machine's stream loop in bench (kernels.StreamSum).
+func streamSum() {
+	TEXT("streamSum", NOSPLIT, "func(p *byte, n128 int) uint64")
+	Pragma("noescape")
+	Doc("streamSum adds the 8-byte words of n128*128 bytes at p; see _gen.")
+	p := Load(Param("p"), GP64())
+	n := Load(Param("n128"), GP64())
+	acc := []reg.VecVirtual{YMM(), YMM(), YMM(), YMM()}
+	for _, a := range acc {
+		VPXOR(a, a, a)
+	}
+	Label("ss_loop")
+	CMPQ(n, Imm(0))
+	JE(LabelRef("ss_done"))
+	PREFETCHT0(Mem{Base: p, Disp: streamAhead})
+	PREFETCHT0(Mem{Base: p, Disp: streamAhead + 64})
+	for k, a := range acc {
+		VPADDQ(Mem{Base: p, Disp: 32 * k}, a, a)
+	}
+	ADDQ(Imm(128), p)
+	DECQ(n)
+	JMP(LabelRef("ss_loop"))
+	Label("ss_done")
+	VPADDQ(acc[1], acc[0], acc[0])
+	VPADDQ(acc[3], acc[2], acc[2])
+	VPADDQ(acc[2], acc[0], acc[0])
+	h := XMM()
+	VEXTRACTI128(U8(1), acc[0], h)
+	VPADDQ(h, acc[0].AsX(), h)
+	lo, hi := GP64(), GP64()
+	VMOVQ(h, lo)
+	VPEXTRQ(U8(1), h, hi)
+	ADDQ(hi, lo)
+	Store(lo, ReturnIndex(0))
 	VZEROUPPER()
 	RET()
 }

@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"encoding/binary"
 	"math"
 	"os"
 	"path/filepath"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/edgellm/edgellm/backend"
+	"github.com/edgellm/edgellm/backend/cpu/kernels"
 )
 
 // The machine's own figures, measured in the same run as the model so each
@@ -101,7 +101,7 @@ func (s *span) sum(lo, hi int64) uint64 {
 		p := s.parts[i]
 		a := max(lo-s.start[i], 0)
 		b := min(hi-s.start[i], int64(len(p)))
-		acc += sumBytes(p[a:b])
+		acc += kernels.StreamSum(p[a:b])
 	}
 	return acc
 }
@@ -116,29 +116,6 @@ func (s *span) sumRing(off, n int64) uint64 {
 		off, n = off+k, n-k
 	}
 	return acc
-}
-
-// sumBytes adds b's 8-byte words in eight chains (so loads, not the adds,
-// bound it), then its tail bytes.
-func sumBytes(b []byte) uint64 {
-	var s0, s1, s2, s3, s4, s5, s6, s7 uint64
-	le := binary.LittleEndian
-	for len(b) >= 64 {
-		w := b[:64:64]
-		s0 += le.Uint64(w[0:])
-		s1 += le.Uint64(w[8:])
-		s2 += le.Uint64(w[16:])
-		s3 += le.Uint64(w[24:])
-		s4 += le.Uint64(w[32:])
-		s5 += le.Uint64(w[40:])
-		s6 += le.Uint64(w[48:])
-		s7 += le.Uint64(w[56:])
-		b = b[64:]
-	}
-	for _, x := range b {
-		s0 += uint64(x)
-	}
-	return s0 + s1 + s2 + s3 + s4 + s5 + s6 + s7
 }
 
 // machine measures the machine between a run's repeats, so its figures

@@ -178,3 +178,7 @@ func sumSquares(x *float32, n int, lanes *[16]float64) {
 func scaleMul(out *float32, x *float32, w *float32, n int, scale float32) {
 	panic("kernels: no assembly in this build")
 }
+
+func streamSum(p *byte, n128 int) uint64 {
+	panic("kernels: no assembly in this build")
+}

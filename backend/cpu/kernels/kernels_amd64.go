@@ -218,3 +218,8 @@ func quantI8(x *float32, n int, scale float32, q *int8, bsum *int32)
 //
 //go:noescape
 func tlTiles(w *byte, tbl *byte, ncouple int, dst *int32, tiles int)
+
+// streamSum adds the 8-byte words of n128*128 bytes at p; see _gen.
+//
+//go:noescape
+func streamSum(p *byte, n128 int) uint64

@@ -6979,3 +6979,39 @@ tl_store:
 tl_done:
 	VZEROUPPER
 	RET
+
+// func streamSum(p *byte, n128 int) uint64
+// Requires: AVX, AVX2, MMX+
+TEXT ·streamSum(SB), NOSPLIT, $0-24
+	MOVQ  p+0(FP), AX
+	MOVQ  n128+8(FP), CX
+	VPXOR Y0, Y0, Y0
+	VPXOR Y1, Y1, Y1
+	VPXOR Y2, Y2, Y2
+	VPXOR Y3, Y3, Y3
+
+ss_loop:
+	CMPQ       CX, $0x00
+	JE         ss_done
+	PREFETCHT0 8192(AX)
+	PREFETCHT0 8256(AX)
+	VPADDQ     (AX), Y0, Y0
+	VPADDQ     32(AX), Y1, Y1
+	VPADDQ     64(AX), Y2, Y2
+	VPADDQ     96(AX), Y3, Y3
+	ADDQ       $0x80, AX
+	DECQ       CX
+	JMP        ss_loop
+
+ss_done:
+	VPADDQ       Y1, Y0, Y0
+	VPADDQ       Y3, Y2, Y2
+	VPADDQ       Y2, Y0, Y0
+	VEXTRACTI128 $0x01, Y0, X1
+	VPADDQ       X1, X0, X1
+	VMOVQ        X1, AX
+	VPEXTRQ      $0x01, X1, CX
+	ADDQ         CX, AX
+	MOVQ         AX, ret+16(FP)
+	VZEROUPPER
+	RET
