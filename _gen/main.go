@@ -11,8 +11,10 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"math"
+	"os"
 
 	. "github.com/mmcloughlin/avo/build"
 	"github.com/mmcloughlin/avo/gotypes"
@@ -42,6 +44,12 @@ func main() {
 	// up to 4 tokens (the 16 YMM registers hold 4 codes and 2 sums a token).
 	for nt := 1; nt <= 4; nt++ {
 		ternaryDotBatch(nt, prefetchAhead)
+	}
+	// The same with AVX-VNNI (avxvnni.go), where the CPU has it.
+	ternaryDotBatchV("ternaryVecT1V", 1, 1)
+	ternaryDotBatchV("ternaryVecS4V", 1, 4)
+	for nt := 2; nt <= 4; nt++ {
+		ternaryDotBatchV(fmt.Sprintf("ternaryDotT%dV", nt), nt, 1)
 	}
 	for nt := 1; nt <= 4; nt++ {
 		int8DotBatch(nt, false)
@@ -78,6 +86,10 @@ func main() {
 	streamSum()
 
 	Generate()
+	if err := vexVNNIFile(flag.Lookup("out").Value.String()); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 }
 
 // argAddr is the stack address of an argument or result. Float arguments
@@ -105,19 +117,23 @@ func broadcastConst(v uint32) reg.VecVirtual {
 // reduce4 sums the eight int32 (or float32 with fl) lanes of each of four
 // accumulators and stores the four sums at dst.
 func reduce4(acc []reg.VecVirtual, dst Mem, fl bool) {
-	hadd := VPHADDD
-	add := VPADDD
+	VMOVDQU(reduce4x(acc, fl), dst)
+}
+
+// reduce4x is reduce4 returning the XMM that holds the four sums instead
+// of storing them.
+func reduce4x(acc []reg.VecVirtual, fl bool) reg.VecVirtual {
+	hadd, add, extract := VPHADDD, VPADDD, VEXTRACTI128
 	if fl {
-		hadd = VHADDPS
-		add = VADDPS
+		hadd, add, extract = VHADDPS, VADDPS, VEXTRACTF128
 	}
 	hadd(acc[1], acc[0], acc[0])
 	hadd(acc[3], acc[2], acc[2])
 	hadd(acc[2], acc[0], acc[0])
 	t := XMM()
-	VEXTRACTI128(U8(1), acc[0], t)
+	extract(U8(1), acc[0], t)
 	add(t, acc[0].AsX(), t)
-	VMOVDQU(t, dst)
+	return t
 }
 
 // reduce2f sums the eight float32 lanes of a and of b and stores the two
@@ -133,6 +149,17 @@ func reduce2f(a, b reg.VecVirtual, dst Mem) {
 
 // reduce1 sums the eight lanes of acc and stores the sum at dst.
 func reduce1(acc reg.VecVirtual, dst Mem, fl bool) {
+	t := reduce1x(acc, fl)
+	if fl {
+		VMOVSS(t, dst)
+	} else {
+		VMOVD(t, dst)
+	}
+}
+
+// reduce1x sums the eight int32 (or float32 with fl) lanes of acc into
+// lane 0 of the XMM it returns.
+func reduce1x(acc reg.VecVirtual, fl bool) reg.VecVirtual {
 	add := VPADDD
 	if fl {
 		add = VADDPS
@@ -145,11 +172,7 @@ func reduce1(acc reg.VecVirtual, dst Mem, fl bool) {
 	add(u, t, t)
 	VPSHUFD(U8(0xb1), t, u)
 	add(u, t, t)
-	if fl {
-		VMOVSS(t, dst)
-	} else {
-		VMOVD(t, dst)
-	}
+	return t
 }
 
 // rowAddr returns the address of row r (0..3) of a group at base+off, rows
@@ -1363,7 +1386,7 @@ func attnScores(half bool) {
 		SUBQ(Imm(8), j)
 		JNE(LabelRef(lbl + "_loop"))
 		for h := 0; h < u/4; h++ {
-			t := reduce4x(acc[4*h : 4*h+4])
+			t := reduce4x(acc[4*h:4*h+4], true)
 			VMOVUPS(t, Mem{Base: out, Disp: 16 * h})
 			VMAXPS(t.AsY(), mx, mx) // upper lane: zero from the VEX.128 ops
 		}
@@ -1410,18 +1433,6 @@ func attnScores(half bool) {
 	VMOVSS(h, argAddr(ReturnIndex(0)))
 	VZEROUPPER()
 	RET()
-}
-
-// reduce4x is reduce4 for float lanes, returning the register with the
-// four sums (in an XMM) instead of storing them.
-func reduce4x(acc []reg.VecVirtual) reg.VecVirtual {
-	VHADDPS(acc[1], acc[0], acc[0])
-	VHADDPS(acc[3], acc[2], acc[2])
-	VHADDPS(acc[2], acc[0], acc[0])
-	t := XMM()
-	VEXTRACTF128(U8(1), acc[0], t)
-	VADDPS(t, acc[0].AsX(), t)
-	return t
 }
 
 // attnMix adds sum over npos positions of w[p]*v_p to y (n floats, a
@@ -1840,7 +1851,7 @@ func attnScoresG(g int) {
 				VMOVUPS(s, mloc.Offset(16*h))
 			default:
 				for b := 0; b < u/4; b++ {
-					s := reduce4x([]reg.VecVirtual{col(4 * b), col(4*b + 1), col(4*b + 2), col(4*b + 3)})
+					s := reduce4x([]reg.VecVirtual{col(4 * b), col(4*b + 1), col(4*b + 2), col(4*b + 3)}, true)
 					VMOVUPS(s, Mem{Base: oa, Disp: 16 * b})
 					VMAXPS(mloc.Offset(16*h), s, s)
 					VMOVUPS(s, mloc.Offset(16*h))

@@ -43,7 +43,7 @@ type Result struct {
 	Backend string `json:"backend"`
 	Threads int    `json:"threads"`
 	// Kernels names the host kernel set the products ran on (the CPU
-	// backend: "avx512-vnni", "avx2", "go" or "reference").
+	// backend: "avx512-vnni", "avx-vnni", "avx2", "go" or "reference").
 	Kernels        string  `json:"kernels,omitempty"`
 	PromptTokens   int     `json:"prompt_tokens"`
 	GenTokens      int     `json:"gen_tokens"`

@@ -239,7 +239,8 @@ func (m *Model) Config() *model.Config { return &m.cfg }
 func (m *Model) Threads() int { return m.threads }
 
 // Kernels names the kernel set the products run on, for reports: the
-// kernels' "avx512-vnni", "avx2" or "go" (their pure-Go fallback), or
+// kernels' "avx512-vnni", "avx-vnni" (the AVX2 set with the AVX-VNNI
+// ternary products), "avx2" or "go" (their pure-Go fallback), or
 // "reference" where no product was repacked for them (Options.NoKernels,
 // or only types and widths they do not take).
 func (m *Model) Kernels() string {
@@ -248,6 +249,8 @@ func (m *Model) Kernels() string {
 		return "reference"
 	case kernels.AVX512():
 		return "avx512-vnni"
+	case kernels.AVXVNNI():
+		return "avx-vnni"
 	case kernels.AVX2():
 		return "avx2"
 	}

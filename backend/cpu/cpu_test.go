@@ -726,23 +726,28 @@ func TestKernelsName(t *testing.T) {
 		t.Fatalf("NoKernels: %q", k)
 	}
 	m := loadOpts(t, w, Options{Threads: 1})
-	prev2, prev512 := kernels.SetAVX2(true), kernels.SetAVX512(true)
-	defer func() { kernels.SetAVX2(prev2); kernels.SetAVX512(prev512) }()
-	want := "go"
-	if kernels.AVX512() {
-		want = "avx512-vnni"
-	} else if kernels.AVX2() {
-		want = "avx2"
-	}
-	if k := m.Kernels(); k != want {
-		t.Fatalf("default: %q, want %q", k, want)
-	}
-	kernels.SetAVX512(false)
-	if want == "avx512-vnni" {
-		want = "avx2"
-	}
-	if k := m.Kernels(); k != want {
-		t.Fatalf("AVX-512 off: %q, want %q", k, want)
+	prev2, prevV, prev512 := kernels.SetAVX2(true), kernels.SetAVXVNNI(true), kernels.SetAVX512(true)
+	defer func() { kernels.SetAVX2(prev2); kernels.SetAVXVNNI(prevV); kernels.SetAVX512(prev512) }()
+	// Each switch turned off in turn, fastest first.
+	for _, off := range []string{"none", "AVX-512", "AVX-VNNI"} {
+		switch off {
+		case "AVX-512":
+			kernels.SetAVX512(false)
+		case "AVX-VNNI":
+			kernels.SetAVXVNNI(false)
+		}
+		want := "go"
+		switch {
+		case kernels.AVX512():
+			want = "avx512-vnni"
+		case kernels.AVXVNNI():
+			want = "avx-vnni"
+		case kernels.AVX2():
+			want = "avx2"
+		}
+		if k := m.Kernels(); k != want {
+			t.Fatalf("%s off: %q, want %q", off, k, want)
+		}
 	}
 	kernels.SetAVX2(false)
 	if k := m.Kernels(); k != "go" {

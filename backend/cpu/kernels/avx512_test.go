@@ -6,16 +6,26 @@ import (
 	"testing"
 )
 
-// TestAVX512EqualsAVX2: MatVec and MatMat on the AVX-512 kernels give the
-// AVX2 kernels' results bit for bit, for ternary (Layout2Bit, one scale a
-// row) and group-32 int8 matrices (Q8_0's float16 scales, and float32
-// scales), over widths with and without a 64-weight tail, 1 to 9 tokens
-// and row ranges at odd offsets. (eachPath's tests check each path against
-// the oracle; this pins the two assembly paths to each other.)
-func TestAVX512EqualsAVX2(t *testing.T) {
-	if !cpuAVX512 {
-		t.Skip("no AVX-512 VNNI")
+// TestVNNIEqualsAVX2: MatVec and MatMat on the AVX-512 kernels, and on the
+// AVX-VNNI ones, give the AVX2 kernels' results bit for bit, for ternary
+// (Layout2Bit, one scale a row) and group-32 int8 matrices (Q8_0's float16
+// scales, and float32 scales), over widths with and without a 64-weight
+// tail, 1 to 9 tokens and row ranges at odd offsets. (eachPath's tests
+// check each path against the oracle; this pins the assembly paths to each
+// other.)
+func TestVNNIEqualsAVX2(t *testing.T) {
+	for _, isa := range []string{"avx512", "avxvnni"} {
+		t.Run(isa, func(t *testing.T) {
+			if !hasISA(isa) {
+				t.Skip("this CPU lacks " + isa)
+			}
+			equalsAVX2(t, isa)
+		})
 	}
+}
+
+// equalsAVX2 is TestVNNIEqualsAVX2 for the kernels of vnni.
+func equalsAVX2(t *testing.T, vnni string) {
 	defer setISA("avx2")()
 	rng := rand.New(rand.NewPCG(51, 52))
 	for _, cols := range []int{64, 128, 192, 320, 576, 1536, 2048 - 64, 2560, 6912} {
@@ -39,8 +49,8 @@ func TestAVX512EqualsAVX2(t *testing.T) {
 			for _, op := range []string{"MatVec", "MatMat"} {
 				run := func(isa string) []float32 {
 					defer setISA(isa)()
-					if isa == "avx512" && !AVX512() {
-						t.Fatal("AVX-512 kernels not selected")
+					if isa == "avx512" && !AVX512() || isa == "avxvnni" && !AVXVNNI() {
+						t.Fatalf("%s kernels not selected", isa)
 					}
 					d := guarded(tokens * rows)
 					if op == "MatVec" {
@@ -50,11 +60,11 @@ func TestAVX512EqualsAVX2(t *testing.T) {
 					}
 					return d
 				}
-				want, got := run("avx2"), run("avx512")
+				want, got := run("avx2"), run(vnni)
 				for i := range got {
 					if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
-						t.Fatalf("%s %dx%d %s rows [%d,%d) tokens %d: dst[%d] = %v on AVX-512, %v on AVX2",
-							m.name, rows, cols, op, r0, r1, tokens, i, got[i], want[i])
+						t.Fatalf("%s %dx%d %s rows [%d,%d) tokens %d: dst[%d] = %v on %s, %v on AVX2",
+							m.name, rows, cols, op, r0, r1, tokens, i, got[i], vnni, want[i])
 					}
 				}
 			}
@@ -62,51 +72,63 @@ func TestAVX512EqualsAVX2(t *testing.T) {
 	}
 }
 
-// TestTernaryZLimits runs the AVX-512 ternary kernel at its extremes: every
-// code +1 with activations of +-127 (each accumulator lane at its largest)
-// over the longest row it takes, and rows one 128-block past 64 weights.
-func TestTernaryZLimits(t *testing.T) {
-	if !cpuAVX512 {
-		t.Skip("no AVX-512 VNNI")
+// TestTernaryVNNILimits runs the AVX-512 and AVX-VNNI ternary kernels at
+// their extremes: every code +1 with activations of +-127 (each
+// accumulator lane at its largest) over the longest row they take, and
+// rows one 128-block past 64 weights.
+func TestTernaryVNNILimits(t *testing.T) {
+	for _, isa := range []string{"avx512", "avxvnni"} {
+		t.Run(isa, func(t *testing.T) {
+			if !hasISA(isa) {
+				t.Skip("this CPU lacks " + isa)
+			}
+			defer setISA(isa)()
+			for _, cols := range []int{maxZCols, maxZCols - 64, 192} {
+				for _, sign := range []int8{127, -127} {
+					vnniLimit(t, cols, sign)
+				}
+			}
+			if avx512On(maxZCols+64) || avxvnniOn(maxZCols+64) {
+				t.Fatalf("rows over %d weights on a VNNI kernel", maxZCols)
+			}
+		})
 	}
-	defer setISA("avx512")()
-	for _, cols := range []int{maxZCols, maxZCols - 64, 192} {
-		for _, sign := range []int8{127, -127} {
-			codes := make([]int8, cols)
-			for i := range codes {
-				codes[i] = 1
+}
+
+// vnniLimit checks one row of cols codes +1 against activations all sign,
+// for 1 to 4 tokens, on the kernels selected.
+func vnniLimit(t *testing.T, cols int, sign int8) {
+	t.Helper()
+	codes := make([]int8, cols)
+	for i := range codes {
+		codes[i] = 1
+	}
+	m, err := NewTernary(1, cols, codes, []float32{1}, cols, TernaryOptions{Layout: Layout2Bit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for nt := 1; nt <= 4; nt++ {
+		q := make([]int8, nt*cols)
+		for i := range q {
+			q[i] = sign
+		}
+		out := make([]int32, 4)
+		want := int32(2 * int(sign) * cols)
+		if nt == 1 && avx512On(cols) {
+			// One token runs the scaled kernel: scale 1, sum 0.
+			var f [1]float32
+			sum, inv := int32(0), float32(1)
+			vecScaled(f[:], m.data, m.stride, q, cols, []float32{1}, &sum, &inv)
+			if f[0] != float32(want) {
+				t.Fatalf("cols %d sign %d: one token %v, want %d", cols, sign, f[0], want)
 			}
-			m, err := NewTernary(1, cols, codes, []float32{1}, cols, TernaryOptions{Layout: Layout2Bit})
-			if err != nil {
-				t.Fatal(err)
-			}
-			for nt := 1; nt <= 4; nt++ {
-				q := make([]int8, nt*cols)
-				for i := range q {
-					q[i] = sign
-				}
-				out := make([]int32, 4)
-				want := int32(2 * int(sign) * cols)
-				if nt == 1 {
-					// One token runs the scaled kernel: scale 1, sum 0.
-					var f [1]float32
-					sum, inv := int32(0), float32(1)
-					vecScaled(f[:], m.data, m.stride, q, cols, []float32{1}, &sum, &inv)
-					if f[0] != float32(want) {
-						t.Fatalf("cols %d sign %d: one token %v, want %d", cols, sign, f[0], want)
-					}
-					continue
-				}
-				dotsBatch(out, m.data, m.stride, q, cols, nt)
-				for k := 0; k < nt; k++ {
-					if out[k] != want {
-						t.Fatalf("cols %d sign %d tokens %d: token %d dot %d, want %d", cols, sign, nt, k, out[k], want)
-					}
-				}
+			continue
+		}
+		dotsBatch(out, m.data, m.stride, q, cols, nt)
+		for k := 0; k < nt; k++ {
+			if out[k] != want {
+				t.Fatalf("cols %d sign %d tokens %d: token %d dot %d, want %d", cols, sign, nt, k, out[k], want)
 			}
 		}
-	}
-	if avx512On(maxZCols + 64) {
-		t.Fatalf("rows over %d weights on the AVX-512 kernel", maxZCols)
 	}
 }

@@ -36,8 +36,8 @@ func benchCopies(bytes int, mode string) int {
 func BenchmarkTernaryMatVec(b *testing.B) {
 	for _, layout := range []Layout{Layout2Bit, LayoutTL, LayoutLUT} {
 		for _, isa := range isas {
-			if !hasISA(isa) || (isa != "go" && layout == LayoutLUT) || (isa == "avx512" && layout != Layout2Bit) {
-				continue // LayoutLUT is pure Go; the AVX-512 kernels read Layout2Bit
+			if !hasISA(isa) || (isa != "go" && layout == LayoutLUT) || ((isa == "avx512" || isa == "avxvnni") && layout != Layout2Bit) {
+				continue // LayoutLUT is pure Go; the VNNI kernels read Layout2Bit
 			}
 			for _, mode := range []string{"dram", "hot"} {
 				for _, sh := range benchShapes {
@@ -86,7 +86,7 @@ func BenchmarkTernaryMatMat(b *testing.B) {
 	const tokens = 64
 	for _, sh := range benchShapes {
 		rows, cols := sh[0], sh[1]
-		for _, mode := range []string{"batch/isa=avx512", "batch/isa=avx2", "single/isa=avx2"} {
+		for _, mode := range []string{"batch/isa=avx512", "batch/isa=avxvnni", "batch/isa=avx2", "single/isa=avx2"} {
 			isa := mode[strings.IndexByte(mode, '=')+1:]
 			if !hasISA(isa) {
 				continue
@@ -127,8 +127,8 @@ func BenchmarkHead(b *testing.B) {
 		rows, cols := sh[0], sh[1]
 		for _, kind := range []string{"q8_0", "int8g32", "int8g16", "f16"} {
 			for _, isa := range isas {
-				if !hasISA(isa) || (isa == "avx512" && (kind == "int8g16" || kind == "f16")) {
-					continue // no AVX-512 kernels for these
+				if !hasISA(isa) || isa == "avxvnni" || (isa == "avx512" && (kind == "int8g16" || kind == "f16")) {
+					continue // no AVX-VNNI head kernels; no AVX-512 kernels for these
 				}
 				b.Run(fmt.Sprintf("%s/isa=%s/%dx%d", kind, isa, rows, cols), func(b *testing.B) {
 					defer setISA(isa)()

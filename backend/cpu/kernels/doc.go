@@ -35,7 +35,15 @@
 //     go:generate line: -avx512). SetAVX512(false) falls back to AVX2 (tests
 //     and benchmarks do); GODEBUG=cpu.avx512f=off (or cpu.avx512vnni=off)
 //     turns the path off for a whole binary.
-//   - AVX2 (+FMA, F16C): every kernel, and the rest of the AVX-512 path.
+//   - AVX-VNNI (VEX-encoded VPDPBUSD on 256-bit registers, without
+//     AVX-512: Intel Alder Lake and later client cores; AMD Zen 5 has it
+//     too): the ternary kernels (ternaryVecT1V, ternaryVecS4V for one
+//     token, ternaryDotT2V to T4V for prefill), same data and same results
+//     bit for bit. Generated from _gen/avxvnni.go into the AVX2 file, their
+//     VPDPBUSD written as VEX bytes (_gen/vex.go: Go's assembler encodes
+//     only the EVEX form). SetAVXVNNI(false) falls back to AVX2;
+//     GODEBUG=cpu.avxvnni=off turns the path off for a whole binary.
+//   - AVX2 (+FMA, F16C): every kernel, and the rest of the VNNI paths.
 //   - pure Go: the noasm tag, other architectures, SetAVX2(false).
 package kernels
 

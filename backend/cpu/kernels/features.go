@@ -10,6 +10,11 @@ var useAVX2 = cpuAVX2
 // binary.
 var useAVX512 = cpuAVX512
 
+// useAVXVNNI selects the AVX-VNNI ternary kernels (ternaryDotT*V) where
+// the AVX-512 ones do not serve; it starts as what the CPU offers
+// (GODEBUG=cpu.avxvnni=off turns it off).
+var useAVXVNNI = cpuAVXVNNI
+
 // AVX2 reports whether the assembly kernels are in use.
 func AVX2() bool { return useAVX2 }
 
@@ -36,9 +41,31 @@ func SetAVX512(on bool) (prev bool) {
 	return prev
 }
 
-// maxZCols is the longest row the AVX-512 ternary kernel takes: its int32
+// AVXVNNI reports whether the AVX-VNNI kernels are in use: set, and the
+// assembly kernels on. Where the AVX-512 kernels are on too, those serve.
+func AVXVNNI() bool { return useAVXVNNI && useAVX2 }
+
+// SetAVXVNNI turns the AVX-VNNI kernels on or off (off: their AVX2 twins
+// run) and returns the previous setting. Turning them on has no effect
+// where the CPU or the build lacks them. Not safe to call while kernels
+// run.
+func SetAVXVNNI(on bool) (prev bool) {
+	prev = useAVXVNNI
+	useAVXVNNI = on && cpuAVXVNNI
+	return prev
+}
+
+// maxZCols is the longest row the AVX-512 and AVX-VNNI ternary kernels take: its int32
 // lanes gain up to 2^16 per 128 weights (see ternaryDotBatchZ in _gen).
 const maxZCols = 1 << 21
+
+// avxvnniOn reports whether the AVX-VNNI kernels serve rows of cols
+// weights (their int32 lanes gain as fast as the AVX-512 kernel's).
+func avxvnniOn(cols int) bool { return AVXVNNI() && !avx512On(cols) && cols <= maxZCols }
+
+// vnniOn reports whether the AVX-512 or the AVX-VNNI kernels serve rows of
+// cols weights.
+func vnniOn(cols int) bool { return avx512On(cols) || avxvnniOn(cols) }
 
 // avx512On reports whether the AVX-512 kernels serve rows of cols weights.
 func avx512On(cols int) bool { return AVX512() && cols <= maxZCols }

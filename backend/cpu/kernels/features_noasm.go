@@ -2,7 +2,10 @@
 
 package kernels
 
-const cpuAVX2 = false
+const (
+	cpuAVX2    = false
+	cpuAVXVNNI = false
+)
 
 // The assembly entry points do not exist in this build; useAVX2 is always
 // false here, so these are never called.
@@ -180,5 +183,25 @@ func scaleMul(out *float32, x *float32, w *float32, n int, scale float32) {
 }
 
 func streamSum(p *byte, n128 int) uint64 {
+	panic("kernels: no assembly in this build")
+}
+
+func ternaryVecT1V(w *byte, stride int, act *int8, n128 int, tail int, rs *float32, sum *int32, inv *float32, dst *float32, rows int) {
+	panic("kernels: no assembly in this build")
+}
+
+func ternaryVecS4V(w *byte, stride int, act *int8, n128 int, tail int, rs *float32, sum *int32, inv *float32, dst *float32, rows int) {
+	panic("kernels: no assembly in this build")
+}
+
+func ternaryDotT2V(w *byte, stride int, act *int8, as int, n128 int, tail int, dst *int32, rows int) {
+	panic("kernels: no assembly in this build")
+}
+
+func ternaryDotT3V(w *byte, stride int, act *int8, as int, n128 int, tail int, dst *int32, rows int) {
+	panic("kernels: no assembly in this build")
+}
+
+func ternaryDotT4V(w *byte, stride int, act *int8, as int, n128 int, tail int, dst *int32, rows int) {
 	panic("kernels: no assembly in this build")
 }

@@ -44,6 +44,31 @@ func ternaryDotT3(w *byte, stride int, act *int8, as int, n128 int, tail int, ds
 //go:noescape
 func ternaryDotT4(w *byte, stride int, act *int8, as int, n128 int, tail int, dst *int32, rows int)
 
+// ternaryVecT1V writes (code·act - *sum) * rs[r] * *inv for each row, one row after another, with AVX-VNNI; see ternaryDotBatchV in _gen.
+//
+//go:noescape
+func ternaryVecT1V(w *byte, stride int, act *int8, n128 int, tail int, rs *float32, sum *int32, inv *float32, dst *float32, rows int)
+
+// ternaryVecS4V is ternaryVecT1V taking 4 rows a pass while 4 remain (short rows); see ternaryDotBatchV in _gen.
+//
+//go:noescape
+func ternaryVecS4V(w *byte, stride int, act *int8, n128 int, tail int, rs *float32, sum *int32, inv *float32, dst *float32, rows int)
+
+// ternaryDotT2V is ternaryDotT2 with AVX-VNNI; see ternaryDotBatchV in _gen.
+//
+//go:noescape
+func ternaryDotT2V(w *byte, stride int, act *int8, as int, n128 int, tail int, dst *int32, rows int)
+
+// ternaryDotT3V is ternaryDotT3 with AVX-VNNI; see ternaryDotBatchV in _gen.
+//
+//go:noescape
+func ternaryDotT3V(w *byte, stride int, act *int8, as int, n128 int, tail int, dst *int32, rows int)
+
+// ternaryDotT4V is ternaryDotT4 with AVX-VNNI; see ternaryDotBatchV in _gen.
+//
+//go:noescape
+func ternaryDotT4V(w *byte, stride int, act *int8, as int, n128 int, tail int, dst *int32, rows int)
+
 // int8DotT1g32 writes the scaled int8 dots of each row with 1 tokens to dst[4*row+token]; see int8DotBatch in _gen.
 //
 //go:noescape

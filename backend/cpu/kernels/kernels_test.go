@@ -17,8 +17,8 @@ func eachPath(t *testing.T, f func(t *testing.T)) {
 			continue
 		}
 		t.Run(isa, func(t *testing.T) {
-			if isa == "avx512" && !cpuAVX512 {
-				t.Skip("no AVX-512 VNNI")
+			if !hasISA(isa) {
+				t.Skip("this CPU lacks " + isa)
 			}
 			defer setISA(isa)()
 			f(t)
@@ -27,26 +27,30 @@ func eachPath(t *testing.T, f func(t *testing.T)) {
 }
 
 // isas are the kernel paths, slowest first.
-var isas = []string{"go", "avx2", "avx512"}
+var isas = []string{"go", "avx2", "avxvnni", "avx512"}
 
 // hasISA reports whether this CPU and build run isa.
 func hasISA(isa string) bool {
 	switch isa {
 	case "avx2":
 		return cpuAVX2
+	case "avxvnni":
+		return cpuAVXVNNI
 	case "avx512":
 		return cpuAVX512
 	}
 	return true
 }
 
-// setISA selects the kernels of isa ("go", "avx2" or "avx512") and returns
+// setISA selects the kernels of isa ("go", "avx2", "avxvnni" or "avx512") and returns
 // a func that restores the previous selection.
 func setISA(isa string) (restore func()) {
 	p2 := SetAVX2(isa != "go")
+	pv := SetAVXVNNI(isa == "avxvnni")
 	p5 := SetAVX512(isa == "avx512")
 	return func() {
 		SetAVX512(p5)
+		SetAVXVNNI(pv)
 		SetAVX2(p2)
 	}
 }

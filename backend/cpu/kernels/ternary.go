@@ -337,7 +337,7 @@ func checkArgs(name string, rows, cols int, dstLen int, a *Acts, r0, r1 int, bat
 // token of a. dst is indexed by absolute row, so workers may share it.
 func (t *Ternary) MatVec(dst []float32, a *Acts, r0, r1 int) {
 	checkArgs("Ternary.MatVec", t.rows, t.cols, len(dst), a, r0, r1, false)
-	if t.layout == Layout2Bit && t.blockScale == nil && (t.cols >= batchedMatVecCols || avx512On(t.cols)) {
+	if t.layout == Layout2Bit && t.blockScale == nil && (t.cols >= batchedMatVecCols || vnniOn(t.cols)) {
 		t.matMat2Bit(dst, a, 1, r0, r1)
 		return
 	}
@@ -399,7 +399,7 @@ func (t *Ternary) matMat2Bit(dst []float32, a *Acts, tokens, r0, r1 int) {
 		for i := 0; i < tokens; i += 4 {
 			nt := min(4, tokens-i)
 			q := a.Q[i*t.cols : (i+nt)*t.cols]
-			if nt == 1 && avx512On(t.cols) {
+			if nt == 1 && vnniOn(t.cols) {
 				// One token: the kernel scales its sums itself.
 				vecScaled(dst[i*t.rows+r:i*t.rows+e], t.data[r*t.stride:e*t.stride], t.stride, q, t.cols, t.rowScale[r:e], &a.Sum[i], &a.InvScale[i])
 				continue
@@ -420,8 +420,9 @@ func (t *Ternary) matMat2Bit(dst []float32, a *Acts, tokens, r0, r1 int) {
 }
 
 // vecScaled writes float32(c·q - *sum) * rs[r] * *inv for each row of w
-// (len(dst) rows, stride bytes apart) on the AVX-512 kernels (the caller
-// checks avx512On): one token's MatVec, scaled as matMat2Bit scales.
+// (len(dst) rows, stride bytes apart) on the AVX-512 or AVX-VNNI kernels
+// (the caller checks vnniOn): one token's MatVec, scaled as matMat2Bit
+// scales.
 func vecScaled(dst []float32, w []byte, stride int, q []int8, cols int, rs []float32, sum *int32, inv *float32) {
 	n := len(dst)
 	if n == 0 {
@@ -431,11 +432,16 @@ func vecScaled(dst []float32, w []byte, stride int, q []int8, cols int, rs []flo
 	_ = q[cols-1]
 	_ = rs[n-1]
 	n128, tail := cols/128, cols%128/64
-	if shortRows(cols) {
+	switch {
+	case avx512On(cols) && shortRows(cols):
 		ternaryVecS4Z(&w[0], stride, &q[0], n128, tail, &rs[0], sum, inv, &dst[0], n)
-		return
+	case avx512On(cols):
+		ternaryVecT1Z(&w[0], stride, &q[0], n128, tail, &rs[0], sum, inv, &dst[0], n)
+	case shortRows(cols):
+		ternaryVecS4V(&w[0], stride, &q[0], n128, tail, &rs[0], sum, inv, &dst[0], n)
+	default:
+		ternaryVecT1V(&w[0], stride, &q[0], n128, tail, &rs[0], sum, inv, &dst[0], n)
 	}
-	ternaryVecT1Z(&w[0], stride, &q[0], n128, tail, &rs[0], sum, inv, &dst[0], n)
 }
 
 // dotsBatch writes sum(c*q_t) of each row of w (len(out)/4 rows, stride
@@ -461,6 +467,19 @@ func dotsBatch(out []int32, w []byte, stride int, q []int8, cols, nt int) {
 			ternaryDotT3Z(&w[0], stride, &q[0], cols, n128, tail, &out[0], n)
 		default:
 			ternaryDotT4Z(&w[0], stride, &q[0], cols, n128, tail, &out[0], n)
+		}
+		return
+	}
+	if avxvnniOn(cols) && nt > 1 {
+		// One token takes the scaled kernels (vecScaled).
+		n128, tail := cols/128, cols%128/64
+		switch nt {
+		case 2:
+			ternaryDotT2V(&w[0], stride, &q[0], cols, n128, tail, &out[0], n)
+		case 3:
+			ternaryDotT3V(&w[0], stride, &q[0], cols, n128, tail, &out[0], n)
+		default:
+			ternaryDotT4V(&w[0], stride, &q[0], cols, n128, tail, &out[0], n)
 		}
 		return
 	}
