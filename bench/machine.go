@@ -152,16 +152,10 @@ func newMachine(weights [][]byte, threads backend.ThreadRunner, stepBytes, llc i
 		}
 	}
 	m.s = newSpan(weights)
-	if m.s.total < m.llc {
-		// Reads would hit the cache: stream memory the cache cannot hold.
-		// Written, so every page is a page of its own (untouched pages all
-		// map the one zero page, which stays cached).
-		buf := make([]byte, 4*m.llc)
-		for i := range buf {
-			buf[i] = byte(i*131 + 7)
-		}
-		m.s, m.buffer = newSpan([][]byte{buf}), true
-	}
+	// Reads of weights the cache holds would hit it: the machine streams
+	// a buffer of 4x the cache instead, which exists only while it is
+	// measured (measure), so that the engine's peak RSS does not count it.
+	m.buffer = m.s.total < m.llc
 	// Made once: a closure per step would allocate between tokens.
 	m.pass = func(w, n int) {
 		t := m.s.total
@@ -172,6 +166,34 @@ func newMachine(weights [][]byte, threads backend.ThreadRunner, stepBytes, llc i
 		m.sink[8*w] += m.s.sumRing(m.off+lo, hi-lo)
 	}
 	return m
+}
+
+// measure runs the stream passes (at least minTime) and n control steps.
+// With a buffer, the buffer is made for them and dropped after, and the
+// process's peak RSS, read just before it is made, is returned as the
+// engine's (and the peak restarted after it is dropped: ResetPeakRSS);
+// without one, measure returns 0.
+func (m *machine) measure(minTime time.Duration, n int) (enginePeak int64) {
+	if m.buffer {
+		enginePeak = PeakRSS()
+		// Written, so every page is a page of its own (untouched pages
+		// all map the one zero page, which stays cached).
+		buf := make([]byte, 4*m.llc)
+		for i := range buf {
+			buf[i] = byte(i*131 + 7)
+		}
+		weights := m.s
+		m.s = newSpan([][]byte{buf})
+		defer func() {
+			m.s = weights
+			ResetPeakRSS()
+		}()
+	}
+	m.stream(minTime)
+	for range n {
+		m.control()
+	}
+	return enginePeak
 }
 
 // timed runs fn on the threads and returns how long it took.
@@ -211,6 +233,9 @@ func (m *machine) control() {
 // result is the median pass rate and the control steps' percentiles.
 func (m *machine) result() figures {
 	r := figures{StreamGBPerS: Median(m.rates), StreamBytes: m.s.total, Buffer: m.buffer, LLCBytes: m.llc, LLCAssumed: m.llcAssumed}
+	if m.buffer {
+		r.StreamBytes = 4 * m.llc
+	}
 	if len(m.lat) > 0 {
 		l := Summarize(m.lat)
 		r.ControlP50MS, r.ControlJitter = l.P50, l.Jitter

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"sort"
 	"strings"
 	"testing"
@@ -190,6 +191,37 @@ func TestRunMachineFields(t *testing.T) {
 		if !strings.Contains(sb.String(), "control loop") || !strings.Contains(sb.String(), "of the stream") {
 			t.Errorf("text report lacks the machine's figures:\n%s", sb.String())
 		}
+	}
+}
+
+// TestStreamBufferNotInPeakRSS: where the weights fit the last-level cache
+// and the machine streams a buffer of 4x it instead, the buffer exists only
+// while the machine is measured, and peak_rss_bytes is the engine's: here a
+// 256 MB buffer beside a model of a few MB.
+func TestStreamBufferNotInPeakRSS(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("PeakRSS reads Linux's /proc")
+	}
+	w := testmodel.Weights(t, testmodel.Write(t, testmodel.Tiny("llama", quant.Q8_0)))
+	bm, err := cpu.Load(w, cpu.Options{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bm.Close()
+	const llc = 64 << 20
+	if !ResetPeakRSS() {
+		t.Skip("/proc/self/clear_refs refused: the peak cannot be restarted")
+	}
+	o := Options{Prompt: 4, Gen: 8, Repeat: 2, Seed: 1, llc: llc, streamTime: 1}
+	r, err := Run(context.Background(), bm, WeightBytesPerToken(w), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.StreamBuffer || r.StreamBytes != 4*llc {
+		t.Fatalf("buffer %v, %d bytes streamed: want the %d-byte buffer", r.StreamBuffer, r.StreamBytes, 4*llc)
+	}
+	if r.PeakRSSBytes <= 0 || r.PeakRSSBytes >= 4*llc {
+		t.Fatalf("peak RSS %d with a %d-byte stream buffer: the buffer counted", r.PeakRSSBytes, 4*llc)
 	}
 }
 

@@ -206,6 +206,7 @@ func Run(ctx context.Context, m backend.Model, weightBytes int64, o Options) (Re
 	lat := make([]time.Duration, 0, o.Gen*o.Repeat)
 	pos := make([]float64, 0, o.Gen*o.Repeat) // each latency's position
 	var prefillRates, decodeRates []float64
+	var enginePeak int64 // peak RSS before each stream buffer (machine.measure)
 	for rep := 0; rep < o.Repeat; rep++ {
 		if err := ctx.Err(); err != nil {
 			return r, err
@@ -242,10 +243,7 @@ func Run(ctx context.Context, m backend.Model, weightBytes int64, o Options) (Re
 			if st <= 0 {
 				st = 500 * time.Millisecond
 			}
-			mach.stream(st / time.Duration(o.Repeat))
-			for range o.Gen {
-				mach.control()
-			}
+			enginePeak = max(enginePeak, mach.measure(st/time.Duration(o.Repeat), o.Gen))
 		}
 	}
 	r.PrefillTokPerS = Median(prefillRates)
@@ -295,7 +293,7 @@ func Run(ctx context.Context, m backend.Model, weightBytes int64, o Options) (Re
 		}
 		r.Timeline = tl
 	}
-	r.PeakRSSBytes = PeakRSS()
+	r.PeakRSSBytes = max(enginePeak, PeakRSS())
 
 	if batched(o.Batches) {
 		bd, _ := backend.Batches(m) // checkBatches made sure
