@@ -163,42 +163,14 @@ func reduce1fZ(acc reg.VecVirtual, dst Mem) {
 // (the same conversion and two roundings), and writes floats.
 func ternaryDotBatchZ(name string, nt, rowsAPass int) {
 	scaled := nt == 1
-	if scaled {
-		TEXT(name, NOSPLIT, "func(w *byte, stride int, act *int8, n128 int, tail int, rs *float32, sum *int32, inv *float32, dst *float32, rows int)")
-	} else {
-		TEXT(name, NOSPLIT, "func(w *byte, stride int, act *int8, as int, n128 int, tail int, dst *int32, rows int)")
-	}
-	Pragma("noescape")
-	switch {
-	case scaled && rowsAPass == 1:
-		Doc(fmt.Sprintf("%s writes (code·act - *sum) * rs[r] * *inv for each row, one row after another, with AVX-512 VNNI; see ternaryDotBatchZ in _gen.", name))
-	case scaled:
-		Doc(fmt.Sprintf("%s is ternaryVecT1Z taking %d rows a pass while %d remain (short rows); see ternaryDotBatchZ in _gen.", name, rowsAPass, rowsAPass))
-	default:
-		Doc(fmt.Sprintf("%s is ternaryDotT%d with AVX-512 VNNI; see ternaryDotBatchZ in _gen.", name, nt))
-	}
-	w := Load(Param("w"), GP64())
-	stride := Load(Param("stride"), GP64())
-	stride3 := GP64()
-	LEAQ(Mem{Base: stride, Index: stride, Scale: 2}, stride3)
-	var as, as3, rs reg.Register
+	g := ternaryBatchHeader(name, nt, rowsAPass, "Z", "AVX-512 VNNI")
+	w, stride, stride3, as, as3, rs, dst, rows := g.w, g.stride, g.stride3, g.as, g.as3, g.rs, g.dst, g.rows
 	var sumv, invv reg.VecVirtual
 	if scaled {
-		rs = Load(Param("rs"), GP64())
-		sp, ip := GP64(), GP64()
-		Load(Param("sum"), sp)
-		Load(Param("inv"), ip)
 		sumv, invv = XMM(), XMM()
-		VPBROADCASTD(Mem{Base: sp}, sumv)
-		VBROADCASTSS(Mem{Base: ip}, invv)
-	} else {
-		as = Load(Param("as"), GP64())
-		g := GP64()
-		LEAQ(Mem{Base: as, Index: as, Scale: 2}, g)
-		as3 = g
+		VPBROADCASTD(Mem{Base: g.sum}, sumv)
+		VBROADCASTSS(Mem{Base: g.inv}, invv)
 	}
-	dst := Load(Param("dst"), GP64())
-	rows := Load(Param("rows"), GP64())
 
 	m01, m23 := ZMM(), ZMM()
 	VMOVDQU64(zc.mask01, m01)
@@ -222,20 +194,7 @@ func ternaryDotBatchZ(name string, nt, rowsAPass int) {
 				}
 			}
 		}
-		Label(lbl + "_row")
-		CMPQ(rows, Imm(uint64(nr)))
-		JB(LabelRef(lbl + "_end"))
-		for r := range acc {
-			for i := range acc[r] {
-				for _, a := range acc[r][i] {
-					VPXORD(a, a, a)
-				}
-			}
-		}
-		p, wc, n := GP64(), GP64(), GP64()
-		Load(Param("act"), p)
-		MOVQ(w, wc)
-		Load(Param("n128"), n)
+		p, wc, n := rowHead(lbl, nr, rows, w, flat(acc), func(a reg.VecVirtual) { VPXORD(a, a, a) })
 
 		block := func(k, set int) {
 			var q []reg.VecVirtual // one token's activations, shared by the rows
@@ -266,25 +225,7 @@ func ternaryDotBatchZ(name string, nt, rowsAPass int) {
 			}
 		}
 
-		Label(lbl + "_b2")
-		CMPQ(n, Imm(2))
-		JB(LabelRef(lbl + "_b1"))
-		prefetch()
-		block(0, 0)
-		block(1, sets-1)
-		ADDQ(U32(256), p)
-		ADDQ(U32(64), wc)
-		SUBQ(Imm(2), n)
-		JMP(LabelRef(lbl + "_b2"))
-
-		Label(lbl + "_b1")
-		CMPQ(n, Imm(0))
-		JE(LabelRef(lbl + "_sum"))
-		block(0, 0)
-		ADDQ(U32(128), p)
-		ADDQ(U32(32), wc)
-
-		Label(lbl + "_sum")
+		blockPairs(lbl, n, p, wc, sets, prefetch, block)
 		for r := range acc {
 			for i := range acc[r] {
 				a := acc[r][i]
@@ -351,19 +292,7 @@ func ternaryDotBatchZ(name string, nt, rowsAPass int) {
 				}
 			}
 		}
-		if nr == 4 {
-			LEAQ(Mem{Base: w, Index: stride, Scale: 4}, w)
-		} else {
-			ADDQ(stride, w)
-		}
-		if scaled {
-			ADDQ(U32(uint32(4*nr)), dst)
-		} else {
-			ADDQ(U32(uint32(16*nr)), dst)
-		}
-		SUBQ(Imm(uint64(nr)), rows)
-		JMP(LabelRef(lbl + "_row"))
-		Label(lbl + "_end")
+		nextRows(lbl, nr, scaled, w, stride, dst, rows)
 	}
 	if rowsAPass == 4 {
 		body(4)
@@ -371,6 +300,129 @@ func ternaryDotBatchZ(name string, nt, rowsAPass int) {
 	body(1)
 	VZEROUPPER()
 	RET()
+}
+
+// ternaryBatchArgs are a batched ternary kernel's arguments in registers:
+// stride3 = 3*stride, as3 = 3*as; as and as3 without scaling, rs, sum and
+// inv (addresses) with it.
+type ternaryBatchArgs struct {
+	w, stride, stride3, as, as3, rs, sum, inv, dst, rows reg.Register
+}
+
+// ternaryBatchHeader declares a batched ternary kernel of the VNNI paths
+// (suffix "Z": ternaryDotBatchZ, "V": ternaryDotBatchV; isa names it in
+// the doc): with one token (scaled) the ternaryVec signature, else
+// ternaryDotT's; and loads its arguments.
+func ternaryBatchHeader(name string, nt, rowsAPass int, suffix, isa string) (g ternaryBatchArgs) {
+	gen := "ternaryDotBatch" + suffix
+	scaled := nt == 1
+	if scaled {
+		TEXT(name, NOSPLIT, "func(w *byte, stride int, act *int8, n128 int, tail int, rs *float32, sum *int32, inv *float32, dst *float32, rows int)")
+	} else {
+		TEXT(name, NOSPLIT, "func(w *byte, stride int, act *int8, as int, n128 int, tail int, dst *int32, rows int)")
+	}
+	Pragma("noescape")
+	switch {
+	case scaled && rowsAPass == 1:
+		Doc(fmt.Sprintf("%s writes (code·act - *sum) * rs[r] * *inv for each row, one row after another, with %s; see %s in _gen.", name, isa, gen))
+	case scaled:
+		Doc(fmt.Sprintf("%s is ternaryVecT1%s taking %d rows a pass while %d remain (short rows); see %s in _gen.", name, suffix, rowsAPass, rowsAPass, gen))
+	default:
+		Doc(fmt.Sprintf("%s is ternaryDotT%d with %s; see %s in _gen.", name, nt, isa, gen))
+	}
+	g.w = Load(Param("w"), GP64())
+	g.stride = Load(Param("stride"), GP64())
+	g.stride3 = GP64()
+	LEAQ(Mem{Base: g.stride, Index: g.stride, Scale: 2}, g.stride3)
+	if scaled {
+		g.rs = Load(Param("rs"), GP64())
+		g.sum, g.inv = GP64(), GP64()
+		Load(Param("sum"), g.sum)
+		Load(Param("inv"), g.inv)
+	} else {
+		g.as = Load(Param("as"), GP64())
+		g.as3 = GP64()
+		LEAQ(Mem{Base: g.as, Index: g.as, Scale: 2}, g.as3)
+	}
+	g.dst = Load(Param("dst"), GP64())
+	g.rows = Load(Param("rows"), GP64())
+	return g
+}
+
+// rowHead opens the row loop of a batched ternary kernel at label lbl_row
+// (to lbl_end once fewer than nr rows remain): it zeroes the accumulators
+// and loads the activations' address (p), the codes' (wc, from w) and the
+// count of 128-weight blocks (n).
+func rowHead(lbl string, nr int, rows, w reg.Register, acc []reg.VecVirtual, zero func(reg.VecVirtual)) (p, wc, n reg.Register) {
+	Label(lbl + "_row")
+	CMPQ(rows, Imm(uint64(nr)))
+	JB(LabelRef(lbl + "_end"))
+	for _, a := range acc {
+		zero(a)
+	}
+	p, wc, n = GP64(), GP64(), GP64()
+	Load(Param("act"), p)
+	MOVQ(w, wc)
+	Load(Param("n128"), n)
+	return p, wc, n
+}
+
+// flat lists the registers of a [row or token][...][...] nest in order.
+func flat(acc [][][]reg.VecVirtual) []reg.VecVirtual {
+	var f []reg.VecVirtual
+	for _, a := range acc {
+		for _, b := range a {
+			f = append(f, b...)
+		}
+	}
+	return f
+}
+
+// blockPairs emits the block loop of a batched ternary kernel (the
+// AVX-512 and AVX-VNNI ones), from label lbl_b2 to label lbl_sum: two
+// 128-weight blocks a pass while two remain (the second into accumulator
+// set sets-1), after prefetch; then one. n counts the blocks; p (the
+// activations) and wc (the codes) move on with them.
+func blockPairs(lbl string, n, p, wc reg.Register, sets int, prefetch func(), block func(k, set int)) {
+	Label(lbl + "_b2")
+	CMPQ(n, Imm(2))
+	JB(LabelRef(lbl + "_b1"))
+	prefetch()
+	block(0, 0)
+	block(1, sets-1)
+	ADDQ(U32(256), p)
+	ADDQ(U32(64), wc)
+	SUBQ(Imm(2), n)
+	JMP(LabelRef(lbl + "_b2"))
+
+	Label(lbl + "_b1")
+	CMPQ(n, Imm(0))
+	JE(LabelRef(lbl + "_sum"))
+	block(0, 0)
+	ADDQ(U32(128), p)
+	ADDQ(U32(32), wc)
+
+	Label(lbl + "_sum")
+}
+
+// nextRows ends a pass of a batched ternary kernel over nr rows: w moves
+// on nr rows (stride bytes apart) and dst past their results (a float a
+// row when scaled, else four int32), rows counts them off, and the kernel
+// goes back to lbl_row; lbl_end follows.
+func nextRows(lbl string, nr int, scaled bool, w, stride, dst, rows reg.Register) {
+	if nr == 4 {
+		LEAQ(Mem{Base: w, Index: stride, Scale: 4}, w)
+	} else {
+		ADDQ(stride, w)
+	}
+	if scaled {
+		ADDQ(U32(uint32(4*nr)), dst)
+	} else {
+		ADDQ(U32(uint32(16*nr)), dst)
+	}
+	SUBQ(Imm(uint64(nr)), rows)
+	JMP(LabelRef(lbl + "_row"))
+	Label(lbl + "_end")
 }
 
 // hsum4Z sums the 16 int32 lanes of each of a[0..3] and stores sum r at

@@ -39,37 +39,8 @@ import (
 // sharing each block's activations (from L1) and one reduction.
 func ternaryDotBatchV(name string, nt, rowsAPass int) {
 	scaled := nt == 1
-	if scaled {
-		TEXT(name, NOSPLIT, "func(w *byte, stride int, act *int8, n128 int, tail int, rs *float32, sum *int32, inv *float32, dst *float32, rows int)")
-	} else {
-		TEXT(name, NOSPLIT, "func(w *byte, stride int, act *int8, as int, n128 int, tail int, dst *int32, rows int)")
-	}
-	Pragma("noescape")
-	switch {
-	case scaled && rowsAPass == 1:
-		Doc(fmt.Sprintf("%s writes (code·act - *sum) * rs[r] * *inv for each row, one row after another, with AVX-VNNI; see ternaryDotBatchV in _gen.", name))
-	case scaled:
-		Doc(fmt.Sprintf("%s is ternaryVecT1V taking %d rows a pass while %d remain (short rows); see ternaryDotBatchV in _gen.", name, rowsAPass, rowsAPass))
-	default:
-		Doc(fmt.Sprintf("%s is ternaryDotT%d with AVX-VNNI; see ternaryDotBatchV in _gen.", name, nt))
-	}
-	w := Load(Param("w"), GP64())
-	stride := Load(Param("stride"), GP64())
-	stride3 := GP64()
-	LEAQ(Mem{Base: stride, Index: stride, Scale: 2}, stride3)
-	var as, as3, rs, sp, ip reg.Register
-	if scaled {
-		rs = Load(Param("rs"), GP64())
-		sp, ip = GP64(), GP64()
-		Load(Param("sum"), sp)
-		Load(Param("inv"), ip)
-	} else {
-		as = Load(Param("as"), GP64())
-		as3 = GP64()
-		LEAQ(Mem{Base: as, Index: as, Scale: 2}, as3)
-	}
-	dst := Load(Param("dst"), GP64())
-	rows := Load(Param("rows"), GP64())
+	g := ternaryBatchHeader(name, nt, rowsAPass, "V", "AVX-VNNI")
+	w, stride, stride3, as, as3, rs, sp, ip, dst, rows := g.w, g.stride, g.stride3, g.as, g.as3, g.rs, g.sum, g.inv, g.dst, g.rows
 
 	// body handles nr rows (with nt tokens) a pass while nr remain.
 	body := func(nr int) {
@@ -97,20 +68,7 @@ func ternaryDotBatchV(name string, nt, rowsAPass int) {
 			}
 		}
 
-		Label(lbl + "_row")
-		CMPQ(rows, Imm(uint64(nr)))
-		JB(LabelRef(lbl + "_end"))
-		for i := range acc {
-			for j := range acc[i] {
-				for _, a := range acc[i][j] {
-					VPXOR(a, a, a)
-				}
-			}
-		}
-		p, wc, n := GP64(), GP64(), GP64()
-		Load(Param("act"), p)
-		MOVQ(w, wc)
-		Load(Param("n128"), n)
+		p, wc, n := rowHead(lbl, nr, rows, w, flat(acc), func(a reg.VecVirtual) { VPXOR(a, a, a) })
 
 		block := func(k, set int) {
 			for r := 0; r < nr; r++ {
@@ -141,26 +99,9 @@ func ternaryDotBatchV(name string, nt, rowsAPass int) {
 			}
 		}
 
-		Label(lbl + "_b2")
-		CMPQ(n, Imm(2))
-		JB(LabelRef(lbl + "_b1"))
-		prefetch()
-		block(0, 0)
-		block(1, sets-1)
-		ADDQ(U32(256), p)
-		ADDQ(U32(64), wc)
-		SUBQ(Imm(2), n)
-		JMP(LabelRef(lbl + "_b2"))
-
-		Label(lbl + "_b1")
-		CMPQ(n, Imm(0))
-		JE(LabelRef(lbl + "_sum"))
-		block(0, 0)
-		ADDQ(U32(128), p)
-		ADDQ(U32(32), wc)
+		blockPairs(lbl, n, p, wc, sets, prefetch, block)
 
 		// Each sum's planes, unscaled, into tot.
-		Label(lbl + "_sum")
 		tot := make([]reg.VecVirtual, len(acc))
 		for i, a := range acc {
 			if sets == 2 {
@@ -232,24 +173,14 @@ func ternaryDotBatchV(name string, nt, rowsAPass int) {
 				VMOVSS(x, Mem{Base: dst})
 			}
 			ADDQ(U32(uint32(4*nr)), rs)
-			ADDQ(U32(uint32(4*nr)), dst)
 		case nt == 4:
 			reduce4(tot, Mem{Base: dst}, false)
-			ADDQ(Imm(16), dst)
 		default:
 			for i := 0; i < nt; i++ {
 				reduce1(tot[i], Mem{Base: dst, Disp: 4 * i}, false)
 			}
-			ADDQ(Imm(16), dst)
 		}
-		if nr == 4 {
-			LEAQ(Mem{Base: w, Index: stride, Scale: 4}, w)
-		} else {
-			ADDQ(stride, w)
-		}
-		SUBQ(Imm(uint64(nr)), rows)
-		JMP(LabelRef(lbl + "_row"))
-		Label(lbl + "_end")
+		nextRows(lbl, nr, scaled, w, stride, dst, rows)
 	}
 	if rowsAPass == 4 {
 		body(4)

@@ -3272,8 +3272,8 @@ ternaryVecT1V_r1_reduce:
 	VMULSS       (SI), X6, X6
 	VMOVSS       X6, (DI)
 	ADDQ         $0x00000004, DX
-	ADDQ         $0x00000004, DI
 	ADDQ         CX, AX
+	ADDQ         $0x00000004, DI
 	SUBQ         $0x01, R8
 	JMP          ternaryVecT1V_r1_row
 
@@ -3535,8 +3535,8 @@ ternaryVecS4V_r4_reduce:
 	VMULPS       X3, X4, X4
 	VMOVUPS      X4, (R8)
 	ADDQ         $0x00000010, BX
-	ADDQ         $0x00000010, R8
 	LEAQ         (AX)(CX*4), AX
+	ADDQ         $0x00000010, R8
 	SUBQ         $0x04, R9
 	JMP          ternaryVecS4V_r4_row
 
@@ -3654,8 +3654,8 @@ ternaryVecS4V_r1_reduce:
 	VMULSS       (DI), X6, X6
 	VMOVSS       X6, (R8)
 	ADDQ         $0x00000004, BX
-	ADDQ         $0x00000004, R8
 	ADDQ         CX, AX
+	ADDQ         $0x00000004, R8
 	SUBQ         $0x01, R9
 	JMP          ternaryVecS4V_r1_row
 
@@ -3800,8 +3800,8 @@ ternaryDotT2V_r1_reduce:
 	VPSHUFD      $0xb1, X2, X3
 	VPADDD       X3, X2, X2
 	VMOVD        X2, 4(BX)
-	ADDQ         $0x10, BX
 	ADDQ         CX, AX
+	ADDQ         $0x00000010, BX
 	SUBQ         $0x01, SI
 	JMP          ternaryDotT2V_r1_row
 
@@ -3967,8 +3967,8 @@ ternaryDotT3V_r1_reduce:
 	VPSHUFD      $0xb1, X2, X3
 	VPADDD       X3, X2, X2
 	VMOVD        X2, 8(BX)
-	ADDQ         $0x10, BX
 	ADDQ         CX, AX
+	ADDQ         $0x00000010, BX
 	SUBQ         $0x01, SI
 	JMP          ternaryDotT3V_r1_row
 
@@ -4141,8 +4141,8 @@ ternaryDotT4V_r1_reduce:
 	VEXTRACTI128 $0x01, Y2, X3
 	VPADDD       X3, X2, X3
 	VMOVDQU      X3, (SI)
-	ADDQ         $0x10, SI
 	ADDQ         CX, AX
+	ADDQ         $0x00000010, SI
 	SUBQ         $0x01, DI
 	JMP          ternaryDotT4V_r1_row
 

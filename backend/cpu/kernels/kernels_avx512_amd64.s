@@ -121,53 +121,53 @@ TEXT ·ternaryVecT1Z(SB), NOSPLIT, $0-80
 	MOVQ         rs+40(FP), DX
 	MOVQ         sum+48(FP), BX
 	MOVQ         inv+56(FP), SI
+	MOVQ         dst+64(FP), DI
+	MOVQ         rows+72(FP), R8
 	VPBROADCASTD (BX), X0
 	VBROADCASTSS (SI), X1
-	MOVQ         dst+64(FP), BX
-	MOVQ         rows+72(FP), SI
 	VMOVDQU64    z_mask01<>+0(SB), Z2
 	VMOVDQU64    z_mask23<>+0(SB), Z3
 
 ternaryVecT1Z_r1_row:
-	CMPQ   SI, $0x01
+	CMPQ   R8, $0x01
 	JB     ternaryVecT1Z_r1_end
 	VPXORD Z4, Z4, Z4
 	VPXORD Z5, Z5, Z5
 	VPXORD Z6, Z6, Z6
 	VPXORD Z7, Z7, Z7
-	MOVQ   act+16(FP), DI
-	MOVQ   AX, R8
+	MOVQ   act+16(FP), BX
+	MOVQ   AX, SI
 	MOVQ   n128+24(FP), R9
 
 ternaryVecT1Z_r1_b2:
 	CMPQ            R9, $0x02
 	JB              ternaryVecT1Z_r1_b1
-	PREFETCHT0      8192(R8)
-	VBROADCASTI64X4 (R8), Z8
+	PREFETCHT0      8192(SI)
+	VBROADCASTI64X4 (SI), Z8
 	VPANDD          Z2, Z8, Z9
 	VPANDD          Z3, Z8, Z8
-	VPDPBUSD        (DI), Z9, Z4
-	VPDPBUSD        64(DI), Z8, Z5
-	VBROADCASTI64X4 32(R8), Z8
+	VPDPBUSD        (BX), Z9, Z4
+	VPDPBUSD        64(BX), Z8, Z5
+	VBROADCASTI64X4 32(SI), Z8
 	VPANDD          Z2, Z8, Z9
 	VPANDD          Z3, Z8, Z8
-	VPDPBUSD        128(DI), Z9, Z6
-	VPDPBUSD        192(DI), Z8, Z7
-	ADDQ            $0x00000100, DI
-	ADDQ            $0x00000040, R8
+	VPDPBUSD        128(BX), Z9, Z6
+	VPDPBUSD        192(BX), Z8, Z7
+	ADDQ            $0x00000100, BX
+	ADDQ            $0x00000040, SI
 	SUBQ            $0x02, R9
 	JMP             ternaryVecT1Z_r1_b2
 
 ternaryVecT1Z_r1_b1:
 	CMPQ            R9, $0x00
 	JE              ternaryVecT1Z_r1_sum
-	VBROADCASTI64X4 (R8), Z8
+	VBROADCASTI64X4 (SI), Z8
 	VPANDD          Z2, Z8, Z9
 	VPANDD          Z3, Z8, Z8
-	VPDPBUSD        (DI), Z9, Z4
-	VPDPBUSD        64(DI), Z8, Z5
-	ADDQ            $0x00000080, DI
-	ADDQ            $0x00000020, R8
+	VPDPBUSD        (BX), Z9, Z4
+	VPDPBUSD        64(BX), Z8, Z5
+	ADDQ            $0x00000080, BX
+	ADDQ            $0x00000020, SI
 
 ternaryVecT1Z_r1_sum:
 	VPADDD          Z6, Z4, Z4
@@ -178,10 +178,10 @@ ternaryVecT1Z_r1_sum:
 	MOVQ            tail+32(FP), R9
 	CMPQ            R9, $0x00
 	JE              ternaryVecT1Z_r1_reduce
-	VBROADCASTI32X4 (R8), Z8
+	VBROADCASTI32X4 (SI), Z8
 	VPSRLVQ         z_tailshift<>+0(SB), Z8, Z8
 	VPANDD          z_mask3<>+0(SB), Z8, Z8
-	VPDPBUSD        (DI), Z8, Z4
+	VPDPBUSD        (BX), Z8, Z4
 
 ternaryVecT1Z_r1_reduce:
 	VEXTRACTI64X4 $0x01, Z4, Y8
@@ -196,11 +196,11 @@ ternaryVecT1Z_r1_reduce:
 	VCVTDQ2PS     X9, X9
 	VMULSS        (DX), X9, X9
 	VMULSS        X1, X9, X9
-	VMOVSS        X9, (BX)
+	VMOVSS        X9, (DI)
 	ADDQ          $0x00000004, DX
 	ADDQ          CX, AX
-	ADDQ          $0x00000004, BX
-	SUBQ          $0x01, SI
+	ADDQ          $0x00000004, DI
+	SUBQ          $0x01, R8
 	JMP           ternaryVecT1Z_r1_row
 
 ternaryVecT1Z_r1_end:
@@ -216,15 +216,15 @@ TEXT ·ternaryVecS4Z(SB), NOSPLIT, $0-80
 	MOVQ         rs+40(FP), BX
 	MOVQ         sum+48(FP), SI
 	MOVQ         inv+56(FP), DI
+	MOVQ         dst+64(FP), R8
+	MOVQ         rows+72(FP), R9
 	VPBROADCASTD (SI), X0
 	VBROADCASTSS (DI), X1
-	MOVQ         dst+64(FP), SI
-	MOVQ         rows+72(FP), DI
 	VMOVDQU64    z_mask01<>+0(SB), Z2
 	VMOVDQU64    z_mask23<>+0(SB), Z3
 
 ternaryVecS4Z_r4_row:
-	CMPQ   DI, $0x04
+	CMPQ   R9, $0x04
 	JB     ternaryVecS4Z_r4_end
 	VPXORD Z4, Z4, Z4
 	VPXORD Z5, Z5, Z5
@@ -234,93 +234,93 @@ ternaryVecS4Z_r4_row:
 	VPXORD Z9, Z9, Z9
 	VPXORD Z10, Z10, Z10
 	VPXORD Z11, Z11, Z11
-	MOVQ   act+16(FP), R8
-	MOVQ   AX, R9
+	MOVQ   act+16(FP), SI
+	MOVQ   AX, DI
 	MOVQ   n128+24(FP), R10
 
 ternaryVecS4Z_r4_b2:
 	CMPQ            R10, $0x02
 	JB              ternaryVecS4Z_r4_b1
-	PREFETCHT0      8192(R9)
-	PREFETCHT0      8192(R9)(CX*1)
-	PREFETCHT0      8192(R9)(CX*2)
-	PREFETCHT0      8192(R9)(DX*1)
-	VMOVDQU64       (R8), Z12
-	VMOVDQU64       64(R8), Z13
-	VBROADCASTI64X4 (R9), Z14
+	PREFETCHT0      8192(DI)
+	PREFETCHT0      8192(DI)(CX*1)
+	PREFETCHT0      8192(DI)(CX*2)
+	PREFETCHT0      8192(DI)(DX*1)
+	VMOVDQU64       (SI), Z12
+	VMOVDQU64       64(SI), Z13
+	VBROADCASTI64X4 (DI), Z14
 	VPANDD          Z2, Z14, Z15
 	VPANDD          Z3, Z14, Z14
 	VPDPBUSD        Z12, Z15, Z4
 	VPDPBUSD        Z13, Z14, Z5
-	VBROADCASTI64X4 (R9)(CX*1), Z14
+	VBROADCASTI64X4 (DI)(CX*1), Z14
 	VPANDD          Z2, Z14, Z15
 	VPANDD          Z3, Z14, Z14
 	VPDPBUSD        Z12, Z15, Z6
 	VPDPBUSD        Z13, Z14, Z7
-	VBROADCASTI64X4 (R9)(CX*2), Z14
+	VBROADCASTI64X4 (DI)(CX*2), Z14
 	VPANDD          Z2, Z14, Z15
 	VPANDD          Z3, Z14, Z14
 	VPDPBUSD        Z12, Z15, Z8
 	VPDPBUSD        Z13, Z14, Z9
-	VBROADCASTI64X4 (R9)(DX*1), Z14
+	VBROADCASTI64X4 (DI)(DX*1), Z14
 	VPANDD          Z2, Z14, Z15
 	VPANDD          Z3, Z14, Z14
 	VPDPBUSD        Z12, Z15, Z10
 	VPDPBUSD        Z13, Z14, Z11
-	VMOVDQU64       128(R8), Z12
-	VMOVDQU64       192(R8), Z13
-	VBROADCASTI64X4 32(R9), Z14
+	VMOVDQU64       128(SI), Z12
+	VMOVDQU64       192(SI), Z13
+	VBROADCASTI64X4 32(DI), Z14
 	VPANDD          Z2, Z14, Z15
 	VPANDD          Z3, Z14, Z14
 	VPDPBUSD        Z12, Z15, Z4
 	VPDPBUSD        Z13, Z14, Z5
-	VBROADCASTI64X4 32(R9)(CX*1), Z14
+	VBROADCASTI64X4 32(DI)(CX*1), Z14
 	VPANDD          Z2, Z14, Z15
 	VPANDD          Z3, Z14, Z14
 	VPDPBUSD        Z12, Z15, Z6
 	VPDPBUSD        Z13, Z14, Z7
-	VBROADCASTI64X4 32(R9)(CX*2), Z14
+	VBROADCASTI64X4 32(DI)(CX*2), Z14
 	VPANDD          Z2, Z14, Z15
 	VPANDD          Z3, Z14, Z14
 	VPDPBUSD        Z12, Z15, Z8
 	VPDPBUSD        Z13, Z14, Z9
-	VBROADCASTI64X4 32(R9)(DX*1), Z14
+	VBROADCASTI64X4 32(DI)(DX*1), Z14
 	VPANDD          Z2, Z14, Z15
 	VPANDD          Z3, Z14, Z14
 	VPDPBUSD        Z12, Z15, Z10
 	VPDPBUSD        Z13, Z14, Z11
-	ADDQ            $0x00000100, R8
-	ADDQ            $0x00000040, R9
+	ADDQ            $0x00000100, SI
+	ADDQ            $0x00000040, DI
 	SUBQ            $0x02, R10
 	JMP             ternaryVecS4Z_r4_b2
 
 ternaryVecS4Z_r4_b1:
 	CMPQ            R10, $0x00
 	JE              ternaryVecS4Z_r4_sum
-	VMOVDQU64       (R8), Z12
-	VMOVDQU64       64(R8), Z13
-	VBROADCASTI64X4 (R9), Z14
+	VMOVDQU64       (SI), Z12
+	VMOVDQU64       64(SI), Z13
+	VBROADCASTI64X4 (DI), Z14
 	VPANDD          Z2, Z14, Z15
 	VPANDD          Z3, Z14, Z14
 	VPDPBUSD        Z12, Z15, Z4
 	VPDPBUSD        Z13, Z14, Z5
-	VBROADCASTI64X4 (R9)(CX*1), Z14
+	VBROADCASTI64X4 (DI)(CX*1), Z14
 	VPANDD          Z2, Z14, Z15
 	VPANDD          Z3, Z14, Z14
 	VPDPBUSD        Z12, Z15, Z6
 	VPDPBUSD        Z13, Z14, Z7
-	VBROADCASTI64X4 (R9)(CX*2), Z14
+	VBROADCASTI64X4 (DI)(CX*2), Z14
 	VPANDD          Z2, Z14, Z15
 	VPANDD          Z3, Z14, Z14
 	VPDPBUSD        Z12, Z15, Z8
 	VPDPBUSD        Z13, Z14, Z9
-	VBROADCASTI64X4 (R9)(DX*1), Z14
+	VBROADCASTI64X4 (DI)(DX*1), Z14
 	VPANDD          Z2, Z14, Z15
 	VPANDD          Z3, Z14, Z14
 	VPDPBUSD        Z12, Z15, Z10
 	VPDPBUSD        Z13, Z14, Z11
-	ADDQ            $0x00000080, R8
-	ADDQ            $0x00000020, R9
+	ADDQ            $0x00000080, SI
+	ADDQ            $0x00000020, DI
 
 ternaryVecS4Z_r4_sum:
 	VPSRAVD         z_cnt01<>+0(SB), Z4, Z4
@@ -338,20 +338,20 @@ ternaryVecS4Z_r4_sum:
 	MOVQ            tail+32(FP), R10
 	CMPQ            R10, $0x00
 	JE              ternaryVecS4Z_r4_reduce
-	VMOVDQU64       (R8), Z12
-	VBROADCASTI32X4 (R9), Z13
+	VMOVDQU64       (SI), Z12
+	VBROADCASTI32X4 (DI), Z13
 	VPSRLVQ         z_tailshift<>+0(SB), Z13, Z13
 	VPANDD          z_mask3<>+0(SB), Z13, Z13
 	VPDPBUSD        Z12, Z13, Z4
-	VBROADCASTI32X4 (R9)(CX*1), Z13
+	VBROADCASTI32X4 (DI)(CX*1), Z13
 	VPSRLVQ         z_tailshift<>+0(SB), Z13, Z13
 	VPANDD          z_mask3<>+0(SB), Z13, Z13
 	VPDPBUSD        Z12, Z13, Z6
-	VBROADCASTI32X4 (R9)(CX*2), Z13
+	VBROADCASTI32X4 (DI)(CX*2), Z13
 	VPSRLVQ         z_tailshift<>+0(SB), Z13, Z13
 	VPANDD          z_mask3<>+0(SB), Z13, Z13
 	VPDPBUSD        Z12, Z13, Z8
-	VBROADCASTI32X4 (R9)(DX*1), Z13
+	VBROADCASTI32X4 (DI)(DX*1), Z13
 	VPSRLVQ         z_tailshift<>+0(SB), Z13, Z13
 	VPANDD          z_mask3<>+0(SB), Z13, Z13
 	VPDPBUSD        Z12, Z13, Z10
@@ -374,54 +374,54 @@ ternaryVecS4Z_r4_reduce:
 	VCVTDQ2PS     X12, X12
 	VMULPS        (BX), X12, X12
 	VMULPS        X1, X12, X12
-	VMOVUPS       X12, (SI)
+	VMOVUPS       X12, (R8)
 	ADDQ          $0x00000010, BX
 	LEAQ          (AX)(CX*4), AX
-	ADDQ          $0x00000010, SI
-	SUBQ          $0x04, DI
+	ADDQ          $0x00000010, R8
+	SUBQ          $0x04, R9
 	JMP           ternaryVecS4Z_r4_row
 
 ternaryVecS4Z_r4_end:
 ternaryVecS4Z_r1_row:
-	CMPQ   DI, $0x01
+	CMPQ   R9, $0x01
 	JB     ternaryVecS4Z_r1_end
 	VPXORD Z16, Z16, Z16
 	VPXORD Z17, Z17, Z17
 	VPXORD Z18, Z18, Z18
 	VPXORD Z19, Z19, Z19
 	MOVQ   act+16(FP), DX
-	MOVQ   AX, R8
-	MOVQ   n128+24(FP), R9
+	MOVQ   AX, SI
+	MOVQ   n128+24(FP), DI
 
 ternaryVecS4Z_r1_b2:
-	CMPQ            R9, $0x02
+	CMPQ            DI, $0x02
 	JB              ternaryVecS4Z_r1_b1
-	PREFETCHT0      8192(R8)
-	VBROADCASTI64X4 (R8), Z4
+	PREFETCHT0      8192(SI)
+	VBROADCASTI64X4 (SI), Z4
 	VPANDD          Z2, Z4, Z5
 	VPANDD          Z3, Z4, Z4
 	VPDPBUSD        (DX), Z5, Z16
 	VPDPBUSD        64(DX), Z4, Z17
-	VBROADCASTI64X4 32(R8), Z4
+	VBROADCASTI64X4 32(SI), Z4
 	VPANDD          Z2, Z4, Z5
 	VPANDD          Z3, Z4, Z4
 	VPDPBUSD        128(DX), Z5, Z18
 	VPDPBUSD        192(DX), Z4, Z19
 	ADDQ            $0x00000100, DX
-	ADDQ            $0x00000040, R8
-	SUBQ            $0x02, R9
+	ADDQ            $0x00000040, SI
+	SUBQ            $0x02, DI
 	JMP             ternaryVecS4Z_r1_b2
 
 ternaryVecS4Z_r1_b1:
-	CMPQ            R9, $0x00
+	CMPQ            DI, $0x00
 	JE              ternaryVecS4Z_r1_sum
-	VBROADCASTI64X4 (R8), Z4
+	VBROADCASTI64X4 (SI), Z4
 	VPANDD          Z2, Z4, Z5
 	VPANDD          Z3, Z4, Z4
 	VPDPBUSD        (DX), Z5, Z16
 	VPDPBUSD        64(DX), Z4, Z17
 	ADDQ            $0x00000080, DX
-	ADDQ            $0x00000020, R8
+	ADDQ            $0x00000020, SI
 
 ternaryVecS4Z_r1_sum:
 	VPADDD          Z18, Z16, Z16
@@ -429,10 +429,10 @@ ternaryVecS4Z_r1_sum:
 	VPSRAVD         z_cnt01<>+0(SB), Z16, Z16
 	VPSRAVD         z_cnt23<>+0(SB), Z17, Z17
 	VPADDD          Z17, Z16, Z16
-	MOVQ            tail+32(FP), R9
-	CMPQ            R9, $0x00
+	MOVQ            tail+32(FP), DI
+	CMPQ            DI, $0x00
 	JE              ternaryVecS4Z_r1_reduce
-	VBROADCASTI32X4 (R8), Z4
+	VBROADCASTI32X4 (SI), Z4
 	VPSRLVQ         z_tailshift<>+0(SB), Z4, Z4
 	VPANDD          z_mask3<>+0(SB), Z4, Z4
 	VPDPBUSD        (DX), Z4, Z16
@@ -450,11 +450,11 @@ ternaryVecS4Z_r1_reduce:
 	VCVTDQ2PS     X5, X5
 	VMULSS        (BX), X5, X5
 	VMULSS        X1, X5, X5
-	VMOVSS        X5, (SI)
+	VMOVSS        X5, (R8)
 	ADDQ          $0x00000004, BX
 	ADDQ          CX, AX
-	ADDQ          $0x00000004, SI
-	SUBQ          $0x01, DI
+	ADDQ          $0x00000004, R8
+	SUBQ          $0x01, R9
 	JMP           ternaryVecS4Z_r1_row
 
 ternaryVecS4Z_r1_end:
