@@ -7,9 +7,9 @@ import (
 )
 
 // TestTernaryRowKernels checks the one-token products of 2-bit rows with
-// one scale each (MatVec below batchedMatVecCols: ternaryDotS4 four rows a
-// call for rows of up to 8 blocks, the rest of the rows and longer rows by
-// the two-row kernel) bit for bit against the pure-Go path, on random
+// one scale each on the AVX2 kernels (ternaryDotS4 four rows a call for
+// rows of up to 8 blocks, the rest of the rows and longer rows by the
+// two-row kernel, rows from oneRowCols one at a time) bit for bit against the pure-Go path, on random
 // signed inputs and on the extremes of the int16 sums (every code +1 or -1
 // with activations all +-127), for widths with and without a 64-weight
 // tail, odd row counts and row ranges.
@@ -17,8 +17,9 @@ func TestTernaryRowKernels(t *testing.T) {
 	if !cpuAVX2 {
 		t.Skip("no AVX2")
 	}
+	defer setISA("avx2")() // the VNNI paths take other kernels
 	rng := rand.New(rand.NewPCG(21, 22))
-	for _, cols := range []int{128, 192, 576, 960, 1024, 1088, 1152, 1536, 1600, 1984} {
+	for _, cols := range []int{128, 192, 576, 960, 1024, 1088, 1152, 1536, 1600, 1984, oneRowCols, oneRowCols + 64, 2560} {
 		for _, rows := range []int{1, 4, 5, 7, 8, 13, 67} {
 			for _, kind := range []string{"random", "plus", "minus", "alternate"} {
 				codes := make([]int8, rows*cols)

@@ -337,7 +337,7 @@ func checkArgs(name string, rows, cols int, dstLen int, a *Acts, r0, r1 int, bat
 // token of a. dst is indexed by absolute row, so workers may share it.
 func (t *Ternary) MatVec(dst []float32, a *Acts, r0, r1 int) {
 	checkArgs("Ternary.MatVec", t.rows, t.cols, len(dst), a, r0, r1, false)
-	if t.layout == Layout2Bit && t.blockScale == nil && (t.cols >= batchedMatVecCols || vnniOn(t.cols)) {
+	if t.layout == Layout2Bit && t.blockScale == nil && vnniOn(t.cols) {
 		t.matMat2Bit(dst, a, 1, r0, r1)
 		return
 	}
@@ -365,12 +365,12 @@ func (t *Ternary) MatMat(dst []float32, a *Acts, r0, r1 int) {
 	}
 }
 
-// batchedMatVecCols is the row length from which MatVec runs the batched
-// kernel for its one token (matMat2Bit) on the AVX2 path (on the AVX-512
-// path it always does: there it is the only ternary row kernel): it
-// decodes long rows faster than the one-token kernel, and short rows
+// oneRowCols is the row length from which the AVX2 one-token product
+// (dots) reads one row after another (ternaryDot1), so that a core's share
+// is one sequential run, instead of two rows a pass (ternaryDot2): on the
+// Zen 5 VM 2560- and 6912-wide rows ran ~10% faster so, 1536-wide ones
 // slower (docs/cpu-notes.md). The results are the same bits.
-const batchedMatVecCols = 2048
+const oneRowCols = 2048
 
 // batchRows is the most rows one batched kernel call covers: its int32
 // results sit in a stack buffer of 4 tokens per row.
@@ -617,6 +617,10 @@ func shortRows(cols int) bool {
 // dots writes sum(c*q) of each row of w (len(out) rows, stride bytes apart).
 func dots(out []int32, w []byte, stride int, q []int8) {
 	n128, tail := len(q)/128, len(q)%128/64
+	if useAVX2 && len(q) >= oneRowCols {
+		ternaryDot1(&w[0], stride, &q[0], n128, tail, &out[0], len(out))
+		return
+	}
 	if useAVX2 {
 		g := len(out) / 2
 		if g > 0 {
