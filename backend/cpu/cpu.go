@@ -238,23 +238,15 @@ func (m *Model) Config() *model.Config { return &m.cfg }
 // Threads is the size of the worker pool.
 func (m *Model) Threads() int { return m.threads }
 
-// Kernels names the kernel set the products run on, for reports: the
-// kernels' "avx512-vnni", "avx-vnni" (the AVX2 set with the AVX-VNNI
-// ternary products), "avx2" or "go" (their pure-Go fallback), or
+// Kernels names the kernel set the products run on, for reports:
+// kernels.Path() ("avx512-vnni", "avx-vnni", "avx2" or "go"), or
 // "reference" where no product was repacked for them (Options.NoKernels,
 // or only types and widths they do not take).
 func (m *Model) Kernels() string {
-	switch {
-	case !m.repacked:
+	if !m.repacked {
 		return "reference"
-	case kernels.AVX512():
-		return "avx512-vnni"
-	case kernels.AVXVNNI():
-		return "avx-vnni"
-	case kernels.AVX2():
-		return "avx2"
 	}
-	return "go"
+	return kernels.Path()
 }
 
 // RunThreads implements backend.ThreadRunner on the worker pool.

@@ -718,39 +718,15 @@ func TestRunThreads(t *testing.T) {
 	}
 }
 
-// TestKernelsName: Kernels names the set the products run on, following
-// the kernels' switches, and "reference" on the plain path.
+// TestKernelsName: Kernels names the set the kernels run on
+// (kernels.Path), and "reference" on the plain path.
 func TestKernelsName(t *testing.T) {
 	w := testmodel.Weights(t, testmodel.Write(t, testmodel.Tiny("llama", quant.Q8_0)))
 	if k := loadT(t, w, 1).Kernels(); k != "reference" {
 		t.Fatalf("NoKernels: %q", k)
 	}
 	m := loadOpts(t, w, Options{Threads: 1})
-	prev2, prevV, prev512 := kernels.SetAVX2(true), kernels.SetAVXVNNI(true), kernels.SetAVX512(true)
-	defer func() { kernels.SetAVX2(prev2); kernels.SetAVXVNNI(prevV); kernels.SetAVX512(prev512) }()
-	// Each switch turned off in turn, fastest first.
-	for _, off := range []string{"none", "AVX-512", "AVX-VNNI"} {
-		switch off {
-		case "AVX-512":
-			kernels.SetAVX512(false)
-		case "AVX-VNNI":
-			kernels.SetAVXVNNI(false)
-		}
-		want := "go"
-		switch {
-		case kernels.AVX512():
-			want = "avx512-vnni"
-		case kernels.AVXVNNI():
-			want = "avx-vnni"
-		case kernels.AVX2():
-			want = "avx2"
-		}
-		if k := m.Kernels(); k != want {
-			t.Fatalf("%s off: %q, want %q", off, k, want)
-		}
-	}
-	kernels.SetAVX2(false)
-	if k := m.Kernels(); k != "go" {
-		t.Fatalf("assembly off: %q, want go", k)
+	if k := m.Kernels(); k != kernels.Path() {
+		t.Fatalf("%q, kernels.Path() %q", k, kernels.Path())
 	}
 }

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
 
 	"github.com/alecthomas/kong"
 
+	"github.com/edgellm/edgellm/backend/cpu/kernels"
 	"github.com/edgellm/edgellm/version"
 )
 
@@ -36,7 +38,13 @@ type cli struct {
 
 type versionCmd struct{}
 
-func (versionCmd) Run() error { fmt.Println("edgellm", version.Version); return nil }
+// Run prints the version, then the CPU kernel set this machine gets (what
+// a user checks first when decode is slower than expected).
+func (versionCmd) Run() error {
+	fmt.Println("edgellm", version.Version)
+	fmt.Printf("cpu kernels: %s (%s/%s)\n", kernels.Path(), runtime.GOOS, runtime.GOARCH)
+	return nil
+}
 
 // logger writes to stderr; -v lowers its level to debug.
 func newLogger(verbose bool) *slog.Logger {

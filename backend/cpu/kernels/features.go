@@ -55,6 +55,21 @@ func SetAVXVNNI(on bool) (prev bool) {
 	return prev
 }
 
+// Path names the kernel set the products run on now, fastest first:
+// "avx512-vnni", "avx-vnni" (the AVX2 set with the AVX-VNNI ternary
+// products), "avx2", or "go" (the pure-Go fallbacks).
+func Path() string {
+	switch {
+	case AVX512():
+		return "avx512-vnni"
+	case AVXVNNI():
+		return "avx-vnni"
+	case AVX2():
+		return "avx2"
+	}
+	return "go"
+}
+
 // maxZCols is the longest row the AVX-512 and AVX-VNNI ternary kernels take: its int32
 // lanes gain up to 2^16 per 128 weights (see ternaryDotBatchZ in _gen).
 const maxZCols = 1 << 21

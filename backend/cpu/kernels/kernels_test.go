@@ -839,3 +839,36 @@ func TestNoAllocs(t *testing.T) {
 		}
 	})
 }
+
+// TestPath: Path names the fastest set the CPU has and the switches
+// allow, following each switch turned off in turn down to "go".
+func TestPath(t *testing.T) {
+	p2, pv, p5 := SetAVX2(true), SetAVXVNNI(true), SetAVX512(true)
+	defer func() { SetAVX2(p2); SetAVXVNNI(pv); SetAVX512(p5) }()
+	// first returns the first name whose CPU support is set.
+	first := func(c ...any) string {
+		for i := 0; i < len(c); i += 2 {
+			if c[i].(bool) {
+				return c[i+1].(string)
+			}
+		}
+		return "go"
+	}
+	steps := []struct {
+		off  func(bool) bool
+		want string
+	}{
+		{nil, first(cpuAVX512, "avx512-vnni", cpuAVXVNNI, "avx-vnni", cpuAVX2, "avx2")},
+		{SetAVX512, first(cpuAVXVNNI, "avx-vnni", cpuAVX2, "avx2")},
+		{SetAVXVNNI, first(cpuAVX2, "avx2")},
+		{SetAVX2, "go"},
+	}
+	for i, st := range steps {
+		if st.off != nil {
+			st.off(false)
+		}
+		if got := Path(); got != st.want {
+			t.Fatalf("step %d: Path() %q, want %q", i, got, st.want)
+		}
+	}
+}
