@@ -10,9 +10,9 @@ var useAVX2 = cpuAVX2
 // binary.
 var useAVX512 = cpuAVX512
 
-// useAVXVNNI selects the AVX-VNNI ternary kernels (ternaryDotT*V) where
-// the AVX-512 ones do not serve; it starts as what the CPU offers
-// (GODEBUG=cpu.avxvnni=off turns it off).
+// useAVXVNNI selects the AVX-VNNI ternary kernels (ternaryVec*V,
+// ternaryDotT*V) where the AVX-512 ones do not serve; it starts as what
+// the CPU offers (GODEBUG=cpu.avxvnni=off turns it off).
 var useAVXVNNI = cpuAVXVNNI
 
 // AVX2 reports whether the assembly kernels are in use.
@@ -70,8 +70,9 @@ func Path() string {
 	return "go"
 }
 
-// maxZCols is the longest row the AVX-512 and AVX-VNNI ternary kernels take: its int32
-// lanes gain up to 2^16 per 128 weights (see ternaryDotBatchZ in _gen).
+// maxZCols is the longest row the AVX-512 and AVX-VNNI ternary kernels
+// take: their int32 lanes gain up to 2^16 per 128 weights (see
+// ternaryDotBatchZ in _gen).
 const maxZCols = 1 << 21
 
 // avxvnniOn reports whether the AVX-VNNI kernels serve rows of cols
