@@ -536,12 +536,7 @@ func ternaryDotShort(name string, nr, prefetch int) {
 		VPADDW(sB[r], sA[r], sA[r])
 		VPMADDWD(ones, sA[r], sA[r])
 	}
-	VPHADDD(sA[1], sA[0], sA[0])
-	VPHADDD(sA[3], sA[2], sA[2])
-	VPHADDD(sA[2], sA[0], sA[0])
-	x := XMM()
-	VEXTRACTI128(U8(1), sA[0], x)
-	VPADDD(x, sA[0].AsX(), x)
+	x := reduce4x(sA, false)
 	// as the Go code: float32(d - sum) * rs[r] * inv, rounded at each step
 	sb, ib := XMM(), XMM()
 	Load(Param("sum"), p)

@@ -367,9 +367,9 @@ func (t *Ternary) MatMat(dst []float32, a *Acts, r0, r1 int) {
 
 // oneRowCols is the row length from which the AVX2 one-token product
 // (dots) reads one row after another (ternaryDot1), so that a core's share
-// is one sequential run, instead of two rows a pass (ternaryDot2): on the
-// Zen 5 VM that ran 2560- and 6912-wide rows ~10% faster, and 1536-wide
-// ones slower (docs/cpu-notes.md). The results are the same bits.
+// is one sequential run, instead of two rows a pass (ternaryDot2): faster
+// for long rows, slower for 1536-wide ones (docs/cpu-notes.md has the
+// figures). The results are the same bits.
 const oneRowCols = 2048
 
 // batchRows is the most rows one batched kernel call covers: its int32
