@@ -36,7 +36,8 @@ func readProcCounters(before bool) (c procCounters) {
 	rusage := func() {
 		var ru syscall.Rusage
 		if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
-			c.minFlt, c.majFlt, c.nvcsw, c.nivcsw = ru.Minflt, ru.Majflt, ru.Nvcsw, ru.Nivcsw
+			// int64 on 64-bit Linux, int32 on 32-bit (arm, 386)
+			c.minFlt, c.majFlt, c.nvcsw, c.nivcsw = int64(ru.Minflt), int64(ru.Majflt), int64(ru.Nvcsw), int64(ru.Nivcsw)
 		}
 	}
 	if before {
