@@ -49,6 +49,13 @@ func avx512Only() bool {
 		int8DotBatchZ(nt, false)
 		int8DotBatchZ(nt, true)
 	}
+	// Decode's attention (attnz.go).
+	zec = declareExpConsts("zexp_", true)
+	softmaxExpZ()
+	for g := 1; g <= 4; g++ {
+		attnScoresG(g, avx512Attn)
+		attnMixG(g, avx512Attn)
+	}
 	Generate()
 	return true
 }
@@ -99,22 +106,27 @@ func zconsts() {
 
 // hsumZ sums the 16 int32 lanes of z and stores the sum at dst.
 func hsumZ(z reg.VecVirtual, dst Mem) {
-	VMOVD(hsumZx(z), dst)
+	VMOVD(hsumZx(z, false), dst)
 }
 
-// hsumZx sums the 16 int32 lanes of z into lane 0 of the XMM it returns.
-func hsumZx(z reg.VecVirtual) reg.VecVirtual {
+// hsumZx sums the 16 int32 lanes of z (float32 with fl) into lane 0 of
+// the XMM it returns.
+func hsumZx(z reg.VecVirtual, fl bool) reg.VecVirtual {
+	add, extract4, extract2 := VPADDD, VEXTRACTI64X4, VEXTRACTI32X4
+	if fl {
+		add, extract4, extract2 = VADDPS, VEXTRACTF64X4, VEXTRACTF32X4
+	}
 	y := YMM()
-	VEXTRACTI64X4(U8(1), z, y)
-	VPADDD(y, z.AsY(), y)
+	extract4(U8(1), z, y)
+	add(y, z.AsY(), y)
 	x := XMM()
-	VEXTRACTI32X4(U8(1), y, x)
-	VPADDD(x, y.AsX(), x)
+	extract2(U8(1), y, x)
+	add(x, y.AsX(), x)
 	u := XMM()
 	VPSHUFD(U8(0x4e), x, u)
-	VPADDD(u, x, x)
+	add(u, x, x)
 	VPSHUFD(U8(0xb1), x, u)
-	VPADDD(u, x, x)
+	add(u, x, x)
 	return x
 }
 
@@ -269,7 +281,7 @@ func ternaryDotBatchZ(name string, nt, rowsAPass int) {
 			if nr == 4 {
 				x = hsum4Zx([]reg.VecVirtual{acc[0][0][0], acc[1][0][0], acc[2][0][0], acc[3][0][0]})
 			} else {
-				x = hsumZx(acc[0][0][0])
+				x = hsumZx(acc[0][0][0], false)
 			}
 			VPSUBD(sumv, x, x)
 			VCVTDQ2PS(x, x)

@@ -71,11 +71,11 @@ func main() {
 	attnMix(true)
 	// GQA: the query heads of one KV head read each key and value once.
 	for g := 1; g <= 4; g++ {
-		attnScoresG(g)
-		attnMixG(g)
+		attnScoresG(g, avx2Attn)
+		attnMixG(g, avx2Attn)
 	}
 	f32ToF16()
-	expConstants()
+	ec = declareExpConsts("exp_", false)
 	softmaxExp()
 	siluMul()
 	absMax()
@@ -1501,11 +1501,18 @@ func attnMix(half bool) {
 	RET()
 }
 
-// ec holds the 32-byte read-only constants of expPS.
-var ec struct {
+// expConsts are expPS's read-only constants in one assembly file (a
+// file's constants are its own symbols).
+type expConsts struct {
 	hi, lo, log2e, c1, c2, one, bias, flush Mem
 	p                                       [6]Mem
+	// evex: the AVX-512 file's, read by EVEX broadcast (with VRNDSCALEPS
+	// for VROUNDPS), so that any of the 32 registers may be used.
+	evex bool
 }
+
+// ec and zec are the AVX2 file's and the AVX-512 file's.
+var ec, zec expConsts
 
 // vconst declares a read-only 32-byte vector of v in every dword.
 func vconst(name string, v uint32) Mem {
@@ -1516,39 +1523,64 @@ func vconst(name string, v uint32) Mem {
 	return m
 }
 
-func expConstants() {
-	f := func(name string, v float32) Mem { return vconst(name, math.Float32bits(v)) }
-	// the normal range of float32 results: 2^n stays a normal number
-	ec.hi, ec.lo = f("exp_hi", 88.3762626647949), f("exp_lo", -87.3365447504)
-	ec.log2e = f("exp_log2e", 1.44269504088896341)
-	ec.c1, ec.c2 = f("exp_c1", 0.693359375), f("exp_c2", -2.12194440e-4) // ln 2 = c1 + c2
-	ec.one, ec.bias = f("exp_one", 1), vconst("exp_bias", 127)
-	ec.flush = f("exp_flush", -64)
-	for i, c := range []float32{1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1} {
-		ec.p[i] = f(fmt.Sprintf("exp_p%d", i), c)
+// declareExpConsts declares the constants, named with prefix: 32-byte
+// vectors, or with evex single floats to broadcast.
+func declareExpConsts(prefix string, evex bool) expConsts {
+	c := expConsts{evex: evex}
+	u := func(name string, v uint32) Mem {
+		if evex {
+			m := GLOBL(prefix+name, RODATA|NOPTR)
+			DATA(0, U32(v))
+			return m
+		}
+		return vconst(prefix+name, v)
 	}
+	f := func(name string, v float32) Mem { return u(name, math.Float32bits(v)) }
+	// the normal range of float32 results: 2^n stays a normal number
+	c.hi, c.lo = f("hi", 88.3762626647949), f("lo", -87.3365447504)
+	c.log2e = f("log2e", 1.44269504088896341)
+	c.c1, c.c2 = f("c1", 0.693359375), f("c2", -2.12194440e-4) // ln 2 = c1 + c2
+	c.one, c.bias = f("one", 1), u("bias", 127)
+	c.flush = f("flush", -64)
+	for i, v := range []float32{1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1} {
+		c.p[i] = f(fmt.Sprintf("p%d", i), v)
+	}
+	return c
 }
 
-// expPS sets x = e^x for 8 floats the Cephes expf way: x clamped to the
-// normal range, n = round(x*log2 e), r = x - n*ln 2 (ln 2 in two parts so
-// r is exact), e^r = 1 + r + r^2*P(r), times 2^n built in the exponent
-// bits. Relative error about 2 ulp. t, u, w are scratch.
-func expPS(x, t, u, w reg.VecVirtual) {
-	VMINPS(ec.hi, x, x)
-	VMAXPS(ec.lo, x, x)
-	VMULPS(ec.log2e, x, t)
-	VROUNDPS(U8(0), t, t)     // to nearest
-	VFNMADD231PS(ec.c1, t, x) // x -= n*c1
-	VFNMADD231PS(ec.c2, t, x)
-	VMOVUPS(ec.p[0], u)
-	for _, c := range ec.p[1:] {
-		VFMADD213PS(c, x, u) // u = u*x + c
+// expPS sets x = e^x for 8 (or, with c.evex, 8 or 16) floats the Cephes
+// expf way: x clamped to the normal range, n = round(x*log2 e), r = x -
+// n*ln 2 (ln 2 in two parts so r is exact), e^r = 1 + r + r^2*P(r), times
+// 2^n built in the exponent bits. Relative error about 2 ulp. t, u, w are
+// scratch. Both files' forms take the same operations in the same order,
+// so each lane gets the same bits.
+func expPS(c *expConsts, x, t, u, w reg.VecVirtual) {
+	op := func(plain, bcst func(...Op), args ...Op) {
+		if c.evex {
+			bcst(args...)
+		} else {
+			plain(args...)
+		}
+	}
+	op(VMINPS, VMINPS_BCST, c.hi, x, x)
+	op(VMAXPS, VMAXPS_BCST, c.lo, x, x)
+	op(VMULPS, VMULPS_BCST, c.log2e, x, t)
+	if c.evex {
+		VRNDSCALEPS(U8(0), t, t) // to nearest
+	} else {
+		VROUNDPS(U8(0), t, t)
+	}
+	op(VFNMADD231PS, VFNMADD231PS_BCST, c.c1, t, x) // x -= n*c1
+	op(VFNMADD231PS, VFNMADD231PS_BCST, c.c2, t, x)
+	op(VMOVUPS, VBROADCASTSS, c.p[0], u)
+	for _, p := range c.p[1:] {
+		op(VFMADD213PS, VFMADD213PS_BCST, p, x, u) // u = u*x + p
 	}
 	VMULPS(x, x, w)
 	VFMADD213PS(x, w, u) // u = u*x^2 + x
-	VADDPS(ec.one, u, u)
+	op(VADDPS, VADDPS_BCST, c.one, u, u)
 	VCVTPS2DQ(t, t)
-	VPADDD(ec.bias, t, t)
+	op(VPADDD, VPADDD_BCST, c.bias, t, t)
 	VPSLLD(U8(23), t, t)
 	VMULPS(t, u, x)
 }
@@ -1586,7 +1618,7 @@ func softmaxExp() {
 		// change no sum, and their products with the values would be
 		// denormals, which cost the FMAs of attnMix dearly
 		VCMPPS(U8(13), ec.flush, r.v, r.keep) // v >= -64 (ordered)
-		expPS(r.v, r.t, r.u, r.w)
+		expPS(&ec, r.v, r.t, r.u, r.w)
 		VANDPS(r.keep, r.v, r.v)
 		VMOVUPS(r.v, Mem{Base: x, Disp: 32 * i})
 		VADDPS(r.v, sum[i], sum[i])
@@ -1634,7 +1666,7 @@ func siluMul() {
 	JE(LabelRef("sm_done"))
 	VMOVUPS(Mem{Base: g}, x)
 	VSUBPS(x, zero, v) // -g
-	expPS(v, t, u, w)
+	expPS(&ec, v, t, u, w)
 	VADDPS(ec.one, v, v)
 	VMULPS(Mem{Base: up}, x, x)
 	VDIVPS(v, x, x)
@@ -1678,37 +1710,114 @@ func f32ToF16() {
 // distance that gave the least attention time (docs/cpu-notes.md).
 const attnAhead = 32
 
-// attnGroupP and attnGroupC are, per group size g (query heads sharing
-// one KV head), the positions attnScoresG keeps in flight (g*P
-// accumulators + g query chunks + 1 key chunk <= 16 YMM) and the
-// 8-float column chunks attnMixG keeps per head (g*C accumulators + g
-// weights + 1 value chunk <= 16).
-var (
-	attnGroupP = [5]int{0, 8, 4, 4, 2}
-	attnGroupC = [5]int{0, 8, 4, 4, 2}
-)
+// attnWidth is what the grouped attention kernels' generator needs of a
+// register width: AVX2's 8 floats (attnScoresHG*, attnMixHG*) or AVX-512's
+// 16 (attnScoresZG*, attnMixZG*, in attnz.go).
+type attnWidth struct {
+	suffix string // the kernels' names: attnScores<suffix>G<g>
+	floats int    // floats a register
+	vec    func() reg.VecVirtual
+	// P and C are, per group size g (query heads sharing one KV head), the
+	// positions attnScoresG keeps in flight (g*P accumulators + g query
+	// chunks + 1 key chunk fit the registers) and the column chunks
+	// attnMixG keeps per head (g*C accumulators + g weights + 1 value
+	// chunk).
+	P, C [5]int
+	// mixUs are the chunk counts attnMixG takes a pass, widest first.
+	mixUs func(C int) []int
+	// sums reduces one head's u accumulators (one a position) and calls
+	// store with each register of sums (lanes in position order) and its
+	// byte offset in the head's scores.
+	sums func(acc []reg.VecVirtual, store func(s reg.VecVirtual, off int))
+	// maxInit fills the head's running-max slot (maxBytes at m) with
+	// -Inf; maxFinal reduces it to the float it stores at dst.
+	maxBytes int
+	maxInit  func(m []Mem)
+	maxFinal func(m, dst Mem)
+}
 
-// attnScoresG is attnScoresH for the g query heads of one KV head (GQA):
-// each float16 key chunk is converted once and used by the g heads, so the
-// keys are read and converted once per group, not once per head. q_h is
-// at q+h*n floats; out_h at out+h*ostride bytes; mx[h] gets the largest
-// of out_h (each head's running max is kept in a 4-lane stack slot). P
-// positions at a time, then one. Keys attnAhead positions on, and the
+// avx2Attn is attnWidth for AVX2's YMM registers.
+var avx2Attn = attnWidth{
+	suffix: "H", floats: 8, vec: YMM,
+	P:     [5]int{0, 8, 4, 4, 2},
+	C:     [5]int{0, 8, 4, 4, 2},
+	mixUs: func(C int) []int { return []int{C, 1} },
+	sums: func(acc []reg.VecVirtual, store func(s reg.VecVirtual, off int)) {
+		switch len(acc) {
+		case 1:
+			s := XMM()
+			VEXTRACTF128(U8(1), acc[0], s)
+			VADDPS(s, acc[0].AsX(), s)
+			VHADDPS(s, s, s)
+			VHADDPS(s, s, s) // the sum in every lane
+			store(s, 0)
+		case 2:
+			a, b := acc[0], acc[1]
+			VHADDPS(b, a, a) // a01 a23 b01 b23 | a45 a67 b45 b67
+			s := XMM()
+			VEXTRACTF128(U8(1), a, s)
+			VADDPS(s, a.AsX(), s)
+			VHADDPS(s, s, s) // a b a b
+			store(s, 0)
+		default:
+			for b := 0; b < len(acc)/4; b++ {
+				store(reduce4x(acc[4*b:4*b+4], true), 16*b)
+			}
+		}
+	},
+	maxBytes: 16,
+	maxInit: func(m []Mem) {
+		ninf := GP32()
+		MOVL(U32(0xff800000), ninf) // -Inf
+		x := XMM()
+		VMOVD(ninf, x)
+		VPBROADCASTD(x, x)
+		for _, a := range m {
+			VMOVUPS(x, a)
+		}
+	},
+	maxFinal: func(m, dst Mem) {
+		x, y := XMM(), XMM()
+		VMOVUPS(m, x)
+		VPSHUFD(U8(0x4e), x, y)
+		VMAXPS(y, x, x)
+		VPSHUFD(U8(0xb1), x, y)
+		VMAXPS(y, x, x)
+		VMOVSS(x, dst)
+	},
+}
+
+// attnScoresG writes, for the g query heads of one KV head (GQA), out_h[p]
+// = q_h·k_p over npos float16 keys and mx[h] = max_p out_h[p] (q_h at
+// q+h*n floats, out_h at out+h*ostride bytes): each key chunk is
+// converted once and used by the g heads, so the keys are read and
+// converted once per group, not once per head. P positions at a time (a
+// head's P sums reduced together: w.sums), then one; each head's running
+// max is kept in a stack slot. Keys attnAhead positions on, and the
 // values (at v) of the positions being scored, are prefetched once per
-// line, so that the values arrive during the scores and the softmax.
-func attnScoresG(g int) {
-	P := attnGroupP[g]
-	name := fmt.Sprintf("attnScoresHG%d", g)
+// line as one run each, so that the values arrive during the scores and
+// the softmax (a run rather than each row's lines: with P = 8 rows in
+// flight the AVX-512 kernels' decode attention took a third longer
+// prefetching the first 4 rows' lines, docs/cpu-notes.md).
+func attnScoresG(g int, w attnWidth) {
+	P, F := w.P[g], w.floats
+	name := fmt.Sprintf("attnScores%sG%d", w.suffix, g)
 	lp := func(l string) string { return name + "_" + l }
 	TEXT(name, NOSPLIT, "func(q *float32, k *uint16, kstride int, n int, npos int, out *float32, ostride int, mx *float32, v *uint16)")
 	Pragma("noescape")
-	Doc(fmt.Sprintf("%s writes out_h[p] = q_h·k_p for the %d query heads of one KV head (q_h at q+h*n floats, out_h at out+h*ostride bytes), npos float16 keys kstride bytes apart, n a multiple of 8, and mx[h] = max_p out_h[p], prefetching the values of the same positions at v.", name, g))
+	Doc(fmt.Sprintf("%s writes out_h[p] = q_h·k_p for the %d query heads of one KV head (q_h at q+h*n floats, out_h at out+h*ostride bytes), npos float16 keys kstride bytes apart, n a multiple of %d, and mx[h] = max_p out_h[p], prefetching the values of the same positions at v; see attnScoresG in _gen.", name, g, F))
 	q := Load(Param("q"), GP64())
 	k := Load(Param("k"), GP64())
 	ks := Load(Param("kstride"), GP64())
 	npos := Load(Param("npos"), GP64())
-	v := Load(Param("v"), GP64()) // the values of the same positions
 	out := Load(Param("out"), GP64())
+	// pk and pv run through the keys attnAhead positions on and the
+	// values of the positions being scored as one run each (the cache's
+	// rows of one KV head are kstride = 2n bytes apart, back to back).
+	pk := GP64()
+	IMUL3Q(Imm(attnAhead), ks, pk)
+	ADDQ(k, pk)
+	pv := Load(Param("v"), GP64())
 	nb := Load(Param("n"), GP64())
 	SHLQ(U8(2), nb) // bytes of one head's query
 	ks3, nb3 := GP64(), GP64()
@@ -1716,16 +1825,14 @@ func attnScoresG(g int) {
 	if g == 4 {
 		LEAQ(Mem{Base: nb, Index: nb, Scale: 2}, nb3)
 	}
-	mloc := AllocLocal(16 * g)
+	mloc := AllocLocal(w.maxBytes * g)
+	mslot := func(h int) Mem { return mloc.Offset(w.maxBytes * h) }
 	{
-		ninf := GP32()
-		MOVL(U32(0xff800000), ninf) // -Inf
-		x := XMM()
-		VMOVD(ninf, x)
-		VPBROADCASTD(x, x)
-		for h := 0; h < g; h++ {
-			VMOVUPS(x, mloc.Offset(16*h))
+		slots := make([]Mem, g)
+		for h := range slots {
+			slots[h] = mslot(h)
 		}
+		w.maxInit(slots)
 	}
 	// outAddr puts out+h*ostride in a register.
 	outAddr := func(h int) reg.GPVirtual {
@@ -1740,20 +1847,21 @@ func attnScoresG(g int) {
 		}
 		return a
 	}
+	U := 32 / F // chunks a line of float16 (32 floats)
 	j, qp, kp := GP64(), GP64(), GP64()
 	for _, u := range []int{P, 1} {
 		acc := make([][]reg.VecVirtual, u) // [position][head]
 		for r := range acc {
 			acc[r] = make([]reg.VecVirtual, g)
 			for h := range acc[r] {
-				acc[r][h] = YMM()
+				acc[r][h] = w.vec()
 			}
 		}
 		qv := make([]reg.VecVirtual, g)
 		for h := range qv {
-			qv[h] = YMM()
+			qv[h] = w.vec()
 		}
-		t := YMM()
+		t := w.vec()
 		lbl := lp(fmt.Sprintf("p%d", u))
 		next := lp("p1")
 		if u == 1 {
@@ -1775,87 +1883,70 @@ func attnScoresG(g int) {
 			k4 = GP64()
 			LEAQ(Mem{Base: k, Index: ks, Scale: 4}, k4)
 		}
-		// pk: the rows attnAhead positions on, each prefetched along as
-		// this block's are read (up to 4 rows a block)
-		pk := GP64()
-		IMUL3Q(Imm(attnAhead), ks, pk)
-		ADDQ(k, pk)
-		pv := GP64()
-		MOVQ(v, pv)
-		// 32 floats of each row an iteration (64 bytes of float16: one
-		// line, prefetched once), then 8 at a time.
-		for _, U := range []int{4, 1} {
-			ul := fmt.Sprintf("%s_u%d", lbl, U)
+		// A line of each row (32 floats) an iteration, then F at a time.
+		for _, c := range []int{U, 1} {
+			ul := fmt.Sprintf("%s_u%d", lbl, c)
 			Label(ul)
-			CMPQ(j, Imm(uint64(8*U)))
-			JB(LabelRef(map[int]string{4: lbl + "_u1", 1: lbl + "_sums"}[U]))
-			if U == 4 {
-				for r := 0; r < min(u, 4); r++ {
-					PREFETCHT0(rowAddr(pk, ks, ks3, r, 0))
-					PREFETCHT0(rowAddr(pv, ks, ks3, r, 0))
+			CMPQ(j, Imm(uint64(F*c)))
+			JB(LabelRef(map[bool]string{true: lbl + "_u1", false: lbl + "_sums"}[c == U && U > 1]))
+			if c == U {
+				// a line of each for each row in flight
+				for r := 0; r < u; r++ {
+					PREFETCHT0(Mem{Base: pk, Disp: 64 * r})
+					PREFETCHT0(Mem{Base: pv, Disp: 64 * r})
 				}
+				ADDQ(U32(uint32(64*u)), pk)
+				ADDQ(U32(uint32(64*u)), pv)
 			}
-			for d := 0; d < U; d++ {
+			for d := 0; d < c; d++ {
 				for h := range qv {
-					VMOVUPS(rowAddr(qp, nb, nb3, h, 32*d), qv[h])
+					VMOVUPS(rowAddr(qp, nb, nb3, h, 4*F*d), qv[h])
 				}
 				for r := 0; r < u; r++ {
 					base := kp
 					if r >= 4 {
 						base = k4
 					}
-					VCVTPH2PS(rowAddr(base, ks, ks3, r%4, 16*d), t)
+					VCVTPH2PS(rowAddr(base, ks, ks3, r%4, 2*F*d), t)
 					for h := range qv {
 						VFMADD231PS(t, qv[h], acc[r][h])
 					}
 				}
 			}
-			ADDQ(Imm(uint64(32*U)), qp)
-			ADDQ(Imm(uint64(16*U)), kp)
-			ADDQ(Imm(uint64(16*U)), pk)
-			ADDQ(Imm(uint64(16*U)), pv)
+			ADDQ(Imm(uint64(4*F*c)), qp)
+			ADDQ(Imm(uint64(2*F*c)), kp)
 			if u > 4 {
-				ADDQ(Imm(uint64(16*U)), k4)
+				ADDQ(Imm(uint64(2*F*c)), k4)
 			}
-			SUBQ(Imm(uint64(8*U)), j)
+			SUBQ(Imm(uint64(F*c)), j)
 			JMP(LabelRef(ul))
 		}
 		Label(lbl + "_sums")
 		for h := 0; h < g; h++ {
 			oa := outAddr(h)
-			col := func(r int) reg.VecVirtual { return acc[r][h] }
-			switch u {
-			case 1:
-				s := XMM()
-				VEXTRACTF128(U8(1), col(0), s)
-				VADDPS(s, col(0).AsX(), s)
-				VHADDPS(s, s, s)
-				VHADDPS(s, s, s) // the sum in every lane
-				VMOVSS(s, Mem{Base: oa})
-				VMAXPS(mloc.Offset(16*h), s, s)
-				VMOVUPS(s, mloc.Offset(16*h))
-			case 2:
-				a, b := col(0), col(1)
-				VHADDPS(b, a, a) // a01 a23 b01 b23 | a45 a67 b45 b67
-				s := XMM()
-				VEXTRACTF128(U8(1), a, s)
-				VADDPS(s, a.AsX(), s)
-				VHADDPS(s, s, s) // a b a b
-				VMOVQ(s, Mem{Base: oa})
-				VMAXPS(mloc.Offset(16*h), s, s)
-				VMOVUPS(s, mloc.Offset(16*h))
-			default:
-				for b := 0; b < u/4; b++ {
-					s := reduce4x([]reg.VecVirtual{col(4 * b), col(4*b + 1), col(4*b + 2), col(4*b + 3)}, true)
-					VMOVUPS(s, Mem{Base: oa, Disp: 16 * b})
-					VMAXPS(mloc.Offset(16*h), s, s)
-					VMOVUPS(s, mloc.Offset(16*h))
-				}
+			col := make([]reg.VecVirtual, u)
+			for r := range col {
+				col[r] = acc[r][h]
 			}
+			w.sums(col, func(s reg.VecVirtual, off int) {
+				switch s.Size() {
+				case 16:
+					if u == 1 {
+						VMOVSS(s, Mem{Base: oa, Disp: off})
+					} else if u == 2 {
+						VMOVQ(s, Mem{Base: oa, Disp: off})
+					} else {
+						VMOVUPS(s, Mem{Base: oa, Disp: off})
+					}
+				default:
+					VMOVUPS(s, Mem{Base: oa, Disp: off})
+				}
+				VMAXPS(mslot(h), s, s)
+				VMOVUPS(s, mslot(h))
+			})
 		}
 		for r := 0; r < u; r++ {
 			ADDQ(ks, k)
-			ADDQ(ks, v)
 		}
 		ADDQ(Imm(uint64(4*u)), out)
 		SUBQ(Imm(uint64(u)), npos)
@@ -1864,29 +1955,24 @@ func attnScoresG(g int) {
 	Label(lp("done"))
 	mx := Load(Param("mx"), GP64())
 	for h := 0; h < g; h++ {
-		x, y := XMM(), XMM()
-		VMOVUPS(mloc.Offset(16*h), x)
-		VPSHUFD(U8(0x4e), x, y)
-		VMAXPS(y, x, x)
-		VPSHUFD(U8(0xb1), x, y)
-		VMAXPS(y, x, x)
-		VMOVSS(x, Mem{Base: mx, Disp: 4 * h})
+		w.maxFinal(mslot(h), Mem{Base: mx, Disp: 4 * h})
 	}
 	VZEROUPPER()
 	RET()
 }
 
-// attnMixG is attnMixH for the g query heads of one KV head: y_h (n
-// floats at y+h*n floats) += sum over npos positions of w_h[p]*v_p, w_h at
+// attnMixG adds, for the g query heads of one KV head, y_h (n floats at
+// y+h*n floats) += sum over npos positions of w_h[p]*v_p, w_h at
 // w+h*wstride bytes, float16 values vstride bytes apart. Each value chunk
-// is converted once for the g heads; C column chunks of 8 a pass (one
-// cache line of values a position for C = 4), then 8 columns at a time.
-func attnMixG(g int) {
-	C := attnGroupC[g]
-	name := fmt.Sprintf("attnMixHG%d", g)
+// is converted once for the g heads; w.mixUs column chunks a pass (C for
+// AVX2: one cache line of values a position for C = 4), then fewer. Each
+// output lane takes the same FMAs in the same order at every width.
+func attnMixG(g int, aw attnWidth) {
+	F := aw.floats
+	name := fmt.Sprintf("attnMix%sG%d", aw.suffix, g)
 	TEXT(name, NOSPLIT, "func(y *float32, w *float32, wstride int, v *uint16, vstride int, n int, npos int)")
 	Pragma("noescape")
-	Doc(fmt.Sprintf("%s adds sum of w_h[p]*v_p over npos float16 positions vstride bytes apart to y_h for the %d query heads of one KV head (y_h at y+h*n floats, w_h at w+h*wstride bytes, n a multiple of 8).", name, g))
+	Doc(fmt.Sprintf("%s adds sum of w_h[p]*v_p over npos float16 positions vstride bytes apart to y_h for the %d query heads of one KV head (y_h at y+h*n floats, w_h at w+h*wstride bytes, n a multiple of %d); see attnMixG in _gen.", name, g, F))
 	y := Load(Param("y"), GP64())
 	v := Load(Param("v"), GP64())
 	vs := Load(Param("vstride"), GP64())
@@ -1899,31 +1985,32 @@ func attnMixG(g int) {
 		LEAQ(Mem{Base: nb, Index: nb, Scale: 2}, nb3)
 		LEAQ(Mem{Base: ws, Index: ws, Scale: 2}, ws3)
 	}
+	us := aw.mixUs(aw.C[g])
 	p, wp, vp := GP64(), GP64(), GP64()
-	for _, u := range []int{C, 1} {
+	for i, u := range us {
 		acc := make([][]reg.VecVirtual, g) // [head][chunk]
 		for h := range acc {
 			acc[h] = make([]reg.VecVirtual, u)
 			for c := range acc[h] {
-				acc[h][c] = YMM()
+				acc[h][c] = aw.vec()
 			}
 		}
 		bc := make([]reg.VecVirtual, g)
 		for h := range bc {
-			bc[h] = YMM()
+			bc[h] = aw.vec()
 		}
-		t := YMM()
+		t := aw.vec()
 		lbl := fmt.Sprintf("%s_c%d", name, u)
-		next := fmt.Sprintf("%s_c1_chunk", name)
-		if u == 1 {
-			next = name + "_done"
+		next := name + "_done"
+		if i+1 < len(us) {
+			next = fmt.Sprintf("%s_c%d_chunk", name, us[i+1])
 		}
 		Label(lbl + "_chunk")
-		CMPQ(n, Imm(uint64(8*u)))
+		CMPQ(n, Imm(uint64(F*u)))
 		JB(LabelRef(next))
 		for h := range acc {
 			for c, a := range acc[h] {
-				VMOVUPS(rowAddr(y, nb, nb3, h, 32*c), a)
+				VMOVUPS(rowAddr(y, nb, nb3, h, 4*F*c), a)
 			}
 		}
 		Load(Param("npos"), p)
@@ -1935,12 +2022,14 @@ func attnMixG(g int) {
 		Label(lbl + "_pos")
 		CMPQ(p, Imm(0))
 		JE(LabelRef(lbl + "_store"))
-		PREFETCHT0(Mem{Base: pv})
+		for l := 0; l < (2*F*u+63)/64; l++ {
+			PREFETCHT0(Mem{Base: pv, Disp: 64 * l})
+		}
 		for h := range bc {
 			VBROADCASTSS(rowAddr(wp, ws, ws3, h, 0), bc[h])
 		}
 		for c := 0; c < u; c++ {
-			VCVTPH2PS(Mem{Base: vp, Disp: 16 * c}, t)
+			VCVTPH2PS(Mem{Base: vp, Disp: 2 * F * c}, t)
 			for h := range bc {
 				VFMADD231PS(t, bc[h], acc[h][c])
 			}
@@ -1953,12 +2042,12 @@ func attnMixG(g int) {
 		Label(lbl + "_store")
 		for h := range acc {
 			for c, a := range acc[h] {
-				VMOVUPS(a, rowAddr(y, nb, nb3, h, 32*c))
+				VMOVUPS(a, rowAddr(y, nb, nb3, h, 4*F*c))
 			}
 		}
-		ADDQ(U32(uint32(32*u)), y)
-		ADDQ(U32(uint32(16*u)), v)
-		SUBQ(Imm(uint64(8*u)), n)
+		ADDQ(U32(uint32(4*F*u)), y)
+		ADDQ(U32(uint32(2*F*u)), v)
+		SUBQ(Imm(uint64(F*u)), n)
 		JMP(LabelRef(lbl + "_chunk"))
 	}
 	Label(name + "_done")

@@ -75,7 +75,7 @@ func BenchmarkMatVec(b *testing.B) {
 			for _, kern := range []bool{false, true} {
 				b.Run(fmt.Sprintf("%s/t%d/kernels=%v", typ, threads, kern), func(b *testing.B) {
 					w := randTensor(b, r, "w", typ, 1536, 576, 1)
-					mm, err := newMatmul(&w, 1536, 576, kern)
+					mm, err := newMatmul(&w, 1536, 576, kern, nil)
 					if err != nil {
 						b.Fatal(err)
 					}

@@ -129,18 +129,38 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 
 	var err error
 	kern := !opts.NoKernels
+	if len(w.Layers) != cfg.Layers {
+		return nil, fmt.Errorf("cpu: %d layers of weights, config says %d", len(w.Layers), cfg.Layers)
+	}
+	m.layers = make([]layer, cfg.Layers)
+	prods := m.products(w)
+	// The repacked matrices lie one after another in the order a token
+	// reads them (the LM head, then each layer's in turn, then the head
+	// again for the next token): a token's products stream one run of
+	// memory (kernels.Arena), sized to hold them exactly.
+	var arena *kernels.Arena
+	if kern {
+		size := 0
+		for _, p := range prods {
+			size += kernelFootprint(p.t)
+		}
+		arena = kernels.NewArena(size)
+	}
 	// A repacked tensor's file pages are released, so the model is not
 	// resident twice (the plain path reads the file's bytes in place).
-	build := func(t *model.Tensor, rows, cols int) (matmul, error) {
-		mm, err := newMatmul(t, rows, cols, kern)
+	for _, p := range prods {
+		mm, err := newMatmul(p.t, p.rows, p.cols, kern, arena)
+		if err != nil {
+			if p.layer >= 0 {
+				return nil, fmt.Errorf("cpu: layer %d: %w", p.layer, err)
+			}
+			return nil, err
+		}
 		if _, repacked := mm.(*kernelMat); repacked {
-			w.ReleaseTensor(t)
+			w.ReleaseTensor(p.t)
 			m.repacked = true
 		}
-		return mm, err
-	}
-	if m.output, err = build(&w.Output, cfg.Vocab, cfg.Dim); err != nil {
-		return nil, err
+		*p.dst = mm
 	}
 	// A tied embedding whose LM head was repacked into rows we can read
 	// back shares that one copy; otherwise it stays as it is in the file,
@@ -153,37 +173,15 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 		}
 	}
 	if m.embed == nil {
-		if m.embed, err = newMatmul(&w.Embed, cfg.Vocab, cfg.Dim, false); err != nil {
+		if m.embed, err = newMatmul(&w.Embed, cfg.Vocab, cfg.Dim, false, nil); err != nil {
 			return nil, err
 		}
 	}
 	if m.out, err = norm(w.OutNorm, cfg.Dim, "output_norm"); err != nil {
 		return nil, err
 	}
-	if len(w.Layers) != cfg.Layers {
-		return nil, fmt.Errorf("cpu: %d layers of weights, config says %d", len(w.Layers), cfg.Layers)
-	}
-	m.layers = make([]layer, cfg.Layers)
 	for i := range w.Layers {
 		src, dst := &w.Layers[i], &m.layers[i]
-		mats := []struct {
-			dst        *matmul
-			t          *model.Tensor
-			rows, cols int
-		}{
-			{&dst.wq, &src.Wq, qDim, cfg.Dim},
-			{&dst.wk, &src.Wk, kvDim, cfg.Dim},
-			{&dst.wv, &src.Wv, kvDim, cfg.Dim},
-			{&dst.wo, &src.Wo, cfg.Dim, qDim},
-			{&dst.wgate, &src.Wgate, cfg.FFNDim, cfg.Dim},
-			{&dst.wup, &src.Wup, cfg.FFNDim, cfg.Dim},
-			{&dst.wdown, &src.Wdown, cfg.Dim, cfg.FFNDim},
-		}
-		for _, mm := range mats {
-			if *mm.dst, err = build(mm.t, mm.rows, mm.cols); err != nil {
-				return nil, fmt.Errorf("cpu: layer %d: %w", i, err)
-			}
-		}
 		vecs := []struct {
 			dst  *[]float32
 			src  []float32
@@ -220,6 +218,36 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 	}
 	m.pool = newPool(threads)
 	return m, nil
+}
+
+// product is one of the model's matrices to build: where it goes, its
+// tensor, its shape, and its layer (-1 for the LM head).
+type product struct {
+	dst        *matmul
+	t          *model.Tensor
+	rows, cols int
+	layer      int
+}
+
+// products lists w's matrices in the order a token reads them from the
+// second token on: the LM head, then each layer's (m.layers made).
+func (m *Model) products(w *model.Weights) []product {
+	cfg := &m.cfg
+	qDim, kvDim := cfg.QDim(), cfg.KVDim()
+	ps := []product{{&m.output, &w.Output, cfg.Vocab, cfg.Dim, -1}}
+	for i := range w.Layers {
+		src, dst := &w.Layers[i], &m.layers[i]
+		ps = append(ps,
+			product{&dst.wq, &src.Wq, qDim, cfg.Dim, i},
+			product{&dst.wk, &src.Wk, kvDim, cfg.Dim, i},
+			product{&dst.wv, &src.Wv, kvDim, cfg.Dim, i},
+			product{&dst.wo, &src.Wo, cfg.Dim, qDim, i},
+			product{&dst.wgate, &src.Wgate, cfg.FFNDim, cfg.Dim, i},
+			product{&dst.wup, &src.Wup, cfg.FFNDim, cfg.Dim, i},
+			product{&dst.wdown, &src.Wdown, cfg.Dim, cfg.FFNDim, i},
+		)
+	}
+	return ps
 }
 
 func norm(w []float32, n int, name string) ([]float32, error) {

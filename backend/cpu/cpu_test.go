@@ -437,7 +437,7 @@ func TestMatmulAgainstDot(t *testing.T) {
 		{quant.Q2_0, 5, 192}, {quant.TQ2_0, 6, 256}, {quant.TQ1_0, 3, 512}, {quant.I2_S, 5, 384}, {quant.Q6_K, 3, 256},
 	} {
 		tt := randTensor(t, r, "w", tc.typ, tc.rows, tc.cols, 1)
-		mm, err := newMatmul(&tt, tc.rows, tc.cols, false)
+		mm, err := newMatmul(&tt, tc.rows, tc.cols, false, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

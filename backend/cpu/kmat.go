@@ -29,24 +29,44 @@ func (m *kernelMat) acts() bool { return true }
 
 func (m *kernelMat) memory(fn func([]byte)) { m.k.Memory(fn) }
 
-// newKernelMat repacks t when the kernels cover its type and shape, or
-// returns nil so the caller keeps the plain path.
-func newKernelMat(t *model.Tensor) matmul {
-	if t.Cols%64 != 0 {
+// newKernelMat repacks t (into arena, or the heap when nil) when the
+// kernels cover its type and shape, or returns nil so the caller keeps
+// the plain path.
+func newKernelMat(t *model.Tensor, arena *kernels.Arena) matmul {
+	data, ok := kernelData(t)
+	if !ok {
 		return nil
 	}
-	switch t.Type {
-	case quant.F16, quant.Q8_0, quant.Q4_0, quant.Q6_K, quant.TQ2_0, quant.TQ1_0, quant.Q2_0, quant.I2_S, quant.I2_S_ARM:
-	default:
-		return nil
-	}
-	rb, err := t.Type.RowBytes(t.Cols)
-	if err != nil || len(t.Data) < rb*t.Rows {
-		return nil
-	}
-	k, err := kernels.FromQuant(t.Type, t.Rows, t.Cols, t.Data[:rb*t.Rows], t.Scale, kernels.TernaryOptions{})
+	k, err := kernels.FromQuant(t.Type, t.Rows, t.Cols, data, t.Scale, kernels.TernaryOptions{Arena: arena})
 	if err != nil {
 		return nil
 	}
 	return &kernelMat{k: k}
+}
+
+// kernelFootprint is the arena space newKernelMat's matrix of t takes: 0
+// where it would keep the plain path.
+func kernelFootprint(t *model.Tensor) int {
+	if _, ok := kernelData(t); !ok {
+		return 0
+	}
+	return kernels.Footprint(t.Type, t.Rows, t.Cols, t.Scale, kernels.TernaryOptions{})
+}
+
+// kernelData returns t's rows' bytes when the kernels cover its type and
+// shape.
+func kernelData(t *model.Tensor) ([]byte, bool) {
+	if t.Cols%64 != 0 {
+		return nil, false
+	}
+	switch t.Type {
+	case quant.F16, quant.Q8_0, quant.Q4_0, quant.Q6_K, quant.TQ2_0, quant.TQ1_0, quant.Q2_0, quant.I2_S, quant.I2_S_ARM:
+	default:
+		return nil, false
+	}
+	rb, err := t.Type.RowBytes(t.Cols)
+	if err != nil || len(t.Data) < rb*t.Rows {
+		return nil, false
+	}
+	return t.Data[:rb*t.Rows], true
 }

@@ -36,7 +36,7 @@ type matmul interface {
 // newMatmul picks the implementation for a tensor's type, checking its
 // shape and byte size first so that a bad tensor is an error, not a panic.
 // With useKernels, types the kernels package covers are repacked for it.
-func newMatmul(t *model.Tensor, rows, cols int, useKernels bool) (matmul, error) {
+func newMatmul(t *model.Tensor, rows, cols int, useKernels bool, arena *kernels.Arena) (matmul, error) {
 	if t.Rows != rows || t.Cols != cols {
 		return nil, fmt.Errorf("cpu: tensor %q is %dx%d, want %dx%d", t.Name, t.Rows, t.Cols, rows, cols)
 	}
@@ -51,7 +51,7 @@ func newMatmul(t *model.Tensor, rows, cols int, useKernels bool) (matmul, error)
 		return nil, fmt.Errorf("cpu: tensor %q: %d bytes of data, want %d", t.Name, len(t.Data), rb*rows)
 	}
 	if useKernels {
-		if km := newKernelMat(t); km != nil {
+		if km := newKernelMat(t, arena); km != nil {
 			return km, nil
 		}
 	}

@@ -25,7 +25,7 @@ func TestMatTaskSteals(t *testing.T) {
 		rows int
 	}{{quant.Q2_0, 1541}, {quant.Q8_0, 777}, {quant.Q2_0, 37}} {
 		w := randTensor(t, r, "w", sh.typ, sh.rows, cols, 1)
-		m, err := newMatmul(&w, sh.rows, cols, true)
+		m, err := newMatmul(&w, sh.rows, cols, true, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

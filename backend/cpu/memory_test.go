@@ -2,6 +2,7 @@ package cpu
 
 import (
 	"testing"
+	"unsafe"
 
 	"github.com/edgellm/edgellm/internal/testmodel"
 	"github.com/edgellm/edgellm/model"
@@ -67,5 +68,43 @@ func TestWeightBytesRepacked(t *testing.T) {
 	defer m.Close()
 	if got := m.WeightBytesPerToken(); got != want {
 		t.Fatalf("%d bytes per token, want %d", got, want)
+	}
+}
+
+// TestWeightsInReadOrder: the repacked matrices lie in one run of memory in
+// the order a token reads them (the LM head, then each layer's products
+// in turn), each right after the one before up to a
+// cache line's alignment, so the kernels' prefetches run on from one into
+// the next.
+func TestWeightsInReadOrder(t *testing.T) {
+	for _, typ := range []quant.Type{quant.Q8_0, quant.Q2_0} {
+		p := testmodel.Tiny("llama", typ)
+		p.EmbedType = quant.Q8_0 // a repacked LM head
+		w := testmodel.Weights(t, testmodel.Write(t, p))
+		m, err := load(w, Options{Threads: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		mats := []matmul{m.output}
+		for _, l := range m.layers {
+			mats = append(mats, l.wq, l.wk, l.wv, l.wo, l.wgate, l.wup, l.wdown)
+		}
+		var prevEnd uintptr
+		for i, mm := range mats {
+			km, ok := mm.(*kernelMat)
+			if !ok {
+				t.Fatalf("%v: matrix %d not repacked", typ, i)
+			}
+			lo, hi := ^uintptr(0), uintptr(0)
+			km.memory(func(b []byte) {
+				p := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+				lo, hi = min(lo, p), max(hi, p+uintptr(len(b)))
+			})
+			if i > 0 && (lo < prevEnd || lo-prevEnd >= 64) {
+				t.Fatalf("%v: matrix %d starts at %#x, the one before it ends at %#x", typ, i, lo, prevEnd)
+			}
+			prevEnd = hi
+		}
+		m.Close()
 	}
 }

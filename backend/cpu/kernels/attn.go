@@ -83,7 +83,11 @@ func dotF32(a, b []float32) float32 {
 // AttnMix several times over.
 func SoftmaxExp(x []float32, scale, m float32) (sum float32) {
 	i := 0
-	if useAVX2 && len(x) >= 8 {
+	switch {
+	case useAVX2 && useAVX512 && len(x) >= 16:
+		i = len(x) &^ 7
+		sum = softmaxExpZ(&x[0], i, scale, m)
+	case useAVX2 && len(x) >= 8:
 		i = len(x) &^ 7
 		sum = softmaxExp(&x[0], i, scale, m)
 	}
@@ -212,16 +216,25 @@ func AttnScoresF16G(out []float32, npos, ostride int, mx, q []float32, k []uint1
 	if v != nil {
 		pv = &v[0]
 	}
+	z := useAVX512 && n%16 == 0
 	// groups above 4 heads go 4 (then the rest) at a time
 	for h := 0; h < g; {
 		gg := min(g-h, 4)
 		qh, oh, mh := &q[h*n], &out[h*ostride], &mx[h]
-		switch gg {
-		case 1:
+		switch {
+		case z && gg == 1:
+			attnScoresZG1(qh, &k[0], 2*kstride, n, npos, oh, 4*ostride, mh, pv)
+		case z && gg == 2:
+			attnScoresZG2(qh, &k[0], 2*kstride, n, npos, oh, 4*ostride, mh, pv)
+		case z && gg == 3:
+			attnScoresZG3(qh, &k[0], 2*kstride, n, npos, oh, 4*ostride, mh, pv)
+		case z:
+			attnScoresZG4(qh, &k[0], 2*kstride, n, npos, oh, 4*ostride, mh, pv)
+		case gg == 1:
 			attnScoresHG1(qh, &k[0], 2*kstride, n, npos, oh, 4*ostride, mh, pv)
-		case 2:
+		case gg == 2:
 			attnScoresHG2(qh, &k[0], 2*kstride, n, npos, oh, 4*ostride, mh, pv)
-		case 3:
+		case gg == 3:
 			attnScoresHG3(qh, &k[0], 2*kstride, n, npos, oh, 4*ostride, mh, pv)
 		default:
 			attnScoresHG4(qh, &k[0], 2*kstride, n, npos, oh, 4*ostride, mh, pv)
@@ -252,15 +265,24 @@ func AttnMixF16G(y []float32, g int, w []float32, npos, wstride int, v []uint16,
 		}
 		return
 	}
+	z := useAVX512 && n%16 == 0
 	for h := 0; h < g; {
 		gg := min(g-h, 4)
 		yh, wh := &y[h*n], &w[h*wstride]
-		switch gg {
-		case 1:
+		switch {
+		case z && gg == 1:
+			attnMixZG1(yh, wh, 4*wstride, &v[0], 2*vstride, n, npos)
+		case z && gg == 2:
+			attnMixZG2(yh, wh, 4*wstride, &v[0], 2*vstride, n, npos)
+		case z && gg == 3:
+			attnMixZG3(yh, wh, 4*wstride, &v[0], 2*vstride, n, npos)
+		case z:
+			attnMixZG4(yh, wh, 4*wstride, &v[0], 2*vstride, n, npos)
+		case gg == 1:
 			attnMixHG1(yh, wh, 4*wstride, &v[0], 2*vstride, n, npos)
-		case 2:
+		case gg == 2:
 			attnMixHG2(yh, wh, 4*wstride, &v[0], 2*vstride, n, npos)
-		case 3:
+		case gg == 3:
 			attnMixHG3(yh, wh, 4*wstride, &v[0], 2*vstride, n, npos)
 		default:
 			attnMixHG4(yh, wh, 4*wstride, &v[0], 2*vstride, n, npos)

@@ -18,7 +18,7 @@ func TestAttnF16G(t *testing.T) {
 	rng := rand.New(rand.NewPCG(41, 42))
 	eachPath(t, func(t *testing.T) {
 		for g := 1; g <= 9; g++ {
-			for _, n := range []int{8, 64, 72, 128, 5, 24} {
+			for _, n := range []int{8, 16, 48, 64, 72, 80, 128, 5, 24} {
 				for _, npos := range []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 13, 17, 21, 67} {
 					stride := n + 8*rng.IntN(3) + rng.IntN(2)
 					q := randActs(rng, n*g, 1)
@@ -88,6 +88,58 @@ func TestAttnF16G(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestAttnZEqualsAVX2 checks that the AVX-512 mix and exponentials give
+// the AVX2 kernels' results bit for bit (each lane takes the same
+// operations in the same order; only horizontal sums may differ), for
+// group sizes 1 to 9 and head sizes the AVX-512 kernels take.
+func TestAttnZEqualsAVX2(t *testing.T) {
+	if !hasISA("avx512") {
+		t.Skip("this CPU lacks avx512")
+	}
+	rng := rand.New(rand.NewPCG(43, 44))
+	run := func(isa string, f func()) {
+		defer setISA(isa)()
+		f()
+	}
+	for g := 1; g <= 9; g++ {
+		for _, n := range []int{16, 48, 64, 128} {
+			npos := 1 + rng.IntN(70)
+			stride := n + 16*rng.IntN(2)
+			f := randActs(rng, stride, npos)
+			v := make([]uint16, len(f))
+			ToF16(v, f)
+			w := randActs(rng, g*npos, 1)
+			y0 := randActs(rng, g*n, 1)
+			var ys [2][]float32
+			for i, isa := range []string{"avx2", "avx512"} {
+				ys[i] = append([]float32(nil), y0...)
+				run(isa, func() { AttnMixF16G(ys[i], g, w, npos, npos, v, stride) })
+			}
+			for i := range y0 {
+				if math.Float32bits(ys[0][i]) != math.Float32bits(ys[1][i]) {
+					t.Fatalf("g %d n %d npos %d: mix y[%d] avx512 %v, avx2 %v", g, n, npos, i, ys[1][i], ys[0][i])
+				}
+			}
+		}
+	}
+	for _, n := range []int{16, 24, 64, 72, 136, 200} {
+		x := make([]float32, n)
+		for i := range x {
+			x[i] = float32(-rng.Float64() * 80)
+		}
+		var es [2][]float32
+		for i, isa := range []string{"avx2", "avx512"} {
+			es[i] = append([]float32(nil), x...)
+			run(isa, func() { SoftmaxExp(es[i], 0.7, 0.25) })
+		}
+		for i := range x {
+			if math.Float32bits(es[0][i]) != math.Float32bits(es[1][i]) {
+				t.Fatalf("n %d: exp[%d] avx512 %v, avx2 %v", n, i, es[1][i], es[0][i])
+			}
+		}
+	}
 }
 
 // TestAttnF16GShapes checks that mismatched shapes panic (as a slice

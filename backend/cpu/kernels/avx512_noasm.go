@@ -58,3 +58,39 @@ func int8DotT4g32Z(w *int8, stride int, sc *float32, sstride int, act *int8, as 
 func int8DotT4h32Z(w *int8, stride int, sc *uint16, sstride int, act *int8, as int, nblk int, dst *float32, rows int) {
 	panic("kernels: no assembly in this build")
 }
+
+func softmaxExpZ(x *float32, n int, scale float32, m float32) float32 {
+	panic("kernels: no assembly in this build")
+}
+
+func attnScoresZG1(q *float32, k *uint16, kstride int, n int, npos int, out *float32, ostride int, mx *float32, v *uint16) {
+	panic("kernels: no assembly in this build")
+}
+
+func attnMixZG1(y *float32, w *float32, wstride int, v *uint16, vstride int, n int, npos int) {
+	panic("kernels: no assembly in this build")
+}
+
+func attnScoresZG2(q *float32, k *uint16, kstride int, n int, npos int, out *float32, ostride int, mx *float32, v *uint16) {
+	panic("kernels: no assembly in this build")
+}
+
+func attnMixZG2(y *float32, w *float32, wstride int, v *uint16, vstride int, n int, npos int) {
+	panic("kernels: no assembly in this build")
+}
+
+func attnScoresZG3(q *float32, k *uint16, kstride int, n int, npos int, out *float32, ostride int, mx *float32, v *uint16) {
+	panic("kernels: no assembly in this build")
+}
+
+func attnMixZG3(y *float32, w *float32, wstride int, v *uint16, vstride int, n int, npos int) {
+	panic("kernels: no assembly in this build")
+}
+
+func attnScoresZG4(q *float32, k *uint16, kstride int, n int, npos int, out *float32, ostride int, mx *float32, v *uint16) {
+	panic("kernels: no assembly in this build")
+}
+
+func attnMixZG4(y *float32, w *float32, wstride int, v *uint16, vstride int, n int, npos int) {
+	panic("kernels: no assembly in this build")
+}

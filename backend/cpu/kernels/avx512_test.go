@@ -38,7 +38,7 @@ func equalsAVX2(t *testing.T, vnni string) {
 		}
 		hm, vals, hs := randQ8Half(t, rng, rows, cols)
 		fm, _ := newInt8MatHalf("Q8_0", rows, cols, vals, append([]uint16(nil), hs...))
-		fm.toFloatScales(0.75)
+		fm.toFloatScales(0.75, nil)
 		a := newActs(t, randActs(rng, cols, tokens), cols, false)
 		for _, m := range []struct {
 			name string

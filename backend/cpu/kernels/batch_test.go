@@ -97,7 +97,7 @@ func TestMatMatEqualsMatVec(t *testing.T) {
 			im, vals, hs := randQ8Half(t, rng, rows, cols)
 			checkBatchExact(t, "int8 half "+name, im, a, rng, im.rowsTok1)
 			fm, _ := newInt8MatHalf("Q8_0", rows, cols, vals, append([]uint16(nil), hs...))
-			fm.toFloatScales(0.75)
+			fm.toFloatScales(0.75, nil)
 			checkBatchExact(t, "int8 float "+name, fm, a, rng, fm.rowsTok1)
 		}
 	})
@@ -189,11 +189,16 @@ func TestAttn(t *testing.T) {
 }
 
 // TestExpKernels checks SoftmaxExp and SiLUMul against math.Exp over the
-// whole useful range (both ends clamped), every length 0..40.
+// whole useful range (both ends clamped), every length 0..40 and longer
+// ones (the AVX-512 softmax takes 64, then 16, then 8 at a time).
 func TestExpKernels(t *testing.T) {
 	rng := rand.New(rand.NewPCG(37, 38))
+	lens := []int{63, 64, 65, 72, 88, 100, 129, 200}
+	for n := 40; n >= 0; n-- {
+		lens = append([]int{n}, lens...)
+	}
 	eachPath(t, func(t *testing.T) {
-		for n := 0; n <= 40; n++ {
+		for _, n := range lens {
 			x := make([]float32, n)
 			for i := range x {
 				// scores at most the max (scaled), as softmax has them

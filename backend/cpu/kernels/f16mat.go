@@ -25,12 +25,13 @@ func NewF16Mat(rows, cols int, w []uint16) (*F16Mat, error) {
 	return &F16Mat{rows: rows, cols: cols, w: w, scale: 1}, nil
 }
 
-// FromF16 reads GGML F16 data (little-endian halves) into a new F16Mat.
-func FromF16(rows, cols int, data []byte) (*F16Mat, error) {
+// FromF16 reads GGML F16 data (little-endian halves) into a new F16Mat,
+// in arena a (or the heap when nil).
+func FromF16(rows, cols int, data []byte, a *Arena) (*F16Mat, error) {
 	if rows <= 0 || cols <= 0 || tooLarge(rows, cols) || len(data) != 2*rows*cols {
 		return nil, fmt.Errorf("kernels: F16 matrix %dx%d: %d bytes", rows, cols, len(data))
 	}
-	w := make([]uint16, rows*cols)
+	w := alloc[uint16](a, rows*cols)
 	for i := range w {
 		w[i] = uint16(data[2*i]) | uint16(data[2*i+1])<<8
 	}

@@ -83,10 +83,11 @@ func newInt8MatHalf(what string, rows, cols int, vals []int8, hs []uint16) (*Int
 	return &Int8Mat{rows: rows, cols: cols, group: 32, vals: vals, hscales: hs}, nil
 }
 
-// toFloatScales switches the matrix to float32 scales times k.
-func (m *Int8Mat) toFloatScales(k float32) {
+// toFloatScales switches the matrix to float32 scales times k (new ones
+// from arena a, or the heap when nil).
+func (m *Int8Mat) toFloatScales(k float32, a *Arena) {
 	if m.hscales != nil {
-		m.scales = make([]float32, len(m.hscales))
+		m.scales = alloc[float32](a, len(m.hscales))
 		for i, h := range m.hscales {
 			m.scales[i] = quant.F16ToF32(h)
 		}
@@ -106,13 +107,13 @@ func (m *Int8Mat) scaleAt(g int) float32 {
 }
 
 // FromQ8_0 repacks GGML Q8_0 blocks (fp16 d, 32 int8) of a rows x cols
-// matrix.
-func FromQ8_0(rows, cols int, data []byte) (*Int8Mat, error) {
+// matrix, in arena a (or the heap when nil).
+func FromQ8_0(rows, cols int, data []byte, a *Arena) (*Int8Mat, error) {
 	if err := checkData("Q8_0", rows, cols, 32, 34, data); err != nil {
 		return nil, err
 	}
 	nb := rows * cols / 32
-	vals, hs := make([]int8, rows*cols), make([]uint16, nb)
+	vals, hs := alloc[int8](a, rows*cols), alloc[uint16](a, nb)
 	for b := 0; b < nb; b++ {
 		blk := data[b*34 : b*34+34]
 		hs[b] = uint16(blk[0]) | uint16(blk[1])<<8
@@ -125,12 +126,12 @@ func FromQ8_0(rows, cols int, data []byte) (*Int8Mat, error) {
 
 // FromQ4_0 repacks GGML Q4_0 blocks (fp16 d, 16 bytes: element i in the low
 // nibble of byte i, element i+16 in the high nibble; value nibble-8).
-func FromQ4_0(rows, cols int, data []byte) (*Int8Mat, error) {
+func FromQ4_0(rows, cols int, data []byte, a *Arena) (*Int8Mat, error) {
 	if err := checkData("Q4_0", rows, cols, 32, 18, data); err != nil {
 		return nil, err
 	}
 	nb := rows * cols / 32
-	vals, hs := make([]int8, rows*cols), make([]uint16, nb)
+	vals, hs := alloc[int8](a, rows*cols), alloc[uint16](a, nb)
 	for b := 0; b < nb; b++ {
 		blk := data[b*18 : b*18+18]
 		hs[b] = uint16(blk[0]) | uint16(blk[1])<<8
@@ -144,12 +145,12 @@ func FromQ4_0(rows, cols int, data []byte) (*Int8Mat, error) {
 
 // FromQ6_K repacks GGML Q6_K super-blocks of 256 (ql[128] low 4 bits, qh[64]
 // high 2 bits, 16 int8 sub-scales, fp16 d; value (q-32)*d*scale[j/16]).
-func FromQ6_K(rows, cols int, data []byte) (*Int8Mat, error) {
+func FromQ6_K(rows, cols int, data []byte, a *Arena) (*Int8Mat, error) {
 	if err := checkData("Q6_K", rows, cols, 256, 210, data); err != nil {
 		return nil, err
 	}
 	nb := rows * cols / 256
-	vals, scales := make([]int8, rows*cols), make([]float32, rows*cols/16)
+	vals, scales := alloc[int8](a, rows*cols), alloc[float32](a, rows*cols/16)
 	for b := 0; b < nb; b++ {
 		blk := data[b*210 : b*210+210]
 		ql, qh, sc := blk[:128], blk[128:192], blk[192:208]

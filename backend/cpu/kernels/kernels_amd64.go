@@ -164,42 +164,42 @@ func attnMix(y *float32, w *float32, v *float32, vstride int, n int, npos int)
 //go:noescape
 func attnMixH(y *float32, w *float32, v *uint16, vstride int, n int, npos int)
 
-// attnScoresHG1 writes out_h[p] = q_h·k_p for the 1 query heads of one KV head (q_h at q+h*n floats, out_h at out+h*ostride bytes), npos float16 keys kstride bytes apart, n a multiple of 8, and mx[h] = max_p out_h[p], prefetching the values of the same positions at v.
+// attnScoresHG1 writes out_h[p] = q_h·k_p for the 1 query heads of one KV head (q_h at q+h*n floats, out_h at out+h*ostride bytes), npos float16 keys kstride bytes apart, n a multiple of 8, and mx[h] = max_p out_h[p], prefetching the values of the same positions at v; see attnScoresG in _gen.
 //
 //go:noescape
 func attnScoresHG1(q *float32, k *uint16, kstride int, n int, npos int, out *float32, ostride int, mx *float32, v *uint16)
 
-// attnMixHG1 adds sum of w_h[p]*v_p over npos float16 positions vstride bytes apart to y_h for the 1 query heads of one KV head (y_h at y+h*n floats, w_h at w+h*wstride bytes, n a multiple of 8).
+// attnMixHG1 adds sum of w_h[p]*v_p over npos float16 positions vstride bytes apart to y_h for the 1 query heads of one KV head (y_h at y+h*n floats, w_h at w+h*wstride bytes, n a multiple of 8); see attnMixG in _gen.
 //
 //go:noescape
 func attnMixHG1(y *float32, w *float32, wstride int, v *uint16, vstride int, n int, npos int)
 
-// attnScoresHG2 writes out_h[p] = q_h·k_p for the 2 query heads of one KV head (q_h at q+h*n floats, out_h at out+h*ostride bytes), npos float16 keys kstride bytes apart, n a multiple of 8, and mx[h] = max_p out_h[p], prefetching the values of the same positions at v.
+// attnScoresHG2 writes out_h[p] = q_h·k_p for the 2 query heads of one KV head (q_h at q+h*n floats, out_h at out+h*ostride bytes), npos float16 keys kstride bytes apart, n a multiple of 8, and mx[h] = max_p out_h[p], prefetching the values of the same positions at v; see attnScoresG in _gen.
 //
 //go:noescape
 func attnScoresHG2(q *float32, k *uint16, kstride int, n int, npos int, out *float32, ostride int, mx *float32, v *uint16)
 
-// attnMixHG2 adds sum of w_h[p]*v_p over npos float16 positions vstride bytes apart to y_h for the 2 query heads of one KV head (y_h at y+h*n floats, w_h at w+h*wstride bytes, n a multiple of 8).
+// attnMixHG2 adds sum of w_h[p]*v_p over npos float16 positions vstride bytes apart to y_h for the 2 query heads of one KV head (y_h at y+h*n floats, w_h at w+h*wstride bytes, n a multiple of 8); see attnMixG in _gen.
 //
 //go:noescape
 func attnMixHG2(y *float32, w *float32, wstride int, v *uint16, vstride int, n int, npos int)
 
-// attnScoresHG3 writes out_h[p] = q_h·k_p for the 3 query heads of one KV head (q_h at q+h*n floats, out_h at out+h*ostride bytes), npos float16 keys kstride bytes apart, n a multiple of 8, and mx[h] = max_p out_h[p], prefetching the values of the same positions at v.
+// attnScoresHG3 writes out_h[p] = q_h·k_p for the 3 query heads of one KV head (q_h at q+h*n floats, out_h at out+h*ostride bytes), npos float16 keys kstride bytes apart, n a multiple of 8, and mx[h] = max_p out_h[p], prefetching the values of the same positions at v; see attnScoresG in _gen.
 //
 //go:noescape
 func attnScoresHG3(q *float32, k *uint16, kstride int, n int, npos int, out *float32, ostride int, mx *float32, v *uint16)
 
-// attnMixHG3 adds sum of w_h[p]*v_p over npos float16 positions vstride bytes apart to y_h for the 3 query heads of one KV head (y_h at y+h*n floats, w_h at w+h*wstride bytes, n a multiple of 8).
+// attnMixHG3 adds sum of w_h[p]*v_p over npos float16 positions vstride bytes apart to y_h for the 3 query heads of one KV head (y_h at y+h*n floats, w_h at w+h*wstride bytes, n a multiple of 8); see attnMixG in _gen.
 //
 //go:noescape
 func attnMixHG3(y *float32, w *float32, wstride int, v *uint16, vstride int, n int, npos int)
 
-// attnScoresHG4 writes out_h[p] = q_h·k_p for the 4 query heads of one KV head (q_h at q+h*n floats, out_h at out+h*ostride bytes), npos float16 keys kstride bytes apart, n a multiple of 8, and mx[h] = max_p out_h[p], prefetching the values of the same positions at v.
+// attnScoresHG4 writes out_h[p] = q_h·k_p for the 4 query heads of one KV head (q_h at q+h*n floats, out_h at out+h*ostride bytes), npos float16 keys kstride bytes apart, n a multiple of 8, and mx[h] = max_p out_h[p], prefetching the values of the same positions at v; see attnScoresG in _gen.
 //
 //go:noescape
 func attnScoresHG4(q *float32, k *uint16, kstride int, n int, npos int, out *float32, ostride int, mx *float32, v *uint16)
 
-// attnMixHG4 adds sum of w_h[p]*v_p over npos float16 positions vstride bytes apart to y_h for the 4 query heads of one KV head (y_h at y+h*n floats, w_h at w+h*wstride bytes, n a multiple of 8).
+// attnMixHG4 adds sum of w_h[p]*v_p over npos float16 positions vstride bytes apart to y_h for the 4 query heads of one KV head (y_h at y+h*n floats, w_h at w+h*wstride bytes, n a multiple of 8); see attnMixG in _gen.
 //
 //go:noescape
 func attnMixHG4(y *float32, w *float32, wstride int, v *uint16, vstride int, n int, npos int)

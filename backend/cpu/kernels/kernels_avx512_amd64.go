@@ -68,3 +68,48 @@ func int8DotT4g32Z(w *int8, stride int, sc *float32, sstride int, act *int8, as 
 //
 //go:noescape
 func int8DotT4h32Z(w *int8, stride int, sc *uint16, sstride int, act *int8, as int, nblk int, dst *float32, rows int)
+
+// softmaxExpZ is softmaxExp with AVX-512; see softmaxExpZ in _gen.
+//
+//go:noescape
+func softmaxExpZ(x *float32, n int, scale float32, m float32) float32
+
+// attnScoresZG1 writes out_h[p] = q_h·k_p for the 1 query heads of one KV head (q_h at q+h*n floats, out_h at out+h*ostride bytes), npos float16 keys kstride bytes apart, n a multiple of 16, and mx[h] = max_p out_h[p], prefetching the values of the same positions at v; see attnScoresG in _gen.
+//
+//go:noescape
+func attnScoresZG1(q *float32, k *uint16, kstride int, n int, npos int, out *float32, ostride int, mx *float32, v *uint16)
+
+// attnMixZG1 adds sum of w_h[p]*v_p over npos float16 positions vstride bytes apart to y_h for the 1 query heads of one KV head (y_h at y+h*n floats, w_h at w+h*wstride bytes, n a multiple of 16); see attnMixG in _gen.
+//
+//go:noescape
+func attnMixZG1(y *float32, w *float32, wstride int, v *uint16, vstride int, n int, npos int)
+
+// attnScoresZG2 writes out_h[p] = q_h·k_p for the 2 query heads of one KV head (q_h at q+h*n floats, out_h at out+h*ostride bytes), npos float16 keys kstride bytes apart, n a multiple of 16, and mx[h] = max_p out_h[p], prefetching the values of the same positions at v; see attnScoresG in _gen.
+//
+//go:noescape
+func attnScoresZG2(q *float32, k *uint16, kstride int, n int, npos int, out *float32, ostride int, mx *float32, v *uint16)
+
+// attnMixZG2 adds sum of w_h[p]*v_p over npos float16 positions vstride bytes apart to y_h for the 2 query heads of one KV head (y_h at y+h*n floats, w_h at w+h*wstride bytes, n a multiple of 16); see attnMixG in _gen.
+//
+//go:noescape
+func attnMixZG2(y *float32, w *float32, wstride int, v *uint16, vstride int, n int, npos int)
+
+// attnScoresZG3 writes out_h[p] = q_h·k_p for the 3 query heads of one KV head (q_h at q+h*n floats, out_h at out+h*ostride bytes), npos float16 keys kstride bytes apart, n a multiple of 16, and mx[h] = max_p out_h[p], prefetching the values of the same positions at v; see attnScoresG in _gen.
+//
+//go:noescape
+func attnScoresZG3(q *float32, k *uint16, kstride int, n int, npos int, out *float32, ostride int, mx *float32, v *uint16)
+
+// attnMixZG3 adds sum of w_h[p]*v_p over npos float16 positions vstride bytes apart to y_h for the 3 query heads of one KV head (y_h at y+h*n floats, w_h at w+h*wstride bytes, n a multiple of 16); see attnMixG in _gen.
+//
+//go:noescape
+func attnMixZG3(y *float32, w *float32, wstride int, v *uint16, vstride int, n int, npos int)
+
+// attnScoresZG4 writes out_h[p] = q_h·k_p for the 4 query heads of one KV head (q_h at q+h*n floats, out_h at out+h*ostride bytes), npos float16 keys kstride bytes apart, n a multiple of 16, and mx[h] = max_p out_h[p], prefetching the values of the same positions at v; see attnScoresG in _gen.
+//
+//go:noescape
+func attnScoresZG4(q *float32, k *uint16, kstride int, n int, npos int, out *float32, ostride int, mx *float32, v *uint16)
+
+// attnMixZG4 adds sum of w_h[p]*v_p over npos float16 positions vstride bytes apart to y_h for the 4 query heads of one KV head (y_h at y+h*n floats, w_h at w+h*wstride bytes, n a multiple of 16); see attnMixG in _gen.
+//
+//go:noescape
+func attnMixZG4(y *float32, w *float32, wstride int, v *uint16, vstride int, n int, npos int)

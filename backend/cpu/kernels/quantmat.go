@@ -8,12 +8,45 @@ import (
 	"github.com/edgellm/edgellm/quant"
 )
 
+// Footprint is the size of an Arena that holds FromQuant's matrix of typ
+// (rows x cols, with scale and opts) exactly: the sum of its pieces, each
+// rounded up to the arena's alignment, with one scale a row for the
+// ternary types (BitNet's; a matrix with per-block scales takes more,
+// which its arena takes from the heap). It is 0 for a type FromQuant does
+// not repack.
+func Footprint(typ quant.Type, rows, cols int, scale float32, opts TernaryOptions) int {
+	if rows <= 0 || cols <= 0 || tooLarge(rows, cols) {
+		return 0
+	}
+	switch {
+	case quant.IsTernary(typ):
+		stride := cols / 4
+		data := rows * stride
+		if opts.Layout == LayoutTL {
+			data = (rows + 31) / 32 * 32 * stride
+		}
+		return alignUp(4*rows) + alignUp(data) // rowScale, then the codes
+	case typ == quant.Q8_0 || typ == quant.Q4_0:
+		n := alignUp(rows*cols) + alignUp(2*(rows*cols/32)) // values, float16 scales
+		if scale != 1 {
+			n += alignUp(4 * (rows * cols / 32)) // float32 scales (toFloatScales)
+		}
+		return n
+	case typ == quant.Q6_K:
+		return alignUp(rows*cols) + alignUp(4*(rows*cols/16))
+	case typ == quant.F16:
+		return alignUp(2 * rows * cols)
+	}
+	return 0
+}
+
 // FromQuant repacks a rows x cols GGML tensor into the kernels' layout for
 // its type: the ternary types (TQ2_0, TQ1_0, Q2_0, I2_S) into a Ternary,
 // Q8_0/Q4_0/Q6_K into an Int8Mat, F16 into an F16Mat. data holds the rows'
 // packed bytes (for I2_S, without the trailing per-tensor scale); scale
 // multiplies every weight (I2_S's per-tensor scale, a BitNet ".scale"
-// tensor; 1 for none). opts applies to ternary types only.
+// tensor; 1 for none). opts.Arena applies to every type, the rest of
+// opts to ternary types only.
 func FromQuant(typ quant.Type, rows, cols int, data []byte, scale float32, opts TernaryOptions) (Matrix, error) {
 	if math.IsNaN(float64(scale)) || math.IsInf(float64(scale), 0) {
 		return nil, fmt.Errorf("kernels: %s matrix: scale %v", typ, scale)
@@ -60,21 +93,21 @@ func FromQuant(typ quant.Type, rows, cols int, data []byte, scale float32, opts 
 		var m *Int8Mat
 		switch typ {
 		case quant.Q8_0:
-			m, err = FromQ8_0(rows, cols, data)
+			m, err = FromQ8_0(rows, cols, data, opts.Arena)
 		case quant.Q4_0:
-			m, err = FromQ4_0(rows, cols, data)
+			m, err = FromQ4_0(rows, cols, data, opts.Arena)
 		default:
-			m, err = FromQ6_K(rows, cols, data)
+			m, err = FromQ6_K(rows, cols, data, opts.Arena)
 		}
 		if err != nil {
 			return nil, err
 		}
 		if scale != 1 {
-			m.toFloatScales(scale)
+			m.toFloatScales(scale, opts.Arena)
 		}
 		return m, nil
 	case typ == quant.F16:
-		m, err := FromF16(rows, cols, data)
+		m, err := FromF16(rows, cols, data, opts.Arena)
 		if err != nil {
 			return nil, err
 		}

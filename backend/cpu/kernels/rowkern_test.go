@@ -100,7 +100,7 @@ func TestQ8_0MatVec(t *testing.T) {
 					blk[i] = byte(rng.IntN(256))
 				}
 			}
-			m, err := FromQ8_0(rows, cols, data)
+			m, err := FromQ8_0(rows, cols, data, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

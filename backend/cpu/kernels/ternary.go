@@ -61,6 +61,9 @@ type TernaryOptions struct {
 	// BlockScales keeps one scale per 64 weights even when a row's scales
 	// are all equal (tests use it to walk the per-block path).
 	BlockScales bool
+	// Arena, when not nil, holds the new matrix's memory. FromQuant
+	// passes it on to every kind of matrix it builds, not only ternary.
+	Arena *Arena
 }
 
 // Ternary is a matrix of weights in {-1, 0, +1} times scales, repacked for
@@ -132,7 +135,7 @@ func NewTernary(rows, cols int, codes []int8, scales []float32, group int, opts 
 	nb := cols / 64
 	blockScale := func(r, b int) float32 { return scales[(r*cols+b*64)/group] }
 	uniform := !opts.BlockScales
-	rowScale := make([]float32, rows)
+	rowScale := alloc[float32](opts.Arena, rows)
 	for r := 0; r < rows && uniform; r++ {
 		set := false
 		for b := 0; b < nb; b++ {
@@ -153,10 +156,10 @@ func NewTernary(rows, cols int, codes []int8, scales []float32, group int, opts 
 	}
 	t := &Ternary{rows: rows, cols: cols, layout: opts.Layout, stride: cols / 4}
 	if opts.Layout == LayoutTL {
-		t.data = make([]byte, (rows+31)/32*32*t.stride)
+		t.data = alloc[byte](opts.Arena, (rows+31)/32*32*t.stride)
 		packTL(t.data, codes, rows, cols)
 	} else {
-		t.data = make([]byte, rows*t.stride)
+		t.data = alloc[byte](opts.Arena, rows*t.stride)
 		par.Rows(rows, func(r0, r1 int) error {
 			for r := r0; r < r1; r++ {
 				row := codes[r*cols : (r+1)*cols]
@@ -174,7 +177,7 @@ func NewTernary(rows, cols int, codes []int8, scales []float32, group int, opts 
 		t.rowScale = rowScale
 		return t, nil
 	}
-	t.blockScale = make([]float32, rows*nb)
+	t.blockScale = alloc[float32](opts.Arena, rows*nb)
 	for r := 0; r < rows; r++ {
 		for b := 0; b < nb; b++ {
 			t.blockScale[r*nb+b] = blockScale(r, b)

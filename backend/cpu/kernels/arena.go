@@ -1,0 +1,55 @@
+package kernels
+
+import "unsafe"
+
+// Arena lays out the memory of the matrices built with it
+// (TernaryOptions.Arena) one after another in the order they are built,
+// each piece 64-byte aligned, in one allocation sized up front (the sum
+// of the matrices' Footprint). A loader that builds its matrices in the
+// order a forward pass reads them makes the pass one run through memory:
+// the kernels' prefetches, which run a few KiB ahead of the row being
+// read, then run on from the end of one matrix into the start of the
+// next instead of into unrelated memory, so a small matrix's first rows
+// no longer wait on memory (docs/cpu-notes.md). An Arena is not safe for
+// concurrent use.
+type Arena struct {
+	free    []byte // what is left of the allocation
+	spilled int    // bytes taken from the heap when the allocation ran short
+}
+
+// NewArena returns an arena of size bytes. A piece that no longer fits
+// (a ternary matrix with per-block scales, which Footprint does not
+// foresee) comes from the heap instead.
+func NewArena(size int) *Arena {
+	return &Arena{free: make([]byte, max(size, 0)+arenaAlign-1)}
+}
+
+// arenaAlign is a cache line: every piece starts on its own.
+const arenaAlign = 64
+
+// alignUp rounds n up to a multiple of arenaAlign.
+func alignUp(n int) int { return (n + arenaAlign - 1) &^ (arenaAlign - 1) }
+
+// take returns n zeroed bytes, 64-byte aligned where they come from the
+// arena.
+func (a *Arena) take(n int) []byte {
+	pad := int(-uintptr(unsafe.Pointer(unsafe.SliceData(a.free))) & (arenaAlign - 1))
+	if len(a.free) < pad+n {
+		a.spilled += n
+		return make([]byte, n)
+	}
+	b := a.free[pad : pad+n : pad+n]
+	a.free = a.free[pad+n:]
+	return b
+}
+
+// alloc returns n zeroed elements from arena a, or from the heap when a is
+// nil.
+func alloc[T byte | int8 | uint16 | float32](a *Arena, n int) []T {
+	if a == nil || n == 0 {
+		return make([]T, n)
+	}
+	var z T
+	b := a.take(n * int(unsafe.Sizeof(z)))
+	return unsafe.Slice((*T)(unsafe.Pointer(unsafe.SliceData(b))), n)
+}
