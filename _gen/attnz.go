@@ -89,7 +89,6 @@ func softmaxExpZ() {
 	RET()
 }
 
-
 // reduceZ sums each of the ZMM registers a (4 or 8 of them) and returns
 // the register whose lanes 0..len(a)-1 hold the sums in order (an XMM for
 // 4, a YMM for 8): four levels of shuffles and adds, each pairing two
