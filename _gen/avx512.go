@@ -5,10 +5,11 @@ package main
 //
 //	go run . -avx512 -out ../backend/cpu/kernels/kernels_avx512_amd64.s -stubs ../backend/cpu/kernels/kernels_avx512_amd64.go -pkg kernels
 //
-// They read the same packed data as the AVX2 kernels and give the same
-// results bit for bit: the int dots are exact, and the int8 kernels apply
-// the scales to the same 8-lane partial sums in the same order as
-// int8DotBatch (then the same final reduction). Only EVEX-encodable
+// The products read the same packed data as the AVX2 kernels and give the
+// same results bit for bit: the int dots are exact, and the int8 kernels
+// apply the scales to the same 8-lane partial sums in the same order as
+// int8DotBatch (then the same final reduction). The attention kernels
+// (attnz.go) give the AVX2 bits but for the scores' lane sums. Only EVEX-encodable
 // instructions are used, since any of the 32 vector registers may be
 // allocated (VPHADDD, VPSIGNB, VEXTRACTI128 and the like have no EVEX form).
 

@@ -31,6 +31,9 @@
 //     group-32 int8 kernels (int8DotT*g32Z/h32Z: the Q8_0/Q4_0 LM head, decode
 //     and prefill), with VPDPBUSD on 512-bit registers. They read the same
 //     packed data as the AVX2 kernels and give the same results bit for bit.
+//     Attention over the float16 cache too (attnScoresZG*, attnMixZG*,
+//     softmaxExpZ: 16 floats a register): the mix and the exponentials
+//     give the AVX2 bits, the scores add their lanes in another order.
 //     Generated from _gen/avx512.go into kernels_avx512_amd64.s (the second
 //     go:generate line: -avx512). SetAVX512(false) falls back to AVX2 (tests
 //     and benchmarks do); GODEBUG=cpu.avx512f=off (or cpu.avx512vnni=off)

@@ -4,7 +4,8 @@ package kernels
 var useAVX2 = cpuAVX2
 
 // useAVX512 selects, within the assembly kernels, the AVX-512 VNNI ones
-// where they exist (batched ternary and int8 group-32 products); it starts
+// where they exist (batched ternary and int8 group-32 products, decode
+// attention); it starts
 // as what the CPU offers. x/sys/cpu reads GODEBUG, so
 // GODEBUG=cpu.avx512f=off (or cpu.avx512vnni=off) turns it off for a whole
 // binary.
