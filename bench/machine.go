@@ -24,7 +24,7 @@ import (
 type figures struct {
 	StreamGBPerS  float64 // median over passes of bytes read / time, all threads together
 	StreamBytes   int64   // bytes one pass reads
-	Buffer        bool    // the weights fit the LLC: a buffer of 4x LLC was streamed instead
+	Buffer        bool    // the weights are under 4x the LLC: a buffer of 4x LLC was streamed instead
 	LLCBytes      int64   // last-level cache size used for that decision
 	LLCAssumed    bool    // the system did not say; assumedLLC was used
 	ControlP50MS  float64 // the control loop's median step
@@ -152,10 +152,12 @@ func newMachine(weights [][]byte, threads backend.ThreadRunner, stepBytes, llc i
 		}
 	}
 	m.s = newSpan(weights)
-	// Reads of weights the cache holds would hit it: the machine streams
-	// a buffer of 4x the cache instead, which exists only while it is
-	// measured (measure), so that the engine's peak RSS does not count it.
-	m.buffer = m.s.total < m.llc
+	// Reads of weights the cache holds would hit it: under 4x the cache
+	// (smollm-135m's 57 MB beside a 32 MiB L3 streamed half as fast again
+	// as a buffer of 4x the cache, docs/cpu-notes.md) the machine streams
+	// that buffer instead, which exists only while it is measured
+	// (measure), so that the engine's peak RSS does not count it.
+	m.buffer = m.s.total < 4*m.llc
 	// Made once: a closure per step would allocate between tokens.
 	m.pass = func(w, n int) {
 		t := m.s.total

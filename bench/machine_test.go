@@ -138,8 +138,9 @@ func partOf(s *span, k int64) int {
 }
 
 // TestRunMachineFields: on the CPU backend bench measures the machine in
-// the same run, over the model's own weights or (when they fit the LLC) a
-// buffer of 4x it, and the JSON carries the fields by their names.
+// the same run, over the model's own weights or (when they are under 4x
+// the LLC) a buffer of 4x it, and the JSON carries the fields by their
+// names.
 func TestRunMachineFields(t *testing.T) {
 	w := testmodel.Weights(t, testmodel.Write(t, testmodel.Tiny("llama", quant.Q8_0)))
 	bm, err := cpu.Load(w, cpu.Options{Threads: 2})
@@ -152,7 +153,7 @@ func TestRunMachineFields(t *testing.T) {
 	for _, c := range []struct {
 		llc    int64
 		buffer bool
-	}{{resident / 2, false}, {256 << 10, true}} {
+	}{{resident / 4, false}, {resident / 2, true}, {256 << 10, true}} {
 		o := Options{Prompt: 4, Gen: 24, Repeat: 2, Seed: 1, llc: c.llc, streamTime: 1}
 		r, err := Run(context.Background(), bm, WeightBytesPerToken(w), o)
 		if err != nil {

@@ -42,7 +42,7 @@ func (r *Result) Print(w io.Writer) {
 	if r.StreamGBPerS != nil {
 		src := "the model's weight memory"
 		if r.StreamBuffer {
-			src = "a buffer of 4x LLC (the weights fit the LLC; RSS grew by it)"
+			src = "a buffer of 4x LLC (the weights are under 4x the LLC)"
 		}
 		llc := "LLC"
 		if r.LLCAssumed {

@@ -75,7 +75,7 @@ type Result struct {
 	// The machine in the same run (CPU backend): see machine.go.
 	StreamGBPerS  *float64 `json:"stream_gb_per_s,omitempty"`
 	StreamBytes   int64    `json:"stream_bytes,omitempty"`
-	StreamBuffer  bool     `json:"stream_buffer,omitempty"` // weights fit the LLC: a 4x LLC buffer was streamed (RSS grew by it)
+	StreamBuffer  bool     `json:"stream_buffer,omitempty"` // weights under 4x the LLC: a 4x LLC buffer was streamed (not in peak_rss_bytes)
 	LLCBytes      int64    `json:"llc_bytes,omitempty"`
 	LLCAssumed    bool     `json:"llc_assumed,omitempty"`
 	ControlP50MS  *float64 `json:"control_p50_ms,omitempty"`
