@@ -142,8 +142,9 @@ type machine struct {
 	onStep     func()          // tests: called as each control step starts
 }
 
-// newMachine prepares to stream weights (or, where they fit the last-level
-// cache llc, 0 to ask the system, a buffer of 4x it) on threads.
+// newMachine prepares to stream weights (or, where they are under 4x the
+// last-level cache llc, 0 to ask the system, a buffer of 4x it) on
+// threads.
 func newMachine(weights [][]byte, threads backend.ThreadRunner, stepBytes, llc int64) *machine {
 	m := &machine{threads: threads, stepBytes: stepBytes, llc: llc, sink: make([]uint64, 8*max(threads.Threads(), 1))}
 	if m.llc <= 0 {

@@ -195,8 +195,8 @@ func TestRunMachineFields(t *testing.T) {
 	}
 }
 
-// TestStreamBufferNotInPeakRSS: where the weights fit the last-level cache
-// and the machine streams a buffer of 4x it instead, the buffer exists only
+// TestStreamBufferNotInPeakRSS: where the weights are under 4x the
+// last-level cache and the machine streams a buffer of 4x it instead, the buffer exists only
 // while the machine is measured, and peak_rss_bytes is the engine's: here a
 // 256 MB buffer beside a model of a few MB.
 func TestStreamBufferNotInPeakRSS(t *testing.T) {
