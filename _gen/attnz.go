@@ -59,22 +59,19 @@ func softmaxExpZ() {
 		VMOVUPS(v, Mem{Base: x, Disp: disp})
 		VADDPS(v, sum, sum)
 	}
-	Label("sez_loop4")
-	CMPQ(n, Imm(64))
-	JB(LabelRef("sez_loop1"))
-	for i := range 4 {
-		body(ZMM(), sum[i], 64*i)
+	// four vectors a pass while 64 floats remain, then one
+	for _, k := range []int{4, 1} {
+		next := map[int]string{4: "sez_loop1", 1: "sez_tail"}[k]
+		Label(fmt.Sprintf("sez_loop%d", k))
+		CMPQ(n, Imm(uint64(16*k)))
+		JB(LabelRef(next))
+		for i := range k {
+			body(ZMM(), sum[i], 64*i)
+		}
+		ADDQ(U32(uint32(64*k)), x)
+		SUBQ(Imm(uint64(16*k)), n)
+		JMP(LabelRef(fmt.Sprintf("sez_loop%d", k)))
 	}
-	ADDQ(U32(256), x)
-	SUBQ(Imm(64), n)
-	JMP(LabelRef("sez_loop4"))
-	Label("sez_loop1")
-	CMPQ(n, Imm(16))
-	JB(LabelRef("sez_tail"))
-	body(ZMM(), sum[0], 0)
-	ADDQ(Imm(64), x)
-	SUBQ(Imm(16), n)
-	JMP(LabelRef("sez_loop1"))
 	Label("sez_tail")
 	CMPQ(n, Imm(0))
 	JE(LabelRef("sez_done"))
@@ -233,16 +230,8 @@ var avx512Attn = attnWidth{
 		}
 	},
 	maxFinal: func(m, dst Mem) {
-		z, y, x, t := ZMM(), YMM(), XMM(), XMM()
+		z := ZMM()
 		VMOVUPS(m, z)
-		VEXTRACTF64X4(U8(1), z, y)
-		VMAXPS(y, z.AsY(), y)
-		VEXTRACTF32X4(U8(1), y, x)
-		VMAXPS(x, y.AsX(), x)
-		VPERMILPS(U8(0x4e), x, t)
-		VMAXPS(t, x, x)
-		VPERMILPS(U8(0xb1), x, t)
-		VMAXPS(t, x, x)
-		VMOVSS(x, dst)
+		VMOVSS(foldZx(z, true, VMAXPS), dst)
 	},
 }

@@ -113,21 +113,31 @@ func hsumZ(z reg.VecVirtual, dst Mem) {
 // hsumZx sums the 16 int32 lanes of z (float32 with fl) into lane 0 of
 // the XMM it returns.
 func hsumZx(z reg.VecVirtual, fl bool) reg.VecVirtual {
-	add, extract4, extract2 := VPADDD, VEXTRACTI64X4, VEXTRACTI32X4
 	if fl {
-		add, extract4, extract2 = VADDPS, VEXTRACTF64X4, VEXTRACTF32X4
+		return foldZx(z, true, VADDPS)
+	}
+	return foldZx(z, false, VPADDD)
+}
+
+// foldZx folds the 16 lanes of z (int32, or float32 with fl) with op
+// (an add, a max) into lane 0 of the XMM it returns: halves, then
+// quarters, then within the last 128 bits.
+func foldZx(z reg.VecVirtual, fl bool, op func(...Op)) reg.VecVirtual {
+	extract4, extract2 := VEXTRACTI64X4, VEXTRACTI32X4
+	if fl {
+		extract4, extract2 = VEXTRACTF64X4, VEXTRACTF32X4
 	}
 	y := YMM()
 	extract4(U8(1), z, y)
-	add(y, z.AsY(), y)
+	op(y, z.AsY(), y)
 	x := XMM()
 	extract2(U8(1), y, x)
-	add(x, y.AsX(), x)
+	op(x, y.AsX(), x)
 	u := XMM()
 	VPSHUFD(U8(0x4e), x, u)
-	add(u, x, x)
+	op(u, x, x)
 	VPSHUFD(U8(0xb1), x, u)
-	add(u, x, x)
+	op(u, x, x)
 	return x
 }
 

@@ -2237,7 +2237,7 @@ sez_loop1:
 	VMOVAPS.Z         Z7, K1, Z7
 	VMOVUPS           Z7, (AX)
 	VADDPS            Z7, Z2, Z2
-	ADDQ              $0x40, AX
+	ADDQ              $0x00000040, AX
 	SUBQ              $0x10, CX
 	JMP               sez_loop1
 
@@ -2515,9 +2515,9 @@ attnScoresZG1_done:
 	VMAXPS        Y1, Y0, Y1
 	VEXTRACTF32X4 $0x01, Y1, X0
 	VMAXPS        X0, X1, X0
-	VPERMILPS     $0x4e, X0, X1
+	VPSHUFD       $0x4e, X0, X1
 	VMAXPS        X1, X0, X0
-	VPERMILPS     $0xb1, X0, X1
+	VPSHUFD       $0xb1, X0, X1
 	VMAXPS        X1, X0, X0
 	VMOVSS        X0, (AX)
 	VZEROUPPER
@@ -3041,9 +3041,9 @@ attnScoresZG2_done:
 	VMAXPS        Y1, Y0, Y1
 	VEXTRACTF32X4 $0x01, Y1, X0
 	VMAXPS        X0, X1, X0
-	VPERMILPS     $0x4e, X0, X1
+	VPSHUFD       $0x4e, X0, X1
 	VMAXPS        X1, X0, X0
-	VPERMILPS     $0xb1, X0, X1
+	VPSHUFD       $0xb1, X0, X1
 	VMAXPS        X1, X0, X0
 	VMOVSS        X0, (AX)
 	VMOVUPS       64(SP), Z0
@@ -3051,9 +3051,9 @@ attnScoresZG2_done:
 	VMAXPS        Y1, Y0, Y1
 	VEXTRACTF32X4 $0x01, Y1, X0
 	VMAXPS        X0, X1, X0
-	VPERMILPS     $0x4e, X0, X1
+	VPSHUFD       $0x4e, X0, X1
 	VMAXPS        X1, X0, X0
-	VPERMILPS     $0xb1, X0, X1
+	VPSHUFD       $0xb1, X0, X1
 	VMAXPS        X1, X0, X0
 	VMOVSS        X0, 4(AX)
 	VZEROUPPER
@@ -3700,9 +3700,9 @@ attnScoresZG3_done:
 	VMAXPS        Y1, Y0, Y1
 	VEXTRACTF32X4 $0x01, Y1, X0
 	VMAXPS        X0, X1, X0
-	VPERMILPS     $0x4e, X0, X1
+	VPSHUFD       $0x4e, X0, X1
 	VMAXPS        X1, X0, X0
-	VPERMILPS     $0xb1, X0, X1
+	VPSHUFD       $0xb1, X0, X1
 	VMAXPS        X1, X0, X0
 	VMOVSS        X0, (AX)
 	VMOVUPS       64(SP), Z0
@@ -3710,9 +3710,9 @@ attnScoresZG3_done:
 	VMAXPS        Y1, Y0, Y1
 	VEXTRACTF32X4 $0x01, Y1, X0
 	VMAXPS        X0, X1, X0
-	VPERMILPS     $0x4e, X0, X1
+	VPSHUFD       $0x4e, X0, X1
 	VMAXPS        X1, X0, X0
-	VPERMILPS     $0xb1, X0, X1
+	VPSHUFD       $0xb1, X0, X1
 	VMAXPS        X1, X0, X0
 	VMOVSS        X0, 4(AX)
 	VMOVUPS       128(SP), Z0
@@ -3720,9 +3720,9 @@ attnScoresZG3_done:
 	VMAXPS        Y1, Y0, Y1
 	VEXTRACTF32X4 $0x01, Y1, X0
 	VMAXPS        X0, X1, X0
-	VPERMILPS     $0x4e, X0, X1
+	VPSHUFD       $0x4e, X0, X1
 	VMAXPS        X1, X0, X0
-	VPERMILPS     $0xb1, X0, X1
+	VPSHUFD       $0xb1, X0, X1
 	VMAXPS        X1, X0, X0
 	VMOVSS        X0, 8(AX)
 	VZEROUPPER
@@ -4384,9 +4384,9 @@ attnScoresZG4_done:
 	VMAXPS        Y1, Y0, Y1
 	VEXTRACTF32X4 $0x01, Y1, X0
 	VMAXPS        X0, X1, X0
-	VPERMILPS     $0x4e, X0, X1
+	VPSHUFD       $0x4e, X0, X1
 	VMAXPS        X1, X0, X0
-	VPERMILPS     $0xb1, X0, X1
+	VPSHUFD       $0xb1, X0, X1
 	VMAXPS        X1, X0, X0
 	VMOVSS        X0, (AX)
 	VMOVUPS       64(SP), Z0
@@ -4394,9 +4394,9 @@ attnScoresZG4_done:
 	VMAXPS        Y1, Y0, Y1
 	VEXTRACTF32X4 $0x01, Y1, X0
 	VMAXPS        X0, X1, X0
-	VPERMILPS     $0x4e, X0, X1
+	VPSHUFD       $0x4e, X0, X1
 	VMAXPS        X1, X0, X0
-	VPERMILPS     $0xb1, X0, X1
+	VPSHUFD       $0xb1, X0, X1
 	VMAXPS        X1, X0, X0
 	VMOVSS        X0, 4(AX)
 	VMOVUPS       128(SP), Z0
@@ -4404,9 +4404,9 @@ attnScoresZG4_done:
 	VMAXPS        Y1, Y0, Y1
 	VEXTRACTF32X4 $0x01, Y1, X0
 	VMAXPS        X0, X1, X0
-	VPERMILPS     $0x4e, X0, X1
+	VPSHUFD       $0x4e, X0, X1
 	VMAXPS        X1, X0, X0
-	VPERMILPS     $0xb1, X0, X1
+	VPSHUFD       $0xb1, X0, X1
 	VMAXPS        X1, X0, X0
 	VMOVSS        X0, 8(AX)
 	VMOVUPS       192(SP), Z0
@@ -4414,9 +4414,9 @@ attnScoresZG4_done:
 	VMAXPS        Y1, Y0, Y1
 	VEXTRACTF32X4 $0x01, Y1, X0
 	VMAXPS        X0, X1, X0
-	VPERMILPS     $0x4e, X0, X1
+	VPSHUFD       $0x4e, X0, X1
 	VMAXPS        X1, X0, X0
-	VPERMILPS     $0xb1, X0, X1
+	VPSHUFD       $0xb1, X0, X1
 	VMAXPS        X1, X0, X0
 	VMOVSS        X0, 12(AX)
 	VZEROUPPER
