@@ -1796,9 +1796,9 @@ var avx2Attn = attnWidth{
 // max is kept in a stack slot. Keys attnAhead positions on, and the
 // values (at v) of the positions being scored, are prefetched once per
 // line as one run each, so that the values arrive during the scores and
-// the softmax (a run rather than each row's lines: with P = 8 rows in
-// flight the AVX-512 kernels' decode attention took a third longer
-// prefetching the first 4 rows' lines, docs/cpu-notes.md).
+// the softmax (a run rather than each row's lines, so that all P rows in
+// flight are covered, not only the first 4 that rowAddr reaches:
+// docs/cpu-notes.md).
 func attnScoresG(g int, w attnWidth) {
 	P, F := w.P[g], w.floats
 	name := fmt.Sprintf("attnScores%sG%d", w.suffix, g)

@@ -153,10 +153,10 @@ func newMachine(weights [][]byte, threads backend.ThreadRunner, stepBytes, llc i
 		}
 	}
 	m.s = newSpan(weights)
-	// Reads of weights the cache holds would hit it: under 4x the cache
-	// (smollm-135m's 57 MB beside a 32 MiB L3 streamed half as fast again
-	// as a buffer of 4x the cache, docs/cpu-notes.md) the machine streams
-	// that buffer instead, which exists only while it is measured
+	// Reads of weights the cache holds would hit it, and weights of a
+	// few times the cache still partly stay in it between passes
+	// (docs/cpu-notes.md): under 4x the cache the machine streams a
+	// buffer of 4x it instead, which exists only while it is measured
 	// (measure), so that the engine's peak RSS does not count it.
 	m.buffer = m.s.total < 4*m.llc
 	// Made once: a closure per step would allocate between tokens.
