@@ -730,3 +730,42 @@ func TestKernelsName(t *testing.T) {
 		t.Fatalf("%q, kernels.Path() %q", k, kernels.Path())
 	}
 }
+
+// TestRope: the backend's rotation is the reference's, pair for pair
+// (model.RopePairs) and bit for bit, for both pair layouts, several head
+// sizes and RoPE sets, on fresh random values and angles.
+func TestRope(t *testing.T) {
+	r := rand.New(rand.NewPCG(91, 92))
+	for _, style := range []model.RopeStyle{model.RopeNorm, model.RopeNeoX} {
+		for _, hd := range []int{2, 8, 64, 128, 256} {
+			for _, sets := range []int{1, 2} {
+				c := &model.Config{HeadDim: hd, RopeStyle: style}
+				half := hd / 2
+				const rows = 3
+				p := &pass{sets: sets, cos: randTensorVec(r, rows*sets*half, 1), sin: randTensorVec(r, rows*sets*half, 1)}
+				for b := range rows {
+					for set := range sets {
+						v := randTensorVec(r, 5*hd, 1)
+						want := append([]float32(nil), v...)
+						off := (b*sets + set) * half
+						for h := 0; h < len(want); h += hd {
+							head := want[h : h+hd]
+							for i := range half {
+								j0, j1 := model.RopePairs(style, hd, i)
+								a, bb := head[j0], head[j1]
+								head[j0] = a*p.cos[off+i] - bb*p.sin[off+i]
+								head[j1] = a*p.sin[off+i] + bb*p.cos[off+i]
+							}
+						}
+						p.rope(v, b, set, c)
+						for i := range v {
+							if math.Float32bits(v[i]) != math.Float32bits(want[i]) {
+								t.Fatalf("style %d head %d set %d/%d row %d: v[%d] = %v, want %v", style, hd, set, sets, b, i, v[i], want[i])
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+}

@@ -199,19 +199,29 @@ func (p *pass) ropeAngles(sets [][]float32, b int) {
 }
 
 // rope rotates every head of v (one row's q or k) by row b's angles of
-// RoPE set set.
+// RoPE set set: the reference's pairs (model.RopePairs) and arithmetic,
+// with the pair layout chosen once a call rather than per element.
 func (p *pass) rope(v []float32, b, set int, c *model.Config) {
 	hd := c.HeadDim
 	half := hd / 2
 	off := (b*p.sets + set) * half
 	cs, sn := p.cos[off:off+half], p.sin[off:off+half]
-	for h := 0; h < len(v); h += hd {
+	for h := 0; h+hd <= len(v); h += hd {
 		head := v[h : h+hd]
-		for i := range half {
-			j0, j1 := model.RopePairs(c.RopeStyle, hd, i)
-			a, bb := head[j0], head[j1]
-			head[j0] = a*cs[i] - bb*sn[i]
-			head[j1] = a*sn[i] + bb*cs[i]
+		if c.RopeStyle == model.RopeNeoX {
+			lo, hi := head[:half], head[half:]
+			for i, cos := range cs {
+				a, bb := lo[i], hi[i]
+				lo[i] = a*cos - bb*sn[i]
+				hi[i] = a*sn[i] + bb*cos
+			}
+			continue
+		}
+		for i, cos := range cs {
+			pr := head[2*i : 2*i+2]
+			a, bb := pr[0], pr[1]
+			pr[0] = a*cos - bb*sn[i]
+			pr[1] = a*sn[i] + bb*cos
 		}
 	}
 }
