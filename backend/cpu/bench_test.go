@@ -314,3 +314,21 @@ func BenchmarkPoolBarrier(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkRope rotates one row's queries and keys of a bitnet-2b-shaped
+// layer (20 query heads and 5 KV heads of 128) in cache, in both pair
+// layouts.
+func BenchmarkRope(b *testing.B) {
+	r := rand.New(rand.NewPCG(5, 6))
+	const hd = 128
+	v := randTensorVec(r, 25*hd, 1)
+	p := &pass{sets: 1, cos: randTensorVec(r, hd/2, 1), sin: randTensorVec(r, hd/2, 1)}
+	for _, style := range []model.RopeStyle{model.RopeNorm, model.RopeNeoX} {
+		c := &model.Config{HeadDim: hd, RopeStyle: style}
+		b.Run(map[model.RopeStyle]string{model.RopeNorm: "norm", model.RopeNeoX: "neox"}[style], func(b *testing.B) {
+			for range b.N {
+				p.rope(v, 0, 0, c)
+			}
+		})
+	}
+}
