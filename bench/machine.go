@@ -24,7 +24,7 @@ import (
 type figures struct {
 	StreamGBPerS  float64 // median over passes of bytes read / time, all threads together
 	StreamBytes   int64   // bytes one pass reads
-	Buffer        bool    // the weights are under 4x the LLC: a buffer of 4x LLC was streamed instead
+	Buffer        bool    // the weights are under 4x the LLC: the stream passes read a buffer of 4x LLC instead
 	LLCBytes      int64   // last-level cache size used for that decision
 	LLCAssumed    bool    // the system did not say; assumedLLC was used
 	ControlP50MS  float64 // the control loop's median step
@@ -155,8 +155,8 @@ func newMachine(weights [][]byte, threads backend.ThreadRunner, stepBytes, llc i
 	m.s = newSpan(weights)
 	// Reads of weights the cache holds would hit it, and weights of a
 	// few times the cache still partly stay in it between passes
-	// (docs/cpu-notes.md): under 4x the cache the machine streams a
-	// buffer of 4x it instead, which exists only while it is measured
+	// (docs/cpu-notes.md): under 4x the cache the stream passes read a
+	// buffer of 4x it instead, which exists only while they run
 	// (measure), so that the engine's peak RSS does not count it.
 	m.buffer = m.s.total < 4*m.llc
 	// Made once: a closure per step would allocate between tokens.
@@ -172,27 +172,37 @@ func newMachine(weights [][]byte, threads backend.ThreadRunner, stepBytes, llc i
 }
 
 // measure runs the stream passes (at least minTime) and n control steps.
-// With a buffer, the buffer is made for them and dropped after, and the
-// process's peak RSS, read just before it is made, is returned as the
-// engine's (and the peak restarted after it is dropped: ResetPeakRSS);
-// without one, measure returns 0.
+// With a buffer, the passes read it: it is made for them and given back
+// after, and the process's peak RSS, read just before it is made, is
+// returned as the engine's (and the peak restarted once it is gone:
+// ResetPeakRSS); without one, measure returns 0. The control steps read
+// the weights either way: they judge the engine's tokens, which read the
+// weights with whatever share of them the cache holds, and a buffer that
+// always comes from memory ran steadier than a token over the same bytes
+// can (docs/cpu-notes.md).
 func (m *machine) measure(minTime time.Duration, n int) (enginePeak int64) {
 	if m.buffer {
 		enginePeak = PeakRSS()
+		buf, err := newBuffer(4 * m.llc)
+		if err != nil {
+			buf = make([]byte, 4*m.llc)
+		}
 		// Written, so every page is a page of its own (untouched pages
 		// all map the one zero page, which stays cached).
-		buf := make([]byte, 4*m.llc)
 		for i := range buf {
 			buf[i] = byte(i*131 + 7)
 		}
 		weights := m.s
 		m.s = newSpan([][]byte{buf})
-		defer func() {
-			m.s = weights
-			ResetPeakRSS()
-		}()
+		m.stream(minTime)
+		m.s = weights
+		if err == nil {
+			freeBuffer(buf)
+		}
+		ResetPeakRSS()
+	} else {
+		m.stream(minTime)
 	}
-	m.stream(minTime)
 	for range n {
 		m.control()
 	}

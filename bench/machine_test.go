@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/edgellm/edgellm/backend"
 	"github.com/edgellm/edgellm/backend/cpu"
@@ -280,5 +281,46 @@ func TestControlSteps(t *testing.T) {
 		if r.ControlP99P50 == nil || *r.ControlP99P50 < 1 || *r.ControlP50MS <= 0 {
 			t.Fatalf("%d threads: control figures %v %v", threads, r.ControlP99P50, r.ControlP50MS)
 		}
+	}
+}
+
+// serialThreads runs a ThreadRunner's shares one after another.
+type serialThreads int
+
+func (n serialThreads) Threads() int { return int(n) }
+
+func (n serialThreads) RunThreads(fn func(w, n int)) {
+	for w := range int(n) {
+		fn(w, int(n))
+	}
+}
+
+// TestControlReadsWeights: with weights under 4x the last-level cache the
+// stream passes read a buffer of 4x it, but the control steps read the
+// weights themselves, as the tokens they judge do; and the buffer is gone
+// once the machine has been measured.
+func TestControlReadsWeights(t *testing.T) {
+	weights := [][]byte{make([]byte, 3000), make([]byte, 5000)}
+	const llc = 1 << 20
+	m := newMachine(weights, serialThreads(2), 4096, llc)
+	if !m.buffer {
+		t.Fatal("8000 bytes of weights beside a 1 MiB cache: want a buffer")
+	}
+	steps := 0
+	m.onStep = func() {
+		steps++
+		if m.s.total != 8000 {
+			t.Fatalf("control step %d reads %d bytes of memory, want the 8000 of the weights", steps, m.s.total)
+		}
+	}
+	m.measure(time.Millisecond, 5)
+	if steps != 5 || len(m.lat) != 5 {
+		t.Fatalf("%d control steps, %d timed: want 5", steps, len(m.lat))
+	}
+	if m.s.total != 8000 {
+		t.Fatalf("after measuring, the machine reads %d bytes: want the weights back", m.s.total)
+	}
+	if r := m.result(); !r.Buffer || r.StreamBytes != 4*llc || r.StreamGBPerS <= 0 {
+		t.Fatalf("stream figures %+v: want the 4 MiB buffer's", r)
 	}
 }
