@@ -183,7 +183,10 @@ func reduce1fZ(acc reg.VecVirtual, dst Mem) {
 //
 // With one token (scaled: the ternaryVec kernels) the kernel finishes each
 // row as MatVec's Go expression does, float32(dot - *sum) * rs[r] * *inv
-// (the same conversion and two roundings), and writes floats.
+// (the same conversion and two roundings), and writes floats; the
+// one-row kernel (ternaryVecT1Z) still reads one row after another, but
+// while four rows remain it keeps their four sums and reduces, scales and
+// stores them together (seq4).
 func ternaryDotBatchZ(name string, nt, rowsAPass int) {
 	scaled := nt == 1
 	g := ternaryBatchHeader(name, nt, rowsAPass, "Z", "AVX-512 VNNI")
@@ -317,8 +320,66 @@ func ternaryDotBatchZ(name string, nt, rowsAPass int) {
 		}
 		nextRows(lbl, nr, scaled, w, stride, dst, rows)
 	}
-	if rowsAPass == 4 {
+	// seq4 (one token, rowsAPass 1): four rows a pass, still one after
+	// another as body(1) reads them, their sums reduced, scaled and
+	// stored together: a row's own reduction and store were a fifth of
+	// its instructions at 2560 columns.
+	seq4 := func() {
+		lbl := name + "_q4"
+		Label(lbl + "_row")
+		CMPQ(rows, Imm(4))
+		JB(LabelRef(lbl + "_end"))
+		fin := make([]reg.VecVirtual, 4)
+		for r := range fin {
+			rl := fmt.Sprintf("%s_q4r%d", name, r)
+			acc := []reg.VecVirtual{ZMM(), ZMM(), ZMM(), ZMM()}
+			for _, a := range acc {
+				VPXORD(a, a, a)
+			}
+			p, wc, n := GP64(), GP64(), GP64()
+			Load(Param("act"), p)
+			LEAQ(rowAddr(w, stride, stride3, r, 0), wc)
+			Load(Param("n128"), n)
+			block := func(k, set int) {
+				b, v01, v23 := ZMM(), ZMM(), ZMM()
+				VBROADCASTI64X4(Mem{Base: wc, Disp: 32 * k}, b)
+				VPANDD(m01, b, v01)
+				VPANDD(m23, b, v23)
+				VPDPBUSD(Mem{Base: p, Disp: 128 * k}, v01, acc[2*set])
+				VPDPBUSD(Mem{Base: p, Disp: 128*k + 64}, v23, acc[2*set+1])
+			}
+			blockPairs(rl, n, p, wc, 2, func() { PREFETCHT0(Mem{Base: wc, Disp: prefetchAheadZ}) }, block)
+			VPADDD(acc[2], acc[0], acc[0])
+			VPADDD(acc[3], acc[1], acc[1])
+			VPSRAVD(zc.cnt01, acc[0], acc[0])
+			VPSRAVD(zc.cnt23, acc[1], acc[1])
+			VPADDD(acc[1], acc[0], acc[0])
+			tl := GP64()
+			Load(Param("tail"), tl)
+			CMPQ(tl, Imm(0))
+			JE(LabelRef(rl + "_done"))
+			c := ZMM()
+			VBROADCASTI32X4(Mem{Base: wc}, c)
+			VPSRLVQ(zc.tailShift, c, c)
+			VPANDD(zc.mask3, c, c)
+			VPDPBUSD(Mem{Base: p}, c, acc[0])
+			Label(rl + "_done")
+			fin[r] = acc[0]
+		}
+		x := hsum4Zx(fin)
+		VPSUBD(sumv, x, x)
+		VCVTDQ2PS(x, x)
+		VMULPS(Mem{Base: rs}, x, x)
+		VMULPS(invv, x, x)
+		VMOVUPS(x, Mem{Base: dst})
+		ADDQ(U32(16), rs)
+		nextRows(lbl, 4, true, w, stride, dst, rows)
+	}
+	switch {
+	case rowsAPass == 4:
 		body(4)
+	case scaled:
+		seq4()
 	}
 	body(1)
 	VZEROUPPER()

@@ -118,89 +118,329 @@ TEXT ·ternaryVecT1Z(SB), NOSPLIT, $0-80
 	MOVQ         w+0(FP), AX
 	MOVQ         stride+8(FP), CX
 	LEAQ         (CX)(CX*2), DX
-	MOVQ         rs+40(FP), DX
-	MOVQ         sum+48(FP), BX
-	MOVQ         inv+56(FP), SI
-	MOVQ         dst+64(FP), DI
-	MOVQ         rows+72(FP), R8
-	VPBROADCASTD (BX), X0
-	VBROADCASTSS (SI), X1
+	MOVQ         rs+40(FP), BX
+	MOVQ         sum+48(FP), SI
+	MOVQ         inv+56(FP), DI
+	MOVQ         dst+64(FP), R8
+	MOVQ         rows+72(FP), R9
+	VPBROADCASTD (SI), X0
+	VBROADCASTSS (DI), X1
 	VMOVDQU64    z_mask01<>+0(SB), Z2
 	VMOVDQU64    z_mask23<>+0(SB), Z3
 
-ternaryVecT1Z_r1_row:
-	CMPQ   R8, $0x01
-	JB     ternaryVecT1Z_r1_end
+ternaryVecT1Z_q4_row:
+	CMPQ   R9, $0x04
+	JB     ternaryVecT1Z_q4_end
 	VPXORD Z4, Z4, Z4
 	VPXORD Z5, Z5, Z5
 	VPXORD Z6, Z6, Z6
 	VPXORD Z7, Z7, Z7
-	MOVQ   act+16(FP), BX
-	MOVQ   AX, SI
-	MOVQ   n128+24(FP), R9
+	MOVQ   act+16(FP), SI
+	LEAQ   (AX), DI
+	MOVQ   n128+24(FP), R10
 
-ternaryVecT1Z_r1_b2:
-	CMPQ            R9, $0x02
-	JB              ternaryVecT1Z_r1_b1
-	PREFETCHT0      8192(SI)
-	VBROADCASTI64X4 (SI), Z8
+ternaryVecT1Z_q4r0_b2:
+	CMPQ            R10, $0x02
+	JB              ternaryVecT1Z_q4r0_b1
+	PREFETCHT0      8192(DI)
+	VBROADCASTI64X4 (DI), Z8
 	VPANDD          Z2, Z8, Z9
 	VPANDD          Z3, Z8, Z8
-	VPDPBUSD        (BX), Z9, Z4
-	VPDPBUSD        64(BX), Z8, Z5
-	VBROADCASTI64X4 32(SI), Z8
+	VPDPBUSD        (SI), Z9, Z4
+	VPDPBUSD        64(SI), Z8, Z5
+	VBROADCASTI64X4 32(DI), Z8
 	VPANDD          Z2, Z8, Z9
 	VPANDD          Z3, Z8, Z8
-	VPDPBUSD        128(BX), Z9, Z6
-	VPDPBUSD        192(BX), Z8, Z7
-	ADDQ            $0x00000100, BX
-	ADDQ            $0x00000040, SI
-	SUBQ            $0x02, R9
-	JMP             ternaryVecT1Z_r1_b2
+	VPDPBUSD        128(SI), Z9, Z6
+	VPDPBUSD        192(SI), Z8, Z7
+	ADDQ            $0x00000100, SI
+	ADDQ            $0x00000040, DI
+	SUBQ            $0x02, R10
+	JMP             ternaryVecT1Z_q4r0_b2
 
-ternaryVecT1Z_r1_b1:
-	CMPQ            R9, $0x00
-	JE              ternaryVecT1Z_r1_sum
-	VBROADCASTI64X4 (SI), Z8
+ternaryVecT1Z_q4r0_b1:
+	CMPQ            R10, $0x00
+	JE              ternaryVecT1Z_q4r0_sum
+	VBROADCASTI64X4 (DI), Z8
 	VPANDD          Z2, Z8, Z9
 	VPANDD          Z3, Z8, Z8
-	VPDPBUSD        (BX), Z9, Z4
-	VPDPBUSD        64(BX), Z8, Z5
-	ADDQ            $0x00000080, BX
-	ADDQ            $0x00000020, SI
+	VPDPBUSD        (SI), Z9, Z4
+	VPDPBUSD        64(SI), Z8, Z5
+	ADDQ            $0x00000080, SI
+	ADDQ            $0x00000020, DI
 
-ternaryVecT1Z_r1_sum:
+ternaryVecT1Z_q4r0_sum:
 	VPADDD          Z6, Z4, Z4
 	VPADDD          Z7, Z5, Z5
 	VPSRAVD         z_cnt01<>+0(SB), Z4, Z4
 	VPSRAVD         z_cnt23<>+0(SB), Z5, Z5
 	VPADDD          Z5, Z4, Z4
-	MOVQ            tail+32(FP), R9
-	CMPQ            R9, $0x00
-	JE              ternaryVecT1Z_r1_reduce
-	VBROADCASTI32X4 (SI), Z8
+	MOVQ            tail+32(FP), R10
+	CMPQ            R10, $0x00
+	JE              ternaryVecT1Z_q4r0_done
+	VBROADCASTI32X4 (DI), Z8
 	VPSRLVQ         z_tailshift<>+0(SB), Z8, Z8
 	VPANDD          z_mask3<>+0(SB), Z8, Z8
-	VPDPBUSD        (BX), Z8, Z4
+	VPDPBUSD        (SI), Z8, Z4
+
+ternaryVecT1Z_q4r0_done:
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+	MOVQ   act+16(FP), SI
+	LEAQ   (AX)(CX*1), DI
+	MOVQ   n128+24(FP), R10
+
+ternaryVecT1Z_q4r1_b2:
+	CMPQ            R10, $0x02
+	JB              ternaryVecT1Z_q4r1_b1
+	PREFETCHT0      8192(DI)
+	VBROADCASTI64X4 (DI), Z8
+	VPANDD          Z2, Z8, Z9
+	VPANDD          Z3, Z8, Z8
+	VPDPBUSD        (SI), Z9, Z10
+	VPDPBUSD        64(SI), Z8, Z11
+	VBROADCASTI64X4 32(DI), Z8
+	VPANDD          Z2, Z8, Z9
+	VPANDD          Z3, Z8, Z8
+	VPDPBUSD        128(SI), Z9, Z12
+	VPDPBUSD        192(SI), Z8, Z13
+	ADDQ            $0x00000100, SI
+	ADDQ            $0x00000040, DI
+	SUBQ            $0x02, R10
+	JMP             ternaryVecT1Z_q4r1_b2
+
+ternaryVecT1Z_q4r1_b1:
+	CMPQ            R10, $0x00
+	JE              ternaryVecT1Z_q4r1_sum
+	VBROADCASTI64X4 (DI), Z8
+	VPANDD          Z2, Z8, Z9
+	VPANDD          Z3, Z8, Z8
+	VPDPBUSD        (SI), Z9, Z10
+	VPDPBUSD        64(SI), Z8, Z11
+	ADDQ            $0x00000080, SI
+	ADDQ            $0x00000020, DI
+
+ternaryVecT1Z_q4r1_sum:
+	VPADDD          Z12, Z10, Z10
+	VPADDD          Z13, Z11, Z11
+	VPSRAVD         z_cnt01<>+0(SB), Z10, Z10
+	VPSRAVD         z_cnt23<>+0(SB), Z11, Z11
+	VPADDD          Z11, Z10, Z10
+	MOVQ            tail+32(FP), R10
+	CMPQ            R10, $0x00
+	JE              ternaryVecT1Z_q4r1_done
+	VBROADCASTI32X4 (DI), Z8
+	VPSRLVQ         z_tailshift<>+0(SB), Z8, Z8
+	VPANDD          z_mask3<>+0(SB), Z8, Z8
+	VPDPBUSD        (SI), Z8, Z10
+
+ternaryVecT1Z_q4r1_done:
+	VPXORD Z14, Z14, Z14
+	VPXORD Z15, Z15, Z15
+	VPXORD Z16, Z16, Z16
+	VPXORD Z17, Z17, Z17
+	MOVQ   act+16(FP), SI
+	LEAQ   (AX)(CX*2), DI
+	MOVQ   n128+24(FP), R10
+
+ternaryVecT1Z_q4r2_b2:
+	CMPQ            R10, $0x02
+	JB              ternaryVecT1Z_q4r2_b1
+	PREFETCHT0      8192(DI)
+	VBROADCASTI64X4 (DI), Z8
+	VPANDD          Z2, Z8, Z9
+	VPANDD          Z3, Z8, Z8
+	VPDPBUSD        (SI), Z9, Z14
+	VPDPBUSD        64(SI), Z8, Z15
+	VBROADCASTI64X4 32(DI), Z8
+	VPANDD          Z2, Z8, Z9
+	VPANDD          Z3, Z8, Z8
+	VPDPBUSD        128(SI), Z9, Z16
+	VPDPBUSD        192(SI), Z8, Z17
+	ADDQ            $0x00000100, SI
+	ADDQ            $0x00000040, DI
+	SUBQ            $0x02, R10
+	JMP             ternaryVecT1Z_q4r2_b2
+
+ternaryVecT1Z_q4r2_b1:
+	CMPQ            R10, $0x00
+	JE              ternaryVecT1Z_q4r2_sum
+	VBROADCASTI64X4 (DI), Z8
+	VPANDD          Z2, Z8, Z9
+	VPANDD          Z3, Z8, Z8
+	VPDPBUSD        (SI), Z9, Z14
+	VPDPBUSD        64(SI), Z8, Z15
+	ADDQ            $0x00000080, SI
+	ADDQ            $0x00000020, DI
+
+ternaryVecT1Z_q4r2_sum:
+	VPADDD          Z16, Z14, Z14
+	VPADDD          Z17, Z15, Z15
+	VPSRAVD         z_cnt01<>+0(SB), Z14, Z14
+	VPSRAVD         z_cnt23<>+0(SB), Z15, Z15
+	VPADDD          Z15, Z14, Z14
+	MOVQ            tail+32(FP), R10
+	CMPQ            R10, $0x00
+	JE              ternaryVecT1Z_q4r2_done
+	VBROADCASTI32X4 (DI), Z8
+	VPSRLVQ         z_tailshift<>+0(SB), Z8, Z8
+	VPANDD          z_mask3<>+0(SB), Z8, Z8
+	VPDPBUSD        (SI), Z8, Z14
+
+ternaryVecT1Z_q4r2_done:
+	VPXORD Z18, Z18, Z18
+	VPXORD Z19, Z19, Z19
+	VPXORD Z20, Z20, Z20
+	VPXORD Z21, Z21, Z21
+	MOVQ   act+16(FP), SI
+	LEAQ   (AX)(DX*1), DI
+	MOVQ   n128+24(FP), R10
+
+ternaryVecT1Z_q4r3_b2:
+	CMPQ            R10, $0x02
+	JB              ternaryVecT1Z_q4r3_b1
+	PREFETCHT0      8192(DI)
+	VBROADCASTI64X4 (DI), Z8
+	VPANDD          Z2, Z8, Z9
+	VPANDD          Z3, Z8, Z8
+	VPDPBUSD        (SI), Z9, Z18
+	VPDPBUSD        64(SI), Z8, Z19
+	VBROADCASTI64X4 32(DI), Z8
+	VPANDD          Z2, Z8, Z9
+	VPANDD          Z3, Z8, Z8
+	VPDPBUSD        128(SI), Z9, Z20
+	VPDPBUSD        192(SI), Z8, Z21
+	ADDQ            $0x00000100, SI
+	ADDQ            $0x00000040, DI
+	SUBQ            $0x02, R10
+	JMP             ternaryVecT1Z_q4r3_b2
+
+ternaryVecT1Z_q4r3_b1:
+	CMPQ            R10, $0x00
+	JE              ternaryVecT1Z_q4r3_sum
+	VBROADCASTI64X4 (DI), Z8
+	VPANDD          Z2, Z8, Z9
+	VPANDD          Z3, Z8, Z8
+	VPDPBUSD        (SI), Z9, Z18
+	VPDPBUSD        64(SI), Z8, Z19
+	ADDQ            $0x00000080, SI
+	ADDQ            $0x00000020, DI
+
+ternaryVecT1Z_q4r3_sum:
+	VPADDD          Z20, Z18, Z18
+	VPADDD          Z21, Z19, Z19
+	VPSRAVD         z_cnt01<>+0(SB), Z18, Z18
+	VPSRAVD         z_cnt23<>+0(SB), Z19, Z19
+	VPADDD          Z19, Z18, Z18
+	MOVQ            tail+32(FP), R10
+	CMPQ            R10, $0x00
+	JE              ternaryVecT1Z_q4r3_done
+	VBROADCASTI32X4 (DI), Z8
+	VPSRLVQ         z_tailshift<>+0(SB), Z8, Z8
+	VPANDD          z_mask3<>+0(SB), Z8, Z8
+	VPDPBUSD        (SI), Z8, Z18
+
+ternaryVecT1Z_q4r3_done:
+	VPUNPCKLDQ    Z10, Z4, Z8
+	VPUNPCKHDQ    Z10, Z4, Z9
+	VPADDD        Z9, Z8, Z4
+	VPUNPCKLDQ    Z18, Z14, Z8
+	VPUNPCKHDQ    Z18, Z14, Z9
+	VPADDD        Z9, Z8, Z14
+	VPUNPCKLQDQ   Z14, Z4, Z8
+	VPUNPCKHQDQ   Z14, Z4, Z9
+	VPADDD        Z9, Z8, Z8
+	VEXTRACTI64X4 $0x01, Z8, Y9
+	VPADDD        Y9, Y8, Y9
+	VEXTRACTI32X4 $0x01, Y9, X8
+	VPADDD        X8, X9, X8
+	VPSUBD        X0, X8, X8
+	VCVTDQ2PS     X8, X8
+	VMULPS        (BX), X8, X8
+	VMULPS        X1, X8, X8
+	VMOVUPS       X8, (R8)
+	ADDQ          $0x00000010, BX
+	LEAQ          (AX)(CX*4), AX
+	ADDQ          $0x00000010, R8
+	SUBQ          $0x04, R9
+	JMP           ternaryVecT1Z_q4_row
+
+ternaryVecT1Z_q4_end:
+ternaryVecT1Z_r1_row:
+	CMPQ   R9, $0x01
+	JB     ternaryVecT1Z_r1_end
+	VPXORD Z22, Z22, Z22
+	VPXORD Z23, Z23, Z23
+	VPXORD Z24, Z24, Z24
+	VPXORD Z25, Z25, Z25
+	MOVQ   act+16(FP), DX
+	MOVQ   AX, SI
+	MOVQ   n128+24(FP), DI
+
+ternaryVecT1Z_r1_b2:
+	CMPQ            DI, $0x02
+	JB              ternaryVecT1Z_r1_b1
+	PREFETCHT0      8192(SI)
+	VBROADCASTI64X4 (SI), Z4
+	VPANDD          Z2, Z4, Z5
+	VPANDD          Z3, Z4, Z4
+	VPDPBUSD        (DX), Z5, Z22
+	VPDPBUSD        64(DX), Z4, Z23
+	VBROADCASTI64X4 32(SI), Z4
+	VPANDD          Z2, Z4, Z5
+	VPANDD          Z3, Z4, Z4
+	VPDPBUSD        128(DX), Z5, Z24
+	VPDPBUSD        192(DX), Z4, Z25
+	ADDQ            $0x00000100, DX
+	ADDQ            $0x00000040, SI
+	SUBQ            $0x02, DI
+	JMP             ternaryVecT1Z_r1_b2
+
+ternaryVecT1Z_r1_b1:
+	CMPQ            DI, $0x00
+	JE              ternaryVecT1Z_r1_sum
+	VBROADCASTI64X4 (SI), Z4
+	VPANDD          Z2, Z4, Z5
+	VPANDD          Z3, Z4, Z4
+	VPDPBUSD        (DX), Z5, Z22
+	VPDPBUSD        64(DX), Z4, Z23
+	ADDQ            $0x00000080, DX
+	ADDQ            $0x00000020, SI
+
+ternaryVecT1Z_r1_sum:
+	VPADDD          Z24, Z22, Z22
+	VPADDD          Z25, Z23, Z23
+	VPSRAVD         z_cnt01<>+0(SB), Z22, Z22
+	VPSRAVD         z_cnt23<>+0(SB), Z23, Z23
+	VPADDD          Z23, Z22, Z22
+	MOVQ            tail+32(FP), DI
+	CMPQ            DI, $0x00
+	JE              ternaryVecT1Z_r1_reduce
+	VBROADCASTI32X4 (SI), Z4
+	VPSRLVQ         z_tailshift<>+0(SB), Z4, Z4
+	VPANDD          z_mask3<>+0(SB), Z4, Z4
+	VPDPBUSD        (DX), Z4, Z22
 
 ternaryVecT1Z_r1_reduce:
-	VEXTRACTI64X4 $0x01, Z4, Y8
-	VPADDD        Y8, Y4, Y8
-	VEXTRACTI32X4 $0x01, Y8, X9
-	VPADDD        X9, X8, X9
-	VPSHUFD       $0x4e, X9, X8
-	VPADDD        X8, X9, X9
-	VPSHUFD       $0xb1, X9, X8
-	VPADDD        X8, X9, X9
-	VPSUBD        X0, X9, X9
-	VCVTDQ2PS     X9, X9
-	VMULSS        (DX), X9, X9
-	VMULSS        X1, X9, X9
-	VMOVSS        X9, (DI)
-	ADDQ          $0x00000004, DX
+	VEXTRACTI64X4 $0x01, Z22, Y4
+	VPADDD        Y4, Y22, Y4
+	VEXTRACTI32X4 $0x01, Y4, X5
+	VPADDD        X5, X4, X5
+	VPSHUFD       $0x4e, X5, X4
+	VPADDD        X4, X5, X5
+	VPSHUFD       $0xb1, X5, X4
+	VPADDD        X4, X5, X5
+	VPSUBD        X0, X5, X5
+	VCVTDQ2PS     X5, X5
+	VMULSS        (BX), X5, X5
+	VMULSS        X1, X5, X5
+	VMOVSS        X5, (R8)
+	ADDQ          $0x00000004, BX
 	ADDQ          CX, AX
-	ADDQ          $0x00000004, DI
-	SUBQ          $0x01, R8
+	ADDQ          $0x00000004, R8
+	SUBQ          $0x01, R9
 	JMP           ternaryVecT1Z_r1_row
 
 ternaryVecT1Z_r1_end:
