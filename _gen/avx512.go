@@ -230,10 +230,7 @@ func ternaryDotBatchZ(name string, nt, rowsAPass int) {
 				VMOVDQU64(Mem{Base: p, Disp: 128*k + 64}, q[1])
 			}
 			for r := 0; r < nr; r++ {
-				b, v01, v23 := ZMM(), ZMM(), ZMM()
-				VBROADCASTI64X4(rowAddr(wc, stride, stride3, r, 32*k), b)
-				VPANDD(m01, b, v01)
-				VPANDD(m23, b, v23)
+				v01, v23 := blockCodesZ(rowAddr(wc, stride, stride3, r, 32*k), m01, m23)
 				for i := 0; i < nt; i++ {
 					if q != nil {
 						VPDPBUSD(q[0], v01, acc[r][i][2*set])
@@ -254,14 +251,7 @@ func ternaryDotBatchZ(name string, nt, rowsAPass int) {
 		blockPairs(lbl, n, p, wc, sets, prefetch, block)
 		for r := range acc {
 			for i := range acc[r] {
-				a := acc[r][i]
-				if sets == 2 {
-					VPADDD(a[2], a[0], a[0])
-					VPADDD(a[3], a[1], a[1])
-				}
-				VPSRAVD(zc.cnt01, a[0], a[0])
-				VPSRAVD(zc.cnt23, a[1], a[1])
-				VPADDD(a[1], a[0], a[0])
+				foldZ(acc[r][i], sets)
 			}
 		}
 		tl := GP64()
@@ -274,10 +264,7 @@ func ternaryDotBatchZ(name string, nt, rowsAPass int) {
 			VMOVDQU64(Mem{Base: p}, qt)
 		}
 		for r := 0; r < nr; r++ {
-			c := ZMM()
-			VBROADCASTI32X4(rowAddr(wc, stride, stride3, r, 0), c)
-			VPSRLVQ(zc.tailShift, c, c)
-			VPANDD(zc.mask3, c, c)
+			c := tailCodesZ(rowAddr(wc, stride, stride3, r, 0))
 			for i := 0; i < nt; i++ {
 				if nr > 1 {
 					VPDPBUSD(qt, c, acc[r][i][0])
@@ -341,28 +328,17 @@ func ternaryDotBatchZ(name string, nt, rowsAPass int) {
 			LEAQ(rowAddr(w, stride, stride3, r, 0), wc)
 			Load(Param("n128"), n)
 			block := func(k, set int) {
-				b, v01, v23 := ZMM(), ZMM(), ZMM()
-				VBROADCASTI64X4(Mem{Base: wc, Disp: 32 * k}, b)
-				VPANDD(m01, b, v01)
-				VPANDD(m23, b, v23)
+				v01, v23 := blockCodesZ(Mem{Base: wc, Disp: 32 * k}, m01, m23)
 				VPDPBUSD(Mem{Base: p, Disp: 128 * k}, v01, acc[2*set])
 				VPDPBUSD(Mem{Base: p, Disp: 128*k + 64}, v23, acc[2*set+1])
 			}
 			blockPairs(rl, n, p, wc, 2, func() { PREFETCHT0(Mem{Base: wc, Disp: prefetchAheadZ}) }, block)
-			VPADDD(acc[2], acc[0], acc[0])
-			VPADDD(acc[3], acc[1], acc[1])
-			VPSRAVD(zc.cnt01, acc[0], acc[0])
-			VPSRAVD(zc.cnt23, acc[1], acc[1])
-			VPADDD(acc[1], acc[0], acc[0])
+			foldZ(acc, 2)
 			tl := GP64()
 			Load(Param("tail"), tl)
 			CMPQ(tl, Imm(0))
 			JE(LabelRef(rl + "_done"))
-			c := ZMM()
-			VBROADCASTI32X4(Mem{Base: wc}, c)
-			VPSRLVQ(zc.tailShift, c, c)
-			VPANDD(zc.mask3, c, c)
-			VPDPBUSD(Mem{Base: p}, c, acc[0])
+			VPDPBUSD(Mem{Base: p}, tailCodesZ(Mem{Base: wc}), acc[0])
 			Label(rl + "_done")
 			fin[r] = acc[0]
 		}
@@ -384,6 +360,40 @@ func ternaryDotBatchZ(name string, nt, rowsAPass int) {
 	body(1)
 	VZEROUPPER()
 	RET()
+}
+
+// blockCodesZ broadcasts a 128-weight block's 32 bytes at m to both halves
+// of a ZMM register and masks them into its two pairs of code planes
+// (ternaryDotBatchZ's layout note).
+func blockCodesZ(m Mem, m01, m23 reg.VecVirtual) (v01, v23 reg.VecVirtual) {
+	b := ZMM()
+	v01, v23 = ZMM(), ZMM()
+	VBROADCASTI64X4(m, b)
+	VPANDD(m01, b, v01)
+	VPANDD(m23, b, v23)
+	return v01, v23
+}
+
+// foldZ ends a row's block loop: it adds the odd blocks' set into the even
+// one's (sets 2), takes each plane's scale off, and leaves the sum in a[0].
+func foldZ(a []reg.VecVirtual, sets int) {
+	if sets == 2 {
+		VPADDD(a[2], a[0], a[0])
+		VPADDD(a[3], a[1], a[1])
+	}
+	VPSRAVD(zc.cnt01, a[0], a[0])
+	VPSRAVD(zc.cnt23, a[1], a[1])
+	VPADDD(a[1], a[0], a[0])
+}
+
+// tailCodesZ broadcasts a row's 64-weight tail (16 bytes at m) to the four
+// 128-bit lanes and unpacks it to unscaled codes.
+func tailCodesZ(m Mem) reg.VecVirtual {
+	c := ZMM()
+	VBROADCASTI32X4(m, c)
+	VPSRLVQ(zc.tailShift, c, c)
+	VPANDD(zc.mask3, c, c)
+	return c
 }
 
 // ternaryBatchArgs are a batched ternary kernel's arguments in registers:
