@@ -284,18 +284,7 @@ func ternaryDotBatchZ(name string, nt, rowsAPass int) {
 			} else {
 				x = hsumZx(acc[0][0][0], false)
 			}
-			VPSUBD(sumv, x, x)
-			VCVTDQ2PS(x, x)
-			if nr == 4 {
-				VMULPS(Mem{Base: rs}, x, x)
-				VMULPS(invv, x, x)
-				VMOVUPS(x, Mem{Base: dst})
-			} else {
-				VMULSS(Mem{Base: rs}, x, x)
-				VMULSS(invv, x, x)
-				VMOVSS(x, Mem{Base: dst})
-			}
-			ADDQ(U32(uint32(4*nr)), rs)
+			scaleStore(x, nr, sumv, invv, rs, dst)
 		case nr == 1 && nt == 4:
 			hsum4Z([]reg.VecVirtual{acc[0][0][0], acc[0][1][0], acc[0][2][0], acc[0][3][0]}, dst, 4)
 		default:
@@ -342,13 +331,7 @@ func ternaryDotBatchZ(name string, nt, rowsAPass int) {
 			Label(rl + "_done")
 			fin[r] = acc[0]
 		}
-		x := hsum4Zx(fin)
-		VPSUBD(sumv, x, x)
-		VCVTDQ2PS(x, x)
-		VMULPS(Mem{Base: rs}, x, x)
-		VMULPS(invv, x, x)
-		VMOVUPS(x, Mem{Base: dst})
-		ADDQ(U32(16), rs)
+		scaleStore(hsum4Zx(fin), 4, sumv, invv, rs, dst)
 		nextRows(lbl, 4, true, w, stride, dst, rows)
 	}
 	switch {
@@ -360,6 +343,25 @@ func ternaryDotBatchZ(name string, nt, rowsAPass int) {
 	body(1)
 	VZEROUPPER()
 	RET()
+}
+
+// scaleStore finishes nr (1 or 4) rows of one token from their int32 sums
+// in the low lanes of x: (dot - *sum) converted, times rs[r], times *inv
+// (sumv and invv hold them broadcast), stored as floats at dst; rs moves
+// on past the rows.
+func scaleStore(x reg.VecVirtual, nr int, sumv, invv reg.VecVirtual, rs, dst reg.Register) {
+	VPSUBD(sumv, x, x)
+	VCVTDQ2PS(x, x)
+	if nr == 4 {
+		VMULPS(Mem{Base: rs}, x, x)
+		VMULPS(invv, x, x)
+		VMOVUPS(x, Mem{Base: dst})
+	} else {
+		VMULSS(Mem{Base: rs}, x, x)
+		VMULSS(invv, x, x)
+		VMOVSS(x, Mem{Base: dst})
+	}
+	ADDQ(U32(uint32(4*nr)), rs)
 }
 
 // blockCodesZ broadcasts a 128-weight block's 32 bytes at m to both halves
