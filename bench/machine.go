@@ -183,10 +183,7 @@ func newMachine(weights [][]byte, threads backend.ThreadRunner, stepBytes, llc i
 func (m *machine) measure(minTime time.Duration, n int) (enginePeak int64) {
 	if m.buffer {
 		enginePeak = PeakRSS()
-		buf, err := newBuffer(4 * m.llc)
-		if err != nil {
-			buf = make([]byte, 4*m.llc)
-		}
+		buf, release := newBuffer(4 * m.llc)
 		// Written, so every page is a page of its own (untouched pages
 		// all map the one zero page, which stays cached).
 		for i := range buf {
@@ -196,9 +193,7 @@ func (m *machine) measure(minTime time.Duration, n int) (enginePeak int64) {
 		m.s = newSpan([][]byte{buf})
 		m.stream(minTime)
 		m.s = weights
-		if err == nil {
-			freeBuffer(buf)
-		}
+		release()
 		ResetPeakRSS()
 	} else {
 		m.stream(minTime)
