@@ -565,18 +565,18 @@ func hsum4Zx(a []reg.VecVirtual) reg.VecVirtual {
 // byte subtraction from zero: VPSIGNB has no EVEX form) and VPDPBUSD sums
 // |w|*act by 4 into the 8 dword lanes of each block, exactly the int32
 // lanes of int8DotBatch's VPMADDUBSW+VPMADDWD. The lanes are converted
-// and, as there, multiplied by the block's scale and added into one
-// 8-lane float accumulator a token, block after block (the low half, then
-// the high half), then reduced the same way, so each result equals the
-// AVX2 kernel's bit for bit. nblk (32-blocks) is even: rows are multiples
-// of 64.
+// and multiplied by their block's scale into one 16-lane float
+// accumulator a token: its low half takes the even blocks and its high
+// half the odd ones, int8DotBatch's two chains, which are added and
+// reduced the same way at the end, so each result equals the AVX2
+// kernel's bit for bit. nblk (32-blocks) is even: rows are multiples of
+// 64.
 //
 // Rows go one at a time, so a core reads its rows as one sequential run:
 // two rows a pass (two FMA chains, but two runs of values and two of
 // scales) streamed a third slower from memory on the Zen 5 VM
-// (docs/cpu-notes.md). Blocks go four
-// at a time (one 8-byte load and one conversion for four float16 scales)
-// while four remain, then one pair.
+// (docs/cpu-notes.md). Blocks go four at a time (one load and one
+// conversion for four float16 scales) while four remain, then one pair.
 func int8DotBatchZ(nt int, half bool) {
 	name := fmt.Sprintf("int8DotT%dg32Z", nt)
 	scType, scSize := "float32", 4
@@ -588,6 +588,14 @@ func int8DotBatchZ(nt int, half bool) {
 		fmt.Sprintf("%s is %s with AVX-512 VNNI, the same results bit for bit; see int8DotBatchZ in _gen.", name, name[:len(name)-1]))
 	zero := ZMM()
 	VPXORD(zero, zero, zero)
+	// VPERMPS indices spreading scales 0 and 1 (and 2 and 3) of a block
+	// quad over the low and high halves of a ZMM register
+	var idx [2]reg.VecVirtual
+	for k := range idx {
+		lo, hi := broadcastConst(uint32(2*k)), broadcastConst(uint32(2*k+1))
+		idx[k] = ZMM()
+		VINSERTI64X4(U8(1), hi, lo.AsZ(), idx[k])
+	}
 
 	lbl := name + "_r1" // one row a pass
 	Label(lbl + "_row")
@@ -595,7 +603,7 @@ func int8DotBatchZ(nt int, half bool) {
 	JB(LabelRef(lbl + "_end"))
 	acc := make([]reg.VecVirtual, nt) // one a token
 	for i := range acc {
-		acc[i] = YMM()
+		acc[i] = ZMM()
 		VPXORD(acc[i], acc[i], acc[i])
 	}
 	p, wc, scc, n := GP64(), GP64(), GP64(), GP64()
@@ -608,45 +616,36 @@ func int8DotBatchZ(nt int, half bool) {
 	pairs := func(np int) {
 		wm := Mem{Base: wc}
 		sm := Mem{Base: scc}
-		f := make([]reg.VecVirtual, 2*np) // the blocks' scales
-		for j := range f {
-			f[j] = YMM()
-		}
+		// h: the 2*np scales in its low lanes
+		h := ZMM()
 		switch {
 		case half && np == 2:
-			// four float16 scales in one load and one conversion
-			h := YMM()
 			VPBROADCASTQ(sm, h.AsX())
-			VCVTPH2PS(h.AsX(), h)
-			for j := range f {
-				VSHUFPS(U8(0x55*j), h, h, f[j])
-			}
+			VCVTPH2PS(h.AsX(), h.AsY())
 		case half:
-			for j := range f {
-				VPBROADCASTW(sm.Offset(j*scSize), f[j].AsX())
-				VCVTPH2PS(f[j].AsX(), f[j])
-			}
+			VPBROADCASTD(sm, h.AsX())
+			VCVTPH2PS(h.AsX(), h.AsY())
+		case np == 2:
+			VMOVUPS(sm, h.AsX())
 		default:
-			for j := range f {
-				VBROADCASTSS(sm.Offset(j*scSize), f[j])
-			}
+			VMOVQ(sm, h.AsX())
 		}
 		for pr := 0; pr < np; pr++ {
+			f := ZMM() // the pair's scales, each over its block's 8 lanes
+			VPERMPS(h, idx[pr], f)
 			PREFETCHT0(wm.Offset(prefetchAheadZ + 64*pr))
 			wv, aw, k := ZMM(), ZMM(), K()
 			VMOVDQU64(wm.Offset(64*pr), wv)
 			VPABSB(wv, aw)
 			VPMOVB2M(wv, k)
 			for i := 0; i < nt; i++ {
-				t, d, hi := ZMM(), ZMM(), YMM()
+				t, d := ZMM(), ZMM()
 				VMOVDQU64(tokAddr(p, as, as3, i, 64*pr), t)
 				VPSUBB(t, zero, k, t) // t = -t where w < 0
 				VPXORD(d, d, d)
 				VPDPBUSD(t, aw, d)
 				VCVTDQ2PS(d, d)
-				VFMADD231PS(f[2*pr], d.AsY(), acc[i])
-				VEXTRACTF64X4(U8(1), d, hi)
-				VFMADD231PS(f[2*pr+1], hi, acc[i])
+				VFMADD231PS(f, d, acc[i])
 			}
 		}
 		ADDQ(U32(uint32(64*np)), p)
@@ -667,7 +666,10 @@ func int8DotBatchZ(nt int, half bool) {
 
 	Label(lbl + "_reduce")
 	for i := 0; i < nt; i++ {
-		reduce1fZ(acc[i], Mem{Base: dst, Disp: 4 * i})
+		hi := YMM()
+		VEXTRACTF64X4(U8(1), acc[i], hi)
+		VADDPS(hi, acc[i].AsY(), hi)
+		reduce1fZ(hi, Mem{Base: dst, Disp: 4 * i})
 	}
 	ADDQ(stride, w)
 	ADDQ(sstride, sc)

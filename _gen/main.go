@@ -51,18 +51,18 @@ func main() {
 	for nt := 2; nt <= 4; nt++ {
 		ternaryDotBatchV(fmt.Sprintf("ternaryDotT%dV", nt), nt, 1)
 	}
-	for nt := 1; nt <= 4; nt++ {
-		int8DotBatch(nt, false)
-		int8DotBatch(nt, true)
+	for _, vnni := range []bool{false, true} {
+		for nt := 1; nt <= 4; nt++ {
+			int8DotBatch(nt, false, vnni)
+			int8DotBatch(nt, true, vnni)
+		}
+		int8DotVecH(vnni)
 	}
-	int8DotVecH()
-	// Two rows a group stream faster than four from memory (docs/cpu-notes.md).
-	// Groups of 32 decode through the batched kernels (int8DotT*); the
-	// one-row kernels stay as the reference they reproduce.
-	int8Dot(1, 32, false)
-	int8Dot(2, 16, false)
-	int8Dot(1, 16, false)
-	int8Dot(1, 32, true)
+	// Groups of 16 (Q6_K): two rows a group stream faster than four from
+	// memory (docs/cpu-notes.md). Groups of 32 run the batched kernels
+	// (int8DotT*, int8DotV1h32) at every token count.
+	int8Dot16(2)
+	int8Dot16(1)
 	f16Dot(4) // two rows a group are no faster (docs/cpu-notes.md)
 	f16Dot(1)
 	attnScores(false)
@@ -559,22 +559,14 @@ func ternaryDotShort(name string, nr, prefetch int) {
 	RET()
 }
 
-// int8Dot writes, for each of groups*nr rows of int8 weights with one
-// float32 scale per `group` weights (32 or 16), sum over blocks of
-// scale * (int8 w · int8 act). act must lie in [-127, 127].
-//
-// With half, the scales are float16 (Q8_0's and Q4_0's own, kept as they
-// are: 0.5 bit per weight less to stream than float32).
-func int8Dot(nr, group int, half bool) {
-	name := fmt.Sprintf("int8Dot%dg%d", nr, group)
-	scType := "float32"
-	if half {
-		name = fmt.Sprintf("int8Dot%dh%d", nr, group)
-		scType = "uint16"
-	}
-	TEXT(name, NOSPLIT, "func(w *int8, stride int, sc *"+scType+", sstride int, act *int8, nblk int, dst *float32, groups int)")
+// int8Dot16 writes, for each of groups*nr rows of int8 weights with one
+// float32 scale per 16 weights (Q6_K's), sum over blocks of scale * (int8
+// w · int8 act). act must lie in [-127, 127].
+func int8Dot16(nr int) {
+	name := fmt.Sprintf("int8Dot%dg16", nr)
+	TEXT(name, NOSPLIT, "func(w *int8, stride int, sc *float32, sstride int, act *int8, nblk int, dst *float32, groups int)")
 	Pragma("noescape")
-	Doc(fmt.Sprintf("%s writes the scaled int8 dot of %d rows per group, one scale per %d weights; nblk counts 32-weight blocks.", name, nr, group))
+	Doc(fmt.Sprintf("%s writes the scaled int8 dot of %d rows per group, one scale per 16 weights; nblk counts 32-weight blocks.", name, nr))
 	w := Load(Param("w"), GP64())
 	stride := Load(Param("stride"), GP64())
 	sc := Load(Param("sc"), GP64())
@@ -585,10 +577,9 @@ func int8Dot(nr, group int, half bool) {
 	LEAQ(Mem{Base: stride, Index: stride, Scale: 2}, stride3)
 	LEAQ(Mem{Base: sstride, Index: sstride, Scale: 2}, sstride3)
 	ones := broadcastConst(0x00010001)
-	var perm reg.VecVirtual
-	if group == 16 {
-		// spreads two scales over the lanes vpmaddwd fills from each half
-		perm = YMM()
+	// spreads two scales over the lanes vpmaddwd fills from each half
+	perm := YMM()
+	{
 		g := GP64()
 		MOVQ(U64(0x0000000000000000), g)
 		VMOVQ(g, perm.AsX())
@@ -632,33 +623,18 @@ func int8Dot(nr, group int, half bool) {
 		VPMADDUBSW(sa, aw, t)
 		VPMADDWD(ones, t, t)
 		VCVTDQ2PS(t, t)
-		if half {
-			VPBROADCASTW(rowAddr(scc, sstride, sstride3, r, 0), f.AsX())
-			VCVTPH2PS(f.AsX(), f)
-		} else if group == 32 {
-			VBROADCASTSS(rowAddr(scc, sstride, sstride3, r, 0), f)
-		} else {
-			VMOVQ(rowAddr(scc, sstride, sstride3, r, 0), f.AsX())
-			VPERMPS(f, perm, f)
-		}
+		VMOVQ(rowAddr(scc, sstride, sstride3, r, 0), f.AsX())
+		VPERMPS(f, perm, f)
 		VFMADD231PS(f, t, acc[r])
 	}
 	ADDQ(Imm(32), p)
 	ADDQ(Imm(32), wc)
-	if half {
-		ADDQ(Imm(2), scc)
-	} else {
-		ADDQ(Imm(uint64(4*32/group)), scc)
-	}
+	ADDQ(Imm(8), scc)
 	DECQ(n)
 	JMP(LabelRef(name + "_block"))
 
 	Label(name + "_reduce")
-	if nr == 4 {
-		reduce4(acc, Mem{Base: dst}, true)
-		LEAQ(Mem{Base: w, Index: stride, Scale: 4}, w)
-		LEAQ(Mem{Base: sc, Index: sstride, Scale: 4}, sc)
-	} else if nr == 2 {
+	if nr == 2 {
 		reduce2f(acc[0], acc[1], Mem{Base: dst})
 		LEAQ(Mem{Base: w, Index: stride, Scale: 2}, w)
 		LEAQ(Mem{Base: sc, Index: sstride, Scale: 2}, sc)
@@ -1151,40 +1127,31 @@ func ternaryDotBatch(nt, prefetch int) {
 // bytes apart), and nt tokens (as bytes apart), sum over blocks of scale *
 // (w·act) to dst[4*r+t]. Each block's weights, their absolute values and
 // its scale are loaded once for all the tokens; per token the order of
-// operations is int8Dot1's, so each result equals the one-row kernel's.
-func int8DotBatch(nt int, half bool) {
+// operations is the same at every token count (int8Blocks), so each result
+// equals the one-token kernel's. With vnni, the AVX-VNNI twin.
+func int8DotBatch(nt int, half, vnni bool) {
 	name := fmt.Sprintf("int8DotT%dg32", nt)
 	scType := "float32"
 	if half {
 		name = fmt.Sprintf("int8DotT%dh32", nt)
 		scType = "uint16"
 	}
-	w, stride, sc, sstride, as, as3, dst, rows := int8BatchHeader(name, scType,
-		fmt.Sprintf("%s writes the scaled int8 dots of each row with %d tokens to dst[4*row+token]; see int8DotBatch in _gen.", name, nt))
-	ones := broadcastConst(0x00010001)
-	acc := make([]reg.VecVirtual, nt)
-	for i := range acc {
-		acc[i] = YMM()
+	doc := fmt.Sprintf("%s writes the scaled int8 dots of each row with %d tokens to dst[4*row+token]; see int8DotBatch in _gen.", name, nt)
+	if vnni {
+		doc = fmt.Sprintf("%sV is %s with AVX-VNNI, the same results bit for bit; see int8DotBatch in _gen.", name, name)
+		name += "V"
 	}
-	wv, aw, f, t := YMM(), YMM(), YMM(), YMM()
+	w, stride, sc, sstride, as, as3, dst, rows := int8BatchHeader(name, scType, doc)
+	ones := int8Ones(vnni)
+	acc := int8Accs(nt)
 
 	Label(name + "_row")
 	CMPQ(rows, Imm(0))
 	JE(LabelRef(name + "_done"))
-	for i := range acc {
-		VXORPS(acc[i], acc[i], acc[i])
-	}
-	p, wc, scc, n := GP64(), GP64(), GP64(), GP64()
-	Load(Param("act"), p)
-	MOVQ(w, wc)
-	MOVQ(sc, scc)
-	Load(Param("nblk"), n)
-
-	int8Blocks(name, n, p, as, as3, wc, scc, half, ones, wv, aw, f, t, acc)
-
-	Label(name + "_reduce")
+	p, wc, scc, n := int8RowStart(acc, w, sc)
+	int8Blocks(name, n, p, as, as3, wc, scc, half, ones, acc)
 	for i := 0; i < nt; i++ {
-		reduce1(acc[i], Mem{Base: dst, Disp: 4 * i}, true)
+		reduce1(acc[i][0], Mem{Base: dst, Disp: 4 * i}, true)
 	}
 	ADDQ(stride, w)
 	ADDQ(sstride, sc)
@@ -1195,6 +1162,40 @@ func int8DotBatch(nt int, half bool) {
 	Label(name + "_done")
 	VZEROUPPER()
 	RET()
+}
+
+// int8Ones is VPMADDWD's int16 ones for int8Blocks, or nil with vnni.
+func int8Ones(vnni bool) reg.VecVirtual {
+	if vnni {
+		return nil
+	}
+	return broadcastConst(0x00010001)
+}
+
+// int8Accs is two float accumulators (even and odd blocks) for each of nt
+// tokens.
+func int8Accs(nt int) [][2]reg.VecVirtual {
+	acc := make([][2]reg.VecVirtual, nt)
+	for i := range acc {
+		acc[i] = [2]reg.VecVirtual{YMM(), YMM()}
+	}
+	return acc
+}
+
+// int8RowStart clears the accumulators and loads a row's block pointers
+// and count for int8Blocks.
+func int8RowStart(acc [][2]reg.VecVirtual, w, sc reg.Register) (p, wc, scc, n reg.Register) {
+	for i := range acc {
+		for _, a := range acc[i] {
+			VXORPS(a, a, a)
+		}
+	}
+	p, wc, scc, n = GP64(), GP64(), GP64(), GP64()
+	Load(Param("act"), p)
+	MOVQ(w, wc)
+	MOVQ(sc, scc)
+	Load(Param("nblk"), n)
+	return
 }
 
 // int8BatchHeader declares a batched int8 kernel (int8DotBatch,
@@ -1216,88 +1217,118 @@ func int8BatchHeader(name, scType, doc string) (w, stride, sc, sstride, as, as3,
 	return
 }
 
-// int8Blocks emits the block loop of int8DotBatch and int8DotVecH, from
-// label name_block to a jump to name_reduce once n blocks are done: per 32
-// weights at wc (sign and magnitude split for VPMADDUBSW) and the block's
-// scale at scc (float16 when half), token i's activations at
-// tokAddr(p, as, as3, i, 0) multiply in, and their sum, scaled, adds to
-// acc[i]; p, wc and scc advance a block.
-func int8Blocks(name string, n, p, as, as3, wc, scc reg.Register, half bool, ones, wv, aw, f, t reg.VecVirtual, acc []reg.VecVirtual) {
-	Label(name + "_block")
+// int8Blocks emits the block loop of int8DotBatch and int8DotVecH over n
+// (even) 32-weight blocks: per block at wc (sign and magnitude split) and
+// its scale at scc (float16 when half), token i's activations at
+// tokAddr(p, as, as3, i, 0) multiply in, their int32 lane sums are
+// converted, scaled and added to acc[i][0] for even blocks and acc[i][1]
+// for odd ones (two FMA chains a token: one chain held a 2560-wide row to
+// its FMA latency), and at the end acc[i][1] is added into acc[i][0].
+// Without ones (int16 ones for VPMADDWD) the lane sums come from one VPDPBUSD (the same int32s as
+// VPMADDUBSW+VPMADDWD: no pair sum saturates, as |w| <= 128 and |act| <=
+// 127). Blocks go four at a time (one load and one conversion for four
+// float16 scales) while four remain, then one pair; p, wc and scc advance.
+func int8Blocks(name string, n, p, as, as3, wc, scc reg.Register, half bool, ones reg.VecVirtual, acc [][2]reg.VecVirtual) {
+	vnni := ones == nil
+	scSize := 4
+	if half {
+		scSize = 2
+	}
+	blocks := func(nb int) {
+		// h holds the nb scales in each 128-bit lane (a pair twice)
+		h := YMM()
+		sm := Mem{Base: scc}
+		switch {
+		case half && nb == 4:
+			VPBROADCASTQ(sm, h.AsX())
+			VCVTPH2PS(h.AsX(), h)
+		case half:
+			VPBROADCASTD(sm, h.AsX())
+			VCVTPH2PS(h.AsX(), h)
+		case nb == 4:
+			VBROADCASTF128(sm, h)
+		default:
+			VBROADCASTSD(sm, h)
+		}
+		for j := 0; j < nb; j++ {
+			if j%2 == 0 {
+				PREFETCHT0(Mem{Base: wc, Disp: prefetchAhead + 32*j})
+			}
+			f, wv, aw := YMM(), YMM(), YMM()
+			VSHUFPS(U8(0x55*j), h, h, f)
+			VMOVDQU(Mem{Base: wc, Disp: 32 * j}, wv)
+			VPABSB(wv, aw)
+			for i := range acc {
+				t := YMM()
+				VMOVDQU(tokAddr(p, as, as3, i, 32*j), t)
+				VPSIGNB(wv, t, t)
+				if vnni {
+					d := YMM()
+					VPXOR(d, d, d)
+					VPDPBUSD(t, aw, d)
+					t = d
+				} else {
+					VPMADDUBSW(t, aw, t)
+					VPMADDWD(ones, t, t)
+				}
+				VCVTDQ2PS(t, t)
+				VFMADD231PS(f, t, acc[i][j%2])
+			}
+		}
+		ADDQ(U32(uint32(32*nb)), p)
+		ADDQ(U32(uint32(32*nb)), wc)
+		ADDQ(U32(uint32(nb*scSize)), scc)
+		SUBQ(U32(uint32(nb)), n)
+	}
+	Label(name + "_quad")
+	CMPQ(n, Imm(4))
+	JB(LabelRef(name + "_pair"))
+	blocks(4)
+	JMP(LabelRef(name + "_quad"))
+	Label(name + "_pair")
 	CMPQ(n, Imm(0))
-	JE(LabelRef(name + "_reduce"))
-	PREFETCHT0(Mem{Base: wc, Disp: prefetchAhead})
-	VMOVDQU(Mem{Base: wc}, wv)
-	VPABSB(wv, aw)
-	if half {
-		VPBROADCASTW(Mem{Base: scc}, f.AsX())
-		VCVTPH2PS(f.AsX(), f)
-	} else {
-		VBROADCASTSS(Mem{Base: scc}, f)
-	}
+	JE(LabelRef(name + "_sum"))
+	blocks(2)
+	Label(name + "_sum")
 	for i := range acc {
-		VMOVDQU(tokAddr(p, as, as3, i, 0), t)
-		VPSIGNB(wv, t, t)
-		VPMADDUBSW(t, aw, t)
-		VPMADDWD(ones, t, t)
-		VCVTDQ2PS(t, t)
-		VFMADD231PS(f, t, acc[i])
+		VADDPS(acc[i][1], acc[i][0], acc[i][0])
 	}
-	ADDQ(Imm(32), p)
-	ADDQ(Imm(32), wc)
-	if half {
-		ADDQ(Imm(2), scc)
-	} else {
-		ADDQ(Imm(4), scc)
-	}
-	DECQ(n)
-	JMP(LabelRef(name + "_block"))
 }
 
 // int8DotVecH is int8DotBatch for one token with float16 scales (a Q8_0
 // or Q4_0 matrix-vector product: the LM head) that also scales each row's
 // sum by *inv and stores it at dst[r]: the same operations in the same
 // order as int8DotT1h32 followed by the Go loop it replaces.
-func int8DotVecH() {
+func int8DotVecH(vnni bool) {
 	name := "int8DotV1h32"
+	doc := name + " writes (row r · act, scaled per 32 by float16 scales) * *inv to dst[r] for each row; see int8DotVecH in _gen."
+	if vnni {
+		doc = name + "V is " + name + " with AVX-VNNI, the same results bit for bit; see int8DotVecH in _gen."
+		name += "V"
+	}
 	TEXT(name, NOSPLIT, "func(w *int8, stride int, sc *uint16, sstride int, act *int8, nblk int, inv *float32, dst *float32, rows int)")
 	Pragma("noescape")
-	Doc(name + " writes (row r · act, scaled per 32 by float16 scales) * *inv to dst[r] for each row; see int8DotVecH in _gen.")
+	Doc(doc)
 	w := Load(Param("w"), GP64())
 	stride := Load(Param("stride"), GP64())
 	sc := Load(Param("sc"), GP64())
 	sstride := Load(Param("sstride"), GP64())
 	dst := Load(Param("dst"), GP64())
 	rows := Load(Param("rows"), GP64())
-	ones := broadcastConst(0x00010001)
+	ones := int8Ones(vnni)
 	ib := XMM()
 	{
 		ip := Load(Param("inv"), GP64())
 		VMOVSS(Mem{Base: ip}, ib)
 	}
-	acc := YMM()
-	wv, aw, f, t := YMM(), YMM(), YMM(), YMM()
+	acc := int8Accs(1)
 
 	Label(name + "_row")
 	CMPQ(rows, Imm(0))
 	JE(LabelRef(name + "_done"))
-	VXORPS(acc, acc, acc)
-	p, wc, scc, n := GP64(), GP64(), GP64(), GP64()
-	Load(Param("act"), p)
-	MOVQ(w, wc)
-	MOVQ(sc, scc)
-	Load(Param("nblk"), n)
-
-	int8Blocks(name, n, p, nil, nil, wc, scc, true, ones, wv, aw, f, t, []reg.VecVirtual{acc})
-
-	Label(name + "_reduce")
-	x, y := XMM(), XMM()
-	VEXTRACTF128(U8(1), acc, x)
-	VADDPS(x, acc.AsX(), x)
-	VPSHUFD(U8(0x4e), x, y)
-	VADDPS(y, x, x)
-	VPSHUFD(U8(0xb1), x, y)
-	VADDPS(y, x, x)
+	p, wc, scc, n := int8RowStart(acc, w, sc)
+	int8Blocks(name, n, p, nil, nil, wc, scc, true, ones, acc)
+	x := reduce1x(acc[0][0], true)
 	VMULSS(ib, x, x)
 	VMOVSS(x, Mem{Base: dst})
 	ADDQ(stride, w)

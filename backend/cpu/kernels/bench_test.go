@@ -120,21 +120,27 @@ func BenchmarkTernaryMatMat(b *testing.B) {
 }
 
 // BenchmarkHead is the LM head / embedding matrices: Q8_0 (int8 with float16
-// scales), int8 with float32 scales per 32 and per 16 (Q6_K), and F16, at BitNet's width (a 32768-row slice of the
-// 128256-row head) and SmolLM's whole 49152x576 head, always from memory.
+// scales), int8 with float32 scales per 32 and per 16 (Q6_K), and F16, at
+// BitNet's width (a 32768-row slice of the 128256-row head) and SmolLM's
+// whole 49152x576 head from memory, and a ~1.3 MB slice of each in cache
+// ("hot": the kernel's own speed).
 func BenchmarkHead(b *testing.B) {
-	for _, sh := range [][2]int{{32768, 2560}, {49152, 576}} {
-		rows, cols := sh[0], sh[1]
+	for _, sh := range [][3]int{{32768, 2560, 0}, {49152, 576, 0}, {512, 2560, 1}, {2048, 576, 1}} {
+		rows, cols, hot := sh[0], sh[1], sh[2] == 1
+		mode := "dram"
+		if hot {
+			mode = "hot"
+		}
 		for _, kind := range []string{"q8_0", "int8g32", "int8g16", "f16"} {
 			for _, isa := range isas {
-				if !hasISA(isa) || isa == "avxvnni" || (isa == "avx512" && (kind == "int8g16" || kind == "f16")) {
-					continue // no AVX-VNNI head kernels; no AVX-512 kernels for these
+				if !hasISA(isa) || (isa == "avxvnni" || isa == "avx512") && (kind == "int8g16" || kind == "f16") {
+					continue // the AVX-VNNI and AVX-512 head kernels are group-32 ones
 				}
-				b.Run(fmt.Sprintf("%s/isa=%s/%dx%d", kind, isa, rows, cols), func(b *testing.B) {
+				b.Run(fmt.Sprintf("%s/isa=%s/%s/%dx%d", kind, isa, mode, rows, cols), func(b *testing.B) {
 					defer setISA(isa)()
 					rng := rand.New(rand.NewPCG(1, 1))
 					var ms []Matrix
-					for len(ms) == 0 || len(ms)*ms[0].Bytes() < streamBytes {
+					for len(ms) == 0 || !hot && len(ms)*ms[0].Bytes() < streamBytes {
 						var m Matrix
 						var err error
 						// values do not change the speed: fill cheaply

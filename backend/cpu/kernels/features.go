@@ -11,9 +11,9 @@ var useAVX2 = cpuAVX2
 // binary.
 var useAVX512 = cpuAVX512
 
-// useAVXVNNI selects the AVX-VNNI ternary kernels (ternaryVec*V,
-// ternaryDotT*V) where the AVX-512 ones do not serve; it starts as what
-// the CPU offers (GODEBUG=cpu.avxvnni=off turns it off).
+// useAVXVNNI selects the AVX-VNNI kernels (ternaryVec*V, ternaryDotT*V
+// and the group-32 int8Dot*V) where the AVX-512 ones do not serve; it
+// starts as what the CPU offers (GODEBUG=cpu.avxvnni=off turns it off).
 var useAVXVNNI = cpuAVXVNNI
 
 // AVX2 reports whether the assembly kernels are in use.
@@ -57,8 +57,8 @@ func SetAVXVNNI(on bool) (prev bool) {
 }
 
 // Path names the kernel set the products run on now, fastest first:
-// "avx512-vnni", "avx-vnni" (the AVX2 set with the AVX-VNNI ternary
-// products), "avx2", or "go" (the pure-Go fallbacks).
+// "avx512-vnni", "avx-vnni" (the AVX2 set with the AVX-VNNI ternary and
+// group-32 int8 products), "avx2", or "go" (the pure-Go fallbacks).
 func Path() string {
 	switch {
 	case AVX512():

@@ -22,10 +22,6 @@ func ternaryBlockDots(w *byte, act *int8, n128 int, tail int, dst *int32) {
 	panic("kernels: no assembly in this build")
 }
 
-func int8Dot1g32(w *int8, stride int, sc *float32, sstride int, act *int8, nblk int, dst *float32, groups int) {
-	panic("kernels: no assembly in this build")
-}
-
 func int8Dot2g16(w *int8, stride int, sc *float32, sstride int, act *int8, nblk int, dst *float32, groups int) {
 	panic("kernels: no assembly in this build")
 }
@@ -51,10 +47,6 @@ func quantI8(x *float32, n int, scale float32, q *int8, bsum *int32) {
 }
 
 func tlTiles(w *byte, tbl *byte, ncouple int, dst *int32, tiles int) {
-	panic("kernels: no assembly in this build")
-}
-
-func int8Dot1h32(w *int8, stride int, sc *uint16, sstride int, act *int8, nblk int, dst *float32, groups int) {
 	panic("kernels: no assembly in this build")
 }
 
@@ -171,6 +163,42 @@ func ternaryDotS4(w *byte, stride int, act *int8, n128 int, tail int, rs *float3
 }
 
 func int8DotV1h32(w *int8, stride int, sc *uint16, sstride int, act *int8, nblk int, inv *float32, dst *float32, rows int) {
+	panic("kernels: no assembly in this build")
+}
+
+func int8DotT1g32V(w *int8, stride int, sc *float32, sstride int, act *int8, as int, nblk int, dst *float32, rows int) {
+	panic("kernels: no assembly in this build")
+}
+
+func int8DotT1h32V(w *int8, stride int, sc *uint16, sstride int, act *int8, as int, nblk int, dst *float32, rows int) {
+	panic("kernels: no assembly in this build")
+}
+
+func int8DotT2g32V(w *int8, stride int, sc *float32, sstride int, act *int8, as int, nblk int, dst *float32, rows int) {
+	panic("kernels: no assembly in this build")
+}
+
+func int8DotT2h32V(w *int8, stride int, sc *uint16, sstride int, act *int8, as int, nblk int, dst *float32, rows int) {
+	panic("kernels: no assembly in this build")
+}
+
+func int8DotT3g32V(w *int8, stride int, sc *float32, sstride int, act *int8, as int, nblk int, dst *float32, rows int) {
+	panic("kernels: no assembly in this build")
+}
+
+func int8DotT3h32V(w *int8, stride int, sc *uint16, sstride int, act *int8, as int, nblk int, dst *float32, rows int) {
+	panic("kernels: no assembly in this build")
+}
+
+func int8DotT4g32V(w *int8, stride int, sc *float32, sstride int, act *int8, as int, nblk int, dst *float32, rows int) {
+	panic("kernels: no assembly in this build")
+}
+
+func int8DotT4h32V(w *int8, stride int, sc *uint16, sstride int, act *int8, as int, nblk int, dst *float32, rows int) {
+	panic("kernels: no assembly in this build")
+}
+
+func int8DotV1h32V(w *int8, stride int, sc *uint16, sstride int, act *int8, nblk int, inv *float32, dst *float32, rows int) {
 	panic("kernels: no assembly in this build")
 }
 

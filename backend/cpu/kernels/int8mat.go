@@ -228,8 +228,14 @@ func (m *Int8Mat) MatMat(dst []float32, a *Acts, r0, r1 int) {
 func (m *Int8Mat) matMat32(dst []float32, a *Acts, tokens, r0, r1 int) {
 	if tokens == 1 && r1 > r0 && useAVX2 && m.hscales != nil && !avx512On(m.cols) {
 		// one token (decode): the kernel scales and stores each row itself
+		// (AVX-VNNI: one VPDPBUSD a block instead of two multiplies)
 		ns := m.cols / 32
-		int8DotV1h32(&m.vals[r0*m.cols], m.cols, &m.hscales[r0*ns], 2*ns, &a.Q[0], ns, &a.InvScale[0], &dst[r0], r1-r0)
+		w, sc, d := &m.vals[r0*m.cols], &m.hscales[r0*ns], &dst[r0]
+		if AVXVNNI() {
+			int8DotV1h32V(w, m.cols, sc, 2*ns, &a.Q[0], ns, &a.InvScale[0], d, r1-r0)
+		} else {
+			int8DotV1h32(w, m.cols, sc, 2*ns, &a.Q[0], ns, &a.InvScale[0], d, r1-r0)
+		}
 		return
 	}
 	step := max(batchChunk/m.cols, 1)
@@ -268,6 +274,10 @@ func (m *Int8Mat) matMat32(dst []float32, a *Acts, tokens, r0, r1 int) {
 func (m *Int8Mat) int8Batch32(w *int8, s, ns int, q *int8, nt int, dst *float32, n int) {
 	if avx512On(m.cols) {
 		m.int8Batch32Z(w, s, ns, q, nt, dst, n)
+		return
+	}
+	if AVXVNNI() {
+		m.int8Batch32V(w, s, ns, q, nt, dst, n)
 		return
 	}
 	if m.hscales != nil {
@@ -327,6 +337,36 @@ func (m *Int8Mat) int8Batch32Z(w *int8, s, ns int, q *int8, nt int, dst *float32
 	}
 }
 
+// int8Batch32V is int8Batch32 on the AVX-VNNI kernels (the same results
+// bit for bit).
+func (m *Int8Mat) int8Batch32V(w *int8, s, ns int, q *int8, nt int, dst *float32, n int) {
+	if m.hscales != nil {
+		sc, ss := &m.hscales[s*ns], 2*ns
+		switch nt {
+		case 1:
+			int8DotT1h32V(w, m.cols, sc, ss, q, m.cols, ns, dst, n)
+		case 2:
+			int8DotT2h32V(w, m.cols, sc, ss, q, m.cols, ns, dst, n)
+		case 3:
+			int8DotT3h32V(w, m.cols, sc, ss, q, m.cols, ns, dst, n)
+		default:
+			int8DotT4h32V(w, m.cols, sc, ss, q, m.cols, ns, dst, n)
+		}
+		return
+	}
+	sc, ss := &m.scales[s*ns], 4*ns
+	switch nt {
+	case 1:
+		int8DotT1g32V(w, m.cols, sc, ss, q, m.cols, ns, dst, n)
+	case 2:
+		int8DotT2g32V(w, m.cols, sc, ss, q, m.cols, ns, dst, n)
+	case 3:
+		int8DotT3g32V(w, m.cols, sc, ss, q, m.cols, ns, dst, n)
+	default:
+		int8DotT4g32V(w, m.cols, sc, ss, q, m.cols, ns, dst, n)
+	}
+}
+
 // rowBatchGo is the pure-Go batched row (group 32): row r with each of the
 // len(out) tokens of q, in int8RowGo's order of operations.
 func (m *Int8Mat) rowBatchGo(out []float32, r int, q []int8) {
@@ -348,22 +388,25 @@ func (m *Int8Mat) rowBatchGo(out []float32, r int, q []int8) {
 	copy(out, f[:len(out)])
 }
 
-// rowsTok1 is rowsTok with the one-row kernels only: the single-token
-// computation the batched kernels reproduce exactly (tests compare them).
+// rowsTok1 is the single-token product on the AVX2 one-token batched
+// kernel (int8DotT1*32), one row a call, for group 32 (and rowsTok
+// otherwise): the computation every other group-32 kernel reproduces bit
+// for bit (tests compare them).
 func (m *Int8Mat) rowsTok1(dst []float32, a *Acts, i, r0, r1 int) {
+	if !useAVX2 || m.group != 32 {
+		m.rowsTok(dst, a, i, r0, r1)
+		return
+	}
 	q, inv := a.token(i), a.InvScale[i]
-	ns := m.cols / m.group
+	ns := m.cols / 32
+	var out [1]float32
 	for r := r0; r < r1; r++ {
-		switch {
-		case useAVX2 && m.hscales != nil:
-			int8Dot1h32(&m.vals[r*m.cols], m.cols, &m.hscales[r*ns], 2*ns, &q[0], m.cols/32, &dst[r], 1)
-		case useAVX2 && m.group == 32:
-			int8Dot1g32(&m.vals[r*m.cols], m.cols, &m.scales[r*ns], 4*ns, &q[0], m.cols/32, &dst[r], 1)
-		default:
-			m.rowsTok(dst, a, i, r, r+1)
-			continue
+		if m.hscales != nil {
+			int8DotT1h32(&m.vals[r*m.cols], m.cols, &m.hscales[r*ns], 2*ns, &q[0], m.cols, ns, &out[0], 1)
+		} else {
+			int8DotT1g32(&m.vals[r*m.cols], m.cols, &m.scales[r*ns], 4*ns, &q[0], m.cols, ns, &out[0], 1)
 		}
-		dst[r] *= inv
+		dst[r] = out[0] * inv
 	}
 }
 

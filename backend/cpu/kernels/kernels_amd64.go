@@ -114,10 +114,50 @@ func int8DotT4h32(w *int8, stride int, sc *uint16, sstride int, act *int8, as in
 //go:noescape
 func int8DotV1h32(w *int8, stride int, sc *uint16, sstride int, act *int8, nblk int, inv *float32, dst *float32, rows int)
 
-// int8Dot1g32 writes the scaled int8 dot of 1 rows per group, one scale per 32 weights; nblk counts 32-weight blocks.
+// int8DotT1g32V is int8DotT1g32 with AVX-VNNI, the same results bit for bit; see int8DotBatch in _gen.
 //
 //go:noescape
-func int8Dot1g32(w *int8, stride int, sc *float32, sstride int, act *int8, nblk int, dst *float32, groups int)
+func int8DotT1g32V(w *int8, stride int, sc *float32, sstride int, act *int8, as int, nblk int, dst *float32, rows int)
+
+// int8DotT1h32V is int8DotT1h32 with AVX-VNNI, the same results bit for bit; see int8DotBatch in _gen.
+//
+//go:noescape
+func int8DotT1h32V(w *int8, stride int, sc *uint16, sstride int, act *int8, as int, nblk int, dst *float32, rows int)
+
+// int8DotT2g32V is int8DotT2g32 with AVX-VNNI, the same results bit for bit; see int8DotBatch in _gen.
+//
+//go:noescape
+func int8DotT2g32V(w *int8, stride int, sc *float32, sstride int, act *int8, as int, nblk int, dst *float32, rows int)
+
+// int8DotT2h32V is int8DotT2h32 with AVX-VNNI, the same results bit for bit; see int8DotBatch in _gen.
+//
+//go:noescape
+func int8DotT2h32V(w *int8, stride int, sc *uint16, sstride int, act *int8, as int, nblk int, dst *float32, rows int)
+
+// int8DotT3g32V is int8DotT3g32 with AVX-VNNI, the same results bit for bit; see int8DotBatch in _gen.
+//
+//go:noescape
+func int8DotT3g32V(w *int8, stride int, sc *float32, sstride int, act *int8, as int, nblk int, dst *float32, rows int)
+
+// int8DotT3h32V is int8DotT3h32 with AVX-VNNI, the same results bit for bit; see int8DotBatch in _gen.
+//
+//go:noescape
+func int8DotT3h32V(w *int8, stride int, sc *uint16, sstride int, act *int8, as int, nblk int, dst *float32, rows int)
+
+// int8DotT4g32V is int8DotT4g32 with AVX-VNNI, the same results bit for bit; see int8DotBatch in _gen.
+//
+//go:noescape
+func int8DotT4g32V(w *int8, stride int, sc *float32, sstride int, act *int8, as int, nblk int, dst *float32, rows int)
+
+// int8DotT4h32V is int8DotT4h32 with AVX-VNNI, the same results bit for bit; see int8DotBatch in _gen.
+//
+//go:noescape
+func int8DotT4h32V(w *int8, stride int, sc *uint16, sstride int, act *int8, as int, nblk int, dst *float32, rows int)
+
+// int8DotV1h32V is int8DotV1h32 with AVX-VNNI, the same results bit for bit; see int8DotVecH in _gen.
+//
+//go:noescape
+func int8DotV1h32V(w *int8, stride int, sc *uint16, sstride int, act *int8, nblk int, inv *float32, dst *float32, rows int)
 
 // int8Dot2g16 writes the scaled int8 dot of 2 rows per group, one scale per 16 weights; nblk counts 32-weight blocks.
 //
@@ -128,11 +168,6 @@ func int8Dot2g16(w *int8, stride int, sc *float32, sstride int, act *int8, nblk 
 //
 //go:noescape
 func int8Dot1g16(w *int8, stride int, sc *float32, sstride int, act *int8, nblk int, dst *float32, groups int)
-
-// int8Dot1h32 writes the scaled int8 dot of 1 rows per group, one scale per 32 weights; nblk counts 32-weight blocks.
-//
-//go:noescape
-func int8Dot1h32(w *int8, stride int, sc *uint16, sstride int, act *int8, nblk int, dst *float32, groups int)
 
 // f16Dot4 writes the float16·float32 dot of 4 rows per group over n chunks of 16.
 //
