@@ -612,8 +612,9 @@ func int8DotBatchZ(nt int, half bool) {
 	MOVQ(sc, scc)
 	Load(Param("nblk"), n)
 
-	// pairs runs np pairs of blocks (np*64 weights) of the row.
-	pairs := func(np int) {
+	// nb blocks (nb*32 weights) of the row, a pair to a ZMM register
+	byFour(lbl, n, func(nb int) {
+		np := nb / 2
 		wm := Mem{Base: wc}
 		sm := Mem{Base: scc}
 		// h: the 2*np scales in its low lanes
@@ -652,19 +653,7 @@ func int8DotBatchZ(nt int, half bool) {
 		ADDQ(U32(uint32(64*np)), wc)
 		ADDQ(Imm(uint64(2*np*scSize)), scc)
 		SUBQ(Imm(uint64(2*np)), n)
-	}
-
-	Label(lbl + "_quad")
-	CMPQ(n, Imm(4))
-	JB(LabelRef(lbl + "_pair"))
-	pairs(2)
-	JMP(LabelRef(lbl + "_quad"))
-	Label(lbl + "_pair")
-	CMPQ(n, Imm(0))
-	JE(LabelRef(lbl + "_reduce"))
-	pairs(1)
-
-	Label(lbl + "_reduce")
+	})
 	for i := 0; i < nt; i++ {
 		hi := YMM()
 		VEXTRACTF64X4(U8(1), acc[i], hi)

@@ -1122,6 +1122,22 @@ func ternaryDotBatch(nt, prefetch int) {
 	RET()
 }
 
+// byFour emits the block loop of a group-32 int8 kernel over n (even)
+// blocks: body(4) while four remain, then body(2) once if two do (body
+// moves n on); it ends at label lbl_sum.
+func byFour(lbl string, n reg.Register, body func(nb int)) {
+	Label(lbl + "_quad")
+	CMPQ(n, Imm(4))
+	JB(LabelRef(lbl + "_pair"))
+	body(4)
+	JMP(LabelRef(lbl + "_quad"))
+	Label(lbl + "_pair")
+	CMPQ(n, Imm(0))
+	JE(LabelRef(lbl + "_sum"))
+	body(2)
+	Label(lbl + "_sum")
+}
+
 // int8DotBatch writes, for each of rows rows of int8 weights (stride bytes
 // apart) with one scale per 32 (float32, or float16 with half; sstride
 // bytes apart), and nt tokens (as bytes apart), sum over blocks of scale *
@@ -1280,16 +1296,7 @@ func int8Blocks(name string, n, p, as, as3, wc, scc reg.Register, half bool, one
 		ADDQ(U32(uint32(nb*scSize)), scc)
 		SUBQ(U32(uint32(nb)), n)
 	}
-	Label(name + "_quad")
-	CMPQ(n, Imm(4))
-	JB(LabelRef(name + "_pair"))
-	blocks(4)
-	JMP(LabelRef(name + "_quad"))
-	Label(name + "_pair")
-	CMPQ(n, Imm(0))
-	JE(LabelRef(name + "_sum"))
-	blocks(2)
-	Label(name + "_sum")
+	byFour(name, n, blocks)
 	for i := range acc {
 		VADDPS(acc[i][1], acc[i][0], acc[i][0])
 	}

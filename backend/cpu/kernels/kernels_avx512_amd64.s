@@ -1160,7 +1160,7 @@ int8DotT1g32Z_r1_quad:
 
 int8DotT1g32Z_r1_pair:
 	CMPQ        R11, $0x00
-	JE          int8DotT1g32Z_r1_reduce
+	JE          int8DotT1g32Z_r1_sum
 	VMOVQ       (R10), X4
 	VPERMPS     Z4, Z1, Z8
 	PREFETCHT0  8192(R9)
@@ -1178,7 +1178,7 @@ int8DotT1g32Z_r1_pair:
 	ADDQ        $0x08, R10
 	SUBQ        $0x02, R11
 
-int8DotT1g32Z_r1_reduce:
+int8DotT1g32Z_r1_sum:
 	VEXTRACTF64X4 $0x01, Z3, Y8
 	VADDPS        Y8, Y3, Y8
 	VEXTRACTF32X4 $0x01, Y8, X4
@@ -1269,7 +1269,7 @@ int8DotT1h32Z_r1_quad:
 
 int8DotT1h32Z_r1_pair:
 	CMPQ         R11, $0x00
-	JE           int8DotT1h32Z_r1_reduce
+	JE           int8DotT1h32Z_r1_sum
 	VPBROADCASTD (R10), X7
 	VCVTPH2PS    X7, Y7
 	VPERMPS      Z7, Z1, Z8
@@ -1288,7 +1288,7 @@ int8DotT1h32Z_r1_pair:
 	ADDQ         $0x04, R10
 	SUBQ         $0x02, R11
 
-int8DotT1h32Z_r1_reduce:
+int8DotT1h32Z_r1_sum:
 	VEXTRACTF64X4 $0x01, Z3, Y7
 	VADDPS        Y7, Y3, Y7
 	VEXTRACTF32X4 $0x01, Y7, X8
@@ -1391,7 +1391,7 @@ int8DotT2g32Z_r1_quad:
 
 int8DotT2g32Z_r1_pair:
 	CMPQ        R12, $0x00
-	JE          int8DotT2g32Z_r1_reduce
+	JE          int8DotT2g32Z_r1_sum
 	VMOVQ       (R11), X5
 	VPERMPS     Z5, Z1, Z12
 	PREFETCHT0  8192(R10)
@@ -1415,7 +1415,7 @@ int8DotT2g32Z_r1_pair:
 	ADDQ        $0x08, R11
 	SUBQ        $0x02, R12
 
-int8DotT2g32Z_r1_reduce:
+int8DotT2g32Z_r1_sum:
 	VEXTRACTF64X4 $0x01, Z3, Y12
 	VADDPS        Y12, Y3, Y12
 	VEXTRACTF32X4 $0x01, Y12, X5
@@ -1528,7 +1528,7 @@ int8DotT2h32Z_r1_quad:
 
 int8DotT2h32Z_r1_pair:
 	CMPQ         R12, $0x00
-	JE           int8DotT2h32Z_r1_reduce
+	JE           int8DotT2h32Z_r1_sum
 	VPBROADCASTD (R11), X11
 	VCVTPH2PS    X11, Y11
 	VPERMPS      Z11, Z1, Z12
@@ -1553,7 +1553,7 @@ int8DotT2h32Z_r1_pair:
 	ADDQ         $0x04, R11
 	SUBQ         $0x02, R12
 
-int8DotT2h32Z_r1_reduce:
+int8DotT2h32Z_r1_sum:
 	VEXTRACTF64X4 $0x01, Z3, Y11
 	VADDPS        Y11, Y3, Y11
 	VEXTRACTF32X4 $0x01, Y11, X12
@@ -1678,7 +1678,7 @@ int8DotT3g32Z_r1_quad:
 
 int8DotT3g32Z_r1_pair:
 	CMPQ        R12, $0x00
-	JE          int8DotT3g32Z_r1_reduce
+	JE          int8DotT3g32Z_r1_sum
 	VMOVQ       (R11), X6
 	VPERMPS     Z6, Z1, Z16
 	PREFETCHT0  8192(R10)
@@ -1708,7 +1708,7 @@ int8DotT3g32Z_r1_pair:
 	ADDQ        $0x08, R11
 	SUBQ        $0x02, R12
 
-int8DotT3g32Z_r1_reduce:
+int8DotT3g32Z_r1_sum:
 	VEXTRACTF64X4 $0x01, Z3, Y16
 	VADDPS        Y16, Y3, Y16
 	VEXTRACTF32X4 $0x01, Y16, X6
@@ -1843,7 +1843,7 @@ int8DotT3h32Z_r1_quad:
 
 int8DotT3h32Z_r1_pair:
 	CMPQ         R12, $0x00
-	JE           int8DotT3h32Z_r1_reduce
+	JE           int8DotT3h32Z_r1_sum
 	VPBROADCASTD (R11), X15
 	VCVTPH2PS    X15, Y15
 	VPERMPS      Z15, Z1, Z16
@@ -1874,7 +1874,7 @@ int8DotT3h32Z_r1_pair:
 	ADDQ         $0x04, R11
 	SUBQ         $0x02, R12
 
-int8DotT3h32Z_r1_reduce:
+int8DotT3h32Z_r1_sum:
 	VEXTRACTF64X4 $0x01, Z3, Y15
 	VADDPS        Y15, Y3, Y15
 	VEXTRACTF32X4 $0x01, Y15, X16
@@ -2021,7 +2021,7 @@ int8DotT4g32Z_r1_quad:
 
 int8DotT4g32Z_r1_pair:
 	CMPQ        R13, $0x00
-	JE          int8DotT4g32Z_r1_reduce
+	JE          int8DotT4g32Z_r1_sum
 	VMOVQ       (R12), X7
 	VPERMPS     Z7, Z1, Z20
 	PREFETCHT0  8192(R11)
@@ -2057,7 +2057,7 @@ int8DotT4g32Z_r1_pair:
 	ADDQ        $0x08, R12
 	SUBQ        $0x02, R13
 
-int8DotT4g32Z_r1_reduce:
+int8DotT4g32Z_r1_sum:
 	VEXTRACTF64X4 $0x01, Z3, Y20
 	VADDPS        Y20, Y3, Y20
 	VEXTRACTF32X4 $0x01, Y20, X7
@@ -2214,7 +2214,7 @@ int8DotT4h32Z_r1_quad:
 
 int8DotT4h32Z_r1_pair:
 	CMPQ         R13, $0x00
-	JE           int8DotT4h32Z_r1_reduce
+	JE           int8DotT4h32Z_r1_sum
 	VPBROADCASTD (R12), X19
 	VCVTPH2PS    X19, Y19
 	VPERMPS      Z19, Z1, Z20
@@ -2251,7 +2251,7 @@ int8DotT4h32Z_r1_pair:
 	ADDQ         $0x04, R12
 	SUBQ         $0x02, R13
 
-int8DotT4h32Z_r1_reduce:
+int8DotT4h32Z_r1_sum:
 	VEXTRACTF64X4 $0x01, Z3, Y19
 	VADDPS        Y19, Y3, Y19
 	VEXTRACTF32X4 $0x01, Y19, X20
