@@ -11,6 +11,7 @@ import (
 
 	"github.com/edgellm/edgellm/backend"
 	"github.com/edgellm/edgellm/backend/cpu/kernels"
+	"github.com/edgellm/edgellm/internal/offheap"
 )
 
 // The machine's own figures, measured in the same run as the model so each
@@ -183,7 +184,9 @@ func newMachine(weights [][]byte, threads backend.ThreadRunner, stepBytes, llc i
 func (m *machine) measure(minTime time.Duration, n int) (enginePeak int64) {
 	if m.buffer {
 		enginePeak = PeakRSS()
-		buf, release := newBuffer(4 * m.llc)
+		// outside the heap, so that release gives it back at once and
+		// the peak restarted after it does not count it (offheap)
+		buf, release := offheap.Alloc(int(4 * m.llc))
 		// Written, so every page is a page of its own (untouched pages
 		// all map the one zero page, which stays cached).
 		for i := range buf {

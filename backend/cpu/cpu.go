@@ -22,7 +22,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"runtime/debug"
 	"sync"
 
 	"github.com/edgellm/edgellm/backend"
@@ -55,6 +54,7 @@ type Model struct {
 	pool    *pool
 	mu      sync.Mutex // serialises forward passes on the pool
 	closed  bool
+	arena   *kernels.Arena // the repacked products' memory, given back by Close
 
 	embed  matmul
 	output matmul
@@ -99,7 +99,7 @@ func Load(w *model.Weights, opts Options) (backend.Model, error) {
 	return load(w, opts)
 }
 
-func load(w *model.Weights, opts Options) (*Model, error) {
+func load(w *model.Weights, opts Options) (_ *Model, err error) {
 	if w == nil {
 		return nil, errors.New("cpu: nil weights")
 	}
@@ -122,12 +122,6 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 	kvDim := cfg.KVDim()
 	m.maxCol = max(cfg.Dim, cfg.FFNDim, qDim)
 
-	// Repacking makes a matrix's worth of garbage per tensor (its decoded
-	// codes); a tight GC target while loading keeps the peak resident set
-	// near the repacked model's size instead of twice it.
-	defer debug.SetGCPercent(debug.SetGCPercent(2))
-
-	var err error
 	kern := !opts.NoKernels
 	if len(w.Layers) != cfg.Layers {
 		return nil, fmt.Errorf("cpu: %d layers of weights, config says %d", len(w.Layers), cfg.Layers)
@@ -145,6 +139,12 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 			size += kernelFootprint(p.t)
 		}
 		arena = kernels.NewArena(size)
+		m.arena = arena
+		defer func() {
+			if err != nil {
+				arena.Release()
+			}
+		}()
 	}
 	// A repacked tensor's file pages are released, so the model is not
 	// resident twice (the plain path reads the file's bytes in place).
@@ -161,6 +161,9 @@ func load(w *model.Weights, opts Options) (*Model, error) {
 			m.repacked = true
 		}
 		*p.dst = mm
+	}
+	if arena != nil {
+		arena.Built()
 	}
 	// A tied embedding whose LM head was repacked into rows we can read
 	// back shares that one copy; otherwise it stays as it is in the file,
@@ -300,6 +303,9 @@ func (m *Model) Close() error {
 	}
 	m.closed = true
 	m.pool.close()
+	if m.arena != nil {
+		m.arena.Release() // no pass runs now, and none will
+	}
 	return nil
 }
 

@@ -1,6 +1,10 @@
 package kernels
 
-import "unsafe"
+import (
+	"unsafe"
+
+	"github.com/edgellm/edgellm/internal/offheap"
+)
 
 // Arena lays out the memory of the matrices built with it
 // (TernaryOptions.Arena) one after another in the order they are built,
@@ -12,16 +16,53 @@ import "unsafe"
 // next instead of into unrelated memory, so a small matrix's first rows
 // no longer wait on memory (docs/cpu-notes.md). An Arena is not safe for
 // concurrent use.
+//
+// The allocation lies outside the Go heap (offheap): as a heap object the
+// runtime sometimes cleared it whole when it was made, which made all of
+// it resident while the loader still held each tensor's file pages, and
+// the collector's goal would be twice the weights.
 type Arena struct {
 	free    []byte // what is left of the allocation
 	spilled int    // bytes taken from the heap when the allocation ran short
+	release func()
+	// codes is FromQuant's buffer for a ternary tensor's decoded codes,
+	// reused from one matrix to the next: a fresh one per tensor was a
+	// matrix's worth of garbage each time, which the collector and the
+	// system (its pages returned, then faulted in again) paid for.
+	codes []int8
 }
 
 // NewArena returns an arena of size bytes. A piece that no longer fits
 // (a ternary matrix with per-block scales, which Footprint does not
 // foresee) comes from the heap instead.
 func NewArena(size int) *Arena {
-	return &Arena{free: make([]byte, max(size, 0)+arenaAlign-1)}
+	b, release := offheap.Alloc(max(size, 0) + arenaAlign - 1)
+	return &Arena{free: b, release: release}
+}
+
+// scratchCodes returns n int8s for decoded codes: the arena's reused
+// buffer, or a new slice without an arena. Its contents are garbage.
+func scratchCodes(a *Arena, n int) []int8 {
+	if a == nil {
+		return make([]int8, n)
+	}
+	if cap(a.codes) < n {
+		a.codes = make([]int8, n)
+	}
+	return a.codes[:n]
+}
+
+// Built tells the arena its last matrix is built: it drops the buffer
+// the building reused.
+func (a *Arena) Built() { a.codes = nil }
+
+// Release gives the arena's memory back to the system. Every matrix built
+// in it is gone with it: call it once nothing will read them again.
+func (a *Arena) Release() {
+	if a.release != nil {
+		a.release()
+		a.release, a.free = nil, nil
+	}
 }
 
 // arenaAlign is a cache line: every piece starts on its own.

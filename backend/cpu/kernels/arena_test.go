@@ -2,6 +2,7 @@ package kernels
 
 import (
 	"math/rand/v2"
+	"runtime"
 	"testing"
 	"unsafe"
 
@@ -55,6 +56,35 @@ func TestArena(t *testing.T) {
 	}
 }
 
+// TestArenaOffHeap: a large arena does not count in the Go heap (where the
+// system maps memory, as on Linux), so the collector's goal and the
+// runtime's clearing never see the weights; Release gives it back and
+// leaves nothing to build in.
+func TestArenaOffHeap(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("anonymous maps are checked where the CI runs")
+	}
+	const n = 64 << 20
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	a := NewArena(n)
+	b := alloc[byte](a, n)
+	b[0], b[n-1] = 1, 1
+	runtime.ReadMemStats(&after)
+	if grown := int64(after.HeapAlloc) - int64(before.HeapAlloc); grown >= n/2 {
+		t.Fatalf("the heap grew by %d bytes for an arena of %d", grown, n)
+	}
+	if a.spilled != 0 {
+		t.Fatalf("%d bytes spilled", a.spilled)
+	}
+	a.Release()
+	a.Release() // twice is harmless
+	if len(a.free) != 0 {
+		t.Fatalf("%d bytes left after Release", len(a.free))
+	}
+}
+
 // TestArenaMatrices builds every kind of matrix in an arena of its
 // Footprint and on the heap: the arena holds all of the matrix and is
 // used up exactly, and the products agree bit for bit.
@@ -71,6 +101,12 @@ func TestArenaMatrices(t *testing.T) {
 			}
 			a := NewArena(Footprint(typ, rows, cols, scale, TernaryOptions{}))
 			lo, hi := addr(a.free), addr(a.free)+uintptr(len(a.free))
+			// the reused codes buffer holds the last matrix's codes: every
+			// one must be written again
+			a.codes = make([]int8, rows*cols)
+			for i := range a.codes {
+				a.codes[i] = int8(i%3 - 1)
+			}
 			in, err := FromQuant(typ, rows, cols, data, scale, TernaryOptions{Arena: a})
 			if err != nil {
 				t.Fatal(err)

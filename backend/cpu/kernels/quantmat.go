@@ -63,7 +63,7 @@ func FromQuant(typ quant.Type, rows, cols int, data []byte, scale float32, opts 
 	}
 	switch {
 	case quant.IsTernary(typ):
-		codes := make([]int8, rows*cols)
+		codes := scratchCodes(opts.Arena, rows*cols)
 		group := typ.BlockSize()
 		var scales []float32
 		if quant.IsI2S(typ) {
