@@ -17,10 +17,11 @@ import (
 // no longer wait on memory (docs/cpu-notes.md). An Arena is not safe for
 // concurrent use.
 //
-// The allocation lies outside the Go heap (offheap): as a heap object the
-// runtime sometimes cleared it whole when it was made, which made all of
-// it resident while the loader still held each tensor's file pages, and
-// the collector's goal would be twice the weights.
+// The allocation lies outside the Go heap (offheap), so the collector's
+// goal follows the small heap beside it instead of twice the weights (a
+// load's garbage was held or freed as the collector's timing fell), and
+// the runtime never clears it, which for a heap object reusing freed
+// pages touches every page at once (docs/cpu-notes.md).
 type Arena struct {
 	free    []byte // what is left of the allocation
 	spilled int    // bytes taken from the heap when the allocation ran short
