@@ -47,8 +47,9 @@ func avx512Only() bool {
 		ternaryDotBatchZ(fmt.Sprintf("ternaryDotT%dZ", nt), nt, 1)
 	}
 	for nt := 1; nt <= 4; nt++ {
-		int8DotBatchZ(nt, false)
-		int8DotBatchZ(nt, true)
+		int8DotBatchZ(nt, false, false)
+		int8DotBatchZ(nt, true, false)
+		int8DotBatchZ(nt, true, true)
 	}
 	// Decode's attention (attnz.go).
 	zec = declareExpConsts("zexp_", true)
@@ -73,6 +74,8 @@ var zc struct {
 	cnt01, cnt23   Mem // per-dword shifts that undo them
 	tailShift      Mem // per-qword shifts of a 64-weight tail broadcast to 4 lanes
 	mask3          Mem // 0x03 in every byte
+	mask0f         Mem // 0x0f in every byte
+	nibShift       Mem // per-dword shifts: 0 in the low half, 4 in the high
 }
 
 // zconst declares a read-only 64-byte vector of 16 dwords.
@@ -103,6 +106,8 @@ func zconsts() {
 	// qword shifts 0, 0, 2, 2, 4, 4, 6, 6 (dwords: low word, then 0)
 	zc.tailShift = zconst("z_tailshift", [16]uint32{0, 0, 0, 0, 2, 0, 2, 0, 4, 0, 4, 0, 6, 0, 6, 0})
 	zc.mask3 = zconst("z_mask3", halves(0x03030303, 0x03030303))
+	zc.mask0f = zconst("z_mask0f", halves(0x0f0f0f0f, 0x0f0f0f0f))
+	zc.nibShift = zconst("z_nibshift", halves(0, 4))
 }
 
 // hsumZ sums the 16 int32 lanes of z and stores the sum at dst.
@@ -572,22 +577,41 @@ func hsum4Zx(a []reg.VecVirtual) reg.VecVirtual {
 // kernel's bit for bit. nblk (32-blocks) is even: rows are multiples of
 // 64.
 //
+// With nib, the q4 twin (q4DotT*h32Z): a pair of blocks' 32 nibble bytes
+// (see nibbles in main.go) fill both halves of a register, the high half
+// shifted by 4, and the masked nibbles multiply the activations unsigned,
+// each token's lane biases starting its sums: the int32 lanes of the int8
+// kernels. Its four chains a token (q4Chains) are two accumulators, the
+// pairs of a block quad taking one each; they add before the halves do,
+// as (0+2) + (1+3).
+//
 // Rows go one at a time, so a core reads its rows as one sequential run:
 // two rows a pass (two FMA chains, but two runs of values and two of
 // scales) streamed a third slower from memory on the Zen 5 VM
 // (docs/cpu-notes.md). Blocks go four at a time (one load and one
 // conversion for four float16 scales) while four remain, then one pair.
-func int8DotBatchZ(nt int, half bool) {
+func int8DotBatchZ(nt int, half, nib bool) {
 	name := fmt.Sprintf("int8DotT%dg32Z", nt)
 	scType, scSize := "float32", 4
 	if half {
 		name = fmt.Sprintf("int8DotT%dh32Z", nt)
 		scType, scSize = "uint16", 2
 	}
+	wBytes := 32 // weight bytes a block
+	if nib {
+		name = "q4" + name[len("int8"):]
+		wBytes = 16
+	}
 	w, stride, sc, sstride, as, as3, dst, rows := int8BatchHeader(name, scType,
-		fmt.Sprintf("%s is %s with AVX-512 VNNI, the same results bit for bit; see int8DotBatchZ in _gen.", name, name[:len(name)-1]))
+		fmt.Sprintf("%s is %s with AVX-512 VNNI, the same results bit for bit; see int8DotBatchZ in _gen.", name, name[:len(name)-1]), nib)
 	zero := ZMM()
 	VPXORD(zero, zero, zero)
+	var nibShift, mask0f reg.VecVirtual // q4: in registers, off the load ports
+	if nib {
+		nibShift, mask0f = ZMM(), ZMM()
+		VMOVDQU64(zc.nibShift, nibShift)
+		VMOVDQU64(zc.mask0f, mask0f)
+	}
 	// VPERMPS indices spreading scales 0 and 1 (and 2 and 3) of a block
 	// quad over the low and high halves of a ZMM register
 	var idx [2]reg.VecVirtual
@@ -601,13 +625,23 @@ func int8DotBatchZ(nt int, half bool) {
 	Label(lbl + "_row")
 	CMPQ(rows, Imm(1))
 	JB(LabelRef(lbl + "_end"))
-	acc := make([]reg.VecVirtual, nt) // one a token
+	acc := make([]reg.VecVirtual, nt)  // one a token
+	acc2 := make([]reg.VecVirtual, nt) // the q4 kernels' second (odd pairs)
 	for i := range acc {
 		acc[i] = ZMM()
 		VPXORD(acc[i], acc[i], acc[i])
+		if nib {
+			acc2[i] = ZMM()
+			VPXORD(acc2[i], acc2[i], acc2[i])
+		}
 	}
 	p, wc, scc, n := GP64(), GP64(), GP64(), GP64()
 	Load(Param("act"), p)
+	var pb reg.Register // the lane biases (nib)
+	if nib {
+		pb = GP64()
+		Load(Param("bias"), pb)
+	}
 	MOVQ(w, wc)
 	MOVQ(sc, scc)
 	Load(Param("nblk"), n)
@@ -634,7 +668,27 @@ func int8DotBatchZ(nt int, half bool) {
 		for pr := 0; pr < np; pr++ {
 			f := ZMM() // the pair's scales, each over its block's 8 lanes
 			VPERMPS(h, idx[pr], f)
-			PREFETCHT0(wm.Offset(prefetchAheadZ + 64*pr))
+			if (2*wBytes*pr)%64 == 0 {
+				PREFETCHT0(wm.Offset(prefetchAheadZ + 2*wBytes*pr))
+			}
+			if nib {
+				u := ZMM()
+				VBROADCASTI64X4(wm.Offset(32*pr), u)
+				VPSRLVD(nibShift, u, u)
+				VPANDD(mask0f, u, u)
+				for i := 0; i < nt; i++ {
+					d := ZMM()
+					VMOVDQU64(tokAddr(pb, as, as3, i, 64*pr), d)
+					VPDPBUSD(tokAddr(p, as, as3, i, 64*pr), u, d)
+					VCVTDQ2PS(d, d)
+					a := acc[i]
+					if pr == 1 {
+						a = acc2[i]
+					}
+					VFMADD231PS(f, d, a)
+				}
+				continue
+			}
 			wv, aw, k := ZMM(), ZMM(), K()
 			VMOVDQU64(wm.Offset(64*pr), wv)
 			VPABSB(wv, aw)
@@ -650,11 +704,17 @@ func int8DotBatchZ(nt int, half bool) {
 			}
 		}
 		ADDQ(U32(uint32(64*np)), p)
-		ADDQ(U32(uint32(64*np)), wc)
+		if nib {
+			ADDQ(U32(uint32(64*np)), pb)
+		}
+		ADDQ(U32(uint32(2*wBytes*np)), wc)
 		ADDQ(Imm(uint64(2*np*scSize)), scc)
 		SUBQ(Imm(uint64(2*np)), n)
 	})
 	for i := 0; i < nt; i++ {
+		if nib {
+			VADDPS(acc2[i], acc[i], acc[i])
+		}
 		hi := YMM()
 		VEXTRACTF64X4(U8(1), acc[i], hi)
 		VADDPS(hi, acc[i].AsY(), hi)

@@ -53,10 +53,16 @@ func main() {
 	}
 	for _, vnni := range []bool{false, true} {
 		for nt := 1; nt <= 4; nt++ {
-			int8DotBatch(nt, false, vnni)
-			int8DotBatch(nt, true, vnni)
+			int8DotBatch(nt, false, vnni, false)
+			int8DotBatch(nt, true, vnni, false)
 		}
-		int8DotVecH(vnni)
+		// The q4 kernels keep four FMA chains a token (q4Chains): the 16
+		// YMM registers hold them for two tokens.
+		for nt := 1; nt <= 2; nt++ {
+			int8DotBatch(nt, true, vnni, true)
+		}
+		int8DotVecH(vnni, false)
+		int8DotVecH(vnni, true)
 	}
 	// Groups of 16 (Q6_K): two rows a group stream faster than four from
 	// memory (docs/cpu-notes.md). Groups of 32 run the batched kernels
@@ -82,6 +88,7 @@ func main() {
 	sumSquares()
 	scaleMul()
 	quantI8()
+	nibbleBias()
 	tlTiles()
 	streamSum()
 
@@ -907,6 +914,35 @@ func quantI8() {
 	RET()
 }
 
+// nibbleBias writes, for n (a multiple of 32) int8 activations q, the
+// lane biases of the q4 kernels: bias[l] = -8 * (q[4l] + ... + q[4l+3]),
+// the int32 lane that undoes the +8 of their unsigned nibbles (see
+// nibbles).
+func nibbleBias() {
+	TEXT("nibbleBias", NOSPLIT, "func(q *int8, n int, bias *int32)")
+	Pragma("noescape")
+	Doc("nibbleBias writes bias[l] = -8 * (q[4l] + q[4l+1] + q[4l+2] + q[4l+3]) for n (a multiple of 32) activations.")
+	q := Load(Param("q"), GP64())
+	n := Load(Param("n"), GP64())
+	b := Load(Param("bias"), GP64())
+	eights := broadcastConst(0x08080808)
+	negOnes := broadcastConst(0xffffffff)
+	Label("nb_loop")
+	CMPQ(n, Imm(0))
+	JE(LabelRef("nb_done"))
+	t := YMM()
+	VPMADDUBSW(Mem{Base: q}, eights, t) // 8*q0 + 8*q1: at most 2032
+	VPMADDWD(negOnes, t, t)
+	VMOVDQU(t, Mem{Base: b})
+	ADDQ(Imm(32), q)
+	ADDQ(Imm(32), b)
+	SUBQ(Imm(32), n)
+	JMP(LabelRef("nb_loop"))
+	Label("nb_done")
+	VZEROUPPER()
+	RET()
+}
+
 // tlTiles computes, for tiles of 32 rows in LayoutTL, the signed dots
 // sum(w*q) of each row by table lookup: per column couple j (4 columns), 32
 // bytes, byte r holding row r's pair indices (w0+1)+3(w1+1) for pairs 2j
@@ -1144,28 +1180,37 @@ func byFour(lbl string, n reg.Register, body func(nb int)) {
 // (w·act) to dst[4*r+t]. Each block's weights, their absolute values and
 // its scale are loaded once for all the tokens; per token the order of
 // operations is the same at every token count (int8Blocks), so each result
-// equals the one-token kernel's. With vnni, the AVX-VNNI twin.
-func int8DotBatch(nt int, half, vnni bool) {
+// equals the one-token kernel's. With vnni, the AVX-VNNI twin. With nib,
+// the q4Dot twin: the weights are 4-bit (nibbles), and the results are the
+// int8 kernel's for the same weights, bit for bit.
+func int8DotBatch(nt int, half, vnni, nib bool) {
 	name := fmt.Sprintf("int8DotT%dg32", nt)
 	scType := "float32"
 	if half {
 		name = fmt.Sprintf("int8DotT%dh32", nt)
 		scType = "uint16"
 	}
+	if nib {
+		name = "q4" + name[len("int8"):]
+	}
 	doc := fmt.Sprintf("%s writes the scaled int8 dots of each row with %d tokens to dst[4*row+token]; see int8DotBatch in _gen.", name, nt)
+	if nib {
+		doc = fmt.Sprintf("%s is int8DotT%dh32 for 4-bit weights (Q4 layout), the same results bit for bit; see int8DotBatch in _gen.", name, nt)
+	}
 	if vnni {
 		doc = fmt.Sprintf("%sV is %s with AVX-VNNI, the same results bit for bit; see int8DotBatch in _gen.", name, name)
 		name += "V"
 	}
-	w, stride, sc, sstride, as, as3, dst, rows := int8BatchHeader(name, scType, doc)
+	w, stride, sc, sstride, as, as3, dst, rows := int8BatchHeader(name, scType, doc, nib)
 	ones := int8Ones(vnni)
-	acc := int8Accs(nt)
+	nb := nibbleSet(nib)
+	acc := int8Accs(nt, nb)
 
 	Label(name + "_row")
 	CMPQ(rows, Imm(0))
 	JE(LabelRef(name + "_done"))
-	p, wc, scc, n := int8RowStart(acc, w, sc)
-	int8Blocks(name, n, p, as, as3, wc, scc, half, ones, acc)
+	p, wc, scc, n := int8RowStart(acc, w, sc, nb)
+	int8Blocks(name, n, p, as, as3, wc, scc, half, ones, acc, nb)
 	for i := 0; i < nt; i++ {
 		reduce1(acc[i][0], Mem{Base: dst, Disp: 4 * i}, true)
 	}
@@ -1188,19 +1233,51 @@ func int8Ones(vnni bool) reg.VecVirtual {
 	return broadcastConst(0x00010001)
 }
 
-// int8Accs is two float accumulators (even and odd blocks) for each of nt
-// tokens.
-func int8Accs(nt int) [][2]reg.VecVirtual {
-	acc := make([][2]reg.VecVirtual, nt)
+// int8Accs is a float accumulator per FMA chain (two: even and odd blocks;
+// with nb, q4Chains) for each of nt tokens.
+func int8Accs(nt int, nb *nibbles) [][]reg.VecVirtual {
+	chains := 2
+	if nb != nil {
+		chains = q4Chains
+	}
+	acc := make([][]reg.VecVirtual, nt)
 	for i := range acc {
-		acc[i] = [2]reg.VecVirtual{YMM(), YMM()}
+		for range chains {
+			acc[i] = append(acc[i], YMM())
+		}
 	}
 	return acc
 }
 
+// q4Chains is the q4 kernels' FMA chains a token: block b goes to chain
+// b%4, and the chains add as (0+2) + (1+3). A pair of 4-bit blocks is 36
+// bytes, so two chains held the kernels to 36 bytes an FMA latency (~30
+// GB/s on the Zen 5 VM, no faster in cache than from memory).
+const q4Chains = 4
+
+// nibbles makes int8Blocks read 4-bit weights in the Q4 layout (Int8Mat's
+// nib): per pair of 32-blocks 32 bytes, byte j holding weight j of the
+// even block in its low nibble and weight j of the odd block in its high
+// one, each as w+8 (0..15). The unsigned nibbles multiply the activations
+// as they are, and each token's lane biases (Acts: -8 times the sum of
+// the 4 activations of each int32 lane) take the +8 back out, so every
+// int32 lane is the int8 kernel's exactly.
+type nibbles struct {
+	mask reg.VecVirtual // 0x0f in every byte
+	bias reg.Register   // token 0's lane biases, moving on with the activations
+}
+
+// nibbleSet returns the nibbles of a q4 kernel (nil for an int8 one).
+func nibbleSet(nib bool) *nibbles {
+	if !nib {
+		return nil
+	}
+	return &nibbles{mask: broadcastConst(0x0f0f0f0f)}
+}
+
 // int8RowStart clears the accumulators and loads a row's block pointers
-// and count for int8Blocks.
-func int8RowStart(acc [][2]reg.VecVirtual, w, sc reg.Register) (p, wc, scc, n reg.Register) {
+// and count (and with nb, its bias pointer) for int8Blocks.
+func int8RowStart(acc [][]reg.VecVirtual, w, sc reg.Register, nb *nibbles) (p, wc, scc, n reg.Register) {
 	for i := range acc {
 		for _, a := range acc[i] {
 			VXORPS(a, a, a)
@@ -1208,6 +1285,10 @@ func int8RowStart(acc [][2]reg.VecVirtual, w, sc reg.Register) (p, wc, scc, n re
 	}
 	p, wc, scc, n = GP64(), GP64(), GP64(), GP64()
 	Load(Param("act"), p)
+	if nb != nil {
+		nb.bias = GP64()
+		Load(Param("bias"), nb.bias)
+	}
 	MOVQ(w, wc)
 	MOVQ(sc, scc)
 	Load(Param("nblk"), n)
@@ -1215,10 +1296,15 @@ func int8RowStart(acc [][2]reg.VecVirtual, w, sc reg.Register) (p, wc, scc, n re
 }
 
 // int8BatchHeader declares a batched int8 kernel (int8DotBatch,
-// int8DotBatchZ: one signature, scales of type scType) and loads its
-// arguments; as3 = 3*as.
-func int8BatchHeader(name, scType, doc string) (w, stride, sc, sstride, as, as3, dst, rows reg.Register) {
-	TEXT(name, NOSPLIT, "func(w *int8, stride int, sc *"+scType+", sstride int, act *int8, as int, nblk int, dst *float32, rows int)")
+// int8DotBatchZ: one signature, scales of type scType; with nib the q4
+// kernels' signature, which adds the activations' lane biases) and loads
+// its arguments; as3 = 3*as.
+func int8BatchHeader(name, scType, doc string, nib bool) (w, stride, sc, sstride, as, as3, dst, rows reg.Register) {
+	sig := "func(w *int8, stride int, sc *" + scType + ", sstride int, act *int8, as int, nblk int, dst *float32, rows int)"
+	if nib {
+		sig = "func(w *byte, stride int, sc *" + scType + ", sstride int, act *int8, bias *int32, as int, nblk int, dst *float32, rows int)"
+	}
+	TEXT(name, NOSPLIT, sig)
 	Pragma("noescape")
 	Doc(doc)
 	w = Load(Param("w"), GP64())
@@ -1239,65 +1325,105 @@ func int8BatchHeader(name, scType, doc string) (w, stride, sc, sstride, as, as3,
 // tokAddr(p, as, as3, i, 0) multiply in, their int32 lane sums are
 // converted, scaled and added to acc[i][0] for even blocks and acc[i][1]
 // for odd ones (two FMA chains a token: one chain held a 2560-wide row to
-// its FMA latency), and at the end acc[i][1] is added into acc[i][0].
+// its FMA latency), and at the end acc[i][1] is added into acc[i][0]
+// (with nb, four chains: see q4Chains).
 // Without ones (int16 ones for VPMADDWD) the lane sums come from one VPDPBUSD (the same int32s as
 // VPMADDUBSW+VPMADDWD: no pair sum saturates, as |w| <= 128 and |act| <=
 // 127). Blocks go four at a time (one load and one conversion for four
 // float16 scales) while four remain, then one pair; p, wc and scc advance.
-func int8Blocks(name string, n, p, as, as3, wc, scc reg.Register, half bool, ones reg.VecVirtual, acc [][2]reg.VecVirtual) {
+// With nb the weights are nibbles (see nibbles): a pair of blocks is one
+// 32-byte load, and token i's lane biases (at tokAddr(nb.bias, ...), laid
+// out as its activations) start its lane sums.
+func int8Blocks(name string, n, p, as, as3, wc, scc reg.Register, half bool, ones reg.VecVirtual, acc [][]reg.VecVirtual, nb *nibbles) {
 	vnni := ones == nil
 	scSize := 4
 	if half {
 		scSize = 2
 	}
-	blocks := func(nb int) {
-		// h holds the nb scales in each 128-bit lane (a pair twice)
+	wBytes := 32 // weight bytes a block
+	if nb != nil {
+		wBytes = 16
+	}
+	blocks := func(nblk int) {
+		// h holds the nblk scales in each 128-bit lane (a pair twice)
 		h := YMM()
 		sm := Mem{Base: scc}
 		switch {
-		case half && nb == 4:
+		case half && nblk == 4:
 			VPBROADCASTQ(sm, h.AsX())
 			VCVTPH2PS(h.AsX(), h)
 		case half:
 			VPBROADCASTD(sm, h.AsX())
 			VCVTPH2PS(h.AsX(), h)
-		case nb == 4:
+		case nblk == 4:
 			VBROADCASTF128(sm, h)
 		default:
 			VBROADCASTSD(sm, h)
 		}
-		for j := 0; j < nb; j++ {
-			if j%2 == 0 {
-				PREFETCHT0(Mem{Base: wc, Disp: prefetchAhead + 32*j})
+		for j := 0; j < nblk; j++ {
+			if (j*wBytes)%64 == 0 {
+				PREFETCHT0(Mem{Base: wc, Disp: prefetchAhead + wBytes*j})
 			}
-			f, wv, aw := YMM(), YMM(), YMM()
+			f := YMM()
+			var wv, aw reg.VecVirtual
 			VSHUFPS(U8(0x55*j), h, h, f)
-			VMOVDQU(Mem{Base: wc, Disp: 32 * j}, wv)
-			VPABSB(wv, aw)
+			if nb != nil {
+				// the pair's 32 bytes: the even block's nibbles low, the odd's high
+				aw = YMM()
+				VMOVDQU(Mem{Base: wc, Disp: 32 * (j / 2)}, aw)
+				if j%2 == 1 {
+					VPSRLW(U8(4), aw, aw)
+				}
+				VPAND(nb.mask, aw, aw)
+			} else {
+				wv, aw = YMM(), YMM()
+				VMOVDQU(Mem{Base: wc, Disp: 32 * j}, wv)
+				VPABSB(wv, aw)
+			}
 			for i := range acc {
 				t := YMM()
-				VMOVDQU(tokAddr(p, as, as3, i, 32*j), t)
-				VPSIGNB(wv, t, t)
-				if vnni {
+				switch {
+				case nb != nil && vnni:
 					d := YMM()
-					VPXOR(d, d, d)
+					VMOVDQU(tokAddr(nb.bias, as, as3, i, 32*j), d)
+					VMOVDQU(tokAddr(p, as, as3, i, 32*j), t)
 					VPDPBUSD(t, aw, d)
 					t = d
-				} else {
-					VPMADDUBSW(t, aw, t)
+				case nb != nil:
+					VPMADDUBSW(tokAddr(p, as, as3, i, 32*j), aw, t)
 					VPMADDWD(ones, t, t)
+					VPADDD(tokAddr(nb.bias, as, as3, i, 32*j), t, t)
+				default:
+					VMOVDQU(tokAddr(p, as, as3, i, 32*j), t)
+					VPSIGNB(wv, t, t)
+					if vnni {
+						d := YMM()
+						VPXOR(d, d, d)
+						VPDPBUSD(t, aw, d)
+						t = d
+					} else {
+						VPMADDUBSW(t, aw, t)
+						VPMADDWD(ones, t, t)
+					}
 				}
 				VCVTDQ2PS(t, t)
-				VFMADD231PS(f, t, acc[i][j%2])
+				VFMADD231PS(f, t, acc[i][j%len(acc[i])])
 			}
 		}
-		ADDQ(U32(uint32(32*nb)), p)
-		ADDQ(U32(uint32(32*nb)), wc)
-		ADDQ(U32(uint32(nb*scSize)), scc)
-		SUBQ(U32(uint32(nb)), n)
+		ADDQ(U32(uint32(32*nblk)), p)
+		if nb != nil {
+			ADDQ(U32(uint32(32*nblk)), nb.bias)
+		}
+		ADDQ(U32(uint32(wBytes*nblk)), wc)
+		ADDQ(U32(uint32(nblk*scSize)), scc)
+		SUBQ(U32(uint32(nblk)), n)
 	}
 	byFour(name, n, blocks)
 	for i := range acc {
+		if len(acc[i]) == 4 {
+			VADDPS(acc[i][2], acc[i][0], acc[i][0])
+			VADDPS(acc[i][3], acc[i][1], acc[i][1])
+		}
 		VADDPS(acc[i][1], acc[i][0], acc[i][0])
 	}
 }
@@ -1305,15 +1431,22 @@ func int8Blocks(name string, n, p, as, as3, wc, scc reg.Register, half bool, one
 // int8DotVecH is int8DotBatch for one token with float16 scales (a Q8_0
 // or Q4_0 matrix-vector product: the LM head) that also scales each row's
 // sum by *inv and stores it at dst[r]: the same operations in the same
-// order as int8DotT1h32 followed by the Go loop it replaces.
-func int8DotVecH(vnni bool) {
+// order as int8DotT1h32 followed by the Go loop it replaces. With nib, the
+// q4 twin (q4DotV1h32).
+func int8DotVecH(vnni, nib bool) {
 	name := "int8DotV1h32"
+	sig := "func(w *int8, stride int, sc *uint16, sstride int, act *int8, nblk int, inv *float32, dst *float32, rows int)"
 	doc := name + " writes (row r · act, scaled per 32 by float16 scales) * *inv to dst[r] for each row; see int8DotVecH in _gen."
+	if nib {
+		name = "q4DotV1h32"
+		sig = "func(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *int32, nblk int, inv *float32, dst *float32, rows int)"
+		doc = name + " is int8DotV1h32 for 4-bit weights (Q4 layout), the same results bit for bit; see int8DotVecH in _gen."
+	}
 	if vnni {
 		doc = name + "V is " + name + " with AVX-VNNI, the same results bit for bit; see int8DotVecH in _gen."
 		name += "V"
 	}
-	TEXT(name, NOSPLIT, "func(w *int8, stride int, sc *uint16, sstride int, act *int8, nblk int, inv *float32, dst *float32, rows int)")
+	TEXT(name, NOSPLIT, sig)
 	Pragma("noescape")
 	Doc(doc)
 	w := Load(Param("w"), GP64())
@@ -1328,13 +1461,14 @@ func int8DotVecH(vnni bool) {
 		ip := Load(Param("inv"), GP64())
 		VMOVSS(Mem{Base: ip}, ib)
 	}
-	acc := int8Accs(1)
+	nb := nibbleSet(nib)
+	acc := int8Accs(1, nb)
 
 	Label(name + "_row")
 	CMPQ(rows, Imm(0))
 	JE(LabelRef(name + "_done"))
-	p, wc, scc, n := int8RowStart(acc, w, sc)
-	int8Blocks(name, n, p, nil, nil, wc, scc, true, ones, acc)
+	p, wc, scc, n := int8RowStart(acc, w, sc, nb)
+	int8Blocks(name, n, p, nil, nil, wc, scc, true, ones, acc, nb)
 	x := reduce1x(acc[0][0], true)
 	VMULSS(ib, x, x)
 	VMOVSS(x, Mem{Base: dst})

@@ -320,8 +320,8 @@ func (m *Model) VisitWeightMemory(fn func([]byte)) {
 
 // WeightBytesPerToken implements backend.WeightBytes: the resident bytes a
 // decode step reads, every product's and one embedding row. It differs
-// from the file's where the repacking does (Q4_0 and Q6_K become int8
-// rows; ternary rows keep one scale), so bench's bandwidth figures count
+// from the file's where the repacking does (Q6_K becomes int8 rows;
+// ternary rows keep one scale), so bench's bandwidth figures count
 // what is read.
 func (m *Model) WeightBytesPerToken() int64 {
 	var n, e int64

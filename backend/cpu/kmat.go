@@ -7,7 +7,8 @@ import (
 )
 
 // kernelMat is a matrix repacked by package kernels (ternary types into
-// 2-bit or lookup-table rows, Q8_0/Q4_0/Q6_K into int8 rows, F16). Its
+// 2-bit or lookup-table rows, Q8_0/Q6_K into int8 rows, Q4_0 into 4-bit
+// rows, F16). Its
 // products read the activations quantized once per operation to int8 by
 // per-token absmax (BitNet's scheme), held in a kernels.Acts.
 type kernelMat struct {

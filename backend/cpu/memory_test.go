@@ -48,9 +48,9 @@ func TestVisitWeightMemory(t *testing.T) {
 	}
 }
 
-// TestWeightBytesRepacked: Q4_0 matrices are read as int8 rows with float16
-// scales (34 bytes per 32 weights, not the file's 18), and the bytes per
-// token say so.
+// TestWeightBytesRepacked: Q4_0 matrices are read in 4 bits with float16
+// scales (18 bytes per 32 weights, as the file holds them; 34 when they
+// were int8 rows), and the bytes per token say so.
 func TestWeightBytesRepacked(t *testing.T) {
 	w := testmodel.Weights(t, testmodel.Write(t, testmodel.Tiny("llama", quant.Q4_0)))
 	var q4 int
@@ -60,7 +60,7 @@ func TestWeightBytesRepacked(t *testing.T) {
 			q4 += len(m.Data)
 		}
 	}
-	want := int64(q4/18*34 + len(w.Output.Data) + 4*w.Dim)
+	want := int64(q4 + len(w.Output.Data) + 4*w.Dim)
 	m, err := load(w, Options{Threads: 1})
 	if err != nil {
 		t.Fatal(err)

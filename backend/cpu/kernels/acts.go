@@ -69,6 +69,10 @@ type Acts struct {
 	// BlockSum [Tokens*Cols/64] sums of Q per 64 elements, for ternary rows
 	// whose scale changes from block to block.
 	BlockSum []int32
+	// bias [Tokens*Cols/4]: -8 times the sum of each 4 consecutive Q, the
+	// int32 lanes that take the +8 of 4-bit weights back out (Int8Mat's
+	// nibble layout). Laid out as Q, a token's Cols bytes apart.
+	bias []int32
 
 	lut []int16 // lookup tables for LayoutLUT, when enabled
 	tl  []byte  // lookup tables for LayoutTL, when enabled
@@ -95,6 +99,7 @@ func NewActs(cols, maxTokens int) (*Acts, error) {
 		InvScale: make([]float32, maxTokens),
 		Sum:      make([]int32, maxTokens),
 		BlockSum: make([]int32, n/64),
+		bias:     make([]int32, n/4),
 	}
 	if !useAVX2 {
 		a.EnableLUT() // LayoutAuto picks LayoutLUT then
@@ -130,6 +135,7 @@ func (a *Acts) Set(x []float32) {
 		q := a.Q[i*a.Cols : (i+1)*a.Cols]
 		s, sum := quantizeToken(a.X[i*a.Cols:(i+1)*a.Cols], q, a.BlockSum[i*nb:(i+1)*nb])
 		a.Scale[i], a.InvScale[i], a.Sum[i] = s, 1/s, sum
+		setBias(a.bias[i*a.Cols/4:(i+1)*a.Cols/4], q)
 		if a.lut != nil {
 			buildLUT(a.lut[i*a.Cols/4*lutEntries:(i+1)*a.Cols/4*lutEntries], q)
 			buildTL(a.tl[i*a.Cols*16:(i+1)*a.Cols*16], q)
@@ -161,6 +167,20 @@ func quantizeToken(x []float32, q []int8, bsum []int32) (scale float32, sum int3
 		bsum[b] = s
 	}
 	return scale, sum
+}
+
+// setBias writes the lane biases of one token's activations q (see
+// Acts.bias). Every token gets them, whatever reads it: they cost a few
+// instructions a 32 activations, and an Acts cannot know its readers.
+func setBias(bias []int32, q []int8) {
+	if useAVX2 {
+		nibbleBias(&q[0], len(q), &bias[0])
+		return
+	}
+	for l := range bias {
+		v := q[4*l : 4*l+4]
+		bias[l] = -8 * (int32(v[0]) + int32(v[1]) + int32(v[2]) + int32(v[3]))
+	}
 }
 
 // token returns token i's int8 activations.

@@ -94,3 +94,19 @@ func attnScoresZG4(q *float32, k *uint16, kstride int, n int, npos int, out *flo
 func attnMixZG4(y *float32, w *float32, wstride int, v *uint16, vstride int, n int, npos int) {
 	panic("kernels: no assembly in this build")
 }
+
+func q4DotT1h32Z(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *int32, as int, nblk int, dst *float32, rows int) {
+	panic("kernels: no assembly in this build")
+}
+
+func q4DotT2h32Z(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *int32, as int, nblk int, dst *float32, rows int) {
+	panic("kernels: no assembly in this build")
+}
+
+func q4DotT3h32Z(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *int32, as int, nblk int, dst *float32, rows int) {
+	panic("kernels: no assembly in this build")
+}
+
+func q4DotT4h32Z(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *int32, as int, nblk int, dst *float32, rows int) {
+	panic("kernels: no assembly in this build")
+}

@@ -39,11 +39,12 @@ func equalsAVX2(t *testing.T, vnni string) {
 		hm, vals, hs := randQ8Half(t, rng, rows, cols)
 		fm, _ := newInt8MatHalf("Q8_0", rows, cols, vals, append([]uint16(nil), hs...))
 		fm.toFloatScales(0.75, nil)
+		_, q4, _ := randQ4(t, rng, rows, cols)
 		a := newActs(t, randActs(rng, cols, tokens), cols, false)
 		for _, m := range []struct {
 			name string
 			m    Matrix
-		}{{"ternary", tm}, {"q8_0", hm}, {"int8 float", fm}} {
+		}{{"ternary", tm}, {"q8_0", hm}, {"int8 float", fm}, {"q4_0", q4}} {
 			r0 := rng.IntN(rows)
 			r1 := r0 + 1 + rng.IntN(rows-r0)
 			for _, op := range []string{"MatVec", "MatMat"} {

@@ -120,7 +120,8 @@ func BenchmarkTernaryMatMat(b *testing.B) {
 }
 
 // BenchmarkHead is the LM head / embedding matrices: Q8_0 (int8 with float16
-// scales), int8 with float32 scales per 32 and per 16 (Q6_K), and F16, at
+// scales), Q4_0 (4 bits with float16 scales), int8 with float32 scales per
+// 32 and per 16 (Q6_K), and F16, at
 // BitNet's width (a 32768-row slice of the 128256-row head) and SmolLM's
 // whole 49152x576 head from memory, and a ~1.3 MB slice of each in cache
 // ("hot": the kernel's own speed).
@@ -131,7 +132,7 @@ func BenchmarkHead(b *testing.B) {
 		if hot {
 			mode = "hot"
 		}
-		for _, kind := range []string{"q8_0", "int8g32", "int8g16", "f16"} {
+		for _, kind := range []string{"q8_0", "q4_0", "int8g32", "int8g16", "f16"} {
 			for _, isa := range isas {
 				if !hasISA(isa) || (isa == "avxvnni" || isa == "avx512") && (kind == "int8g16" || kind == "f16") {
 					continue // the AVX-VNNI and AVX-512 head kernels are group-32 ones
@@ -157,6 +158,15 @@ func BenchmarkHead(b *testing.B) {
 								v[i] = int8(i * 7919)
 							}
 							m, err = newInt8MatHalf("Q8_0", rows, cols, v, make([]uint16, rows*cols/32))
+						case "q4_0": // the file's blocks, kept in 4 bits
+							d := make([]byte, rows*cols/32*18)
+							for i := range d {
+								d[i] = byte(i * 7919)
+							}
+							for i := 0; i < len(d); i += 18 {
+								d[i], d[i+1] = 0, 0x3c
+							}
+							m, err = FromQ4_0(rows, cols, d, nil)
 						default:
 							g := 32
 							if kind == "int8g16" {

@@ -233,3 +233,31 @@ func ternaryDotT3V(w *byte, stride int, act *int8, as int, n128 int, tail int, d
 func ternaryDotT4V(w *byte, stride int, act *int8, as int, n128 int, tail int, dst *int32, rows int) {
 	panic("kernels: no assembly in this build")
 }
+
+func q4DotT1h32(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *int32, as int, nblk int, dst *float32, rows int) {
+	panic("kernels: no assembly in this build")
+}
+
+func q4DotT2h32(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *int32, as int, nblk int, dst *float32, rows int) {
+	panic("kernels: no assembly in this build")
+}
+
+func q4DotV1h32(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *int32, nblk int, inv *float32, dst *float32, rows int) {
+	panic("kernels: no assembly in this build")
+}
+
+func q4DotT1h32V(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *int32, as int, nblk int, dst *float32, rows int) {
+	panic("kernels: no assembly in this build")
+}
+
+func q4DotT2h32V(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *int32, as int, nblk int, dst *float32, rows int) {
+	panic("kernels: no assembly in this build")
+}
+
+func q4DotV1h32V(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *int32, nblk int, inv *float32, dst *float32, rows int) {
+	panic("kernels: no assembly in this build")
+}
+
+func nibbleBias(q *int8, n int, bias *int32) {
+	panic("kernels: no assembly in this build")
+}

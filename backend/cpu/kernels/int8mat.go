@@ -20,9 +20,17 @@ import (
 // float16 scales in hscales: 8.5 bits per weight, as Q8_0 in the file. Q6_K
 // takes 10 bits per weight here against its 6.56 in the file: the price of
 // a simple, exact kernel (see the package report for a denser plan).
+//
+// Q4_0 keeps its 4 bits (4.5 a weight with the float16 scales, as in the
+// file): nib instead of vals, row r at nib[r*cols/2:], per pair of 32-blocks
+// 32 bytes, byte j holding w+8 of weight j of the even block in its low
+// nibble and of weight j of the odd block in its high nibble. The q4
+// kernels unpack a pair with a shift and a mask and give the results of
+// the int8 kernels on the same values, bit for bit (see nibbles in _gen).
 type Int8Mat struct {
 	rows, cols, group int
 	vals              []int8
+	nib               []byte    // 4-bit weights instead of vals (Q4_0), or nil
 	scales            []float32 // one per group, or nil when hscales is set
 	hscales           []uint16  // float16 scales (group 32), or nil
 }
@@ -125,8 +133,44 @@ func FromQ8_0(rows, cols int, data []byte, a *Arena) (*Int8Mat, error) {
 }
 
 // FromQ4_0 repacks GGML Q4_0 blocks (fp16 d, 16 bytes: element i in the low
-// nibble of byte i, element i+16 in the high nibble; value nibble-8).
+// nibble of byte i, element i+16 in the high nibble; value nibble-8) into
+// the nibble layout (see Int8Mat), as many bytes as the file's.
 func FromQ4_0(rows, cols int, data []byte, a *Arena) (*Int8Mat, error) {
+	if err := checkData("Q4_0", rows, cols, 32, 18, data); err != nil {
+		return nil, err
+	}
+	nb := rows * cols / 32
+	nib, hs := alloc[byte](a, rows*cols/2), alloc[uint16](a, nb)
+	for b := 0; b < nb; b += 2 { // a pair of blocks (rows hold whole pairs)
+		even, odd := data[b*18:b*18+18], data[b*18+18:b*18+36]
+		hs[b] = uint16(even[0]) | uint16(even[1])<<8
+		hs[b+1] = uint16(odd[0]) | uint16(odd[1])<<8
+		out := nib[b*16 : b*16+32]
+		for j := range out {
+			out[j] = q4Nibble(even[2:], j) | q4Nibble(odd[2:], j)<<4
+		}
+	}
+	m, err := newInt8MatHalf("Q4_0", rows, cols, nil, hs)
+	if err != nil {
+		return nil, err
+	}
+	m.nib = nib
+	return m, nil
+}
+
+// q4Nibble is element j (0..31) of a Q4_0 block's 16 bytes q, as stored
+// (its value plus 8).
+func q4Nibble(q []byte, j int) byte {
+	if j < 16 {
+		return q[j] & 15
+	}
+	return q[j-16] >> 4
+}
+
+// fromQ4_0Int8 repacks Q4_0 into int8 values, for a matrix whose every
+// weight takes an extra scale (FromQuant's scale: the q4 kernels take
+// only float16 scales), and for the tests' reference.
+func fromQ4_0Int8(rows, cols int, data []byte, a *Arena) (*Int8Mat, error) {
 	if err := checkData("Q4_0", rows, cols, 32, 18, data); err != nil {
 		return nil, err
 	}
@@ -135,12 +179,26 @@ func FromQ4_0(rows, cols int, data []byte, a *Arena) (*Int8Mat, error) {
 	for b := 0; b < nb; b++ {
 		blk := data[b*18 : b*18+18]
 		hs[b] = uint16(blk[0]) | uint16(blk[1])<<8
-		for i, v := range blk[2:] {
-			vals[b*32+i] = int8(v&15) - 8
-			vals[b*32+i+16] = int8(v>>4) - 8
+		for j := range 32 {
+			vals[b*32+j] = int8(q4Nibble(blk[2:], j)) - 8
 		}
 	}
 	return newInt8MatHalf("Q4_0", rows, cols, vals, hs)
+}
+
+// block returns the int8 values of row r's block g of 32 (group 32): a
+// view of vals, or the nibbles decoded into buf.
+func (m *Int8Mat) block(r, g int, buf *[32]int8) []int8 {
+	if m.nib == nil {
+		o := r*m.cols + g*32
+		return m.vals[o : o+32]
+	}
+	pair := m.nib[r*m.cols/2+g/2*32:][:32]
+	sh := 4 * uint(g%2)
+	for j, v := range pair {
+		buf[j] = int8(v>>sh&15) - 8
+	}
+	return buf[:]
 }
 
 // FromQ6_K repacks GGML Q6_K super-blocks of 256 (ql[128] low 4 bits, qh[64]
@@ -182,11 +240,13 @@ func (m *Int8Mat) Cols() int { return m.cols }
 func (m *Int8Mat) Group() int { return m.group }
 
 // Bytes is the resident size.
-func (m *Int8Mat) Bytes() int { return len(m.vals) + 4*len(m.scales) + 2*len(m.hscales) }
+func (m *Int8Mat) Bytes() int {
+	return len(m.vals) + len(m.nib) + 4*len(m.scales) + 2*len(m.hscales)
+}
 
 // Memory implements Matrix.
 func (m *Int8Mat) Memory(fn func([]byte)) {
-	visit(fn, asBytes(m.vals), asBytes(m.scales), asBytes(m.hscales))
+	visit(fn, asBytes(m.vals), m.nib, asBytes(m.scales), asBytes(m.hscales))
 }
 
 // MatVec sets dst[r] = row r · x for r in [r0, r1), x the first token of a.
@@ -230,29 +290,40 @@ func (m *Int8Mat) matMat32(dst []float32, a *Acts, tokens, r0, r1 int) {
 		// one token (decode): the kernel scales and stores each row itself
 		// (AVX-VNNI: one VPDPBUSD a block instead of two multiplies)
 		ns := m.cols / 32
-		w, sc, d := &m.vals[r0*m.cols], &m.hscales[r0*ns], &dst[r0]
-		if AVXVNNI() {
-			int8DotV1h32V(w, m.cols, sc, 2*ns, &a.Q[0], ns, &a.InvScale[0], d, r1-r0)
-		} else {
-			int8DotV1h32(w, m.cols, sc, 2*ns, &a.Q[0], ns, &a.InvScale[0], d, r1-r0)
+		sc, d := &m.hscales[r0*ns], &dst[r0]
+		switch {
+		case m.nib != nil && AVXVNNI():
+			q4DotV1h32V(&m.nib[r0*m.cols/2], m.cols/2, sc, 2*ns, &a.Q[0], &a.bias[0], ns, &a.InvScale[0], d, r1-r0)
+		case m.nib != nil:
+			q4DotV1h32(&m.nib[r0*m.cols/2], m.cols/2, sc, 2*ns, &a.Q[0], &a.bias[0], ns, &a.InvScale[0], d, r1-r0)
+		case AVXVNNI():
+			int8DotV1h32V(&m.vals[r0*m.cols], m.cols, sc, 2*ns, &a.Q[0], ns, &a.InvScale[0], d, r1-r0)
+		default:
+			int8DotV1h32(&m.vals[r0*m.cols], m.cols, sc, 2*ns, &a.Q[0], ns, &a.InvScale[0], d, r1-r0)
 		}
 		return
 	}
 	step := max(batchChunk/m.cols, 1)
 	var buf [4 * batchRows]float32
 	ns := m.cols / 32
+	group := 4 // tokens a kernel call
+	if m.nib != nil && useAVX2 && !avx512On(m.cols) {
+		group = 2 // the AVX2 registers hold the q4 kernels' chains for two
+	}
 	for r := r0; r < r1; r += step {
 		e := min(r+step, r1)
-		for i := 0; i < tokens; i += 4 {
-			nt := min(4, tokens-i)
+		for i := 0; i < tokens; i += group {
+			nt := min(group, tokens-i)
 			q := a.Q[i*m.cols : (i+nt)*m.cols]
 			for s := r; s < e; s += batchRows {
 				n := min(s+batchRows, e) - s
 				out := buf[:4*n]
-				w := m.vals[s*m.cols : (s+n)*m.cols]
-				if useAVX2 {
-					m.int8Batch32(&w[0], s, ns, &q[0], nt, &out[0], n)
-				} else {
+				switch {
+				case useAVX2 && m.nib != nil:
+					m.q4Batch32(s, ns, &q[0], &a.bias[i*m.cols/4], nt, &out[0], n)
+				case useAVX2:
+					m.int8Batch32(&m.vals[s*m.cols], s, ns, &q[0], nt, &out[0], n)
+				default:
 					for j := 0; j < n; j++ {
 						m.rowBatchGo(out[4*j:4*j+nt], s+j, q)
 					}
@@ -304,6 +375,35 @@ func (m *Int8Mat) int8Batch32(w *int8, s, ns int, q *int8, nt int, dst *float32,
 		int8DotT3g32(w, m.cols, sc, ss, q, m.cols, ns, dst, n)
 	default:
 		int8DotT4g32(w, m.cols, sc, ss, q, m.cols, ns, dst, n)
+	}
+}
+
+// q4Batch32 is int8Batch32 for the nibble layout (rows s.. of nib, token
+// biases at bias), on the q4 kernels of the CPU's set: up to 4 tokens on
+// AVX-512, 2 on AVX2 and AVX-VNNI (matMat32 groups them so).
+func (m *Int8Mat) q4Batch32(s, ns int, q *int8, bias *int32, nt int, dst *float32, n int) {
+	w, sc := &m.nib[s*m.cols/2], &m.hscales[s*ns]
+	stride, ss := m.cols/2, 2*ns
+	switch {
+	case avx512On(m.cols):
+		switch nt {
+		case 1:
+			q4DotT1h32Z(w, stride, sc, ss, q, bias, m.cols, ns, dst, n)
+		case 2:
+			q4DotT2h32Z(w, stride, sc, ss, q, bias, m.cols, ns, dst, n)
+		case 3:
+			q4DotT3h32Z(w, stride, sc, ss, q, bias, m.cols, ns, dst, n)
+		default:
+			q4DotT4h32Z(w, stride, sc, ss, q, bias, m.cols, ns, dst, n)
+		}
+	case AVXVNNI() && nt == 1:
+		q4DotT1h32V(w, stride, sc, ss, q, bias, m.cols, ns, dst, n)
+	case AVXVNNI():
+		q4DotT2h32V(w, stride, sc, ss, q, bias, m.cols, ns, dst, n)
+	case nt == 1:
+		q4DotT1h32(w, stride, sc, ss, q, bias, m.cols, ns, dst, n)
+	default:
+		q4DotT2h32(w, stride, sc, ss, q, bias, m.cols, ns, dst, n)
 	}
 }
 
@@ -371,11 +471,11 @@ func (m *Int8Mat) int8Batch32V(w *int8, s, ns int, q *int8, nt int, dst *float32
 // len(out) tokens of q, in int8RowGo's order of operations.
 func (m *Int8Mat) rowBatchGo(out []float32, r int, q []int8) {
 	var f [4]float32
+	var buf [32]int8
 	ns := m.cols / 32
-	w := m.vals[r*m.cols : (r+1)*m.cols]
 	for g := 0; g < ns; g++ {
 		s := m.scaleAt(r*ns + g)
-		wb := w[g*32 : g*32+32]
+		wb := m.block(r, g, &buf)
 		for k := range out {
 			qb := q[k*m.cols+g*32 : k*m.cols+g*32+32]
 			var d int32
@@ -401,9 +501,12 @@ func (m *Int8Mat) rowsTok1(dst []float32, a *Acts, i, r0, r1 int) {
 	ns := m.cols / 32
 	var out [1]float32
 	for r := r0; r < r1; r++ {
-		if m.hscales != nil {
+		switch {
+		case m.nib != nil:
+			q4DotT1h32(&m.nib[r*m.cols/2], m.cols/2, &m.hscales[r*ns], 2*ns, &q[0], &a.bias[i*m.cols/4], m.cols, ns, &out[0], 1)
+		case m.hscales != nil:
 			int8DotT1h32(&m.vals[r*m.cols], m.cols, &m.hscales[r*ns], 2*ns, &q[0], m.cols, ns, &out[0], 1)
-		} else {
+		default:
 			int8DotT1g32(&m.vals[r*m.cols], m.cols, &m.scales[r*ns], 4*ns, &q[0], m.cols, ns, &out[0], 1)
 		}
 		dst[r] = out[0] * inv
@@ -430,21 +533,22 @@ func (m *Int8Mat) rowsTok(dst []float32, a *Acts, i, r0, r1 int) {
 		return
 	}
 	for r := r0; r < r1; r++ {
-		w := m.vals[r*m.cols : (r+1)*m.cols]
 		if m.hscales != nil {
-			dst[r] = int8RowGoH(w, m.hscales[r*ns:(r+1)*ns], q) * inv
+			dst[r] = m.rowGoH(r, q) * inv
 		} else {
-			dst[r] = int8RowGo(w, m.scales[r*ns:(r+1)*ns], m.group, q) * inv
+			dst[r] = int8RowGo(m.vals[r*m.cols:(r+1)*m.cols], m.scales[r*ns:(r+1)*ns], m.group, q) * inv
 		}
 	}
 }
 
-// int8RowGoH is int8RowGo for float16 scales of 32.
-func int8RowGoH(w []int8, sc []uint16, q []int8) float32 {
+// rowGoH is int8RowGo for row r with float16 scales of 32.
+func (m *Int8Mat) rowGoH(r int, q []int8) float32 {
 	var f float32
-	for g, h := range sc {
+	var buf [32]int8
+	ns := m.cols / 32
+	for g, h := range m.hscales[r*ns : (r+1)*ns] {
 		var d int32
-		for j, v := range w[g*32 : g*32+32] {
+		for j, v := range m.block(r, g, &buf) {
 			d += int32(v) * int32(q[g*32+j])
 		}
 		f += float32(d) * quant.F16ToF32(h)
@@ -469,8 +573,18 @@ func int8RowGo(w []int8, sc []float32, group int, q []int8) float32 {
 // dst[:Cols()]. A tied embedding reads its rows here, from the one resident
 // copy, instead of from the file.
 func (m *Int8Mat) Row(r int, dst []float32) {
-	row := m.vals[r*m.cols : (r+1)*m.cols]
 	g0 := r * m.cols / m.group
+	if m.nib != nil {
+		var buf [32]int8
+		for g := range m.cols / 32 {
+			s := m.scaleAt(g0 + g)
+			for j, v := range m.block(r, g, &buf) {
+				dst[g*32+j] = float32(v) * s
+			}
+		}
+		return
+	}
+	row := m.vals[r*m.cols : (r+1)*m.cols]
 	for i, v := range row {
 		dst[i] = float32(v) * m.scaleAt(g0+i/m.group)
 	}

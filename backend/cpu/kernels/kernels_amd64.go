@@ -109,10 +109,25 @@ func int8DotT4g32(w *int8, stride int, sc *float32, sstride int, act *int8, as i
 //go:noescape
 func int8DotT4h32(w *int8, stride int, sc *uint16, sstride int, act *int8, as int, nblk int, dst *float32, rows int)
 
+// q4DotT1h32 is int8DotT1h32 for 4-bit weights (Q4 layout), the same results bit for bit; see int8DotBatch in _gen.
+//
+//go:noescape
+func q4DotT1h32(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *int32, as int, nblk int, dst *float32, rows int)
+
+// q4DotT2h32 is int8DotT2h32 for 4-bit weights (Q4 layout), the same results bit for bit; see int8DotBatch in _gen.
+//
+//go:noescape
+func q4DotT2h32(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *int32, as int, nblk int, dst *float32, rows int)
+
 // int8DotV1h32 writes (row r · act, scaled per 32 by float16 scales) * *inv to dst[r] for each row; see int8DotVecH in _gen.
 //
 //go:noescape
 func int8DotV1h32(w *int8, stride int, sc *uint16, sstride int, act *int8, nblk int, inv *float32, dst *float32, rows int)
+
+// q4DotV1h32 is int8DotV1h32 for 4-bit weights (Q4 layout), the same results bit for bit; see int8DotVecH in _gen.
+//
+//go:noescape
+func q4DotV1h32(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *int32, nblk int, inv *float32, dst *float32, rows int)
 
 // int8DotT1g32V is int8DotT1g32 with AVX-VNNI, the same results bit for bit; see int8DotBatch in _gen.
 //
@@ -154,10 +169,25 @@ func int8DotT4g32V(w *int8, stride int, sc *float32, sstride int, act *int8, as 
 //go:noescape
 func int8DotT4h32V(w *int8, stride int, sc *uint16, sstride int, act *int8, as int, nblk int, dst *float32, rows int)
 
+// q4DotT1h32V is q4DotT1h32 with AVX-VNNI, the same results bit for bit; see int8DotBatch in _gen.
+//
+//go:noescape
+func q4DotT1h32V(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *int32, as int, nblk int, dst *float32, rows int)
+
+// q4DotT2h32V is q4DotT2h32 with AVX-VNNI, the same results bit for bit; see int8DotBatch in _gen.
+//
+//go:noescape
+func q4DotT2h32V(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *int32, as int, nblk int, dst *float32, rows int)
+
 // int8DotV1h32V is int8DotV1h32 with AVX-VNNI, the same results bit for bit; see int8DotVecH in _gen.
 //
 //go:noescape
 func int8DotV1h32V(w *int8, stride int, sc *uint16, sstride int, act *int8, nblk int, inv *float32, dst *float32, rows int)
+
+// q4DotV1h32V is q4DotV1h32 with AVX-VNNI, the same results bit for bit; see int8DotVecH in _gen.
+//
+//go:noescape
+func q4DotV1h32V(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *int32, nblk int, inv *float32, dst *float32, rows int)
 
 // int8Dot2g16 writes the scaled int8 dot of 2 rows per group, one scale per 16 weights; nblk counts 32-weight blocks.
 //
@@ -273,6 +303,11 @@ func scaleMul(out *float32, x *float32, w *float32, n int, scale float32)
 //
 //go:noescape
 func quantI8(x *float32, n int, scale float32, q *int8, bsum *int32)
+
+// nibbleBias writes bias[l] = -8 * (q[4l] + q[4l+1] + q[4l+2] + q[4l+3]) for n (a multiple of 32) activations.
+//
+//go:noescape
+func nibbleBias(q *int8, n int, bias *int32)
 
 // tlTiles writes the table-lookup dots of tiles of 32 rows (LayoutTL).
 //

@@ -5670,6 +5670,306 @@ int8DotT4h32_done:
 	VZEROUPPER
 	RET
 
+// func q4DotT1h32(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *int32, as int, nblk int, dst *float32, rows int)
+// Requires: AVX, AVX2, F16C, FMA3, MMX+
+TEXT ·q4DotT1h32(SB), NOSPLIT, $0-80
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         sc+16(FP), DX
+	MOVQ         sstride+24(FP), BX
+	MOVQ         as+48(FP), SI
+	LEAQ         (SI)(SI*2), SI
+	MOVQ         dst+64(FP), SI
+	MOVQ         rows+72(FP), DI
+	MOVL         $0x00010001, R8
+	VMOVD        R8, X0
+	VPBROADCASTD X0, Y0
+	MOVL         $0x0f0f0f0f, R8
+	VMOVD        R8, X1
+	VPBROADCASTD X1, Y1
+
+q4DotT1h32_row:
+	CMPQ   DI, $0x00
+	JE     q4DotT1h32_done
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	MOVQ   act+32(FP), R8
+	MOVQ   bias+40(FP), R12
+	MOVQ   AX, R9
+	MOVQ   DX, R10
+	MOVQ   nblk+56(FP), R11
+
+q4DotT1h32_quad:
+	CMPQ         R11, $0x04
+	JB           q4DotT1h32_pair
+	VPBROADCASTQ (R10), X6
+	VCVTPH2PS    X6, Y6
+	PREFETCHT0   4096(R9)
+	VSHUFPS      $0x00, Y6, Y6, Y7
+	VMOVDQU      (R9), Y8
+	VPAND        Y1, Y8, Y8
+	VPMADDUBSW   (R8), Y8, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       (R12), Y8, Y8
+	VCVTDQ2PS    Y8, Y8
+	VFMADD231PS  Y7, Y8, Y2
+	VSHUFPS      $0x55, Y6, Y6, Y7
+	VMOVDQU      (R9), Y8
+	VPSRLW       $0x04, Y8, Y8
+	VPAND        Y1, Y8, Y8
+	VPMADDUBSW   32(R8), Y8, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       32(R12), Y8, Y8
+	VCVTDQ2PS    Y8, Y8
+	VFMADD231PS  Y7, Y8, Y3
+	VSHUFPS      $0xaa, Y6, Y6, Y7
+	VMOVDQU      32(R9), Y8
+	VPAND        Y1, Y8, Y8
+	VPMADDUBSW   64(R8), Y8, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       64(R12), Y8, Y8
+	VCVTDQ2PS    Y8, Y8
+	VFMADD231PS  Y7, Y8, Y4
+	VSHUFPS      $0xff, Y6, Y6, Y6
+	VMOVDQU      32(R9), Y7
+	VPSRLW       $0x04, Y7, Y7
+	VPAND        Y1, Y7, Y7
+	VPMADDUBSW   96(R8), Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPADDD       96(R12), Y7, Y7
+	VCVTDQ2PS    Y7, Y7
+	VFMADD231PS  Y6, Y7, Y5
+	ADDQ         $0x00000080, R8
+	ADDQ         $0x00000080, R12
+	ADDQ         $0x00000040, R9
+	ADDQ         $0x00000008, R10
+	SUBQ         $0x00000004, R11
+	JMP          q4DotT1h32_quad
+
+q4DotT1h32_pair:
+	CMPQ         R11, $0x00
+	JE           q4DotT1h32_sum
+	VPBROADCASTD (R10), X6
+	VCVTPH2PS    X6, Y6
+	PREFETCHT0   4096(R9)
+	VSHUFPS      $0x00, Y6, Y6, Y7
+	VMOVDQU      (R9), Y8
+	VPAND        Y1, Y8, Y8
+	VPMADDUBSW   (R8), Y8, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       (R12), Y8, Y8
+	VCVTDQ2PS    Y8, Y8
+	VFMADD231PS  Y7, Y8, Y2
+	VSHUFPS      $0x55, Y6, Y6, Y6
+	VMOVDQU      (R9), Y7
+	VPSRLW       $0x04, Y7, Y7
+	VPAND        Y1, Y7, Y7
+	VPMADDUBSW   32(R8), Y7, Y7
+	VPMADDWD     Y0, Y7, Y7
+	VPADDD       32(R12), Y7, Y7
+	VCVTDQ2PS    Y7, Y7
+	VFMADD231PS  Y6, Y7, Y3
+	ADDQ         $0x00000040, R8
+	ADDQ         $0x00000040, R12
+	ADDQ         $0x00000020, R9
+	ADDQ         $0x00000004, R10
+	SUBQ         $0x00000002, R11
+
+q4DotT1h32_sum:
+	VADDPS       Y4, Y2, Y2
+	VADDPS       Y5, Y3, Y3
+	VADDPS       Y3, Y2, Y2
+	VEXTRACTI128 $0x01, Y2, X3
+	VADDPS       X3, X2, X3
+	VPSHUFD      $0x4e, X3, X2
+	VADDPS       X2, X3, X3
+	VPSHUFD      $0xb1, X3, X2
+	VADDPS       X2, X3, X3
+	VMOVSS       X3, (SI)
+	ADDQ         CX, AX
+	ADDQ         BX, DX
+	ADDQ         $0x10, SI
+	DECQ         DI
+	JMP          q4DotT1h32_row
+
+q4DotT1h32_done:
+	VZEROUPPER
+	RET
+
+// func q4DotT2h32(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *int32, as int, nblk int, dst *float32, rows int)
+// Requires: AVX, AVX2, F16C, FMA3, MMX+
+TEXT ·q4DotT2h32(SB), NOSPLIT, $0-80
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         sc+16(FP), DX
+	MOVQ         sstride+24(FP), BX
+	MOVQ         as+48(FP), SI
+	LEAQ         (SI)(SI*2), DI
+	MOVQ         dst+64(FP), DI
+	MOVQ         rows+72(FP), R8
+	MOVL         $0x00010001, R9
+	VMOVD        R9, X0
+	VPBROADCASTD X0, Y0
+	MOVL         $0x0f0f0f0f, R9
+	VMOVD        R9, X1
+	VPBROADCASTD X1, Y1
+
+q4DotT2h32_row:
+	CMPQ   R8, $0x00
+	JE     q4DotT2h32_done
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	MOVQ   act+32(FP), R9
+	MOVQ   bias+40(FP), R13
+	MOVQ   AX, R10
+	MOVQ   DX, R11
+	MOVQ   nblk+56(FP), R12
+
+q4DotT2h32_quad:
+	CMPQ         R12, $0x04
+	JB           q4DotT2h32_pair
+	VPBROADCASTQ (R11), X10
+	VCVTPH2PS    X10, Y10
+	PREFETCHT0   4096(R10)
+	VSHUFPS      $0x00, Y10, Y10, Y11
+	VMOVDQU      (R10), Y12
+	VPAND        Y1, Y12, Y12
+	VPMADDUBSW   (R9), Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       (R13), Y13, Y13
+	VCVTDQ2PS    Y13, Y13
+	VFMADD231PS  Y11, Y13, Y2
+	VPMADDUBSW   (R9)(SI*1), Y12, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       (R13)(SI*1), Y12, Y12
+	VCVTDQ2PS    Y12, Y12
+	VFMADD231PS  Y11, Y12, Y6
+	VSHUFPS      $0x55, Y10, Y10, Y11
+	VMOVDQU      (R10), Y12
+	VPSRLW       $0x04, Y12, Y12
+	VPAND        Y1, Y12, Y12
+	VPMADDUBSW   32(R9), Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       32(R13), Y13, Y13
+	VCVTDQ2PS    Y13, Y13
+	VFMADD231PS  Y11, Y13, Y3
+	VPMADDUBSW   32(R9)(SI*1), Y12, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       32(R13)(SI*1), Y12, Y12
+	VCVTDQ2PS    Y12, Y12
+	VFMADD231PS  Y11, Y12, Y7
+	VSHUFPS      $0xaa, Y10, Y10, Y11
+	VMOVDQU      32(R10), Y12
+	VPAND        Y1, Y12, Y12
+	VPMADDUBSW   64(R9), Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       64(R13), Y13, Y13
+	VCVTDQ2PS    Y13, Y13
+	VFMADD231PS  Y11, Y13, Y4
+	VPMADDUBSW   64(R9)(SI*1), Y12, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       64(R13)(SI*1), Y12, Y12
+	VCVTDQ2PS    Y12, Y12
+	VFMADD231PS  Y11, Y12, Y8
+	VSHUFPS      $0xff, Y10, Y10, Y10
+	VMOVDQU      32(R10), Y11
+	VPSRLW       $0x04, Y11, Y11
+	VPAND        Y1, Y11, Y11
+	VPMADDUBSW   96(R9), Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       96(R13), Y12, Y12
+	VCVTDQ2PS    Y12, Y12
+	VFMADD231PS  Y10, Y12, Y5
+	VPMADDUBSW   96(R9)(SI*1), Y11, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       96(R13)(SI*1), Y11, Y11
+	VCVTDQ2PS    Y11, Y11
+	VFMADD231PS  Y10, Y11, Y9
+	ADDQ         $0x00000080, R9
+	ADDQ         $0x00000080, R13
+	ADDQ         $0x00000040, R10
+	ADDQ         $0x00000008, R11
+	SUBQ         $0x00000004, R12
+	JMP          q4DotT2h32_quad
+
+q4DotT2h32_pair:
+	CMPQ         R12, $0x00
+	JE           q4DotT2h32_sum
+	VPBROADCASTD (R11), X10
+	VCVTPH2PS    X10, Y10
+	PREFETCHT0   4096(R10)
+	VSHUFPS      $0x00, Y10, Y10, Y11
+	VMOVDQU      (R10), Y12
+	VPAND        Y1, Y12, Y12
+	VPMADDUBSW   (R9), Y12, Y13
+	VPMADDWD     Y0, Y13, Y13
+	VPADDD       (R13), Y13, Y13
+	VCVTDQ2PS    Y13, Y13
+	VFMADD231PS  Y11, Y13, Y2
+	VPMADDUBSW   (R9)(SI*1), Y12, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       (R13)(SI*1), Y12, Y12
+	VCVTDQ2PS    Y12, Y12
+	VFMADD231PS  Y11, Y12, Y6
+	VSHUFPS      $0x55, Y10, Y10, Y10
+	VMOVDQU      (R10), Y11
+	VPSRLW       $0x04, Y11, Y11
+	VPAND        Y1, Y11, Y11
+	VPMADDUBSW   32(R9), Y11, Y12
+	VPMADDWD     Y0, Y12, Y12
+	VPADDD       32(R13), Y12, Y12
+	VCVTDQ2PS    Y12, Y12
+	VFMADD231PS  Y10, Y12, Y3
+	VPMADDUBSW   32(R9)(SI*1), Y11, Y11
+	VPMADDWD     Y0, Y11, Y11
+	VPADDD       32(R13)(SI*1), Y11, Y11
+	VCVTDQ2PS    Y11, Y11
+	VFMADD231PS  Y10, Y11, Y7
+	ADDQ         $0x00000040, R9
+	ADDQ         $0x00000040, R13
+	ADDQ         $0x00000020, R10
+	ADDQ         $0x00000004, R11
+	SUBQ         $0x00000002, R12
+
+q4DotT2h32_sum:
+	VADDPS       Y4, Y2, Y2
+	VADDPS       Y5, Y3, Y3
+	VADDPS       Y3, Y2, Y2
+	VADDPS       Y8, Y6, Y6
+	VADDPS       Y9, Y7, Y7
+	VADDPS       Y7, Y6, Y6
+	VEXTRACTI128 $0x01, Y2, X3
+	VADDPS       X3, X2, X3
+	VPSHUFD      $0x4e, X3, X2
+	VADDPS       X2, X3, X3
+	VPSHUFD      $0xb1, X3, X2
+	VADDPS       X2, X3, X3
+	VMOVSS       X3, (DI)
+	VEXTRACTI128 $0x01, Y6, X2
+	VADDPS       X2, X6, X2
+	VPSHUFD      $0x4e, X2, X3
+	VADDPS       X3, X2, X2
+	VPSHUFD      $0xb1, X2, X3
+	VADDPS       X3, X2, X2
+	VMOVSS       X2, 4(DI)
+	ADDQ         CX, AX
+	ADDQ         BX, DX
+	ADDQ         $0x10, DI
+	DECQ         R8
+	JMP          q4DotT2h32_row
+
+q4DotT2h32_done:
+	VZEROUPPER
+	RET
+
 // func int8DotV1h32(w *int8, stride int, sc *uint16, sstride int, act *int8, nblk int, inv *float32, dst *float32, rows int)
 // Requires: AVX, AVX2, F16C, FMA3, MMX+
 TEXT ·int8DotV1h32(SB), NOSPLIT, $0-72
@@ -5790,6 +6090,135 @@ int8DotV1h32_sum:
 	JMP          int8DotV1h32_row
 
 int8DotV1h32_done:
+	VZEROUPPER
+	RET
+
+// func q4DotV1h32(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *int32, nblk int, inv *float32, dst *float32, rows int)
+// Requires: AVX, AVX2, F16C, FMA3, MMX+
+TEXT ·q4DotV1h32(SB), NOSPLIT, $0-80
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         sc+16(FP), DX
+	MOVQ         sstride+24(FP), BX
+	MOVQ         dst+64(FP), SI
+	MOVQ         rows+72(FP), DI
+	MOVL         $0x00010001, R8
+	VMOVD        R8, X0
+	VPBROADCASTD X0, Y0
+	MOVQ         inv+56(FP), R8
+	VMOVSS       (R8), X1
+	MOVL         $0x0f0f0f0f, R8
+	VMOVD        R8, X2
+	VPBROADCASTD X2, Y2
+
+q4DotV1h32_row:
+	CMPQ   DI, $0x00
+	JE     q4DotV1h32_done
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	MOVQ   act+32(FP), R8
+	MOVQ   bias+40(FP), R12
+	MOVQ   AX, R9
+	MOVQ   DX, R10
+	MOVQ   nblk+48(FP), R11
+
+q4DotV1h32_quad:
+	CMPQ         R11, $0x04
+	JB           q4DotV1h32_pair
+	VPBROADCASTQ (R10), X7
+	VCVTPH2PS    X7, Y7
+	PREFETCHT0   4096(R9)
+	VSHUFPS      $0x00, Y7, Y7, Y8
+	VMOVDQU      (R9), Y9
+	VPAND        Y2, Y9, Y9
+	VPMADDUBSW   (R8), Y9, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       (R12), Y9, Y9
+	VCVTDQ2PS    Y9, Y9
+	VFMADD231PS  Y8, Y9, Y3
+	VSHUFPS      $0x55, Y7, Y7, Y8
+	VMOVDQU      (R9), Y9
+	VPSRLW       $0x04, Y9, Y9
+	VPAND        Y2, Y9, Y9
+	VPMADDUBSW   32(R8), Y9, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       32(R12), Y9, Y9
+	VCVTDQ2PS    Y9, Y9
+	VFMADD231PS  Y8, Y9, Y4
+	VSHUFPS      $0xaa, Y7, Y7, Y8
+	VMOVDQU      32(R9), Y9
+	VPAND        Y2, Y9, Y9
+	VPMADDUBSW   64(R8), Y9, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       64(R12), Y9, Y9
+	VCVTDQ2PS    Y9, Y9
+	VFMADD231PS  Y8, Y9, Y5
+	VSHUFPS      $0xff, Y7, Y7, Y7
+	VMOVDQU      32(R9), Y8
+	VPSRLW       $0x04, Y8, Y8
+	VPAND        Y2, Y8, Y8
+	VPMADDUBSW   96(R8), Y8, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       96(R12), Y8, Y8
+	VCVTDQ2PS    Y8, Y8
+	VFMADD231PS  Y7, Y8, Y6
+	ADDQ         $0x00000080, R8
+	ADDQ         $0x00000080, R12
+	ADDQ         $0x00000040, R9
+	ADDQ         $0x00000008, R10
+	SUBQ         $0x00000004, R11
+	JMP          q4DotV1h32_quad
+
+q4DotV1h32_pair:
+	CMPQ         R11, $0x00
+	JE           q4DotV1h32_sum
+	VPBROADCASTD (R10), X7
+	VCVTPH2PS    X7, Y7
+	PREFETCHT0   4096(R9)
+	VSHUFPS      $0x00, Y7, Y7, Y8
+	VMOVDQU      (R9), Y9
+	VPAND        Y2, Y9, Y9
+	VPMADDUBSW   (R8), Y9, Y9
+	VPMADDWD     Y0, Y9, Y9
+	VPADDD       (R12), Y9, Y9
+	VCVTDQ2PS    Y9, Y9
+	VFMADD231PS  Y8, Y9, Y3
+	VSHUFPS      $0x55, Y7, Y7, Y7
+	VMOVDQU      (R9), Y8
+	VPSRLW       $0x04, Y8, Y8
+	VPAND        Y2, Y8, Y8
+	VPMADDUBSW   32(R8), Y8, Y8
+	VPMADDWD     Y0, Y8, Y8
+	VPADDD       32(R12), Y8, Y8
+	VCVTDQ2PS    Y8, Y8
+	VFMADD231PS  Y7, Y8, Y4
+	ADDQ         $0x00000040, R8
+	ADDQ         $0x00000040, R12
+	ADDQ         $0x00000020, R9
+	ADDQ         $0x00000004, R10
+	SUBQ         $0x00000002, R11
+
+q4DotV1h32_sum:
+	VADDPS       Y5, Y3, Y3
+	VADDPS       Y6, Y4, Y4
+	VADDPS       Y4, Y3, Y3
+	VEXTRACTI128 $0x01, Y3, X4
+	VADDPS       X4, X3, X4
+	VPSHUFD      $0x4e, X4, X3
+	VADDPS       X3, X4, X4
+	VPSHUFD      $0xb1, X4, X3
+	VADDPS       X3, X4, X4
+	VMULSS       X1, X4, X4
+	VMOVSS       X4, (SI)
+	ADDQ         CX, AX
+	ADDQ         BX, DX
+	ADDQ         $0x04, SI
+	DECQ         DI
+	JMP          q4DotV1h32_row
+
+q4DotV1h32_done:
 	VZEROUPPER
 	RET
 
@@ -7289,6 +7718,300 @@ int8DotT4h32V_done:
 	VZEROUPPER
 	RET
 
+// func q4DotT1h32V(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *int32, as int, nblk int, dst *float32, rows int)
+// Requires: AVX, AVX2, AVX-VNNI, F16C, FMA3, MMX+
+TEXT ·q4DotT1h32V(SB), NOSPLIT, $0-80
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         sc+16(FP), DX
+	MOVQ         sstride+24(FP), BX
+	MOVQ         as+48(FP), SI
+	LEAQ         (SI)(SI*2), SI
+	MOVQ         dst+64(FP), SI
+	MOVQ         rows+72(FP), DI
+	MOVL         $0x0f0f0f0f, R8
+	VMOVD        R8, X0
+	VPBROADCASTD X0, Y0
+
+q4DotT1h32V_row:
+	CMPQ   DI, $0x00
+	JE     q4DotT1h32V_done
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	MOVQ   act+32(FP), R8
+	MOVQ   bias+40(FP), R12
+	MOVQ   AX, R9
+	MOVQ   DX, R10
+	MOVQ   nblk+56(FP), R11
+
+q4DotT1h32V_quad:
+	CMPQ         R11, $0x04
+	JB           q4DotT1h32V_pair
+	VPBROADCASTQ (R10), X5
+	VCVTPH2PS    X5, Y5
+	PREFETCHT0   4096(R9)
+	VSHUFPS      $0x00, Y5, Y5, Y6
+	VMOVDQU      (R9), Y7
+	VPAND        Y0, Y7, Y7
+	VMOVDQU      (R12), Y9
+	VMOVDQU      (R8), Y8
+	BYTE $0xc4; BYTE $0x42; BYTE $0x45; BYTE $0x50; BYTE $0xc8 // VPDPBUSD Y8, Y7, Y9 (VEX: AVX-VNNI)
+	VCVTDQ2PS    Y9, Y9
+	VFMADD231PS  Y6, Y9, Y1
+	VSHUFPS      $0x55, Y5, Y5, Y6
+	VMOVDQU      (R9), Y7
+	VPSRLW       $0x04, Y7, Y7
+	VPAND        Y0, Y7, Y7
+	VMOVDQU      32(R12), Y9
+	VMOVDQU      32(R8), Y8
+	BYTE $0xc4; BYTE $0x42; BYTE $0x45; BYTE $0x50; BYTE $0xc8 // VPDPBUSD Y8, Y7, Y9 (VEX: AVX-VNNI)
+	VCVTDQ2PS    Y9, Y9
+	VFMADD231PS  Y6, Y9, Y2
+	VSHUFPS      $0xaa, Y5, Y5, Y6
+	VMOVDQU      32(R9), Y7
+	VPAND        Y0, Y7, Y7
+	VMOVDQU      64(R12), Y9
+	VMOVDQU      64(R8), Y8
+	BYTE $0xc4; BYTE $0x42; BYTE $0x45; BYTE $0x50; BYTE $0xc8 // VPDPBUSD Y8, Y7, Y9 (VEX: AVX-VNNI)
+	VCVTDQ2PS    Y9, Y9
+	VFMADD231PS  Y6, Y9, Y3
+	VSHUFPS      $0xff, Y5, Y5, Y5
+	VMOVDQU      32(R9), Y6
+	VPSRLW       $0x04, Y6, Y6
+	VPAND        Y0, Y6, Y6
+	VMOVDQU      96(R12), Y8
+	VMOVDQU      96(R8), Y7
+	BYTE $0xc4; BYTE $0x62; BYTE $0x4d; BYTE $0x50; BYTE $0xc7 // VPDPBUSD Y7, Y6, Y8 (VEX: AVX-VNNI)
+	VCVTDQ2PS    Y8, Y8
+	VFMADD231PS  Y5, Y8, Y4
+	ADDQ         $0x00000080, R8
+	ADDQ         $0x00000080, R12
+	ADDQ         $0x00000040, R9
+	ADDQ         $0x00000008, R10
+	SUBQ         $0x00000004, R11
+	JMP          q4DotT1h32V_quad
+
+q4DotT1h32V_pair:
+	CMPQ         R11, $0x00
+	JE           q4DotT1h32V_sum
+	VPBROADCASTD (R10), X5
+	VCVTPH2PS    X5, Y5
+	PREFETCHT0   4096(R9)
+	VSHUFPS      $0x00, Y5, Y5, Y6
+	VMOVDQU      (R9), Y7
+	VPAND        Y0, Y7, Y7
+	VMOVDQU      (R12), Y9
+	VMOVDQU      (R8), Y8
+	BYTE $0xc4; BYTE $0x42; BYTE $0x45; BYTE $0x50; BYTE $0xc8 // VPDPBUSD Y8, Y7, Y9 (VEX: AVX-VNNI)
+	VCVTDQ2PS    Y9, Y9
+	VFMADD231PS  Y6, Y9, Y1
+	VSHUFPS      $0x55, Y5, Y5, Y5
+	VMOVDQU      (R9), Y6
+	VPSRLW       $0x04, Y6, Y6
+	VPAND        Y0, Y6, Y6
+	VMOVDQU      32(R12), Y8
+	VMOVDQU      32(R8), Y7
+	BYTE $0xc4; BYTE $0x62; BYTE $0x4d; BYTE $0x50; BYTE $0xc7 // VPDPBUSD Y7, Y6, Y8 (VEX: AVX-VNNI)
+	VCVTDQ2PS    Y8, Y8
+	VFMADD231PS  Y5, Y8, Y2
+	ADDQ         $0x00000040, R8
+	ADDQ         $0x00000040, R12
+	ADDQ         $0x00000020, R9
+	ADDQ         $0x00000004, R10
+	SUBQ         $0x00000002, R11
+
+q4DotT1h32V_sum:
+	VADDPS       Y3, Y1, Y1
+	VADDPS       Y4, Y2, Y2
+	VADDPS       Y2, Y1, Y1
+	VEXTRACTI128 $0x01, Y1, X2
+	VADDPS       X2, X1, X2
+	VPSHUFD      $0x4e, X2, X1
+	VADDPS       X1, X2, X2
+	VPSHUFD      $0xb1, X2, X1
+	VADDPS       X1, X2, X2
+	VMOVSS       X2, (SI)
+	ADDQ         CX, AX
+	ADDQ         BX, DX
+	ADDQ         $0x10, SI
+	DECQ         DI
+	JMP          q4DotT1h32V_row
+
+q4DotT1h32V_done:
+	VZEROUPPER
+	RET
+
+// func q4DotT2h32V(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *int32, as int, nblk int, dst *float32, rows int)
+// Requires: AVX, AVX2, AVX-VNNI, F16C, FMA3, MMX+
+TEXT ·q4DotT2h32V(SB), NOSPLIT, $0-80
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         sc+16(FP), DX
+	MOVQ         sstride+24(FP), BX
+	MOVQ         as+48(FP), SI
+	LEAQ         (SI)(SI*2), DI
+	MOVQ         dst+64(FP), DI
+	MOVQ         rows+72(FP), R8
+	MOVL         $0x0f0f0f0f, R9
+	VMOVD        R9, X0
+	VPBROADCASTD X0, Y0
+
+q4DotT2h32V_row:
+	CMPQ   R8, $0x00
+	JE     q4DotT2h32V_done
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+	MOVQ   act+32(FP), R9
+	MOVQ   bias+40(FP), R13
+	MOVQ   AX, R10
+	MOVQ   DX, R11
+	MOVQ   nblk+56(FP), R12
+
+q4DotT2h32V_quad:
+	CMPQ         R12, $0x04
+	JB           q4DotT2h32V_pair
+	VPBROADCASTQ (R11), X9
+	VCVTPH2PS    X9, Y9
+	PREFETCHT0   4096(R10)
+	VSHUFPS      $0x00, Y9, Y9, Y10
+	VMOVDQU      (R10), Y11
+	VPAND        Y0, Y11, Y11
+	VMOVDQU      (R13), Y13
+	VMOVDQU      (R9), Y12
+	BYTE $0xc4; BYTE $0x42; BYTE $0x25; BYTE $0x50; BYTE $0xec // VPDPBUSD Y12, Y11, Y13 (VEX: AVX-VNNI)
+	VCVTDQ2PS    Y13, Y13
+	VFMADD231PS  Y10, Y13, Y1
+	VMOVDQU      (R13)(SI*1), Y13
+	VMOVDQU      (R9)(SI*1), Y12
+	BYTE $0xc4; BYTE $0x42; BYTE $0x25; BYTE $0x50; BYTE $0xec // VPDPBUSD Y12, Y11, Y13 (VEX: AVX-VNNI)
+	VCVTDQ2PS    Y13, Y13
+	VFMADD231PS  Y10, Y13, Y5
+	VSHUFPS      $0x55, Y9, Y9, Y10
+	VMOVDQU      (R10), Y11
+	VPSRLW       $0x04, Y11, Y11
+	VPAND        Y0, Y11, Y11
+	VMOVDQU      32(R13), Y13
+	VMOVDQU      32(R9), Y12
+	BYTE $0xc4; BYTE $0x42; BYTE $0x25; BYTE $0x50; BYTE $0xec // VPDPBUSD Y12, Y11, Y13 (VEX: AVX-VNNI)
+	VCVTDQ2PS    Y13, Y13
+	VFMADD231PS  Y10, Y13, Y2
+	VMOVDQU      32(R13)(SI*1), Y13
+	VMOVDQU      32(R9)(SI*1), Y12
+	BYTE $0xc4; BYTE $0x42; BYTE $0x25; BYTE $0x50; BYTE $0xec // VPDPBUSD Y12, Y11, Y13 (VEX: AVX-VNNI)
+	VCVTDQ2PS    Y13, Y13
+	VFMADD231PS  Y10, Y13, Y6
+	VSHUFPS      $0xaa, Y9, Y9, Y10
+	VMOVDQU      32(R10), Y11
+	VPAND        Y0, Y11, Y11
+	VMOVDQU      64(R13), Y13
+	VMOVDQU      64(R9), Y12
+	BYTE $0xc4; BYTE $0x42; BYTE $0x25; BYTE $0x50; BYTE $0xec // VPDPBUSD Y12, Y11, Y13 (VEX: AVX-VNNI)
+	VCVTDQ2PS    Y13, Y13
+	VFMADD231PS  Y10, Y13, Y3
+	VMOVDQU      64(R13)(SI*1), Y13
+	VMOVDQU      64(R9)(SI*1), Y12
+	BYTE $0xc4; BYTE $0x42; BYTE $0x25; BYTE $0x50; BYTE $0xec // VPDPBUSD Y12, Y11, Y13 (VEX: AVX-VNNI)
+	VCVTDQ2PS    Y13, Y13
+	VFMADD231PS  Y10, Y13, Y7
+	VSHUFPS      $0xff, Y9, Y9, Y9
+	VMOVDQU      32(R10), Y10
+	VPSRLW       $0x04, Y10, Y10
+	VPAND        Y0, Y10, Y10
+	VMOVDQU      96(R13), Y12
+	VMOVDQU      96(R9), Y11
+	BYTE $0xc4; BYTE $0x42; BYTE $0x2d; BYTE $0x50; BYTE $0xe3 // VPDPBUSD Y11, Y10, Y12 (VEX: AVX-VNNI)
+	VCVTDQ2PS    Y12, Y12
+	VFMADD231PS  Y9, Y12, Y4
+	VMOVDQU      96(R13)(SI*1), Y12
+	VMOVDQU      96(R9)(SI*1), Y11
+	BYTE $0xc4; BYTE $0x42; BYTE $0x2d; BYTE $0x50; BYTE $0xe3 // VPDPBUSD Y11, Y10, Y12 (VEX: AVX-VNNI)
+	VCVTDQ2PS    Y12, Y12
+	VFMADD231PS  Y9, Y12, Y8
+	ADDQ         $0x00000080, R9
+	ADDQ         $0x00000080, R13
+	ADDQ         $0x00000040, R10
+	ADDQ         $0x00000008, R11
+	SUBQ         $0x00000004, R12
+	JMP          q4DotT2h32V_quad
+
+q4DotT2h32V_pair:
+	CMPQ         R12, $0x00
+	JE           q4DotT2h32V_sum
+	VPBROADCASTD (R11), X9
+	VCVTPH2PS    X9, Y9
+	PREFETCHT0   4096(R10)
+	VSHUFPS      $0x00, Y9, Y9, Y10
+	VMOVDQU      (R10), Y11
+	VPAND        Y0, Y11, Y11
+	VMOVDQU      (R13), Y13
+	VMOVDQU      (R9), Y12
+	BYTE $0xc4; BYTE $0x42; BYTE $0x25; BYTE $0x50; BYTE $0xec // VPDPBUSD Y12, Y11, Y13 (VEX: AVX-VNNI)
+	VCVTDQ2PS    Y13, Y13
+	VFMADD231PS  Y10, Y13, Y1
+	VMOVDQU      (R13)(SI*1), Y13
+	VMOVDQU      (R9)(SI*1), Y12
+	BYTE $0xc4; BYTE $0x42; BYTE $0x25; BYTE $0x50; BYTE $0xec // VPDPBUSD Y12, Y11, Y13 (VEX: AVX-VNNI)
+	VCVTDQ2PS    Y13, Y13
+	VFMADD231PS  Y10, Y13, Y5
+	VSHUFPS      $0x55, Y9, Y9, Y9
+	VMOVDQU      (R10), Y10
+	VPSRLW       $0x04, Y10, Y10
+	VPAND        Y0, Y10, Y10
+	VMOVDQU      32(R13), Y12
+	VMOVDQU      32(R9), Y11
+	BYTE $0xc4; BYTE $0x42; BYTE $0x2d; BYTE $0x50; BYTE $0xe3 // VPDPBUSD Y11, Y10, Y12 (VEX: AVX-VNNI)
+	VCVTDQ2PS    Y12, Y12
+	VFMADD231PS  Y9, Y12, Y2
+	VMOVDQU      32(R13)(SI*1), Y12
+	VMOVDQU      32(R9)(SI*1), Y11
+	BYTE $0xc4; BYTE $0x42; BYTE $0x2d; BYTE $0x50; BYTE $0xe3 // VPDPBUSD Y11, Y10, Y12 (VEX: AVX-VNNI)
+	VCVTDQ2PS    Y12, Y12
+	VFMADD231PS  Y9, Y12, Y6
+	ADDQ         $0x00000040, R9
+	ADDQ         $0x00000040, R13
+	ADDQ         $0x00000020, R10
+	ADDQ         $0x00000004, R11
+	SUBQ         $0x00000002, R12
+
+q4DotT2h32V_sum:
+	VADDPS       Y3, Y1, Y1
+	VADDPS       Y4, Y2, Y2
+	VADDPS       Y2, Y1, Y1
+	VADDPS       Y7, Y5, Y5
+	VADDPS       Y8, Y6, Y6
+	VADDPS       Y6, Y5, Y5
+	VEXTRACTI128 $0x01, Y1, X2
+	VADDPS       X2, X1, X2
+	VPSHUFD      $0x4e, X2, X1
+	VADDPS       X1, X2, X2
+	VPSHUFD      $0xb1, X2, X1
+	VADDPS       X1, X2, X2
+	VMOVSS       X2, (DI)
+	VEXTRACTI128 $0x01, Y5, X1
+	VADDPS       X1, X5, X1
+	VPSHUFD      $0x4e, X1, X2
+	VADDPS       X2, X1, X1
+	VPSHUFD      $0xb1, X1, X2
+	VADDPS       X2, X1, X1
+	VMOVSS       X1, 4(DI)
+	ADDQ         CX, AX
+	ADDQ         BX, DX
+	ADDQ         $0x10, DI
+	DECQ         R8
+	JMP          q4DotT2h32V_row
+
+q4DotT2h32V_done:
+	VZEROUPPER
+	RET
+
 // func int8DotV1h32V(w *int8, stride int, sc *uint16, sstride int, act *int8, nblk int, inv *float32, dst *float32, rows int)
 // Requires: AVX, AVX2, AVX-VNNI, F16C, FMA3, MMX+
 TEXT ·int8DotV1h32V(SB), NOSPLIT, $0-72
@@ -7406,6 +8129,132 @@ int8DotV1h32V_sum:
 	JMP          int8DotV1h32V_row
 
 int8DotV1h32V_done:
+	VZEROUPPER
+	RET
+
+// func q4DotV1h32V(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *int32, nblk int, inv *float32, dst *float32, rows int)
+// Requires: AVX, AVX2, AVX-VNNI, F16C, FMA3, MMX+
+TEXT ·q4DotV1h32V(SB), NOSPLIT, $0-80
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         sc+16(FP), DX
+	MOVQ         sstride+24(FP), BX
+	MOVQ         dst+64(FP), SI
+	MOVQ         rows+72(FP), DI
+	MOVQ         inv+56(FP), R8
+	VMOVSS       (R8), X0
+	MOVL         $0x0f0f0f0f, R8
+	VMOVD        R8, X1
+	VPBROADCASTD X1, Y1
+
+q4DotV1h32V_row:
+	CMPQ   DI, $0x00
+	JE     q4DotV1h32V_done
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	MOVQ   act+32(FP), R8
+	MOVQ   bias+40(FP), R12
+	MOVQ   AX, R9
+	MOVQ   DX, R10
+	MOVQ   nblk+48(FP), R11
+
+q4DotV1h32V_quad:
+	CMPQ         R11, $0x04
+	JB           q4DotV1h32V_pair
+	VPBROADCASTQ (R10), X6
+	VCVTPH2PS    X6, Y6
+	PREFETCHT0   4096(R9)
+	VSHUFPS      $0x00, Y6, Y6, Y7
+	VMOVDQU      (R9), Y8
+	VPAND        Y1, Y8, Y8
+	VMOVDQU      (R12), Y10
+	VMOVDQU      (R8), Y9
+	BYTE $0xc4; BYTE $0x42; BYTE $0x3d; BYTE $0x50; BYTE $0xd1 // VPDPBUSD Y9, Y8, Y10 (VEX: AVX-VNNI)
+	VCVTDQ2PS    Y10, Y10
+	VFMADD231PS  Y7, Y10, Y2
+	VSHUFPS      $0x55, Y6, Y6, Y7
+	VMOVDQU      (R9), Y8
+	VPSRLW       $0x04, Y8, Y8
+	VPAND        Y1, Y8, Y8
+	VMOVDQU      32(R12), Y10
+	VMOVDQU      32(R8), Y9
+	BYTE $0xc4; BYTE $0x42; BYTE $0x3d; BYTE $0x50; BYTE $0xd1 // VPDPBUSD Y9, Y8, Y10 (VEX: AVX-VNNI)
+	VCVTDQ2PS    Y10, Y10
+	VFMADD231PS  Y7, Y10, Y3
+	VSHUFPS      $0xaa, Y6, Y6, Y7
+	VMOVDQU      32(R9), Y8
+	VPAND        Y1, Y8, Y8
+	VMOVDQU      64(R12), Y10
+	VMOVDQU      64(R8), Y9
+	BYTE $0xc4; BYTE $0x42; BYTE $0x3d; BYTE $0x50; BYTE $0xd1 // VPDPBUSD Y9, Y8, Y10 (VEX: AVX-VNNI)
+	VCVTDQ2PS    Y10, Y10
+	VFMADD231PS  Y7, Y10, Y4
+	VSHUFPS      $0xff, Y6, Y6, Y6
+	VMOVDQU      32(R9), Y7
+	VPSRLW       $0x04, Y7, Y7
+	VPAND        Y1, Y7, Y7
+	VMOVDQU      96(R12), Y9
+	VMOVDQU      96(R8), Y8
+	BYTE $0xc4; BYTE $0x42; BYTE $0x45; BYTE $0x50; BYTE $0xc8 // VPDPBUSD Y8, Y7, Y9 (VEX: AVX-VNNI)
+	VCVTDQ2PS    Y9, Y9
+	VFMADD231PS  Y6, Y9, Y5
+	ADDQ         $0x00000080, R8
+	ADDQ         $0x00000080, R12
+	ADDQ         $0x00000040, R9
+	ADDQ         $0x00000008, R10
+	SUBQ         $0x00000004, R11
+	JMP          q4DotV1h32V_quad
+
+q4DotV1h32V_pair:
+	CMPQ         R11, $0x00
+	JE           q4DotV1h32V_sum
+	VPBROADCASTD (R10), X6
+	VCVTPH2PS    X6, Y6
+	PREFETCHT0   4096(R9)
+	VSHUFPS      $0x00, Y6, Y6, Y7
+	VMOVDQU      (R9), Y8
+	VPAND        Y1, Y8, Y8
+	VMOVDQU      (R12), Y10
+	VMOVDQU      (R8), Y9
+	BYTE $0xc4; BYTE $0x42; BYTE $0x3d; BYTE $0x50; BYTE $0xd1 // VPDPBUSD Y9, Y8, Y10 (VEX: AVX-VNNI)
+	VCVTDQ2PS    Y10, Y10
+	VFMADD231PS  Y7, Y10, Y2
+	VSHUFPS      $0x55, Y6, Y6, Y6
+	VMOVDQU      (R9), Y7
+	VPSRLW       $0x04, Y7, Y7
+	VPAND        Y1, Y7, Y7
+	VMOVDQU      32(R12), Y9
+	VMOVDQU      32(R8), Y8
+	BYTE $0xc4; BYTE $0x42; BYTE $0x45; BYTE $0x50; BYTE $0xc8 // VPDPBUSD Y8, Y7, Y9 (VEX: AVX-VNNI)
+	VCVTDQ2PS    Y9, Y9
+	VFMADD231PS  Y6, Y9, Y3
+	ADDQ         $0x00000040, R8
+	ADDQ         $0x00000040, R12
+	ADDQ         $0x00000020, R9
+	ADDQ         $0x00000004, R10
+	SUBQ         $0x00000002, R11
+
+q4DotV1h32V_sum:
+	VADDPS       Y4, Y2, Y2
+	VADDPS       Y5, Y3, Y3
+	VADDPS       Y3, Y2, Y2
+	VEXTRACTI128 $0x01, Y2, X3
+	VADDPS       X3, X2, X3
+	VPSHUFD      $0x4e, X3, X2
+	VADDPS       X2, X3, X3
+	VPSHUFD      $0xb1, X3, X2
+	VADDPS       X2, X3, X3
+	VMULSS       X0, X3, X3
+	VMOVSS       X3, (SI)
+	ADDQ         CX, AX
+	ADDQ         BX, DX
+	ADDQ         $0x04, SI
+	DECQ         DI
+	JMP          q4DotV1h32V_row
+
+q4DotV1h32V_done:
 	VZEROUPPER
 	RET
 
@@ -10264,6 +11113,34 @@ qi_loop:
 	JMP          qi_loop
 
 qi_done:
+	VZEROUPPER
+	RET
+
+// func nibbleBias(q *int8, n int, bias *int32)
+// Requires: AVX, AVX2
+TEXT ·nibbleBias(SB), NOSPLIT, $0-24
+	MOVQ         q+0(FP), AX
+	MOVQ         n+8(FP), CX
+	MOVQ         bias+16(FP), DX
+	MOVL         $0x08080808, BX
+	VMOVD        BX, X0
+	VPBROADCASTD X0, Y0
+	MOVL         $0xffffffff, BX
+	VMOVD        BX, X1
+	VPBROADCASTD X1, Y1
+
+nb_loop:
+	CMPQ       CX, $0x00
+	JE         nb_done
+	VPMADDUBSW (AX), Y0, Y2
+	VPMADDWD   Y1, Y2, Y2
+	VMOVDQU    Y2, (DX)
+	ADDQ       $0x20, AX
+	ADDQ       $0x20, DX
+	SUBQ       $0x20, CX
+	JMP        nb_loop
+
+nb_done:
 	VZEROUPPER
 	RET
 

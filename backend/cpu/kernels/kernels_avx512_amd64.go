@@ -39,6 +39,11 @@ func int8DotT1g32Z(w *int8, stride int, sc *float32, sstride int, act *int8, as 
 //go:noescape
 func int8DotT1h32Z(w *int8, stride int, sc *uint16, sstride int, act *int8, as int, nblk int, dst *float32, rows int)
 
+// q4DotT1h32Z is q4DotT1h32 with AVX-512 VNNI, the same results bit for bit; see int8DotBatchZ in _gen.
+//
+//go:noescape
+func q4DotT1h32Z(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *int32, as int, nblk int, dst *float32, rows int)
+
 // int8DotT2g32Z is int8DotT2g32 with AVX-512 VNNI, the same results bit for bit; see int8DotBatchZ in _gen.
 //
 //go:noescape
@@ -48,6 +53,11 @@ func int8DotT2g32Z(w *int8, stride int, sc *float32, sstride int, act *int8, as 
 //
 //go:noescape
 func int8DotT2h32Z(w *int8, stride int, sc *uint16, sstride int, act *int8, as int, nblk int, dst *float32, rows int)
+
+// q4DotT2h32Z is q4DotT2h32 with AVX-512 VNNI, the same results bit for bit; see int8DotBatchZ in _gen.
+//
+//go:noescape
+func q4DotT2h32Z(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *int32, as int, nblk int, dst *float32, rows int)
 
 // int8DotT3g32Z is int8DotT3g32 with AVX-512 VNNI, the same results bit for bit; see int8DotBatchZ in _gen.
 //
@@ -59,6 +69,11 @@ func int8DotT3g32Z(w *int8, stride int, sc *float32, sstride int, act *int8, as 
 //go:noescape
 func int8DotT3h32Z(w *int8, stride int, sc *uint16, sstride int, act *int8, as int, nblk int, dst *float32, rows int)
 
+// q4DotT3h32Z is q4DotT3h32 with AVX-512 VNNI, the same results bit for bit; see int8DotBatchZ in _gen.
+//
+//go:noescape
+func q4DotT3h32Z(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *int32, as int, nblk int, dst *float32, rows int)
+
 // int8DotT4g32Z is int8DotT4g32 with AVX-512 VNNI, the same results bit for bit; see int8DotBatchZ in _gen.
 //
 //go:noescape
@@ -68,6 +83,11 @@ func int8DotT4g32Z(w *int8, stride int, sc *float32, sstride int, act *int8, as 
 //
 //go:noescape
 func int8DotT4h32Z(w *int8, stride int, sc *uint16, sstride int, act *int8, as int, nblk int, dst *float32, rows int)
+
+// q4DotT4h32Z is q4DotT4h32 with AVX-512 VNNI, the same results bit for bit; see int8DotBatchZ in _gen.
+//
+//go:noescape
+func q4DotT4h32Z(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *int32, as int, nblk int, dst *float32, rows int)
 
 // softmaxExpZ is softmaxExp with AVX-512; see softmaxExpZ in _gen.
 //

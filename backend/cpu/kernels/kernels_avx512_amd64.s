@@ -112,6 +112,42 @@ DATA z_mask3<>+56(SB)/4, $0x03030303
 DATA z_mask3<>+60(SB)/4, $0x03030303
 GLOBL z_mask3<>(SB), RODATA|NOPTR, $64
 
+DATA z_mask0f<>+0(SB)/4, $0x0f0f0f0f
+DATA z_mask0f<>+4(SB)/4, $0x0f0f0f0f
+DATA z_mask0f<>+8(SB)/4, $0x0f0f0f0f
+DATA z_mask0f<>+12(SB)/4, $0x0f0f0f0f
+DATA z_mask0f<>+16(SB)/4, $0x0f0f0f0f
+DATA z_mask0f<>+20(SB)/4, $0x0f0f0f0f
+DATA z_mask0f<>+24(SB)/4, $0x0f0f0f0f
+DATA z_mask0f<>+28(SB)/4, $0x0f0f0f0f
+DATA z_mask0f<>+32(SB)/4, $0x0f0f0f0f
+DATA z_mask0f<>+36(SB)/4, $0x0f0f0f0f
+DATA z_mask0f<>+40(SB)/4, $0x0f0f0f0f
+DATA z_mask0f<>+44(SB)/4, $0x0f0f0f0f
+DATA z_mask0f<>+48(SB)/4, $0x0f0f0f0f
+DATA z_mask0f<>+52(SB)/4, $0x0f0f0f0f
+DATA z_mask0f<>+56(SB)/4, $0x0f0f0f0f
+DATA z_mask0f<>+60(SB)/4, $0x0f0f0f0f
+GLOBL z_mask0f<>(SB), RODATA|NOPTR, $64
+
+DATA z_nibshift<>+0(SB)/4, $0x00000000
+DATA z_nibshift<>+4(SB)/4, $0x00000000
+DATA z_nibshift<>+8(SB)/4, $0x00000000
+DATA z_nibshift<>+12(SB)/4, $0x00000000
+DATA z_nibshift<>+16(SB)/4, $0x00000000
+DATA z_nibshift<>+20(SB)/4, $0x00000000
+DATA z_nibshift<>+24(SB)/4, $0x00000000
+DATA z_nibshift<>+28(SB)/4, $0x00000000
+DATA z_nibshift<>+32(SB)/4, $0x00000004
+DATA z_nibshift<>+36(SB)/4, $0x00000004
+DATA z_nibshift<>+40(SB)/4, $0x00000004
+DATA z_nibshift<>+44(SB)/4, $0x00000004
+DATA z_nibshift<>+48(SB)/4, $0x00000004
+DATA z_nibshift<>+52(SB)/4, $0x00000004
+DATA z_nibshift<>+56(SB)/4, $0x00000004
+DATA z_nibshift<>+60(SB)/4, $0x00000004
+GLOBL z_nibshift<>(SB), RODATA|NOPTR, $64
+
 // func ternaryVecT1Z(w *byte, stride int, act *int8, n128 int, tail int, rs *float32, sum *int32, inv *float32, dst *float32, rows int)
 // Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512VNNI, MMX+
 TEXT ·ternaryVecT1Z(SB), NOSPLIT, $0-80
@@ -1308,6 +1344,116 @@ int8DotT1h32Z_r1_end:
 	VZEROUPPER
 	RET
 
+// func q4DotT1h32Z(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *int32, as int, nblk int, dst *float32, rows int)
+// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512VNNI, F16C, MMX+
+TEXT ·q4DotT1h32Z(SB), NOSPLIT, $0-80
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         sc+16(FP), DX
+	MOVQ         sstride+24(FP), BX
+	MOVQ         as+48(FP), SI
+	LEAQ         (SI)(SI*2), SI
+	MOVQ         dst+64(FP), SI
+	MOVQ         rows+72(FP), DI
+	VPXORD       Z0, Z0, Z0
+	VMOVDQU64    z_nibshift<>+0(SB), Z0
+	VMOVDQU64    z_mask0f<>+0(SB), Z4
+	MOVL         $0x00000000, R8
+	VMOVD        R8, X1
+	VPBROADCASTD X1, Y1
+	MOVL         $0x00000001, R8
+	VMOVD        R8, X5
+	VPBROADCASTD X5, Y5
+	VINSERTI64X4 $0x01, Y5, Z1, Z1
+	MOVL         $0x00000002, R8
+	VMOVD        R8, X5
+	VPBROADCASTD X5, Y5
+	MOVL         $0x00000003, R8
+	VMOVD        R8, X6
+	VPBROADCASTD X6, Y6
+	VINSERTI64X4 $0x01, Y6, Z5, Z5
+
+q4DotT1h32Z_r1_row:
+	CMPQ   DI, $0x01
+	JB     q4DotT1h32Z_r1_end
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	MOVQ   act+32(FP), R8
+	MOVQ   bias+40(FP), R12
+	MOVQ   AX, R9
+	MOVQ   DX, R10
+	MOVQ   nblk+56(FP), R11
+
+q4DotT1h32Z_r1_quad:
+	CMPQ            R11, $0x04
+	JB              q4DotT1h32Z_r1_pair
+	VPBROADCASTQ    (R10), X6
+	VCVTPH2PS       X6, Y6
+	VPERMPS         Z6, Z1, Z7
+	PREFETCHT0      8192(R9)
+	VBROADCASTI64X4 (R9), Z8
+	VPSRLVD         Z0, Z8, Z8
+	VPANDD          Z4, Z8, Z8
+	VMOVDQU64       (R12), Z9
+	VPDPBUSD        (R8), Z8, Z9
+	VCVTDQ2PS       Z9, Z9
+	VFMADD231PS     Z7, Z9, Z2
+	VPERMPS         Z6, Z5, Z7
+	VBROADCASTI64X4 32(R9), Z8
+	VPSRLVD         Z0, Z8, Z8
+	VPANDD          Z4, Z8, Z8
+	VMOVDQU64       64(R12), Z9
+	VPDPBUSD        64(R8), Z8, Z9
+	VCVTDQ2PS       Z9, Z9
+	VFMADD231PS     Z7, Z9, Z3
+	ADDQ            $0x00000080, R8
+	ADDQ            $0x00000080, R12
+	ADDQ            $0x00000040, R9
+	ADDQ            $0x08, R10
+	SUBQ            $0x04, R11
+	JMP             q4DotT1h32Z_r1_quad
+
+q4DotT1h32Z_r1_pair:
+	CMPQ            R11, $0x00
+	JE              q4DotT1h32Z_r1_sum
+	VPBROADCASTD    (R10), X6
+	VCVTPH2PS       X6, Y6
+	VPERMPS         Z6, Z1, Z7
+	PREFETCHT0      8192(R9)
+	VBROADCASTI64X4 (R9), Z8
+	VPSRLVD         Z0, Z8, Z8
+	VPANDD          Z4, Z8, Z8
+	VMOVDQU64       (R12), Z9
+	VPDPBUSD        (R8), Z8, Z9
+	VCVTDQ2PS       Z9, Z9
+	VFMADD231PS     Z7, Z9, Z2
+	ADDQ            $0x00000040, R8
+	ADDQ            $0x00000040, R12
+	ADDQ            $0x00000020, R9
+	ADDQ            $0x04, R10
+	SUBQ            $0x02, R11
+
+q4DotT1h32Z_r1_sum:
+	VADDPS        Z3, Z2, Z2
+	VEXTRACTF64X4 $0x01, Z2, Y6
+	VADDPS        Y6, Y2, Y6
+	VEXTRACTF32X4 $0x01, Y6, X7
+	VADDPS        X7, X6, X7
+	VPSHUFD       $0x4e, X7, X6
+	VADDPS        X6, X7, X7
+	VPSHUFD       $0xb1, X7, X6
+	VADDPS        X6, X7, X7
+	VMOVSS        X7, (SI)
+	ADDQ          CX, AX
+	ADDQ          BX, DX
+	ADDQ          $0x00000010, SI
+	SUBQ          $0x01, DI
+	JMP           q4DotT1h32Z_r1_row
+
+q4DotT1h32Z_r1_end:
+	VZEROUPPER
+	RET
+
 // func int8DotT2g32Z(w *int8, stride int, sc *float32, sstride int, act *int8, as int, nblk int, dst *float32, rows int)
 // Requires: AVX, AVX2, AVX512BW, AVX512F, AVX512VL, AVX512VNNI, MMX+
 TEXT ·int8DotT2g32Z(SB), NOSPLIT, $0-72
@@ -1579,6 +1725,140 @@ int8DotT2h32Z_r1_sum:
 	JMP           int8DotT2h32Z_r1_row
 
 int8DotT2h32Z_r1_end:
+	VZEROUPPER
+	RET
+
+// func q4DotT2h32Z(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *int32, as int, nblk int, dst *float32, rows int)
+// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512VNNI, F16C, MMX+
+TEXT ·q4DotT2h32Z(SB), NOSPLIT, $0-80
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         sc+16(FP), DX
+	MOVQ         sstride+24(FP), BX
+	MOVQ         as+48(FP), SI
+	LEAQ         (SI)(SI*2), DI
+	MOVQ         dst+64(FP), DI
+	MOVQ         rows+72(FP), R8
+	VPXORD       Z0, Z0, Z0
+	VMOVDQU64    z_nibshift<>+0(SB), Z0
+	VMOVDQU64    z_mask0f<>+0(SB), Z6
+	MOVL         $0x00000000, R9
+	VMOVD        R9, X1
+	VPBROADCASTD X1, Y1
+	MOVL         $0x00000001, R9
+	VMOVD        R9, X7
+	VPBROADCASTD X7, Y7
+	VINSERTI64X4 $0x01, Y7, Z1, Z1
+	MOVL         $0x00000002, R9
+	VMOVD        R9, X7
+	VPBROADCASTD X7, Y7
+	MOVL         $0x00000003, R9
+	VMOVD        R9, X8
+	VPBROADCASTD X8, Y8
+	VINSERTI64X4 $0x01, Y8, Z7, Z7
+
+q4DotT2h32Z_r1_row:
+	CMPQ   R8, $0x01
+	JB     q4DotT2h32Z_r1_end
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	MOVQ   act+32(FP), R9
+	MOVQ   bias+40(FP), R13
+	MOVQ   AX, R10
+	MOVQ   DX, R11
+	MOVQ   nblk+56(FP), R12
+
+q4DotT2h32Z_r1_quad:
+	CMPQ            R12, $0x04
+	JB              q4DotT2h32Z_r1_pair
+	VPBROADCASTQ    (R11), X8
+	VCVTPH2PS       X8, Y8
+	VPERMPS         Z8, Z1, Z9
+	PREFETCHT0      8192(R10)
+	VBROADCASTI64X4 (R10), Z10
+	VPSRLVD         Z0, Z10, Z10
+	VPANDD          Z6, Z10, Z10
+	VMOVDQU64       (R13), Z11
+	VPDPBUSD        (R9), Z10, Z11
+	VCVTDQ2PS       Z11, Z11
+	VFMADD231PS     Z9, Z11, Z2
+	VMOVDQU64       (R13)(SI*1), Z11
+	VPDPBUSD        (R9)(SI*1), Z10, Z11
+	VCVTDQ2PS       Z11, Z11
+	VFMADD231PS     Z9, Z11, Z4
+	VPERMPS         Z8, Z7, Z9
+	VBROADCASTI64X4 32(R10), Z10
+	VPSRLVD         Z0, Z10, Z10
+	VPANDD          Z6, Z10, Z10
+	VMOVDQU64       64(R13), Z11
+	VPDPBUSD        64(R9), Z10, Z11
+	VCVTDQ2PS       Z11, Z11
+	VFMADD231PS     Z9, Z11, Z3
+	VMOVDQU64       64(R13)(SI*1), Z11
+	VPDPBUSD        64(R9)(SI*1), Z10, Z11
+	VCVTDQ2PS       Z11, Z11
+	VFMADD231PS     Z9, Z11, Z5
+	ADDQ            $0x00000080, R9
+	ADDQ            $0x00000080, R13
+	ADDQ            $0x00000040, R10
+	ADDQ            $0x08, R11
+	SUBQ            $0x04, R12
+	JMP             q4DotT2h32Z_r1_quad
+
+q4DotT2h32Z_r1_pair:
+	CMPQ            R12, $0x00
+	JE              q4DotT2h32Z_r1_sum
+	VPBROADCASTD    (R11), X8
+	VCVTPH2PS       X8, Y8
+	VPERMPS         Z8, Z1, Z9
+	PREFETCHT0      8192(R10)
+	VBROADCASTI64X4 (R10), Z10
+	VPSRLVD         Z0, Z10, Z10
+	VPANDD          Z6, Z10, Z10
+	VMOVDQU64       (R13), Z11
+	VPDPBUSD        (R9), Z10, Z11
+	VCVTDQ2PS       Z11, Z11
+	VFMADD231PS     Z9, Z11, Z2
+	VMOVDQU64       (R13)(SI*1), Z11
+	VPDPBUSD        (R9)(SI*1), Z10, Z11
+	VCVTDQ2PS       Z11, Z11
+	VFMADD231PS     Z9, Z11, Z4
+	ADDQ            $0x00000040, R9
+	ADDQ            $0x00000040, R13
+	ADDQ            $0x00000020, R10
+	ADDQ            $0x04, R11
+	SUBQ            $0x02, R12
+
+q4DotT2h32Z_r1_sum:
+	VADDPS        Z3, Z2, Z2
+	VEXTRACTF64X4 $0x01, Z2, Y8
+	VADDPS        Y8, Y2, Y8
+	VEXTRACTF32X4 $0x01, Y8, X9
+	VADDPS        X9, X8, X9
+	VPSHUFD       $0x4e, X9, X8
+	VADDPS        X8, X9, X9
+	VPSHUFD       $0xb1, X9, X8
+	VADDPS        X8, X9, X9
+	VMOVSS        X9, (DI)
+	VADDPS        Z5, Z4, Z4
+	VEXTRACTF64X4 $0x01, Z4, Y8
+	VADDPS        Y8, Y4, Y8
+	VEXTRACTF32X4 $0x01, Y8, X9
+	VADDPS        X9, X8, X9
+	VPSHUFD       $0x4e, X9, X8
+	VADDPS        X8, X9, X9
+	VPSHUFD       $0xb1, X9, X8
+	VADDPS        X8, X9, X9
+	VMOVSS        X9, 4(DI)
+	ADDQ          CX, AX
+	ADDQ          BX, DX
+	ADDQ          $0x00000010, DI
+	SUBQ          $0x01, R8
+	JMP           q4DotT2h32Z_r1_row
+
+q4DotT2h32Z_r1_end:
 	VZEROUPPER
 	RET
 
@@ -1909,6 +2189,164 @@ int8DotT3h32Z_r1_sum:
 	JMP           int8DotT3h32Z_r1_row
 
 int8DotT3h32Z_r1_end:
+	VZEROUPPER
+	RET
+
+// func q4DotT3h32Z(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *int32, as int, nblk int, dst *float32, rows int)
+// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512VNNI, F16C, MMX+
+TEXT ·q4DotT3h32Z(SB), NOSPLIT, $0-80
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         sc+16(FP), DX
+	MOVQ         sstride+24(FP), BX
+	MOVQ         as+48(FP), SI
+	LEAQ         (SI)(SI*2), DI
+	MOVQ         dst+64(FP), DI
+	MOVQ         rows+72(FP), R8
+	VPXORD       Z0, Z0, Z0
+	VMOVDQU64    z_nibshift<>+0(SB), Z0
+	VMOVDQU64    z_mask0f<>+0(SB), Z8
+	MOVL         $0x00000000, R9
+	VMOVD        R9, X1
+	VPBROADCASTD X1, Y1
+	MOVL         $0x00000001, R9
+	VMOVD        R9, X9
+	VPBROADCASTD X9, Y9
+	VINSERTI64X4 $0x01, Y9, Z1, Z1
+	MOVL         $0x00000002, R9
+	VMOVD        R9, X9
+	VPBROADCASTD X9, Y9
+	MOVL         $0x00000003, R9
+	VMOVD        R9, X10
+	VPBROADCASTD X10, Y10
+	VINSERTI64X4 $0x01, Y10, Z9, Z9
+
+q4DotT3h32Z_r1_row:
+	CMPQ   R8, $0x01
+	JB     q4DotT3h32Z_r1_end
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	MOVQ   act+32(FP), R9
+	MOVQ   bias+40(FP), R13
+	MOVQ   AX, R10
+	MOVQ   DX, R11
+	MOVQ   nblk+56(FP), R12
+
+q4DotT3h32Z_r1_quad:
+	CMPQ            R12, $0x04
+	JB              q4DotT3h32Z_r1_pair
+	VPBROADCASTQ    (R11), X10
+	VCVTPH2PS       X10, Y10
+	VPERMPS         Z10, Z1, Z11
+	PREFETCHT0      8192(R10)
+	VBROADCASTI64X4 (R10), Z12
+	VPSRLVD         Z0, Z12, Z12
+	VPANDD          Z8, Z12, Z12
+	VMOVDQU64       (R13), Z13
+	VPDPBUSD        (R9), Z12, Z13
+	VCVTDQ2PS       Z13, Z13
+	VFMADD231PS     Z11, Z13, Z2
+	VMOVDQU64       (R13)(SI*1), Z13
+	VPDPBUSD        (R9)(SI*1), Z12, Z13
+	VCVTDQ2PS       Z13, Z13
+	VFMADD231PS     Z11, Z13, Z4
+	VMOVDQU64       (R13)(SI*2), Z13
+	VPDPBUSD        (R9)(SI*2), Z12, Z13
+	VCVTDQ2PS       Z13, Z13
+	VFMADD231PS     Z11, Z13, Z6
+	VPERMPS         Z10, Z9, Z11
+	VBROADCASTI64X4 32(R10), Z12
+	VPSRLVD         Z0, Z12, Z12
+	VPANDD          Z8, Z12, Z12
+	VMOVDQU64       64(R13), Z13
+	VPDPBUSD        64(R9), Z12, Z13
+	VCVTDQ2PS       Z13, Z13
+	VFMADD231PS     Z11, Z13, Z3
+	VMOVDQU64       64(R13)(SI*1), Z13
+	VPDPBUSD        64(R9)(SI*1), Z12, Z13
+	VCVTDQ2PS       Z13, Z13
+	VFMADD231PS     Z11, Z13, Z5
+	VMOVDQU64       64(R13)(SI*2), Z13
+	VPDPBUSD        64(R9)(SI*2), Z12, Z13
+	VCVTDQ2PS       Z13, Z13
+	VFMADD231PS     Z11, Z13, Z7
+	ADDQ            $0x00000080, R9
+	ADDQ            $0x00000080, R13
+	ADDQ            $0x00000040, R10
+	ADDQ            $0x08, R11
+	SUBQ            $0x04, R12
+	JMP             q4DotT3h32Z_r1_quad
+
+q4DotT3h32Z_r1_pair:
+	CMPQ            R12, $0x00
+	JE              q4DotT3h32Z_r1_sum
+	VPBROADCASTD    (R11), X10
+	VCVTPH2PS       X10, Y10
+	VPERMPS         Z10, Z1, Z11
+	PREFETCHT0      8192(R10)
+	VBROADCASTI64X4 (R10), Z12
+	VPSRLVD         Z0, Z12, Z12
+	VPANDD          Z8, Z12, Z12
+	VMOVDQU64       (R13), Z13
+	VPDPBUSD        (R9), Z12, Z13
+	VCVTDQ2PS       Z13, Z13
+	VFMADD231PS     Z11, Z13, Z2
+	VMOVDQU64       (R13)(SI*1), Z13
+	VPDPBUSD        (R9)(SI*1), Z12, Z13
+	VCVTDQ2PS       Z13, Z13
+	VFMADD231PS     Z11, Z13, Z4
+	VMOVDQU64       (R13)(SI*2), Z13
+	VPDPBUSD        (R9)(SI*2), Z12, Z13
+	VCVTDQ2PS       Z13, Z13
+	VFMADD231PS     Z11, Z13, Z6
+	ADDQ            $0x00000040, R9
+	ADDQ            $0x00000040, R13
+	ADDQ            $0x00000020, R10
+	ADDQ            $0x04, R11
+	SUBQ            $0x02, R12
+
+q4DotT3h32Z_r1_sum:
+	VADDPS        Z3, Z2, Z2
+	VEXTRACTF64X4 $0x01, Z2, Y10
+	VADDPS        Y10, Y2, Y10
+	VEXTRACTF32X4 $0x01, Y10, X11
+	VADDPS        X11, X10, X11
+	VPSHUFD       $0x4e, X11, X10
+	VADDPS        X10, X11, X11
+	VPSHUFD       $0xb1, X11, X10
+	VADDPS        X10, X11, X11
+	VMOVSS        X11, (DI)
+	VADDPS        Z5, Z4, Z4
+	VEXTRACTF64X4 $0x01, Z4, Y10
+	VADDPS        Y10, Y4, Y10
+	VEXTRACTF32X4 $0x01, Y10, X11
+	VADDPS        X11, X10, X11
+	VPSHUFD       $0x4e, X11, X10
+	VADDPS        X10, X11, X11
+	VPSHUFD       $0xb1, X11, X10
+	VADDPS        X10, X11, X11
+	VMOVSS        X11, 4(DI)
+	VADDPS        Z7, Z6, Z6
+	VEXTRACTF64X4 $0x01, Z6, Y10
+	VADDPS        Y10, Y6, Y10
+	VEXTRACTF32X4 $0x01, Y10, X11
+	VADDPS        X11, X10, X11
+	VPSHUFD       $0x4e, X11, X10
+	VADDPS        X10, X11, X11
+	VPSHUFD       $0xb1, X11, X10
+	VADDPS        X10, X11, X11
+	VMOVSS        X11, 8(DI)
+	ADDQ          CX, AX
+	ADDQ          BX, DX
+	ADDQ          $0x00000010, DI
+	SUBQ          $0x01, R8
+	JMP           q4DotT3h32Z_r1_row
+
+q4DotT3h32Z_r1_end:
 	VZEROUPPER
 	RET
 
@@ -2295,6 +2733,188 @@ int8DotT4h32Z_r1_sum:
 	JMP           int8DotT4h32Z_r1_row
 
 int8DotT4h32Z_r1_end:
+	VZEROUPPER
+	RET
+
+// func q4DotT4h32Z(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *int32, as int, nblk int, dst *float32, rows int)
+// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512VNNI, F16C, MMX+
+TEXT ·q4DotT4h32Z(SB), NOSPLIT, $0-80
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         sc+16(FP), DX
+	MOVQ         sstride+24(FP), BX
+	MOVQ         as+48(FP), SI
+	LEAQ         (SI)(SI*2), DI
+	MOVQ         dst+64(FP), R8
+	MOVQ         rows+72(FP), R9
+	VPXORD       Z0, Z0, Z0
+	VMOVDQU64    z_nibshift<>+0(SB), Z0
+	VMOVDQU64    z_mask0f<>+0(SB), Z10
+	MOVL         $0x00000000, R10
+	VMOVD        R10, X1
+	VPBROADCASTD X1, Y1
+	MOVL         $0x00000001, R10
+	VMOVD        R10, X11
+	VPBROADCASTD X11, Y11
+	VINSERTI64X4 $0x01, Y11, Z1, Z1
+	MOVL         $0x00000002, R10
+	VMOVD        R10, X11
+	VPBROADCASTD X11, Y11
+	MOVL         $0x00000003, R10
+	VMOVD        R10, X12
+	VPBROADCASTD X12, Y12
+	VINSERTI64X4 $0x01, Y12, Z11, Z11
+
+q4DotT4h32Z_r1_row:
+	CMPQ   R9, $0x01
+	JB     q4DotT4h32Z_r1_end
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	MOVQ   act+32(FP), R10
+	MOVQ   bias+40(FP), R14
+	MOVQ   AX, R11
+	MOVQ   DX, R12
+	MOVQ   nblk+56(FP), R13
+
+q4DotT4h32Z_r1_quad:
+	CMPQ            R13, $0x04
+	JB              q4DotT4h32Z_r1_pair
+	VPBROADCASTQ    (R12), X12
+	VCVTPH2PS       X12, Y12
+	VPERMPS         Z12, Z1, Z13
+	PREFETCHT0      8192(R11)
+	VBROADCASTI64X4 (R11), Z14
+	VPSRLVD         Z0, Z14, Z14
+	VPANDD          Z10, Z14, Z14
+	VMOVDQU64       (R14), Z15
+	VPDPBUSD        (R10), Z14, Z15
+	VCVTDQ2PS       Z15, Z15
+	VFMADD231PS     Z13, Z15, Z2
+	VMOVDQU64       (R14)(SI*1), Z15
+	VPDPBUSD        (R10)(SI*1), Z14, Z15
+	VCVTDQ2PS       Z15, Z15
+	VFMADD231PS     Z13, Z15, Z4
+	VMOVDQU64       (R14)(SI*2), Z15
+	VPDPBUSD        (R10)(SI*2), Z14, Z15
+	VCVTDQ2PS       Z15, Z15
+	VFMADD231PS     Z13, Z15, Z6
+	VMOVDQU64       (R14)(DI*1), Z15
+	VPDPBUSD        (R10)(DI*1), Z14, Z15
+	VCVTDQ2PS       Z15, Z15
+	VFMADD231PS     Z13, Z15, Z8
+	VPERMPS         Z12, Z11, Z13
+	VBROADCASTI64X4 32(R11), Z14
+	VPSRLVD         Z0, Z14, Z14
+	VPANDD          Z10, Z14, Z14
+	VMOVDQU64       64(R14), Z15
+	VPDPBUSD        64(R10), Z14, Z15
+	VCVTDQ2PS       Z15, Z15
+	VFMADD231PS     Z13, Z15, Z3
+	VMOVDQU64       64(R14)(SI*1), Z15
+	VPDPBUSD        64(R10)(SI*1), Z14, Z15
+	VCVTDQ2PS       Z15, Z15
+	VFMADD231PS     Z13, Z15, Z5
+	VMOVDQU64       64(R14)(SI*2), Z15
+	VPDPBUSD        64(R10)(SI*2), Z14, Z15
+	VCVTDQ2PS       Z15, Z15
+	VFMADD231PS     Z13, Z15, Z7
+	VMOVDQU64       64(R14)(DI*1), Z15
+	VPDPBUSD        64(R10)(DI*1), Z14, Z15
+	VCVTDQ2PS       Z15, Z15
+	VFMADD231PS     Z13, Z15, Z9
+	ADDQ            $0x00000080, R10
+	ADDQ            $0x00000080, R14
+	ADDQ            $0x00000040, R11
+	ADDQ            $0x08, R12
+	SUBQ            $0x04, R13
+	JMP             q4DotT4h32Z_r1_quad
+
+q4DotT4h32Z_r1_pair:
+	CMPQ            R13, $0x00
+	JE              q4DotT4h32Z_r1_sum
+	VPBROADCASTD    (R12), X12
+	VCVTPH2PS       X12, Y12
+	VPERMPS         Z12, Z1, Z13
+	PREFETCHT0      8192(R11)
+	VBROADCASTI64X4 (R11), Z14
+	VPSRLVD         Z0, Z14, Z14
+	VPANDD          Z10, Z14, Z14
+	VMOVDQU64       (R14), Z15
+	VPDPBUSD        (R10), Z14, Z15
+	VCVTDQ2PS       Z15, Z15
+	VFMADD231PS     Z13, Z15, Z2
+	VMOVDQU64       (R14)(SI*1), Z15
+	VPDPBUSD        (R10)(SI*1), Z14, Z15
+	VCVTDQ2PS       Z15, Z15
+	VFMADD231PS     Z13, Z15, Z4
+	VMOVDQU64       (R14)(SI*2), Z15
+	VPDPBUSD        (R10)(SI*2), Z14, Z15
+	VCVTDQ2PS       Z15, Z15
+	VFMADD231PS     Z13, Z15, Z6
+	VMOVDQU64       (R14)(DI*1), Z15
+	VPDPBUSD        (R10)(DI*1), Z14, Z15
+	VCVTDQ2PS       Z15, Z15
+	VFMADD231PS     Z13, Z15, Z8
+	ADDQ            $0x00000040, R10
+	ADDQ            $0x00000040, R14
+	ADDQ            $0x00000020, R11
+	ADDQ            $0x04, R12
+	SUBQ            $0x02, R13
+
+q4DotT4h32Z_r1_sum:
+	VADDPS        Z3, Z2, Z2
+	VEXTRACTF64X4 $0x01, Z2, Y12
+	VADDPS        Y12, Y2, Y12
+	VEXTRACTF32X4 $0x01, Y12, X13
+	VADDPS        X13, X12, X13
+	VPSHUFD       $0x4e, X13, X12
+	VADDPS        X12, X13, X13
+	VPSHUFD       $0xb1, X13, X12
+	VADDPS        X12, X13, X13
+	VMOVSS        X13, (R8)
+	VADDPS        Z5, Z4, Z4
+	VEXTRACTF64X4 $0x01, Z4, Y12
+	VADDPS        Y12, Y4, Y12
+	VEXTRACTF32X4 $0x01, Y12, X13
+	VADDPS        X13, X12, X13
+	VPSHUFD       $0x4e, X13, X12
+	VADDPS        X12, X13, X13
+	VPSHUFD       $0xb1, X13, X12
+	VADDPS        X12, X13, X13
+	VMOVSS        X13, 4(R8)
+	VADDPS        Z7, Z6, Z6
+	VEXTRACTF64X4 $0x01, Z6, Y12
+	VADDPS        Y12, Y6, Y12
+	VEXTRACTF32X4 $0x01, Y12, X13
+	VADDPS        X13, X12, X13
+	VPSHUFD       $0x4e, X13, X12
+	VADDPS        X12, X13, X13
+	VPSHUFD       $0xb1, X13, X12
+	VADDPS        X12, X13, X13
+	VMOVSS        X13, 8(R8)
+	VADDPS        Z9, Z8, Z8
+	VEXTRACTF64X4 $0x01, Z8, Y12
+	VADDPS        Y12, Y8, Y12
+	VEXTRACTF32X4 $0x01, Y12, X13
+	VADDPS        X13, X12, X13
+	VPSHUFD       $0x4e, X13, X12
+	VADDPS        X12, X13, X13
+	VPSHUFD       $0xb1, X13, X12
+	VADDPS        X12, X13, X13
+	VMOVSS        X13, 12(R8)
+	ADDQ          CX, AX
+	ADDQ          BX, DX
+	ADDQ          $0x00000010, R8
+	SUBQ          $0x01, R9
+	JMP           q4DotT4h32Z_r1_row
+
+q4DotT4h32Z_r1_end:
 	VZEROUPPER
 	RET
 

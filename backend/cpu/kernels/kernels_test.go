@@ -660,8 +660,18 @@ func TestFromQuantInt8(t *testing.T) {
 		if half := m.hscales != nil; half != (typ != quant.Q6_K) {
 			t.Fatalf("%v: float16 scales %v", typ, half)
 		}
+		if nib := m.nib != nil; nib != (typ == quant.Q4_0) {
+			t.Fatalf("%v: 4-bit layout %v", typ, nib)
+		}
+		var buf [32]int8
 		for i, want := range deq {
-			got := float32(m.vals[i]) * m.scaleAt(i/m.group)
+			var v int8
+			if m.group == 32 {
+				v = m.block(i/cols, i%cols/32, &buf)[i%32]
+			} else {
+				v = m.vals[i]
+			}
+			got := float32(v) * m.scaleAt(i/m.group)
 			if math.Abs(float64(got-want)) > 1e-6*math.Abs(float64(want))+1e-12 {
 				t.Fatalf("%v: element %d = %v, want %v", typ, i, got, want)
 			}
@@ -805,7 +815,8 @@ func TestNoAllocs(t *testing.T) {
 	i832, _ := NewInt8Mat(rows, cols, make([]int8, rows*cols), make([]float32, rows*cols/32), 32)
 	i8h, _ := newInt8MatHalf("Q8_0", rows, cols, make([]int8, rows*cols), make([]uint16, rows*cols/32))
 	f16, _ := NewF16Mat(rows, cols, make([]uint16, rows*cols))
-	ms = append(ms, i8, i832, i8h, f16)
+	_, q4, _ := randQ4(t, rng, rows, cols)
+	ms = append(ms, i8, i832, i8h, f16, q4)
 	a, _ := NewActs(cols, 4)
 	a.EnableLUT()
 	x := randActs(rng, cols, 4)

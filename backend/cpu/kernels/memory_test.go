@@ -46,7 +46,11 @@ func TestMemory(t *testing.T) {
 		var own unsafe.Pointer
 		switch k := m.(type) {
 		case *Int8Mat:
-			own = unsafe.Pointer(&k.vals[0])
+			if k.nib != nil {
+				own = unsafe.Pointer(&k.nib[0])
+			} else {
+				own = unsafe.Pointer(&k.vals[0])
+			}
 		case *F16Mat:
 			own = unsafe.Pointer(&k.w[0])
 		case *Ternary:
