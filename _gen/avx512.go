@@ -47,10 +47,14 @@ func avx512Only() bool {
 		ternaryDotBatchZ(fmt.Sprintf("ternaryDotT%dZ", nt), nt, 1)
 	}
 	for nt := 1; nt <= 4; nt++ {
-		int8DotBatchZ(nt, false, false)
-		int8DotBatchZ(nt, true, false)
-		int8DotBatchZ(nt, true, true)
+		int8DotBatchZ(nt, false, false, false)
+		int8DotBatchZ(nt, true, false, false)
+		int8DotBatchZ(nt, true, true, false)
 	}
+	// One token with float16 scales (decode: the LM head, Q4_0 layers)
+	// scales and stores each row in the kernel, as int8DotVecH.
+	int8DotBatchZ(1, true, false, true)
+	int8DotBatchZ(1, true, true, true)
 	// Decode's attention (attnz.go).
 	zec = declareExpConsts("zexp_", true)
 	softmaxExpZ()
@@ -149,6 +153,11 @@ func foldZx(z reg.VecVirtual, fl bool, op func(...Op)) reg.VecVirtual {
 // reduce1fZ is reduce1 (float) with EVEX-encodable instructions: the same
 // additions in the same order, ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)).
 func reduce1fZ(acc reg.VecVirtual, dst Mem) {
+	VMOVSS(reduce1fZx(acc), dst)
+}
+
+// reduce1fZx is reduce1fZ returning the XMM whose lane 0 holds the sum.
+func reduce1fZx(acc reg.VecVirtual) reg.VecVirtual {
 	t := XMM()
 	VEXTRACTF32X4(U8(1), acc, t)
 	VADDPS(t, acc.AsX(), t)
@@ -157,7 +166,7 @@ func reduce1fZ(acc reg.VecVirtual, dst Mem) {
 	VADDPS(u, t, t)
 	VPSHUFD(U8(0xb1), t, u)
 	VADDPS(u, t, t)
-	VMOVSS(t, dst)
+	return t
 }
 
 // ternaryDotBatchZ is ternaryDotBatch with VPDPBUSD: for each of rows rows
@@ -590,20 +599,29 @@ func hsum4Zx(a []reg.VecVirtual) reg.VecVirtual {
 // scales) streamed a third slower from memory on the Zen 5 VM
 // (docs/cpu-notes.md). Blocks go four at a time (one load and one
 // conversion for four float16 scales) while four remain, then one pair.
-func int8DotBatchZ(nt int, half, nib bool) {
+func int8DotBatchZ(nt int, half, nib, vec bool) {
 	name := fmt.Sprintf("int8DotT%dg32Z", nt)
 	scType, scSize := "float32", 4
 	if half {
 		name = fmt.Sprintf("int8DotT%dh32Z", nt)
 		scType, scSize = "uint16", 2
 	}
+	if vec { // nt 1, half
+		name = "int8DotV1h32Z"
+	}
 	wBytes := 32 // weight bytes a block
 	if nib {
 		name = "q4" + name[len("int8"):]
 		wBytes = 16
 	}
-	w, stride, sc, sstride, as, as3, dst, rows := int8BatchHeader(name, scType,
-		fmt.Sprintf("%s is %s with AVX-512 VNNI, the same results bit for bit; see int8DotBatchZ in _gen.", name, name[:len(name)-1]), nib)
+	doc := fmt.Sprintf("%s is %s with AVX-512 VNNI, the same results bit for bit; see int8DotBatchZ in _gen.", name, name[:len(name)-1])
+	var w, stride, sc, sstride, as, as3, dst, rows reg.Register
+	var ib reg.VecVirtual // vec: *inv
+	if vec {
+		w, stride, sc, sstride, dst, rows, ib = int8VecHeader(name, doc, nib)
+	} else {
+		w, stride, sc, sstride, as, as3, dst, rows = int8BatchHeader(name, scType, doc, nib)
+	}
 	zero := ZMM()
 	VPXORD(zero, zero, zero)
 	var nibShift, mask0f reg.VecVirtual // q4: in registers, off the load ports
@@ -718,11 +736,21 @@ func int8DotBatchZ(nt int, half, nib bool) {
 		hi := YMM()
 		VEXTRACTF64X4(U8(1), acc[i], hi)
 		VADDPS(hi, acc[i].AsY(), hi)
+		if vec {
+			x := reduce1fZx(hi)
+			VMULSS(ib, x, x)
+			VMOVSS(x, Mem{Base: dst})
+			continue
+		}
 		reduce1fZ(hi, Mem{Base: dst, Disp: 4 * i})
 	}
 	ADDQ(stride, w)
 	ADDQ(sstride, sc)
-	ADDQ(U32(16), dst)
+	if vec {
+		ADDQ(U32(4), dst)
+	} else {
+		ADDQ(U32(16), dst)
+	}
 	SUBQ(Imm(1), rows)
 	JMP(LabelRef(lbl + "_row"))
 	Label(lbl + "_end")

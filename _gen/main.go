@@ -1435,32 +1435,17 @@ func int8Blocks(name string, n, p, as, as3, wc, scc reg.Register, half bool, one
 // q4 twin (q4DotV1h32).
 func int8DotVecH(vnni, nib bool) {
 	name := "int8DotV1h32"
-	sig := "func(w *int8, stride int, sc *uint16, sstride int, act *int8, nblk int, inv *float32, dst *float32, rows int)"
 	doc := name + " writes (row r · act, scaled per 32 by float16 scales) * *inv to dst[r] for each row; see int8DotVecH in _gen."
 	if nib {
 		name = "q4DotV1h32"
-		sig = "func(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *int32, nblk int, inv *float32, dst *float32, rows int)"
-		doc = name + " is int8DotV1h32 for 4-bit weights (Q4 layout), the same results bit for bit; see int8DotVecH in _gen."
+		doc = name + " is int8DotV1h32 for 4-bit weights (Q4 layout); see int8DotVecH in _gen."
 	}
 	if vnni {
 		doc = name + "V is " + name + " with AVX-VNNI, the same results bit for bit; see int8DotVecH in _gen."
 		name += "V"
 	}
-	TEXT(name, NOSPLIT, sig)
-	Pragma("noescape")
-	Doc(doc)
-	w := Load(Param("w"), GP64())
-	stride := Load(Param("stride"), GP64())
-	sc := Load(Param("sc"), GP64())
-	sstride := Load(Param("sstride"), GP64())
-	dst := Load(Param("dst"), GP64())
-	rows := Load(Param("rows"), GP64())
+	w, stride, sc, sstride, dst, rows, ib := int8VecHeader(name, doc, nib)
 	ones := int8Ones(vnni)
-	ib := XMM()
-	{
-		ip := Load(Param("inv"), GP64())
-		VMOVSS(Mem{Base: ip}, ib)
-	}
 	nb := nibbleSet(nib)
 	acc := int8Accs(1, nb)
 
@@ -1481,6 +1466,30 @@ func int8DotVecH(vnni, nib bool) {
 	Label(name + "_done")
 	VZEROUPPER()
 	RET()
+}
+
+// int8VecHeader declares a one-token int8 kernel that scales and stores
+// its rows (int8DotVecH, and int8DotBatchZ's vec form; with nib the q4
+// signature, which adds the activations' lane biases) and loads its
+// arguments, *inv into ib.
+func int8VecHeader(name, doc string, nib bool) (w, stride, sc, sstride, dst, rows reg.Register, ib reg.VecVirtual) {
+	sig := "func(w *int8, stride int, sc *uint16, sstride int, act *int8, nblk int, inv *float32, dst *float32, rows int)"
+	if nib {
+		sig = "func(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *int32, nblk int, inv *float32, dst *float32, rows int)"
+	}
+	TEXT(name, NOSPLIT, sig)
+	Pragma("noescape")
+	Doc(doc)
+	w = Load(Param("w"), GP64())
+	stride = Load(Param("stride"), GP64())
+	sc = Load(Param("sc"), GP64())
+	sstride = Load(Param("sstride"), GP64())
+	dst = Load(Param("dst"), GP64())
+	rows = Load(Param("rows"), GP64())
+	ib = XMM()
+	ip := Load(Param("inv"), GP64())
+	VMOVSS(Mem{Base: ip}, ib)
+	return
 }
 
 // attnScores writes out[p] = q·k_p for npos positions, k_p at k+p*kstride

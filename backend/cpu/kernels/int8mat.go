@@ -286,12 +286,16 @@ func (m *Int8Mat) MatMat(dst []float32, a *Acts, r0, r1 int) {
 // scale are loaded once for 4 tokens. Each result equals rowsTok1's for
 // that token (same operations in the same order).
 func (m *Int8Mat) matMat32(dst []float32, a *Acts, tokens, r0, r1 int) {
-	if tokens == 1 && r1 > r0 && useAVX2 && m.hscales != nil && !avx512On(m.cols) {
+	if tokens == 1 && r1 > r0 && useAVX2 && m.hscales != nil {
 		// one token (decode): the kernel scales and stores each row itself
 		// (AVX-VNNI: one VPDPBUSD a block instead of two multiplies)
 		ns := m.cols / 32
 		sc, d := &m.hscales[r0*ns], &dst[r0]
 		switch {
+		case m.nib != nil && avx512On(m.cols):
+			q4DotV1h32Z(&m.nib[r0*m.cols/2], m.cols/2, sc, 2*ns, &a.Q[0], &a.bias[0], ns, &a.InvScale[0], d, r1-r0)
+		case avx512On(m.cols):
+			int8DotV1h32Z(&m.vals[r0*m.cols], m.cols, sc, 2*ns, &a.Q[0], ns, &a.InvScale[0], d, r1-r0)
 		case m.nib != nil && AVXVNNI():
 			q4DotV1h32V(&m.nib[r0*m.cols/2], m.cols/2, sc, 2*ns, &a.Q[0], &a.bias[0], ns, &a.InvScale[0], d, r1-r0)
 		case m.nib != nil:

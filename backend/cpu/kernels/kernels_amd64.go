@@ -124,7 +124,7 @@ func q4DotT2h32(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *i
 //go:noescape
 func int8DotV1h32(w *int8, stride int, sc *uint16, sstride int, act *int8, nblk int, inv *float32, dst *float32, rows int)
 
-// q4DotV1h32 is int8DotV1h32 for 4-bit weights (Q4 layout), the same results bit for bit; see int8DotVecH in _gen.
+// q4DotV1h32 is int8DotV1h32 for 4-bit weights (Q4 layout); see int8DotVecH in _gen.
 //
 //go:noescape
 func q4DotV1h32(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *int32, nblk int, inv *float32, dst *float32, rows int)

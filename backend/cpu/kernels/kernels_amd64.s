@@ -5979,11 +5979,11 @@ TEXT ·int8DotV1h32(SB), NOSPLIT, $0-72
 	MOVQ         sstride+24(FP), BX
 	MOVQ         dst+56(FP), SI
 	MOVQ         rows+64(FP), DI
-	MOVL         $0x00010001, R8
-	VMOVD        R8, X0
-	VPBROADCASTD X0, Y0
 	MOVQ         inv+48(FP), R8
-	VMOVSS       (R8), X1
+	VMOVSS       (R8), X0
+	MOVL         $0x00010001, R8
+	VMOVD        R8, X1
+	VPBROADCASTD X1, Y1
 
 int8DotV1h32_row:
 	CMPQ   DI, $0x00
@@ -6007,7 +6007,7 @@ int8DotV1h32_quad:
 	VMOVDQU      (R8), Y8
 	VPSIGNB      Y6, Y8, Y8
 	VPMADDUBSW   Y8, Y7, Y8
-	VPMADDWD     Y0, Y8, Y8
+	VPMADDWD     Y1, Y8, Y8
 	VCVTDQ2PS    Y8, Y8
 	VFMADD231PS  Y5, Y8, Y2
 	VSHUFPS      $0x55, Y4, Y4, Y5
@@ -6016,7 +6016,7 @@ int8DotV1h32_quad:
 	VMOVDQU      32(R8), Y8
 	VPSIGNB      Y6, Y8, Y8
 	VPMADDUBSW   Y8, Y7, Y8
-	VPMADDWD     Y0, Y8, Y8
+	VPMADDWD     Y1, Y8, Y8
 	VCVTDQ2PS    Y8, Y8
 	VFMADD231PS  Y5, Y8, Y3
 	PREFETCHT0   4160(R9)
@@ -6026,7 +6026,7 @@ int8DotV1h32_quad:
 	VMOVDQU      64(R8), Y8
 	VPSIGNB      Y6, Y8, Y8
 	VPMADDUBSW   Y8, Y7, Y8
-	VPMADDWD     Y0, Y8, Y8
+	VPMADDWD     Y1, Y8, Y8
 	VCVTDQ2PS    Y8, Y8
 	VFMADD231PS  Y5, Y8, Y2
 	VSHUFPS      $0xff, Y4, Y4, Y4
@@ -6035,7 +6035,7 @@ int8DotV1h32_quad:
 	VMOVDQU      96(R8), Y7
 	VPSIGNB      Y5, Y7, Y7
 	VPMADDUBSW   Y7, Y6, Y7
-	VPMADDWD     Y0, Y7, Y7
+	VPMADDWD     Y1, Y7, Y7
 	VCVTDQ2PS    Y7, Y7
 	VFMADD231PS  Y4, Y7, Y3
 	ADDQ         $0x00000080, R8
@@ -6056,7 +6056,7 @@ int8DotV1h32_pair:
 	VMOVDQU      (R8), Y8
 	VPSIGNB      Y6, Y8, Y8
 	VPMADDUBSW   Y8, Y7, Y8
-	VPMADDWD     Y0, Y8, Y8
+	VPMADDWD     Y1, Y8, Y8
 	VCVTDQ2PS    Y8, Y8
 	VFMADD231PS  Y5, Y8, Y2
 	VSHUFPS      $0x55, Y4, Y4, Y4
@@ -6065,7 +6065,7 @@ int8DotV1h32_pair:
 	VMOVDQU      32(R8), Y7
 	VPSIGNB      Y5, Y7, Y7
 	VPMADDUBSW   Y7, Y6, Y7
-	VPMADDWD     Y0, Y7, Y7
+	VPMADDWD     Y1, Y7, Y7
 	VCVTDQ2PS    Y7, Y7
 	VFMADD231PS  Y4, Y7, Y3
 	ADDQ         $0x00000040, R8
@@ -6081,7 +6081,7 @@ int8DotV1h32_sum:
 	VADDPS       X2, X3, X3
 	VPSHUFD      $0xb1, X3, X2
 	VADDPS       X2, X3, X3
-	VMULSS       X1, X3, X3
+	VMULSS       X0, X3, X3
 	VMOVSS       X3, (SI)
 	ADDQ         CX, AX
 	ADDQ         BX, DX
@@ -6102,11 +6102,11 @@ TEXT ·q4DotV1h32(SB), NOSPLIT, $0-80
 	MOVQ         sstride+24(FP), BX
 	MOVQ         dst+64(FP), SI
 	MOVQ         rows+72(FP), DI
-	MOVL         $0x00010001, R8
-	VMOVD        R8, X0
-	VPBROADCASTD X0, Y0
 	MOVQ         inv+56(FP), R8
-	VMOVSS       (R8), X1
+	VMOVSS       (R8), X0
+	MOVL         $0x00010001, R8
+	VMOVD        R8, X1
+	VPBROADCASTD X1, Y1
 	MOVL         $0x0f0f0f0f, R8
 	VMOVD        R8, X2
 	VPBROADCASTD X2, Y2
@@ -6134,7 +6134,7 @@ q4DotV1h32_quad:
 	VMOVDQU      (R9), Y9
 	VPAND        Y2, Y9, Y9
 	VPMADDUBSW   (R8), Y9, Y9
-	VPMADDWD     Y0, Y9, Y9
+	VPMADDWD     Y1, Y9, Y9
 	VPADDD       (R12), Y9, Y9
 	VCVTDQ2PS    Y9, Y9
 	VFMADD231PS  Y8, Y9, Y3
@@ -6143,7 +6143,7 @@ q4DotV1h32_quad:
 	VPSRLW       $0x04, Y9, Y9
 	VPAND        Y2, Y9, Y9
 	VPMADDUBSW   32(R8), Y9, Y9
-	VPMADDWD     Y0, Y9, Y9
+	VPMADDWD     Y1, Y9, Y9
 	VPADDD       32(R12), Y9, Y9
 	VCVTDQ2PS    Y9, Y9
 	VFMADD231PS  Y8, Y9, Y4
@@ -6151,7 +6151,7 @@ q4DotV1h32_quad:
 	VMOVDQU      32(R9), Y9
 	VPAND        Y2, Y9, Y9
 	VPMADDUBSW   64(R8), Y9, Y9
-	VPMADDWD     Y0, Y9, Y9
+	VPMADDWD     Y1, Y9, Y9
 	VPADDD       64(R12), Y9, Y9
 	VCVTDQ2PS    Y9, Y9
 	VFMADD231PS  Y8, Y9, Y5
@@ -6160,7 +6160,7 @@ q4DotV1h32_quad:
 	VPSRLW       $0x04, Y8, Y8
 	VPAND        Y2, Y8, Y8
 	VPMADDUBSW   96(R8), Y8, Y8
-	VPMADDWD     Y0, Y8, Y8
+	VPMADDWD     Y1, Y8, Y8
 	VPADDD       96(R12), Y8, Y8
 	VCVTDQ2PS    Y8, Y8
 	VFMADD231PS  Y7, Y8, Y6
@@ -6181,7 +6181,7 @@ q4DotV1h32_pair:
 	VMOVDQU      (R9), Y9
 	VPAND        Y2, Y9, Y9
 	VPMADDUBSW   (R8), Y9, Y9
-	VPMADDWD     Y0, Y9, Y9
+	VPMADDWD     Y1, Y9, Y9
 	VPADDD       (R12), Y9, Y9
 	VCVTDQ2PS    Y9, Y9
 	VFMADD231PS  Y8, Y9, Y3
@@ -6190,7 +6190,7 @@ q4DotV1h32_pair:
 	VPSRLW       $0x04, Y8, Y8
 	VPAND        Y2, Y8, Y8
 	VPMADDUBSW   32(R8), Y8, Y8
-	VPMADDWD     Y0, Y8, Y8
+	VPMADDWD     Y1, Y8, Y8
 	VPADDD       32(R12), Y8, Y8
 	VCVTDQ2PS    Y8, Y8
 	VFMADD231PS  Y7, Y8, Y4
@@ -6210,7 +6210,7 @@ q4DotV1h32_sum:
 	VADDPS       X3, X4, X4
 	VPSHUFD      $0xb1, X4, X3
 	VADDPS       X3, X4, X4
-	VMULSS       X1, X4, X4
+	VMULSS       X0, X4, X4
 	VMOVSS       X4, (SI)
 	ADDQ         CX, AX
 	ADDQ         BX, DX

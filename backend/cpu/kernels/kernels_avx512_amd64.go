@@ -89,6 +89,16 @@ func int8DotT4h32Z(w *int8, stride int, sc *uint16, sstride int, act *int8, as i
 //go:noescape
 func q4DotT4h32Z(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *int32, as int, nblk int, dst *float32, rows int)
 
+// int8DotV1h32Z is int8DotV1h32 with AVX-512 VNNI, the same results bit for bit; see int8DotBatchZ in _gen.
+//
+//go:noescape
+func int8DotV1h32Z(w *int8, stride int, sc *uint16, sstride int, act *int8, nblk int, inv *float32, dst *float32, rows int)
+
+// q4DotV1h32Z is q4DotV1h32 with AVX-512 VNNI, the same results bit for bit; see int8DotBatchZ in _gen.
+//
+//go:noescape
+func q4DotV1h32Z(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *int32, nblk int, inv *float32, dst *float32, rows int)
+
 // softmaxExpZ is softmaxExp with AVX-512; see softmaxExpZ in _gen.
 //
 //go:noescape

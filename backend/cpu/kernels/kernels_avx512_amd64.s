@@ -2918,6 +2918,228 @@ q4DotT4h32Z_r1_end:
 	VZEROUPPER
 	RET
 
+// func int8DotV1h32Z(w *int8, stride int, sc *uint16, sstride int, act *int8, nblk int, inv *float32, dst *float32, rows int)
+// Requires: AVX, AVX2, AVX512BW, AVX512F, AVX512VL, AVX512VNNI, F16C, MMX+
+TEXT ·int8DotV1h32Z(SB), NOSPLIT, $0-72
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         sc+16(FP), DX
+	MOVQ         sstride+24(FP), BX
+	MOVQ         dst+56(FP), SI
+	MOVQ         rows+64(FP), DI
+	MOVQ         inv+48(FP), R8
+	VMOVSS       (R8), X0
+	VPXORD       Z1, Z1, Z1
+	MOVL         $0x00000000, R8
+	VMOVD        R8, X2
+	VPBROADCASTD X2, Y2
+	MOVL         $0x00000001, R8
+	VMOVD        R8, X3
+	VPBROADCASTD X3, Y3
+	VINSERTI64X4 $0x01, Y3, Z2, Z2
+	MOVL         $0x00000002, R8
+	VMOVD        R8, X3
+	VPBROADCASTD X3, Y3
+	MOVL         $0x00000003, R8
+	VMOVD        R8, X8
+	VPBROADCASTD X8, Y8
+	VINSERTI64X4 $0x01, Y8, Z3, Z3
+
+int8DotV1h32Z_r1_row:
+	CMPQ   DI, $0x01
+	JB     int8DotV1h32Z_r1_end
+	VPXORD Z4, Z4, Z4
+	MOVQ   act+32(FP), R8
+	MOVQ   AX, R9
+	MOVQ   DX, R10
+	MOVQ   nblk+40(FP), R11
+
+int8DotV1h32Z_r1_quad:
+	CMPQ         R11, $0x04
+	JB           int8DotV1h32Z_r1_pair
+	VPBROADCASTQ (R10), X8
+	VCVTPH2PS    X8, Y8
+	VPERMPS      Z8, Z2, Z9
+	PREFETCHT0   8192(R9)
+	VMOVDQU64    (R9), Z10
+	VPABSB       Z10, Z11
+	VPMOVB2M     Z10, K1
+	VMOVDQU64    (R8), Z10
+	VPSUBB       Z10, Z1, K1, Z10
+	VPXORD       Z5, Z5, Z5
+	VPDPBUSD     Z10, Z11, Z5
+	VCVTDQ2PS    Z5, Z5
+	VFMADD231PS  Z9, Z5, Z4
+	VPERMPS      Z8, Z3, Z9
+	PREFETCHT0   8256(R9)
+	VMOVDQU64    64(R9), Z10
+	VPABSB       Z10, Z11
+	VPMOVB2M     Z10, K1
+	VMOVDQU64    64(R8), Z10
+	VPSUBB       Z10, Z1, K1, Z10
+	VPXORD       Z6, Z6, Z6
+	VPDPBUSD     Z10, Z11, Z6
+	VCVTDQ2PS    Z6, Z6
+	VFMADD231PS  Z9, Z6, Z4
+	ADDQ         $0x00000080, R8
+	ADDQ         $0x00000080, R9
+	ADDQ         $0x08, R10
+	SUBQ         $0x04, R11
+	JMP          int8DotV1h32Z_r1_quad
+
+int8DotV1h32Z_r1_pair:
+	CMPQ         R11, $0x00
+	JE           int8DotV1h32Z_r1_sum
+	VPBROADCASTD (R10), X8
+	VCVTPH2PS    X8, Y8
+	VPERMPS      Z8, Z2, Z9
+	PREFETCHT0   8192(R9)
+	VMOVDQU64    (R9), Z10
+	VPABSB       Z10, Z11
+	VPMOVB2M     Z10, K1
+	VMOVDQU64    (R8), Z10
+	VPSUBB       Z10, Z1, K1, Z10
+	VPXORD       Z7, Z7, Z7
+	VPDPBUSD     Z10, Z11, Z7
+	VCVTDQ2PS    Z7, Z7
+	VFMADD231PS  Z9, Z7, Z4
+	ADDQ         $0x00000040, R8
+	ADDQ         $0x00000040, R9
+	ADDQ         $0x04, R10
+	SUBQ         $0x02, R11
+
+int8DotV1h32Z_r1_sum:
+	VEXTRACTF64X4 $0x01, Z4, Y8
+	VADDPS        Y8, Y4, Y8
+	VEXTRACTF32X4 $0x01, Y8, X9
+	VADDPS        X9, X8, X9
+	VPSHUFD       $0x4e, X9, X8
+	VADDPS        X8, X9, X9
+	VPSHUFD       $0xb1, X9, X8
+	VADDPS        X8, X9, X9
+	VMULSS        X0, X9, X9
+	VMOVSS        X9, (SI)
+	ADDQ          CX, AX
+	ADDQ          BX, DX
+	ADDQ          $0x00000004, SI
+	SUBQ          $0x01, DI
+	JMP           int8DotV1h32Z_r1_row
+
+int8DotV1h32Z_r1_end:
+	VZEROUPPER
+	RET
+
+// func q4DotV1h32Z(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *int32, nblk int, inv *float32, dst *float32, rows int)
+// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512VNNI, F16C, MMX+
+TEXT ·q4DotV1h32Z(SB), NOSPLIT, $0-80
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         sc+16(FP), DX
+	MOVQ         sstride+24(FP), BX
+	MOVQ         dst+64(FP), SI
+	MOVQ         rows+72(FP), DI
+	MOVQ         inv+56(FP), R8
+	VMOVSS       (R8), X0
+	VPXORD       Z1, Z1, Z1
+	VMOVDQU64    z_nibshift<>+0(SB), Z1
+	VMOVDQU64    z_mask0f<>+0(SB), Z5
+	MOVL         $0x00000000, R8
+	VMOVD        R8, X2
+	VPBROADCASTD X2, Y2
+	MOVL         $0x00000001, R8
+	VMOVD        R8, X6
+	VPBROADCASTD X6, Y6
+	VINSERTI64X4 $0x01, Y6, Z2, Z2
+	MOVL         $0x00000002, R8
+	VMOVD        R8, X6
+	VPBROADCASTD X6, Y6
+	MOVL         $0x00000003, R8
+	VMOVD        R8, X7
+	VPBROADCASTD X7, Y7
+	VINSERTI64X4 $0x01, Y7, Z6, Z6
+
+q4DotV1h32Z_r1_row:
+	CMPQ   DI, $0x01
+	JB     q4DotV1h32Z_r1_end
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	MOVQ   act+32(FP), R8
+	MOVQ   bias+40(FP), R12
+	MOVQ   AX, R9
+	MOVQ   DX, R10
+	MOVQ   nblk+48(FP), R11
+
+q4DotV1h32Z_r1_quad:
+	CMPQ            R11, $0x04
+	JB              q4DotV1h32Z_r1_pair
+	VPBROADCASTQ    (R10), X7
+	VCVTPH2PS       X7, Y7
+	VPERMPS         Z7, Z2, Z8
+	PREFETCHT0      8192(R9)
+	VBROADCASTI64X4 (R9), Z9
+	VPSRLVD         Z1, Z9, Z9
+	VPANDD          Z5, Z9, Z9
+	VMOVDQU64       (R12), Z10
+	VPDPBUSD        (R8), Z9, Z10
+	VCVTDQ2PS       Z10, Z10
+	VFMADD231PS     Z8, Z10, Z3
+	VPERMPS         Z7, Z6, Z8
+	VBROADCASTI64X4 32(R9), Z9
+	VPSRLVD         Z1, Z9, Z9
+	VPANDD          Z5, Z9, Z9
+	VMOVDQU64       64(R12), Z10
+	VPDPBUSD        64(R8), Z9, Z10
+	VCVTDQ2PS       Z10, Z10
+	VFMADD231PS     Z8, Z10, Z4
+	ADDQ            $0x00000080, R8
+	ADDQ            $0x00000080, R12
+	ADDQ            $0x00000040, R9
+	ADDQ            $0x08, R10
+	SUBQ            $0x04, R11
+	JMP             q4DotV1h32Z_r1_quad
+
+q4DotV1h32Z_r1_pair:
+	CMPQ            R11, $0x00
+	JE              q4DotV1h32Z_r1_sum
+	VPBROADCASTD    (R10), X7
+	VCVTPH2PS       X7, Y7
+	VPERMPS         Z7, Z2, Z8
+	PREFETCHT0      8192(R9)
+	VBROADCASTI64X4 (R9), Z9
+	VPSRLVD         Z1, Z9, Z9
+	VPANDD          Z5, Z9, Z9
+	VMOVDQU64       (R12), Z10
+	VPDPBUSD        (R8), Z9, Z10
+	VCVTDQ2PS       Z10, Z10
+	VFMADD231PS     Z8, Z10, Z3
+	ADDQ            $0x00000040, R8
+	ADDQ            $0x00000040, R12
+	ADDQ            $0x00000020, R9
+	ADDQ            $0x04, R10
+	SUBQ            $0x02, R11
+
+q4DotV1h32Z_r1_sum:
+	VADDPS        Z4, Z3, Z3
+	VEXTRACTF64X4 $0x01, Z3, Y7
+	VADDPS        Y7, Y3, Y7
+	VEXTRACTF32X4 $0x01, Y7, X8
+	VADDPS        X8, X7, X8
+	VPSHUFD       $0x4e, X8, X7
+	VADDPS        X7, X8, X8
+	VPSHUFD       $0xb1, X8, X7
+	VADDPS        X7, X8, X8
+	VMULSS        X0, X8, X8
+	VMOVSS        X8, (SI)
+	ADDQ          CX, AX
+	ADDQ          BX, DX
+	ADDQ          $0x00000004, SI
+	SUBQ          $0x01, DI
+	JMP           q4DotV1h32Z_r1_row
+
+q4DotV1h32Z_r1_end:
+	VZEROUPPER
+	RET
+
 DATA zexp_hi<>+0(SB)/4, $0x42b0c0a5
 GLOBL zexp_hi<>(SB), RODATA|NOPTR, $4
 
