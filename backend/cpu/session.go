@@ -38,14 +38,20 @@ type actsSet []colActs
 func (m *Model) newActsSet(tokens int) (actsSet, error) {
 	var as actsSet
 	for _, mm := range m.matmuls() {
-		if !mm.acts() || as.get(mm.cols()) != nil {
+		if !mm.acts() {
 			continue
 		}
-		a, err := kernels.NewActs(mm.cols(), tokens)
-		if err != nil {
-			return nil, fmt.Errorf("cpu: %w", err)
+		a := as.get(mm.cols())
+		if a == nil {
+			var err error
+			if a, err = kernels.NewActs(mm.cols(), tokens); err != nil {
+				return nil, fmt.Errorf("cpu: %w", err)
+			}
+			as = append(as, colActs{mm.cols(), a})
 		}
-		as = append(as, colActs{mm.cols(), a})
+		if km, ok := mm.(*kernelMat); ok && kernels.NeedsLaneBias(km.k) {
+			a.EnableLaneBias()
+		}
 	}
 	return as, nil
 }

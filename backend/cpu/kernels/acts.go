@@ -71,7 +71,8 @@ type Acts struct {
 	BlockSum []int32
 	// bias [Tokens*Cols/4]: -8 times the sum of each 4 consecutive Q, the
 	// int32 lanes that take the +8 of 4-bit weights back out (Int8Mat's
-	// nibble layout). Laid out as Q, a token's Cols bytes apart.
+	// nibble layout), when enabled (EnableLaneBias). Laid out as Q, a
+	// token's Cols bytes apart.
 	bias []int32
 
 	lut []int16 // lookup tables for LayoutLUT, when enabled
@@ -99,7 +100,6 @@ func NewActs(cols, maxTokens int) (*Acts, error) {
 		InvScale: make([]float32, maxTokens),
 		Sum:      make([]int32, maxTokens),
 		BlockSum: make([]int32, n/64),
-		bias:     make([]int32, n/4),
 	}
 	if !useAVX2 {
 		a.EnableLUT() // LayoutAuto picks LayoutLUT then
@@ -135,7 +135,9 @@ func (a *Acts) Set(x []float32) {
 		q := a.Q[i*a.Cols : (i+1)*a.Cols]
 		s, sum := quantizeToken(a.X[i*a.Cols:(i+1)*a.Cols], q, a.BlockSum[i*nb:(i+1)*nb])
 		a.Scale[i], a.InvScale[i], a.Sum[i] = s, 1/s, sum
-		setBias(a.bias[i*a.Cols/4:(i+1)*a.Cols/4], q)
+		if a.bias != nil {
+			setBias(a.bias[i*a.Cols/4:(i+1)*a.Cols/4], q)
+		}
 		if a.lut != nil {
 			buildLUT(a.lut[i*a.Cols/4*lutEntries:(i+1)*a.Cols/4*lutEntries], q)
 			buildTL(a.tl[i*a.Cols*16:(i+1)*a.Cols*16], q)
@@ -169,9 +171,23 @@ func quantizeToken(x []float32, q []int8, bsum []int32) (scale float32, sum int3
 	return scale, sum
 }
 
+// EnableLaneBias makes Set also write the lane biases the products of a
+// 4-bit matrix read (NeedsLaneBias). Call it before Set.
+func (a *Acts) EnableLaneBias() {
+	if a.bias == nil {
+		a.bias = make([]int32, len(a.Q)/4)
+	}
+}
+
+// NeedsLaneBias reports whether m's products read the activations' lane
+// biases (Acts.EnableLaneBias): a Q4_0 matrix kept in 4 bits.
+func NeedsLaneBias(m Matrix) bool {
+	im, ok := m.(*Int8Mat)
+	return ok && im.nib != nil
+}
+
 // setBias writes the lane biases of one token's activations q (see
-// Acts.bias). Every token gets them, whatever reads it: they cost a few
-// instructions a 32 activations, and an Acts cannot know its readers.
+// Acts.bias).
 func setBias(bias []int32, q []int8) {
 	if useAVX2 {
 		nibbleBias(&q[0], len(q), &bias[0])

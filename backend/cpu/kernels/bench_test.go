@@ -184,6 +184,9 @@ func BenchmarkHead(b *testing.B) {
 						ms = append(ms, m)
 					}
 					a, _ := NewActs(cols, 1)
+					if NeedsLaneBias(ms[0]) {
+						a.EnableLaneBias()
+					}
 					a.Set(randActs(rng, cols, 1))
 					dst := make([]float32, rows)
 					b.SetBytes(int64(ms[0].Bytes()))
@@ -199,16 +202,27 @@ func BenchmarkHead(b *testing.B) {
 	}
 }
 
+// BenchmarkActsSet quantizes one token, and with "bias" also writes the
+// lane biases 4-bit matrices read.
 func BenchmarkActsSet(b *testing.B) {
 	for _, cols := range []int{576, 2560, 6912} {
-		b.Run(fmt.Sprint(cols), func(b *testing.B) {
-			a, _ := NewActs(cols, 1)
-			x := randActs(rand.New(rand.NewPCG(1, 1)), cols, 1)
-			b.SetBytes(int64(4 * cols))
-			for i := 0; i < b.N; i++ {
-				a.Set(x)
+		for _, bias := range []bool{false, true} {
+			name := fmt.Sprint(cols)
+			if bias {
+				name += "/bias"
 			}
-		})
+			b.Run(name, func(b *testing.B) {
+				a, _ := NewActs(cols, 1)
+				if bias {
+					a.EnableLaneBias()
+				}
+				x := randActs(rand.New(rand.NewPCG(1, 1)), cols, 1)
+				b.SetBytes(int64(4 * cols))
+				for i := 0; i < b.N; i++ {
+					a.Set(x)
+				}
+			})
+		}
 	}
 }
 

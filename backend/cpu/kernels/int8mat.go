@@ -286,6 +286,9 @@ func (m *Int8Mat) MatMat(dst []float32, a *Acts, r0, r1 int) {
 // scale are loaded once for 4 tokens. Each result equals rowsTok1's for
 // that token (same operations in the same order).
 func (m *Int8Mat) matMat32(dst []float32, a *Acts, tokens, r0, r1 int) {
+	if m.nib != nil && useAVX2 && a.bias == nil {
+		panic("kernels: Int8Mat: a 4-bit matrix's product needs Acts.EnableLaneBias")
+	}
 	if tokens == 1 && r1 > r0 && useAVX2 && m.hscales != nil {
 		// one token (decode): the kernel scales and stores each row itself
 		// (AVX-VNNI: one VPDPBUSD a block instead of two multiplies)

@@ -81,6 +81,7 @@ func newActs(t *testing.T, x []float32, cols int, lut bool) *Acts {
 	} else {
 		a.lut, a.tl = nil, nil
 	}
+	a.EnableLaneBias() // for every matrix a test may pass it to
 	a.Set(x)
 	return a
 }
@@ -819,6 +820,7 @@ func TestNoAllocs(t *testing.T) {
 	ms = append(ms, i8, i832, i8h, f16, q4)
 	a, _ := NewActs(cols, 4)
 	a.EnableLUT()
+	a.EnableLaneBias()
 	x := randActs(rng, cols, 4)
 	dst := make([]float32, 4*rows)
 	eachPath(t, func(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/edgellm/edgellm/quant"
@@ -185,4 +186,26 @@ func TestQ4Row(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestQ4NeedsLaneBias: only 4-bit matrices ask for the lane biases, and
+// their product on the assembly path refuses activations without them
+// (their sums would be off by 8 times the activations) rather than run.
+func TestQ4NeedsLaneBias(t *testing.T) {
+	rng := rand.New(rand.NewPCG(67, 68))
+	_, q4, i8 := randQ4(t, rng, 4, 128)
+	if !NeedsLaneBias(q4) || NeedsLaneBias(i8) {
+		t.Fatalf("NeedsLaneBias: 4-bit %v, int8 %v", NeedsLaneBias(q4), NeedsLaneBias(i8))
+	}
+	if !AVX2() {
+		return // the Go path decodes the nibbles and reads no biases
+	}
+	a, _ := NewActs(128, 1)
+	a.Set(randActs(rng, 128, 1))
+	defer func() {
+		if r := recover(); r == nil || !strings.Contains(fmt.Sprint(r), "EnableLaneBias") {
+			t.Fatalf("product without lane biases: recovered %v", r)
+		}
+	}()
+	q4.MatVec(make([]float32, 4), a, 0, 4)
 }
