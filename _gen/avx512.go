@@ -47,14 +47,16 @@ func avx512Only() bool {
 		ternaryDotBatchZ(fmt.Sprintf("ternaryDotT%dZ", nt), nt, 1)
 	}
 	for nt := 1; nt <= 4; nt++ {
-		int8DotBatchZ(nt, false, false, false)
-		int8DotBatchZ(nt, true, false, false)
-		int8DotBatchZ(nt, true, true, false)
+		int8DotBatchZ(nt, false, false, false, 1)
+		int8DotBatchZ(nt, true, false, false, 1)
+		int8DotBatchZ(nt, true, true, false, 1)
 	}
 	// One token with float16 scales (decode: the LM head, Q4_0 layers)
-	// scales and stores each row in the kernel, as int8DotVecH.
-	int8DotBatchZ(1, true, false, true)
-	int8DotBatchZ(1, true, true, true)
+	// scales and stores each row in the kernel, as int8DotVecH; short
+	// 4-bit rows (SmolLM's 576) two at a time.
+	int8DotBatchZ(1, true, false, true, 1)
+	int8DotBatchZ(1, true, true, true, 1)
+	int8DotBatchZ(1, true, true, true, 2)
 	// Decode's attention (attnz.go).
 	zec = declareExpConsts("zexp_", true)
 	softmaxExpZ()
@@ -599,7 +601,7 @@ func hsum4Zx(a []reg.VecVirtual) reg.VecVirtual {
 // scales) streamed a third slower from memory on the Zen 5 VM
 // (docs/cpu-notes.md). Blocks go four at a time (one load and one
 // conversion for four float16 scales) while four remain, then one pair.
-func int8DotBatchZ(nt int, half, nib, vec bool) {
+func int8DotBatchZ(nt int, half, nib, vec bool, rowsAPass int) {
 	name := fmt.Sprintf("int8DotT%dg32Z", nt)
 	scType, scSize := "float32", 4
 	if half {
@@ -615,6 +617,13 @@ func int8DotBatchZ(nt int, half, nib, vec bool) {
 		wBytes = 16
 	}
 	doc := fmt.Sprintf("%s is %s with AVX-512 VNNI, the same results bit for bit; see int8DotBatchZ in _gen.", name, name[:len(name)-1])
+	if rowsAPass > 1 {
+		if !nib || !vec {
+			panic("int8DotBatchZ: several rows a pass only for one token of 4-bit rows")
+		}
+		doc = fmt.Sprintf("%sS%dZ is %s taking %d rows a pass (short rows), the same results bit for bit; see int8DotBatchZ in _gen.", name[:len(name)-1], rowsAPass, name, rowsAPass)
+		name = fmt.Sprintf("%sS%dZ", name[:len(name)-1], rowsAPass)
+	}
 	var w, stride, sc, sstride, as, as3, dst, rows reg.Register
 	var ib reg.VecVirtual // vec: *inv
 	if vec {
@@ -639,121 +648,174 @@ func int8DotBatchZ(nt int, half, nib, vec bool) {
 		VINSERTI64X4(U8(1), hi, lo.AsZ(), idx[k])
 	}
 
-	lbl := name + "_r1" // one row a pass
-	Label(lbl + "_row")
-	CMPQ(rows, Imm(1))
-	JB(LabelRef(lbl + "_end"))
-	acc := make([]reg.VecVirtual, nt)  // one a token
-	acc2 := make([]reg.VecVirtual, nt) // the q4 kernels' second (odd pairs)
-	for i := range acc {
-		acc[i] = ZMM()
-		VPXORD(acc[i], acc[i], acc[i])
-		if nib {
-			acc2[i] = ZMM()
-			VPXORD(acc2[i], acc2[i], acc2[i])
-		}
-	}
-	p, wc, scc, n := GP64(), GP64(), GP64(), GP64()
-	Load(Param("act"), p)
-	var pb reg.Register // the lane biases (nib)
-	if nib {
-		pb = GP64()
-		Load(Param("bias"), pb)
-	}
-	MOVQ(w, wc)
-	MOVQ(sc, scc)
-	Load(Param("nblk"), n)
-
-	// nb blocks (nb*32 weights) of the row, a pair to a ZMM register
-	byFour(lbl, n, func(nb int) {
-		np := nb / 2
-		wm := Mem{Base: wc}
-		sm := Mem{Base: scc}
-		// h: the 2*np scales in its low lanes
-		h := ZMM()
-		switch {
-		case half && np == 2:
-			VPBROADCASTQ(sm, h.AsX())
-			VCVTPH2PS(h.AsX(), h.AsY())
-		case half:
-			VPBROADCASTD(sm, h.AsX())
-			VCVTPH2PS(h.AsX(), h.AsY())
-		case np == 2:
-			VMOVUPS(sm, h.AsX())
-		default:
-			VMOVQ(sm, h.AsX())
-		}
-		for pr := 0; pr < np; pr++ {
-			f := ZMM() // the pair's scales, each over its block's 8 lanes
-			VPERMPS(h, idx[pr], f)
-			if (2*wBytes*pr)%64 == 0 {
-				PREFETCHT0(wm.Offset(prefetchAheadZ + 2*wBytes*pr))
-			}
-			if nib {
-				u := ZMM()
-				VBROADCASTI64X4(wm.Offset(32*pr), u)
-				VPSRLVD(nibShift, u, u)
-				VPANDD(mask0f, u, u)
-				for i := 0; i < nt; i++ {
-					d := ZMM()
-					VMOVDQU64(tokAddr(pb, as, as3, i, 64*pr), d)
-					VPDPBUSD(tokAddr(p, as, as3, i, 64*pr), u, d)
-					VCVTDQ2PS(d, d)
-					a := acc[i]
-					if pr == 1 {
-						a = acc2[i]
-					}
-					VFMADD231PS(f, d, a)
+	// rowsPass emits the loop over nr rows a pass (at label name_r<nr>,
+	// on to name_r<nr>_end once fewer than nr rows remain). With nr 2
+	// (one token, q4) the two rows' blocks share each load of the
+	// activations and biases, and the row overhead halves.
+	rowsPass := func(nr int) {
+		lbl := fmt.Sprintf("%s_r%d", name, nr)
+		Label(lbl + "_row")
+		CMPQ(rows, Imm(uint64(nr)))
+		JB(LabelRef(lbl + "_end"))
+		// acc[r][i], acc2[r][i]: row r, token i (acc2: the q4 kernels'
+		// second accumulator, the odd pairs)
+		acc := make([][]reg.VecVirtual, nr)
+		acc2 := make([][]reg.VecVirtual, nr)
+		for r := range acc {
+			for range nt {
+				a := ZMM()
+				VPXORD(a, a, a)
+				acc[r] = append(acc[r], a)
+				if nib {
+					a2 := ZMM()
+					VPXORD(a2, a2, a2)
+					acc2[r] = append(acc2[r], a2)
 				}
-				continue
 			}
-			wv, aw, k := ZMM(), ZMM(), K()
-			VMOVDQU64(wm.Offset(64*pr), wv)
-			VPABSB(wv, aw)
-			VPMOVB2M(wv, k)
+		}
+		p, wc, scc, n := GP64(), GP64(), GP64(), GP64()
+		Load(Param("act"), p)
+		var pb reg.Register // the lane biases (nib)
+		if nib {
+			pb = GP64()
+			Load(Param("bias"), pb)
+		}
+		MOVQ(w, wc)
+		MOVQ(sc, scc)
+		Load(Param("nblk"), n)
+		// row r's weights and scales
+		wAt := func(r, disp int) Mem {
+			if r == 0 {
+				return Mem{Base: wc, Disp: disp}
+			}
+			return Mem{Base: wc, Index: stride, Scale: 1, Disp: disp}
+		}
+		sAt := func(r int) Mem {
+			if r == 0 {
+				return Mem{Base: scc}
+			}
+			return Mem{Base: scc, Index: sstride, Scale: 1}
+		}
+
+		// nb blocks (nb*32 weights) of the rows, a pair to a ZMM register
+		byFour(lbl, n, func(nb int) {
+			np := nb / 2
+			// h[r]: row r's 2*np scales in its low lanes
+			h := make([]reg.VecVirtual, nr)
+			for r := range h {
+				h[r] = ZMM()
+				sm := sAt(r)
+				switch {
+				case half && np == 2:
+					VPBROADCASTQ(sm, h[r].AsX())
+					VCVTPH2PS(h[r].AsX(), h[r].AsY())
+				case half:
+					VPBROADCASTD(sm, h[r].AsX())
+					VCVTPH2PS(h[r].AsX(), h[r].AsY())
+				case np == 2:
+					VMOVUPS(sm, h[r].AsX())
+				default:
+					VMOVQ(sm, h[r].AsX())
+				}
+			}
+			for pr := 0; pr < np; pr++ {
+				for r := range nr {
+					if (2*wBytes*pr)%64 == 0 {
+						PREFETCHT0(wAt(r, prefetchAheadZ+2*wBytes*pr))
+					}
+				}
+				if nib {
+					// the activations and biases once for the rows
+					var t, bb reg.VecVirtual
+					if nr > 1 {
+						t, bb = ZMM(), ZMM()
+						VMOVDQU64(tokAddr(p, as, as3, 0, 64*pr), t)
+						VMOVDQU64(tokAddr(pb, as, as3, 0, 64*pr), bb)
+					}
+					for r := range nr {
+						f := ZMM() // the pair's scales, each over its block's 8 lanes
+						VPERMPS(h[r], idx[pr], f)
+						u := ZMM()
+						VBROADCASTI64X4(wAt(r, 32*pr), u)
+						VPSRLVD(nibShift, u, u)
+						VPANDD(mask0f, u, u)
+						for i := 0; i < nt; i++ {
+							d := ZMM()
+							if nr > 1 {
+								VMOVDQA64(bb, d)
+								VPDPBUSD(t, u, d)
+							} else {
+								VMOVDQU64(tokAddr(pb, as, as3, i, 64*pr), d)
+								VPDPBUSD(tokAddr(p, as, as3, i, 64*pr), u, d)
+							}
+							VCVTDQ2PS(d, d)
+							a := acc[r][i]
+							if pr == 1 {
+								a = acc2[r][i]
+							}
+							VFMADD231PS(f, d, a)
+						}
+					}
+					continue
+				}
+				f := ZMM() // the pair's scales, each over its block's 8 lanes
+				VPERMPS(h[0], idx[pr], f)
+				wv, aw, k := ZMM(), ZMM(), K()
+				VMOVDQU64(wAt(0, 64*pr), wv)
+				VPABSB(wv, aw)
+				VPMOVB2M(wv, k)
+				for i := 0; i < nt; i++ {
+					t, d := ZMM(), ZMM()
+					VMOVDQU64(tokAddr(p, as, as3, i, 64*pr), t)
+					VPSUBB(t, zero, k, t) // t = -t where w < 0
+					VPXORD(d, d, d)
+					VPDPBUSD(t, aw, d)
+					VCVTDQ2PS(d, d)
+					VFMADD231PS(f, d, acc[0][i])
+				}
+			}
+			ADDQ(U32(uint32(64*np)), p)
+			if nib {
+				ADDQ(U32(uint32(64*np)), pb)
+			}
+			ADDQ(U32(uint32(2*wBytes*np)), wc)
+			ADDQ(Imm(uint64(2*np*scSize)), scc)
+			SUBQ(Imm(uint64(2*np)), n)
+		})
+		for r := range nr {
 			for i := 0; i < nt; i++ {
-				t, d := ZMM(), ZMM()
-				VMOVDQU64(tokAddr(p, as, as3, i, 64*pr), t)
-				VPSUBB(t, zero, k, t) // t = -t where w < 0
-				VPXORD(d, d, d)
-				VPDPBUSD(t, aw, d)
-				VCVTDQ2PS(d, d)
-				VFMADD231PS(f, d, acc[i])
+				if nib {
+					VADDPS(acc2[r][i], acc[r][i], acc[r][i])
+				}
+				hi := YMM()
+				VEXTRACTF64X4(U8(1), acc[r][i], hi)
+				VADDPS(hi, acc[r][i].AsY(), hi)
+				if vec {
+					x := reduce1fZx(hi)
+					VMULSS(ib, x, x)
+					VMOVSS(x, Mem{Base: dst, Disp: 4 * r})
+					continue
+				}
+				reduce1fZ(hi, Mem{Base: dst, Disp: 4 * i})
 			}
 		}
-		ADDQ(U32(uint32(64*np)), p)
-		if nib {
-			ADDQ(U32(uint32(64*np)), pb)
+		for range nr {
+			ADDQ(stride, w)
+			ADDQ(sstride, sc)
 		}
-		ADDQ(U32(uint32(2*wBytes*np)), wc)
-		ADDQ(Imm(uint64(2*np*scSize)), scc)
-		SUBQ(Imm(uint64(2*np)), n)
-	})
-	for i := 0; i < nt; i++ {
-		if nib {
-			VADDPS(acc2[i], acc[i], acc[i])
-		}
-		hi := YMM()
-		VEXTRACTF64X4(U8(1), acc[i], hi)
-		VADDPS(hi, acc[i].AsY(), hi)
 		if vec {
-			x := reduce1fZx(hi)
-			VMULSS(ib, x, x)
-			VMOVSS(x, Mem{Base: dst})
-			continue
+			ADDQ(U32(uint32(4*nr)), dst)
+		} else {
+			ADDQ(U32(16), dst)
 		}
-		reduce1fZ(hi, Mem{Base: dst, Disp: 4 * i})
+		SUBQ(Imm(uint64(nr)), rows)
+		JMP(LabelRef(lbl + "_row"))
+		Label(lbl + "_end")
 	}
-	ADDQ(stride, w)
-	ADDQ(sstride, sc)
-	if vec {
-		ADDQ(U32(4), dst)
-	} else {
-		ADDQ(U32(16), dst)
+	if rowsAPass > 1 {
+		rowsPass(rowsAPass)
 	}
-	SUBQ(Imm(1), rows)
-	JMP(LabelRef(lbl + "_row"))
-	Label(lbl + "_end")
+	rowsPass(1)
 	VZEROUPPER()
 	RET()
 }

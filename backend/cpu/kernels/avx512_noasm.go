@@ -118,3 +118,7 @@ func int8DotV1h32Z(w *int8, stride int, sc *uint16, sstride int, act *int8, nblk
 func q4DotV1h32Z(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *int32, nblk int, inv *float32, dst *float32, rows int) {
 	panic("kernels: no assembly in this build")
 }
+
+func q4DotV1h32S2Z(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *int32, nblk int, inv *float32, dst *float32, rows int) {
+	panic("kernels: no assembly in this build")
+}

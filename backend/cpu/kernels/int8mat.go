@@ -295,6 +295,9 @@ func (m *Int8Mat) matMat32(dst []float32, a *Acts, tokens, r0, r1 int) {
 		ns := m.cols / 32
 		sc, d := &m.hscales[r0*ns], &dst[r0]
 		switch {
+		case m.nib != nil && avx512On(m.cols) && shortRows(m.cols):
+			// two rows a pass: short rows spend much of their time per row
+			q4DotV1h32S2Z(&m.nib[r0*m.cols/2], m.cols/2, sc, 2*ns, &a.Q[0], &a.bias[0], ns, &a.InvScale[0], d, r1-r0)
 		case m.nib != nil && avx512On(m.cols):
 			q4DotV1h32Z(&m.nib[r0*m.cols/2], m.cols/2, sc, 2*ns, &a.Q[0], &a.bias[0], ns, &a.InvScale[0], d, r1-r0)
 		case avx512On(m.cols):

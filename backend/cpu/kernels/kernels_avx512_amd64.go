@@ -99,6 +99,11 @@ func int8DotV1h32Z(w *int8, stride int, sc *uint16, sstride int, act *int8, nblk
 //go:noescape
 func q4DotV1h32Z(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *int32, nblk int, inv *float32, dst *float32, rows int)
 
+// q4DotV1h32S2Z is q4DotV1h32Z taking 2 rows a pass (short rows), the same results bit for bit; see int8DotBatchZ in _gen.
+//
+//go:noescape
+func q4DotV1h32S2Z(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *int32, nblk int, inv *float32, dst *float32, rows int)
+
 // softmaxExpZ is softmaxExp with AVX-512; see softmaxExpZ in _gen.
 //
 //go:noescape

@@ -1166,8 +1166,8 @@ int8DotT1g32Z_r1_quad:
 	CMPQ        R11, $0x04
 	JB          int8DotT1g32Z_r1_pair
 	VMOVUPS     (R10), X4
-	VPERMPS     Z4, Z1, Z8
 	PREFETCHT0  8192(R9)
+	VPERMPS     Z4, Z1, Z8
 	VMOVDQU64   (R9), Z9
 	VPABSB      Z9, Z10
 	VPMOVB2M    Z9, K1
@@ -1177,8 +1177,8 @@ int8DotT1g32Z_r1_quad:
 	VPDPBUSD    Z9, Z10, Z5
 	VCVTDQ2PS   Z5, Z5
 	VFMADD231PS Z8, Z5, Z3
-	VPERMPS     Z4, Z2, Z8
 	PREFETCHT0  8256(R9)
+	VPERMPS     Z4, Z2, Z8
 	VMOVDQU64   64(R9), Z9
 	VPABSB      Z9, Z10
 	VPMOVB2M    Z9, K1
@@ -1198,8 +1198,8 @@ int8DotT1g32Z_r1_pair:
 	CMPQ        R11, $0x00
 	JE          int8DotT1g32Z_r1_sum
 	VMOVQ       (R10), X4
-	VPERMPS     Z4, Z1, Z8
 	PREFETCHT0  8192(R9)
+	VPERMPS     Z4, Z1, Z8
 	VMOVDQU64   (R9), Z9
 	VPABSB      Z9, Z10
 	VPMOVB2M    Z9, K1
@@ -1275,8 +1275,8 @@ int8DotT1h32Z_r1_quad:
 	JB           int8DotT1h32Z_r1_pair
 	VPBROADCASTQ (R10), X7
 	VCVTPH2PS    X7, Y7
-	VPERMPS      Z7, Z1, Z8
 	PREFETCHT0   8192(R9)
+	VPERMPS      Z7, Z1, Z8
 	VMOVDQU64    (R9), Z9
 	VPABSB       Z9, Z10
 	VPMOVB2M     Z9, K1
@@ -1286,8 +1286,8 @@ int8DotT1h32Z_r1_quad:
 	VPDPBUSD     Z9, Z10, Z4
 	VCVTDQ2PS    Z4, Z4
 	VFMADD231PS  Z8, Z4, Z3
-	VPERMPS      Z7, Z2, Z8
 	PREFETCHT0   8256(R9)
+	VPERMPS      Z7, Z2, Z8
 	VMOVDQU64    64(R9), Z9
 	VPABSB       Z9, Z10
 	VPMOVB2M     Z9, K1
@@ -1308,8 +1308,8 @@ int8DotT1h32Z_r1_pair:
 	JE           int8DotT1h32Z_r1_sum
 	VPBROADCASTD (R10), X7
 	VCVTPH2PS    X7, Y7
-	VPERMPS      Z7, Z1, Z8
 	PREFETCHT0   8192(R9)
+	VPERMPS      Z7, Z1, Z8
 	VMOVDQU64    (R9), Z9
 	VPABSB       Z9, Z10
 	VPMOVB2M     Z9, K1
@@ -1389,8 +1389,8 @@ q4DotT1h32Z_r1_quad:
 	JB              q4DotT1h32Z_r1_pair
 	VPBROADCASTQ    (R10), X6
 	VCVTPH2PS       X6, Y6
-	VPERMPS         Z6, Z1, Z7
 	PREFETCHT0      8192(R9)
+	VPERMPS         Z6, Z1, Z7
 	VBROADCASTI64X4 (R9), Z8
 	VPSRLVD         Z0, Z8, Z8
 	VPANDD          Z4, Z8, Z8
@@ -1418,8 +1418,8 @@ q4DotT1h32Z_r1_pair:
 	JE              q4DotT1h32Z_r1_sum
 	VPBROADCASTD    (R10), X6
 	VCVTPH2PS       X6, Y6
-	VPERMPS         Z6, Z1, Z7
 	PREFETCHT0      8192(R9)
+	VPERMPS         Z6, Z1, Z7
 	VBROADCASTI64X4 (R9), Z8
 	VPSRLVD         Z0, Z8, Z8
 	VPANDD          Z4, Z8, Z8
@@ -1495,8 +1495,8 @@ int8DotT2g32Z_r1_quad:
 	CMPQ        R12, $0x04
 	JB          int8DotT2g32Z_r1_pair
 	VMOVUPS     (R11), X5
-	VPERMPS     Z5, Z1, Z12
 	PREFETCHT0  8192(R10)
+	VPERMPS     Z5, Z1, Z12
 	VMOVDQU64   (R10), Z13
 	VPABSB      Z13, Z14
 	VPMOVB2M    Z13, K1
@@ -1512,8 +1512,8 @@ int8DotT2g32Z_r1_quad:
 	VPDPBUSD    Z13, Z14, Z7
 	VCVTDQ2PS   Z7, Z7
 	VFMADD231PS Z12, Z7, Z4
-	VPERMPS     Z5, Z2, Z12
 	PREFETCHT0  8256(R10)
+	VPERMPS     Z5, Z2, Z12
 	VMOVDQU64   64(R10), Z13
 	VPABSB      Z13, Z14
 	VPMOVB2M    Z13, K1
@@ -1539,8 +1539,8 @@ int8DotT2g32Z_r1_pair:
 	CMPQ        R12, $0x00
 	JE          int8DotT2g32Z_r1_sum
 	VMOVQ       (R11), X5
-	VPERMPS     Z5, Z1, Z12
 	PREFETCHT0  8192(R10)
+	VPERMPS     Z5, Z1, Z12
 	VMOVDQU64   (R10), Z13
 	VPABSB      Z13, Z14
 	VPMOVB2M    Z13, K1
@@ -1632,8 +1632,8 @@ int8DotT2h32Z_r1_quad:
 	JB           int8DotT2h32Z_r1_pair
 	VPBROADCASTQ (R11), X11
 	VCVTPH2PS    X11, Y11
-	VPERMPS      Z11, Z1, Z12
 	PREFETCHT0   8192(R10)
+	VPERMPS      Z11, Z1, Z12
 	VMOVDQU64    (R10), Z13
 	VPABSB       Z13, Z14
 	VPMOVB2M     Z13, K1
@@ -1649,8 +1649,8 @@ int8DotT2h32Z_r1_quad:
 	VPDPBUSD     Z13, Z14, Z6
 	VCVTDQ2PS    Z6, Z6
 	VFMADD231PS  Z12, Z6, Z4
-	VPERMPS      Z11, Z2, Z12
 	PREFETCHT0   8256(R10)
+	VPERMPS      Z11, Z2, Z12
 	VMOVDQU64    64(R10), Z13
 	VPABSB       Z13, Z14
 	VPMOVB2M     Z13, K1
@@ -1677,8 +1677,8 @@ int8DotT2h32Z_r1_pair:
 	JE           int8DotT2h32Z_r1_sum
 	VPBROADCASTD (R11), X11
 	VCVTPH2PS    X11, Y11
-	VPERMPS      Z11, Z1, Z12
 	PREFETCHT0   8192(R10)
+	VPERMPS      Z11, Z1, Z12
 	VMOVDQU64    (R10), Z13
 	VPABSB       Z13, Z14
 	VPMOVB2M     Z13, K1
@@ -1775,8 +1775,8 @@ q4DotT2h32Z_r1_quad:
 	JB              q4DotT2h32Z_r1_pair
 	VPBROADCASTQ    (R11), X8
 	VCVTPH2PS       X8, Y8
-	VPERMPS         Z8, Z1, Z9
 	PREFETCHT0      8192(R10)
+	VPERMPS         Z8, Z1, Z9
 	VBROADCASTI64X4 (R10), Z10
 	VPSRLVD         Z0, Z10, Z10
 	VPANDD          Z6, Z10, Z10
@@ -1812,8 +1812,8 @@ q4DotT2h32Z_r1_pair:
 	JE              q4DotT2h32Z_r1_sum
 	VPBROADCASTD    (R11), X8
 	VCVTPH2PS       X8, Y8
-	VPERMPS         Z8, Z1, Z9
 	PREFETCHT0      8192(R10)
+	VPERMPS         Z8, Z1, Z9
 	VBROADCASTI64X4 (R10), Z10
 	VPSRLVD         Z0, Z10, Z10
 	VPANDD          Z6, Z10, Z10
@@ -1904,8 +1904,8 @@ int8DotT3g32Z_r1_quad:
 	CMPQ        R12, $0x04
 	JB          int8DotT3g32Z_r1_pair
 	VMOVUPS     (R11), X6
-	VPERMPS     Z6, Z1, Z16
 	PREFETCHT0  8192(R10)
+	VPERMPS     Z6, Z1, Z16
 	VMOVDQU64   (R10), Z17
 	VPABSB      Z17, Z18
 	VPMOVB2M    Z17, K1
@@ -1927,8 +1927,8 @@ int8DotT3g32Z_r1_quad:
 	VPDPBUSD    Z17, Z18, Z9
 	VCVTDQ2PS   Z9, Z9
 	VFMADD231PS Z16, Z9, Z5
-	VPERMPS     Z6, Z2, Z16
 	PREFETCHT0  8256(R10)
+	VPERMPS     Z6, Z2, Z16
 	VMOVDQU64   64(R10), Z17
 	VPABSB      Z17, Z18
 	VPMOVB2M    Z17, K1
@@ -1960,8 +1960,8 @@ int8DotT3g32Z_r1_pair:
 	CMPQ        R12, $0x00
 	JE          int8DotT3g32Z_r1_sum
 	VMOVQ       (R11), X6
-	VPERMPS     Z6, Z1, Z16
 	PREFETCHT0  8192(R10)
+	VPERMPS     Z6, Z1, Z16
 	VMOVDQU64   (R10), Z17
 	VPABSB      Z17, Z18
 	VPMOVB2M    Z17, K1
@@ -2069,8 +2069,8 @@ int8DotT3h32Z_r1_quad:
 	JB           int8DotT3h32Z_r1_pair
 	VPBROADCASTQ (R11), X15
 	VCVTPH2PS    X15, Y15
-	VPERMPS      Z15, Z1, Z16
 	PREFETCHT0   8192(R10)
+	VPERMPS      Z15, Z1, Z16
 	VMOVDQU64    (R10), Z17
 	VPABSB       Z17, Z18
 	VPMOVB2M     Z17, K1
@@ -2092,8 +2092,8 @@ int8DotT3h32Z_r1_quad:
 	VPDPBUSD     Z17, Z18, Z8
 	VCVTDQ2PS    Z8, Z8
 	VFMADD231PS  Z16, Z8, Z5
-	VPERMPS      Z15, Z2, Z16
 	PREFETCHT0   8256(R10)
+	VPERMPS      Z15, Z2, Z16
 	VMOVDQU64    64(R10), Z17
 	VPABSB       Z17, Z18
 	VPMOVB2M     Z17, K1
@@ -2126,8 +2126,8 @@ int8DotT3h32Z_r1_pair:
 	JE           int8DotT3h32Z_r1_sum
 	VPBROADCASTD (R11), X15
 	VCVTPH2PS    X15, Y15
-	VPERMPS      Z15, Z1, Z16
 	PREFETCHT0   8192(R10)
+	VPERMPS      Z15, Z1, Z16
 	VMOVDQU64    (R10), Z17
 	VPABSB       Z17, Z18
 	VPMOVB2M     Z17, K1
@@ -2241,8 +2241,8 @@ q4DotT3h32Z_r1_quad:
 	JB              q4DotT3h32Z_r1_pair
 	VPBROADCASTQ    (R11), X10
 	VCVTPH2PS       X10, Y10
-	VPERMPS         Z10, Z1, Z11
 	PREFETCHT0      8192(R10)
+	VPERMPS         Z10, Z1, Z11
 	VBROADCASTI64X4 (R10), Z12
 	VPSRLVD         Z0, Z12, Z12
 	VPANDD          Z8, Z12, Z12
@@ -2286,8 +2286,8 @@ q4DotT3h32Z_r1_pair:
 	JE              q4DotT3h32Z_r1_sum
 	VPBROADCASTD    (R11), X10
 	VCVTPH2PS       X10, Y10
-	VPERMPS         Z10, Z1, Z11
 	PREFETCHT0      8192(R10)
+	VPERMPS         Z10, Z1, Z11
 	VBROADCASTI64X4 (R10), Z12
 	VPSRLVD         Z0, Z12, Z12
 	VPANDD          Z8, Z12, Z12
@@ -2393,8 +2393,8 @@ int8DotT4g32Z_r1_quad:
 	CMPQ        R13, $0x04
 	JB          int8DotT4g32Z_r1_pair
 	VMOVUPS     (R12), X7
-	VPERMPS     Z7, Z1, Z20
 	PREFETCHT0  8192(R11)
+	VPERMPS     Z7, Z1, Z20
 	VMOVDQU64   (R11), Z21
 	VPABSB      Z21, Z22
 	VPMOVB2M    Z21, K1
@@ -2422,8 +2422,8 @@ int8DotT4g32Z_r1_quad:
 	VPDPBUSD    Z21, Z22, Z11
 	VCVTDQ2PS   Z11, Z11
 	VFMADD231PS Z20, Z11, Z6
-	VPERMPS     Z7, Z2, Z20
 	PREFETCHT0  8256(R11)
+	VPERMPS     Z7, Z2, Z20
 	VMOVDQU64   64(R11), Z21
 	VPABSB      Z21, Z22
 	VPMOVB2M    Z21, K1
@@ -2461,8 +2461,8 @@ int8DotT4g32Z_r1_pair:
 	CMPQ        R13, $0x00
 	JE          int8DotT4g32Z_r1_sum
 	VMOVQ       (R12), X7
-	VPERMPS     Z7, Z1, Z20
 	PREFETCHT0  8192(R11)
+	VPERMPS     Z7, Z1, Z20
 	VMOVDQU64   (R11), Z21
 	VPABSB      Z21, Z22
 	VPMOVB2M    Z21, K1
@@ -2586,8 +2586,8 @@ int8DotT4h32Z_r1_quad:
 	JB           int8DotT4h32Z_r1_pair
 	VPBROADCASTQ (R12), X19
 	VCVTPH2PS    X19, Y19
-	VPERMPS      Z19, Z1, Z20
 	PREFETCHT0   8192(R11)
+	VPERMPS      Z19, Z1, Z20
 	VMOVDQU64    (R11), Z21
 	VPABSB       Z21, Z22
 	VPMOVB2M     Z21, K1
@@ -2615,8 +2615,8 @@ int8DotT4h32Z_r1_quad:
 	VPDPBUSD     Z21, Z22, Z10
 	VCVTDQ2PS    Z10, Z10
 	VFMADD231PS  Z20, Z10, Z6
-	VPERMPS      Z19, Z2, Z20
 	PREFETCHT0   8256(R11)
+	VPERMPS      Z19, Z2, Z20
 	VMOVDQU64    64(R11), Z21
 	VPABSB       Z21, Z22
 	VPMOVB2M     Z21, K1
@@ -2655,8 +2655,8 @@ int8DotT4h32Z_r1_pair:
 	JE           int8DotT4h32Z_r1_sum
 	VPBROADCASTD (R12), X19
 	VCVTPH2PS    X19, Y19
-	VPERMPS      Z19, Z1, Z20
 	PREFETCHT0   8192(R11)
+	VPERMPS      Z19, Z1, Z20
 	VMOVDQU64    (R11), Z21
 	VPABSB       Z21, Z22
 	VPMOVB2M     Z21, K1
@@ -2787,8 +2787,8 @@ q4DotT4h32Z_r1_quad:
 	JB              q4DotT4h32Z_r1_pair
 	VPBROADCASTQ    (R12), X12
 	VCVTPH2PS       X12, Y12
-	VPERMPS         Z12, Z1, Z13
 	PREFETCHT0      8192(R11)
+	VPERMPS         Z12, Z1, Z13
 	VBROADCASTI64X4 (R11), Z14
 	VPSRLVD         Z0, Z14, Z14
 	VPANDD          Z10, Z14, Z14
@@ -2840,8 +2840,8 @@ q4DotT4h32Z_r1_pair:
 	JE              q4DotT4h32Z_r1_sum
 	VPBROADCASTD    (R12), X12
 	VCVTPH2PS       X12, Y12
-	VPERMPS         Z12, Z1, Z13
 	PREFETCHT0      8192(R11)
+	VPERMPS         Z12, Z1, Z13
 	VBROADCASTI64X4 (R11), Z14
 	VPSRLVD         Z0, Z14, Z14
 	VPANDD          Z10, Z14, Z14
@@ -2959,8 +2959,8 @@ int8DotV1h32Z_r1_quad:
 	JB           int8DotV1h32Z_r1_pair
 	VPBROADCASTQ (R10), X8
 	VCVTPH2PS    X8, Y8
-	VPERMPS      Z8, Z2, Z9
 	PREFETCHT0   8192(R9)
+	VPERMPS      Z8, Z2, Z9
 	VMOVDQU64    (R9), Z10
 	VPABSB       Z10, Z11
 	VPMOVB2M     Z10, K1
@@ -2970,8 +2970,8 @@ int8DotV1h32Z_r1_quad:
 	VPDPBUSD     Z10, Z11, Z5
 	VCVTDQ2PS    Z5, Z5
 	VFMADD231PS  Z9, Z5, Z4
-	VPERMPS      Z8, Z3, Z9
 	PREFETCHT0   8256(R9)
+	VPERMPS      Z8, Z3, Z9
 	VMOVDQU64    64(R9), Z10
 	VPABSB       Z10, Z11
 	VPMOVB2M     Z10, K1
@@ -2992,8 +2992,8 @@ int8DotV1h32Z_r1_pair:
 	JE           int8DotV1h32Z_r1_sum
 	VPBROADCASTD (R10), X8
 	VCVTPH2PS    X8, Y8
-	VPERMPS      Z8, Z2, Z9
 	PREFETCHT0   8192(R9)
+	VPERMPS      Z8, Z2, Z9
 	VMOVDQU64    (R9), Z10
 	VPABSB       Z10, Z11
 	VPMOVB2M     Z10, K1
@@ -3074,8 +3074,8 @@ q4DotV1h32Z_r1_quad:
 	JB              q4DotV1h32Z_r1_pair
 	VPBROADCASTQ    (R10), X7
 	VCVTPH2PS       X7, Y7
-	VPERMPS         Z7, Z2, Z8
 	PREFETCHT0      8192(R9)
+	VPERMPS         Z7, Z2, Z8
 	VBROADCASTI64X4 (R9), Z9
 	VPSRLVD         Z1, Z9, Z9
 	VPANDD          Z5, Z9, Z9
@@ -3103,8 +3103,8 @@ q4DotV1h32Z_r1_pair:
 	JE              q4DotV1h32Z_r1_sum
 	VPBROADCASTD    (R10), X7
 	VCVTPH2PS       X7, Y7
-	VPERMPS         Z7, Z2, Z8
 	PREFETCHT0      8192(R9)
+	VPERMPS         Z7, Z2, Z8
 	VBROADCASTI64X4 (R9), Z9
 	VPSRLVD         Z1, Z9, Z9
 	VPANDD          Z5, Z9, Z9
@@ -3137,6 +3137,247 @@ q4DotV1h32Z_r1_sum:
 	JMP           q4DotV1h32Z_r1_row
 
 q4DotV1h32Z_r1_end:
+	VZEROUPPER
+	RET
+
+// func q4DotV1h32S2Z(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *int32, nblk int, inv *float32, dst *float32, rows int)
+// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512VNNI, F16C, MMX+
+TEXT ·q4DotV1h32S2Z(SB), NOSPLIT, $0-80
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         sc+16(FP), DX
+	MOVQ         sstride+24(FP), BX
+	MOVQ         dst+64(FP), SI
+	MOVQ         rows+72(FP), DI
+	MOVQ         inv+56(FP), R8
+	VMOVSS       (R8), X0
+	VPXORD       Z1, Z1, Z1
+	VMOVDQU64    z_nibshift<>+0(SB), Z1
+	VMOVDQU64    z_mask0f<>+0(SB), Z9
+	MOVL         $0x00000000, R8
+	VMOVD        R8, X2
+	VPBROADCASTD X2, Y2
+	MOVL         $0x00000001, R8
+	VMOVD        R8, X10
+	VPBROADCASTD X10, Y10
+	VINSERTI64X4 $0x01, Y10, Z2, Z2
+	MOVL         $0x00000002, R8
+	VMOVD        R8, X10
+	VPBROADCASTD X10, Y10
+	MOVL         $0x00000003, R8
+	VMOVD        R8, X11
+	VPBROADCASTD X11, Y11
+	VINSERTI64X4 $0x01, Y11, Z10, Z10
+
+q4DotV1h32S2Z_r2_row:
+	CMPQ   DI, $0x02
+	JB     q4DotV1h32S2Z_r2_end
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	MOVQ   act+32(FP), R8
+	MOVQ   bias+40(FP), R12
+	MOVQ   AX, R9
+	MOVQ   DX, R10
+	MOVQ   nblk+48(FP), R11
+
+q4DotV1h32S2Z_r2_quad:
+	CMPQ            R11, $0x04
+	JB              q4DotV1h32S2Z_r2_pair
+	VPBROADCASTQ    (R10), X11
+	VCVTPH2PS       X11, Y11
+	VPBROADCASTQ    (R10)(BX*1), X12
+	VCVTPH2PS       X12, Y12
+	PREFETCHT0      8192(R9)
+	PREFETCHT0      8192(R9)(CX*1)
+	VMOVDQU64       (R8), Z13
+	VMOVDQU64       (R12), Z14
+	VPERMPS         Z11, Z2, Z15
+	VBROADCASTI64X4 (R9), Z16
+	VPSRLVD         Z1, Z16, Z16
+	VPANDD          Z9, Z16, Z16
+	VMOVDQA64       Z14, Z17
+	VPDPBUSD        Z13, Z16, Z17
+	VCVTDQ2PS       Z17, Z17
+	VFMADD231PS     Z15, Z17, Z3
+	VPERMPS         Z12, Z2, Z15
+	VBROADCASTI64X4 (R9)(CX*1), Z16
+	VPSRLVD         Z1, Z16, Z16
+	VPANDD          Z9, Z16, Z16
+	VMOVDQA64       Z14, Z14
+	VPDPBUSD        Z13, Z16, Z14
+	VCVTDQ2PS       Z14, Z14
+	VFMADD231PS     Z15, Z14, Z5
+	VMOVDQU64       64(R8), Z13
+	VMOVDQU64       64(R12), Z14
+	VPERMPS         Z11, Z10, Z15
+	VBROADCASTI64X4 32(R9), Z16
+	VPSRLVD         Z1, Z16, Z16
+	VPANDD          Z9, Z16, Z16
+	VMOVDQA64       Z14, Z17
+	VPDPBUSD        Z13, Z16, Z17
+	VCVTDQ2PS       Z17, Z17
+	VFMADD231PS     Z15, Z17, Z4
+	VPERMPS         Z12, Z10, Z15
+	VBROADCASTI64X4 32(R9)(CX*1), Z16
+	VPSRLVD         Z1, Z16, Z16
+	VPANDD          Z9, Z16, Z16
+	VMOVDQA64       Z14, Z14
+	VPDPBUSD        Z13, Z16, Z14
+	VCVTDQ2PS       Z14, Z14
+	VFMADD231PS     Z15, Z14, Z6
+	ADDQ            $0x00000080, R8
+	ADDQ            $0x00000080, R12
+	ADDQ            $0x00000040, R9
+	ADDQ            $0x08, R10
+	SUBQ            $0x04, R11
+	JMP             q4DotV1h32S2Z_r2_quad
+
+q4DotV1h32S2Z_r2_pair:
+	CMPQ            R11, $0x00
+	JE              q4DotV1h32S2Z_r2_sum
+	VPBROADCASTD    (R10), X11
+	VCVTPH2PS       X11, Y11
+	VPBROADCASTD    (R10)(BX*1), X12
+	VCVTPH2PS       X12, Y12
+	PREFETCHT0      8192(R9)
+	PREFETCHT0      8192(R9)(CX*1)
+	VMOVDQU64       (R8), Z13
+	VMOVDQU64       (R12), Z14
+	VPERMPS         Z11, Z2, Z15
+	VBROADCASTI64X4 (R9), Z16
+	VPSRLVD         Z1, Z16, Z16
+	VPANDD          Z9, Z16, Z16
+	VMOVDQA64       Z14, Z17
+	VPDPBUSD        Z13, Z16, Z17
+	VCVTDQ2PS       Z17, Z17
+	VFMADD231PS     Z15, Z17, Z3
+	VPERMPS         Z12, Z2, Z15
+	VBROADCASTI64X4 (R9)(CX*1), Z16
+	VPSRLVD         Z1, Z16, Z16
+	VPANDD          Z9, Z16, Z16
+	VMOVDQA64       Z14, Z14
+	VPDPBUSD        Z13, Z16, Z14
+	VCVTDQ2PS       Z14, Z14
+	VFMADD231PS     Z15, Z14, Z5
+	ADDQ            $0x00000040, R8
+	ADDQ            $0x00000040, R12
+	ADDQ            $0x00000020, R9
+	ADDQ            $0x04, R10
+	SUBQ            $0x02, R11
+
+q4DotV1h32S2Z_r2_sum:
+	VADDPS        Z4, Z3, Z3
+	VEXTRACTF64X4 $0x01, Z3, Y11
+	VADDPS        Y11, Y3, Y11
+	VEXTRACTF32X4 $0x01, Y11, X12
+	VADDPS        X12, X11, X12
+	VPSHUFD       $0x4e, X12, X11
+	VADDPS        X11, X12, X12
+	VPSHUFD       $0xb1, X12, X11
+	VADDPS        X11, X12, X12
+	VMULSS        X0, X12, X12
+	VMOVSS        X12, (SI)
+	VADDPS        Z6, Z5, Z5
+	VEXTRACTF64X4 $0x01, Z5, Y11
+	VADDPS        Y11, Y5, Y11
+	VEXTRACTF32X4 $0x01, Y11, X12
+	VADDPS        X12, X11, X12
+	VPSHUFD       $0x4e, X12, X11
+	VADDPS        X11, X12, X12
+	VPSHUFD       $0xb1, X12, X11
+	VADDPS        X11, X12, X12
+	VMULSS        X0, X12, X12
+	VMOVSS        X12, 4(SI)
+	ADDQ          CX, AX
+	ADDQ          BX, DX
+	ADDQ          CX, AX
+	ADDQ          BX, DX
+	ADDQ          $0x00000008, SI
+	SUBQ          $0x02, DI
+	JMP           q4DotV1h32S2Z_r2_row
+
+q4DotV1h32S2Z_r2_end:
+q4DotV1h32S2Z_r1_row:
+	CMPQ   DI, $0x01
+	JB     q4DotV1h32S2Z_r1_end
+	VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8
+	MOVQ   act+32(FP), R8
+	MOVQ   bias+40(FP), R12
+	MOVQ   AX, R9
+	MOVQ   DX, R10
+	MOVQ   nblk+48(FP), R11
+
+q4DotV1h32S2Z_r1_quad:
+	CMPQ            R11, $0x04
+	JB              q4DotV1h32S2Z_r1_pair
+	VPBROADCASTQ    (R10), X11
+	VCVTPH2PS       X11, Y11
+	PREFETCHT0      8192(R9)
+	VPERMPS         Z11, Z2, Z3
+	VBROADCASTI64X4 (R9), Z4
+	VPSRLVD         Z1, Z4, Z4
+	VPANDD          Z9, Z4, Z4
+	VMOVDQU64       (R12), Z5
+	VPDPBUSD        (R8), Z4, Z5
+	VCVTDQ2PS       Z5, Z5
+	VFMADD231PS     Z3, Z5, Z7
+	VPERMPS         Z11, Z10, Z3
+	VBROADCASTI64X4 32(R9), Z4
+	VPSRLVD         Z1, Z4, Z4
+	VPANDD          Z9, Z4, Z4
+	VMOVDQU64       64(R12), Z5
+	VPDPBUSD        64(R8), Z4, Z5
+	VCVTDQ2PS       Z5, Z5
+	VFMADD231PS     Z3, Z5, Z8
+	ADDQ            $0x00000080, R8
+	ADDQ            $0x00000080, R12
+	ADDQ            $0x00000040, R9
+	ADDQ            $0x08, R10
+	SUBQ            $0x04, R11
+	JMP             q4DotV1h32S2Z_r1_quad
+
+q4DotV1h32S2Z_r1_pair:
+	CMPQ            R11, $0x00
+	JE              q4DotV1h32S2Z_r1_sum
+	VPBROADCASTD    (R10), X11
+	VCVTPH2PS       X11, Y11
+	PREFETCHT0      8192(R9)
+	VPERMPS         Z11, Z2, Z3
+	VBROADCASTI64X4 (R9), Z4
+	VPSRLVD         Z1, Z4, Z4
+	VPANDD          Z9, Z4, Z4
+	VMOVDQU64       (R12), Z5
+	VPDPBUSD        (R8), Z4, Z5
+	VCVTDQ2PS       Z5, Z5
+	VFMADD231PS     Z3, Z5, Z7
+	ADDQ            $0x00000040, R8
+	ADDQ            $0x00000040, R12
+	ADDQ            $0x00000020, R9
+	ADDQ            $0x04, R10
+	SUBQ            $0x02, R11
+
+q4DotV1h32S2Z_r1_sum:
+	VADDPS        Z8, Z7, Z7
+	VEXTRACTF64X4 $0x01, Z7, Y3
+	VADDPS        Y3, Y7, Y3
+	VEXTRACTF32X4 $0x01, Y3, X4
+	VADDPS        X4, X3, X4
+	VPSHUFD       $0x4e, X4, X3
+	VADDPS        X3, X4, X4
+	VPSHUFD       $0xb1, X4, X3
+	VADDPS        X3, X4, X4
+	VMULSS        X0, X4, X4
+	VMOVSS        X4, (SI)
+	ADDQ          CX, AX
+	ADDQ          BX, DX
+	ADDQ          $0x00000004, SI
+	SUBQ          $0x01, DI
+	JMP           q4DotV1h32S2Z_r1_row
+
+q4DotV1h32S2Z_r1_end:
 	VZEROUPPER
 	RET
 
