@@ -624,13 +624,7 @@ func int8DotBatchZ(nt int, half, nib, vec bool, rowsAPass int) {
 		doc = fmt.Sprintf("%sS%dZ is %s taking %d rows a pass (short rows), the same results bit for bit; see int8DotBatchZ in _gen.", name[:len(name)-1], rowsAPass, name, rowsAPass)
 		name = fmt.Sprintf("%sS%dZ", name[:len(name)-1], rowsAPass)
 	}
-	var w, stride, sc, sstride, as, as3, dst, rows reg.Register
-	var ib reg.VecVirtual // vec: *inv
-	if vec {
-		w, stride, sc, sstride, dst, rows, ib = int8VecHeader(name, doc, nib)
-	} else {
-		w, stride, sc, sstride, as, as3, dst, rows = int8BatchHeader(name, scType, doc, nib)
-	}
+	w, stride, sc, sstride, as, as3, dst, rows, ib := int8Header(name, scType, doc, nib, vec)
 	zero := ZMM()
 	VPXORD(zero, zero, zero)
 	var nibShift, mask0f reg.VecVirtual // q4: in registers, off the load ports
@@ -683,19 +677,9 @@ func int8DotBatchZ(nt int, half, nib, vec bool, rowsAPass int) {
 		MOVQ(w, wc)
 		MOVQ(sc, scc)
 		Load(Param("nblk"), n)
-		// row r's weights and scales
-		wAt := func(r, disp int) Mem {
-			if r == 0 {
-				return Mem{Base: wc, Disp: disp}
-			}
-			return Mem{Base: wc, Index: stride, Scale: 1, Disp: disp}
-		}
-		sAt := func(r int) Mem {
-			if r == 0 {
-				return Mem{Base: scc}
-			}
-			return Mem{Base: scc, Index: sstride, Scale: 1}
-		}
+		// row r's weights and scales (r < 2)
+		wAt := func(r, disp int) Mem { return rowAddr(wc, stride, nil, r, disp) }
+		sAt := func(r int) Mem { return rowAddr(scc, sstride, nil, r, 0) }
 
 		// nb blocks (nb*32 weights) of the rows, a pair to a ZMM register
 		byFour(lbl, n, func(nb int) {

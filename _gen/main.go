@@ -1201,7 +1201,7 @@ func int8DotBatch(nt int, half, vnni, nib bool) {
 		doc = fmt.Sprintf("%sV is %s with AVX-VNNI, the same results bit for bit; see int8DotBatch in _gen.", name, name)
 		name += "V"
 	}
-	w, stride, sc, sstride, as, as3, dst, rows := int8BatchHeader(name, scType, doc, nib)
+	w, stride, sc, sstride, as, as3, dst, rows, _ := int8Header(name, scType, doc, nib, false)
 	ones := int8Ones(vnni)
 	nb := nibbleSet(nib)
 	acc := int8Accs(nt, nb)
@@ -1251,8 +1251,9 @@ func int8Accs(nt int, nb *nibbles) [][]reg.VecVirtual {
 
 // q4Chains is the q4 kernels' FMA chains a token: block b goes to chain
 // b%4, and the chains add as (0+2) + (1+3). A pair of 4-bit blocks is 36
-// bytes, so two chains held the kernels to 36 bytes an FMA latency (~30
-// GB/s on the Zen 5 VM, no faster in cache than from memory).
+// bytes, so two chains would bound a kernel at 36 bytes an FMA latency
+// (4 cycles: ~30 GB/s at the Zen 5 VM's ~3.4 GHz), under what the AVX-512
+// kernel reads in cache with four (docs/cpu-notes.md).
 const q4Chains = 4
 
 // nibbles makes int8Blocks read 4-bit weights in the Q4 layout (Int8Mat's
@@ -1295,27 +1296,40 @@ func int8RowStart(acc [][]reg.VecVirtual, w, sc reg.Register, nb *nibbles) (p, w
 	return
 }
 
-// int8BatchHeader declares a batched int8 kernel (int8DotBatch,
-// int8DotBatchZ: one signature, scales of type scType; with nib the q4
-// kernels' signature, which adds the activations' lane biases) and loads
-// its arguments; as3 = 3*as.
-func int8BatchHeader(name, scType, doc string, nib bool) (w, stride, sc, sstride, as, as3, dst, rows reg.Register) {
-	sig := "func(w *int8, stride int, sc *" + scType + ", sstride int, act *int8, as int, nblk int, dst *float32, rows int)"
+// int8Header declares an int8 kernel and loads its arguments: a batched
+// one (int8DotBatch, int8DotBatchZ: scales of type scType, tokens as bytes
+// apart, as3 = 3*as) or, with vec, a one-token one that scales and stores
+// its rows (int8DotVecH, int8DotBatchZ's vec form: float16 scales, *inv
+// into ib). With nib, the q4 kernels' signature, which adds the
+// activations' lane biases.
+func int8Header(name, scType, doc string, nib, vec bool) (w, stride, sc, sstride, as, as3, dst, rows reg.Register, ib reg.VecVirtual) {
+	wType, bias, toks := "*int8", "", "as int, "
 	if nib {
-		sig = "func(w *byte, stride int, sc *" + scType + ", sstride int, act *int8, bias *int32, as int, nblk int, dst *float32, rows int)"
+		wType, bias = "*byte", "bias *int32, "
 	}
-	TEXT(name, NOSPLIT, sig)
+	tail := "nblk int, dst *float32, rows int)"
+	if vec {
+		scType, toks, tail = "uint16", "", "nblk int, inv *float32, dst *float32, rows int)"
+	}
+	TEXT(name, NOSPLIT, "func(w "+wType+", stride int, sc *"+scType+", sstride int, act *int8, "+bias+toks+tail)
 	Pragma("noescape")
 	Doc(doc)
 	w = Load(Param("w"), GP64())
 	stride = Load(Param("stride"), GP64())
 	sc = Load(Param("sc"), GP64())
 	sstride = Load(Param("sstride"), GP64())
-	as = Load(Param("as"), GP64())
-	as3 = GP64()
-	LEAQ(Mem{Base: as, Index: as, Scale: 2}, as3)
+	if !vec {
+		as = Load(Param("as"), GP64())
+		as3 = GP64()
+		LEAQ(Mem{Base: as, Index: as, Scale: 2}, as3)
+	}
 	dst = Load(Param("dst"), GP64())
 	rows = Load(Param("rows"), GP64())
+	if vec {
+		ib = XMM()
+		ip := Load(Param("inv"), GP64())
+		VMOVSS(Mem{Base: ip}, ib)
+	}
 	return
 }
 
@@ -1444,7 +1458,7 @@ func int8DotVecH(vnni, nib bool) {
 		doc = name + "V is " + name + " with AVX-VNNI, the same results bit for bit; see int8DotVecH in _gen."
 		name += "V"
 	}
-	w, stride, sc, sstride, dst, rows, ib := int8VecHeader(name, doc, nib)
+	w, stride, sc, sstride, _, _, dst, rows, ib := int8Header(name, "uint16", doc, nib, true)
 	ones := int8Ones(vnni)
 	nb := nibbleSet(nib)
 	acc := int8Accs(1, nb)
@@ -1466,30 +1480,6 @@ func int8DotVecH(vnni, nib bool) {
 	Label(name + "_done")
 	VZEROUPPER()
 	RET()
-}
-
-// int8VecHeader declares a one-token int8 kernel that scales and stores
-// its rows (int8DotVecH, and int8DotBatchZ's vec form; with nib the q4
-// signature, which adds the activations' lane biases) and loads its
-// arguments, *inv into ib.
-func int8VecHeader(name, doc string, nib bool) (w, stride, sc, sstride, dst, rows reg.Register, ib reg.VecVirtual) {
-	sig := "func(w *int8, stride int, sc *uint16, sstride int, act *int8, nblk int, inv *float32, dst *float32, rows int)"
-	if nib {
-		sig = "func(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *int32, nblk int, inv *float32, dst *float32, rows int)"
-	}
-	TEXT(name, NOSPLIT, sig)
-	Pragma("noescape")
-	Doc(doc)
-	w = Load(Param("w"), GP64())
-	stride = Load(Param("stride"), GP64())
-	sc = Load(Param("sc"), GP64())
-	sstride = Load(Param("sstride"), GP64())
-	dst = Load(Param("dst"), GP64())
-	rows = Load(Param("rows"), GP64())
-	ib = XMM()
-	ip := Load(Param("inv"), GP64())
-	VMOVSS(Mem{Base: ip}, ib)
-	return
 }
 
 // attnScores writes out[p] = q·k_p for npos positions, k_p at k+p*kstride
