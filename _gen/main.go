@@ -1181,8 +1181,9 @@ func byFour(lbl string, n reg.Register, body func(nb int)) {
 // its scale are loaded once for all the tokens; per token the order of
 // operations is the same at every token count (int8Blocks), so each result
 // equals the one-token kernel's. With vnni, the AVX-VNNI twin. With nib,
-// the q4Dot twin: the weights are 4-bit (nibbles), and the results are the
-// int8 kernel's for the same weights, bit for bit.
+// the q4Dot twin: the weights are 4-bit (nibbles), its int32 lanes are the
+// int8 kernel's for the same weights, and its four FMA chains a token
+// (q4Chains) add them in another order.
 func int8DotBatch(nt int, half, vnni, nib bool) {
 	name := fmt.Sprintf("int8DotT%dg32", nt)
 	scType := "float32"
@@ -1195,7 +1196,7 @@ func int8DotBatch(nt int, half, vnni, nib bool) {
 	}
 	doc := fmt.Sprintf("%s writes the scaled int8 dots of each row with %d tokens to dst[4*row+token]; see int8DotBatch in _gen.", name, nt)
 	if nib {
-		doc = fmt.Sprintf("%s is int8DotT%dh32 for 4-bit weights (Q4 layout), the same results bit for bit; see int8DotBatch in _gen.", name, nt)
+		doc = fmt.Sprintf("%s is int8DotT%dh32 for 4-bit weights (Q4 layout), with four FMA chains a token; see int8DotBatch in _gen.", name, nt)
 	}
 	if vnni {
 		doc = fmt.Sprintf("%sV is %s with AVX-VNNI, the same results bit for bit; see int8DotBatch in _gen.", name, name)
@@ -1251,9 +1252,9 @@ func int8Accs(nt int, nb *nibbles) [][]reg.VecVirtual {
 
 // q4Chains is the q4 kernels' FMA chains a token: block b goes to chain
 // b%4, and the chains add as (0+2) + (1+3). A pair of 4-bit blocks is 36
-// bytes, so two chains would bound a kernel at 36 bytes an FMA latency
-// (4 cycles: ~30 GB/s at the Zen 5 VM's ~3.4 GHz), under what the AVX-512
-// kernel reads in cache with four (docs/cpu-notes.md).
+// bytes, half an int8 pair's, so two chains would hold a kernel to half
+// the bytes an FMA latency that the int8 kernels stream
+// (docs/cpu-notes.md, "4-bit rows").
 const q4Chains = 4
 
 // nibbles makes int8Blocks read 4-bit weights in the Q4 layout (Int8Mat's

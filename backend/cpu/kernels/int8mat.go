@@ -25,8 +25,9 @@ import (
 // file): nib instead of vals, row r at nib[r*cols/2:], per pair of 32-blocks
 // 32 bytes, byte j holding w+8 of weight j of the even block in its low
 // nibble and of weight j of the odd block in its high nibble. The q4
-// kernels unpack a pair with a shift and a mask and give the results of
-// the int8 kernels on the same values, bit for bit (see nibbles in _gen).
+// kernels unpack a pair with a shift and a mask; their int32 lane sums are
+// the int8 kernels' on the same values, added in four FMA chains a token
+// instead of two (see nibbles and q4Chains in _gen).
 type Int8Mat struct {
 	rows, cols, group int
 	vals              []int8

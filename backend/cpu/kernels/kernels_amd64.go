@@ -109,12 +109,12 @@ func int8DotT4g32(w *int8, stride int, sc *float32, sstride int, act *int8, as i
 //go:noescape
 func int8DotT4h32(w *int8, stride int, sc *uint16, sstride int, act *int8, as int, nblk int, dst *float32, rows int)
 
-// q4DotT1h32 is int8DotT1h32 for 4-bit weights (Q4 layout), the same results bit for bit; see int8DotBatch in _gen.
+// q4DotT1h32 is int8DotT1h32 for 4-bit weights (Q4 layout), with four FMA chains a token; see int8DotBatch in _gen.
 //
 //go:noescape
 func q4DotT1h32(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *int32, as int, nblk int, dst *float32, rows int)
 
-// q4DotT2h32 is int8DotT2h32 for 4-bit weights (Q4 layout), the same results bit for bit; see int8DotBatch in _gen.
+// q4DotT2h32 is int8DotT2h32 for 4-bit weights (Q4 layout), with four FMA chains a token; see int8DotBatch in _gen.
 //
 //go:noescape
 func q4DotT2h32(w *byte, stride int, sc *uint16, sstride int, act *int8, bias *int32, as int, nblk int, dst *float32, rows int)
