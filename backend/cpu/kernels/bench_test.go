@@ -302,3 +302,61 @@ func BenchmarkTernaryMatVecThreads(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkMatVecCores is the one-token kernels' compute ceiling: each of
+// threads goroutines runs its own product of a 64x2560 matrix (40 KB of
+// ternary codes, 170 KB of Q8_0: in each core's L2) over and over, so no
+// byte comes from memory and nothing is shared. MB/s is all threads'
+// weight bytes together. Against the machine's stream at the same thread
+// count it says whether a kernel can keep up with memory at all
+// (docs/cpu-notes.md, "The one-token kernels' compute ceiling").
+func BenchmarkMatVecCores(b *testing.B) {
+	const rows, cols = 64, 2560
+	for _, kind := range []string{"ternary", "q8_0"} {
+		for _, isa := range isas[1:] {
+			if !hasISA(isa) {
+				continue
+			}
+			for _, threads := range []int{1, 2} {
+				b.Run(fmt.Sprintf("%s/isa=%s/threads=%d", kind, isa, threads), func(b *testing.B) {
+					defer setISA(isa)()
+					type matVec interface {
+						MatVec(dst []float32, a *Acts, r0, r1 int)
+						Bytes() int
+					}
+					ms := make([]matVec, threads)
+					acts := make([]*Acts, threads)
+					for t := range ms {
+						rng := rand.New(rand.NewPCG(uint64(t), 2))
+						if kind == "q8_0" {
+							ms[t], _, _ = randQ8Half(b, rng, rows, cols)
+						} else {
+							tc := randTernary(rng, rows, cols, "row")
+							m, err := NewTernary(rows, cols, tc.codes, tc.bscale, 64, TernaryOptions{Layout: Layout2Bit})
+							if err != nil {
+								b.Fatal(err)
+							}
+							ms[t] = m
+						}
+						acts[t], _ = NewActs(cols, 1)
+						acts[t].Set(randActs(rng, cols, 1))
+					}
+					b.SetBytes(int64(threads * ms[0].Bytes()))
+					b.ResetTimer()
+					var wg sync.WaitGroup
+					for t := range ms {
+						wg.Add(1)
+						go func() {
+							defer wg.Done()
+							dst := make([]float32, rows)
+							for i := 0; i < b.N; i++ {
+								ms[t].MatVec(dst, acts[t], 0, rows)
+							}
+						}()
+					}
+					wg.Wait()
+				})
+			}
+		}
+	}
+}

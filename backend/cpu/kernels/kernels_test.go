@@ -584,7 +584,7 @@ func rowRanges(rng *rand.Rand, rows int) [][2]int {
 
 // randQ8Half is a random Q8_0-style matrix: int8 values (-128 included)
 // and float16 scales, one per 32; it returns the values and scales too.
-func randQ8Half(t *testing.T, rng *rand.Rand, rows, cols int) (*Int8Mat, []int8, []uint16) {
+func randQ8Half(t testing.TB, rng *rand.Rand, rows, cols int) (*Int8Mat, []int8, []uint16) {
 	t.Helper()
 	vals := make([]int8, rows*cols)
 	for i := range vals {
