@@ -305,14 +305,15 @@ func BenchmarkTernaryMatVecThreads(b *testing.B) {
 
 // BenchmarkMatVecCores is the one-token kernels' compute ceiling: each of
 // threads goroutines runs its own product of a 64x2560 matrix (40 KB of
-// ternary codes, 170 KB of Q8_0: in each core's L2) over and over, so no
+// ternary codes, 90 KB of Q4_0, 170 KB of Q8_0: in each core's L2) over
+// and over, so no
 // byte comes from memory and nothing is shared. MB/s is all threads'
 // weight bytes together. Against the machine's stream at the same thread
 // count it says whether a kernel can keep up with memory at all
 // (docs/cpu-notes.md, "The one-token kernels' compute ceiling").
 func BenchmarkMatVecCores(b *testing.B) {
 	const rows, cols = 64, 2560
-	for _, kind := range []string{"ternary", "q8_0"} {
+	for _, kind := range []string{"ternary", "q4_0", "q8_0"} {
 		for _, isa := range isas[1:] {
 			if !hasISA(isa) {
 				continue
@@ -328,9 +329,12 @@ func BenchmarkMatVecCores(b *testing.B) {
 					acts := make([]*Acts, threads)
 					for t := range ms {
 						rng := rand.New(rand.NewPCG(uint64(t), 2))
-						if kind == "q8_0" {
+						switch kind {
+						case "q8_0":
 							ms[t], _, _ = randQ8Half(b, rng, rows, cols)
-						} else {
+						case "q4_0":
+							_, ms[t], _ = randQ4(b, rng, rows, cols)
+						default:
 							tc := randTernary(rng, rows, cols, "row")
 							m, err := NewTernary(rows, cols, tc.codes, tc.bscale, 64, TernaryOptions{Layout: Layout2Bit})
 							if err != nil {
@@ -339,6 +343,9 @@ func BenchmarkMatVecCores(b *testing.B) {
 							ms[t] = m
 						}
 						acts[t], _ = NewActs(cols, 1)
+						if kind == "q4_0" {
+							acts[t].EnableLaneBias()
+						}
 						acts[t].Set(randActs(rng, cols, 1))
 					}
 					b.SetBytes(int64(threads * ms[0].Bytes()))

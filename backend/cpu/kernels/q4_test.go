@@ -13,7 +13,7 @@ import (
 // randQ4 returns rows x cols of random Q4_0 blocks (every nibble value,
 // small float16 scales) as the file holds them, the matrix FromQ4_0 makes
 // of them (4 bits), and its int8 twin (fromQ4_0Int8).
-func randQ4(t *testing.T, rng *rand.Rand, rows, cols int) (data []byte, q4, i8 *Int8Mat) {
+func randQ4(t testing.TB, rng *rand.Rand, rows, cols int) (data []byte, q4, i8 *Int8Mat) {
 	t.Helper()
 	data = make([]byte, rows*cols/32*18)
 	for b := 0; b < len(data); b += 18 {
