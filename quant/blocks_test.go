@@ -41,6 +41,16 @@ func TestHandBlocks(t *testing.T) {
 		b[3] = 0x08 // element 1: 0; element 17: 0-8 -> -16
 		cases = append(cases, tc{"q4_0", Q4_0, b, map[int]float32{0: 14, 16: 2, 17: -16}, 0})
 	}
+	{ // Q5_0: d = 0.5; code 16 (nibble 0, fifth bit 1) is zero
+		b := filled(22, 0)
+		setF16(b, 0, 0x3800)
+		binary.LittleEndian.PutUint32(b[2:], 0xffffffff)
+		b[6] = 0xf3 // element 0: 16+3 -> 1.5; element 16: 16+15 = 31 -> 7.5
+		b[7] = 0x08 // element 1: 24 -> 4
+		b[2] = 0xfd // element 1's fifth bit 0: code 8 -> -4
+		b[5] = 0x7f // element 31's fifth bit 0: code 0 -> -8
+		cases = append(cases, tc{"q5_0", Q5_0, b, map[int]float32{0: 1.5, 16: 7.5, 1: -4, 31: -8}, 0})
+	}
 	{ // Q6_K: d = 1; code 32 (ql nibble 0, qh bits 2) is zero everywhere
 		b := filled(210, 0)
 		for i := 128; i < 192; i++ {

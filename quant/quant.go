@@ -26,6 +26,7 @@ var kernels = map[Type]kernel{
 	F16:   {dequant: dequantF16, quant: quantF16, dot: dotF16},
 	BF16:  {dequant: dequantBF16, quant: quantBF16, dot: dotBF16},
 	Q8_0:  {dequant: dequantQ8_0, quant: quantQ8_0, dot: dotQ8_0},
+	Q5_0:  {dequant: dequantQ5_0, quant: quantQ5_0, dot: dotQ5_0},
 	Q4_0:  {dequant: dequantQ4_0, quant: quantQ4_0, dot: dotQ4_0},
 	Q6_K:  {dequant: dequantQ6_K, quant: quantQ6_K},
 	Q4_K:  {dequant: dequantQ4_K},

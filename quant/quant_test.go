@@ -9,7 +9,7 @@ import (
 	"testing"
 )
 
-var allSupported = []Type{F32, F16, BF16, Q8_0, Q4_0, Q6_K, Q4_K, TQ2_0, TQ1_0, Q2_0, I2_S, I2_S_ARM}
+var allSupported = []Type{F32, F16, BF16, Q8_0, Q5_0, Q4_0, Q6_K, Q4_K, TQ2_0, TQ1_0, Q2_0, I2_S, I2_S_ARM}
 
 func gaussian(rng *rand.Rand, n int, sigma float64) []float32 {
 	x := make([]float32, n)

@@ -5,9 +5,9 @@
 //
 // Files by family: type.go (ids and sizes), quant.go (the registry behind
 // Dequantize, Quantize and Dot), float.go (F32, F16, BF16 and exact fp16 /
-// bf16 conversion), q8.go and q4.go (Q8_0, Q4_0), kquants.go (Q6_K, Q4_K)
+// bf16 conversion), q8.go, q5.go and q4.go (Q8_0, Q5_0, Q4_0), kquants.go (Q6_K, Q4_K)
 // and ternary.go (TQ1_0, TQ2_0, Q2_0, I2_S and TernaryCodes for backends).
-// Quantizers for Q8_0, Q4_0, Q6_K reproduce llama.cpp's reference
+// Quantizers for Q8_0, Q5_0, Q4_0, Q6_K reproduce llama.cpp's reference
 // quantizers byte for byte (checked against llama-quantize's output in
 // ../shared/models/tiny-random); the ternary ones use BitNet's absmean.
 package quant
@@ -68,7 +68,7 @@ var types = map[Type]typeInfo{
 	BF16:  {"BF16", 1, 2, true},
 	Q4_0:  {"Q4_0", 32, 18, true},
 	Q4_1:  {"Q4_1", 32, 20, false},
-	Q5_0:  {"Q5_0", 32, 22, false},
+	Q5_0:  {"Q5_0", 32, 22, true},
 	Q5_1:  {"Q5_1", 32, 24, false},
 	Q8_0:  {"Q8_0", 32, 34, true},
 	Q8_1:  {"Q8_1", 32, 36, false},

@@ -440,15 +440,15 @@ func TestQuantizeErrors(t *testing.T) {
 		w.Add(kv.Key, kv.Value)
 	}, nil)
 	check("unknown architecture", mamba, Options{Type: quant.Q8_0}, `unsupported architecture "mamba"`)
-	// A tensor in a type EdgeLLM cannot decode (Q5_0).
-	q5 := rewrite(t, src, "q5.gguf", nil, func(w *gguf.Writer, ti gguf.TensorInfo) error {
+	// A tensor in a type EdgeLLM cannot decode (Q5_1).
+	q5 := rewrite(t, src, "q51.gguf", nil, func(w *gguf.Writer, ti gguf.TensorInfo) error {
 		if ti.Name != "blk.0.attn_k.weight" {
 			return sameTensor(w, ti)
 		}
-		n, _ := quant.TensorBytes(quant.Q5_0, ti.Dims[0], ti.Elements())
-		return w.AddTensor(ti.Name, quant.Q5_0, ti.Dims, make([]byte, n))
+		n, _ := quant.TensorBytes(quant.Q5_1, ti.Dims[0], ti.Elements())
+		return w.AddTensor(ti.Name, quant.Q5_1, ti.Dims, make([]byte, n))
 	})
-	check("undecodable tensor", q5, Options{Type: quant.Q8_0}, `"blk.0.attn_k.weight": unsupported tensor type Q5_0`)
+	check("undecodable tensor", q5, Options{Type: quant.Q8_0}, `"blk.0.attn_k.weight": unsupported tensor type Q5_1`)
 
 	// A cancelled context stops the work.
 	ctx, cancel := context.WithCancel(context.Background())

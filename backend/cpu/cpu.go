@@ -11,7 +11,7 @@
 //
 // Products go through a small internal matmul interface chosen per weight
 // at load: the types package backend/cpu/kernels covers (ternary, Q8_0,
-// Q4_0, Q6_K, F16) are repacked for its kernels, which read int8
+// Q5_0, Q4_0, Q6_K, F16) are repacked for its kernels, which read int8
 // activations quantized once per operation; everything else (F32, odd
 // widths, Options.NoKernels) runs plain-Go products on the float
 // activations, exactly as the reference does. This package knows nothing
@@ -38,7 +38,7 @@ type Options struct {
 	// NoKernels keeps every product on the plain-Go path, which multiplies
 	// the float activations by the weights exactly as the reference does.
 	// By default the types package kernels covers (the ternary types,
-	// Q8_0, Q4_0, Q6_K, F16; widths a multiple of 64) are repacked for its
+	// Q8_0, Q5_0, Q4_0, Q6_K, F16; widths a multiple of 64) are repacked for its
 	// kernels, which quantize the activations to int8 per token.
 	NoKernels bool
 }
@@ -320,7 +320,7 @@ func (m *Model) VisitWeightMemory(fn func([]byte)) {
 
 // WeightBytesPerToken implements backend.WeightBytes: the resident bytes a
 // decode step reads, every product's and one embedding row. It differs
-// from the file's where the repacking does (Q6_K becomes int8 rows;
+// from the file's where the repacking does (Q5_0 and Q6_K become int8 rows;
 // ternary rows keep one scale), so bench's bandwidth figures count
 // what is read.
 func (m *Model) WeightBytesPerToken() int64 {

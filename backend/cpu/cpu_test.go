@@ -152,6 +152,9 @@ var testModels = []testModel{
 	{name: "gemma3-f16-window", arch: model.ArchGemma3, dim: 64, ffn: 128, layers: 4, heads: 4, kvHeads: 2, vocab: 81, typ: quant.F16, embTyp: quant.F16, tied: true, neox: true, feat: gemma3Feat},
 	{name: "gemma3-f32-window", arch: model.ArchGemma3, dim: 40, ffn: 56, layers: 3, heads: 2, kvHeads: 1, vocab: 45, typ: quant.F32, embTyp: quant.F32, tied: true, neox: true, feat: gemma3Feat},
 	{name: "gemma3-tq2_0-window", arch: model.ArchGemma3, dim: 256, ffn: 256, layers: 2, heads: 8, kvHeads: 2, vocab: 60, typ: quant.TQ2_0, embTyp: quant.Q8_0, tied: true, neox: true, feat: gemma3Feat},
+	// Q5_0 (llama-quantize's type for rows no k-quant fits), appended so the
+	// models above keep their seeds.
+	{name: "qwen2-q5_0-bias", arch: model.ArchQwen2, dim: 64, ffn: 96, layers: 2, heads: 4, kvHeads: 2, vocab: 70, typ: quant.Q5_0, embTyp: quant.Q5_0, tied: true, neox: true, feat: qwen2Feat},
 }
 
 func qwen2Feat(c *model.Config) { c.QKVBias = true }
@@ -433,7 +436,7 @@ func TestMatmulAgainstDot(t *testing.T) {
 		typ        quant.Type
 		rows, cols int
 	}{
-		{quant.F32, 13, 37}, {quant.F16, 9, 33}, {quant.BF16, 5, 8}, {quant.Q8_0, 11, 96}, {quant.Q4_0, 7, 64},
+		{quant.F32, 13, 37}, {quant.F16, 9, 33}, {quant.BF16, 5, 8}, {quant.Q8_0, 11, 96}, {quant.Q5_0, 6, 64}, {quant.Q4_0, 7, 64},
 		{quant.Q2_0, 5, 192}, {quant.TQ2_0, 6, 256}, {quant.TQ1_0, 3, 512}, {quant.I2_S, 5, 384}, {quant.Q6_K, 3, 256},
 	} {
 		tt := randTensor(t, r, "w", tc.typ, tc.rows, tc.cols, 1)

@@ -7,7 +7,7 @@ import (
 )
 
 // kernelMat is a matrix repacked by package kernels (ternary types into
-// 2-bit or lookup-table rows, Q8_0/Q6_K into int8 rows, Q4_0 into 4-bit
+// 2-bit or lookup-table rows, Q8_0/Q5_0/Q6_K into int8 rows, Q4_0 into 4-bit
 // rows, F16). Its
 // products read the activations quantized once per operation to int8 by
 // per-token absmax (BitNet's scheme), held in a kernels.Acts.
@@ -61,7 +61,7 @@ func kernelData(t *model.Tensor) ([]byte, bool) {
 		return nil, false
 	}
 	switch t.Type {
-	case quant.F16, quant.Q8_0, quant.Q4_0, quant.Q6_K, quant.TQ2_0, quant.TQ1_0, quant.Q2_0, quant.I2_S, quant.I2_S_ARM:
+	case quant.F16, quant.Q8_0, quant.Q5_0, quant.Q4_0, quant.Q6_K, quant.TQ2_0, quant.TQ1_0, quant.Q2_0, quant.I2_S, quant.I2_S_ARM:
 	default:
 		return nil, false
 	}

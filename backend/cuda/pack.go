@@ -337,7 +337,7 @@ func stackRows(ms ...*hostMat) *hostMat {
 
 // denseKindFor picks the device kind for a non-ternary tensor type: f32
 // stays f32 (exact, and cheap for the small models stored that way), f16
-// and bf16 become f16, everything else q8_0 (Q6_K, Q4_K, Q4_0 and ternary
+// and bf16 become f16, everything else q8_0 (Q6_K, Q5_0, Q4_K, Q4_0 and ternary
 // tensors whose rows are not uniform are re-quantized: close, not exact).
 func denseKindFor(t quant.Type) kind {
 	switch t {

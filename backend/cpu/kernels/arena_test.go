@@ -92,7 +92,7 @@ func TestArenaMatrices(t *testing.T) {
 	rng := rand.New(rand.NewPCG(61, 62))
 	const rows, cols = 37, 256
 	acts := newActs(t, randActs(rng, cols, 1), cols, true)
-	for _, typ := range []quant.Type{quant.TQ2_0, quant.Q2_0, quant.Q8_0, quant.Q4_0, quant.Q6_K, quant.F16, quant.TQ1_0, quant.I2_S} {
+	for _, typ := range []quant.Type{quant.TQ2_0, quant.Q2_0, quant.Q8_0, quant.Q5_0, quant.Q4_0, quant.Q6_K, quant.F16, quant.TQ1_0, quant.I2_S} {
 		data := randQuantData(t, rng, typ, rows, cols)
 		for _, scale := range []float32{1, 0.5} {
 			heap, err := FromQuant(typ, rows, cols, data, scale, TernaryOptions{})

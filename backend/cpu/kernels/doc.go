@@ -1,7 +1,7 @@
 // Package kernels owns the CPU compute kernels of the cpu backend: int8
 // activation quantization (Acts), ternary weights repacked once at load
 // (Ternary: 2-bit codes for VPMADDUBSW by default, or lookup-table layouts),
-// int8-repacked Q8_0/Q4_0/Q6_K matrices (Int8Mat) and F16 matrices
+// int8-repacked Q8_0/Q5_0/Q4_0/Q6_K matrices (Int8Mat) and F16 matrices
 // (F16Mat), each with a matrix-vector product over a row range (so the
 // caller's workers split rows) and a batched product for prefill (ternary
 // and 32-group int8 rows: each block of weights unpacked once for 4 tokens,

@@ -12,6 +12,7 @@ func FuzzFromQuant(f *testing.F) {
 	f.Add(uint8(quant.TQ2_0), uint16(2), uint16(256), make([]byte, 132))
 	f.Add(uint8(quant.Q2_0), uint16(1), uint16(64), make([]byte, 18))
 	f.Add(uint8(quant.Q8_0), uint16(1), uint16(64), make([]byte, 68))
+	f.Add(uint8(quant.Q5_0), uint16(2), uint16(64), make([]byte, 88))
 	f.Add(uint8(quant.Q4_0), uint16(3), uint16(128), make([]byte, 216))
 	f.Add(uint8(quant.Q6_K), uint16(1), uint16(256), make([]byte, 210))
 	f.Add(uint8(quant.F16), uint16(1), uint16(64), make([]byte, 128))

@@ -7,7 +7,7 @@ import (
 )
 
 // Int8Mat is a matrix of int8 weights with one float32 scale per Group (32
-// or 16) weights of a row: Q8_0 and Q4_0 repack into it exactly (group 32),
+// or 16) weights of a row: Q8_0, Q5_0 and Q4_0 repack into it exactly (group 32),
 // and so does Q6_K (group 16: its 6-bit values times d*sub-scale). Its
 // product uses the same per-token int8 activations as the ternary
 // matrices: row·x = (sum over groups of scale * (w·q)) / s. This costs the
@@ -16,7 +16,7 @@ import (
 // quantization of x serve the whole layer.
 //
 // Layout: row r's int8 values are vals[r*cols:], its scales
-// scales[r*cols/group:] (float32), or for Q8_0 and Q4_0 the file's own
+// scales[r*cols/group:] (float32), or for Q8_0, Q5_0 and Q4_0 the file's own
 // float16 scales in hscales: 8.5 bits per weight, as Q8_0 in the file. Q6_K
 // takes 10 bits per weight here against its 6.56 in the file: the price of
 // a simple, exact kernel (see the package report for a denser plan).
@@ -118,19 +118,40 @@ func (m *Int8Mat) scaleAt(g int) float32 {
 // FromQ8_0 repacks GGML Q8_0 blocks (fp16 d, 32 int8) of a rows x cols
 // matrix, in arena a (or the heap when nil).
 func FromQ8_0(rows, cols int, data []byte, a *Arena) (*Int8Mat, error) {
-	if err := checkData("Q8_0", rows, cols, 32, 34, data); err != nil {
+	return fromBlocks32("Q8_0", 34, rows, cols, data, a, func(v *[32]int8, q []byte) {
+		for j := range v {
+			v[j] = int8(q[2+j])
+		}
+	})
+}
+
+// FromQ5_0 repacks GGML Q5_0 blocks (fp16 d, then 5-bit codes c: weight
+// d*(c-16)) into int8 values c-16, exactly, in arena a (or the heap when
+// nil): Q5_0 then runs on the Q8_0 kernels, at 8.5 bits a weight against
+// the file's 5.5.
+func FromQ5_0(rows, cols int, data []byte, a *Arena) (*Int8Mat, error) {
+	return fromBlocks32("Q5_0", 22, rows, cols, data, a, func(v *[32]int8, q []byte) {
+		for j := range v {
+			v[j] = int8(quant.Q5Code(q, j) - 16)
+		}
+	})
+}
+
+// fromBlocks32 repacks a type of 32-weight blocks that start with an fp16
+// scale d and whose weights are d times small integers: decode writes a
+// block's integers (from the whole block, q). The scales stay float16.
+func fromBlocks32(what string, blockBytes, rows, cols int, data []byte, a *Arena, decode func(v *[32]int8, q []byte)) (*Int8Mat, error) {
+	if err := checkData(what, rows, cols, 32, blockBytes, data); err != nil {
 		return nil, err
 	}
 	nb := rows * cols / 32
 	vals, hs := alloc[int8](a, rows*cols), alloc[uint16](a, nb)
 	for b := 0; b < nb; b++ {
-		blk := data[b*34 : b*34+34]
+		blk := data[b*blockBytes : (b+1)*blockBytes]
 		hs[b] = uint16(blk[0]) | uint16(blk[1])<<8
-		for i, v := range blk[2:] {
-			vals[b*32+i] = int8(v)
-		}
+		decode((*[32]int8)(vals[b*32:b*32+32]), blk)
 	}
-	return newInt8MatHalf("Q8_0", rows, cols, vals, hs)
+	return newInt8MatHalf(what, rows, cols, vals, hs)
 }
 
 // FromQ4_0 repacks GGML Q4_0 blocks (fp16 d, 16 bytes: element i in the low
@@ -172,19 +193,11 @@ func q4Nibble(q []byte, j int) byte {
 // weight takes an extra scale (FromQuant's scale: the q4 kernels take
 // only float16 scales), and for the tests' reference.
 func fromQ4_0Int8(rows, cols int, data []byte, a *Arena) (*Int8Mat, error) {
-	if err := checkData("Q4_0", rows, cols, 32, 18, data); err != nil {
-		return nil, err
-	}
-	nb := rows * cols / 32
-	vals, hs := alloc[int8](a, rows*cols), alloc[uint16](a, nb)
-	for b := 0; b < nb; b++ {
-		blk := data[b*18 : b*18+18]
-		hs[b] = uint16(blk[0]) | uint16(blk[1])<<8
-		for j := range 32 {
-			vals[b*32+j] = int8(q4Nibble(blk[2:], j)) - 8
+	return fromBlocks32("Q4_0", 18, rows, cols, data, a, func(v *[32]int8, q []byte) {
+		for j := range v {
+			v[j] = int8(q4Nibble(q[2:], j)) - 8
 		}
-	}
-	return newInt8MatHalf("Q4_0", rows, cols, vals, hs)
+	})
 }
 
 // block returns the int8 values of row r's block g of 32 (group 32): a

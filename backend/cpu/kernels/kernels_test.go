@@ -628,11 +628,11 @@ func checkFloatMat(t *testing.T, name string, m Matrix, a *Acts, want func(tok, 
 	}
 }
 
-// TestFromQuantInt8 checks the Q8_0, Q4_0 and Q6_K repacking against
+// TestFromQuantInt8 checks the Q8_0, Q5_0, Q4_0 and Q6_K repacking against
 // quant.Dequantize of random blocks.
 func TestFromQuantInt8(t *testing.T) {
 	rng := rand.New(rand.NewPCG(13, 14))
-	for _, typ := range []quant.Type{quant.Q8_0, quant.Q4_0, quant.Q6_K} {
+	for _, typ := range []quant.Type{quant.Q8_0, quant.Q5_0, quant.Q4_0, quant.Q6_K} {
 		rows, cols := 3, 512
 		rb, _ := typ.RowBytes(cols)
 		data := make([]byte, rb*rows)
@@ -689,12 +689,12 @@ func TestFromQuantInt8(t *testing.T) {
 	}
 }
 
-// TestQuantInt8MatVec runs Q8_0, Q4_0 and Q6_K products (float16 and
+// TestQuantInt8MatVec runs Q8_0, Q5_0, Q4_0 and Q6_K products (float16 and
 // float32 scales, with and without FromQuant's scale) against quant's
 // dequantized rows.
 func TestQuantInt8MatVec(t *testing.T) {
 	rng := rand.New(rand.NewPCG(19, 20))
-	for _, typ := range []quant.Type{quant.Q8_0, quant.Q4_0, quant.Q6_K} {
+	for _, typ := range []quant.Type{quant.Q8_0, quant.Q5_0, quant.Q4_0, quant.Q6_K} {
 		for _, cols := range []int{64, 256, 576, 1024, 2560} {
 			if cols%typ.BlockSize() != 0 {
 				continue

@@ -18,7 +18,7 @@ func TestMemory(t *testing.T) {
 	for _, c := range []struct {
 		typ    quant.Type
 		layout Layout
-	}{{quant.Q8_0, 0}, {quant.Q4_0, 0}, {quant.Q6_K, 0}, {quant.F16, 0}, {quant.TQ2_0, Layout2Bit}, {quant.TQ2_0, LayoutLUT}} {
+	}{{quant.Q8_0, 0}, {quant.Q5_0, 0}, {quant.Q4_0, 0}, {quant.Q6_K, 0}, {quant.F16, 0}, {quant.TQ2_0, Layout2Bit}, {quant.TQ2_0, LayoutLUT}} {
 		rb, _ := c.typ.RowBytes(cols)
 		data := make([]byte, rb*rows)
 		if err := quant.Quantize(c.typ, data, w); err != nil {

@@ -28,7 +28,7 @@ func Footprint(typ quant.Type, rows, cols int, scale float32, opts TernaryOption
 		return alignUp(4*rows) + alignUp(data) // rowScale, then the codes
 	case typ == quant.Q4_0 && scale == 1:
 		return alignUp(rows*cols/2) + alignUp(2*(rows*cols/32)) // nibbles, float16 scales
-	case typ == quant.Q8_0 || typ == quant.Q4_0:
+	case typ == quant.Q8_0 || typ == quant.Q5_0 || typ == quant.Q4_0:
 		n := alignUp(rows*cols) + alignUp(2*(rows*cols/32)) // values, float16 scales
 		if scale != 1 {
 			n += alignUp(4 * (rows * cols / 32)) // float32 scales (toFloatScales)
@@ -44,7 +44,7 @@ func Footprint(typ quant.Type, rows, cols int, scale float32, opts TernaryOption
 
 // FromQuant repacks a rows x cols GGML tensor into the kernels' layout for
 // its type: the ternary types (TQ2_0, TQ1_0, Q2_0, I2_S) into a Ternary,
-// Q8_0/Q4_0/Q6_K into an Int8Mat (Q4_0 in 4 bits unless scale folds in),
+// Q8_0/Q5_0/Q4_0/Q6_K into an Int8Mat (Q4_0 in 4 bits unless scale folds in),
 // F16 into an F16Mat. data holds the rows'
 // packed bytes (for I2_S, without the trailing per-tensor scale); scale
 // multiplies every weight (I2_S's per-tensor scale, a BitNet ".scale"
@@ -92,11 +92,13 @@ func FromQuant(typ quant.Type, rows, cols int, data []byte, scale float32, opts 
 			return nil, err
 		}
 		return NewTernary(rows, cols, codes, scales, group, opts)
-	case typ == quant.Q8_0 || typ == quant.Q4_0 || typ == quant.Q6_K:
+	case typ == quant.Q8_0 || typ == quant.Q5_0 || typ == quant.Q4_0 || typ == quant.Q6_K:
 		var m *Int8Mat
 		switch typ {
 		case quant.Q8_0:
 			m, err = FromQ8_0(rows, cols, data, opts.Arena)
+		case quant.Q5_0:
+			m, err = FromQ5_0(rows, cols, data, opts.Arena)
 		case quant.Q4_0:
 			if scale == 1 {
 				m, err = FromQ4_0(rows, cols, data, opts.Arena)

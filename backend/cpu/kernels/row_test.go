@@ -17,7 +17,7 @@ func TestInt8MatRow(t *testing.T) {
 	for i := range src {
 		src[i] = float32(r.NormFloat64())
 	}
-	for _, typ := range []quant.Type{quant.Q8_0, quant.Q4_0, quant.Q6_K} {
+	for _, typ := range []quant.Type{quant.Q8_0, quant.Q5_0, quant.Q4_0, quant.Q6_K} {
 		rb, _ := typ.RowBytes(cols)
 		data := make([]byte, rows*rb)
 		if err := quant.Quantize(typ, data, src); err != nil {
