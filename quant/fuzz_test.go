@@ -11,6 +11,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add(uint8(Q2_0), uint16(64), filled(18, 0xff))
 	f.Add(uint8(I2_S), uint16(128), filled(160, 0xff))
 	f.Add(uint8(Q4_K), uint16(256), filled(144, 0x7b))
+	f.Add(uint8(Q5_0), uint16(64), filled(44, 0xff))
 	f.Add(uint8(TQ1_0), uint16(256), filled(54, 0xff))
 	f.Add(uint8(255), uint16(64), filled(48, 0xe4))
 	f.Fuzz(func(t *testing.T, typ uint8, n uint16, data []byte) {
