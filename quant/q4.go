@@ -27,28 +27,21 @@ func quantQ4_0(dst []byte, src []float32) {
 	for i := 0; i < len(src)/32; i++ {
 		x := src[i*32 : i*32+32]
 		b := dst[i*q4Block:]
-		var amax, mx float32
-		for _, v := range x {
-			if a := float32(math.Abs(float64(v))); a > amax {
-				amax, mx = a, v
-			}
-		}
-		d := mx / -8
-		var id float32
-		if d != 0 {
-			id = 1 / d
-		}
+		d, id := signedBlockScale(x, -8)
 		putF16(b, 0, d)
 		for j := 0; j < 16; j++ {
-			b[2+j] = q4Code(x[j]*id) | q4Code(x[j+16]*id)<<4
+			b[2+j] = blockCode(x[j]*id, 8) | blockCode(x[j+16]*id, 8)<<4
 		}
 	}
 }
 
-// q4Code truncates v+8.5 toward zero into 0..15 as ggml's (int8_t) cast does.
-func q4Code(v float32) byte {
-	c := int(v + 8.5)
-	return byte(min(15, max(0, c)))
+// blockCode is the code of v (already divided by the block's scale) in
+// ggml's Q4_0 and Q5_0 reference quantizers, whose codes run 0..2*zero-1
+// with zero at code zero: v+zero+0.5 truncated toward zero as their
+// (int8_t) cast does, capped at the top code.
+func blockCode(v float32, zero int) byte {
+	c := int(v + (float32(zero) + 0.5))
+	return byte(min(2*zero-1, max(0, c)))
 }
 
 func dotQ4_0(row []byte, x []float32) float32 {
@@ -63,4 +56,22 @@ func dotQ4_0(row []byte, x []float32) float32 {
 		sum += float64(f16At(b, 0) * s)
 	}
 	return float32(sum)
+}
+
+// signedBlockScale is the scale of ggml's Q4_0 and Q5_0 reference
+// quantizers: the block's value of largest magnitude (the first, on ties)
+// divided by div, which maps it to the lowest code; and its inverse, 0 for
+// an all-zero block.
+func signedBlockScale(x []float32, div float32) (d, id float32) {
+	var amax, mx float32
+	for _, v := range x {
+		if a := float32(math.Abs(float64(v))); a > amax {
+			amax, mx = a, v
+		}
+	}
+	d = mx / div
+	if d != 0 {
+		id = 1 / d
+	}
+	return d, id
 }

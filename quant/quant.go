@@ -26,7 +26,7 @@ var kernels = map[Type]kernel{
 	F16:   {dequant: dequantF16, quant: quantF16, dot: dotF16},
 	BF16:  {dequant: dequantBF16, quant: quantBF16, dot: dotBF16},
 	Q8_0:  {dequant: dequantQ8_0, quant: quantQ8_0, dot: dotQ8_0},
-	Q5_0:  {dequant: dequantQ5_0, quant: quantQ5_0, dot: dotQ5_0},
+	Q5_0:  {dequant: dequantQ5_0, quant: quantQ5_0},
 	Q4_0:  {dequant: dequantQ4_0, quant: quantQ4_0, dot: dotQ4_0},
 	Q6_K:  {dequant: dequantQ6_K, quant: quantQ6_K},
 	Q4_K:  {dequant: dequantQ4_K},
@@ -102,7 +102,7 @@ func Dot(t Type, row []byte, x []float32) float32 {
 }
 
 // dotByBlocks dequantizes one block at a time into a stack buffer. The
-// k-quants are called directly (not through the registry's function
+// k-quants and Q5_0 are called directly (not through the registry's function
 // values) so the buffer stays on the stack: Dot allocates nothing.
 func dotByBlocks(t Type, row []byte, x []float32) float32 {
 	bs, bb := t.BlockSize(), t.BlockBytes()
@@ -116,6 +116,8 @@ func dotByBlocks(t Type, row []byte, x []float32) float32 {
 			dequantQ6_K(b, blk)
 		case Q4_K:
 			dequantQ4_K(b, blk)
+		case Q5_0:
+			dequantQ5_0(b, blk)
 		default:
 			return float32(math.NaN()) // a type with neither a dot nor a case here
 		}
