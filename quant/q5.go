@@ -12,23 +12,25 @@ import "encoding/binary"
 
 const q5Block = 22
 
-// Q5Code returns code j (0..31) of the Q5_0 block b (at least 22 bytes).
-func Q5Code(b []byte, j int) int {
+// Q5Values writes the 32 weights of the Q5_0 block b (at least 22 bytes)
+// as integers, code-16 (-16..15): the weights over d.
+func Q5Values(v *[32]int8, b []byte) {
 	qh := binary.LittleEndian.Uint32(b[2:])
-	lo := b[6+j%16]
-	if j >= 16 {
-		lo >>= 4
+	for j, c := range b[6:22] {
+		v[j] = int8(c&0xf|byte(qh>>uint(j)&1)<<4) - 16
+		v[j+16] = int8(c>>4|byte(qh>>uint(j+16)&1)<<4) - 16
 	}
-	return int(lo&0xf) | int(qh>>uint(j)&1)<<4
 }
 
 func dequantQ5_0(dst []float32, src []byte) {
+	var v [32]int8
 	for i := 0; i < len(dst)/32; i++ {
 		b := src[i*q5Block:]
+		Q5Values(&v, b)
 		d := f16At(b, 0)
 		y := dst[i*32 : i*32+32]
 		for j := range y {
-			y[j] = d * float32(Q5Code(b, j)-16)
+			y[j] = d * float32(v[j])
 		}
 	}
 }

@@ -130,11 +130,7 @@ func FromQ8_0(rows, cols int, data []byte, a *Arena) (*Int8Mat, error) {
 // nil): Q5_0 then runs on the Q8_0 kernels, at 8.5 bits a weight against
 // the file's 5.5.
 func FromQ5_0(rows, cols int, data []byte, a *Arena) (*Int8Mat, error) {
-	return fromBlocks32("Q5_0", 22, rows, cols, data, a, func(v *[32]int8, q []byte) {
-		for j := range v {
-			v[j] = int8(quant.Q5Code(q, j) - 16)
-		}
-	})
+	return fromBlocks32("Q5_0", 22, rows, cols, data, a, quant.Q5Values)
 }
 
 // fromBlocks32 repacks a type of 32-weight blocks that start with an fp16
@@ -598,7 +594,7 @@ func int8RowGo(w []int8, sc []float32, group int, q []int8) float32 {
 // copy, instead of from the file.
 func (m *Int8Mat) Row(r int, dst []float32) {
 	g0 := r * m.cols / m.group
-	if m.nib != nil {
+	if m.group == 32 { // the values, or the nibbles decoded (block)
 		var buf [32]int8
 		for g := range m.cols / 32 {
 			s := m.scaleAt(g0 + g)
